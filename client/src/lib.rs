@@ -1,0 +1,1 @@
+//! rcluster client library and command line (placeholder until the client lands).

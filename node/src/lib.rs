@@ -1,0 +1,1 @@
+//! rcluster data node.

@@ -1,0 +1,1 @@
+//! rcluster operator library.
