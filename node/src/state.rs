@@ -1,0 +1,646 @@
+//! The replicated state machine: records, topics, subscriptions and idempotency keys.
+//!
+//! `apply_op` either fails or reports "unchanged" without touching anything, or changes the state.
+//! The primary logs only entries that changed something; every node applies the logged entries in
+//! order with `apply_logged`, and the same log gives the same state (time comes from the entry).
+//! Collections are persistent (imbl) so a snapshot is an O(1) clone taken without stalling writers.
+
+use crate::log::{Entry, Fnv, Json, Op, Retention, Start};
+use imbl::{OrdMap, Vector};
+use serde::{Deserialize, Serialize};
+use std::ops::Bound;
+
+/// How long (in log time) a retried request with the same idempotency key returns the first result.
+pub const IDEM_TTL_MS: u64 = 24 * 3600 * 1000;
+/// Bound on remembered idempotency keys; the oldest are forgotten first. A constant, not a setting,
+/// because every node must prune identically.
+pub const IDEM_MAX_KEYS: usize = 1_000_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub value: Json,
+    pub version: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Record {
+    pub fn live_at(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|t| t > now_ms)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub value: Json,
+    pub published_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topic {
+    pub retention: Retention,
+    pub first_offset: u64,
+    pub messages: Vector<Message>,
+    pub subscriptions: OrdMap<String, u64>,
+}
+
+impl Topic {
+    pub fn next_offset(&self) -> u64 {
+        self.first_offset + self.messages.len() as u64
+    }
+
+    /// Messages `[from, from+limit)` that are still retained.
+    pub fn read(&self, from: u64, limit: usize) -> Vec<(u64, Message)> {
+        let start = from.max(self.first_offset);
+        let skip = (start - self.first_offset) as usize;
+        self.messages
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .enumerate()
+            .map(|(i, m)| (start + i as u64, m.clone()))
+            .collect()
+    }
+
+    fn enforce_retention(&mut self, now_ms: u64) -> u64 {
+        let mut dropped = 0;
+        if let Some(max) = self.retention.max_messages {
+            while self.messages.len() as u64 > max {
+                self.messages.pop_front();
+                self.first_offset += 1;
+                dropped += 1;
+            }
+        }
+        if let Some(age) = self.retention.max_age_ms {
+            while self
+                .messages
+                .front()
+                .is_some_and(|m| m.published_at_ms.saturating_add(age) <= now_ms)
+            {
+                self.messages.pop_front();
+                self.first_offset += 1;
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdemRecord {
+    pub fingerprint: u64,
+    pub index: u64,
+    pub ts_ms: u64,
+    pub result: OpResult,
+}
+
+/// The result of an applied operation: what the client is told, and what a retry with the same
+/// idempotency key is told again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OpResult {
+    Noop,
+    Put {
+        key: String,
+        version: u64,
+        expires_at_ms: Option<u64>,
+    },
+    Delete {
+        key: String,
+        version: u64,
+    },
+    Incr {
+        key: String,
+        value: i64,
+        version: u64,
+    },
+    Expired {
+        count: u64,
+    },
+    CreateTopic {
+        topic: String,
+        created: bool,
+        retention: Retention,
+    },
+    DeleteTopic {
+        topic: String,
+    },
+    Publish {
+        first_offset: u64,
+        count: u64,
+    },
+    Trimmed {
+        dropped: u64,
+    },
+    Subscribe {
+        topic: String,
+        name: String,
+        cursor: u64,
+        created: bool,
+    },
+    Unsubscribe {
+        topic: String,
+        name: String,
+    },
+    Pull {
+        messages: Vec<(u64, Message)>,
+        cursor: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("version mismatch: the current version is {current}")]
+    VersionMismatch { current: u64 },
+    #[error("no such key")]
+    NotFound,
+    #[error("the current value is not an integer")]
+    NotANumber,
+    #[error("the result would leave the allowed range")]
+    OutOfBounds,
+    #[error("no such topic")]
+    TopicNotFound,
+    #[error("no such subscription")]
+    SubscriptionNotFound,
+}
+
+/// A change to a record, pushed to watchers once committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvEvent {
+    pub index: u64,
+    pub kind: KvEventKind,
+    pub key: String,
+    pub value: Option<Json>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvEventKind {
+    Put,
+    Delete,
+    Expire,
+}
+
+impl KvEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvEventKind::Put => "put",
+            KvEventKind::Delete => "delete",
+            KvEventKind::Expire => "expire",
+        }
+    }
+}
+
+pub struct Applied {
+    pub result: OpResult,
+    /// False when the operation left the state as it was; the primary does not log such entries.
+    pub changed: bool,
+    pub events: Vec<KvEvent>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub records: OrdMap<String, Record>,
+    pub topics: OrdMap<String, Topic>,
+    pub idem: OrdMap<String, IdemRecord>,
+    /// Derived indexes, rebuilt from the maps above when a snapshot is loaded.
+    pub(crate) expiring: OrdMap<(u64, String), u64>,
+    pub(crate) idem_by_index: OrdMap<u64, String>,
+    pub applied_index: u64,
+    pub applied_term: u64,
+}
+
+fn unchanged(result: OpResult) -> Result<Applied, ApplyError> {
+    Ok(Applied {
+        result,
+        changed: false,
+        events: Vec::new(),
+    })
+}
+
+impl State {
+    /// The record as seen at `now_ms`: expired records are never returned, purged or not.
+    pub fn get(&self, key: &str, now_ms: u64) -> Option<&Record> {
+        self.records.get(key).filter(|r| r.live_at(now_ms))
+    }
+
+    pub fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> (Vec<(String, Record)>, bool) {
+        let lower = match start_after {
+            Some(s) if s >= prefix => Bound::Excluded(s.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for (k, r) in self.records.range((lower, Bound::Unbounded)) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if !r.live_at(now_ms) {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push((k.clone(), r.clone()));
+        }
+        (items, more)
+    }
+
+    pub fn idempotent_result(&self, key: &str) -> Option<&IdemRecord> {
+        self.idem.get(key)
+    }
+
+    /// Records whose expiry time has passed, oldest first, for the primary's purge entries.
+    pub fn expired_keys(&self, now_ms: u64, max: usize) -> Vec<(String, u64)> {
+        self.expiring
+            .iter()
+            .take_while(|((at, _), _)| *at <= now_ms)
+            .take(max)
+            .map(|((_, k), v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Topics with age retention whose oldest message is due to be dropped.
+    pub fn topics_to_trim(&self, now_ms: u64) -> Vec<String> {
+        self.topics
+            .iter()
+            .filter(|(_, t)| {
+                t.retention.max_age_ms.is_some_and(|age| {
+                    t.messages
+                        .front()
+                        .is_some_and(|m| m.published_at_ms.saturating_add(age) <= now_ms)
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Applies an entry that is already in the log (replay, replication). Entries only reach the
+    /// log when they changed the primary's state, so a failure here means the logs differ; it is
+    /// reported, and the entry still counts as applied so indexes stay aligned.
+    pub fn apply_logged(&mut self, e: &Entry) -> Result<Applied, ApplyError> {
+        let out = self.apply_op(e);
+        if let Ok(applied) = &out {
+            self.finish(e, &applied.result);
+        } else {
+            self.applied_index = e.index;
+            self.applied_term = e.term;
+        }
+        out
+    }
+
+    /// Validates and applies `e.op`. On error or `changed == false` nothing was modified; then the
+    /// caller must not log the entry. After a changing apply the caller must call [`State::finish`].
+    pub fn apply_op(&mut self, e: &Entry) -> Result<Applied, ApplyError> {
+        let now = e.ts_ms;
+        let mut events = Vec::new();
+        let result = match &e.op {
+            Op::Noop => OpResult::Noop,
+            Op::Put {
+                key,
+                value,
+                ttl_ms,
+                if_version,
+            } => {
+                let current = self.version_at(key, now);
+                if let Some(expected) = if_version
+                    && *expected != current
+                {
+                    return Err(ApplyError::VersionMismatch { current });
+                }
+                let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
+                self.set_record(key, value.clone(), e.index, expires_at_ms);
+                events.push(event(e.index, KvEventKind::Put, key, Some(value.clone())));
+                OpResult::Put {
+                    key: key.clone(),
+                    version: e.index,
+                    expires_at_ms,
+                }
+            }
+            Op::Delete { key, if_version } => {
+                let current = self.version_at(key, now);
+                if current == 0 {
+                    return Err(ApplyError::NotFound);
+                }
+                if let Some(expected) = if_version
+                    && *expected != current
+                {
+                    return Err(ApplyError::VersionMismatch { current });
+                }
+                self.remove_record(key);
+                events.push(event(e.index, KvEventKind::Delete, key, None));
+                OpResult::Delete {
+                    key: key.clone(),
+                    version: e.index,
+                }
+            }
+            Op::Incr {
+                key,
+                delta,
+                min,
+                max,
+            } => {
+                let live = self.get(key, now);
+                let current = match live {
+                    None => 0,
+                    Some(r) => r.value.trim().parse::<i64>().map_err(|_| ApplyError::NotANumber)?,
+                };
+                let expires = live.and_then(|r| r.expires_at_ms);
+                let next = current.checked_add(*delta).ok_or(ApplyError::OutOfBounds)?;
+                if min.is_some_and(|m| next < m) || max.is_some_and(|m| next > m) {
+                    return Err(ApplyError::OutOfBounds);
+                }
+                let value: Json = next.to_string().into();
+                self.set_record(key, value.clone(), e.index, expires);
+                events.push(event(e.index, KvEventKind::Put, key, Some(value)));
+                OpResult::Incr {
+                    key: key.clone(),
+                    value: next,
+                    version: e.index,
+                }
+            }
+            Op::Expire { keys } => {
+                let mut count = 0;
+                for (key, version) in keys {
+                    let due = self.records.get(key).is_some_and(|r| {
+                        r.version == *version && r.expires_at_ms.is_some_and(|t| t <= now)
+                    });
+                    if due {
+                        self.remove_record(key);
+                        events.push(event(e.index, KvEventKind::Expire, key, None));
+                        count += 1;
+                    }
+                }
+                if count == 0 {
+                    return unchanged(OpResult::Expired { count });
+                }
+                OpResult::Expired { count }
+            }
+            Op::CreateTopic { topic, retention } => {
+                let created = match self.topics.get_mut(topic) {
+                    Some(t) if t.retention == *retention => {
+                        return unchanged(OpResult::CreateTopic {
+                            topic: topic.clone(),
+                            created: false,
+                            retention: *retention,
+                        });
+                    }
+                    Some(t) => {
+                        t.retention = *retention;
+                        t.enforce_retention(now);
+                        false
+                    }
+                    None => {
+                        let t = Topic {
+                            retention: *retention,
+                            first_offset: 0,
+                            messages: Vector::new(),
+                            subscriptions: OrdMap::new(),
+                        };
+                        self.topics.insert(topic.clone(), t);
+                        true
+                    }
+                };
+                OpResult::CreateTopic {
+                    topic: topic.clone(),
+                    created,
+                    retention: *retention,
+                }
+            }
+            Op::DeleteTopic { topic } => {
+                self.topics
+                    .remove(topic)
+                    .ok_or(ApplyError::TopicNotFound)?;
+                OpResult::DeleteTopic {
+                    topic: topic.clone(),
+                }
+            }
+            Op::Publish { topic, values } => {
+                let t = self
+                    .topics
+                    .get_mut(topic)
+                    .ok_or(ApplyError::TopicNotFound)?;
+                let first_offset = t.next_offset();
+                for v in values {
+                    t.messages.push_back(Message {
+                        value: v.clone(),
+                        published_at_ms: now,
+                    });
+                }
+                t.enforce_retention(now);
+                OpResult::Publish {
+                    first_offset,
+                    count: values.len() as u64,
+                }
+            }
+            Op::Trim { topic } => {
+                let t = self
+                    .topics
+                    .get(topic)
+                    .ok_or(ApplyError::TopicNotFound)?;
+                let mut trimmed = t.clone();
+                let dropped = trimmed.enforce_retention(now);
+                if dropped == 0 {
+                    return unchanged(OpResult::Trimmed { dropped });
+                }
+                self.topics.insert(topic.clone(), trimmed);
+                OpResult::Trimmed { dropped }
+            }
+            Op::Subscribe { topic, name, start } => {
+                let t = self
+                    .topics
+                    .get_mut(topic)
+                    .ok_or(ApplyError::TopicNotFound)?;
+                if let Some(cursor) = t.subscriptions.get(name) {
+                    return unchanged(OpResult::Subscribe {
+                        topic: topic.clone(),
+                        name: name.clone(),
+                        cursor: *cursor,
+                        created: false,
+                    });
+                }
+                let cursor = match start {
+                    Start::Earliest => t.first_offset,
+                    Start::Latest => t.next_offset(),
+                    Start::Offset(o) => *o,
+                };
+                t.subscriptions.insert(name.clone(), cursor);
+                OpResult::Subscribe {
+                    topic: topic.clone(),
+                    name: name.clone(),
+                    cursor,
+                    created: true,
+                }
+            }
+            Op::Unsubscribe { topic, name } => {
+                let t = self
+                    .topics
+                    .get_mut(topic)
+                    .ok_or(ApplyError::TopicNotFound)?;
+                t.subscriptions
+                    .remove(name)
+                    .ok_or(ApplyError::SubscriptionNotFound)?;
+                OpResult::Unsubscribe {
+                    topic: topic.clone(),
+                    name: name.clone(),
+                }
+            }
+            Op::Pull { topic, name, max } => {
+                let t = self
+                    .topics
+                    .get_mut(topic)
+                    .ok_or(ApplyError::TopicNotFound)?;
+                let cursor = *t
+                    .subscriptions
+                    .get(name)
+                    .ok_or(ApplyError::SubscriptionNotFound)?;
+                let messages = t.read(cursor, *max as usize);
+                let Some((last, _)) = messages.last() else {
+                    return unchanged(OpResult::Pull {
+                        messages,
+                        cursor: cursor.max(t.first_offset),
+                    });
+                };
+                let cursor = last + 1;
+                t.subscriptions.insert(name.clone(), cursor);
+                OpResult::Pull { messages, cursor }
+            }
+        };
+        Ok(Applied {
+            result,
+            changed: true,
+            events,
+        })
+    }
+
+    /// Book-keeping after a changing apply: remember the idempotency key, forget old ones, advance
+    /// the applied position.
+    pub fn finish(&mut self, e: &Entry, result: &OpResult) {
+        if let Some(tag) = &e.idem {
+            let old = self.idem.insert(
+                tag.key.clone(),
+                IdemRecord {
+                    fingerprint: tag.fingerprint,
+                    index: e.index,
+                    ts_ms: e.ts_ms,
+                    result: result.clone(),
+                },
+            );
+            if let Some(old) = old {
+                self.idem_by_index.remove(&old.index);
+            }
+            self.idem_by_index.insert(e.index, tag.key.clone());
+        }
+        let horizon = e.ts_ms.saturating_sub(IDEM_TTL_MS);
+        while let Some((index, key)) = self.idem_by_index.get_min().map(|(i, k)| (*i, k.clone())) {
+            let stale = self.idem.get(&key).is_none_or(|r| r.ts_ms < horizon);
+            if !stale && self.idem_by_index.len() <= IDEM_MAX_KEYS {
+                break;
+            }
+            self.idem_by_index.remove(&index);
+            self.idem.remove(&key);
+        }
+        self.applied_index = e.index;
+        self.applied_term = e.term;
+    }
+
+    fn version_at(&self, key: &str, now_ms: u64) -> u64 {
+        self.get(key, now_ms).map_or(0, |r| r.version)
+    }
+
+    fn set_record(&mut self, key: &str, value: Json, version: u64, expires_at_ms: Option<u64>) {
+        self.remove_record(key);
+        if let Some(at) = expires_at_ms {
+            self.expiring.insert((at, key.to_string()), version);
+        }
+        self.records.insert(
+            key.to_string(),
+            Record {
+                value,
+                version,
+                expires_at_ms,
+            },
+        );
+    }
+
+    fn remove_record(&mut self, key: &str) {
+        if let Some(old) = self.records.remove(key)
+            && let Some(at) = old.expires_at_ms
+        {
+            self.expiring.remove(&(at, key.to_string()));
+        }
+    }
+
+    /// Rebuilds the derived indexes after the primary maps were loaded from a snapshot.
+    pub(crate) fn rebuild_indexes(&mut self) {
+        self.expiring = self
+            .records
+            .iter()
+            .filter_map(|(k, r)| r.expires_at_ms.map(|at| ((at, k.clone()), r.version)))
+            .collect();
+        self.idem_by_index = self
+            .idem
+            .iter()
+            .map(|(k, r)| (r.index, k.clone()))
+            .collect();
+    }
+
+    /// A digest of the replicated state, equal on nodes that applied the same log prefix.
+    pub fn digest(&self) -> u64 {
+        let mut h = Fnv::default();
+        for (k, r) in &self.records {
+            h.write_field(k.as_bytes());
+            h.write_field(r.value.as_bytes());
+            h.write(&r.version.to_le_bytes());
+            h.write(&r.expires_at_ms.unwrap_or(0).to_le_bytes());
+        }
+        for (name, t) in &self.topics {
+            h.write_field(name.as_bytes());
+            h.write(&t.first_offset.to_le_bytes());
+            h.write(&t.retention.max_messages.unwrap_or(0).to_le_bytes());
+            h.write(&t.retention.max_age_ms.unwrap_or(0).to_le_bytes());
+            for m in &t.messages {
+                h.write_field(m.value.as_bytes());
+                h.write(&m.published_at_ms.to_le_bytes());
+            }
+            for (s, c) in &t.subscriptions {
+                h.write_field(s.as_bytes());
+                h.write(&c.to_le_bytes());
+            }
+        }
+        for (k, r) in &self.idem {
+            h.write_field(k.as_bytes());
+            h.write(&r.fingerprint.to_le_bytes());
+            h.write(&r.index.to_le_bytes());
+        }
+        h.finish()
+    }
+}
+
+fn event(index: u64, kind: KvEventKind, key: &str, value: Option<Json>) -> KvEvent {
+    KvEvent {
+        index,
+        kind,
+        key: key.to_string(),
+        value,
+    }
+}
+
+/// Shared so tests in other modules can build entries tersely.
+pub fn entry(index: u64, ts_ms: u64, op: Op) -> Entry {
+    Entry {
+        term: 1,
+        index,
+        ts_ms,
+        idem: None,
+        op,
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

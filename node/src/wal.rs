@@ -1,0 +1,429 @@
+//! The write-ahead log: segment files of checksummed frames, one log entry per frame, written by a
+//! dedicated thread that batches everything queued while the previous write/fsync ran (group commit).
+//!
+//! Segment `NNNNNNNNNNNNNNNNNNNN.wal` starts with a magic header and holds consecutive entries from
+//! index NNN. Recovery reads segments in order and cuts the log at the first torn, corrupt or
+//! out-of-sequence frame; everything after that point is removed, never applied.
+
+use crate::log::{self, Entry, FrameRead};
+use crate::metrics::Metrics;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+const MAGIC: &[u8; 8] = b"RCWAL\x00\x00\x01";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// Acknowledge after fsync; concurrent writers share one fsync.
+    Always,
+    /// Acknowledge after write(2) (survives a process crash); fsync every interval.
+    Interval,
+}
+
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    pub dir: PathBuf,
+    pub fsync: FsyncMode,
+    pub fsync_interval: Duration,
+    pub segment_bytes: u64,
+}
+
+/// What recovery cut from the log, reported in logs and `/v1/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Truncation {
+    pub segment: String,
+    pub offset: u64,
+    pub bytes_removed: u64,
+    pub segments_removed: usize,
+    pub reason: String,
+    pub last_valid_index: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// The last index known after recovery: the log's end, or the snapshot's if that is newer.
+    pub last_index: u64,
+    /// The last index actually present in the log files (0 when there is none).
+    pub log_end: u64,
+    pub last_term: u64,
+    pub truncation: Option<Truncation>,
+}
+
+pub fn segment_path(dir: &Path, first_index: u64) -> PathBuf {
+    dir.join(format!("{first_index:020}.wal"))
+}
+
+/// Segments in the directory, sorted by first index.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let p = e?.path();
+        let first = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(first) = first {
+            out.push((first, p));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reads every valid entry with index > `after` in order, calling `apply` for each, and cuts the log
+/// at the first bad frame. A log that starts after `after + 1` (a gap behind the snapshot) is an
+/// error: that data is gone and starting would silently lose it.
+pub fn recover(dir: &Path, after: u64, mut apply: impl FnMut(Entry)) -> io::Result<Recovery> {
+    let segments = list_segments(dir)?;
+    let mut rec = Recovery {
+        last_index: after,
+        ..Recovery::default()
+    };
+    let mut expected: Option<u64> = None;
+    for (pos, (first, path)) in segments.iter().enumerate() {
+        if pos == 0 && *first > after + 1 {
+            return Err(io::Error::other(format!(
+                "log starts at index {first} but the snapshot ends at {after}: entries are missing"
+            )));
+        }
+        // A segment may start past the previous one's end when the snapshot covers the gap (a log
+        // that lost its tail restarted after a newer snapshot).
+        if expected.is_some_and(|x| x != *first && *first <= after + 1) {
+            expected = None;
+        }
+        let (valid_end, bad) = scan_segment(path, *first, &mut expected, |e| {
+            rec.last_index = e.index.max(rec.last_index);
+            rec.log_end = e.index;
+            if e.index > after {
+                rec.last_term = e.term;
+                apply(e);
+            }
+        })?;
+        if let Some(reason) = bad {
+            let len = fs::metadata(path)?.len();
+            let later = &segments[pos + 1..];
+            let mut removed = len - valid_end;
+            for (_, p) in later {
+                removed += fs::metadata(p)?.len();
+                fs::remove_file(p)?;
+            }
+            let f = OpenOptions::new().write(true).open(path)?;
+            f.set_len(valid_end.max(MAGIC.len() as u64))?;
+            f.sync_all()?;
+            sync_dir(dir)?;
+            rec.truncation = Some(Truncation {
+                segment: path.display().to_string(),
+                offset: valid_end,
+                bytes_removed: removed,
+                segments_removed: later.len(),
+                reason,
+                last_valid_index: rec.last_index,
+            });
+            break;
+        }
+    }
+    Ok(rec)
+}
+
+/// Returns the end offset of the last valid frame and, if the segment is damaged, why.
+fn scan_segment(
+    path: &Path,
+    first: u64,
+    expected: &mut Option<u64>,
+    mut each: impl FnMut(Entry),
+) -> io::Result<(u64, Option<String>)> {
+    let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut magic = [0u8; 8];
+    if io::Read::read_exact(&mut r, &mut magic).is_err() || &magic != MAGIC {
+        return Ok((0, Some("missing or bad segment header".into())));
+    }
+    let mut end = MAGIC.len() as u64;
+    let mut next = expected.unwrap_or(first);
+    if next != first {
+        return Ok((end, Some(format!("segment starts at {first}, expected {next}"))));
+    }
+    loop {
+        let payload = match log::read_frame(&mut r)? {
+            FrameRead::End => break,
+            FrameRead::Bad(why) => return Ok((end, Some(why.into()))),
+            FrameRead::Frame(p) => p,
+        };
+        let entry: Entry = match log::decode(&payload) {
+            Ok(e) => e,
+            Err(_) => return Ok((end, Some("undecodable entry".into()))),
+        };
+        if entry.index != next {
+            let why = format!("entry {} where {next} was expected", entry.index);
+            return Ok((end, Some(why)));
+        }
+        end += (log::FRAME_HEADER + payload.len()) as u64;
+        next += 1;
+        each(entry);
+    }
+    *expected = Some(next);
+    Ok((end, None))
+}
+
+struct Pending {
+    buf: Vec<u8>,
+    first_index: u64,
+    last_index: u64,
+    count: u64,
+    shutdown: bool,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    segments: Mutex<Vec<(u64, PathBuf)>>,
+}
+
+/// Handle to the log writer thread.
+pub struct Wal {
+    shared: Arc<Shared>,
+    durable: watch::Receiver<u64>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Wal {
+    /// Starts the writer. `log_end` is the last index in the files, `last_index` the last index of
+    /// the state (they differ when a snapshot is newer than the log); the next entry appended must
+    /// have index `last_index + 1`.
+    pub fn start(
+        cfg: WalConfig,
+        log_end: u64,
+        last_index: u64,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Wal> {
+        fs::create_dir_all(&cfg.dir)?;
+        let mut segments = list_segments(&cfg.dir)?;
+        // Append to the newest segment only if it ends exactly where the state ends; otherwise
+        // start a fresh segment at the next index so no segment ever holds a gap.
+        let resume = match segments.last() {
+            Some((first, path))
+                if *first == last_index + 1 || (log_end == last_index && *first <= last_index) =>
+            {
+                let f = OpenOptions::new().append(true).open(path)?;
+                let len = f.metadata()?.len();
+                Some((f, len))
+            }
+            _ => None,
+        };
+        let (file, size) = match resume {
+            Some(x) => x,
+            None => {
+                let path = segment_path(&cfg.dir, last_index + 1);
+                let f = new_segment(&cfg.dir, &path)?;
+                segments.push((last_index + 1, path));
+                (f, MAGIC.len() as u64)
+            }
+        };
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                buf: Vec::with_capacity(1 << 20),
+                first_index: 0,
+                last_index,
+                count: 0,
+                shutdown: false,
+            }),
+            wake: Condvar::new(),
+            segments: Mutex::new(segments),
+        });
+        let (tx, rx) = watch::channel(last_index);
+        let writer = Writer {
+            cfg,
+            shared: shared.clone(),
+            file,
+            size,
+            durable: tx,
+            metrics,
+        };
+        let thread = std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(Wal {
+            shared,
+            durable: rx,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues an encoded entry. Callers serialise appends (the engine's lock) so indexes arrive in order.
+    pub fn append(&self, index: u64, payload: &[u8]) {
+        let mut p = self.shared.pending.lock().unwrap();
+        if p.buf.is_empty() {
+            p.first_index = index;
+        }
+        log::put_frame(&mut p.buf, payload);
+        p.last_index = index;
+        p.count += 1;
+        drop(p);
+        self.shared.wake.notify_one();
+    }
+
+    /// The highest index that is durable by the configured fsync policy.
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
+    /// Deletes segments whose entries are all at or below `index` (covered by a snapshot). The
+    /// newest segment is always kept.
+    pub fn compact(&self, index: u64) -> io::Result<usize> {
+        let mut segs = self.shared.segments.lock().unwrap();
+        let mut removed = 0;
+        while segs.len() > 1 && segs[1].0 <= index + 1 {
+            let (_, path) = segs.remove(0);
+            fs::remove_file(&path)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.shared.segments.lock().unwrap().len()
+    }
+
+    /// Flushes and fsyncs everything queued, then stops the writer.
+    pub fn close(&self) {
+        self.shared.pending.lock().unwrap().shutdown = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.lock().unwrap().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn new_segment(dir: &Path, path: &Path) -> io::Result<File> {
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(MAGIC)?;
+    f.sync_all()?;
+    sync_dir(dir)?;
+    Ok(f)
+}
+
+struct Writer {
+    cfg: WalConfig,
+    shared: Arc<Shared>,
+    file: File,
+    size: u64,
+    durable: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        if let Err(e) = self.run_loop() {
+            // Fail-stop: the in-memory state already includes entries whose durability is now
+            // unknown, and continuing could acknowledge writes that a restart would not have.
+            tracing::error!(error = %e, "WAL write failed; stopping the node");
+            std::process::exit(74);
+        }
+    }
+
+    fn run_loop(&mut self) -> io::Result<()> {
+        let mut spare = Vec::with_capacity(1 << 20);
+        let mut unsynced = false;
+        let mut last_sync = Instant::now();
+        loop {
+            let (first, last, count, shutdown) = {
+                let mut p = self.shared.pending.lock().unwrap();
+                while p.buf.is_empty() && !p.shutdown {
+                    if self.cfg.fsync == FsyncMode::Interval && unsynced {
+                        let wait = self.cfg.fsync_interval.saturating_sub(last_sync.elapsed());
+                        if wait.is_zero() {
+                            break;
+                        }
+                        p = self.shared.wake.wait_timeout(p, wait).unwrap().0;
+                    } else {
+                        p = self.shared.wake.wait(p).unwrap();
+                    }
+                }
+                std::mem::swap(&mut p.buf, &mut spare);
+                let out = (p.first_index, p.last_index, p.count, p.shutdown);
+                p.count = 0;
+                out
+            };
+            if !spare.is_empty() {
+                self.write_batch(&spare, first)?;
+                self.metrics.wal_bytes.inc_by(spare.len() as u64);
+                self.metrics.fsync_batch.observe(count as f64);
+                spare.clear();
+                unsynced = true;
+            }
+            let due = self.cfg.fsync == FsyncMode::Always
+                || shutdown
+                || last_sync.elapsed() >= self.cfg.fsync_interval;
+            if unsynced && due {
+                let t = Instant::now();
+                self.file.sync_data()?;
+                self.metrics.fsync_duration.observe(t.elapsed().as_secs_f64());
+                unsynced = false;
+                last_sync = Instant::now();
+            }
+            if count > 0 {
+                // In interval mode an entry counts as durable once written: it survives a crash of
+                // the process, which is the guarantee that mode documents.
+                self.durable.send_replace(last);
+            }
+            if shutdown && self.shared.pending.lock().unwrap().buf.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes a batch of frames, starting new segments at frame boundaries when one is full.
+    fn write_batch(&mut self, batch: &[u8], first_index: u64) -> io::Result<()> {
+        let mut off = 0;
+        let mut index = first_index;
+        while off < batch.len() {
+            if self.size >= self.cfg.segment_bytes {
+                self.roll(index)?;
+            }
+            let start = off;
+            while off < batch.len() && (off == start || self.size < self.cfg.segment_bytes) {
+                let len = u32::from_le_bytes(batch[off..off + 4].try_into().unwrap()) as usize;
+                off += log::FRAME_HEADER + len;
+                self.size += (log::FRAME_HEADER + len) as u64;
+                index += 1;
+            }
+            self.file.write_all(&batch[start..off])?;
+        }
+        Ok(())
+    }
+
+    fn roll(&mut self, first_index: u64) -> io::Result<()> {
+        self.file.sync_data()?;
+        let path = segment_path(&self.cfg.dir, first_index);
+        self.file = new_segment(&self.cfg.dir, &path)?;
+        self.size = MAGIC.len() as u64;
+        self.shared
+            .segments
+            .lock()
+            .unwrap()
+            .push((first_index, path));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "wal_tests.rs"]
+mod tests;
