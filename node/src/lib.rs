@@ -1,8 +1,15 @@
 //! rcluster data node: a replicated log of key-value and pub/sub operations served over HTTP/JSON.
+//!
+//! Layers, from the edge in: `api` (HTTP parsing, validation, rendering) → `engine` (ordering,
+//! durability waits, background duties) → `state` (the pure state machine) and `wal`/`snapshot`
+//! (the files).
 
-pub mod log;
-pub mod state;
-pub mod metrics;
-pub mod wal;
+pub mod api;
+pub mod config;
 pub mod engine;
+pub mod log;
+pub mod metrics;
+pub mod server;
 pub mod snapshot;
+pub mod state;
+pub mod wal;

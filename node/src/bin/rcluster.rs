@@ -1,3 +1,3 @@
 fn main() {
-    
+    rcluster_client::cli::main()
 }

@@ -1,0 +1,68 @@
+//! Client-facing errors: one HTTP status and one stable `code` each (the metrics' outcome label).
+
+use crate::engine::EngineError;
+use crate::state::ApplyError;
+use http::StatusCode;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Extra response headers, e.g. where the primary is.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+    }
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+
+    pub fn body(&self) -> String {
+        serde_json::json!({"error": {"code": self.code, "message": self.message}}).to_string()
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(e: ApplyError) -> Self {
+        let (status, code) = match e {
+            ApplyError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
+            ApplyError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApplyError::NotANumber => (StatusCode::CONFLICT, "not_a_number"),
+            ApplyError::OutOfBounds => (StatusCode::CONFLICT, "out_of_bounds"),
+            ApplyError::TopicNotFound => (StatusCode::NOT_FOUND, "topic_not_found"),
+            ApplyError::SubscriptionNotFound => (StatusCode::NOT_FOUND, "subscription_not_found"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Apply(a) => a.into(),
+            EngineError::IdempotencyKeyReused => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency_key_reused", e.to_string())
+            }
+            EngineError::AckTimeout { .. } => ApiError::unavailable("ack_timeout", e.to_string()),
+            EngineError::SessionTimeout { .. } => ApiError::unavailable("not_ready", e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Record APIs: put, get, delete, incr, list.
+
+use super::render::{self, Obj};
+use super::request::Consistency;
+use super::{ApiError, Ctx, Req, ok_with_token};
+use crate::engine::{Engine, now_ms};
+use crate::log::Op;
+use serde::Deserialize;
+use warp::reply::Response;
+
+const MAX_TTL_SECS: f64 = 10.0 * 365.0 * 86400.0;
+
+pub async fn put(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
+    let key = req.key(0, ctx.limits.max_key_bytes)?;
+    req.check_ack()?;
+    let value = req.json_value(ctx.limits.max_value_bytes)?;
+    let ttl_ms = match req.parse::<f64>("ttl")? {
+        None => None,
+        Some(t) if t > 0.0 && t <= MAX_TTL_SECS => Some((t * 1000.0).ceil() as u64),
+        Some(t) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("ttl must be > 0 and at most {MAX_TTL_SECS} seconds, got {t}"),
+            ));
+        }
+    };
+    let op = Op::Put {
+        key,
+        value,
+        ttl_ms,
+        if_version: req.parse("if_version")?,
+    };
+    write(ctx, req, op).await
+}
+
+pub async fn delete(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
+    let key = req.key(0, ctx.limits.max_key_bytes)?;
+    req.check_ack()?;
+    let op = Op::Delete {
+        key,
+        if_version: req.parse("if_version")?,
+    };
+    write(ctx, req, op).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncrBody {
+    #[serde(default = "one")]
+    delta: i64,
+    min: Option<i64>,
+    max: Option<i64>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl Default for IncrBody {
+    fn default() -> Self {
+        IncrBody {
+            delta: 1,
+            min: None,
+            max: None,
+        }
+    }
+}
+
+pub async fn incr(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
+    let key = req.key(1, ctx.limits.max_key_bytes)?;
+    req.check_ack()?;
+    let body: IncrBody = req.json_body()?;
+    if let (Some(lo), Some(hi)) = (body.min, body.max)
+        && lo > hi
+    {
+        return Err(ApiError::bad_request("invalid_parameter", "min must not exceed max"));
+    }
+    let op = Op::Incr {
+        key,
+        delta: body.delta,
+        min: body.min,
+        max: body.max,
+    };
+    write(ctx, req, op).await
+}
+
+/// Proposes a write and renders its result (or the first result, for a retried idempotency key).
+pub async fn write(ctx: &Ctx, req: &Req, op: Op) -> Result<Response, ApiError> {
+    let p = ctx.engine.propose(op, req.idempotency()?).await?;
+    Ok(ok_with_token(render::result(&p.result), p.index))
+}
+
+/// Waits as the read's consistency requires before reading (session: until this node has applied
+/// the client's token).
+pub async fn before_read(engine: &Engine, req: &Req) -> Result<Consistency, ApiError> {
+    let c = req.consistency()?;
+    if c == Consistency::Session {
+        engine.wait_applied(req.token()?).await?;
+    }
+    Ok(c)
+}
+
+/// After reading state that reflects log position `seen`: a linearizable read may only answer
+/// once that position is committed.
+pub async fn after_read(engine: &Engine, c: Consistency, seen: u64) -> Result<(), ApiError> {
+    if c == Consistency::Linearizable {
+        engine.wait_commit(seen).await?;
+    }
+    Ok(())
+}
+
+pub async fn get(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
+    let key = req.key(0, ctx.limits.max_key_bytes)?;
+    let c = before_read(&ctx.engine, req).await?;
+    let (record, observed) = {
+        let core = ctx.engine.core();
+        let r = core.state.get(&key, now_ms()).cloned();
+        (r, core.state.applied_index)
+    };
+    // A present record only needs its own write committed; an absent one, everything seen.
+    after_read(&ctx.engine, c, record.as_ref().map_or(observed, |r| r.version)).await?;
+    match record {
+        Some(r) => Ok(ok_with_token(render::record(&key, &r), observed)),
+        None => Err(ApiError::not_found("not_found", format!("no record with key {key:?}"))),
+    }
+}
+
+pub async fn list(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
+    let prefix = req.param("prefix").unwrap_or_default();
+    let start_after = req.param("start_after").filter(|s| !s.is_empty());
+    let max = ctx.limits.max_batch;
+    let limit = req.parse::<usize>("limit")?.unwrap_or(100.min(max));
+    if limit == 0 || limit > max {
+        return Err(ApiError::too_large(
+            "batch_too_large",
+            format!("limit must be 1..={max}, got {limit}"),
+        ));
+    }
+    let c = before_read(&ctx.engine, req).await?;
+    let ((items, more), observed) = {
+        let core = ctx.engine.core();
+        let page = core.state.list(prefix, start_after, limit, now_ms());
+        (page, core.state.applied_index)
+    };
+    after_read(&ctx.engine, c, observed).await?;
+    let next = if more { items.last().map(|(k, _)| k.clone()) } else { None };
+    let mut body = Obj::new().raw(
+        "items",
+        &render::array(items.iter().map(|(k, r)| render::record(k, r))),
+    );
+    body = match next {
+        Some(k) => body.str("next", &k),
+        None => body.raw("next", "null"),
+    };
+    Ok(ok_with_token(body.done(), observed))
+}

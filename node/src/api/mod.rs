@@ -1,0 +1,271 @@
+//! HTTP routing: one catch-all warp filter hands every request to `dispatch`, which parses and
+//! validates it and calls the engine. Routing by hand gives exact 404/405 answers as JSON and keeps
+//! compile times low; per-API metrics are recorded in one place.
+
+mod error;
+mod render;
+mod kv;
+mod request;
+mod stream;
+mod topics;
+
+pub use error::ApiError;
+pub use request::Req;
+
+use crate::config::Limits;
+use crate::engine::Engine;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderValue, Method, StatusCode};
+use std::sync::Arc;
+use std::time::Instant;
+use warp::Filter;
+use warp::reply::Response;
+
+pub const TOKEN_HEADER: &str = "rcluster-token";
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+pub struct Ctx {
+    pub engine: Arc<Engine>,
+    pub limits: Limits,
+    pub node_name: String,
+}
+
+/// The single warp filter serving every route.
+pub fn routes(
+    ctx: Arc<Ctx>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+    warp::method()
+        .and(warp::path::full())
+        .and(
+            warp::query::raw()
+                .or(warp::any().map(String::new))
+                .unify(),
+        )
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(move |method, path, query, headers, body| {
+            handle(ctx.clone(), method, path, query, headers, body)
+        })
+}
+
+async fn handle<S, B>(
+    ctx: Arc<Ctx>,
+    method: Method,
+    path: warp::path::FullPath,
+    query: String,
+    headers: http::HeaderMap,
+    body: S,
+) -> Response
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    let started = Instant::now();
+    let req = match read_body(body, ctx.limits.max_body_bytes).await {
+        Ok(body) => Req::new(method, path.as_str(), &query, headers, body),
+        Err(e) => Err(e),
+    };
+    let (api, result) = match req {
+        Ok(req) => dispatch(&ctx, req).await,
+        Err(e) => (None, Err(e)),
+    };
+    finish(&ctx, api, started, result)
+}
+
+async fn read_body<S, B>(body: S, limit: usize) -> Result<Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?;
+        if out.len() + chunk.remaining() > limit {
+            return Err(ApiError::too_large(
+                "body_too_large",
+                format!("request body exceeds {limit} bytes"),
+            ));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+fn finish(
+    ctx: &Ctx,
+    api: Option<&'static str>,
+    started: Instant,
+    result: Result<Response, ApiError>,
+) -> Response {
+    let (outcome, resp) = match result {
+        Ok(r) => ("ok", r),
+        Err(e) => (e.code, error_response(&e)),
+    };
+    if let Some(api) = api {
+        let m = &ctx.engine.metrics;
+        m.requests.with_label_values(&[api, outcome]).inc();
+        m.request_duration
+            .with_label_values(&[api])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    resp
+}
+
+pub fn error_response(e: &ApiError) -> Response {
+    let mut r = json_response(e.status, e.body());
+    for (k, v) in &e.headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            r.headers_mut().insert(*k, v);
+        }
+    }
+    r
+}
+
+pub fn json_response(status: StatusCode, body: String) -> Response {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A 200 JSON response carrying the session token of the position the client observed.
+pub fn ok_with_token(body: String, token: u64) -> Response {
+    let mut r = json_response(StatusCode::OK, body);
+    r.headers_mut()
+        .insert(TOKEN_HEADER, HeaderValue::from(token));
+    r
+}
+
+type Routed = (Option<&'static str>, Result<Response, ApiError>);
+
+fn method_not_allowed(allowed: &str) -> Routed {
+    let mut e = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route allows {allowed}"),
+    );
+    e.headers.push(("allow", allowed.to_string()));
+    (None, Err(e))
+}
+
+async fn dispatch(ctx: &Ctx, req: Req) -> Routed {
+    let segs: Vec<&str> = req.segments();
+    let m = &req.method;
+    macro_rules! api {
+        ($name:literal, $call:expr) => {
+            (Some($name), $call.await)
+        };
+    }
+    match segs.as_slice() {
+        ["livez"] if m == Method::GET => (None, Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into()))),
+        ["readyz"] if m == Method::GET => (None, Ok(readyz(ctx))),
+        ["metrics"] if m == Method::GET => (None, Ok(metrics(ctx))),
+        ["livez"] | ["readyz"] | ["metrics"] => method_not_allowed("GET"),
+        ["v1", "status"] if m == Method::GET => api!("status", status(ctx, &req)),
+        ["v1", "status"] => method_not_allowed("GET"),
+        ["v1", "kv"] if m == Method::GET => api!("list", kv::list(ctx, &req)),
+        ["v1", "kv"] => method_not_allowed("GET"),
+        ["v1", "kv", ..] => match *m {
+            Method::PUT => api!("put", kv::put(ctx, &req)),
+            Method::GET => api!("get", kv::get(ctx, &req)),
+            Method::DELETE => api!("delete", kv::delete(ctx, &req)),
+            Method::POST if segs.last() == Some(&"incr") && segs.len() > 3 => {
+                api!("incr", kv::incr(ctx, &req))
+            }
+            _ => method_not_allowed("GET, PUT, DELETE, POST (…/incr)"),
+        },
+        ["v1", "topics"] if m == Method::GET => api!("list_topics", topics::list(ctx, &req)),
+        ["v1", "topics"] => method_not_allowed("GET"),
+        ["v1", "topics", _] => match *m {
+            Method::PUT => api!("create_topic", topics::create(ctx, &req)),
+            Method::DELETE => api!("delete_topic", topics::delete(ctx, &req)),
+            _ => method_not_allowed("PUT, DELETE"),
+        },
+        ["v1", "topics", _, "messages"] => match *m {
+            Method::POST => api!("publish", topics::publish(ctx, &req)),
+            Method::GET => api!("read", topics::read(ctx, &req)),
+            _ => method_not_allowed("GET, POST"),
+        },
+        ["v1", "topics", _, "stream"] if m == Method::GET => {
+            api!("stream", stream::topic_stream(ctx, &req))
+        }
+        ["v1", "topics", _, "stream"] => method_not_allowed("GET"),
+        ["v1", "topics", _, "subscriptions", _] => match *m {
+            Method::PUT => api!("subscribe", topics::subscribe(ctx, &req)),
+            Method::DELETE => api!("unsubscribe", topics::unsubscribe(ctx, &req)),
+            _ => method_not_allowed("PUT, DELETE"),
+        },
+        ["v1", "topics", _, "subscriptions", _, "pull"] if m == Method::POST => {
+            api!("pull", topics::pull(ctx, &req))
+        }
+        ["v1", "topics", _, "subscriptions", _, "pull"] => method_not_allowed("POST"),
+        ["v1", "watch"] if m == Method::GET => api!("watch", stream::watch(ctx, &req)),
+        ["v1", "watch"] => method_not_allowed("GET"),
+        _ => (
+            None,
+            Err(ApiError::not_found(
+                "route_not_found",
+                format!("no route for {} {}", req.method, req.path),
+            )),
+        ),
+    }
+}
+
+fn readyz(ctx: &Ctx) -> Response {
+    // A standalone node is ready once it has recovered and serves; replication refines this.
+    ctx.engine.metrics.ready.set(1);
+    json_response(StatusCode::OK, r#"{"status":"ready"}"#.into())
+}
+
+fn metrics(ctx: &Ctx) -> Response {
+    let mut r = Response::new(ctx.engine.metrics.render().into());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+async fn status(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
+    let with_digest = req.flag("digest")?;
+    let engine = &ctx.engine;
+    let commit = engine.commit_index();
+    let body = {
+        let core = engine.core();
+        let s = &core.state;
+        let mut v = serde_json::json!({
+            "node": ctx.node_name,
+            "role": "standalone",
+            "term": core.term,
+            "primary": ctx.node_name,
+            "last_log_index": core.last_index,
+            "last_log_term": s.applied_term,
+            "commit_index": commit,
+            "applied_index": s.applied_index,
+            "snapshot_index": engine.snapshot_index(),
+            "wal_segments": engine.segment_count(),
+            "records": s.records.len(),
+            "topics": s.topics.len(),
+            "ready": true,
+            "members": [],
+        });
+        if with_digest {
+            v["digest"] = format!("{:016x}", s.digest()).into();
+        }
+        if let Some(t) = &engine.recovery.truncation {
+            v["recovery"] = serde_json::json!({ "truncation": t });
+        }
+        (v.to_string(), s.applied_index)
+    };
+    Ok(ok_with_token(body.0, body.1))
+}

@@ -1,0 +1,160 @@
+//! JSON rendering of results. Values are stored as JSON text and spliced in as-is, never re-parsed.
+
+use crate::log::Retention;
+use crate::state::{Message, OpResult, Record};
+use std::fmt::Write;
+
+/// A tiny JSON object writer for hot paths.
+pub struct Obj(String);
+
+impl Obj {
+    pub fn new() -> Self {
+        Obj(String::from("{"))
+    }
+    fn sep(&mut self, name: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        self.0.push('"');
+        self.0.push_str(name);
+        self.0.push_str("\":");
+    }
+    pub fn str(mut self, name: &str, v: &str) -> Self {
+        self.sep(name);
+        self.0.push_str(&serde_json::to_string(v).expect("strings always serialize"));
+        self
+    }
+    pub fn raw(mut self, name: &str, json: &str) -> Self {
+        self.sep(name);
+        self.0.push_str(json);
+        self
+    }
+    pub fn num(mut self, name: &str, v: impl std::fmt::Display) -> Self {
+        self.sep(name);
+        let _ = write!(self.0, "{v}");
+        self
+    }
+    pub fn opt(self, name: &str, v: Option<u64>) -> Self {
+        match v {
+            Some(v) => self.num(name, v),
+            None => self,
+        }
+    }
+    pub fn bool(self, name: &str, v: bool) -> Self {
+        self.raw(name, if v { "true" } else { "false" })
+    }
+    pub fn done(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+pub fn array(items: impl IntoIterator<Item = String>) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&item);
+    }
+    out.push(']');
+    out
+}
+
+pub fn record(key: &str, r: &Record) -> String {
+    Obj::new()
+        .str("key", key)
+        .raw("value", &r.value)
+        .num("version", r.version)
+        .opt("expires_at_ms", r.expires_at_ms)
+        .done()
+}
+
+pub fn message(offset: u64, m: &Message) -> String {
+    Obj::new()
+        .num("offset", offset)
+        .raw("value", &m.value)
+        .num("published_at_ms", m.published_at_ms)
+        .done()
+}
+
+pub fn retention(r: &Retention) -> String {
+    Obj::new()
+        .opt("max_messages", r.max_messages)
+        .opt("max_age_secs", r.max_age_ms.map(|ms| ms / 1000))
+        .done()
+}
+
+pub fn result(r: &OpResult) -> String {
+    match r {
+        OpResult::Noop => "{}".into(),
+        OpResult::Put {
+            key,
+            version,
+            expires_at_ms,
+        } => Obj::new()
+            .str("key", key)
+            .num("version", version)
+            .opt("expires_at_ms", *expires_at_ms)
+            .done(),
+        OpResult::Delete { key, version } => {
+            Obj::new().str("key", key).num("version", version).done()
+        }
+        OpResult::Incr {
+            key,
+            value,
+            version,
+        } => Obj::new()
+            .str("key", key)
+            .num("value", value)
+            .num("version", version)
+            .done(),
+        OpResult::Expired { count } => Obj::new().num("expired", count).done(),
+        OpResult::CreateTopic {
+            topic,
+            created,
+            retention: ret,
+        } => Obj::new()
+            .str("topic", topic)
+            .bool("created", *created)
+            .raw("retention", &retention(ret))
+            .done(),
+        OpResult::DeleteTopic { topic } => {
+            Obj::new().str("topic", topic).bool("deleted", true).done()
+        }
+        OpResult::Publish {
+            first_offset,
+            count,
+        } => Obj::new()
+            .num("offset", first_offset)
+            .raw(
+                "offsets",
+                &array((0..*count).map(|i| (first_offset + i).to_string())),
+            )
+            .done(),
+        OpResult::Trimmed { dropped } => Obj::new().num("dropped", dropped).done(),
+        OpResult::Subscribe {
+            topic,
+            name,
+            cursor,
+            created,
+        } => Obj::new()
+            .str("topic", topic)
+            .str("subscription", name)
+            .num("cursor", cursor)
+            .bool("created", *created)
+            .done(),
+        OpResult::Unsubscribe { topic, name } => Obj::new()
+            .str("topic", topic)
+            .str("subscription", name)
+            .bool("deleted", true)
+            .done(),
+        OpResult::Pull { messages, cursor } => Obj::new()
+            .raw(
+                "messages",
+                &array(messages.iter().map(|(o, m)| message(*o, m))),
+            )
+            .num("cursor", cursor)
+            .done(),
+    }
+}

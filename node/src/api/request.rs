@@ -1,0 +1,229 @@
+//! Parsing and validation of one request: path, query, headers and body. Every failure here is a
+//! 4xx `ApiError`; handlers receive only well-formed input.
+
+use super::{ApiError, IDEMPOTENCY_HEADER, TOKEN_HEADER};
+use crate::log::{Fnv, IdemTag, Json};
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use serde::de::IgnoredAny;
+use std::str::FromStr;
+
+pub struct Req {
+    pub method: Method,
+    /// Raw (still percent-encoded) path.
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    Session,
+    Eventual,
+}
+
+impl Req {
+    pub fn new(
+        method: Method,
+        path: &str,
+        query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Req, ApiError> {
+        let query = serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .map_err(|e| ApiError::bad_request("invalid_parameter", format!("bad query string: {e}")))?;
+        Ok(Req {
+            method,
+            path: path.to_string(),
+            query,
+            headers,
+            body,
+        })
+    }
+
+    /// Raw path segments without the leading slash.
+    pub fn segments(&self) -> Vec<&str> {
+        self.path.trim_start_matches('/').split('/').collect()
+    }
+
+    /// The decoded segment at `i` (a topic or subscription name position).
+    pub fn segment(&self, i: usize) -> Result<String, ApiError> {
+        let raw = self.segments().get(i).copied().unwrap_or_default();
+        decode(raw)
+    }
+
+    /// Everything after `/v1/kv/`, decoded, minus `strip_suffix` segments at the end.
+    pub fn key(&self, strip_suffix: usize, max_len: usize) -> Result<String, ApiError> {
+        let segs = self.segments();
+        let raw = segs[2..segs.len() - strip_suffix].join("/");
+        let key = decode(&raw)?;
+        validate_key(&key, max_len)?;
+        Ok(key)
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn parse<T: FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        match self.param(name) {
+            None | Some("") => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::bad_request("invalid_parameter", format!("invalid value for {name}: {v:?}"))
+            }),
+        }
+    }
+
+    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.param(name) {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("") | Some("true") | Some("1") => Ok(true),
+            Some(v) => Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("{name} must be true or false, got {v:?}"),
+            )),
+        }
+    }
+
+    /// Validates the `ack` parameter. One node acknowledges every level once the entry is durable.
+    pub fn check_ack(&self) -> Result<(), ApiError> {
+        match self.param("ack") {
+            None | Some("async" | "one" | "quorum" | "all") => Ok(()),
+            Some(v) => Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("ack must be async, one, quorum or all, got {v:?}"),
+            )),
+        }
+    }
+
+    pub fn consistency(&self) -> Result<Consistency, ApiError> {
+        match self.param("consistency") {
+            None | Some("linearizable") => Ok(Consistency::Linearizable),
+            Some("session") => Ok(Consistency::Session),
+            Some("eventual") => Ok(Consistency::Eventual),
+            Some(v) => Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("consistency must be linearizable, session or eventual, got {v:?}"),
+            )),
+        }
+    }
+
+    pub fn token(&self) -> Result<u64, ApiError> {
+        match self.headers.get(TOKEN_HEADER) {
+            None => Ok(0),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| ApiError::bad_request("bad_request", "Rcluster-Token must be an integer")),
+        }
+    }
+
+    /// The idempotency tag for a write: the client's key plus a fingerprint of the request, so a
+    /// key reused for a different request is refused instead of silently returning another result.
+    pub fn idempotency(&self) -> Result<Option<IdemTag>, ApiError> {
+        let Some(v) = self.headers.get(IDEMPOTENCY_HEADER) else {
+            return Ok(None);
+        };
+        let key = v
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 256)
+            .ok_or_else(|| {
+                ApiError::bad_request("bad_request", "Idempotency-Key must be 1..=256 visible ASCII characters")
+            })?;
+        let mut h = Fnv::default();
+        h.write_field(self.method.as_str().as_bytes());
+        h.write_field(self.path.as_bytes());
+        let mut params: Vec<_> = self
+            .query
+            .iter()
+            .filter(|(k, _)| k != "ack" && k != "wait_ms")
+            .collect();
+        params.sort();
+        for (k, v) in params {
+            h.write_field(k.as_bytes());
+            h.write_field(v.as_bytes());
+        }
+        h.write_field(&self.body);
+        Ok(Some(IdemTag {
+            key: key.to_string(),
+            fingerprint: h.finish(),
+        }))
+    }
+
+    /// The body as one JSON value, kept as its text.
+    pub fn json_value(&self, max_value: usize) -> Result<Json, ApiError> {
+        json_text(&self.body, max_value)
+    }
+
+    /// The body deserialized as `T`; an empty body gives `T::default()`.
+    pub fn json_body<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
+    }
+}
+
+pub fn json_text(bytes: &[u8], max_value: usize) -> Result<Json, ApiError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8"))?
+        .trim();
+    if text.is_empty() {
+        return Err(ApiError::bad_request("invalid_json", "the body must be a JSON value"));
+    }
+    if text.len() > max_value {
+        return Err(ApiError::too_large(
+            "value_too_large",
+            format!("the value has {} bytes; the limit is {max_value}", text.len()),
+        ));
+    }
+    serde_json::from_str::<IgnoredAny>(text)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    Ok(text.into())
+}
+
+fn decode(raw: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::bad_request("invalid_key", "the path is not valid UTF-8 after decoding"))
+}
+
+pub fn validate_key(key: &str, max_len: usize) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::bad_request("invalid_key", "the key must not be empty"));
+    }
+    if key.len() > max_len {
+        return Err(ApiError::too_large(
+            "key_too_long",
+            format!("the key has {} bytes; the limit is {max_len}", key.len()),
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("invalid_key", "the key must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Topic and subscription names: `[A-Za-z0-9._-]`, 1..=max bytes.
+pub fn validate_name(what: &str, name: &str, max_len: usize) -> Result<(), ApiError> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if name.is_empty() || name.len() > max_len || !ok_chars {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!("{what} names are 1..={max_len} characters of A-Z a-z 0-9 . _ -, got {name:?}"),
+        ));
+    }
+    Ok(())
+}
