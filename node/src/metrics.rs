@@ -29,6 +29,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
+    pub in_flight: IntGaugeVec,
     pub fsync_duration: Histogram,
     pub fsync_batch: Histogram,
     pub wal_bytes: IntCounter,
@@ -86,7 +87,19 @@ impl Metrics {
             )
             .unwrap(),
         );
+        let in_flight = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "rcluster_requests_in_flight",
+                    "Requests being served, including waiting long polls and open streams",
+                ),
+                &["api"],
+            )
+            .unwrap(),
+        );
         for api in APIS {
+            in_flight.with_label_values(&[api]);
             requests.with_label_values(&[api, "ok"]);
             request_duration.with_label_values(&[api]);
         }
@@ -94,6 +107,7 @@ impl Metrics {
         let m = Metrics {
             requests,
             request_duration,
+            in_flight,
             fsync_duration: reg(
                 &r,
                 Histogram::with_opts(

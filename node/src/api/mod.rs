@@ -162,9 +162,13 @@ async fn dispatch(ctx: &Ctx, req: Req) -> Routed {
     let segs: Vec<&str> = req.segments();
     let m = &req.method;
     macro_rules! api {
-        ($name:literal, $call:expr) => {
-            (Some($name), $call.await)
-        };
+        ($name:literal, $call:expr) => {{
+            let gauge = ctx.engine.metrics.in_flight.with_label_values(&[$name]);
+            gauge.inc();
+            let out = $call.await;
+            gauge.dec();
+            (Some($name), out)
+        }};
     }
     match segs.as_slice() {
         ["livez"] if m == Method::GET => (None, Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into()))),

@@ -1,4 +1,5 @@
 use clap::Parser;
+use std::io::IsTerminal;
 use rcluster_node::config::NodeArgs;
 use tracing_subscriber::EnvFilter;
 
@@ -7,6 +8,7 @@ fn main() {
     let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if args.log_json {
         builder.json().init();

@@ -1,0 +1,262 @@
+//! Test harness: real `rcluster-node` processes on 127.0.0.1 with real data directories, and a
+//! minimal blocking HTTP client (one connection per request) so tests need no async runtime.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+pub const NODE_BIN: &str = env!("CARGO_BIN_EXE_rcluster-node");
+
+/// Generous: our machines are shared and slow at times.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct Node {
+    child: Option<Child>,
+    pub url: String,
+    pub addr: String,
+    pub dir: PathBuf,
+    args: Vec<String>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Node {
+    /// Starts a node on a free port with `dir` as its data dir and waits for its ready line.
+    pub fn start(dir: &Path, extra: &[&str]) -> Node {
+        let mut node = Node {
+            child: None,
+            url: String::new(),
+            addr: String::new(),
+            dir: dir.to_path_buf(),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            log: Arc::new(Mutex::new(String::new())),
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(NODE_BIN)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rcluster-node");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("rcluster-node ready on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(DEADLINE) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("node did not get ready; its log:\n{}", self.log());
+            }
+        };
+        self.addr = url.trim_start_matches("http://").to_string();
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Everything the node wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn req(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
+        http(&self.addr, method, path, body, &[])
+    }
+
+    pub fn req_h(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Resp {
+        http(&self.addr, method, path, body, headers)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?} (status {})", self.body, self.status))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    /// The error code of a JSON error answer.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection. Returns status 0 when the node cannot be reached
+/// or the connection dies before a complete answer (e.g. the node was killed mid-request).
+pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Resp {
+    try_http(addr, method, path, body.map(str::as_bytes), headers).unwrap_or(Resp {
+        status: 0,
+        headers: vec![],
+        body: String::new(),
+    })
+}
+
+pub fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(DEADLINE))?;
+    let body = body.unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw).ok_or_else(|| std::io::Error::other("incomplete response"))
+}
+
+fn parse_response(raw: &[u8]) -> Option<Resp> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        .collect();
+    let rest = &raw[split + 4..];
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let body = match len {
+        Some(n) if rest.len() >= n => rest[..n].to_vec(),
+        Some(_) => return None,
+        None => rest.to_vec(),
+    };
+    Some(Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// Polls `f` until it returns `Some`, failing the test with `what` after the deadline.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Reads server-sent events from `path` until `count` events arrived; returns (event, id, data).
+pub fn sse_events(addr: &str, path: &str, count: usize) -> mpsc::Receiver<(String, String, String)> {
+    let (tx, rx) = mpsc::channel();
+    let addr = addr.to_string();
+    let path = path.to_string();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        let mut r = BufReader::new(s);
+        let (mut event, mut id, mut data) = (String::new(), String::new(), String::new());
+        let mut sent = 0;
+        let mut line = String::new();
+        let mut in_body = false;
+        while sent < count {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if !in_body {
+                if l.is_empty() {
+                    in_body = true;
+                    let _ = ready_tx.send(());
+                }
+                continue;
+            }
+            // Chunked framing: skip chunk-size lines (hex only) between events.
+            if let Some(v) = l.strip_prefix("event:") {
+                event = v.trim().to_string();
+            } else if let Some(v) = l.strip_prefix("id:") {
+                id = v.trim().to_string();
+            } else if let Some(v) = l.strip_prefix("data:") {
+                data = v.trim().to_string();
+            } else if l.is_empty() && !data.is_empty() {
+                let _ = tx.send((std::mem::take(&mut event), std::mem::take(&mut id), std::mem::take(&mut data)));
+                sent += 1;
+            }
+        }
+    });
+    ready_rx.recv_timeout(DEADLINE).expect("stream opened");
+    rx
+}
