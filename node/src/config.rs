@@ -1,8 +1,11 @@
 //! Command line and environment configuration of a node.
 
-use crate::engine::EngineConfig;
+use crate::engine::{Consistency, EngineConfig};
+use crate::replication::{AckLevel, Cluster};
 use crate::wal::{FsyncMode, WalConfig};
 use clap::Parser;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -48,15 +51,40 @@ pub struct NodeArgs {
     /// Address to serve HTTP on (port 0 picks a free port; the ready line shows it).
     #[arg(long, env = "RCLUSTER_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
-    /// This node's name.
+    /// This node's name (a member name when it is part of a cluster).
     #[arg(long, env = "RCLUSTER_NAME", default_value = "n1")]
     pub name: String,
+    /// A cluster member as NAME=URL; repeat for every member, this node included.
+    #[arg(long = "member", env = "RCLUSTER_MEMBERS", value_delimiter = ',')]
+    pub members: Vec<String>,
+    /// File holding the cluster secret that internal endpoints require.
+    #[arg(long, env = "RCLUSTER_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// JSON file with cluster settings (`members`, `ack`, `consistency`, `fsync`,
+    /// `fsync_interval_ms`), as the operator's ConfigMap provides it. Flags win over the file.
+    #[arg(long, env = "RCLUSTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Default write acknowledgement when a request does not say [default: quorum].
+    #[arg(long, env = "RCLUSTER_ACK", value_enum)]
+    pub ack: Option<AckLevel>,
+    /// Default read consistency when a request does not say [default: linearizable].
+    #[arg(long, env = "RCLUSTER_CONSISTENCY")]
+    pub consistency: Option<String>,
     /// When a write counts as durable: after fsync (`always`, group commit) or after write(2) with
-    /// an fsync every interval (`interval`).
-    #[arg(long, env = "RCLUSTER_FSYNC", value_enum, default_value = "always")]
-    pub fsync: FsyncMode,
-    #[arg(long, env = "RCLUSTER_FSYNC_INTERVAL_MS", default_value_t = 10)]
-    pub fsync_interval_ms: u64,
+    /// an fsync every interval (`interval`) [default: always].
+    #[arg(long, env = "RCLUSTER_FSYNC", value_enum)]
+    pub fsync: Option<FsyncMode>,
+    #[arg(long, env = "RCLUSTER_FSYNC_INTERVAL_MS")]
+    pub fsync_interval_ms: Option<u64>,
+    /// How often an idle primary sends heartbeats to replicas.
+    #[arg(long, env = "RCLUSTER_HEARTBEAT_MS", default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// A primary that has not heard from a quorum for this long reports not ready.
+    #[arg(long, env = "RCLUSTER_LEASE_MS", default_value_t = 1000)]
+    pub lease_ms: u64,
+    /// A replica further behind than this many entries reports not ready.
+    #[arg(long, env = "RCLUSTER_READY_LAG", default_value_t = 1000)]
+    pub ready_lag: u64,
     /// Start a new WAL segment after this many bytes.
     #[arg(long, env = "RCLUSTER_SEGMENT_BYTES", default_value_t = 64 << 20)]
     pub segment_bytes: u64,
@@ -82,13 +110,92 @@ pub struct NodeArgs {
     pub limits: Limits,
 }
 
+/// The `--config` file. Unknown fields are ignored so the operator can add some.
+#[derive(Debug, Default, Deserialize)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub members: BTreeMap<String, String>,
+    pub ack: Option<AckLevel>,
+    pub consistency: Option<String>,
+    pub fsync: Option<FsyncMode>,
+    pub fsync_interval_ms: Option<u64>,
+}
+
+/// Settings resolved from flags, environment and the config file.
+pub struct Resolved {
+    pub engine: EngineConfig,
+    pub cluster: Cluster,
+    pub consistency: Consistency,
+}
+
+pub fn parse_consistency(s: &str) -> Option<Consistency> {
+    match s {
+        "linearizable" => Some(Consistency::Linearizable),
+        "session" => Some(Consistency::Session),
+        "eventual" => Some(Consistency::Eventual),
+        _ => None,
+    }
+}
+
 impl NodeArgs {
-    pub fn engine_config(&self) -> EngineConfig {
+    pub fn resolve(&self) -> Result<Resolved, String> {
+        let file: ConfigFile = match &self.config {
+            Some(p) => {
+                let bytes = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                serde_json::from_slice(&bytes).map_err(|e| format!("bad config file {}: {e}", p.display()))?
+            }
+            None => ConfigFile::default(),
+        };
+        let mut members = file.members.clone();
+        for m in &self.members {
+            let (name, url) = m
+                .split_once('=')
+                .ok_or_else(|| format!("--member must be NAME=URL, got {m:?}"))?;
+            members.insert(name.to_string(), url.trim_end_matches('/').to_string());
+        }
+        if !members.is_empty() && !members.contains_key(&self.name) {
+            return Err(format!("this node's name {:?} is not among the members", self.name));
+        }
+        let secret = match &self.secret_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read secret file {}: {e}", p.display()))?
+                    .trim()
+                    .to_string(),
+            )
+            .filter(|s| !s.is_empty()),
+            None => None,
+        };
+        if members.len() > 1 && secret.is_none() {
+            return Err("a cluster member needs --secret-file: internal endpoints must be authenticated".into());
+        }
+        let consistency_name = self.consistency.clone().or(file.consistency).unwrap_or("linearizable".into());
+        let consistency = parse_consistency(&consistency_name)
+            .ok_or_else(|| format!("consistency must be linearizable, session or eventual, got {consistency_name:?}"))?;
+        let cluster = Cluster {
+            me: self.name.clone(),
+            members,
+            secret,
+            default_ack: self.ack.or(file.ack).unwrap_or(AckLevel::Quorum),
+            heartbeat: Duration::from_millis(self.heartbeat_ms.max(1)),
+            lease: Duration::from_millis(self.lease_ms.max(1)),
+            ready_lag: self.ready_lag,
+        };
+        let fsync = self.fsync.or(file.fsync).unwrap_or(FsyncMode::Always);
+        let interval = self.fsync_interval_ms.or(file.fsync_interval_ms).unwrap_or(10);
+        Ok(Resolved {
+            engine: self.engine_config(fsync, interval),
+            cluster,
+            consistency,
+        })
+    }
+
+    fn engine_config(&self, fsync: FsyncMode, fsync_interval_ms: u64) -> EngineConfig {
         EngineConfig {
             wal: WalConfig {
                 dir: self.data_dir.clone(),
-                fsync: self.fsync,
-                fsync_interval: Duration::from_millis(self.fsync_interval_ms.max(1)),
+                fsync,
+                fsync_interval: Duration::from_millis(fsync_interval_ms.max(1)),
                 segment_bytes: self.segment_bytes.max(4096),
             },
             snapshot_entries: self.snapshot_entries.max(1),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod log;
 pub mod metrics;
+pub mod replication;
 pub mod server;
 pub mod snapshot;
 pub mod state;

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let resolved = args.resolve()?;
     let metrics = Arc::new(Metrics::new());
-    let engine = Engine::open(args.engine_config(), metrics)
+    let engine = Engine::open(resolved.engine, resolved.cluster, metrics)
         .map_err(|e| format!("cannot open data dir {}: {e}", args.data_dir.display()))?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -22,10 +23,10 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ctx = Arc::new(Ctx {
         engine: engine.clone(),
         limits: args.limits.clone(),
-        node_name: args.name.clone(),
+        consistency: resolved.consistency,
     });
     let service = warp::service(api::routes(ctx));
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), fsync = ?args.fsync, "serving");
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), node = %args.name, "serving");
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "rcluster-node ready on http://{addr}")?;

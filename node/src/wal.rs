@@ -174,6 +174,86 @@ fn scan_segment(
     Ok((end, None))
 }
 
+/// Reads up to `max_entries` entries (and about `max_bytes`) starting at index `from`, as
+/// (entry, encoded payload). Empty when `from` is past the end; an error when it was compacted.
+pub fn read_range(
+    dir: &Path,
+    from: u64,
+    max_entries: usize,
+    max_bytes: usize,
+) -> io::Result<Vec<(Entry, Vec<u8>)>> {
+    let segments = list_segments(dir)?;
+    let Some(start) = segments.iter().rposition(|(first, _)| *first <= from) else {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("entry {from} was compacted")));
+    };
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for (_, path) in &segments[start..] {
+        let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+        let mut magic = [0u8; 8];
+        io::Read::read_exact(&mut r, &mut magic)?;
+        while let FrameRead::Frame(payload) = log::read_frame(&mut r)? {
+            let Ok(entry) = log::decode::<Entry>(&payload) else {
+                break;
+            };
+            if entry.index < from {
+                continue;
+            }
+            bytes += payload.len();
+            out.push((entry, payload));
+            if out.len() >= max_entries || bytes >= max_bytes {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes every entry after `index` from the files (the writer must be stopped). Returns how many
+/// entries were removed.
+pub fn truncate_after(dir: &Path, index: u64) -> io::Result<u64> {
+    let segments = list_segments(dir)?;
+    let mut removed = 0;
+    for (first, path) in segments.iter().rev() {
+        if *first > index {
+            let mut count = 0;
+            let mut expected = None;
+            scan_segment(path, *first, &mut expected, |_| count += 1)?;
+            removed += count;
+            fs::remove_file(path)?;
+            continue;
+        }
+        let mut keep_end = MAGIC.len() as u64;
+        let mut count_after = 0;
+        let mut r = BufReader::new(File::open(path)?);
+        let mut magic = [0u8; 8];
+        io::Read::read_exact(&mut r, &mut magic)?;
+        while let FrameRead::Frame(payload) = log::read_frame(&mut r)? {
+            let e: Entry = log::decode(&payload).map_err(io::Error::other)?;
+            if e.index <= index {
+                keep_end += (log::FRAME_HEADER + payload.len()) as u64;
+            } else {
+                count_after += 1;
+            }
+        }
+        let f = OpenOptions::new().write(true).open(path)?;
+        f.set_len(keep_end)?;
+        f.sync_all()?;
+        removed += count_after;
+        break;
+    }
+    sync_dir(dir)?;
+    Ok(removed)
+}
+
+/// Deletes every segment (a replica about to install a snapshot).
+pub fn remove_all(dir: &Path) -> io::Result<()> {
+    for (_, p) in list_segments(dir)? {
+        fs::remove_file(p)?;
+    }
+    sync_dir(dir)
+}
+
 struct Pending {
     buf: Vec<u8>,
     first_index: u64,
@@ -203,6 +283,7 @@ impl Wal {
         cfg: WalConfig,
         log_end: u64,
         last_index: u64,
+        durable: Arc<watch::Sender<u64>>,
         metrics: Arc<Metrics>,
     ) -> io::Result<Wal> {
         fs::create_dir_all(&cfg.dir)?;
@@ -239,13 +320,14 @@ impl Wal {
             wake: Condvar::new(),
             segments: Mutex::new(segments),
         });
-        let (tx, rx) = watch::channel(last_index);
+        durable.send_replace(last_index);
+        let rx = durable.subscribe();
         let writer = Writer {
             cfg,
             shared: shared.clone(),
             file,
             size,
-            durable: tx,
+            durable,
             metrics,
         };
         let thread = std::thread::Builder::new()
@@ -325,7 +407,7 @@ struct Writer {
     shared: Arc<Shared>,
     file: File,
     size: u64,
-    durable: watch::Sender<u64>,
+    durable: Arc<watch::Sender<u64>>,
     metrics: Arc<Metrics>,
 }
 

@@ -11,8 +11,12 @@ fn cfg(dir: &Path, segment_bytes: u64) -> WalConfig {
     }
 }
 
+fn durable() -> Arc<watch::Sender<u64>> {
+    Arc::new(watch::channel(0).0)
+}
+
 fn write(dir: &Path, from: u64, to: u64, segment_bytes: u64) {
-    let wal = Wal::start(cfg(dir, segment_bytes), from - 1, from - 1, Arc::new(Metrics::new())).unwrap();
+    let wal = Wal::start(cfg(dir, segment_bytes), from - 1, from - 1, durable(), Arc::new(Metrics::new())).unwrap();
     for i in from..=to {
         let e = entry(i, i, Op::Noop);
         wal.append(i, &log::encode(&e));
@@ -88,7 +92,7 @@ fn a_gap_behind_the_snapshot_is_refused() {
 #[test]
 fn compaction_keeps_segments_needed_after_the_snapshot() {
     let d = tempfile::tempdir().unwrap();
-    let wal = Wal::start(cfg(d.path(), 1024), 0, 0, Arc::new(Metrics::new())).unwrap();
+    let wal = Wal::start(cfg(d.path(), 1024), 0, 0, durable(), Arc::new(Metrics::new())).unwrap();
     for i in 1..=300 {
         wal.append(i, &log::encode(&entry(i, 0, Op::Noop)));
     }
@@ -106,7 +110,7 @@ fn a_snapshot_newer_than_the_log_starts_a_fresh_segment() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), 1, 10, 1 << 30);
     // The state is at 20 (from a snapshot) while the log ends at 10.
-    let wal = Wal::start(cfg(d.path(), 1 << 30), 10, 20, Arc::new(Metrics::new())).unwrap();
+    let wal = Wal::start(cfg(d.path(), 1 << 30), 10, 20, durable(), Arc::new(Metrics::new())).unwrap();
     for i in 21..=25 {
         wal.append(i, &log::encode(&entry(i, 0, Op::Noop)));
     }
@@ -114,4 +118,18 @@ fn a_snapshot_newer_than_the_log_starts_a_fresh_segment() {
     let (entries, rec) = read_all(d.path(), 20);
     assert!(rec.truncation.is_none());
     assert_eq!(entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![21, 22, 23, 24, 25]);
+}
+
+#[test]
+fn read_range_and_truncate_after() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), 1, 100, 1024);
+    let got = read_range(d.path(), 40, 10, usize::MAX).unwrap();
+    assert_eq!(got.iter().map(|(e, _)| e.index).collect::<Vec<_>>(), (40..50).collect::<Vec<_>>());
+    assert_eq!(truncate_after(d.path(), 60).unwrap(), 40);
+    let (entries, rec) = read_all(d.path(), 0);
+    assert_eq!(entries.len(), 60);
+    assert!(rec.truncation.is_none());
+    write(d.path(), 61, 70, 1024);
+    assert_eq!(read_all(d.path(), 0).0.len(), 70);
 }

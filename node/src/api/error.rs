@@ -63,6 +63,30 @@ impl From<EngineError> for ApiError {
             }
             EngineError::AckTimeout { .. } => ApiError::unavailable("ack_timeout", e.to_string()),
             EngineError::SessionTimeout { .. } => ApiError::unavailable("not_ready", e.to_string()),
+            EngineError::NotPrimary { ref primary } => {
+                with_primary(ApiError::unavailable("not_primary", e.to_string()), primary)
+            }
+            EngineError::NotSynced { ref primary } => {
+                with_primary(ApiError::unavailable("not_ready", e.to_string()), primary)
+            }
+            EngineError::Discarded { .. } => ApiError::unavailable("discarded", e.to_string()),
+            EngineError::Unconfirmed => ApiError::unavailable("unavailable", e.to_string()),
+            EngineError::StaleTerm { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "stale_term", e.to_string())
+            }
+            EngineError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            EngineError::Io(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
         }
     }
+}
+
+/// Adds where the primary is, so clients can go there (`Rcluster-Primary: <url>`).
+fn with_primary(mut e: ApiError, primary: &Option<String>) -> ApiError {
+    if let Some(url) = primary {
+        e.message = format!("{}; the primary is {url}", e.message);
+        e.headers.push(("rcluster-primary", url.clone()));
+    }
+    e
 }

@@ -1,9 +1,8 @@
 //! Record APIs: put, get, delete, incr, list.
 
 use super::render::{self, Obj};
-use super::request::Consistency;
 use super::{ApiError, Ctx, Req, ok_with_token};
-use crate::engine::{Engine, now_ms};
+use crate::engine::{Consistency, now_ms};
 use crate::log::Op;
 use serde::Deserialize;
 use warp::reply::Response;
@@ -12,7 +11,6 @@ const MAX_TTL_SECS: f64 = 10.0 * 365.0 * 86400.0;
 
 pub async fn put(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let key = req.key(0, ctx.limits.max_key_bytes)?;
-    req.check_ack()?;
     let value = req.json_value(ctx.limits.max_value_bytes)?;
     let ttl_ms = match req.parse::<f64>("ttl")? {
         None => None,
@@ -35,7 +33,6 @@ pub async fn put(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
 
 pub async fn delete(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let key = req.key(0, ctx.limits.max_key_bytes)?;
-    req.check_ack()?;
     let op = Op::Delete {
         key,
         if_version: req.parse("if_version")?,
@@ -68,7 +65,6 @@ impl Default for IncrBody {
 
 pub async fn incr(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let key = req.key(1, ctx.limits.max_key_bytes)?;
-    req.check_ack()?;
     let body: IncrBody = req.json_body()?;
     if let (Some(lo), Some(hi)) = (body.min, body.max)
         && lo > hi
@@ -86,39 +82,35 @@ pub async fn incr(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
 
 /// Proposes a write and renders its result (or the first result, for a retried idempotency key).
 pub async fn write(ctx: &Ctx, req: &Req, op: Op) -> Result<Response, ApiError> {
-    let p = ctx.engine.propose(op, req.idempotency()?).await?;
+    let ack = req.ack(ctx.engine.cluster.default_ack)?;
+    let p = ctx.engine.propose(op, req.idempotency()?, ack).await?;
     Ok(ok_with_token(render::result(&p.result), p.index))
 }
 
-/// Waits as the read's consistency requires before reading (session: until this node has applied
-/// the client's token).
-pub async fn before_read(engine: &Engine, req: &Req) -> Result<Consistency, ApiError> {
-    let c = req.consistency()?;
-    if c == Consistency::Session {
-        engine.wait_applied(req.token()?).await?;
-    }
+/// Waits as the read's consistency requires before reading.
+pub async fn before_read(ctx: &Ctx, req: &Req) -> Result<Consistency, ApiError> {
+    let c = req.consistency(ctx.consistency)?;
+    ctx.engine.before_read(c, req.token()?).await?;
     Ok(c)
 }
 
 /// After reading state that reflects log position `seen`: a linearizable read may only answer
 /// once that position is committed.
-pub async fn after_read(engine: &Engine, c: Consistency, seen: u64) -> Result<(), ApiError> {
-    if c == Consistency::Linearizable {
-        engine.wait_commit(seen).await?;
-    }
+pub async fn after_read(ctx: &Ctx, c: Consistency, seen: u64) -> Result<(), ApiError> {
+    ctx.engine.after_read(c, seen).await?;
     Ok(())
 }
 
 pub async fn get(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let key = req.key(0, ctx.limits.max_key_bytes)?;
-    let c = before_read(&ctx.engine, req).await?;
+    let c = before_read(ctx, req).await?;
     let (record, observed) = {
         let core = ctx.engine.core();
         let r = core.state.get(&key, now_ms()).cloned();
         (r, core.state.applied_index)
     };
     // A present record only needs its own write committed; an absent one, everything seen.
-    after_read(&ctx.engine, c, record.as_ref().map_or(observed, |r| r.version)).await?;
+    after_read(ctx, c, record.as_ref().map_or(observed, |r| r.version)).await?;
     match record {
         Some(r) => Ok(ok_with_token(render::record(&key, &r), observed)),
         None => Err(ApiError::not_found("not_found", format!("no record with key {key:?}"))),
@@ -136,13 +128,13 @@ pub async fn list(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
             format!("limit must be 1..={max}, got {limit}"),
         ));
     }
-    let c = before_read(&ctx.engine, req).await?;
+    let c = before_read(ctx, req).await?;
     let ((items, more), observed) = {
         let core = ctx.engine.core();
         let page = core.state.list(prefix, start_after, limit, now_ms());
         (page, core.state.applied_index)
     };
-    after_read(&ctx.engine, c, observed).await?;
+    after_read(ctx, c, observed).await?;
     let next = if more { items.last().map(|(k, _)| k.clone()) } else { None };
     let mut body = Obj::new().raw(
         "items",

@@ -3,6 +3,7 @@
 //! compile times low; per-API metrics are recorded in one place.
 
 mod error;
+mod internal;
 mod render;
 mod kv;
 mod request;
@@ -13,7 +14,7 @@ pub use error::ApiError;
 pub use request::Req;
 
 use crate::config::Limits;
-use crate::engine::Engine;
+use crate::engine::{Consistency, Engine};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderValue, Method, StatusCode};
@@ -28,8 +29,12 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub struct Ctx {
     pub engine: Arc<Engine>,
     pub limits: Limits,
-    pub node_name: String,
+    /// Read consistency when a request does not say.
+    pub consistency: Consistency,
 }
+
+/// Internal bodies carry log batches and whole snapshots.
+const INTERNAL_BODY_LIMIT: usize = 1 << 30;
 
 /// The single warp filter serving every route.
 pub fn routes(
@@ -62,7 +67,12 @@ where
     B: bytes::Buf,
 {
     let started = Instant::now();
-    let req = match read_body(body, ctx.limits.max_body_bytes).await {
+    let limit = if path.as_str().starts_with("/internal/") {
+        INTERNAL_BODY_LIMIT
+    } else {
+        ctx.limits.max_body_bytes
+    };
+    let req = match read_body(body, limit).await {
         Ok(body) => Req::new(method, path.as_str(), &query, headers, body),
         Err(e) => Err(e),
     };
@@ -215,6 +225,7 @@ async fn dispatch(ctx: &Ctx, req: Req) -> Routed {
         ["v1", "topics", _, "subscriptions", _, "pull"] => method_not_allowed("POST"),
         ["v1", "watch"] if m == Method::GET => api!("watch", stream::watch(ctx, &req)),
         ["v1", "watch"] => method_not_allowed("GET"),
+        ["internal", "v1", op] => (None, internal::handle(ctx, &req, op).await),
         _ => (
             None,
             Err(ApiError::not_found(
@@ -226,12 +237,17 @@ async fn dispatch(ctx: &Ctx, req: Req) -> Routed {
 }
 
 fn readyz(ctx: &Ctx) -> Response {
-    // A standalone node is ready once it has recovered and serves; replication refines this.
-    ctx.engine.metrics.ready.set(1);
-    json_response(StatusCode::OK, r#"{"status":"ready"}"#.into())
+    let ready = ctx.engine.ready();
+    ctx.engine.metrics.ready.set(i64::from(ready));
+    if ready {
+        json_response(StatusCode::OK, r#"{"status":"ready"}"#.into())
+    } else {
+        json_response(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#.into())
+    }
 }
 
 fn metrics(ctx: &Ctx) -> Response {
+    ctx.engine.metrics.ready.set(i64::from(ctx.engine.ready()));
     let mut r = Response::new(ctx.engine.metrics.render().into());
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -241,35 +257,6 @@ fn metrics(ctx: &Ctx) -> Response {
 }
 
 async fn status(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
-    let with_digest = req.flag("digest")?;
-    let engine = &ctx.engine;
-    let commit = engine.commit_index();
-    let body = {
-        let core = engine.core();
-        let s = &core.state;
-        let mut v = serde_json::json!({
-            "node": ctx.node_name,
-            "role": "standalone",
-            "term": core.term,
-            "primary": ctx.node_name,
-            "last_log_index": core.last_index,
-            "last_log_term": s.applied_term,
-            "commit_index": commit,
-            "applied_index": s.applied_index,
-            "snapshot_index": engine.snapshot_index(),
-            "wal_segments": engine.segment_count(),
-            "records": s.records.len(),
-            "topics": s.topics.len(),
-            "ready": true,
-            "members": [],
-        });
-        if with_digest {
-            v["digest"] = format!("{:016x}", s.digest()).into();
-        }
-        if let Some(t) = &engine.recovery.truncation {
-            v["recovery"] = serde_json::json!({ "truncation": t });
-        }
-        (v.to_string(), s.applied_index)
-    };
-    Ok(ok_with_token(body.0, body.1))
+    let (body, token) = ctx.engine.status(req.flag("digest")?);
+    Ok(ok_with_token(body.to_string(), token))
 }

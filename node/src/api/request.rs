@@ -2,7 +2,10 @@
 //! 4xx `ApiError`; handlers receive only well-formed input.
 
 use super::{ApiError, IDEMPOTENCY_HEADER, TOKEN_HEADER};
+use crate::config::parse_consistency;
+use crate::engine::Consistency;
 use crate::log::{Fnv, IdemTag, Json};
+use crate::replication::AckLevel;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use serde::de::IgnoredAny;
@@ -15,13 +18,6 @@ pub struct Req {
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub body: Bytes,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consistency {
-    Linearizable,
-    Session,
-    Eventual,
 }
 
 impl Req {
@@ -91,26 +87,29 @@ impl Req {
         }
     }
 
-    /// Validates the `ack` parameter. One node acknowledges every level once the entry is durable.
-    pub fn check_ack(&self) -> Result<(), ApiError> {
+    /// The write's ack level: the `ack` parameter, or the node's default.
+    pub fn ack(&self, default: AckLevel) -> Result<AckLevel, ApiError> {
         match self.param("ack") {
-            None | Some("async" | "one" | "quorum" | "all") => Ok(()),
-            Some(v) => Err(ApiError::bad_request(
-                "invalid_parameter",
-                format!("ack must be async, one, quorum or all, got {v:?}"),
-            )),
+            None | Some("") => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("ack must be async, one, quorum or all, got {v:?}"),
+                )
+            }),
         }
     }
 
-    pub fn consistency(&self) -> Result<Consistency, ApiError> {
+    /// The read's consistency: the `consistency` parameter, or the node's default.
+    pub fn consistency(&self, default: Consistency) -> Result<Consistency, ApiError> {
         match self.param("consistency") {
-            None | Some("linearizable") => Ok(Consistency::Linearizable),
-            Some("session") => Ok(Consistency::Session),
-            Some("eventual") => Ok(Consistency::Eventual),
-            Some(v) => Err(ApiError::bad_request(
-                "invalid_parameter",
-                format!("consistency must be linearizable, session or eventual, got {v:?}"),
-            )),
+            None | Some("") => Ok(default),
+            Some(v) => parse_consistency(v).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("consistency must be linearizable, session or eventual, got {v:?}"),
+                )
+            }),
         }
     }
 

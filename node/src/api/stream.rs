@@ -56,9 +56,10 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let engine = ctx.engine.clone();
     Ok(sse(move |tx| async move {
         let mut next = next;
-        let mut commit = engine.commit_watch();
+        let (mut changed, mut durable) = (engine.changed_watch(), engine.durable_watch());
         loop {
-            commit.borrow_and_update();
+            changed.borrow_and_update();
+            durable.borrow_and_update();
             let (batch, seen) = {
                 let core = engine.core();
                 // The topic was deleted: end the stream.
@@ -68,12 +69,12 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
                 (t.read(next, READ_BATCH), core.state.applied_index)
             };
             if batch.is_empty() {
-                if commit.changed().await.is_err() {
+                if !engine.progress_changed(&mut changed, &mut durable).await {
                     return;
                 }
                 continue;
             }
-            if engine.wait_commit(seen).await.is_err() {
+            if !engine.wait_committed(seen).await {
                 return;
             }
             for (offset, m) in &batch {
@@ -95,9 +96,10 @@ pub async fn watch(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let engine = ctx.engine.clone();
     let mut after = engine.commit_index();
     Ok(sse(move |tx| async move {
-        let mut commit = engine.commit_watch();
+        let (mut changed, mut durable) = (engine.changed_watch(), engine.durable_watch());
         loop {
-            commit.borrow_and_update();
+            changed.borrow_and_update();
+            durable.borrow_and_update();
             let Ok((events, upto)) = engine.events_after(after, &prefix) else {
                 // Changes were dropped while this watcher lagged: tell the client to resync
                 // (list, then watch again) rather than silently skipping them.
@@ -122,7 +124,7 @@ pub async fn watch(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
                 }
             }
             after = after.max(upto);
-            if events.is_empty() && commit.changed().await.is_err() {
+            if events.is_empty() && !engine.progress_changed(&mut changed, &mut durable).await {
                 return;
             }
         }

@@ -46,7 +46,6 @@ struct TopicBody {
 
 pub async fn create(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let topic = topic(ctx, req)?;
-    req.check_ack()?;
     let body: TopicBody = req.json_body()?;
     if body.max_messages == Some(0) || body.max_age_secs == Some(0) {
         return Err(ApiError::bad_request(
@@ -63,12 +62,11 @@ pub async fn create(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
 
 pub async fn delete(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let topic = topic(ctx, req)?;
-    req.check_ack()?;
     write(ctx, req, Op::DeleteTopic { topic }).await
 }
 
 pub async fn list(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
-    let c = before_read(&ctx.engine, req).await?;
+    let c = before_read(ctx, req).await?;
     let (topics, observed) = {
         let core = ctx.engine.core();
         let items: Vec<String> = core
@@ -90,14 +88,13 @@ pub async fn list(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
             .collect();
         (items, core.state.applied_index)
     };
-    after_read(&ctx.engine, c, observed).await?;
+    after_read(ctx, c, observed).await?;
     let body = Obj::new().raw("topics", &render::array(topics)).done();
     Ok(ok_with_token(body, observed))
 }
 
 pub async fn publish(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let topic = topic(ctx, req)?;
-    req.check_ack()?;
     let max_value = ctx.limits.max_value_bytes;
     let values: Vec<Json> = if req.flag("batch")? {
         let items: Vec<&RawValue> = serde_json::from_slice(&req.body).map_err(|e| {
@@ -122,7 +119,6 @@ pub async fn publish(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
 pub async fn subscribe(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let topic = topic(ctx, req)?;
     let name = subscription(ctx, req)?;
-    req.check_ack()?;
     let start = match req.param("start") {
         None | Some("latest") => Start::Latest,
         Some("earliest") => Start::Earliest,
@@ -139,14 +135,12 @@ pub async fn subscribe(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
 pub async fn unsubscribe(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let topic = topic(ctx, req)?;
     let name = subscription(ctx, req)?;
-    req.check_ack()?;
     write(ctx, req, Op::Unsubscribe { topic, name }).await
 }
 
 pub async fn pull(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let topic = topic(ctx, req)?;
     let name = subscription(ctx, req)?;
-    req.check_ack()?;
     let max = batch_limit(ctx, req, "max", 100)? as u32;
     let wait_ms = req.parse::<u64>("wait_ms")?.unwrap_or(0);
     if wait_ms > MAX_WAIT_MS {
@@ -156,6 +150,7 @@ pub async fn pull(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         ));
     }
     let idem = req.idempotency()?;
+    let ack = req.ack(ctx.engine.cluster.default_ack)?;
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let mut applied = ctx.engine.applied_watch();
     loop {
@@ -165,7 +160,7 @@ pub async fn pull(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
             name: name.clone(),
             max,
         };
-        let p = ctx.engine.propose(op, idem.clone()).await?;
+        let p = ctx.engine.propose(op, idem.clone(), ack).await?;
         let empty = matches!(&p.result, OpResult::Pull { messages, .. } if messages.is_empty());
         let left = deadline.saturating_duration_since(Instant::now());
         if !empty || left.is_zero() {
@@ -180,7 +175,7 @@ pub async fn read(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let topic = topic(ctx, req)?;
     let limit = batch_limit(ctx, req, "limit", 100)?;
     let from = req.parse::<u64>("from")?;
-    let c = before_read(&ctx.engine, req).await?;
+    let c = before_read(ctx, req).await?;
     let (found, observed) = {
         let core = ctx.engine.core();
         let found = core.state.topics.get(&topic).map(|t| {
@@ -189,7 +184,7 @@ pub async fn read(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         });
         (found, core.state.applied_index)
     };
-    after_read(&ctx.engine, c, observed).await?;
+    after_read(ctx, c, observed).await?;
     let Some((messages, first, next)) = found else {
         return Err(ApiError::not_found("topic_not_found", format!("no topic {topic:?}")));
     };

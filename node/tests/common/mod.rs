@@ -106,7 +106,13 @@ impl Node {
         http(&self.addr, method, path, body, &[])
     }
 
-    pub fn req_h(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Resp {
+    pub fn req_h(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         http(&self.addr, method, path, body, headers)
     }
 }
@@ -137,13 +143,22 @@ impl Resp {
     }
     /// The error code of a JSON error answer.
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 }
 
 /// One HTTP/1.1 request on a fresh connection. Returns status 0 when the node cannot be reached
 /// or the connection dies before a complete answer (e.g. the node was killed mid-request).
-pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Resp {
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Resp {
     try_http(addr, method, path, body.map(str::as_bytes), headers).unwrap_or(Resp {
         status: 0,
         headers: vec![],
@@ -217,7 +232,11 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// Reads server-sent events from `path` until `count` events arrived; returns (event, id, data).
-pub fn sse_events(addr: &str, path: &str, count: usize) -> mpsc::Receiver<(String, String, String)> {
+pub fn sse_events(
+    addr: &str,
+    path: &str,
+    count: usize,
+) -> mpsc::Receiver<(String, String, String)> {
     let (tx, rx) = mpsc::channel();
     let addr = addr.to_string();
     let path = path.to_string();
@@ -225,7 +244,11 @@ pub fn sse_events(addr: &str, path: &str, count: usize) -> mpsc::Receiver<(Strin
     std::thread::spawn(move || {
         let mut s = TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(DEADLINE)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
         let mut r = BufReader::new(s);
         let (mut event, mut id, mut data) = (String::new(), String::new(), String::new());
         let mut sent = 0;
@@ -252,7 +275,11 @@ pub fn sse_events(addr: &str, path: &str, count: usize) -> mpsc::Receiver<(Strin
             } else if let Some(v) = l.strip_prefix("data:") {
                 data = v.trim().to_string();
             } else if l.is_empty() && !data.is_empty() {
-                let _ = tx.send((std::mem::take(&mut event), std::mem::take(&mut id), std::mem::take(&mut data)));
+                let _ = tx.send((
+                    std::mem::take(&mut event),
+                    std::mem::take(&mut id),
+                    std::mem::take(&mut data),
+                ));
                 sent += 1;
             }
         }

@@ -1,145 +1,13 @@
 //! The `rcluster` command line against a real `rcluster-node` process.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use serde_json::Value;
-
-const NODE_START: Duration = Duration::from_secs(60);
-const CLI_DEADLINE: Duration = Duration::from_secs(60);
-
-/// A standalone node on a free port; killed on drop.
-struct Node {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn start() -> Node {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rcluster-node"))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rcluster-node starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + NODE_START;
-        let url = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("rcluster-node ready on ") {
-                        break url.trim().to_string();
-                    }
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!("rcluster-node printed no ready line: {e}");
-                }
-            }
-        };
-        Node {
-            child,
-            url,
-            _dir: dir,
-        }
-    }
-
-    /// Runs `rcluster --endpoint URL ARGS...` to completion.
-    fn rc(&self, args: &[&str]) -> Run {
-        let mut all = vec!["--endpoint", &self.url];
-        all.extend_from_slice(args);
-        rcluster(&all)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "expected success: {self:?}");
-        self
-    }
-
-    #[track_caller]
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:?}"))
-    }
-
-    /// Asserts exit code 1 and a single `error: <code>: ...` line on stderr.
-    #[track_caller]
-    fn api_error(&self, code: &str) {
-        assert_eq!(self.code, 1, "expected a server error: {self:?}");
-        assert_eq!(self.stderr.lines().count(), 1, "{self:?}");
-        assert!(
-            self.stderr.starts_with(&format!("error: {code}: ")),
-            "{self:?}"
-        );
-    }
-}
-
-fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcluster"));
-    cmd.args(args).env_remove("RCLUSTER_ENDPOINTS");
-    cmd
-}
-
-/// Runs the CLI with a deadline (killed and failed if it does not finish).
-fn run(mut cmd: Command) -> Run {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("rcluster starts");
-    let deadline = Instant::now() + CLI_DEADLINE;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("rcluster did not finish within {CLI_DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("output");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn rcluster(args: &[&str]) -> Run {
-    run(command(args))
-}
+use support::*;
 
 fn version_of(v: &Value) -> u64 {
     v["version"]
@@ -460,15 +328,6 @@ fn watch_prints_changes_as_they_commit() {
     }
 }
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn status_human_and_json_and_env_endpoints() {
     let node = Node::start();
@@ -597,4 +456,32 @@ fn bench_reports_per_api_latency_and_throughput() {
     assert_eq!(r["total"]["errors"], 0, "{r}");
     assert_eq!(r["apis"].as_array().unwrap().len(), 3, "{r}");
     check_summary(&r["total"]);
+}
+
+#[test]
+fn write_to_a_silent_server_reports_outcome_unknown() {
+    // Accepts connections and never answers: each attempt may have been applied.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().take(64) {
+            held.push(conn);
+        }
+    });
+    let r = rcluster(&["--endpoint", &url, "--timeout", "0.2", "put", "k", "v"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(
+        r.stderr
+            .starts_with("error: outcome unknown (idempotency key "),
+        "{r:?}"
+    );
+    // A read against it is merely unreachable.
+    let r = rcluster(&["--endpoint", &url, "--timeout", "0.2", "get", "k"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr.starts_with("error: could not reach the cluster"),
+        "{r:?}"
+    );
 }

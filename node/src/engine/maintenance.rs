@@ -1,0 +1,133 @@
+//! Background duties: purging expired records and aged messages through the log (primary only),
+//! snapshots and log compaction (every node).
+
+use super::{Engine, Role};
+use crate::log::Op;
+use crate::replication::AckLevel;
+use crate::snapshot;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Engine {
+    /// Runs until the process ends.
+    pub async fn run_maintenance(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut persisted_commit = 0;
+        loop {
+            tick.tick().await;
+            let now = super::now_ms();
+            let (leads, expired, topics, known_commit) = {
+                let core = self.core();
+                let leads = core.leads();
+                let expired = if leads { core.state.expired_keys(now, 1000) } else { Vec::new() };
+                let topics = if leads { core.state.topics_to_trim(now) } else { Vec::new() };
+                (leads, expired, topics, core.known_commit)
+            };
+            if leads && !expired.is_empty() {
+                let ack = self.cluster.default_ack;
+                if let Err(e) = self.propose(Op::Expire { keys: expired }, None, ack).await {
+                    tracing::debug!(error = %e, "expiry purge deferred");
+                }
+            }
+            for topic in topics {
+                let _ = self.propose(Op::Trim { topic }, None, self.cluster.default_ack).await;
+            }
+            // The commit index guards a replica against discarding committed entries after a
+            // restart; persisting it now and then (not per entry) keeps that guard cheap.
+            if !self.cluster.is_standalone() && known_commit > persisted_commit + 1000 {
+                self.persist_known_commit();
+                persisted_commit = known_commit;
+            }
+            self.clone().maybe_snapshot().await;
+        }
+    }
+
+    async fn maybe_snapshot(self: Arc<Self>) {
+        let due = {
+            let core = self.core();
+            core.entries_since_snapshot >= self.cfg.snapshot_entries
+                || core.bytes_since_snapshot >= self.cfg.snapshot_bytes
+        };
+        if due && let Err(e) = self.snapshot_now().await {
+            tracing::warn!(error = %e, "snapshot deferred");
+        }
+    }
+
+    /// Writes a snapshot of the current state once it is committed, then drops older snapshots and
+    /// the log segments it covers. Returns the snapshot's index.
+    pub async fn snapshot_now(self: &Arc<Self>) -> std::io::Result<u64> {
+        {
+            let mut running = self.snapshot_running.lock().unwrap();
+            if *running {
+                return Ok(0);
+            }
+            *running = true;
+        }
+        let result = self.clone().snapshot_inner().await;
+        *self.snapshot_running.lock().unwrap() = false;
+        result
+    }
+
+    async fn snapshot_inner(self: Arc<Self>) -> std::io::Result<u64> {
+        let (state, role) = {
+            let mut core = self.core();
+            core.entries_since_snapshot = 0;
+            core.bytes_since_snapshot = 0;
+            (core.state.clone(), core.role)
+        };
+        let index = state.applied_index;
+        // A snapshot must never hold an entry that could still be discarded: wait until it is
+        // durable here and (in a cluster) committed.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut changed = self.changed_watch();
+        let mut durable = self.durable.subscribe();
+        loop {
+            let committed = match role {
+                Role::Standalone => self.durable_index(),
+                Role::Primary => self.commit_for(AckLevel::Quorum).min(self.durable_index()),
+                _ => self.core().known_commit.min(self.durable_index()),
+            };
+            if committed >= index {
+                break;
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = durable.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(std::io::Error::other(format!("entry {index} not committed yet")));
+                }
+            }
+        }
+        let dir = self.cfg.wal.dir.clone();
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            let started = std::time::Instant::now();
+            snapshot::write(&dir, &state)?;
+            snapshot::prune(&dir, 2)?;
+            let removed = engine.core().wal.compact(index)?;
+            engine.metrics.snapshots.inc();
+            engine.metrics.snapshot_index.set(index as i64);
+            tracing::info!(
+                index,
+                removed_segments = removed,
+                took_ms = started.elapsed().as_millis() as u64,
+                "snapshot written"
+            );
+            Ok(index)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    pub fn newest_snapshot_index(&self) -> u64 {
+        snapshot::list(&self.cfg.wal.dir)
+            .ok()
+            .and_then(|l| l.first().map(|(i, _)| *i))
+            .unwrap_or(0)
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.core().wal.segment_count()
+    }
+}

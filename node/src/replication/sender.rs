@@ -1,0 +1,247 @@
+//! The primary's log shipper: one task per replica that streams batches of entries over a
+//! keep-alive connection, sends heartbeats when idle, backs a replica up to the last common entry,
+//! and falls back to a snapshot when the replica needs entries the primary no longer has.
+
+use super::{AppendHeader, AppendResponse, commit::AckLevel};
+use crate::engine::{Cached, Engine, Role};
+use crate::log;
+use crate::snapshot;
+use crate::wal;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MAX_BATCH: usize = 2000;
+const MAX_BATCH_BYTES: usize = 4 << 20;
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+enum Work {
+    Entries { prev_term: u64, items: Vec<Cached> },
+    Snapshot,
+}
+
+impl Engine {
+    pub(crate) fn internal_headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(secret) = &self.cluster.secret
+            && let Ok(v) = HeaderValue::from_str(&format!("Bearer {secret}"))
+        {
+            h.insert(http::header::AUTHORIZATION, v);
+        }
+        h
+    }
+
+    /// Replica → primary: "I follow you now", so the primary retries at once.
+    pub(crate) async fn hello(&self, primary_url: &str, term: u64) {
+        let body = serde_json::json!({"term": term, "primary": self.cluster.me}).to_string();
+        let url = format!("{primary_url}/internal/v1/hello");
+        let _ = self
+            .transport
+            .request(Method::POST, &url, self.internal_headers(), Some(body.into()), None)
+            .await;
+    }
+
+    fn still_leads(&self, term: u64) -> bool {
+        let core = self.core();
+        core.role == Role::Primary && core.term == term
+    }
+
+    /// What to send to a replica whose next entry is `next`.
+    fn work_for(&self, next: u64, peer_last: Option<u64>) -> Work {
+        let (prev_term, cached, last) = {
+            let core = self.core();
+            let prev_term = core.term_at(next - 1);
+            (prev_term, core.cached_from(next, MAX_BATCH, MAX_BATCH_BYTES), core.last_index)
+        };
+        // An empty replica gets the snapshot rather than the whole history, when there is one.
+        if peer_last == Some(0) && next <= 1 && last > 0 && self.newest_snapshot_index() > 0 {
+            return Work::Snapshot;
+        }
+        let Some(prev_term) = prev_term else {
+            return Work::Snapshot;
+        };
+        if let Some(items) = cached {
+            return Work::Entries { prev_term, items };
+        }
+        match wal::read_range(&self.cfg.wal.dir, next, MAX_BATCH, MAX_BATCH_BYTES) {
+            Ok(entries) => {
+                let items = entries
+                    .into_iter()
+                    .map(|(e, p)| Cached {
+                        index: e.index,
+                        term: e.term,
+                        ts_ms: e.ts_ms,
+                        payload: p.into(),
+                    })
+                    .collect();
+                Work::Entries { prev_term, items }
+            }
+            Err(_) => Work::Snapshot,
+        }
+    }
+
+    fn record_progress(&self, peer: &str, term: u64, sent_at: Instant, r: &AppendResponse) {
+        {
+            let mut p = self.progress.lock().unwrap();
+            if p.term != term {
+                return;
+            }
+            if let Some(pp) = p.peers.get_mut(peer) {
+                pp.durable = pp.durable.max(r.durable_index);
+                pp.applied = r.applied_index;
+                pp.last_index = r.last_index;
+                pp.acked_sent_at = Some(sent_at);
+                pp.error = None;
+            }
+        }
+        let commit = self.commit_for(AckLevel::Quorum);
+        let (lag, lag_secs) = {
+            let mut core = self.core();
+            core.known_commit = core.known_commit.max(commit);
+            let lag = core.last_index.saturating_sub(r.durable_index);
+            let secs = core
+                .entry_ts(r.durable_index + 1)
+                .filter(|_| lag > 0)
+                .map_or(0.0, |ts| crate::engine::now_ms().saturating_sub(ts) as f64 / 1000.0);
+            (lag, secs)
+        };
+        self.metrics.commit_index.set(commit as i64);
+        self.metrics.replication_lag_entries.with_label_values(&[peer]).set(lag as i64);
+        self.metrics.replication_lag_seconds.with_label_values(&[peer]).set(lag_secs);
+        self.bump();
+    }
+
+    fn record_error(&self, peer: &str, error: String) {
+        if let Some(pp) = self.progress.lock().unwrap().peers.get_mut(peer) {
+            pp.error = Some(error);
+        }
+        self.bump();
+    }
+
+    async fn send_append(&self, url: &str, term: u64, next: u64, prev_term: u64, items: &[Cached]) -> Result<AppendResponse, String> {
+        let (commit, last) = (self.commit_for(AckLevel::Quorum), self.core().last_index);
+        let header = AppendHeader {
+            term,
+            from: self.cluster.me.clone(),
+            prev_index: next - 1,
+            prev_term,
+            commit,
+            primary_last_index: last,
+        };
+        let mut body = Vec::with_capacity(items.iter().map(|c| c.payload.len() + 8).sum::<usize>() + 64);
+        log::put_frame(&mut body, &log::encode(&header));
+        for c in items {
+            log::put_frame(&mut body, &c.payload);
+        }
+        let url = format!("{url}/internal/v1/append");
+        let resp = self
+            .transport
+            .request(Method::POST, &url, self.internal_headers(), Some(Bytes::from(body)), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if resp.status != StatusCode::OK {
+            return Err(format!("append answered {}: {}", resp.status, String::from_utf8_lossy(&resp.body)));
+        }
+        serde_json::from_slice(&resp.body).map_err(|e| format!("bad append answer: {e}"))
+    }
+
+    async fn send_snapshot(self: &Arc<Self>, url: &str, term: u64) -> Result<AppendResponse, String> {
+        if self.newest_snapshot_index() == 0 {
+            self.snapshot_now().await.map_err(|e| format!("snapshot: {e}"))?;
+        }
+        let dir = self.cfg.wal.dir.clone();
+        let (index, path) = snapshot::list(&dir)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .next()
+            .ok_or("no snapshot to send")?;
+        let body = tokio::fs::read(&path).await.map_err(|e| e.to_string())?;
+        tracing::info!(index, bytes = body.len(), to = url, "sending a snapshot");
+        let url = format!("{url}/internal/v1/install-snapshot?term={term}&from={}", self.cluster.me);
+        let resp = self
+            .transport
+            .request(Method::POST, &url, self.internal_headers(), Some(body.into()), Some(Duration::from_secs(120)))
+            .await
+            .map_err(|e| e.to_string())?;
+        if resp.status != StatusCode::OK {
+            return Err(format!("install-snapshot answered {}: {}", resp.status, String::from_utf8_lossy(&resp.body)));
+        }
+        serde_json::from_slice(&resp.body).map_err(|e| format!("bad snapshot answer: {e}"))
+    }
+}
+
+/// Ships the log to `peer` for as long as this node is primary in `term`.
+pub async fn run(engine: Arc<Engine>, peer: String, url: String, term: u64) {
+    let mut next = engine.core().last_index;
+    let mut peer_last: Option<u64> = None;
+    let mut backoff = MIN_BACKOFF;
+    let heartbeat = engine.cluster.heartbeat;
+    while engine.still_leads(term) {
+        let notified = engine.poke.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let sent_at = Instant::now();
+        let result = match engine.work_for(next.max(1), peer_last) {
+            Work::Entries { prev_term, items } => {
+                let n = items.len() as u64;
+                let r = engine.send_append(&url, term, next.max(1), prev_term, &items).await;
+                r.map(|resp| (resp, next.max(1) + n))
+            }
+            Work::Snapshot => engine.send_snapshot(&url, term).await.map(|resp| {
+                let after = resp.last_index + 1;
+                (resp, after)
+            }),
+        };
+        match result {
+            Err(e) => {
+                tracing::debug!(peer, error = %e, "replication request failed");
+                engine.record_error(&peer, e);
+                // Capped backoff; a poke (new entries, a replica saying hello) cuts it short.
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            Ok((resp, after)) => {
+                backoff = MIN_BACKOFF;
+                peer_last = Some(resp.last_index);
+                if resp.term > term {
+                    tracing::warn!(peer, their_term = resp.term, term, "a replica knows a newer term");
+                    engine.step_down(resp.term);
+                    return;
+                }
+                if resp.ok {
+                    engine.record_progress(&peer, term, sent_at, &resp);
+                    next = after;
+                } else if resp.need_snapshot {
+                    next = 0;
+                    peer_last = Some(0);
+                } else if let Some(from) = resp.retry_from {
+                    next = from.min(next.saturating_sub(1)).max(1).min(resp.last_index + 1);
+                    if let Some(e) = resp.error {
+                        engine.record_error(&peer, e);
+                        tokio::time::sleep(backoff).await;
+                    }
+                    continue;
+                } else {
+                    if let Some(e) = resp.error {
+                        engine.record_error(&peer, e);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            }
+        }
+        if next <= engine.core().last_index {
+            continue;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(heartbeat) => {}
+        }
+    }
+}
