@@ -1,1 +1,35 @@
-//! rcluster client library and command line (placeholder until the client lands).
+//! rcluster client library, the `rcluster` command line ([`cli`]) and its load
+//! generator ([`bench`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rcluster_client::Error> {
+//! use rcluster_client::{Client, PutOptions};
+//! let client = Client::new(["http://127.0.0.1:7001", "http://127.0.0.1:7002"])?;
+//! let put = client.put("users/42", &serde_json::json!({"name": "Ada"}), &PutOptions::default()).await?;
+//! let rec = client.get("users/42", None).await?;
+//! assert_eq!(rec.map(|r| r.version), Some(put.version));
+//! # Ok(()) }
+//! ```
+
+mod api;
+pub mod bench;
+pub mod calls;
+pub mod cli;
+mod client;
+mod error;
+mod output;
+mod random;
+pub mod retry;
+pub mod sse;
+pub mod transport;
+pub mod types;
+
+pub use api::{MessageStream, WatchEvent, WatchStream};
+pub use client::{
+    Client, ClientBuilder, IDEMPOTENCY_HEADER, PRIMARY_HEADER, Reply, TOKEN_HEADER,
+    normalize_endpoint,
+};
+pub use error::Error;
+pub use random::idempotency_key;
+pub use retry::RetryPolicy;
+pub use types::*;

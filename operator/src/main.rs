@@ -1,1 +1,44 @@
-fn main() {}
+//! `rcluster-operator`: the ReplicatedCluster controller binary.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "rcluster-operator",
+    version,
+    about = "Operator for rcluster ReplicatedClusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the ReplicatedCluster CustomResourceDefinition as YAML.
+    Crd,
+    /// Print the operator's metrics registry (every family, at zero) in Prometheus text format.
+    Metrics,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let output = match cli.command {
+        Command::Crd => rcluster_operator::crd::crd_yaml().map_err(|e| e.to_string()),
+        Command::Metrics => rcluster_operator::metrics::Metrics::new()
+            .and_then(|m| m.encode())
+            .map_err(|e| format!("cannot build the metrics registry: {e}")),
+    };
+    match output {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rcluster-operator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -20,6 +20,7 @@ pub struct Node {
     pub url: String,
     pub addr: String,
     pub dir: PathBuf,
+    listen: String,
     args: Vec<String>,
     log: Arc<Mutex<String>>,
 }
@@ -27,11 +28,17 @@ pub struct Node {
 impl Node {
     /// Starts a node on a free port with `dir` as its data dir and waits for its ready line.
     pub fn start(dir: &Path, extra: &[&str]) -> Node {
+        Self::start_at(dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts a node listening on `listen` (a fixed port survives restarts, as members need).
+    pub fn start_at(dir: &Path, listen: &str, extra: &[&str]) -> Node {
         let mut node = Node {
             child: None,
             url: String::new(),
             addr: String::new(),
             dir: dir.to_path_buf(),
+            listen: listen.to_string(),
             args: extra.iter().map(|s| s.to_string()).collect(),
             log: Arc::new(Mutex::new(String::new())),
         };
@@ -43,7 +50,7 @@ impl Node {
         let mut child = Command::new(NODE_BIN)
             .arg("--data-dir")
             .arg(&self.dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &self.listen])
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -96,6 +103,18 @@ impl Node {
     /// Everything the node wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// SIGSTOP / SIGCONT: a replica that stops answering without closing its connections.
+    pub fn pause(&self) {
+        signal(self.pid(), "-STOP");
+    }
+    pub fn resume(&self) {
+        signal(self.pid(), "-CONT");
+    }
+
+    pub fn status(&self) -> Value {
+        self.req("GET", "/v1/status?digest=true", None).json()
     }
 
     pub fn pid(&self) -> u32 {
@@ -286,4 +305,100 @@ pub fn sse_events(
     });
     ready_rx.recv_timeout(DEADLINE).expect("stream opened");
     rx
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().map(|s| s.success());
+    assert_eq!(ok.ok(), Some(true), "kill {sig} {pid}");
+}
+
+/// A free port on 127.0.0.1 (bound and released: good enough for tests that start at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub const SECRET: &str = "test-cluster-secret";
+
+/// Several nodes that know each other, with roles assigned through the internal endpoints.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub dirs: Vec<tempfile::TempDir>,
+    pub names: Vec<String>,
+    pub term: u64,
+}
+
+impl Cluster {
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let secret_dir = tempfile::tempdir().unwrap();
+        let secret = secret_dir.path().join("secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+        let members: Vec<String> = names
+            .iter()
+            .zip(&ports)
+            .map(|(name, p)| format!("{name}=http://127.0.0.1:{p}"))
+            .collect();
+        let mut dirs = vec![secret_dir];
+        let mut nodes = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut args: Vec<String> = vec!["--name".into(), name.clone(), "--secret-file".into(), secret.display().to_string()];
+            for m in &members {
+                args.push("--member".into());
+                args.push(m.clone());
+            }
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nodes.push(Node::start_at(dir.path(), &format!("127.0.0.1:{}", ports[i]), &args));
+            dirs.push(dir);
+        }
+        Cluster { nodes, dirs, names, term: 0 }
+    }
+
+    /// Starts `n` nodes and makes node 0 primary, the rest its replicas, and waits until all are ready.
+    pub fn with_primary(n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Cluster::start(n, extra);
+        c.elect(0);
+        c
+    }
+
+    /// Bumps the term and makes node `p` primary and every other node its replica.
+    pub fn elect(&mut self, p: usize) {
+        self.term += 1;
+        let term = self.term;
+        let r = self.internal(p, "promote", serde_json::json!({"term": term}));
+        assert_eq!(r.status, 200, "promote: {}", r.body);
+        for i in 0..self.nodes.len() {
+            if i != p {
+                let r = self.internal(i, "follow", serde_json::json!({"term": term, "primary": self.names[p]}));
+                assert_eq!(r.status, 200, "follow: {}", r.body);
+            }
+        }
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&self) {
+        for n in &self.nodes {
+            wait_for("every node ready", || (n.req("GET", "/readyz", None).status == 200).then_some(()));
+        }
+    }
+
+    pub fn internal(&self, i: usize, op: &str, body: Value) -> Resp {
+        self.nodes[i].req_h(
+            "POST",
+            &format!("/internal/v1/{op}"),
+            Some(&body.to_string()),
+            &[("Authorization", &format!("Bearer {SECRET}"))],
+        )
+    }
+
+    /// Waits until every node in `which` applied the same log (same applied index and digest).
+    pub fn wait_converged(&self, which: &[usize]) -> String {
+        wait_for("nodes to converge", || {
+            let s: Vec<Value> = which.iter().map(|i| self.nodes[*i].status()).collect();
+            let same = s.windows(2).all(|w| w[0]["digest"] == w[1]["digest"] && w[0]["applied_index"] == w[1]["applied_index"]);
+            same.then(|| s[0]["digest"].as_str().unwrap().to_string())
+        })
+    }
 }

@@ -1,0 +1,395 @@
+//! Human-readable output of the CLI. Pure functions from responses to text, except for
+//! [`print_events`], which drains a stream to stdout.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::client::Reply;
+use crate::error::Error;
+use crate::sse::Event;
+use crate::transport::EventStream;
+use crate::types::*;
+
+/// Compact JSON of a value.
+fn v(value: &Value) -> String {
+    value.to_string()
+}
+
+fn expiry(e: Option<u64>) -> String {
+    e.map(|e| format!(", expires_at_ms {e}"))
+        .unwrap_or_default()
+}
+
+fn record_line(r: &Record) -> String {
+    format!(
+        "{} = {} (version {}{})",
+        r.key,
+        v(&r.value),
+        r.version,
+        expiry(r.expires_at_ms)
+    )
+}
+
+fn message_line(m: &Message) -> String {
+    format!("{}: {}", m.offset, v(&m.value))
+}
+
+/// The text for a single-request command's reply, by API name.
+pub fn human(api: &str, reply: &Reply) -> Result<String, Error> {
+    Ok(match api {
+        "put" => {
+            let r: PutResult = reply.parse()?;
+            format!(
+                "put {} -> version {}{}",
+                r.key,
+                r.version,
+                expiry(r.expires_at_ms)
+            )
+        }
+        "get" => record_line(&reply.parse()?),
+        "delete" => {
+            let r: DeleteResult = reply.parse()?;
+            format!("delete {} -> version {}", r.key, r.version)
+        }
+        "incr" => {
+            let r: IncrResult = reply.parse()?;
+            format!("incr {} -> {} (version {})", r.key, r.value, r.version)
+        }
+        "create_topic" => {
+            let r: TopicCreated = reply.parse()?;
+            let what = if r.created {
+                "created"
+            } else {
+                "already exists"
+            };
+            format!("topic {} {what}{}", r.topic, retention(&r.retention))
+        }
+        "delete_topic" => {
+            let r: TopicDeleted = reply.parse()?;
+            format!("topic {} deleted", r.topic)
+        }
+        "list_topics" => topics_table(&reply.parse()?),
+        "publish" => publish_line(&reply.json)?,
+        "subscribe" => {
+            let r: Subscribed = reply.parse()?;
+            let what = if r.created { "created" } else { "exists" };
+            format!(
+                "subscription {} on {} {what} -> cursor {}",
+                r.subscription, r.topic, r.cursor
+            )
+        }
+        "unsubscribe" => {
+            let r: Unsubscribed = reply.parse()?;
+            format!("subscription {} on {} deleted", r.subscription, r.topic)
+        }
+        "pull" => {
+            let r: Pulled = reply.parse()?;
+            let mut out = String::new();
+            for m in &r.messages {
+                let _ = writeln!(out, "{}", message_line(m));
+            }
+            let _ = write!(out, "{} message(s), cursor {}", r.messages.len(), r.cursor);
+            out
+        }
+        "read" => {
+            let r: ReadResult = reply.parse()?;
+            let mut out = String::new();
+            for m in &r.messages {
+                let _ = writeln!(out, "{}", message_line(m));
+            }
+            let _ = write!(
+                out,
+                "{} message(s); first_offset {}, next_offset {}",
+                r.messages.len(),
+                r.first_offset,
+                r.next_offset
+            );
+            out
+        }
+        "status" => status_text(&reply.json),
+        _ => reply.json.to_string(),
+    })
+}
+
+fn retention(r: &Retention) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = r.max_messages {
+        parts.push(format!("max_messages {n}"));
+    }
+    if let Some(s) = r.max_age_secs {
+        parts.push(format!("max_age {s}s"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+fn publish_line(json: &Value) -> Result<String, Error> {
+    // A batch answer may carry `offset` as well, so `offsets` is checked first.
+    if let Ok(b) = serde_json::from_value::<PublishedBatch>(json.clone()) {
+        return Ok(match (b.offsets.first(), b.offsets.last()) {
+            (Some(a), Some(z)) => format!("published {} -> offsets {a}..={z}", b.offsets.len()),
+            _ => "published 0 messages".to_string(),
+        });
+    }
+    let p: Published = serde_json::from_value(json.clone()).map_err(|e| {
+        Error::InvalidResponse(format!("unexpected publish response ({e}): {json}"))
+    })?;
+    Ok(format!("published -> offset {}", p.offset))
+}
+
+fn topics_table(list: &TopicList) -> String {
+    if list.topics.is_empty() {
+        return "no topics".into();
+    }
+    let width = list
+        .topics
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let mut out = format!(
+        "{:<width$}  {:>12}  {:>12}  SUBSCRIPTIONS",
+        "TOPIC", "FIRST", "NEXT"
+    );
+    for t in &list.topics {
+        let subs: Vec<String> = t
+            .subscriptions
+            .iter()
+            .map(|s| format!("{}@{}", s.name, s.cursor))
+            .collect();
+        let _ = write!(
+            out,
+            "\n{:<width$}  {:>12}  {:>12}  {}{}",
+            t.name,
+            t.first_offset,
+            t.next_offset,
+            if subs.is_empty() {
+                "-".into()
+            } else {
+                subs.join(",")
+            },
+            retention(&t.retention)
+        );
+    }
+    out
+}
+
+fn status_text(json: &Value) -> String {
+    const ORDER: [&str; 13] = [
+        "node",
+        "role",
+        "term",
+        "primary",
+        "ready",
+        "last_log_index",
+        "last_log_term",
+        "commit_index",
+        "applied_index",
+        "snapshot_index",
+        "records",
+        "topics",
+        "digest",
+    ];
+    let Some(obj) = json.as_object() else {
+        return json.to_string();
+    };
+    let show = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut out = Vec::new();
+    for k in ORDER {
+        if let Some(val) = obj.get(k) {
+            out.push(format!("{k}: {}", show(val)));
+        }
+    }
+    for (k, val) in obj {
+        if ORDER.contains(&k.as_str()) {
+            continue;
+        }
+        match val.as_array() {
+            Some(items) if items.is_empty() => out.push(format!("{k}: -")),
+            Some(items) => {
+                out.push(format!("{k}:"));
+                out.extend(items.iter().map(|i| format!("  {}", show(i))));
+            }
+            None => out.push(format!("{k}: {}", show(val))),
+        }
+    }
+    out.join("\n")
+}
+
+/// The lines of a `list` page; with `show_next`, a final hint about the next page.
+pub fn list_lines(page: &ListPage, show_next: bool) -> String {
+    let mut out = String::new();
+    for r in &page.items {
+        let _ = writeln!(out, "{}", record_line(r));
+    }
+    if let Some(n) = page.next.as_ref().filter(|_| show_next) {
+        let _ = writeln!(out, "(more: --start-after {n})");
+    }
+    out
+}
+
+/// A topic stream event as text.
+pub fn message_event_line(ev: &Event) -> Result<Option<String>, Error> {
+    if ev.event != "message" {
+        return Ok(None);
+    }
+    let m: Message = serde_json::from_str(&ev.data)
+        .map_err(|e| Error::InvalidResponse(format!("bad message event ({e}): {}", ev.data)))?;
+    Ok(Some(message_line(&m)))
+}
+
+/// A watch event as text: `put k = v (version N)`, `delete k (version N)`.
+pub fn watch_line(ev: &Event) -> Result<Option<String>, Error> {
+    let d: WatchData = serde_json::from_str(&ev.data).map_err(|e| {
+        Error::InvalidResponse(format!("bad {} event ({e}): {}", ev.event, ev.data))
+    })?;
+    Ok(Some(match &d.value {
+        Some(val) => format!(
+            "{} {} = {} (version {})",
+            ev.event,
+            d.key,
+            v(val),
+            d.version
+        ),
+        None => format!("{} {} (version {})", ev.event, d.key, d.version),
+    }))
+}
+
+/// An event as one JSON line: `{"event","id","data"}` (data parsed when it is JSON).
+pub fn event_json(ev: &Event) -> Value {
+    let data = ev.json().unwrap_or_else(|_| Value::String(ev.data.clone()));
+    json!({ "event": ev.event, "id": ev.id, "data": data })
+}
+
+/// Prints events until `count` have been printed or the server ends the stream.
+pub async fn print_events(
+    mut events: EventStream,
+    count: Option<u64>,
+    json: bool,
+    line: fn(&Event) -> Result<Option<String>, Error>,
+) -> Result<(), Error> {
+    let mut printed = 0u64;
+    while count.is_none_or(|c| printed < c) {
+        let Some(ev) = events.next().await else {
+            return Ok(());
+        };
+        let ev = ev?;
+        let text = match line(&ev)? {
+            Some(_) if json => event_json(&ev).to_string(),
+            Some(t) => t,
+            None => continue,
+        };
+        println!("{text}");
+        printed += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(json: Value) -> Reply {
+        Reply {
+            status: 200,
+            json,
+            token: None,
+            endpoint: "http://x:1".into(),
+        }
+    }
+
+    #[test]
+    fn record_commands() {
+        let r = reply(json!({"key":"k","version":12}));
+        assert_eq!(human("put", &r).unwrap(), "put k -> version 12");
+        let r = reply(json!({"key":"k","version":12,"expires_at_ms":99}));
+        assert_eq!(
+            human("put", &r).unwrap(),
+            "put k -> version 12, expires_at_ms 99"
+        );
+        let r = reply(json!({"key":"k","value":"hi","version":3}));
+        assert_eq!(human("get", &r).unwrap(), "k = \"hi\" (version 3)");
+        let r = reply(json!({"key":"n","value":-4,"version":7}));
+        assert_eq!(human("incr", &r).unwrap(), "incr n -> -4 (version 7)");
+        assert!(human("put", &reply(json!({"unexpected":1}))).is_err());
+    }
+
+    #[test]
+    fn topic_commands() {
+        assert_eq!(
+            human("publish", &reply(json!({"offset":3}))).unwrap(),
+            "published -> offset 3"
+        );
+        assert_eq!(
+            human("publish", &reply(json!({"offset":4,"offsets":[4,5,6]}))).unwrap(),
+            "published 3 -> offsets 4..=6"
+        );
+        let r =
+            reply(json!({"messages":[{"offset":0,"value":"a","published_at_ms":1}],"cursor":1}));
+        assert_eq!(
+            human("pull", &r).unwrap(),
+            "0: \"a\"\n1 message(s), cursor 1"
+        );
+        let r = reply(
+            json!({"topics":[{"name":"t","retention":{"max_messages":5},"first_offset":0,
+            "next_offset":2,"subscriptions":[{"name":"s","cursor":1}]}]}),
+        );
+        let table = human("list_topics", &r).unwrap();
+        assert!(
+            table.contains("s@1") && table.contains("max_messages 5"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn events_as_lines() {
+        let ev = Event {
+            event: "put".into(),
+            id: Some("9".into()),
+            data: r#"{"key":"a","value":1,"version":9}"#.into(),
+        };
+        assert_eq!(watch_line(&ev).unwrap().unwrap(), "put a = 1 (version 9)");
+        assert_eq!(
+            event_json(&ev),
+            json!({"event":"put","id":"9","data":{"key":"a","value":1,"version":9}})
+        );
+        let ev = Event {
+            event: "delete".into(),
+            id: None,
+            data: r#"{"key":"a","version":10}"#.into(),
+        };
+        assert_eq!(watch_line(&ev).unwrap().unwrap(), "delete a (version 10)");
+        let ev = Event {
+            event: "message".into(),
+            id: Some("2".into()),
+            data: r#"{"offset":2,"value":"x"}"#.into(),
+        };
+        assert_eq!(message_event_line(&ev).unwrap().unwrap(), "2: \"x\"");
+        let ev = Event {
+            event: "ping".into(),
+            id: None,
+            data: "{}".into(),
+        };
+        assert_eq!(message_event_line(&ev).unwrap(), None);
+    }
+
+    #[test]
+    fn status_lists_known_fields_first() {
+        let text = status_text(
+            &json!({"role":"primary","node":"n1","term":2,"members":[{"name":"n2"}],"zeta":1}),
+        );
+        assert_eq!(
+            text,
+            "node: n1\nrole: primary\nterm: 2\nmembers:\n  {\"name\":\"n2\"}\nzeta: 1"
+        );
+    }
+}

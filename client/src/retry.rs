@@ -1,0 +1,301 @@
+//! When to retry a request, where, and after how long. Pure: the caller supplies the
+//! clock and the jitter, so every decision is testable without sockets or sleeps.
+
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::transport::TransportErrorKind;
+
+/// Bounds on retrying one call.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (at least 1).
+    pub attempts: u32,
+    /// No new attempt starts after this much time since the first one.
+    pub deadline: Duration,
+    /// Backoff before the first retry; doubles per retry up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// `503 not_primary` redirects followed per call; they do not count as attempts.
+    pub max_redirects: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 6,
+            deadline: Duration::from_secs(15),
+            base_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            max_redirects: 3,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// One attempt, no retries (still follows `not_primary` redirects).
+    pub fn no_retry() -> Self {
+        Self {
+            attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Backoff before retry number `retry` (1-based), given `jitter` in `[0, 1)`:
+    /// "equal jitter", between half and all of the capped exponential delay.
+    pub fn backoff(&self, retry: u32, jitter: f64) -> Duration {
+        let exp = retry.saturating_sub(1).min(30);
+        let full = self
+            .base_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.max_backoff);
+        let half = full / 2;
+        half + half.mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send again at once to this base URL (the primary named by the server).
+    Redirect(String),
+    /// Send again after `after`; `rotate` moves to the next endpoint first.
+    Retry { after: Duration, rotate: bool },
+    /// Stop and report.
+    GiveUp,
+}
+
+/// The retry bookkeeping of one call.
+#[derive(Debug)]
+pub struct RetryState {
+    policy: RetryPolicy,
+    started: Instant,
+    attempts: u32,
+    redirects: u32,
+    maybe_applied: bool,
+}
+
+impl RetryState {
+    pub fn new(policy: RetryPolicy, now: Instant) -> Self {
+        Self {
+            policy,
+            started: now,
+            attempts: 1,
+            redirects: 0,
+            maybe_applied: false,
+        }
+    }
+
+    /// True once an attempt failed in a way that may have applied the request
+    /// (timeout or broken connection after sending, or `503 ack_timeout`).
+    pub fn maybe_applied(&self) -> bool {
+        self.maybe_applied
+    }
+
+    /// Decides after `err` from the attempt sent to `tried`. `primary` is the
+    /// `Rcluster-Primary` response header, if any.
+    pub fn next(
+        &mut self,
+        err: &Error,
+        tried: &str,
+        primary: Option<&str>,
+        now: Instant,
+        jitter: f64,
+    ) -> Decision {
+        let rotate = match err {
+            Error::Transport(t) => {
+                if t.kind == TransportErrorKind::InvalidUrl {
+                    return Decision::GiveUp;
+                }
+                self.maybe_applied |= t.maybe_sent();
+                true
+            }
+            Error::Api { status, code, .. } => match (*status, code.as_str()) {
+                (503, "not_primary") => {
+                    let target = primary.map(|p| p.trim_end_matches('/'));
+                    let target = target.filter(|p| !p.is_empty() && *p != tried);
+                    if let Some(p) = target.filter(|_| self.redirects < self.policy.max_redirects) {
+                        self.redirects += 1;
+                        return Decision::Redirect(p.to_string());
+                    }
+                    true
+                }
+                // Written on the primary but not acknowledged in time: it may commit.
+                (503, "ack_timeout") => {
+                    self.maybe_applied = true;
+                    false
+                }
+                (503, _) => true,
+                (429, _) => false,
+                _ => return Decision::GiveUp,
+            },
+            _ => return Decision::GiveUp,
+        };
+        if self.attempts >= self.policy.attempts {
+            return Decision::GiveUp;
+        }
+        let after = self.policy.backoff(self.attempts, jitter);
+        if now.saturating_duration_since(self.started) + after > self.policy.deadline {
+            return Decision::GiveUp;
+        }
+        self.attempts += 1;
+        Decision::Retry { after, rotate }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::TransportError;
+
+    fn transport(kind: TransportErrorKind) -> Error {
+        Error::Transport(TransportError {
+            kind,
+            message: "x".into(),
+        })
+    }
+
+    fn api(status: u16, code: &str) -> Error {
+        Error::Api {
+            status,
+            code: code.into(),
+            message: String::new(),
+        }
+    }
+
+    fn policy(attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            attempts,
+            deadline: Duration::from_secs(60),
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(800),
+            max_redirects: 2,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let p = policy(10);
+        let ms = |r, j| p.backoff(r, j).as_millis();
+        assert_eq!((ms(1, 0.0), ms(1, 0.999_999)), (50, 99));
+        assert_eq!((ms(2, 0.0), ms(3, 0.0)), (100, 200));
+        assert_eq!(ms(4, 0.0), 400);
+        for r in 4..40 {
+            assert!(
+                p.backoff(r, 0.999) <= Duration::from_millis(800),
+                "retry {r}"
+            );
+            assert!(p.backoff(r, 0.0) >= Duration::from_millis(400), "retry {r}");
+        }
+    }
+
+    #[test]
+    fn connect_errors_rotate_until_attempts_run_out() {
+        let t0 = Instant::now();
+        let mut s = RetryState::new(policy(3), t0);
+        let e = transport(TransportErrorKind::Connect);
+        for _ in 0..2 {
+            assert!(matches!(
+                s.next(&e, "http://a", None, t0, 0.5),
+                Decision::Retry { rotate: true, .. }
+            ));
+        }
+        assert_eq!(s.next(&e, "http://a", None, t0, 0.5), Decision::GiveUp);
+        assert!(
+            !s.maybe_applied(),
+            "a refused connection never applies a write"
+        );
+    }
+
+    #[test]
+    fn timeouts_and_ack_timeouts_make_the_outcome_unknown() {
+        let t0 = Instant::now();
+        let mut s = RetryState::new(policy(5), t0);
+        s.next(
+            &transport(TransportErrorKind::Timeout),
+            "http://a",
+            None,
+            t0,
+            0.0,
+        );
+        assert!(s.maybe_applied());
+
+        let mut s = RetryState::new(policy(5), t0);
+        let d = s.next(&api(503, "ack_timeout"), "http://a", None, t0, 0.0);
+        assert!(matches!(d, Decision::Retry { rotate: false, .. }), "{d:?}");
+        assert!(s.maybe_applied());
+
+        let mut s = RetryState::new(policy(5), t0);
+        s.next(&api(503, "unavailable"), "http://a", None, t0, 0.0);
+        assert!(!s.maybe_applied());
+    }
+
+    #[test]
+    fn not_primary_redirects_are_free_but_bounded() {
+        let t0 = Instant::now();
+        let mut s = RetryState::new(policy(1), t0);
+        let e = api(503, "not_primary");
+        assert_eq!(
+            s.next(&e, "http://a", Some("http://b/"), t0, 0.0),
+            Decision::Redirect("http://b".into())
+        );
+        assert_eq!(
+            s.next(&e, "http://b", Some("http://c"), t0, 0.0),
+            Decision::Redirect("http://c".into())
+        );
+        // Redirects exhausted and only one attempt allowed.
+        assert_eq!(
+            s.next(&e, "http://c", Some("http://a"), t0, 0.0),
+            Decision::GiveUp
+        );
+    }
+
+    #[test]
+    fn not_primary_pointing_at_itself_or_nowhere_backs_off() {
+        let t0 = Instant::now();
+        let mut s = RetryState::new(policy(3), t0);
+        let e = api(503, "not_primary");
+        assert!(matches!(
+            s.next(&e, "http://a", Some("http://a"), t0, 0.0),
+            Decision::Retry { rotate: true, .. }
+        ));
+        assert!(matches!(
+            s.next(&e, "http://a", None, t0, 0.0),
+            Decision::Retry { rotate: true, .. }
+        ));
+    }
+
+    #[test]
+    fn client_errors_are_final() {
+        let t0 = Instant::now();
+        for (status, code) in [
+            (412, "version_mismatch"),
+            (404, "not_found"),
+            (400, "invalid_key"),
+        ] {
+            let mut s = RetryState::new(policy(5), t0);
+            assert_eq!(
+                s.next(&api(status, code), "http://a", None, t0, 0.0),
+                Decision::GiveUp
+            );
+        }
+        let mut s = RetryState::new(policy(5), t0);
+        let bad = transport(TransportErrorKind::InvalidUrl);
+        assert_eq!(s.next(&bad, "x", None, t0, 0.0), Decision::GiveUp);
+    }
+
+    #[test]
+    fn deadline_stops_retries() {
+        let t0 = Instant::now();
+        let mut p = policy(100);
+        p.deadline = Duration::from_secs(2);
+        let mut s = RetryState::new(p, t0);
+        let e = transport(TransportErrorKind::Connect);
+        assert!(matches!(
+            s.next(&e, "a", None, t0, 0.0),
+            Decision::Retry { .. }
+        ));
+        let late = t0 + Duration::from_millis(1990);
+        assert_eq!(s.next(&e, "a", None, late, 0.0), Decision::GiveUp);
+    }
+}

@@ -1,0 +1,329 @@
+//! Request options and response bodies of the v1 API (docs/API.md).
+//!
+//! Response types are lenient (`#[serde(default)]` on optional parts) so that a node that
+//! adds fields does not break older clients.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Write acknowledgement level (`ack` query parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ack {
+    Async,
+    One,
+    Quorum,
+    All,
+}
+
+/// Read consistency (`consistency` query parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    Linearizable,
+    Session,
+    Eventual,
+}
+
+impl Ack {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ack::Async => "async",
+            Ack::One => "one",
+            Ack::Quorum => "quorum",
+            Ack::All => "all",
+        }
+    }
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Session => "session",
+            Consistency::Eventual => "eventual",
+        }
+    }
+}
+
+impl fmt::Display for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Earliest,
+    Latest,
+    Offset(u64),
+}
+
+impl FromStr for Start {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "earliest" => Ok(Start::Earliest),
+            "latest" => Ok(Start::Latest),
+            n => n
+                .parse()
+                .map(Start::Offset)
+                .map_err(|_| format!("expected earliest, latest or an offset, got {s:?}")),
+        }
+    }
+}
+
+impl fmt::Display for Start {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Start::Earliest => f.write_str("earliest"),
+            Start::Latest => f.write_str("latest"),
+            Start::Offset(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Options common to every write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub ack: Option<Ack>,
+    /// Sent as `Idempotency-Key`; a fresh random key is used when `None`.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Seconds to live (> 0, fractions allowed).
+    pub ttl: Option<f64>,
+    /// 0 = must not exist; otherwise the current version must equal it.
+    pub if_version: Option<u64>,
+    pub write: WriteOptions,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub if_version: Option<u64>,
+    pub write: WriteOptions,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub prefix: Option<String>,
+    pub start_after: Option<String>,
+    pub limit: Option<u32>,
+    pub consistency: Option<Consistency>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Retention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PutResult {
+    pub key: String,
+    pub version: u64,
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub key: String,
+    pub value: Value,
+    pub version: u64,
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeleteResult {
+    pub key: String,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IncrResult {
+    pub key: String,
+    pub value: i64,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListPage {
+    pub items: Vec<Record>,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicCreated {
+    pub topic: String,
+    pub created: bool,
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicDeleted {
+    pub topic: String,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SubscriptionInfo {
+    pub name: String,
+    pub cursor: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicInfo {
+    pub name: String,
+    #[serde(default)]
+    pub retention: Retention,
+    pub first_offset: u64,
+    pub next_offset: u64,
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicList {
+    pub topics: Vec<TopicInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Published {
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PublishedBatch {
+    pub offsets: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Subscribed {
+    pub topic: String,
+    pub subscription: String,
+    pub cursor: u64,
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Unsubscribed {
+    pub topic: String,
+    pub subscription: String,
+    pub deleted: bool,
+}
+
+/// A topic message (in `pull`, `read` and `stream`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Message {
+    pub offset: u64,
+    pub value: Value,
+    #[serde(default)]
+    pub published_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pulled {
+    pub messages: Vec<Message>,
+    pub cursor: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReadResult {
+    pub messages: Vec<Message>,
+    pub first_offset: u64,
+    pub next_offset: u64,
+}
+
+/// A `watch` event's data (`event:` is put, delete or expire).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WatchData {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<Value>,
+    pub version: u64,
+}
+
+/// `GET /v1/status`. Fields whose shape the API leaves open stay JSON values.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub node: Value,
+    pub role: String,
+    pub term: u64,
+    #[serde(default)]
+    pub primary: Option<Value>,
+    pub last_log_index: u64,
+    pub last_log_term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub records: u64,
+    pub topics: u64,
+    #[serde(default)]
+    pub digest: Value,
+    pub ready: bool,
+    #[serde(default)]
+    pub recovery: Option<Value>,
+    #[serde(default)]
+    pub members: Vec<Value>,
+}
+
+/// Parses a command-line value: JSON when it is valid JSON, else the text as a JSON string
+/// (so `hello` and `"hello"` both store the string hello, while `42` stores a number).
+pub fn parse_value_arg(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn value_args_fall_back_to_strings() {
+        assert_eq!(parse_value_arg("hello"), json!("hello"));
+        assert_eq!(parse_value_arg("\"hello\""), json!("hello"));
+        assert_eq!(parse_value_arg("42"), json!(42));
+        assert_eq!(parse_value_arg("{\"a\":[1,true]}"), json!({"a":[1,true]}));
+        assert_eq!(parse_value_arg("{broken"), json!("{broken"));
+        assert_eq!(parse_value_arg(""), json!(""));
+    }
+
+    #[test]
+    fn start_parses() {
+        assert_eq!("earliest".parse::<Start>(), Ok(Start::Earliest));
+        assert_eq!("latest".parse::<Start>(), Ok(Start::Latest));
+        assert_eq!("17".parse::<Start>(), Ok(Start::Offset(17)));
+        assert!("-1".parse::<Start>().is_err());
+        assert!("soon".parse::<Start>().is_err());
+    }
+
+    #[test]
+    fn lenient_response_parsing() {
+        let r: Record =
+            serde_json::from_value(json!({"key":"a","value":1,"version":3,"extra":true})).unwrap();
+        assert_eq!(r.expires_at_ms, None);
+        let t: TopicList = serde_json::from_value(json!({"topics":[
+            {"name":"t","retention":{},"first_offset":0,"next_offset":2,"subscriptions":[]}
+        ]}))
+        .unwrap();
+        assert_eq!(t.topics[0].next_offset, 2);
+    }
+}

@@ -1,0 +1,420 @@
+//! The client library against scripted HTTP servers on 127.0.0.1: redirects to the primary,
+//! retries with one idempotency key, outcome-unknown reports, session tokens, SSE.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rcluster_client::{Client, Consistency, Error, PutOptions, RetryPolicy, WriteOptions};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone)]
+struct Seen {
+    request_line: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+enum Answer {
+    Json(u16, Vec<(&'static str, String)>, String),
+    /// Keep the connection open and never answer.
+    Hang,
+}
+
+type Script = Arc<dyn Fn(usize, &Seen) -> Answer + Send + Sync>;
+
+/// A keep-alive HTTP/1.1 server whose answers come from a script (given the request's
+/// number, counted from 0, and the request).
+struct Fake {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Fake {
+    async fn start(script: impl Fn(usize, &Seen) -> Answer + Send + Sync + 'static) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script: Script = Arc::new(script);
+        let seen2 = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(serve(conn, script.clone(), seen2.clone()));
+            }
+        });
+        Fake { url, seen, task }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn serve(mut conn: TcpStream, script: Script, seen: Arc<Mutex<Vec<Seen>>>) {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or_default().to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + 4 + len {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[head_end + 4..head_end + 4 + len]).to_string();
+        buf.drain(..head_end + 4 + len);
+        let req = Seen {
+            request_line,
+            headers,
+            body,
+        };
+        let n = {
+            let mut s = seen.lock().unwrap();
+            s.push(req.clone());
+            s.len() - 1
+        };
+        match script(n, &req) {
+            Answer::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            Answer::Json(status, extra, body) => {
+                let mut out = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\n",
+                    body.len()
+                );
+                for (k, v) in extra {
+                    out.push_str(&format!("{k}: {v}\r\n"));
+                }
+                out.push_str("\r\n");
+                out.push_str(&body);
+                if conn.write_all(out.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn fast_retry(attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        attempts,
+        deadline: Duration::from_secs(20),
+        base_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+        max_redirects: 3,
+    }
+}
+
+fn error_body(code: &str) -> String {
+    json!({"error": {"code": code, "message": format!("{code} here")}}).to_string()
+}
+
+fn closed_port_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+#[tokio::test]
+async fn follows_not_primary_and_remembers_the_primary() {
+    let primary =
+        Fake::start(|_, _| Answer::Json(200, vec![], json!({"key":"k","version":5}).to_string()))
+            .await;
+    let purl = primary.url.clone();
+    let replica = Fake::start(move |_, _| {
+        Answer::Json(
+            503,
+            vec![("rcluster-primary", purl.clone())],
+            error_body("not_primary"),
+        )
+    })
+    .await;
+    let client = Client::builder([replica.url.clone()])
+        .retry(fast_retry(1))
+        .build()
+        .unwrap();
+
+    let put = client
+        .put("k", &json!(1), &PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(put.version, 5);
+    assert_eq!(
+        client.known_primary().as_deref(),
+        Some(primary.url.as_str())
+    );
+    client
+        .put("k", &json!(2), &PutOptions::default())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        replica.seen().len(),
+        1,
+        "the second write goes straight to the primary"
+    );
+    let at_primary = primary.seen();
+    assert_eq!(at_primary.len(), 2);
+    let key = replica.seen()[0]
+        .header("idempotency-key")
+        .unwrap()
+        .to_string();
+    assert_eq!(at_primary[0].header("idempotency-key"), Some(key.as_str()));
+    assert_ne!(at_primary[1].header("idempotency-key"), Some(key.as_str()));
+    assert_eq!(at_primary[0].request_line, "PUT /v1/kv/k HTTP/1.1");
+    assert_eq!(at_primary[0].body, "1");
+}
+
+#[tokio::test]
+async fn retries_after_unknown_outcome_reuse_the_key_then_report_outcome_unknown() {
+    let server = Fake::start(|_, _| Answer::Hang).await;
+    let client = Client::builder([server.url.clone()])
+        .request_timeout(Duration::from_millis(200))
+        .retry(fast_retry(3))
+        .build()
+        .unwrap();
+    let opts = WriteOptions {
+        ack: None,
+        idempotency_key: Some("my-key".into()),
+    };
+    let err = client.incr("n", 1, None, None, &opts).await.unwrap_err();
+    match &err {
+        Error::OutcomeUnknown {
+            idempotency_key, ..
+        } => assert_eq!(idempotency_key, "my-key"),
+        other => panic!("expected OutcomeUnknown, got {other:?}"),
+    }
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen.iter()
+            .all(|s| s.header("idempotency-key") == Some("my-key"))
+    );
+    assert_eq!(seen[0].request_line, "POST /v1/kv/n/incr HTTP/1.1");
+}
+
+#[tokio::test]
+async fn unknown_outcome_then_unavailable_is_still_unknown() {
+    let server = Fake::start(|n, _| {
+        if n == 0 {
+            Answer::Hang
+        } else {
+            Answer::Json(503, vec![], error_body("unavailable"))
+        }
+    })
+    .await;
+    let client = Client::builder([server.url.clone()])
+        .request_timeout(Duration::from_millis(200))
+        .retry(fast_retry(3))
+        .build()
+        .unwrap();
+    let err = client
+        .put("k", &json!(1), &PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+    // A read that times out is simply unreachable: nothing could have been applied.
+    let reader = Fake::start(|_, _| Answer::Hang).await;
+    let client = Client::builder([reader.url.clone()])
+        .request_timeout(Duration::from_millis(100))
+        .retry(fast_retry(2))
+        .build()
+        .unwrap();
+    let err = client.get("k", None).await.unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn unreachable_endpoints_fail_fast_as_transport_errors() {
+    let client = Client::builder([closed_port_url(), closed_port_url()])
+        .retry(fast_retry(4))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = client
+        .put("k", &json!(1), &PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Transport(_)),
+        "a refused write was never applied: {err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn moves_to_the_next_endpoint_when_one_is_down() {
+    let up =
+        Fake::start(|_, _| Answer::Json(200, vec![], json!({"key":"k","version":1}).to_string()))
+            .await;
+    let client = Client::builder([closed_port_url(), up.url.clone()])
+        .retry(fast_retry(3))
+        .build()
+        .unwrap();
+    client.delete("k", &Default::default()).await.unwrap();
+    assert_eq!(client.current_endpoint(), up.url);
+    assert_eq!(up.seen()[0].request_line, "DELETE /v1/kv/k HTTP/1.1");
+}
+
+#[tokio::test]
+async fn retries_unavailable_but_not_client_errors() {
+    let server = Fake::start(|n, req| {
+        if req.request_line.starts_with("GET") {
+            return Answer::Json(412, vec![], error_body("version_mismatch"));
+        }
+        if n == 0 {
+            Answer::Json(503, vec![], error_body("unavailable"))
+        } else {
+            Answer::Json(200, vec![], json!({"key":"k","version":9}).to_string())
+        }
+    })
+    .await;
+    let client = Client::builder([server.url.clone()])
+        .retry(fast_retry(3))
+        .build()
+        .unwrap();
+    assert_eq!(
+        client
+            .put("k", &json!("v"), &PutOptions::default())
+            .await
+            .unwrap()
+            .version,
+        9
+    );
+    let err = client.get("k", None).await.unwrap_err();
+    assert_eq!(err.code(), Some("version_mismatch"));
+    assert_eq!(server.seen().len(), 3, "two puts and one get");
+}
+
+#[tokio::test]
+async fn session_reads_send_the_highest_token_seen() {
+    let server = Fake::start(|_, req| {
+        let token = if req.request_line.starts_with("PUT") {
+            "42"
+        } else {
+            "7"
+        };
+        Answer::Json(
+            200,
+            vec![("rcluster-token", token.to_string())],
+            json!({"key":"k","value":1,"version":42}).to_string(),
+        )
+    })
+    .await;
+    let client = Client::builder([server.url.clone()])
+        .retry(fast_retry(1))
+        .build()
+        .unwrap();
+    client
+        .put("k", &json!(1), &PutOptions::default())
+        .await
+        .unwrap();
+    client.get("k", Some(Consistency::Session)).await.unwrap();
+    client.get("k", Some(Consistency::Session)).await.unwrap();
+    client.get("k", None).await.unwrap();
+    assert_eq!(client.token(), 42);
+    let seen = server.seen();
+    assert_eq!(
+        seen[1].request_line,
+        "GET /v1/kv/k?consistency=session HTTP/1.1"
+    );
+    assert_eq!(seen[1].header("rcluster-token"), Some("42"));
+    assert_eq!(
+        seen[2].header("rcluster-token"),
+        Some("42"),
+        "a lower token does not win"
+    );
+    assert_eq!(seen[3].header("rcluster-token"), None);
+    assert_eq!(
+        seen[1].header("idempotency-key"),
+        None,
+        "reads carry no idempotency key"
+    );
+}
+
+#[tokio::test]
+async fn get_of_a_missing_key_is_none() {
+    let server = Fake::start(|_, _| Answer::Json(404, vec![], error_body("not_found"))).await;
+    let client = Client::builder([server.url.clone()])
+        .retry(fast_retry(1))
+        .build()
+        .unwrap();
+    assert_eq!(client.get("nope", None).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn watch_events_are_parsed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n";
+        conn.write_all(head.as_bytes()).await.unwrap();
+        // Events in separate writes, split mid-line, then the server closes.
+        conn.write_all(b"event: put\nid: 3\ndata: {\"key\":\"a\",\"val")
+            .await
+            .unwrap();
+        conn.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        conn.write_all(b"ue\":1,\"version\":3}\n\n: ping\n\nevent: delete\nid: 4\ndata: {\"key\":\"a\",\"version\":4}\n\n")
+            .await
+            .unwrap();
+    });
+    let client = Client::builder([url]).retry(fast_retry(1)).build().unwrap();
+    let mut watch = client.watch(Some("a")).await.unwrap();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(
+        (first.kind.as_str(), first.index, first.data.value),
+        ("put", Some(3), Some(json!(1)))
+    );
+    let second = watch.next().await.unwrap().unwrap();
+    assert_eq!(
+        (second.kind.as_str(), second.index, second.data.version),
+        ("delete", Some(4), 4)
+    );
+    assert!(
+        watch.next().await.is_none(),
+        "the stream ends when the server closes it"
+    );
+    server.await.unwrap();
+}

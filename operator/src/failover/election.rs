@@ -1,0 +1,230 @@
+//! Failure detection, elections and steady-state repairs.
+
+use super::switchover::{self, Progress};
+use super::{Action, Members, Observation, WaitReason};
+
+pub(super) fn decide(m: &Members) -> Vec<Action> {
+    // A term the coordinator never handed out: someone else acted (a second operator, a
+    // lost status). Nothing it did can be trusted, so run a fresh election above it.
+    if m.max_observed_term() > m.term() {
+        return start_election(m);
+    }
+    if let Some(sw) = &m.coordinator.switchover {
+        return match switchover::resume(m, sw) {
+            Progress::Act(actions) | Progress::Abandon(_, actions) => actions,
+        };
+    }
+    match &m.coordinator.primary {
+        None if m.term() == 0 => start_election(m),
+        None => elect(m),
+        Some(primary) => steady(m, primary),
+    }
+}
+
+/// Bump the term and fence every reachable member; the next call chooses among them.
+pub(super) fn start_election(m: &Members) -> Vec<Action> {
+    let to = m.next_term();
+    let mut actions = vec![Action::BumpTerm { to }];
+    let nodes = m.reachable_names();
+    if !nodes.is_empty() {
+        actions.push(Action::Fence { nodes, term: to });
+    }
+    let all: Vec<&Observation> = m.reachable().collect();
+    if all.len() >= m.failover_quorum() {
+        if let Some(b) = best_candidate(m, &all) {
+            actions.push(Action::Promote { node: b.name.clone(), term: to });
+            for o in &all { if o.name != b.name { actions.push(Action::Follow { node: o.name.clone(), primary: b.name.clone(), term: to }); } }
+        }
+    }
+    actions
+}
+
+fn steady(m: &Members, primary: &str) -> Vec<Action> {
+    let term = m.term();
+    if !m.is_member(primary) {
+        // Removed from the spec while primary: nobody will ever bring it back.
+        return start_election(m);
+    }
+    let Some(p) = m.get(primary) else {
+        return failing_primary(m, primary, None);
+    };
+    if !p.reachable || p.unhealthy_since_ms.is_some() {
+        return failing_primary(m, primary, p.unhealthy_since_ms);
+    }
+    if p.term < term {
+        // It answers but lost the term it was promoted in: its durable state is gone.
+        return start_election(m);
+    }
+    let rival = m
+        .reachable()
+        .any(|o| o.name != primary && o.term == term && o.role.claims_primary());
+    if rival {
+        return start_election(m);
+    }
+    if !p.role.claims_primary() {
+        // Promoted but not acting as primary (the promote was lost, or it restarted). Its log
+        // cannot have changed in this term unless it lost entries, which a follower would show.
+        let ahead = m
+            .reachable()
+            .any(|o| o.term == term && o.log_position() > p.log_position());
+        if ahead {
+            return start_election(m);
+        }
+        let mut actions = vec![Action::Promote {
+            node: primary.to_string(),
+            term,
+        }];
+        actions.extend(follow_others(m, primary));
+        return actions;
+    }
+    follow_others(m, primary)
+}
+
+fn failing_primary(m: &Members, primary: &str, since: Option<u64>) -> Vec<Action> {
+    // Unreachable without a start time: the failure starts being counted now.
+    let elapsed = m.now_ms.saturating_sub(since.unwrap_or(m.now_ms));
+    let window = m.settings.detection_window_ms;
+    if elapsed >= window {
+        return start_election(m);
+    }
+    vec![Action::Wait {
+        reason: WaitReason::WithinDetectionWindow {
+            primary: primary.to_string(),
+            remaining_ms: window - elapsed,
+        },
+    }]
+}
+
+/// An election is in progress in the coordinator's term: choose once enough members answer in it.
+fn elect(m: &Members) -> Vec<Action> {
+    let term = m.term();
+    let claimants: Vec<&Observation> = m
+        .reachable()
+        .filter(|o| o.term == term && o.role.claims_primary())
+        .collect();
+    match claimants.as_slice() {
+        // Our promote reached it but the record was lost: record it again.
+        [only] => return promote(m, only, None),
+        [] => {}
+        _ => return start_election(m),
+    }
+    let responders: Vec<&Observation> = m.reachable().filter(|o| o.term == term).collect();
+    let stale: Vec<String> = m
+        .reachable()
+        .filter(|o| o.term < term)
+        .map(|o| o.name.clone())
+        .collect();
+    let need = m.failover_quorum();
+    let lossy = m.settings.allow_lossy_promotion && m.settings.ack.may_lose_writes();
+
+    // While waiting, members still in an older term get the term, so they answer next time.
+    // Once a candidate is chosen their Follow carries the term instead.
+    let waiting = |reason: WaitReason| {
+        let mut actions = Vec::new();
+        if !stale.is_empty() {
+            actions.push(Action::Fence {
+                nodes: stale.clone(),
+                term,
+            });
+        }
+        actions.push(Action::Wait { reason });
+        actions
+    };
+    let Some(best) = best_candidate(m, &responders) else {
+        return waiting(WaitReason::TooFewResponders { have: 0, need });
+    };
+    if responders.len() < need && !lossy {
+        return waiting(WaitReason::TooFewResponders {
+            have: responders.len(),
+            need,
+        });
+    }
+    if responders.len() < need && !stale.is_empty() {
+        // Lossy promotion is a last resort: first hear from everyone who can answer.
+        return waiting(WaitReason::FencePending {
+            nodes: stale.clone(),
+        });
+    }
+    let longest_known = m
+        .observed
+        .iter()
+        .flatten()
+        .map(|o| o.last_log_index)
+        .max()
+        .unwrap_or(0);
+    if best.last_log_index == 0 && longest_known > 0 {
+        return waiting(WaitReason::OnlyEmptyLogs { longest_known });
+    }
+    let loss = (responders.len() < need).then(|| possible_loss(m, best, term));
+    promote(m, best, loss)
+}
+
+/// The most advanced member; among equals a healthy one, then the first in member order.
+pub(super) fn best_candidate<'a>(m: &Members, among: &[&'a Observation]) -> Option<&'a Observation> {
+    among.iter().copied().max_by_key(|o| {
+        (
+            o.log_position(),
+            o.unhealthy_since_ms.is_none(),
+            std::cmp::Reverse(m.rank(&o.name)),
+        )
+    })
+}
+
+/// What a lossy promotion of `best` may discard, from the positions members that did not
+/// answer in `term` were last seen at.
+fn possible_loss(m: &Members, best: &Observation, term: u64) -> Action {
+    let longest = m
+        .observed
+        .iter()
+        .flatten()
+        .filter(|o| !(o.reachable && o.term == term) && o.last_log_index > 0)
+        .max_by_key(|o| (o.last_log_index, std::cmp::Reverse(m.rank(&o.name))));
+    Action::ReportPossibleLoss {
+        promoted: best.name.clone(),
+        longest: longest.map(|o| o.name.clone()),
+        entries: longest.map(|o| o.last_log_index.saturating_sub(best.last_log_index)),
+    }
+}
+
+fn promote(m: &Members, node: &Observation, loss: Option<Action>) -> Vec<Action> {
+    let mut actions: Vec<Action> = loss.into_iter().collect();
+    actions.push(Action::Promote {
+        node: node.name.clone(),
+        term: m.term(),
+    });
+    actions.extend(follow_others(m, &node.name));
+    actions
+}
+
+/// Point every reachable member other than `primary` at it. Members still claiming to be
+/// primary in an older term are fenced first, so they stop accepting writes even if the
+/// follow command fails.
+pub(super) fn follow_others(m: &Members, primary: &str) -> Vec<Action> {
+    let term = m.term();
+    let others: Vec<&Observation> = m.reachable().filter(|o| o.name != primary).collect();
+    let claimants: Vec<String> = others
+        .iter()
+        .filter(|o| o.role.claims_primary())
+        .map(|o| o.name.clone())
+        .collect();
+    let mut actions = Vec::new();
+    if !claimants.is_empty() {
+        actions.push(Action::Fence {
+            nodes: claimants,
+            term,
+        });
+    }
+    for o in others {
+        let in_place = o.role == super::Role::Replica
+            && o.term == term
+            && o.following.as_deref() == Some(primary);
+        if !in_place {
+            actions.push(Action::Follow {
+                node: o.name.clone(),
+                primary: primary.to_string(),
+                term,
+            });
+        }
+    }
+    actions
+}

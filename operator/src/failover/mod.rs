@@ -1,0 +1,154 @@
+//! Failover decisions (DESIGN.md "Failover"): observed members + cluster settings ⇒ actions.
+//!
+//! Pure and sans-IO: no clock reads, no network. The runtime (controller or playground) probes
+//! every member, builds a [`ClusterView`], calls [`decide`] (or [`plan_switchover`] while a
+//! planned switchover is requested), persists [`Coordinator::after`] durably and then runs the
+//! node commands in order. It calls again on the next probe; every call is level-based, so a
+//! runtime that crashed half-way simply repeats the missing steps.
+//!
+//! An election takes two calls on purpose. The first bumps the term and fences every reachable
+//! member; the candidate is chosen only from members that already answer in the new term. A
+//! fenced member rejects the old primary, so the log positions it reports can no longer grow
+//! behind the coordinator's back (a partitioned old primary could otherwise commit an entry to
+//! a replica between the probe and the promotion).
+//!
+//! Safety argument: an entry acknowledged at the cluster's ack level is on `write_quorum`
+//! members. A candidate is chosen only when at least `members - write_quorum + 1` members answer
+//! in the new term, so one of them holds that entry, and the member with the highest (last log
+//! term, last log index) holds everything any responder holds (the log-matching property the
+//! node keeps by truncating divergent suffixes).
+//!
+//! Interface assumptions for the node:
+//! - Terms are durable; a node never lowers its term and rejects messages of an older term.
+//! - A new primary does not count replicas to commit entries of older terms before it has
+//!   committed an entry of its own term (Raft §5.4.2), e.g. by appending an empty entry at once.
+//! - A fenced node keeps serving the entries it has to replicas that fetch them (the switchover
+//!   target catches up from the fenced old primary).
+
+mod election;
+mod switchover;
+mod types;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod tests_decide;
+#[cfg(test)]
+mod tests_switchover;
+
+pub use types::*;
+
+/// What to do now. An empty list means the cluster is healthy and nothing needs doing.
+///
+/// When the list contains a term change ([`Action::new_term`]) it is the first action.
+pub fn decide(view: &ClusterView) -> Vec<Action> {
+    match Members::new(view) {
+        Ok(members) => election::decide(&members),
+        Err(problem) => vec![Action::Wait {
+            reason: WaitReason::InvalidInput { problem },
+        }],
+    }
+}
+
+/// One step of a planned switchover to `target` (`None`: the most advanced replica). Call it
+/// again after running the actions until it returns `Done`, `Abandoned` or `Rejected`. Pass the
+/// target recorded in the first step's [`Action::BeginSwitchover`]: with `None` and a healthy
+/// primary a new switchover starts. While a switchover is recorded, [`decide`] continues it too.
+pub fn plan_switchover(view: &ClusterView, target: Option<&str>) -> SwitchoverStep {
+    match Members::new(view) {
+        Ok(members) => switchover::plan(&members, target),
+        Err(problem) => SwitchoverStep::Rejected {
+            problem: SwitchoverProblem::InvalidInput { problem },
+        },
+    }
+}
+
+/// The view, validated and indexed by member (observations of non-members are ignored).
+struct Members<'a> {
+    settings: &'a Settings,
+    coordinator: &'a Coordinator,
+    now_ms: u64,
+    /// One slot per member, in member order.
+    observed: Vec<Option<&'a Observation>>,
+}
+
+impl<'a> Members<'a> {
+    fn new(view: &'a ClusterView) -> Result<Self, String> {
+        let settings = &view.settings;
+        if settings.members.is_empty() {
+            return Err("the cluster has no members".into());
+        }
+        let mut observed = vec![None; settings.members.len()];
+        for (i, name) in settings.members.iter().enumerate() {
+            if name.is_empty() {
+                return Err(format!("member {i} has an empty name"));
+            }
+            if settings.members[..i].contains(name) {
+                return Err(format!("member {name} is listed twice"));
+            }
+        }
+        for obs in &view.observations {
+            let Some(i) = settings.members.iter().position(|m| *m == obs.name) else {
+                continue;
+            };
+            if observed[i].replace(obs).is_some() {
+                return Err(format!("member {} is observed twice", obs.name));
+            }
+        }
+        Ok(Members {
+            settings,
+            coordinator: &view.coordinator,
+            now_ms: view.now_ms,
+            observed,
+        })
+    }
+
+    fn term(&self) -> u64 {
+        self.coordinator.term
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Observation> {
+        let i = self.settings.members.iter().position(|m| m == name)?;
+        self.observed[i]
+    }
+
+    fn is_member(&self, name: &str) -> bool {
+        self.settings.members.iter().any(|m| m == name)
+    }
+
+    fn reachable_get(&self, name: &str) -> Option<&'a Observation> {
+        self.get(name).filter(|o| o.reachable)
+    }
+
+    /// Members that answered this probe, in member order.
+    fn reachable(&self) -> impl Iterator<Item = &'a Observation> + '_ {
+        self.observed.iter().flatten().copied().filter(|o| o.reachable)
+    }
+
+    fn reachable_names(&self) -> Vec<String> {
+        self.reachable().map(|o| o.name.clone()).collect()
+    }
+
+    /// Position of `name` in the member list: lower wins ties.
+    fn rank(&self, name: &str) -> usize {
+        self.settings
+            .members
+            .iter()
+            .position(|m| m == name)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Highest term any member reported, including remembered ones.
+    fn max_observed_term(&self) -> u64 {
+        self.observed.iter().flatten().map(|o| o.term).max().unwrap_or(0)
+    }
+
+    /// A term above the coordinator's and every observed one.
+    fn next_term(&self) -> u64 {
+        self.term().max(self.max_observed_term()) + 1
+    }
+
+    fn failover_quorum(&self) -> usize {
+        self.settings.ack.failover_quorum(self.settings.members.len())
+    }
+}

@@ -1,0 +1,317 @@
+//! Inputs and outputs of the failover decision: plain serde types, read from node `/v1/status`
+//! answers and stored in the coordinator's durable record (resource status or playground state file).
+
+use serde::{Deserialize, Serialize};
+
+/// Write acknowledgement level of the cluster (DESIGN.md "Consistency").
+///
+/// The failover rules are safe for writes acknowledged at this level or a stronger one. A
+/// request that asks for a weaker level than the cluster's is not protected by the quorum rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckLevel {
+    /// Durable on the primary.
+    Async,
+    /// Durable on the primary and at least one replica.
+    One,
+    /// Durable on a majority of members.
+    Quorum,
+    /// Durable on every member.
+    All,
+}
+
+impl AckLevel {
+    /// How many members (the primary included) hold an entry before it is acknowledged.
+    pub fn write_quorum(self, members: usize) -> usize {
+        let q = match self {
+            AckLevel::Async => 1,
+            AckLevel::One => 2,
+            AckLevel::Quorum => members / 2 + 1,
+            AckLevel::All => members,
+        };
+        q.min(members)
+    }
+
+    /// How many members must answer a failover so that every acknowledged entry is among them:
+    /// any `members - write_quorum + 1` members intersect every write quorum.
+    pub fn failover_quorum(self, members: usize) -> usize {
+        members - self.write_quorum(members) + 1
+    }
+
+    /// Whether the cluster may opt into promoting with too few responders (DESIGN.md: only
+    /// `async` and `one` promise nothing across a failover).
+    pub fn may_lose_writes(self) -> bool {
+        matches!(self, AckLevel::Async | AckLevel::One)
+    }
+}
+
+/// Cluster settings the decision depends on (from the resource spec or the playground flags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Member names, in ordinal order; the order breaks ties (the first member wins).
+    pub members: Vec<String>,
+    pub ack: AckLevel,
+    /// How long the primary must be unreachable or unhealthy before a failover starts.
+    pub detection_window_ms: u64,
+    /// `async`/`one` only: promote the best responder even when too few answered, and report
+    /// the possible loss. Ignored for `quorum` and `all`.
+    #[serde(default)]
+    pub allow_lossy_promotion: bool,
+    /// A planned switchover whose target has not caught up by then is abandoned and an
+    /// ordinary election runs (which keeps the old primary if it is still the best).
+    #[serde(default = "default_switchover_timeout_ms")]
+    pub switchover_timeout_ms: u64,
+}
+
+/// Default for [`Settings::switchover_timeout_ms`].
+pub fn default_switchover_timeout_ms() -> u64 {
+    60_000
+}
+
+/// Role a node reports in `/v1/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Primary,
+    Replica,
+    /// Received a term from the coordinator and follows nobody yet.
+    Fenced,
+    /// Accepts writes without replication; in a replicated cluster this counts as a claim to
+    /// be primary.
+    Standalone,
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl Role {
+    /// Whether a node in this role accepts writes.
+    pub fn claims_primary(self) -> bool {
+        matches!(self, Role::Primary | Role::Standalone)
+    }
+}
+
+/// What the coordinator observed about one member. A member without an observation counts as
+/// unreachable.
+///
+/// For an unreachable member the caller may keep the log position it saw last: it is used only
+/// to estimate a possible loss and to refuse promoting an empty log, never to choose a candidate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    #[serde(alias = "node")]
+    pub name: String,
+    #[serde(default = "yes")]
+    pub reachable: bool,
+    #[serde(default)]
+    pub role: Role,
+    /// The node's durable current term.
+    #[serde(default)]
+    pub term: u64,
+    #[serde(default)]
+    pub last_log_term: u64,
+    #[serde(default)]
+    pub last_log_index: u64,
+    #[serde(default)]
+    pub applied_index: u64,
+    /// The primary this node replicates from.
+    #[serde(default)]
+    pub following: Option<String>,
+    /// Since when (caller's clock, ms) the node has been unreachable or not ready; `None` when
+    /// healthy. Only the primary's value matters.
+    #[serde(default)]
+    pub unhealthy_since_ms: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Observation {
+    /// Position of the node's last entry; the higher one holds more of the history
+    /// (a higher last term wins, then a longer log).
+    pub fn log_position(&self) -> (u64, u64) {
+        (self.last_log_term, self.last_log_index)
+    }
+}
+
+/// A planned switchover in progress: writes on `from` are stopped, `to` catches up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switchover {
+    pub from: String,
+    pub to: String,
+    /// When writes on `from` were stopped (caller's clock, ms).
+    pub started_ms: u64,
+}
+
+/// The coordinator's durable record. It changes only through [`Coordinator::after`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coordinator {
+    /// The highest term the coordinator has handed out.
+    pub term: u64,
+    /// The node promoted in `term`; `None` while an election or switchover is in progress.
+    #[serde(default)]
+    pub primary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<Switchover>,
+}
+
+/// Everything a decision looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub settings: Settings,
+    pub coordinator: Coordinator,
+    pub observations: Vec<Observation>,
+    /// The caller's clock, in the same unit and origin as the `*_ms` fields.
+    pub now_ms: u64,
+}
+
+/// One step for the runtime. Run them in order. Before the first node command, persist
+/// `coordinator.after(&actions)` (with optimistic concurrency); when that fails, run nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Record a new term and forget the primary: an election starts.
+    BumpTerm { to: u64 },
+    /// Record a new term and a switchover in progress (a planned change of primary).
+    BeginSwitchover {
+        from: String,
+        to: String,
+        term: u64,
+        started_ms: u64,
+    },
+    /// Send `term` to these nodes: they stop accepting writes and stop following anyone of an
+    /// older term.
+    Fence { nodes: Vec<String>, term: u64 },
+    /// Make `node` primary of `term`; recorded as the coordinator's primary.
+    Promote { node: String, term: u64 },
+    /// Make `node` replicate from `primary` in `term`. A node whose log diverges (an old
+    /// primary's unreplicated suffix) truncates back to the common entry and re-fetches.
+    Follow {
+        node: String,
+        primary: String,
+        term: u64,
+    },
+    /// Nothing safe to do yet; retry later.
+    Wait { reason: WaitReason },
+    /// A lossy promotion (`allow_lossy_promotion`) of `promoted`: acknowledged entries may be
+    /// lost. `entries` is how many entries `longest` (a member that did not answer) was last
+    /// seen holding beyond `promoted`, a lower bound; `None` when no such position is known.
+    ReportPossibleLoss {
+        promoted: String,
+        longest: Option<String>,
+        entries: Option<u64>,
+    },
+}
+
+impl Action {
+    /// The term this action records durably, if it is one of the term-changing actions.
+    pub fn new_term(&self) -> Option<u64> {
+        match self {
+            Action::BumpTerm { to } => Some(*to),
+            Action::BeginSwitchover { term, .. } => Some(*term),
+            _ => None,
+        }
+    }
+}
+
+/// Why a decision waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum WaitReason {
+    /// The settings or observations are unusable.
+    InvalidInput { problem: String },
+    /// The primary is failing but not yet for the whole detection window.
+    WithinDetectionWindow { primary: String, remaining_ms: u64 },
+    /// Too few members acknowledged the current term to be sure every acknowledged entry is
+    /// among them.
+    TooFewResponders { have: usize, need: usize },
+    /// Every responder has an empty log while some member is known to hold entries: an empty
+    /// log never wins a promotion.
+    OnlyEmptyLogs { longest_known: u64 },
+    /// Lossy promotion waits until every reachable member has acknowledged the term, so that
+    /// the best of them is chosen.
+    FencePending { nodes: Vec<String> },
+    /// The switchover target is still fetching the old primary's last entries.
+    SwitchoverCatchingUp {
+        target: String,
+        target_index: u64,
+        primary_index: u64,
+    },
+    /// The old primary has not acknowledged the switchover's term yet.
+    SwitchoverFencing { primary: String },
+}
+
+/// Result of one call to [`plan_switchover`](super::plan_switchover).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum SwitchoverStep {
+    /// Run these actions (as for `decide`) and call again.
+    Proceed { actions: Vec<Action> },
+    /// The target is the primary.
+    Done { primary: String, term: u64 },
+    /// The switchover was given up; `actions` start an ordinary election (which keeps the old
+    /// primary when it is still the best). Go back to `decide`.
+    Abandoned {
+        problem: SwitchoverProblem,
+        actions: Vec<Action>,
+    },
+    /// The switchover cannot start; nothing changes.
+    Rejected { problem: SwitchoverProblem },
+}
+
+/// Why a switchover cannot start or go on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum SwitchoverProblem {
+    InvalidInput { problem: String },
+    /// There is no healthy primary to hand over from; failover handles this cluster.
+    NoHealthyPrimary,
+    NotAMember { node: String },
+    Unreachable { node: String },
+    /// The target does not replicate from the current primary, so it would never catch up.
+    TargetNotFollowing { target: String },
+    /// No reachable replica of the current primary could take over.
+    NoCandidate,
+    /// Another switchover is in progress.
+    OtherSwitchoverInProgress { to: String },
+    /// The target did not catch up within `switchover_timeout_ms`.
+    TimedOut { target: String, behind: u64 },
+    /// The old primary answers in the switchover's term but still claims to be primary.
+    PrimaryNotFenced { primary: String },
+}
+
+impl Coordinator {
+    /// The durable record after `actions` (what the runtime persists before acting).
+    pub fn after(&self, actions: &[Action]) -> Coordinator {
+        let mut next = self.clone();
+        for action in actions {
+            match action {
+                Action::BumpTerm { to } => {
+                    next.term = *to;
+                    next.primary = None;
+                    next.switchover = None;
+                }
+                Action::BeginSwitchover {
+                    from,
+                    to,
+                    term,
+                    started_ms,
+                } => {
+                    next.term = *term;
+                    next.primary = None;
+                    next.switchover = Some(Switchover {
+                        from: from.clone(),
+                        to: to.clone(),
+                        started_ms: *started_ms,
+                    });
+                }
+                Action::Promote { node, .. } => {
+                    next.primary = Some(node.clone());
+                    next.switchover = None;
+                }
+                _ => {}
+            }
+        }
+        next
+    }
+}

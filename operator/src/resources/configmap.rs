@@ -1,0 +1,144 @@
+//! ConfigMap `<cluster>-config` holding `cluster.json`, the node's `--config` file.
+//!
+//! It is shared by every member, so it holds nothing member-specific: each node learns its own
+//! name from `--name $(POD_NAME)`. Mounted as a directory (not `subPath`), so the kubelet updates
+//! the file in place when members change.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde::{Deserialize, Serialize};
+
+use super::{BuildError, Owner, component, config_map_name, member_url, pod_name};
+use crate::crd::{AckMode, Fsync, ReadConsistency, ReplicatedCluster};
+
+/// Key (file name) of the config in the ConfigMap.
+pub const CONFIG_KEY: &str = "cluster.json";
+
+/// The contents of `cluster.json`, as `rcluster-node --config` reads it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    /// Name of the ReplicatedCluster.
+    pub cluster: String,
+    /// Every member: pod name → base URL through the headless Service.
+    pub members: BTreeMap<String, String>,
+    /// Default write acknowledgement: async | one | quorum | all.
+    pub ack: AckMode,
+    /// Default read consistency: linearizable | session | eventual.
+    pub consistency: ReadConsistency,
+    /// always | interval.
+    pub fsync: Fsync,
+    pub fsync_interval_ms: u32,
+}
+
+/// The config every member of `cluster` gets.
+pub fn cluster_config(cluster: &ReplicatedCluster) -> Result<ClusterConfig, BuildError> {
+    let owner = Owner::new(cluster)?;
+    let spec = &cluster.spec;
+    let members = (0..spec.replicas.max(0))
+        .map(|i| {
+            (
+                pod_name(&owner.name, i),
+                member_url(&owner.name, &owner.namespace, i),
+            )
+        })
+        .collect();
+    Ok(ClusterConfig {
+        cluster: owner.name.clone(),
+        members,
+        ack: spec.replication.ack,
+        consistency: spec.replication.read_consistency,
+        fsync: spec.fsync,
+        fsync_interval_ms: u32::try_from(spec.fsync_interval_ms.max(1)).unwrap_or(1),
+    })
+}
+
+pub fn build(cluster: &ReplicatedCluster) -> Result<ConfigMap, BuildError> {
+    let owner = Owner::new(cluster)?;
+    let config = cluster_config(cluster)?;
+    let mut json =
+        serde_json::to_string_pretty(&config).map_err(|e| BuildError::Config(e.to_string()))?;
+    json.push('\n');
+    Ok(ConfigMap {
+        metadata: owner.meta(config_map_name(&owner.name), component::CONFIG),
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), json)])),
+        ..ConfigMap::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::test_support::cluster;
+
+    fn config_of(spec: &str) -> serde_json::Value {
+        let cm = build(&cluster(spec)).unwrap();
+        assert_eq!(cm.metadata.name.as_deref(), Some("demo-config"));
+        let labels = cm.metadata.labels.unwrap();
+        assert_eq!(labels["app.kubernetes.io/component"], "config");
+        let data = cm.data.unwrap();
+        assert_eq!(data.len(), 1);
+        serde_json::from_str(&data[CONFIG_KEY]).unwrap()
+    }
+
+    #[test]
+    fn defaults_give_three_members_quorum_linearizable_always() {
+        let v = config_of("{}");
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "cluster": "demo",
+                "members": {
+                    "demo-0": "http://demo-0.demo-headless.shop.svc:7000",
+                    "demo-1": "http://demo-1.demo-headless.shop.svc:7000",
+                    "demo-2": "http://demo-2.demo-headless.shop.svc:7000",
+                },
+                "ack": "quorum",
+                "consistency": "linearizable",
+                "fsync": "always",
+                "fsync_interval_ms": 10,
+            })
+        );
+    }
+
+    #[test]
+    fn spec_options_reach_the_config() {
+        let v = config_of(
+            "{replicas: 5, replication: {ack: all, readConsistency: session}, fsync: interval, fsyncIntervalMs: 25}",
+        );
+        assert_eq!(v["members"].as_object().unwrap().len(), 5);
+        assert_eq!(
+            v["members"]["demo-4"],
+            "http://demo-4.demo-headless.shop.svc:7000"
+        );
+        assert_eq!(v["ack"], "all");
+        assert_eq!(v["consistency"], "session");
+        assert_eq!(v["fsync"], "interval");
+        assert_eq!(v["fsync_interval_ms"], 25);
+
+        for (ack, consistency) in [("async", "eventual"), ("one", "linearizable")] {
+            let v = config_of(&format!(
+                "{{replicas: 2, replication: {{ack: {ack}, readConsistency: {consistency}}}}}"
+            ));
+            assert_eq!(v["ack"], ack);
+            assert_eq!(v["consistency"], consistency);
+        }
+    }
+
+    #[test]
+    fn a_single_member_lists_only_itself() {
+        let v = config_of("{replicas: 1}");
+        assert_eq!(
+            v["members"],
+            serde_json::json!({"demo-0": "http://demo-0.demo-headless.shop.svc:7000"})
+        );
+    }
+
+    #[test]
+    fn config_round_trips_through_its_type() {
+        let c = cluster("{replicas: 2}");
+        let cm = build(&c).unwrap();
+        let parsed: ClusterConfig = serde_json::from_str(&cm.data.unwrap()[CONFIG_KEY]).unwrap();
+        assert_eq!(parsed, cluster_config(&c).unwrap());
+    }
+}

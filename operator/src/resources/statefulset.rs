@@ -1,0 +1,305 @@
+//! StatefulSet `<cluster>`: one rcluster-node pod per member, each with its own volume.
+//!
+//! - `podManagementPolicy: Parallel`: members start together; the operator, not pod order, decides
+//!   who is primary.
+//! - `updateStrategy: OnDelete`: the StatefulSet never restarts pods by itself. After a template
+//!   change the operator deletes replicas first and the primary last (after a switchover), so a
+//!   rollout costs at most one failover-free primary change.
+//! - PVCs are retained on scale-down and deletion: data is never removed by a spec change.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy as RetentionPolicy;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::configmap::CONFIG_KEY;
+use super::secret::TOKEN_KEY;
+use super::{
+    BuildError, NODE_PORT, Owner, PORT_NAME, common_labels, component, config_map_name,
+    headless_service_name, pod_selector, secret_name, statefulset_name,
+};
+use crate::crd::ReplicatedCluster;
+
+/// Name of the node container.
+pub const CONTAINER_NAME: &str = "node";
+/// Name of the volume claim template; PVCs are `data-<cluster>-<ordinal>`.
+pub const DATA_VOLUME: &str = "data";
+pub const DATA_DIR: &str = "/var/lib/rcluster";
+pub const CONFIG_DIR: &str = "/etc/rcluster";
+pub const SECRET_DIR: &str = "/var/run/secrets/rcluster";
+/// Unprivileged user and group the node runs as (the distroless "nonroot" id).
+pub const RUN_AS: i64 = 65532;
+
+/// Path of the config file inside the container.
+pub fn config_path() -> String {
+    format!("{CONFIG_DIR}/{CONFIG_KEY}")
+}
+
+/// Path of the cluster token inside the container.
+pub fn secret_path() -> String {
+    format!("{SECRET_DIR}/{TOKEN_KEY}")
+}
+
+/// Arguments of the node container. The image's entrypoint is `rcluster-node`;
+/// `$(POD_NAME)` is expanded by the kubelet from the container's env.
+pub fn node_args() -> Vec<String> {
+    [
+        "--data-dir",
+        DATA_DIR,
+        "--listen",
+        &format!("0.0.0.0:{NODE_PORT}"),
+        "--config",
+        &config_path(),
+        "--name",
+        "$(POD_NAME)",
+        "--secret-file",
+        &secret_path(),
+        "--log-json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+pub fn build(cluster: &ReplicatedCluster) -> Result<StatefulSet, BuildError> {
+    let owner = Owner::new(cluster)?;
+    let spec = &cluster.spec;
+    Ok(StatefulSet {
+        metadata: owner.meta(statefulset_name(&owner.name), component::NODE),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(spec.replicas),
+            service_name: Some(headless_service_name(&owner.name)),
+            selector: LabelSelector {
+                match_labels: Some(pod_selector(&owner.name)),
+                ..LabelSelector::default()
+            },
+            pod_management_policy: Some("Parallel".to_string()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_string()),
+                rolling_update: None,
+            }),
+            persistent_volume_claim_retention_policy: Some(RetentionPolicy {
+                when_deleted: Some("Retain".to_string()),
+                when_scaled: Some("Retain".to_string()),
+            }),
+            template: pod_template(&owner),
+            volume_claim_templates: Some(vec![volume_claim(&owner)]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    })
+}
+
+fn pod_template(owner: &Owner) -> PodTemplateSpec {
+    let spec = &owner.cluster.spec;
+    let affinity = spec
+        .affinity
+        .clone()
+        .unwrap_or_else(|| default_affinity(&owner.name));
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(common_labels(&owner.name, component::NODE)),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![node_container(owner)],
+            volumes: Some(volumes(&owner.name)),
+            affinity: Some(affinity),
+            tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+            node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS),
+                run_as_group: Some(RUN_AS),
+                fs_group: Some(RUN_AS),
+                // Skips a recursive chown of a large volume on every start.
+                fs_group_change_policy: Some("OnRootMismatch".to_string()),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_string(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            // Members find each other through the headless Service, not Service env vars.
+            enable_service_links: Some(false),
+            termination_grace_period_seconds: Some(30),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// Spread members over nodes when the user did not say otherwise: losing one node then loses
+/// one member, not the majority.
+fn default_affinity(cluster: &str) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".to_string(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(pod_selector(cluster)),
+                            ..LabelSelector::default()
+                        }),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String(PORT_NAME.to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn node_container(owner: &Owner) -> Container {
+    let spec = &owner.cluster.spec;
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    };
+    Container {
+        name: CONTAINER_NAME.to_string(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: Some(spec.image_pull_policy.as_str().to_string()),
+        args: Some(node_args()),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some(PORT_NAME.to_string()),
+            container_port: NODE_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        // Replaying a long log can take a while; liveness must not kill the node meanwhile.
+        startup_probe: Some(http_probe("/livez", 2, 150)),
+        liveness_probe: Some(http_probe("/livez", 10, 3)),
+        // Short period: the ro Service should stop routing to a lagging replica quickly.
+        readiness_probe: Some(http_probe("/readyz", 2, 2)),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(vec![
+            mount(DATA_VOLUME, DATA_DIR, false),
+            mount("config", CONFIG_DIR, true),
+            mount("secret", SECRET_DIR, true),
+            mount("tmp", "/tmp", false),
+        ]),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+fn volumes(cluster: &str) -> Vec<Volume> {
+    let item = |key: &str| {
+        Some(vec![KeyToPath {
+            key: key.to_string(),
+            path: key.to_string(),
+            ..KeyToPath::default()
+        }])
+    };
+    vec![
+        Volume {
+            name: "config".to_string(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(cluster),
+                items: item(CONFIG_KEY),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "secret".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret_name(cluster)),
+                items: item(TOKEN_KEY),
+                // Owner root, group fsGroup: readable by the node's group only.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ]
+}
+
+fn volume_claim(owner: &Owner) -> PersistentVolumeClaim {
+    let storage = &owner.cluster.spec.storage;
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_string()),
+            labels: Some(pod_selector(&owner.name)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: storage.class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(storage.size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+#[cfg(test)]
+#[path = "statefulset_tests.rs"]
+mod tests;

@@ -1,0 +1,307 @@
+use super::*;
+use crate::resources::test_support::cluster;
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+
+fn sts(spec: &str) -> StatefulSet {
+    build(&cluster(spec)).unwrap()
+}
+
+fn pod_spec(s: &StatefulSet) -> PodSpec {
+    s.spec.clone().unwrap().template.spec.unwrap()
+}
+
+fn container(s: &StatefulSet) -> Container {
+    let pod = pod_spec(s);
+    assert_eq!(pod.containers.len(), 1);
+    pod.containers[0].clone()
+}
+
+fn claim(s: &StatefulSet) -> PersistentVolumeClaimSpec {
+    let claims = s.spec.clone().unwrap().volume_claim_templates.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+    claims[0].spec.clone().unwrap()
+}
+
+#[test]
+fn defaults_give_a_stable_parallel_on_delete_statefulset() {
+    let s = sts("{}");
+    assert_eq!(s.metadata.name.as_deref(), Some("demo"));
+    let spec = s.spec.clone().unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    assert_eq!(spec.service_name.as_deref(), Some("demo-headless"));
+    assert_eq!(spec.selector.match_labels, Some(pod_selector("demo")));
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    let update = spec.update_strategy.unwrap();
+    assert_eq!(update.type_.as_deref(), Some("OnDelete"));
+    assert_eq!(update.rolling_update, None);
+    let retention = spec.persistent_volume_claim_retention_policy.unwrap();
+    assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+    assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    for (k, v) in pod_selector("demo") {
+        assert_eq!(
+            labels.get(&k),
+            Some(&v),
+            "template lacks selector label {k}"
+        );
+    }
+    assert!(
+        !labels.contains_key(crate::crd::ROLE_LABEL),
+        "the operator sets the role label, not the template"
+    );
+}
+
+#[test]
+fn node_container_runs_rcluster_node_with_the_documented_command_line() {
+    let c = container(&sts("{}"));
+    assert_eq!(c.name, "node");
+    assert_eq!(
+        c.image.as_deref(),
+        Some(crate::crd::default_image().as_str())
+    );
+    assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    assert_eq!(c.command, None, "the image entrypoint is rcluster-node");
+    assert_eq!(
+        c.args.unwrap(),
+        [
+            "--data-dir",
+            "/var/lib/rcluster",
+            "--listen",
+            "0.0.0.0:7000",
+            "--config",
+            "/etc/rcluster/cluster.json",
+            "--name",
+            "$(POD_NAME)",
+            "--secret-file",
+            "/var/run/secrets/rcluster/token",
+            "--log-json",
+        ]
+    );
+    let env = c.env.unwrap();
+    let fields: Vec<(&str, &str)> = env
+        .iter()
+        .map(|e| {
+            let f = e.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+            (e.name.as_str(), f.field_path.as_str())
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("POD_NAME", "metadata.name"),
+            ("POD_NAMESPACE", "metadata.namespace")
+        ]
+    );
+    let ports = c.ports.unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].name.as_deref(), Some("http"));
+    assert_eq!(ports[0].container_port, 7000);
+    assert_eq!(c.resources, None);
+}
+
+#[test]
+fn probes_hit_livez_and_readyz_on_the_http_port() {
+    let c = container(&sts("{}"));
+    let path_port = |p: Option<Probe>| {
+        let get = p.unwrap().http_get.unwrap();
+        (get.path.unwrap(), get.port)
+    };
+    let http = IntOrString::String("http".into());
+    assert_eq!(
+        path_port(c.liveness_probe.clone()),
+        ("/livez".into(), http.clone())
+    );
+    assert_eq!(
+        path_port(c.readiness_probe.clone()),
+        ("/readyz".into(), http.clone())
+    );
+    assert_eq!(path_port(c.startup_probe.clone()), ("/livez".into(), http));
+    let startup = c.startup_probe.unwrap();
+    let allowed = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();
+    assert!(
+        allowed >= 300,
+        "startup allows only {allowed}s for log replay"
+    );
+}
+
+#[test]
+fn config_secret_and_data_are_mounted_where_the_args_point() {
+    let s = sts("{}");
+    let c = container(&s);
+    let mounts: Vec<(String, String, Option<bool>)> = c
+        .volume_mounts
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.mount_path, m.read_only))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("data".into(), "/var/lib/rcluster".into(), None),
+            ("config".into(), "/etc/rcluster".into(), Some(true)),
+            (
+                "secret".into(),
+                "/var/run/secrets/rcluster".into(),
+                Some(true)
+            ),
+            ("tmp".into(), "/tmp".into(), None),
+        ]
+    );
+    let volumes = pod_spec(&s).volumes.unwrap();
+    let config = volumes[0].config_map.clone().unwrap();
+    assert_eq!(config.name, "demo-config");
+    assert_eq!(config.items.unwrap()[0].path, "cluster.json");
+    let secret = volumes[1].secret.clone().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("demo-secret"));
+    assert_eq!(secret.items.unwrap()[0].path, "token");
+    assert_eq!(secret.default_mode, Some(0o440));
+    assert!(volumes[2].empty_dir.is_some());
+}
+
+#[test]
+fn pods_run_as_non_root_with_a_read_only_root() {
+    let s = sts("{}");
+    let pod = pod_spec(&s);
+    let psc = pod.security_context.unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.run_as_user, Some(RUN_AS));
+    assert_eq!(psc.fs_group, Some(RUN_AS));
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let csc = container(&s).security_context.unwrap();
+    assert_eq!(csc.run_as_non_root, Some(true));
+    assert_eq!(csc.allow_privilege_escalation, Some(false));
+    assert_eq!(csc.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        csc.capabilities.unwrap().drop,
+        Some(vec!["ALL".to_string()])
+    );
+    assert_eq!(pod.enable_service_links, Some(false));
+}
+
+#[test]
+fn default_scheduling_spreads_members_and_sets_nothing_else() {
+    let pod = pod_spec(&sts("{}"));
+    let anti = pod.affinity.unwrap().pod_anti_affinity.unwrap();
+    let term = &anti
+        .preferred_during_scheduling_ignored_during_execution
+        .unwrap()[0];
+    assert_eq!(
+        term.pod_affinity_term.topology_key,
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        term.pod_affinity_term
+            .label_selector
+            .clone()
+            .unwrap()
+            .match_labels,
+        Some(pod_selector("demo"))
+    );
+    assert_eq!(pod.tolerations, None);
+    assert_eq!(pod.node_selector, None);
+}
+
+#[test]
+fn scheduling_options_are_passed_through() {
+    let s = sts(r#"
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {key: disk, operator: In, values: [ssd]}
+tolerations:
+  - {key: dedicated, operator: Equal, value: db, effect: NoSchedule}
+nodeSelector: {zone: a}
+"#);
+    let pod = pod_spec(&s);
+    let affinity = pod.affinity.unwrap();
+    assert!(
+        affinity.pod_anti_affinity.is_none(),
+        "user affinity replaces the default"
+    );
+    let terms = affinity
+        .node_affinity
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .unwrap()
+        .node_selector_terms;
+    assert_eq!(terms[0].match_expressions.as_ref().unwrap()[0].key, "disk");
+    assert_eq!(
+        pod.tolerations.unwrap(),
+        vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("db".into()),
+            effect: Some("NoSchedule".into()),
+            ..Toleration::default()
+        }]
+    );
+    assert_eq!(
+        pod.node_selector.unwrap(),
+        BTreeMap::from([("zone".to_string(), "a".to_string())])
+    );
+}
+
+#[test]
+fn replicas_image_pull_policy_and_resources_are_passed_through() {
+    let s = sts(r#"
+replicas: 5
+image: registry.local/rcluster-node:dev
+imagePullPolicy: Always
+resources:
+  requests: {cpu: 250m, memory: 256Mi}
+  limits: {memory: 512Mi}
+"#);
+    assert_eq!(s.spec.clone().unwrap().replicas, Some(5));
+    let c = container(&s);
+    assert_eq!(c.image.as_deref(), Some("registry.local/rcluster-node:dev"));
+    assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+    let q = |v: &str| Quantity(v.to_string());
+    assert_eq!(
+        c.resources.unwrap(),
+        ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), q("250m")),
+                ("memory".to_string(), q("256Mi")),
+            ])),
+            limits: Some(BTreeMap::from([("memory".to_string(), q("512Mi"))])),
+            ..ResourceRequirements::default()
+        }
+    );
+    let never = container(&sts("{imagePullPolicy: Never}"));
+    assert_eq!(never.image_pull_policy.as_deref(), Some("Never"));
+}
+
+#[test]
+fn each_pod_gets_a_volume_of_the_requested_size_and_class() {
+    let default = claim(&sts("{}"));
+    assert_eq!(
+        default.access_modes,
+        Some(vec!["ReadWriteOnce".to_string()])
+    );
+    assert_eq!(default.storage_class_name, None);
+    let requests = default.resources.unwrap().requests.unwrap();
+    assert_eq!(requests["storage"], Quantity("1Gi".into()));
+
+    let custom = claim(&sts("{storage: {size: 20Gi, className: fast-ssd}}"));
+    assert_eq!(custom.storage_class_name.as_deref(), Some("fast-ssd"));
+    assert_eq!(
+        custom.resources.unwrap().requests.unwrap()["storage"],
+        Quantity("20Gi".into())
+    );
+}
+
+#[test]
+fn replication_and_fsync_settings_travel_in_the_config_map_only() {
+    let base = sts("{replicas: 3}");
+    for spec in [
+        "{replicas: 3, replication: {ack: all, readConsistency: eventual}}",
+        "{replicas: 3, fsync: interval, fsyncIntervalMs: 50}",
+        "{replicas: 3, failover: {enabled: false, detectionWindow: 30s}}",
+        "{replicas: 3, serviceType: NodePort}",
+    ] {
+        assert_eq!(sts(spec), base, "{spec} changed the StatefulSet");
+    }
+}
