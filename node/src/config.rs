@@ -141,8 +141,10 @@ impl NodeArgs {
     pub fn resolve(&self) -> Result<Resolved, String> {
         let file: ConfigFile = match &self.config {
             Some(p) => {
-                let bytes = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                serde_json::from_slice(&bytes).map_err(|e| format!("bad config file {}: {e}", p.display()))?
+                let bytes =
+                    std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("bad config file {}: {e}", p.display()))?
             }
             None => ConfigFile::default(),
         };
@@ -154,7 +156,10 @@ impl NodeArgs {
             members.insert(name.to_string(), url.trim_end_matches('/').to_string());
         }
         if !members.is_empty() && !members.contains_key(&self.name) {
-            return Err(format!("this node's name {:?} is not among the members", self.name));
+            return Err(format!(
+                "this node's name {:?} is not among the members",
+                self.name
+            ));
         }
         let secret = match &self.secret_file {
             Some(p) => Some(
@@ -167,11 +172,21 @@ impl NodeArgs {
             None => None,
         };
         if members.len() > 1 && secret.is_none() {
-            return Err("a cluster member needs --secret-file: internal endpoints must be authenticated".into());
+            return Err(
+                "a cluster member needs --secret-file: internal endpoints must be authenticated"
+                    .into(),
+            );
         }
-        let consistency_name = self.consistency.clone().or(file.consistency).unwrap_or("linearizable".into());
-        let consistency = parse_consistency(&consistency_name)
-            .ok_or_else(|| format!("consistency must be linearizable, session or eventual, got {consistency_name:?}"))?;
+        let consistency_name = self
+            .consistency
+            .clone()
+            .or(file.consistency)
+            .unwrap_or("linearizable".into());
+        let consistency = parse_consistency(&consistency_name).ok_or_else(|| {
+            format!(
+                "consistency must be linearizable, session or eventual, got {consistency_name:?}"
+            )
+        })?;
         let cluster = Cluster {
             me: self.name.clone(),
             members,
@@ -182,7 +197,10 @@ impl NodeArgs {
             ready_lag: self.ready_lag,
         };
         let fsync = self.fsync.or(file.fsync).unwrap_or(FsyncMode::Always);
-        let interval = self.fsync_interval_ms.or(file.fsync_interval_ms).unwrap_or(10);
+        let interval = self
+            .fsync_interval_ms
+            .or(file.fsync_interval_ms)
+            .unwrap_or(10);
         Ok(Resolved {
             engine: self.engine_config(fsync, interval),
             cluster,

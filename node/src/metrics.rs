@@ -70,7 +70,10 @@ impl Metrics {
         let requests = reg(
             &r,
             IntCounterVec::new(
-                Opts::new("rcluster_requests_total", "Client requests by API and outcome"),
+                Opts::new(
+                    "rcluster_requests_total",
+                    "Client requests by API and outcome",
+                ),
                 &["api", "outcome"],
             )
             .unwrap(),
@@ -126,24 +129,35 @@ impl Metrics {
                         "rcluster_wal_fsync_batch_entries",
                         "Entries made durable by one WAL write+fsync (group commit)",
                     )
-                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0]),
+                    .buckets(vec![
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
+                    ]),
                 )
                 .unwrap(),
             ),
             wal_bytes: reg(
                 &r,
-                IntCounter::new("rcluster_wal_bytes_written_total", "Bytes appended to the WAL")
-                    .unwrap(),
+                IntCounter::new(
+                    "rcluster_wal_bytes_written_total",
+                    "Bytes appended to the WAL",
+                )
+                .unwrap(),
             ),
             last_index: gauge("rcluster_log_last_index", "Index of the last log entry"),
             commit_index: gauge("rcluster_commit_index", "Highest committed log index"),
             applied_index: gauge("rcluster_applied_index", "Highest applied log index"),
-            snapshot_index: gauge("rcluster_snapshot_index", "Log index of the newest snapshot"),
+            snapshot_index: gauge(
+                "rcluster_snapshot_index",
+                "Log index of the newest snapshot",
+            ),
             snapshots: reg(
                 &r,
                 IntCounter::new("rcluster_snapshots_total", "Snapshots written").unwrap(),
             ),
-            records: gauge("rcluster_records", "Records held (including expired, not purged)"),
+            records: gauge(
+                "rcluster_records",
+                "Records held (including expired, not purged)",
+            ),
             topics: gauge("rcluster_topics", "Topics held"),
             term: gauge("rcluster_term", "Current term"),
             role: reg(

@@ -97,7 +97,11 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
                 name: name.clone(),
                 retention: t.retention,
                 first_offset: t.first_offset,
-                subscriptions: t.subscriptions.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                subscriptions: t
+                    .subscriptions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
             },
         )?;
         let all: Vec<Message> = t.messages.iter().cloned().collect();
@@ -106,8 +110,11 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
         }
         messages += t.messages.len() as u64;
     }
-    let idem: Vec<(String, IdemRecord)> =
-        state.idem.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let idem: Vec<(String, IdemRecord)> = state
+        .idem
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     for part in idem.chunks(CHUNK) {
         frame(&mut w, &Item::Idem(part.to_vec()))?;
     }
@@ -129,7 +136,12 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
 
 /// Loads a snapshot file; `Err` when it is damaged or incomplete.
 pub fn load(path: &Path) -> io::Result<State> {
-    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
+    let bad = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", path.display()),
+        )
+    };
     let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
     let mut magic = [0u8; 8];
     io::Read::read_exact(&mut r, &mut magic)?;
@@ -182,7 +194,8 @@ pub fn load(path: &Path) -> io::Result<State> {
                 if let Some((n, t)) = current.take() {
                     state.topics.insert(n, t);
                 }
-                let got_messages: u64 = state.topics.values().map(|t| t.messages.len() as u64).sum();
+                let got_messages: u64 =
+                    state.topics.values().map(|t| t.messages.len() as u64).sum();
                 if (records, topics, messages, idem)
                     != (
                         state.records.len() as u64,
@@ -272,7 +285,11 @@ mod tests {
         let loaded = load(&path).unwrap();
         assert_eq!(loaded.digest(), s.digest());
         assert_eq!(loaded.applied_index, s.applied_index);
-        assert_eq!(loaded.expired_keys(u64::MAX, 10).len(), 1, "derived indexes rebuilt");
+        assert_eq!(
+            loaded.expired_keys(u64::MAX, 10).len(),
+            1,
+            "derived indexes rebuilt"
+        );
 
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();

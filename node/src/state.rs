@@ -347,7 +347,11 @@ impl State {
                 let live = self.get(key, now);
                 let current = match live {
                     None => 0,
-                    Some(r) => r.value.trim().parse::<i64>().map_err(|_| ApplyError::NotANumber)?,
+                    Some(r) => r
+                        .value
+                        .trim()
+                        .parse::<i64>()
+                        .map_err(|_| ApplyError::NotANumber)?,
                 };
                 let expires = live.and_then(|r| r.expires_at_ms);
                 let next = current.checked_add(*delta).ok_or(ApplyError::OutOfBounds)?;
@@ -412,9 +416,7 @@ impl State {
                 }
             }
             Op::DeleteTopic { topic } => {
-                self.topics
-                    .remove(topic)
-                    .ok_or(ApplyError::TopicNotFound)?;
+                self.topics.remove(topic).ok_or(ApplyError::TopicNotFound)?;
                 OpResult::DeleteTopic {
                     topic: topic.clone(),
                 }
@@ -438,10 +440,7 @@ impl State {
                 }
             }
             Op::Trim { topic } => {
-                let t = self
-                    .topics
-                    .get(topic)
-                    .ok_or(ApplyError::TopicNotFound)?;
+                let t = self.topics.get(topic).ok_or(ApplyError::TopicNotFound)?;
                 let mut trimmed = t.clone();
                 let dropped = trimmed.enforce_retention(now);
                 if dropped == 0 {

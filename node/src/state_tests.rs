@@ -23,21 +23,30 @@ fn run(s: &mut State, index: u64, ts: u64, op: Op) -> Result<OpResult, ApplyErro
 #[test]
 fn put_get_cas_and_delete() {
     let mut s = State::default();
-    assert!(matches!(run(&mut s, 1, 0, put("a", "1")), Ok(OpResult::Put { version: 1, .. })));
+    assert!(matches!(
+        run(&mut s, 1, 0, put("a", "1")),
+        Ok(OpResult::Put { version: 1, .. })
+    ));
     let cas = |v| Op::Put {
         key: "a".into(),
         value: "2".into(),
         ttl_ms: None,
         if_version: Some(v),
     };
-    assert_eq!(run(&mut s, 2, 0, cas(0)), Err(ApplyError::VersionMismatch { current: 1 }));
+    assert_eq!(
+        run(&mut s, 2, 0, cas(0)),
+        Err(ApplyError::VersionMismatch { current: 1 })
+    );
     assert!(run(&mut s, 2, 0, cas(1)).is_ok());
     assert_eq!(&*s.get("a", 0).unwrap().value, "2");
     let del = |v| Op::Delete {
         key: "a".into(),
         if_version: v,
     };
-    assert_eq!(run(&mut s, 3, 0, del(Some(1))), Err(ApplyError::VersionMismatch { current: 2 }));
+    assert_eq!(
+        run(&mut s, 3, 0, del(Some(1))),
+        Err(ApplyError::VersionMismatch { current: 2 })
+    );
     assert!(run(&mut s, 3, 0, del(Some(2))).is_ok());
     assert_eq!(run(&mut s, 4, 0, del(None)), Err(ApplyError::NotFound));
     assert_eq!(s.applied_index, 3);
@@ -52,11 +61,20 @@ fn incr_respects_bounds_and_types() {
         min,
         max,
     };
-    assert!(matches!(run(&mut s, 1, 0, incr(2, None, None)), Ok(OpResult::Incr { value: 2, .. })));
+    assert!(matches!(
+        run(&mut s, 1, 0, incr(2, None, None)),
+        Ok(OpResult::Incr { value: 2, .. })
+    ));
     assert!(run(&mut s, 2, 0, incr(-1, Some(0), None)).is_ok());
     assert!(run(&mut s, 3, 0, incr(-1, Some(0), None)).is_ok());
-    assert_eq!(run(&mut s, 4, 0, incr(-1, Some(0), None)), Err(ApplyError::OutOfBounds));
-    assert_eq!(run(&mut s, 4, 0, incr(5, None, Some(4))), Err(ApplyError::OutOfBounds));
+    assert_eq!(
+        run(&mut s, 4, 0, incr(-1, Some(0), None)),
+        Err(ApplyError::OutOfBounds)
+    );
+    assert_eq!(
+        run(&mut s, 4, 0, incr(5, None, Some(4))),
+        Err(ApplyError::OutOfBounds)
+    );
     assert_eq!(&*s.get("stock", 0).unwrap().value, "0");
     run(&mut s, 4, 0, put("x", "9223372036854775807")).unwrap();
     let over = Op::Incr {
@@ -87,7 +105,10 @@ fn ttl_uses_entry_time_and_purges_through_the_log() {
     };
     run(&mut s, 1, 5000, op).unwrap();
     assert!(s.get("t", 5999).is_some());
-    assert!(s.get("t", 6000).is_none(), "expired records are never returned");
+    assert!(
+        s.get("t", 6000).is_none(),
+        "expired records are never returned"
+    );
     assert!(s.expired_keys(5999, 10).is_empty());
     let due = s.expired_keys(6000, 10);
     assert_eq!(due, vec![("t".to_string(), 1)]);
@@ -114,7 +135,16 @@ fn topics_retention_subscriptions_and_pull() {
         max_messages: Some(3),
         max_age_ms: Some(10_000),
     };
-    run(&mut s, 1, 0, Op::CreateTopic { topic: "n".into(), retention }).unwrap();
+    run(
+        &mut s,
+        1,
+        0,
+        Op::CreateTopic {
+            topic: "n".into(),
+            retention,
+        },
+    )
+    .unwrap();
     let publish = |v: &str| Op::Publish {
         topic: "n".into(),
         values: vec![v.into()],
@@ -127,7 +157,13 @@ fn topics_retention_subscriptions_and_pull() {
     run(&mut s, 2, 0, sub("early", Start::Earliest)).unwrap();
     for i in 0..5u64 {
         let r = run(&mut s, 3 + i, 100 * i, publish(&i.to_string())).unwrap();
-        assert_eq!(r, OpResult::Publish { first_offset: i, count: 1 });
+        assert_eq!(
+            r,
+            OpResult::Publish {
+                first_offset: i,
+                count: 1
+            }
+        );
     }
     let t = &s.topics["n"];
     assert_eq!((t.first_offset, t.next_offset()), (2, 5));
@@ -143,13 +179,24 @@ fn topics_retention_subscriptions_and_pull() {
     assert_eq!(messages.iter().map(|m| m.0).collect::<Vec<_>>(), vec![2, 3]);
     assert_eq!(cursor, 4);
     let empty = s.apply_op(&entry(10, 400, pull("late"))).unwrap();
-    assert!(!empty.changed, "an empty pull changes nothing and is not logged");
+    assert!(
+        !empty.changed,
+        "an empty pull changes nothing and is not logged"
+    );
     // Age retention drops everything published more than 10 s before the trim entry.
     let trimmed = run(&mut s, 10, 10_400, Op::Trim { topic: "n".into() }).unwrap();
     assert_eq!(trimmed, OpResult::Trimmed { dropped: 3 });
     assert_eq!(s.topics["n"].first_offset, 5);
     assert_eq!(
-        run(&mut s, 11, 0, Op::Publish { topic: "x".into(), values: vec![] }),
+        run(
+            &mut s,
+            11,
+            0,
+            Op::Publish {
+                topic: "x".into(),
+                values: vec![]
+            }
+        ),
         Err(ApplyError::TopicNotFound)
     );
 }
@@ -183,16 +230,29 @@ fn list_pages_by_prefix_and_skips_expired() {
     };
     run(&mut s, 5, 0, ttl).unwrap();
     let (page, more) = s.list("a/", None, 2, 10);
-    assert_eq!(page.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["a/1", "a/2"]);
+    assert_eq!(
+        page.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        ["a/1", "a/2"]
+    );
     assert!(more);
     let (page, more) = s.list("a/", Some("a/2"), 2, 10);
-    assert_eq!(page.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["a/3"]);
+    assert_eq!(
+        page.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        ["a/3"]
+    );
     assert!(!more);
 }
 
 #[test]
 fn same_log_same_digest() {
-    let ops = vec![put("a", "1"), put("b", "[1,2]"), Op::Delete { key: "a".into(), if_version: None }];
+    let ops = vec![
+        put("a", "1"),
+        put("b", "[1,2]"),
+        Op::Delete {
+            key: "a".into(),
+            if_version: None,
+        },
+    ];
     let mut x = State::default();
     let mut y = State::default();
     for (i, op) in ops.into_iter().enumerate() {

@@ -16,7 +16,9 @@ use tokio::sync::watch;
 
 const MAGIC: &[u8; 8] = b"RCWAL\x00\x00\x01";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncMode {
     /// Acknowledge after fsync; concurrent writers share one fsync.
@@ -150,7 +152,10 @@ fn scan_segment(
     let mut end = MAGIC.len() as u64;
     let mut next = expected.unwrap_or(first);
     if next != first {
-        return Ok((end, Some(format!("segment starts at {first}, expected {next}"))));
+        return Ok((
+            end,
+            Some(format!("segment starts at {first}, expected {next}")),
+        ));
     }
     loop {
         let payload = match log::read_frame(&mut r)? {
@@ -184,7 +189,10 @@ pub fn read_range(
 ) -> io::Result<Vec<(Entry, Vec<u8>)>> {
     let segments = list_segments(dir)?;
     let Some(start) = segments.iter().rposition(|(first, _)| *first <= from) else {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("entry {from} was compacted")));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("entry {from} was compacted"),
+        ));
     };
     let mut out = Vec::new();
     let mut bytes = 0;
@@ -457,7 +465,9 @@ impl Writer {
             if unsynced && due {
                 let t = Instant::now();
                 self.file.sync_data()?;
-                self.metrics.fsync_duration.observe(t.elapsed().as_secs_f64());
+                self.metrics
+                    .fsync_duration
+                    .observe(t.elapsed().as_secs_f64());
                 unsynced = false;
                 last_sync = Instant::now();
             }

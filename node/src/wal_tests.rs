@@ -16,7 +16,14 @@ fn durable() -> Arc<watch::Sender<u64>> {
 }
 
 fn write(dir: &Path, from: u64, to: u64, segment_bytes: u64) {
-    let wal = Wal::start(cfg(dir, segment_bytes), from - 1, from - 1, durable(), Arc::new(Metrics::new())).unwrap();
+    let wal = Wal::start(
+        cfg(dir, segment_bytes),
+        from - 1,
+        from - 1,
+        durable(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
     for i in from..=to {
         let e = entry(i, i, Op::Noop);
         wal.append(i, &log::encode(&e));
@@ -36,10 +43,18 @@ fn appends_survive_restart_across_segments() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), 1, 500, 2048);
     write(d.path(), 501, 600, 2048);
-    assert!(list_segments(d.path()).unwrap().len() > 3, "small segments roll");
+    assert!(
+        list_segments(d.path()).unwrap().len() > 3,
+        "small segments roll"
+    );
     let (entries, rec) = read_all(d.path(), 0);
     assert_eq!(entries.len(), 600);
-    assert!(entries.iter().enumerate().all(|(i, e)| e.index == i as u64 + 1));
+    assert!(
+        entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.index == i as u64 + 1)
+    );
     assert!(rec.truncation.is_none());
     let (after, _) = read_all(d.path(), 550);
     assert_eq!(after.first().unwrap().index, 551);
@@ -51,7 +66,12 @@ fn torn_tail_is_cut_at_the_last_valid_frame() {
     write(d.path(), 1, 100, 1 << 30);
     let (_, path) = list_segments(d.path()).unwrap().pop().unwrap();
     let len = fs::metadata(&path).unwrap().len();
-    OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
     let (entries, rec) = read_all(d.path(), 0);
     assert_eq!(entries.len(), 99);
     let cut = rec.truncation.expect("the cut is reported");
@@ -92,7 +112,14 @@ fn a_gap_behind_the_snapshot_is_refused() {
 #[test]
 fn compaction_keeps_segments_needed_after_the_snapshot() {
     let d = tempfile::tempdir().unwrap();
-    let wal = Wal::start(cfg(d.path(), 1024), 0, 0, durable(), Arc::new(Metrics::new())).unwrap();
+    let wal = Wal::start(
+        cfg(d.path(), 1024),
+        0,
+        0,
+        durable(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
     for i in 1..=300 {
         wal.append(i, &log::encode(&entry(i, 0, Op::Noop)));
     }
@@ -110,14 +137,24 @@ fn a_snapshot_newer_than_the_log_starts_a_fresh_segment() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), 1, 10, 1 << 30);
     // The state is at 20 (from a snapshot) while the log ends at 10.
-    let wal = Wal::start(cfg(d.path(), 1 << 30), 10, 20, durable(), Arc::new(Metrics::new())).unwrap();
+    let wal = Wal::start(
+        cfg(d.path(), 1 << 30),
+        10,
+        20,
+        durable(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
     for i in 21..=25 {
         wal.append(i, &log::encode(&entry(i, 0, Op::Noop)));
     }
     wal.close();
     let (entries, rec) = read_all(d.path(), 20);
     assert!(rec.truncation.is_none());
-    assert_eq!(entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![21, 22, 23, 24, 25]);
+    assert_eq!(
+        entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![21, 22, 23, 24, 25]
+    );
 }
 
 #[test]
@@ -125,7 +162,10 @@ fn read_range_and_truncate_after() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), 1, 100, 1024);
     let got = read_range(d.path(), 40, 10, usize::MAX).unwrap();
-    assert_eq!(got.iter().map(|(e, _)| e.index).collect::<Vec<_>>(), (40..50).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|(e, _)| e.index).collect::<Vec<_>>(),
+        (40..50).collect::<Vec<_>>()
+    );
     assert_eq!(truncate_after(d.path(), 60).unwrap(), 40);
     let (entries, rec) = read_all(d.path(), 0);
     assert_eq!(entries.len(), 60);

@@ -23,14 +23,25 @@ struct Acked {
     incrs_unknown: u64,
 }
 
-fn load(n: &Node, stop: &Arc<AtomicBool>, acked: &Arc<Mutex<Acked>>, round: usize) -> Vec<std::thread::JoinHandle<()>> {
+fn load(
+    n: &Node,
+    stop: &Arc<AtomicBool>,
+    acked: &Arc<Mutex<Acked>>,
+    round: usize,
+) -> Vec<std::thread::JoinHandle<()>> {
     let mut threads = Vec::new();
     for w in 0..6 {
         let (addr, stop, acked) = (n.addr.clone(), stop.clone(), acked.clone());
         threads.push(std::thread::spawn(move || {
             let start = acked.lock().unwrap().puts.get(&w).map_or(0, |x| x + 1);
             for i in start.. {
-                let r = http(&addr, "PUT", &format!("/v1/kv/w{w}/{i}"), Some(&format!(r#"{{"w":{w},"i":{i}}}"#)), &[]);
+                let r = http(
+                    &addr,
+                    "PUT",
+                    &format!("/v1/kv/w{w}/{i}"),
+                    Some(&format!(r#"{{"w":{w},"i":{i}}}"#)),
+                    &[],
+                );
                 if r.status != 200 || stop.load(Ordering::Relaxed) {
                     return;
                 }
@@ -44,11 +55,21 @@ fn load(n: &Node, stop: &Arc<AtomicBool>, acked: &Arc<Mutex<Acked>>, round: usiz
             for i in 0.. {
                 let id = format!("r{round}p{p}b{i}");
                 let batch: Vec<Value> = (0..5).map(|k| json!({"batch": id, "k": k})).collect();
-                let r = http(&addr, "POST", "/v1/topics/events/messages?batch=true", Some(&Value::from(batch).to_string()), &[]);
+                let r = http(
+                    &addr,
+                    "POST",
+                    "/v1/topics/events/messages?batch=true",
+                    Some(&Value::from(batch).to_string()),
+                    &[],
+                );
                 if r.status != 200 || stop.load(Ordering::Relaxed) {
                     return;
                 }
-                acked.lock().unwrap().batches.insert(r.json()["offset"].as_u64().unwrap(), id);
+                acked
+                    .lock()
+                    .unwrap()
+                    .batches
+                    .insert(r.json()["offset"].as_u64().unwrap(), id);
             }
         }));
     }
@@ -56,14 +77,26 @@ fn load(n: &Node, stop: &Arc<AtomicBool>, acked: &Arc<Mutex<Acked>>, round: usiz
         let (addr, stop, acked) = (n.addr.clone(), stop.clone(), acked.clone());
         threads.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let r = http(&addr, "POST", "/v1/topics/events/subscriptions/audit/pull?max=7", None, &[]);
+                let r = http(
+                    &addr,
+                    "POST",
+                    "/v1/topics/events/subscriptions/audit/pull?max=7",
+                    None,
+                    &[],
+                );
                 if r.status != 200 {
                     return;
                 }
                 let body = r.json();
                 let mut a = acked.lock().unwrap();
                 a.cursor = body["cursor"].as_u64().unwrap();
-                a.delivered.extend(body["messages"].as_array().unwrap().iter().map(|m| m["offset"].as_u64().unwrap()));
+                a.delivered.extend(
+                    body["messages"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|m| m["offset"].as_u64().unwrap()),
+                );
             }
         }));
     }
@@ -71,7 +104,13 @@ fn load(n: &Node, stop: &Arc<AtomicBool>, acked: &Arc<Mutex<Acked>>, round: usiz
         let (addr, stop, acked) = (n.addr.clone(), stop.clone(), acked.clone());
         threads.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let r = http(&addr, "POST", "/v1/kv/counter/incr", Some(r#"{"delta":1}"#), &[]);
+                let r = http(
+                    &addr,
+                    "POST",
+                    "/v1/kv/counter/incr",
+                    Some(r#"{"delta":1}"#),
+                    &[],
+                );
                 let mut a = acked.lock().unwrap();
                 if r.status != 200 {
                     a.incrs_unknown += 1;
@@ -96,7 +135,13 @@ fn verify(n: &Node, acked: &Acked) {
     let mut from = 0;
     let mut messages = Vec::new();
     loop {
-        let r = n.req("GET", &format!("/v1/topics/events/messages?from={from}&limit=1000"), None).json();
+        let r = n
+            .req(
+                "GET",
+                &format!("/v1/topics/events/messages?from={from}&limit=1000"),
+                None,
+            )
+            .json();
         let page = r["messages"].as_array().unwrap().clone();
         if page.is_empty() {
             break;
@@ -108,25 +153,51 @@ fn verify(n: &Node, acked: &Acked) {
     for group in messages.chunks(5) {
         let id = &group[0]["value"]["batch"];
         for (k, m) in group.iter().enumerate() {
-            assert_eq!((&m["value"]["batch"], &m["value"]["k"]), (id, &json!(k)), "batch torn at offset {}", m["offset"]);
+            assert_eq!(
+                (&m["value"]["batch"], &m["value"]["k"]),
+                (id, &json!(k)),
+                "batch torn at offset {}",
+                m["offset"]
+            );
         }
     }
     let present: BTreeMap<u64, String> = messages
         .chunks(5)
-        .map(|g| (g[0]["offset"].as_u64().unwrap(), g[0]["value"]["batch"].as_str().unwrap().to_string()))
+        .map(|g| {
+            (
+                g[0]["offset"].as_u64().unwrap(),
+                g[0]["value"]["batch"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     for (offset, id) in &acked.batches {
-        assert_eq!(present.get(offset), Some(id), "acknowledged batch {id} at {offset} lost");
+        assert_eq!(
+            present.get(offset),
+            Some(id),
+            "acknowledged batch {id} at {offset} lost"
+        );
     }
     let topics = n.req("GET", "/v1/topics", None).json();
-    let cursor = topics["topics"][0]["subscriptions"][0]["cursor"].as_u64().unwrap();
-    assert!(cursor >= acked.cursor, "acknowledged pull lost: cursor {cursor} < {}", acked.cursor);
+    let cursor = topics["topics"][0]["subscriptions"][0]["cursor"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        cursor >= acked.cursor,
+        "acknowledged pull lost: cursor {cursor} < {}",
+        acked.cursor
+    );
     let mut d = acked.delivered.clone();
     let len = d.len();
     d.sort();
     d.dedup();
-    assert_eq!(d.len(), len, "a message was delivered twice by acknowledged pulls");
-    let counter = n.req("GET", "/v1/kv/counter", None).json()["value"].as_u64().unwrap_or(0);
+    assert_eq!(
+        d.len(),
+        len,
+        "a message was delivered twice by acknowledged pulls"
+    );
+    let counter = n.req("GET", "/v1/kv/counter", None).json()["value"]
+        .as_u64()
+        .unwrap_or(0);
     assert!(
         counter >= acked.incrs && counter <= acked.incrs + acked.incrs_unknown,
         "counter {counter}, acknowledged {} (+{} unknown)",
@@ -139,7 +210,11 @@ fn crash_rounds(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let mut n = Node::start(dir.path(), extra);
     n.req("PUT", "/v1/topics/events", None);
-    n.req("PUT", "/v1/topics/events/subscriptions/audit?start=earliest", None);
+    n.req(
+        "PUT",
+        "/v1/topics/events/subscriptions/audit?start=earliest",
+        None,
+    );
     let acked = Arc::new(Mutex::new(Acked::default()));
     // Different kill points: early, mid and late in a burst of load.
     for (round, kill_after_ms) in [150u64, 700, 1500, 400].into_iter().enumerate() {
@@ -147,7 +222,9 @@ fn crash_rounds(extra: &[&str]) {
         let threads = load(&n, &stop, &acked, round);
         let start = Instant::now();
         wait_for("writes to be acknowledged", || {
-            (start.elapsed() >= Duration::from_millis(kill_after_ms) && acked.lock().unwrap().puts.values().sum::<u64>() > 0).then_some(())
+            (start.elapsed() >= Duration::from_millis(kill_after_ms)
+                && acked.lock().unwrap().puts.values().sum::<u64>() > 0)
+                .then_some(())
         });
         n.kill9();
         stop.store(true, Ordering::Relaxed);
@@ -187,22 +264,45 @@ fn torn_and_corrupt_tails_are_cut_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let mut n = Node::start(dir.path(), &[]);
     for i in 1..=20 {
-        assert_eq!(n.req("PUT", &format!("/v1/kv/k{i}"), Some(&i.to_string())).status, 200);
+        assert_eq!(
+            n.req("PUT", &format!("/v1/kv/k{i}"), Some(&i.to_string()))
+                .status,
+            200
+        );
     }
     n.kill9();
     // Torn: the last record lost its final bytes.
     let seg = newest_segment(dir.path());
     let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
     n.restart();
-    assert!(n.log().contains("cut a torn or corrupt log tail"), "{}", n.log());
+    assert!(
+        n.log().contains("cut a torn or corrupt log tail"),
+        "{}",
+        n.log()
+    );
     let s = n.req("GET", "/v1/status", None).json();
     assert_eq!(s["recovery"]["truncation"]["last_valid_index"], json!(19));
-    assert_eq!(s["recovery"]["truncation"]["reason"], json!("torn frame payload"));
+    assert_eq!(
+        s["recovery"]["truncation"]["reason"],
+        json!("torn frame payload")
+    );
     assert_eq!(n.req("GET", "/v1/kv/k19", None).json()["value"], json!(19));
-    assert_eq!(n.req("GET", "/v1/kv/k20", None).status, 404, "a torn record is never applied");
+    assert_eq!(
+        n.req("GET", "/v1/kv/k20", None).status,
+        404,
+        "a torn record is never applied"
+    );
     // The log continues cleanly after the cut.
-    assert_eq!(n.req("PUT", "/v1/kv/k20", Some("200")).json()["version"], json!(20));
+    assert_eq!(
+        n.req("PUT", "/v1/kv/k20", Some("200")).json()["version"],
+        json!(20)
+    );
 
     // Corrupt: flip a byte inside the last record.
     n.kill9();
@@ -213,7 +313,10 @@ fn torn_and_corrupt_tails_are_cut_and_reported() {
     std::fs::write(&seg, bytes).unwrap();
     n.restart();
     let s = n.req("GET", "/v1/status", None).json();
-    assert_eq!(s["recovery"]["truncation"]["reason"], json!("checksum mismatch"));
+    assert_eq!(
+        s["recovery"]["truncation"]["reason"],
+        json!("checksum mismatch")
+    );
     assert_eq!(n.req("GET", "/v1/kv/k20", None).status, 404);
     assert_eq!(n.req("GET", "/v1/kv/k1", None).json()["value"], json!(1));
 }
@@ -223,23 +326,44 @@ fn idempotency_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut n = Node::start(dir.path(), &[]);
     let h = [("Idempotency-Key", "order-77")];
-    let first = n.req_h("POST", "/v1/kv/stock/incr", Some(r#"{"delta":-1,"min":-10}"#), &h);
+    let first = n.req_h(
+        "POST",
+        "/v1/kv/stock/incr",
+        Some(r#"{"delta":-1,"min":-10}"#),
+        &h,
+    );
     assert_eq!(first.status, 200);
     n.kill9();
     n.restart();
-    let retry = n.req_h("POST", "/v1/kv/stock/incr", Some(r#"{"delta":-1,"min":-10}"#), &h);
+    let retry = n.req_h(
+        "POST",
+        "/v1/kv/stock/incr",
+        Some(r#"{"delta":-1,"min":-10}"#),
+        &h,
+    );
     assert_eq!(retry.body, first.body);
-    assert_eq!(n.req("GET", "/v1/kv/stock", None).json()["value"], json!(-1), "applied once");
+    assert_eq!(
+        n.req("GET", "/v1/kv/stock", None).json()["value"],
+        json!(-1),
+        "applied once"
+    );
 }
 
 #[test]
 fn snapshots_bound_disk_use_and_restart_from_them() {
     let dir = tempfile::tempdir().unwrap();
-    let mut n = Node::start(dir.path(), &["--snapshot-entries", "400", "--segment-bytes", "16384"]);
+    let mut n = Node::start(
+        dir.path(),
+        &["--snapshot-entries", "400", "--segment-bytes", "16384"],
+    );
     n.req("PUT", "/v1/topics/t", None);
     n.req("PUT", "/v1/topics/t/subscriptions/s?start=earliest", None);
     for i in 0..3000u64 {
-        let r = n.req("PUT", &format!("/v1/kv/k{}", i % 300), Some(&format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(40))));
+        let r = n.req(
+            "PUT",
+            &format!("/v1/kv/k{}", i % 300),
+            Some(&format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(40))),
+        );
         assert_eq!(r.status, 200);
         if i % 10 == 0 {
             n.req("POST", "/v1/topics/t/messages", Some(&i.to_string()));
@@ -252,7 +376,10 @@ fn snapshots_bound_disk_use_and_restart_from_them() {
     });
     let before = n.req("GET", "/v1/status?digest=true", None).json();
     let files = std::fs::read_dir(dir.path()).unwrap().count();
-    let bytes: u64 = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let bytes: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
     // 3300 entries of ~100 bytes were written; compaction keeps far less than all of them.
     assert!(files <= 12, "{files} files remain");
     assert!(bytes < 250_000, "{bytes} bytes remain");
@@ -262,7 +389,10 @@ fn snapshots_bound_disk_use_and_restart_from_them() {
     assert_eq!(after["digest"], before["digest"]);
     assert_eq!(after["applied_index"], before["applied_index"]);
     assert!(n.log().contains("recovered"));
-    assert_eq!(n.req("GET", "/v1/kv/k299", None).json()["value"]["i"], json!(2999));
+    assert_eq!(
+        n.req("GET", "/v1/kv/k299", None).json()["value"]["i"],
+        json!(2999)
+    );
     let t = n.req("GET", "/v1/topics", None).json();
     assert_eq!(t["topics"][0]["subscriptions"][0]["cursor"], json!(50));
 }
@@ -278,7 +408,13 @@ fn incr_never_crosses_its_bound_under_32_clients() {
             let (addr, sold) = (n.addr.clone(), sold.clone());
             std::thread::spawn(move || {
                 loop {
-                    let r = http(&addr, "POST", "/v1/kv/stock/incr", Some(r#"{"delta":-1,"min":0}"#), &[]);
+                    let r = http(
+                        &addr,
+                        "POST",
+                        "/v1/kv/stock/incr",
+                        Some(r#"{"delta":-1,"min":0}"#),
+                        &[],
+                    );
                     match r.status {
                         200 => *sold.lock().unwrap() += 1,
                         409 => return,

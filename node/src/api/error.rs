@@ -43,7 +43,9 @@ impl ApiError {
 impl From<ApplyError> for ApiError {
     fn from(e: ApplyError) -> Self {
         let (status, code) = match e {
-            ApplyError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
+            ApplyError::VersionMismatch { .. } => {
+                (StatusCode::PRECONDITION_FAILED, "version_mismatch")
+            }
             ApplyError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApplyError::NotANumber => (StatusCode::CONFLICT, "not_a_number"),
             ApplyError::OutOfBounds => (StatusCode::CONFLICT, "out_of_bounds"),
@@ -58,9 +60,11 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Apply(a) => a.into(),
-            EngineError::IdempotencyKeyReused => {
-                ApiError::new(StatusCode::CONFLICT, "idempotency_key_reused", e.to_string())
-            }
+            EngineError::IdempotencyKeyReused => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                e.to_string(),
+            ),
             EngineError::AckTimeout { .. } => ApiError::unavailable("ack_timeout", e.to_string()),
             EngineError::SessionTimeout { .. } => ApiError::unavailable("not_ready", e.to_string()),
             EngineError::NotPrimary { ref primary } => {
@@ -74,7 +78,9 @@ impl From<EngineError> for ApiError {
             EngineError::StaleTerm { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "stale_term", e.to_string())
             }
-            EngineError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            EngineError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
             EngineError::Io(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }

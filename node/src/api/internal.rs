@@ -26,8 +26,12 @@ fn authorized(ctx: &Ctx, req: &Req) -> bool {
 }
 
 fn command(req: &Req) -> Result<RoleCommand, ApiError> {
-    serde_json::from_slice(&req.body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("expected {{\"term\":N, \"primary\":NAME?}}: {e}")))
+    serde_json::from_slice(&req.body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("expected {{\"term\":N, \"primary\":NAME?}}: {e}"),
+        )
+    })
 }
 
 fn status_reply(ctx: &Ctx) -> Response {
@@ -43,19 +47,31 @@ pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError
         ));
     }
     if req.method != Method::POST {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "internal endpoints take POST"));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "internal endpoints take POST",
+        ));
     }
     let engine = &ctx.engine;
     match op {
         "append" => {
             let r = engine.handle_append(req.body.clone()).await?;
-            Ok(json_response(StatusCode::OK, serde_json::to_string(&r).unwrap_or_default()))
+            Ok(json_response(
+                StatusCode::OK,
+                serde_json::to_string(&r).unwrap_or_default(),
+            ))
         }
         "install-snapshot" => {
             let term = req.parse::<u64>("term")?.unwrap_or(0);
             let from = req.param("from").unwrap_or_default().to_string();
-            let r = engine.install_snapshot(term, &from, req.body.clone()).await?;
-            Ok(json_response(StatusCode::OK, serde_json::to_string(&r).unwrap_or_default()))
+            let r = engine
+                .install_snapshot(term, &from, req.body.clone())
+                .await?;
+            Ok(json_response(
+                StatusCode::OK,
+                serde_json::to_string(&r).unwrap_or_default(),
+            ))
         }
         "fence" => {
             engine.fence(command(req)?.term)?;
@@ -78,6 +94,9 @@ pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError
             Ok(json_response(StatusCode::OK, "{}".into()))
         }
         "status" => Ok(status_reply(ctx)),
-        _ => Err(ApiError::not_found("route_not_found", format!("no internal endpoint {op:?}"))),
+        _ => Err(ApiError::not_found(
+            "route_not_found",
+            format!("no internal endpoint {op:?}"),
+        )),
     }
 }

@@ -69,7 +69,10 @@ pub async fn incr(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     if let (Some(lo), Some(hi)) = (body.min, body.max)
         && lo > hi
     {
-        return Err(ApiError::bad_request("invalid_parameter", "min must not exceed max"));
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "min must not exceed max",
+        ));
     }
     let op = Op::Incr {
         key,
@@ -113,7 +116,10 @@ pub async fn get(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     after_read(ctx, c, record.as_ref().map_or(observed, |r| r.version)).await?;
     match record {
         Some(r) => Ok(ok_with_token(render::record(&key, &r), observed)),
-        None => Err(ApiError::not_found("not_found", format!("no record with key {key:?}"))),
+        None => Err(ApiError::not_found(
+            "not_found",
+            format!("no record with key {key:?}"),
+        )),
     }
 }
 
@@ -135,7 +141,11 @@ pub async fn list(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         (page, core.state.applied_index)
     };
     after_read(ctx, c, observed).await?;
-    let next = if more { items.last().map(|(k, _)| k.clone()) } else { None };
+    let next = if more {
+        items.last().map(|(k, _)| k.clone())
+    } else {
+        None
+    };
     let mut body = Obj::new().raw(
         "items",
         &render::array(items.iter().map(|(k, r)| render::record(k, r))),

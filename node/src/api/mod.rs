@@ -4,8 +4,8 @@
 
 mod error;
 mod internal;
-mod render;
 mod kv;
+mod render;
 mod request;
 mod stream;
 mod topics;
@@ -42,11 +42,7 @@ pub fn routes(
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
     warp::method()
         .and(warp::path::full())
-        .and(
-            warp::query::raw()
-                .or(warp::any().map(String::new))
-                .unify(),
-        )
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(move |method, path, query, headers, body| {
@@ -181,7 +177,10 @@ async fn dispatch(ctx: &Ctx, req: Req) -> Routed {
         }};
     }
     match segs.as_slice() {
-        ["livez"] if m == Method::GET => (None, Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into()))),
+        ["livez"] if m == Method::GET => (
+            None,
+            Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())),
+        ),
         ["readyz"] if m == Method::GET => (None, Ok(readyz(ctx))),
         ["metrics"] if m == Method::GET => (None, Ok(metrics(ctx))),
         ["livez"] | ["readyz"] | ["metrics"] => method_not_allowed("GET"),
@@ -242,7 +241,10 @@ fn readyz(ctx: &Ctx) -> Response {
     if ready {
         json_response(StatusCode::OK, r#"{"status":"ready"}"#.into())
     } else {
-        json_response(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#.into())
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"not ready"}"#.into(),
+        )
     }
 }
 

@@ -21,7 +21,8 @@ impl Obj {
     }
     pub fn str(mut self, name: &str, v: &str) -> Self {
         self.sep(name);
-        self.0.push_str(&serde_json::to_string(v).expect("strings always serialize"));
+        self.0
+            .push_str(&serde_json::to_string(v).expect("strings always serialize"));
         self
     }
     pub fn raw(mut self, name: &str, json: &str) -> Self {

@@ -28,8 +28,9 @@ impl Req {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<Req, ApiError> {
-        let query = serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-            .map_err(|e| ApiError::bad_request("invalid_parameter", format!("bad query string: {e}")))?;
+        let query = serde_urlencoded::from_str::<Vec<(String, String)>>(query).map_err(|e| {
+            ApiError::bad_request("invalid_parameter", format!("bad query string: {e}"))
+        })?;
         Ok(Req {
             method,
             path: path.to_string(),
@@ -71,7 +72,10 @@ impl Req {
         match self.param(name) {
             None | Some("") => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                ApiError::bad_request("invalid_parameter", format!("invalid value for {name}: {v:?}"))
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("invalid value for {name}: {v:?}"),
+                )
             }),
         }
     }
@@ -120,7 +124,9 @@ impl Req {
                 .to_str()
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| ApiError::bad_request("bad_request", "Rcluster-Token must be an integer")),
+                .ok_or_else(|| {
+                    ApiError::bad_request("bad_request", "Rcluster-Token must be an integer")
+                }),
         }
     }
 
@@ -135,7 +141,10 @@ impl Req {
             .ok()
             .filter(|k| !k.is_empty() && k.len() <= 256)
             .ok_or_else(|| {
-                ApiError::bad_request("bad_request", "Idempotency-Key must be 1..=256 visible ASCII characters")
+                ApiError::bad_request(
+                    "bad_request",
+                    "Idempotency-Key must be 1..=256 visible ASCII characters",
+                )
             })?;
         let mut h = Fnv::default();
         h.write_field(self.method.as_str().as_bytes());
@@ -167,8 +176,9 @@ impl Req {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(T::default());
         }
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
+        serde_json::from_slice(&self.body).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("invalid request body: {e}"))
+        })
     }
 }
 
@@ -177,16 +187,23 @@ pub fn json_text(bytes: &[u8], max_value: usize) -> Result<Json, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8"))?
         .trim();
     if text.is_empty() {
-        return Err(ApiError::bad_request("invalid_json", "the body must be a JSON value"));
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON value",
+        ));
     }
     if text.len() > max_value {
         return Err(ApiError::too_large(
             "value_too_large",
-            format!("the value has {} bytes; the limit is {max_value}", text.len()),
+            format!(
+                "the value has {} bytes; the limit is {max_value}",
+                text.len()
+            ),
         ));
     }
-    serde_json::from_str::<IgnoredAny>(text)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    serde_json::from_str::<IgnoredAny>(text).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
     Ok(text.into())
 }
 
@@ -194,12 +211,17 @@ fn decode(raw: &str) -> Result<String, ApiError> {
     percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| ApiError::bad_request("invalid_key", "the path is not valid UTF-8 after decoding"))
+        .map_err(|_| {
+            ApiError::bad_request("invalid_key", "the path is not valid UTF-8 after decoding")
+        })
 }
 
 pub fn validate_key(key: &str, max_len: usize) -> Result<(), ApiError> {
     if key.is_empty() {
-        return Err(ApiError::bad_request("invalid_key", "the key must not be empty"));
+        return Err(ApiError::bad_request(
+            "invalid_key",
+            "the key must not be empty",
+        ));
     }
     if key.len() > max_len {
         return Err(ApiError::too_large(
@@ -208,7 +230,10 @@ pub fn validate_key(key: &str, max_len: usize) -> Result<(), ApiError> {
         ));
     }
     if key.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid_key", "the key must not contain control characters"));
+        return Err(ApiError::bad_request(
+            "invalid_key",
+            "the key must not contain control characters",
+        ));
     }
     Ok(())
 }

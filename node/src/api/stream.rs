@@ -3,11 +3,11 @@
 
 use super::render::{self, Obj};
 use super::{ApiError, Ctx, Req};
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::sync::mpsc;
-use std::convert::Infallible;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use warp::Reply;
 use warp::reply::Response;
 use warp::sse::Event;
@@ -48,9 +48,10 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let from = req.parse::<u64>("from")?;
     let next = {
         let core = ctx.engine.core();
-        let t = core.state.topics.get(&topic).ok_or_else(|| {
-            ApiError::not_found("topic_not_found", format!("no topic {topic:?}"))
-        })?;
+        let t =
+            core.state.topics.get(&topic).ok_or_else(|| {
+                ApiError::not_found("topic_not_found", format!("no topic {topic:?}"))
+            })?;
         from.unwrap_or(t.next_offset())
     };
     let engine = ctx.engine.clone();
@@ -100,7 +101,7 @@ pub async fn watch(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         loop {
             changed.borrow_and_update();
             durable.borrow_and_update();
-            let Ok((events, upto)) = engine.events_after(after, &prefix) else {
+            let Some((events, upto)) = engine.events_after(after, &prefix) else {
                 // Changes were dropped while this watcher lagged: tell the client to resync
                 // (list, then watch again) rather than silently skipping them.
                 let data = Obj::new()

@@ -74,9 +74,10 @@ pub async fn list(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
             .topics
             .iter()
             .map(|(name, t)| {
-                let subs = t.subscriptions.iter().map(|(s, cursor)| {
-                    Obj::new().str("name", s).num("cursor", cursor).done()
-                });
+                let subs = t
+                    .subscriptions
+                    .iter()
+                    .map(|(s, cursor)| Obj::new().str("name", s).num("cursor", cursor).done());
                 Obj::new()
                     .str("name", name)
                     .raw("retention", &render::retention(&t.retention))
@@ -103,7 +104,11 @@ pub async fn publish(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         if items.is_empty() || items.len() > ctx.limits.max_batch {
             return Err(ApiError::too_large(
                 "batch_too_large",
-                format!("a batch holds 1..={} messages, got {}", ctx.limits.max_batch, items.len()),
+                format!(
+                    "a batch holds 1..={} messages, got {}",
+                    ctx.limits.max_batch,
+                    items.len()
+                ),
             ));
         }
         items
@@ -186,10 +191,16 @@ pub async fn read(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     };
     after_read(ctx, c, observed).await?;
     let Some((messages, first, next)) = found else {
-        return Err(ApiError::not_found("topic_not_found", format!("no topic {topic:?}")));
+        return Err(ApiError::not_found(
+            "topic_not_found",
+            format!("no topic {topic:?}"),
+        ));
     };
     let body = Obj::new()
-        .raw("messages", &render::array(messages.iter().map(|(o, m)| render::message(*o, m))))
+        .raw(
+            "messages",
+            &render::array(messages.iter().map(|(o, m)| render::message(*o, m))),
+        )
         .num("first_offset", first)
         .num("next_offset", next)
         .done();

@@ -1,6 +1,6 @@
 use clap::Parser;
-use std::io::IsTerminal;
 use rcluster_node::config::NodeArgs;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn main() {

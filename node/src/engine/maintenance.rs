@@ -20,8 +20,16 @@ impl Engine {
             let (leads, expired, topics, known_commit) = {
                 let core = self.core();
                 let leads = core.leads();
-                let expired = if leads { core.state.expired_keys(now, 1000) } else { Vec::new() };
-                let topics = if leads { core.state.topics_to_trim(now) } else { Vec::new() };
+                let expired = if leads {
+                    core.state.expired_keys(now, 1000)
+                } else {
+                    Vec::new()
+                };
+                let topics = if leads {
+                    core.state.topics_to_trim(now)
+                } else {
+                    Vec::new()
+                };
                 (leads, expired, topics, core.known_commit)
             };
             if leads && !expired.is_empty() {
@@ -31,7 +39,9 @@ impl Engine {
                 }
             }
             for topic in topics {
-                let _ = self.propose(Op::Trim { topic }, None, self.cluster.default_ack).await;
+                let _ = self
+                    .propose(Op::Trim { topic }, None, self.cluster.default_ack)
+                    .await;
             }
             // The commit index guards a replica against discarding committed entries after a
             // restart; persisting it now and then (not per entry) keeps that guard cheap.

@@ -112,6 +112,9 @@ pub struct Core {
     pub primary_last_index: u64,
     pub last_contact: Option<Instant>,
     pub discarded_total: u64,
+    /// The term this node last led. A fenced former primary keeps shipping its log under that term
+    /// (refusing new writes), so a planned switchover's target can fetch every acknowledged entry.
+    pub led_term: Option<u64>,
     wal: Wal,
     cache: VecDeque<Cached>,
     cache_bytes: usize,
@@ -184,7 +187,9 @@ impl Core {
 
     pub fn entry_ts(&self, index: u64) -> Option<u64> {
         let first = self.cache.front()?.index;
-        self.cache.get(index.checked_sub(first)? as usize).map(|c| c.ts_ms)
+        self.cache
+            .get(index.checked_sub(first)? as usize)
+            .map(|c| c.ts_ms)
     }
 }
 
@@ -253,6 +258,7 @@ impl Engine {
             primary_last_index: 0,
             last_contact: None,
             discarded_total: 0,
+            led_term: None,
             runs: loaded.runs,
             last_ts: 0,
             last_index: loaded.last_index,
@@ -285,7 +291,10 @@ impl Engine {
             transport,
             poke: Notify::new(),
         });
-        engine.metrics.snapshot_index.set(engine.newest_snapshot_index() as i64);
+        engine
+            .metrics
+            .snapshot_index
+            .set(engine.newest_snapshot_index() as i64);
         engine.update_gauges(&engine.core());
         Ok(engine)
     }
@@ -336,7 +345,11 @@ impl Engine {
     }
 
     /// Returns when the commit index, the durable index or the role may have changed.
-    pub async fn progress_changed(&self, changed: &mut watch::Receiver<u64>, durable: &mut watch::Receiver<u64>) -> bool {
+    pub async fn progress_changed(
+        &self,
+        changed: &mut watch::Receiver<u64>,
+        durable: &mut watch::Receiver<u64>,
+    ) -> bool {
         tokio::select! {
             r = changed.changed() => r.is_ok(),
             r = durable.changed() => r.is_ok(),
@@ -587,13 +600,13 @@ impl Engine {
         }
     }
 
-    /// Committed record changes after `after` whose key starts with `prefix`. `Err(())` when the
-    /// watcher fell so far behind that changes were dropped from the buffer.
-    pub fn events_after(&self, after: u64, prefix: &str) -> Result<(Vec<KvEvent>, u64), ()> {
+    /// Committed record changes after `after` whose key starts with `prefix`, and the position they
+    /// reach. `None` when the watcher fell so far behind that changes were dropped from the buffer.
+    pub fn events_after(&self, after: u64, prefix: &str) -> Option<(Vec<KvEvent>, u64)> {
         let commit = self.commit_index();
         let core = self.core();
         if after < core.events_evicted_upto {
-            return Err(());
+            return None;
         }
         let start = core.events.partition_point(|e| e.index <= after);
         let events = core
@@ -603,7 +616,7 @@ impl Engine {
             .filter(|e| e.key.starts_with(prefix))
             .cloned()
             .collect();
-        Ok((events, commit.min(core.last_index)))
+        Some((events, commit.min(core.last_index)))
     }
 
     /// Flushes the log; called on shutdown.

@@ -37,7 +37,12 @@ pub fn load(dir: &Path) -> std::io::Result<Loaded> {
         );
     }
     let last_index = recovery.last_index.max(snap_index);
-    tracing::info!(snapshot_index = snap_index, replayed, last_index, "recovered");
+    tracing::info!(
+        snapshot_index = snap_index,
+        replayed,
+        last_index,
+        "recovered"
+    );
     Ok(Loaded {
         state,
         runs,

@@ -10,7 +10,10 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
 
-fn parse_append(body: &[u8]) -> Result<(AppendHeader, Vec<(Entry, Vec<u8>)>), EngineError> {
+/// An append's header and its entries with their encoded bytes.
+type Batch = (AppendHeader, Vec<(Entry, Vec<u8>)>);
+
+fn parse_append(body: &[u8]) -> Result<Batch, EngineError> {
     let bad = |why: &str| EngineError::Conflict(format!("malformed append: {why}"));
     let mut r = body;
     let FrameRead::Frame(head) = log::read_frame(&mut r).map_err(|e| bad(&e.to_string()))? else {
@@ -44,7 +47,10 @@ impl Engine {
     }
 
     /// Handles one append request from a primary.
-    pub async fn handle_append(self: &Arc<Self>, body: Bytes) -> Result<AppendResponse, EngineError> {
+    pub async fn handle_append(
+        self: &Arc<Self>,
+        body: Bytes,
+    ) -> Result<AppendResponse, EngineError> {
         let (h, entries) = parse_append(&body)?;
         let upto = {
             let mut core = self.core();
@@ -135,11 +141,21 @@ impl Engine {
     /// log replaced. Refuses to discard anything known to be committed. The state is rebuilt from
     /// the newest snapshot before `index` and the log; without one the replica starts empty and
     /// asks for a snapshot.
-    fn truncate_from(&self, core: &mut Core, index: u64) -> Result<Option<AppendResponse>, EngineError> {
+    fn truncate_from(
+        &self,
+        core: &mut Core,
+        index: u64,
+    ) -> Result<Option<AppendResponse>, EngineError> {
         if index <= core.known_commit {
-            tracing::error!(index, known_commit = core.known_commit, "refusing to discard committed entries");
+            tracing::error!(
+                index,
+                known_commit = core.known_commit,
+                "refusing to discard committed entries"
+            );
             let mut r = self.reply(core, false);
-            r.error = Some(format!("entry {index} is committed here; refusing to discard it"));
+            r.error = Some(format!(
+                "entry {index} is committed here; refusing to discard it"
+            ));
             return Ok(Some(r));
         }
         let io = |e: std::io::Error| EngineError::Io(e.to_string());
@@ -178,7 +194,12 @@ impl Engine {
         self.reset_caches(core, old_last);
         core.discarded_total += discarded;
         self.metrics.entries_discarded.inc_by(discarded);
-        tracing::warn!(discarded, from = index, last_index = core.last_index, "discarded divergent log entries");
+        tracing::warn!(
+            discarded,
+            from = index,
+            last_index = core.last_index,
+            "discarded divergent log entries"
+        );
         Ok(None)
     }
 
@@ -194,11 +215,19 @@ impl Engine {
     }
 
     /// Replaces this replica's state and log with the primary's snapshot.
-    pub async fn install_snapshot(&self, term: u64, from: &str, body: Bytes) -> Result<AppendResponse, EngineError> {
+    pub async fn install_snapshot(
+        &self,
+        term: u64,
+        from: &str,
+        body: Bytes,
+    ) -> Result<AppendResponse, EngineError> {
         {
             let mut core = self.core();
             if term < core.term {
-                return Err(EngineError::StaleTerm { given: term, current: core.term });
+                return Err(EngineError::StaleTerm {
+                    given: term,
+                    current: core.term,
+                });
             }
             self.observe_term(&mut core, term, Some(from.to_string()))?;
         }
@@ -219,7 +248,9 @@ impl Engine {
         let index = state.applied_index;
         let mut core = self.core();
         if core.term != term || core.primary.as_deref() != Some(from) {
-            return Err(EngineError::Conflict("the primary changed during the transfer".into()));
+            return Err(EngineError::Conflict(
+                "the primary changed during the transfer".into(),
+            ));
         }
         if index < core.known_commit {
             return Err(EngineError::Conflict(format!(
@@ -238,7 +269,14 @@ impl Engine {
         core.runs = TermRuns::new(index, state.applied_term);
         core.state = state;
         core.last_index = index;
-        core.wal = Wal::start(self.cfg.wal.clone(), 0, index, self.durable.clone(), self.metrics.clone()).map_err(io)?;
+        core.wal = Wal::start(
+            self.cfg.wal.clone(),
+            0,
+            index,
+            self.durable.clone(),
+            self.metrics.clone(),
+        )
+        .map_err(io)?;
         core.known_commit = core.known_commit.max(index);
         core.synced = true;
         self.reset_caches(&mut core, old_last);

@@ -53,7 +53,10 @@ pub fn load_meta(dir: &Path) -> std::io::Result<Meta> {
 
 fn save_meta(dir: &Path, meta: &Meta) -> std::io::Result<()> {
     let tmp = dir.join("role.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(meta).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(meta).map_err(std::io::Error::other)?,
+    )?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, dir.join(META_FILE))?;
     crate::wal::sync_dir(dir)
@@ -67,7 +70,9 @@ pub fn initial_role(cluster: &Cluster, meta: &Meta, log_term: u64) -> (Role, u64
         return (Role::Standalone, term.max(1), Some(cluster.me.clone()));
     }
     match (meta.role, &meta.primary) {
-        (Some(Role::Replica), Some(p)) if meta.term == term => (Role::Replica, term, Some(p.clone())),
+        (Some(Role::Replica), Some(p)) if meta.term == term => {
+            (Role::Replica, term, Some(p.clone()))
+        }
         _ => (Role::Fenced, term, None),
     }
 }
@@ -83,13 +88,26 @@ impl Engine {
         save_meta(&self.cfg.wal.dir, &meta).map_err(|e| EngineError::Io(e.to_string()))
     }
 
-    fn set_role(&self, core: &mut Core, term: u64, role: Role, primary: Option<String>) -> Result<(), EngineError> {
+    fn set_role(
+        &self,
+        core: &mut Core,
+        term: u64,
+        role: Role,
+        primary: Option<String>,
+    ) -> Result<(), EngineError> {
         let changed = core.term != term || core.role != role || core.primary != primary;
         if core.role == Role::Primary && (role != Role::Primary || term != core.term) {
-            tracing::warn!(old_term = core.term, new_term = term, "stepping down as primary");
+            tracing::warn!(
+                old_term = core.term,
+                new_term = term,
+                "stepping down as primary"
+            );
         }
         core.term = term;
         core.role = role;
+        if role == Role::Replica {
+            core.led_term = None;
+        }
         core.primary = primary;
         if role != Role::Replica {
             core.synced = false;
@@ -143,15 +161,22 @@ impl Engine {
             idem: None,
             op: Op::Noop,
         };
-        core.state.apply_logged(&noop).map_err(|e| EngineError::Io(e.to_string()))?;
+        core.state
+            .apply_logged(&noop)
+            .map_err(|e| EngineError::Io(e.to_string()))?;
         core.append(&noop, log::encode(&noop), Vec::new());
         core.synced = true;
+        core.led_term = Some(term);
         {
             let mut p = self.progress.lock().unwrap();
             *p = Progress {
                 term,
                 term_start: noop.index,
-                peers: self.cluster.peers().map(|(n, _)| (n.clone(), Default::default())).collect(),
+                peers: self
+                    .cluster
+                    .peers()
+                    .map(|(n, _)| (n.clone(), Default::default()))
+                    .collect(),
             };
         }
         self.update_gauges(&core);
@@ -167,7 +192,9 @@ impl Engine {
     /// Become a replica of `primary` in `term`; the primary's log shipper reconnects at once.
     pub fn follow(self: &Arc<Self>, term: u64, primary: &str) -> Result<(), EngineError> {
         if primary == self.cluster.me {
-            return Err(EngineError::Conflict("a node cannot follow itself; promote it instead".into()));
+            return Err(EngineError::Conflict(
+                "a node cannot follow itself; promote it instead".into(),
+            ));
         }
         let Some(url) = self.cluster.url_of(primary).map(str::to_string) else {
             return Err(EngineError::Conflict(format!("{primary} is not a member")));
@@ -180,7 +207,10 @@ impl Engine {
                     "this node is primary in term {term}; fence it with a newer term first"
                 )));
             }
-            if core.term == term && core.primary.as_deref() == Some(primary) && core.role == Role::Replica {
+            if core.term == term
+                && core.primary.as_deref() == Some(primary)
+                && core.role == Role::Replica
+            {
                 return Ok(());
             }
             core.synced = false;
@@ -193,9 +223,18 @@ impl Engine {
     }
 
     /// A newer term was seen (a replica answered with it, or an append carried it).
-    pub(crate) fn observe_term(&self, core: &mut Core, term: u64, primary: Option<String>) -> Result<(), EngineError> {
+    pub(crate) fn observe_term(
+        &self,
+        core: &mut Core,
+        term: u64,
+        primary: Option<String>,
+    ) -> Result<(), EngineError> {
         if term > core.term || (term == core.term && core.primary.is_none() && primary.is_some()) {
-            let role = if primary.is_some() { Role::Replica } else { Role::Fenced };
+            let role = if primary.is_some() {
+                Role::Replica
+            } else {
+                Role::Fenced
+            };
             self.set_role(core, term, role, primary)?;
         }
         Ok(())

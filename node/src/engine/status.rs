@@ -36,8 +36,11 @@ impl Engine {
             }
             Role::Replica => {
                 core.synced
-                    && core.last_contact.is_some_and(|t| t.elapsed() < self.cluster.lease * 2)
-                    && core.primary_last_index.saturating_sub(core.last_index) <= self.cluster.ready_lag
+                    && core
+                        .last_contact
+                        .is_some_and(|t| t.elapsed() < self.cluster.lease * 2)
+                    && core.primary_last_index.saturating_sub(core.last_index)
+                        <= self.cluster.ready_lag
             }
             Role::Fenced => false,
         }
@@ -81,7 +84,10 @@ impl Engine {
                         .filter(|_| p.durable < core.last_index)
                         .map_or(0.0, |ts| super::now_ms().saturating_sub(ts) as f64 / 1000.0)
                 );
-                m["last_ack_ms"] = json!(p.acked_sent_at.map(|t| Instant::now().duration_since(t).as_millis() as u64));
+                m["last_ack_ms"] = json!(
+                    p.acked_sent_at
+                        .map(|t| Instant::now().duration_since(t).as_millis() as u64)
+                );
                 m["error"] = json!(p.error);
             }
             members.push(m);
@@ -91,6 +97,7 @@ impl Engine {
             "role": core.role.as_str(),
             "term": core.term,
             "primary": core.primary,
+            "following": if core.role == Role::Replica { core.primary.clone() } else { None },
             "primary_url": core.primary.as_deref().and_then(|p| self.cluster.url_of(p)),
             "last_log_index": core.last_index,
             "last_log_term": core.term_at(core.last_index).unwrap_or(0),

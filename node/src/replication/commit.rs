@@ -18,7 +18,12 @@ pub enum AckLevel {
 }
 
 impl AckLevel {
-    pub const ALL: [AckLevel; 4] = [AckLevel::Async, AckLevel::One, AckLevel::Quorum, AckLevel::All];
+    pub const ALL: [AckLevel; 4] = [
+        AckLevel::Async,
+        AckLevel::One,
+        AckLevel::Quorum,
+        AckLevel::All,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -94,9 +99,17 @@ mod tests {
 
     #[test]
     fn quorum_counts_the_primary_and_needs_a_majority() {
-        assert_eq!(commit_index(Quorum, 9, &[9, 0, 0, 0], 1), 0, "2 of 5 is not a majority");
+        assert_eq!(
+            commit_index(Quorum, 9, &[9, 0, 0, 0], 1),
+            0,
+            "2 of 5 is not a majority"
+        );
         assert_eq!(commit_index(Quorum, 9, &[9, 5, 0, 0], 1), 5);
-        assert_eq!(commit_index(Quorum, 3, &[9, 9], 1), 9, "two replicas are a majority of 3");
+        assert_eq!(
+            commit_index(Quorum, 3, &[9, 9], 1),
+            9,
+            "two replicas are a majority of 3"
+        );
         assert_eq!(commit_index(Quorum, 9, &[0], 1), 0, "2 members need both");
         assert_eq!(quorum(1), 1);
         assert_eq!(quorum(2), 2);

@@ -39,13 +39,25 @@ impl Engine {
         let url = format!("{primary_url}/internal/v1/hello");
         let _ = self
             .transport
-            .request(Method::POST, &url, self.internal_headers(), Some(body.into()), None)
+            .request(
+                Method::POST,
+                &url,
+                self.internal_headers(),
+                Some(body.into()),
+                None,
+            )
             .await;
     }
 
-    fn still_leads(&self, term: u64) -> bool {
+    /// Whether the shipper of `term` goes on: while this node leads `term`, and after it was fenced
+    /// (draining its log to the replicas of that term) until it follows someone or leads again.
+    fn still_ships(&self, term: u64) -> bool {
         let core = self.core();
-        core.role == Role::Primary && core.term == term
+        match core.role {
+            Role::Primary => core.term == term,
+            Role::Fenced => core.led_term == Some(term),
+            _ => false,
+        }
     }
 
     /// What to send to a replica whose next entry is `next`.
@@ -53,7 +65,11 @@ impl Engine {
         let (prev_term, cached, last) = {
             let core = self.core();
             let prev_term = core.term_at(next - 1);
-            (prev_term, core.cached_from(next, MAX_BATCH, MAX_BATCH_BYTES), core.last_index)
+            (
+                prev_term,
+                core.cached_from(next, MAX_BATCH, MAX_BATCH_BYTES),
+                core.last_index,
+            )
         };
         // An empty replica gets the snapshot rather than the whole history, when there is one.
         if peer_last == Some(0) && next <= 1 && last > 0 && self.newest_snapshot_index() > 0 {
@@ -104,12 +120,20 @@ impl Engine {
             let secs = core
                 .entry_ts(r.durable_index + 1)
                 .filter(|_| lag > 0)
-                .map_or(0.0, |ts| crate::engine::now_ms().saturating_sub(ts) as f64 / 1000.0);
+                .map_or(0.0, |ts| {
+                    crate::engine::now_ms().saturating_sub(ts) as f64 / 1000.0
+                });
             (lag, secs)
         };
         self.metrics.commit_index.set(commit as i64);
-        self.metrics.replication_lag_entries.with_label_values(&[peer]).set(lag as i64);
-        self.metrics.replication_lag_seconds.with_label_values(&[peer]).set(lag_secs);
+        self.metrics
+            .replication_lag_entries
+            .with_label_values(&[peer])
+            .set(lag as i64);
+        self.metrics
+            .replication_lag_seconds
+            .with_label_values(&[peer])
+            .set(lag_secs);
         self.bump();
     }
 
@@ -120,7 +144,14 @@ impl Engine {
         self.bump();
     }
 
-    async fn send_append(&self, url: &str, term: u64, next: u64, prev_term: u64, items: &[Cached]) -> Result<AppendResponse, String> {
+    async fn send_append(
+        &self,
+        url: &str,
+        term: u64,
+        next: u64,
+        prev_term: u64,
+        items: &[Cached],
+    ) -> Result<AppendResponse, String> {
         let (commit, last) = (self.commit_for(AckLevel::Quorum), self.core().last_index);
         let header = AppendHeader {
             term,
@@ -130,7 +161,8 @@ impl Engine {
             commit,
             primary_last_index: last,
         };
-        let mut body = Vec::with_capacity(items.iter().map(|c| c.payload.len() + 8).sum::<usize>() + 64);
+        let mut body =
+            Vec::with_capacity(items.iter().map(|c| c.payload.len() + 8).sum::<usize>() + 64);
         log::put_frame(&mut body, &log::encode(&header));
         for c in items {
             log::put_frame(&mut body, &c.payload);
@@ -138,18 +170,34 @@ impl Engine {
         let url = format!("{url}/internal/v1/append");
         let resp = self
             .transport
-            .request(Method::POST, &url, self.internal_headers(), Some(Bytes::from(body)), None)
+            .request(
+                Method::POST,
+                &url,
+                self.internal_headers(),
+                Some(Bytes::from(body)),
+                None,
+            )
             .await
             .map_err(|e| e.to_string())?;
         if resp.status != StatusCode::OK {
-            return Err(format!("append answered {}: {}", resp.status, String::from_utf8_lossy(&resp.body)));
+            return Err(format!(
+                "append answered {}: {}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            ));
         }
         serde_json::from_slice(&resp.body).map_err(|e| format!("bad append answer: {e}"))
     }
 
-    async fn send_snapshot(self: &Arc<Self>, url: &str, term: u64) -> Result<AppendResponse, String> {
+    async fn send_snapshot(
+        self: &Arc<Self>,
+        url: &str,
+        term: u64,
+    ) -> Result<AppendResponse, String> {
         if self.newest_snapshot_index() == 0 {
-            self.snapshot_now().await.map_err(|e| format!("snapshot: {e}"))?;
+            self.snapshot_now()
+                .await
+                .map_err(|e| format!("snapshot: {e}"))?;
         }
         let dir = self.cfg.wal.dir.clone();
         let (index, path) = snapshot::list(&dir)
@@ -159,14 +207,27 @@ impl Engine {
             .ok_or("no snapshot to send")?;
         let body = tokio::fs::read(&path).await.map_err(|e| e.to_string())?;
         tracing::info!(index, bytes = body.len(), to = url, "sending a snapshot");
-        let url = format!("{url}/internal/v1/install-snapshot?term={term}&from={}", self.cluster.me);
+        let url = format!(
+            "{url}/internal/v1/install-snapshot?term={term}&from={}",
+            self.cluster.me
+        );
         let resp = self
             .transport
-            .request(Method::POST, &url, self.internal_headers(), Some(body.into()), Some(Duration::from_secs(120)))
+            .request(
+                Method::POST,
+                &url,
+                self.internal_headers(),
+                Some(body.into()),
+                Some(Duration::from_secs(120)),
+            )
             .await
             .map_err(|e| e.to_string())?;
         if resp.status != StatusCode::OK {
-            return Err(format!("install-snapshot answered {}: {}", resp.status, String::from_utf8_lossy(&resp.body)));
+            return Err(format!(
+                "install-snapshot answered {}: {}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            ));
         }
         serde_json::from_slice(&resp.body).map_err(|e| format!("bad snapshot answer: {e}"))
     }
@@ -178,7 +239,7 @@ pub async fn run(engine: Arc<Engine>, peer: String, url: String, term: u64) {
     let mut peer_last: Option<u64> = None;
     let mut backoff = MIN_BACKOFF;
     let heartbeat = engine.cluster.heartbeat;
-    while engine.still_leads(term) {
+    while engine.still_ships(term) {
         let notified = engine.poke.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -186,7 +247,9 @@ pub async fn run(engine: Arc<Engine>, peer: String, url: String, term: u64) {
         let result = match engine.work_for(next.max(1), peer_last) {
             Work::Entries { prev_term, items } => {
                 let n = items.len() as u64;
-                let r = engine.send_append(&url, term, next.max(1), prev_term, &items).await;
+                let r = engine
+                    .send_append(&url, term, next.max(1), prev_term, &items)
+                    .await;
                 r.map(|resp| (resp, next.max(1) + n))
             }
             Work::Snapshot => engine.send_snapshot(&url, term).await.map(|resp| {
@@ -210,7 +273,12 @@ pub async fn run(engine: Arc<Engine>, peer: String, url: String, term: u64) {
                 backoff = MIN_BACKOFF;
                 peer_last = Some(resp.last_index);
                 if resp.term > term {
-                    tracing::warn!(peer, their_term = resp.term, term, "a replica knows a newer term");
+                    tracing::warn!(
+                        peer,
+                        their_term = resp.term,
+                        term,
+                        "a replica knows a newer term"
+                    );
                     engine.step_down(resp.term);
                     return;
                 }
@@ -221,7 +289,10 @@ pub async fn run(engine: Arc<Engine>, peer: String, url: String, term: u64) {
                     next = 0;
                     peer_last = Some(0);
                 } else if let Some(from) = resp.retry_from {
-                    next = from.min(next.saturating_sub(1)).max(1).min(resp.last_index + 1);
+                    next = from
+                        .min(next.saturating_sub(1))
+                        .max(1)
+                        .min(resp.last_index + 1);
                     if let Some(e) = resp.error {
                         engine.record_error(&peer, e);
                         tokio::time::sleep(backoff).await;

@@ -308,13 +308,20 @@ pub fn sse_events(
 }
 
 fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().map(|s| s.success());
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .map(|s| s.success());
     assert_eq!(ok.ok(), Some(true), "kill {sig} {pid}");
 }
 
 /// A free port on 127.0.0.1 (bound and released: good enough for tests that start at once).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub const SECRET: &str = "test-cluster-secret";
@@ -343,17 +350,31 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let dir = tempfile::tempdir().unwrap();
-            let mut args: Vec<String> = vec!["--name".into(), name.clone(), "--secret-file".into(), secret.display().to_string()];
+            let mut args: Vec<String> = vec![
+                "--name".into(),
+                name.clone(),
+                "--secret-file".into(),
+                secret.display().to_string(),
+            ];
             for m in &members {
                 args.push("--member".into());
                 args.push(m.clone());
             }
             args.extend(extra.iter().map(|s| s.to_string()));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            nodes.push(Node::start_at(dir.path(), &format!("127.0.0.1:{}", ports[i]), &args));
+            nodes.push(Node::start_at(
+                dir.path(),
+                &format!("127.0.0.1:{}", ports[i]),
+                &args,
+            ));
             dirs.push(dir);
         }
-        Cluster { nodes, dirs, names, term: 0 }
+        Cluster {
+            nodes,
+            dirs,
+            names,
+            term: 0,
+        }
     }
 
     /// Starts `n` nodes and makes node 0 primary, the rest its replicas, and waits until all are ready.
@@ -371,7 +392,11 @@ impl Cluster {
         assert_eq!(r.status, 200, "promote: {}", r.body);
         for i in 0..self.nodes.len() {
             if i != p {
-                let r = self.internal(i, "follow", serde_json::json!({"term": term, "primary": self.names[p]}));
+                let r = self.internal(
+                    i,
+                    "follow",
+                    serde_json::json!({"term": term, "primary": self.names[p]}),
+                );
                 assert_eq!(r.status, 200, "follow: {}", r.body);
             }
         }
@@ -380,7 +405,9 @@ impl Cluster {
 
     pub fn wait_ready(&self) {
         for n in &self.nodes {
-            wait_for("every node ready", || (n.req("GET", "/readyz", None).status == 200).then_some(()));
+            wait_for("every node ready", || {
+                (n.req("GET", "/readyz", None).status == 200).then_some(())
+            });
         }
     }
 
@@ -397,7 +424,9 @@ impl Cluster {
     pub fn wait_converged(&self, which: &[usize]) -> String {
         wait_for("nodes to converge", || {
             let s: Vec<Value> = which.iter().map(|i| self.nodes[*i].status()).collect();
-            let same = s.windows(2).all(|w| w[0]["digest"] == w[1]["digest"] && w[0]["applied_index"] == w[1]["applied_index"]);
+            let same = s.windows(2).all(|w| {
+                w[0]["digest"] == w[1]["digest"] && w[0]["applied_index"] == w[1]["applied_index"]
+            });
             same.then(|| s[0]["digest"].as_str().unwrap().to_string())
         })
     }
