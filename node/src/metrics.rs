@@ -23,6 +23,7 @@ pub const APIS: &[&str] = &[
     "stream",
     "watch",
     "status",
+    "switchover",
 ];
 
 pub struct Metrics {

@@ -464,3 +464,16 @@ fn planned_switchover_loses_no_acknowledged_write_even_async() {
     c.wait_converged(&[0, 1, 2]);
     assert_eq!(c.nodes[0].status()["entries_discarded"], json!(0));
 }
+
+#[test]
+fn switchover_requests_are_recorded_for_the_coordinator() {
+    let c = Cluster::with_primary(3, FAST);
+    let r = c.nodes[0].req("POST", "/v1/switchover", Some(r#"{"to":"n3"}"#));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(c.nodes[0].status()["switchover_request"]["to"], json!("n3"));
+    assert_eq!(c.nodes[1].req("POST", "/v1/switchover", None).code(), "not_primary");
+    assert_eq!(c.nodes[0].req("POST", "/v1/switchover", Some(r#"{"to":"n9"}"#)).status, 409);
+    assert_eq!(c.nodes[0].req("POST", "/v1/switchover", Some(r#"{"too":"n2"}"#)).status, 400);
+    assert_eq!(c.internal(0, "clear-switchover", json!({})).status, 200);
+    assert!(c.nodes[0].status().get("switchover_request").is_none());
+}

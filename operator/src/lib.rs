@@ -1,6 +1,7 @@
 //! rcluster operator library.
 pub mod crd;
-pub mod metrics;
-pub mod resources;
 pub mod failover;
 pub mod linearizability;
+pub mod metrics;
+pub mod nodes;
+pub mod resources;

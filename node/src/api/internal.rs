@@ -94,6 +94,10 @@ pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError
             Ok(json_response(StatusCode::OK, "{}".into()))
         }
         "status" => Ok(status_reply(ctx)),
+        "clear-switchover" => {
+            *engine.switchover_request.lock().unwrap() = None;
+            Ok(status_reply(ctx))
+        }
         _ => Err(ApiError::not_found(
             "route_not_found",
             format!("no internal endpoint {op:?}"),

@@ -186,6 +186,8 @@ async fn dispatch(ctx: &Ctx, req: Req) -> Routed {
         ["livez"] | ["readyz"] | ["metrics"] => method_not_allowed("GET"),
         ["v1", "status"] if m == Method::GET => api!("status", status(ctx, &req)),
         ["v1", "status"] => method_not_allowed("GET"),
+        ["v1", "switchover"] if m == Method::POST => api!("switchover", switchover(ctx, &req)),
+        ["v1", "switchover"] => method_not_allowed("POST"),
         ["v1", "kv"] if m == Method::GET => api!("list", kv::list(ctx, &req)),
         ["v1", "kv"] => method_not_allowed("GET"),
         ["v1", "kv", ..] => match *m {
@@ -261,4 +263,19 @@ fn metrics(ctx: &Ctx) -> Response {
 async fn status(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let (body, token) = ctx.engine.status(req.flag("digest")?);
     Ok(ok_with_token(body.to_string(), token))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SwitchoverBody {
+    to: Option<String>,
+}
+
+/// Asks the failover coordinator for a planned switchover (to a named replica, or the most
+/// advanced one). Answers at once; `/v1/status` shows the primary when it is done.
+async fn switchover(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
+    let body: SwitchoverBody = req.json_body()?;
+    ctx.engine.request_switchover(body.to.clone())?;
+    let reply = serde_json::json!({"requested": true, "to": body.to});
+    Ok(json_response(StatusCode::ACCEPTED, reply.to_string()))
 }

@@ -227,6 +227,10 @@ pub struct Engine {
     pub(crate) transport: Transport,
     /// Wakes the log shippers (new entries, or a read that needs a heartbeat round).
     pub(crate) poke: Notify,
+    /// A planned switchover a client asked for (`POST /v1/switchover`), shown in the status until
+    /// the failover coordinator carries it out and clears it. Not replicated: it is a request to
+    /// the coordinator, not cluster state.
+    pub switchover_request: Mutex<Option<(Option<String>, u64)>>,
 }
 
 impl Engine {
@@ -290,6 +294,7 @@ impl Engine {
             snapshot_running: Mutex::new(false),
             transport,
             poke: Notify::new(),
+            switchover_request: Mutex::new(None),
         });
         engine
             .metrics
@@ -617,6 +622,24 @@ impl Engine {
             .cloned()
             .collect();
         Some((events, commit.min(core.last_index)))
+    }
+
+    /// Records a switchover request on the primary (`to`: a replica, or the most advanced one).
+    pub fn request_switchover(&self, to: Option<String>) -> Result<(), EngineError> {
+        {
+            let core = self.core();
+            if core.role != Role::Primary {
+                let primary = self.primary_url(&core);
+                return Err(EngineError::NotPrimary { primary });
+            }
+        }
+        if let Some(t) = &to
+            && (t == &self.cluster.me || !self.cluster.members.contains_key(t))
+        {
+            return Err(EngineError::Conflict(format!("{t} is not a replica of this cluster")));
+        }
+        *self.switchover_request.lock().unwrap() = Some((to, now_ms()));
+        Ok(())
     }
 
     /// Flushes the log; called on shutdown.

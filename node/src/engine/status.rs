@@ -117,6 +117,9 @@ impl Engine {
             "default_ack": self.cluster.default_ack.as_str(),
             "members": members,
         });
+        if let Some((to, at_ms)) = self.switchover_request.lock().unwrap().clone() {
+            v["switchover_request"] = json!({"to": to, "at_ms": at_ms});
+        }
         if with_digest {
             v["digest"] = json!(format!("{:016x}", s.digest()));
         }

@@ -1,0 +1,238 @@
+//! Talking to rcluster nodes: probing `/v1/status` into failover observations, and sending the
+//! internal role commands (fence, promote, follow). Shared by the playground and the controller so
+//! both runtimes drive nodes the same way.
+
+use crate::failover::{Observation, Role};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use rcluster_client::transport::{Transport, TransportConfig};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// What a node's `/v1/status` says, beyond the failover observation.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub term: u64,
+    #[serde(default)]
+    pub primary: Option<String>,
+    #[serde(default)]
+    pub following: Option<String>,
+    #[serde(default)]
+    pub last_log_index: u64,
+    #[serde(default)]
+    pub last_log_term: u64,
+    #[serde(default)]
+    pub applied_index: u64,
+    #[serde(default)]
+    pub commit_index: u64,
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub isolated: bool,
+    #[serde(default)]
+    pub entries_discarded: u64,
+    /// A planned switchover asked for through `POST /v1/switchover` on this node.
+    #[serde(default)]
+    pub switchover_request: Option<SwitchoverRequest>,
+    #[serde(default)]
+    pub members: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct SwitchoverRequest {
+    pub to: Option<String>,
+    pub at_ms: u64,
+}
+
+impl NodeStatus {
+    /// The failover input for this node. `unhealthy_since_ms` is the caller's to track.
+    pub fn observation(&self, name: &str, unhealthy_since_ms: Option<u64>) -> Observation {
+        let role = match self.role.as_str() {
+            "primary" => Role::Primary,
+            "replica" => Role::Replica,
+            "fenced" => Role::Fenced,
+            "standalone" => Role::Standalone,
+            _ => Role::Unknown,
+        };
+        Observation {
+            name: name.to_string(),
+            reachable: true,
+            role,
+            term: self.term,
+            last_log_term: self.last_log_term,
+            last_log_index: self.last_log_index,
+            applied_index: self.applied_index,
+            following: self.following.clone(),
+            unhealthy_since_ms,
+        }
+    }
+}
+
+/// An observation of a member that did not answer.
+pub fn unreachable(name: &str, unhealthy_since_ms: Option<u64>) -> Observation {
+    Observation {
+        name: name.to_string(),
+        reachable: false,
+        role: Role::Unknown,
+        term: 0,
+        last_log_term: 0,
+        last_log_index: 0,
+        applied_index: 0,
+        following: None,
+        unhealthy_since_ms,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("{url} answered {status}: {body}")]
+    Refused {
+        url: String,
+        status: u16,
+        body: String,
+    },
+}
+
+/// A client for node status and role commands. Short timeouts: a coordinator must never wait on a
+/// dead node for long (no reliance on TCP retries).
+#[derive(Clone)]
+pub struct NodeClient {
+    transport: Transport,
+    auth: HeaderMap,
+}
+
+impl NodeClient {
+    pub fn new(secret: &str, timeout: Duration) -> NodeClient {
+        let transport = Transport::new(TransportConfig {
+            connect_timeout: timeout.min(Duration::from_millis(500)),
+            request_timeout: timeout,
+            pool_idle_timeout: Duration::from_secs(30),
+            max_idle_per_host: 2,
+        });
+        let mut auth = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&format!("Bearer {secret}")) {
+            auth.insert(http::header::AUTHORIZATION, v);
+        }
+        NodeClient { transport, auth }
+    }
+
+    pub async fn status(&self, base_url: &str) -> Result<NodeStatus, NodeError> {
+        let url = format!("{base_url}/v1/status");
+        let resp = self
+            .transport
+            .request(Method::GET, &url, HeaderMap::new(), None, None)
+            .await
+            .map_err(|e| NodeError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        if resp.status != StatusCode::OK {
+            return Err(NodeError::Refused {
+                url,
+                status: resp.status.as_u16(),
+                body: String::from_utf8_lossy(&resp.body).into_owned(),
+            });
+        }
+        serde_json::from_slice(&resp.body).map_err(|e| NodeError::Transport {
+            url,
+            message: format!("bad status: {e}"),
+        })
+    }
+
+    /// `op` is `fence`, `promote` or `follow` (`primary` is needed for follow). Returns the node's
+    /// status after the command.
+    pub async fn command(
+        &self,
+        base_url: &str,
+        op: &str,
+        term: u64,
+        primary: Option<&str>,
+    ) -> Result<NodeStatus, NodeError> {
+        let url = format!("{base_url}/internal/v1/{op}");
+        let body = serde_json::json!({"term": term, "primary": primary}).to_string();
+        let resp = self
+            .transport
+            .request(
+                Method::POST,
+                &url,
+                self.auth.clone(),
+                Some(body.into()),
+                None,
+            )
+            .await
+            .map_err(|e| NodeError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        if resp.status != StatusCode::OK {
+            return Err(NodeError::Refused {
+                url,
+                status: resp.status.as_u16(),
+                body: String::from_utf8_lossy(&resp.body).into_owned(),
+            });
+        }
+        serde_json::from_slice(&resp.body).map_err(|e| NodeError::Transport {
+            url,
+            message: format!("bad status: {e}"),
+        })
+    }
+
+    /// Tells the node the switchover it recorded is finished (or given up), so it stops asking.
+    pub async fn clear_switchover(&self, base_url: &str) -> Result<(), NodeError> {
+        let url = format!("{base_url}/internal/v1/clear-switchover");
+        let resp = self
+            .transport
+            .request(
+                Method::POST,
+                &url,
+                self.auth.clone(),
+                Some("{}".into()),
+                None,
+            )
+            .await
+            .map_err(|e| NodeError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        if resp.status != StatusCode::OK {
+            return Err(NodeError::Refused {
+                url,
+                status: resp.status.as_u16(),
+                body: String::from_utf8_lossy(&resp.body).into_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_json_becomes_an_observation() {
+        let s: NodeStatus = serde_json::from_str(
+            r#"{"node":"n2","role":"replica","term":3,"primary":"n1","following":"n1","last_log_index":40,
+                "last_log_term":3,"applied_index":40,"ready":true,"switchover_request":{"to":"n3","at_ms":5}}"#,
+        )
+        .unwrap();
+        let o = s.observation("n2", None);
+        assert_eq!(
+            (o.role, o.term, o.log_position(), o.following.as_deref()),
+            (Role::Replica, 3, (3, 40), Some("n1"))
+        );
+        assert_eq!(
+            s.switchover_request,
+            Some(SwitchoverRequest {
+                to: Some("n3".into()),
+                at_ms: 5
+            })
+        );
+        assert!(!unreachable("n1", Some(1)).reachable);
+    }
+}
