@@ -27,7 +27,7 @@ enum Item {
         subscriptions: Vec<(String, u64)>,
     },
     Messages(Vec<Message>),
-    Idem(Vec<(String, IdemRecord)>),
+    Idem(Vec<(std::sync::Arc<str>, IdemRecord)>),
     End {
         records: u64,
         topics: u64,
@@ -110,7 +110,7 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
         }
         messages += t.messages.len() as u64;
     }
-    let idem: Vec<(String, IdemRecord)> = state
+    let idem: Vec<(std::sync::Arc<str>, IdemRecord)> = state
         .idem
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))

@@ -9,6 +9,7 @@ use crate::log::{Entry, Fnv, Json, Op, Retention, Start};
 use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// How long (in log time) a retried request with the same idempotency key returns the first result.
 pub const IDEM_TTL_MS: u64 = 24 * 3600 * 1000;
@@ -98,17 +99,16 @@ pub struct IdemRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OpResult {
     Noop,
+    // Record results leave out the key: the request names it, and every write with an idempotency
+    // key keeps its result for a day, so a copy of the key would cost memory for nothing.
     Put {
-        key: String,
         version: u64,
         expires_at_ms: Option<u64>,
     },
     Delete {
-        key: String,
         version: u64,
     },
     Incr {
-        key: String,
         value: i64,
         version: u64,
     },
@@ -199,10 +199,10 @@ pub struct Applied {
 pub struct State {
     pub records: OrdMap<String, Record>,
     pub topics: OrdMap<String, Topic>,
-    pub idem: OrdMap<String, IdemRecord>,
+    pub idem: OrdMap<Arc<str>, IdemRecord>,
     /// Derived indexes, rebuilt from the maps above when a snapshot is loaded.
     pub(crate) expiring: OrdMap<(u64, String), u64>,
-    pub(crate) idem_by_index: OrdMap<u64, String>,
+    pub(crate) idem_by_index: OrdMap<u64, Arc<str>>,
     pub applied_index: u64,
     pub applied_term: u64,
 }
@@ -316,7 +316,6 @@ impl State {
                 self.set_record(key, value.clone(), e.index, expires_at_ms);
                 events.push(event(e.index, KvEventKind::Put, key, Some(value.clone())));
                 OpResult::Put {
-                    key: key.clone(),
                     version: e.index,
                     expires_at_ms,
                 }
@@ -333,10 +332,7 @@ impl State {
                 }
                 self.remove_record(key);
                 events.push(event(e.index, KvEventKind::Delete, key, None));
-                OpResult::Delete {
-                    key: key.clone(),
-                    version: e.index,
-                }
+                OpResult::Delete { version: e.index }
             }
             Op::Incr {
                 key,
@@ -362,7 +358,6 @@ impl State {
                 self.set_record(key, value.clone(), e.index, expires);
                 events.push(event(e.index, KvEventKind::Put, key, Some(value)));
                 OpResult::Incr {
-                    key: key.clone(),
                     value: next,
                     version: e.index,
                 }
@@ -520,8 +515,9 @@ impl State {
     /// the applied position.
     pub fn finish(&mut self, e: &Entry, result: &OpResult) {
         if let Some(tag) = &e.idem {
+            let key: Arc<str> = tag.key.as_str().into();
             let old = self.idem.insert(
-                tag.key.clone(),
+                key.clone(),
                 IdemRecord {
                     fingerprint: tag.fingerprint,
                     index: e.index,
@@ -532,7 +528,7 @@ impl State {
             if let Some(old) = old {
                 self.idem_by_index.remove(&old.index);
             }
-            self.idem_by_index.insert(e.index, tag.key.clone());
+            self.idem_by_index.insert(e.index, key);
         }
         let horizon = e.ts_ms.saturating_sub(IDEM_TTL_MS);
         while let Some((index, key)) = self.idem_by_index.get_min().map(|(i, k)| (*i, k.clone())) {

@@ -471,9 +471,22 @@ fn switchover_requests_are_recorded_for_the_coordinator() {
     let r = c.nodes[0].req("POST", "/v1/switchover", Some(r#"{"to":"n3"}"#));
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(c.nodes[0].status()["switchover_request"]["to"], json!("n3"));
-    assert_eq!(c.nodes[1].req("POST", "/v1/switchover", None).code(), "not_primary");
-    assert_eq!(c.nodes[0].req("POST", "/v1/switchover", Some(r#"{"to":"n9"}"#)).status, 409);
-    assert_eq!(c.nodes[0].req("POST", "/v1/switchover", Some(r#"{"too":"n2"}"#)).status, 400);
+    assert_eq!(
+        c.nodes[1].req("POST", "/v1/switchover", None).code(),
+        "not_primary"
+    );
+    assert_eq!(
+        c.nodes[0]
+            .req("POST", "/v1/switchover", Some(r#"{"to":"n9"}"#))
+            .status,
+        409
+    );
+    assert_eq!(
+        c.nodes[0]
+            .req("POST", "/v1/switchover", Some(r#"{"too":"n2"}"#))
+            .status,
+        400
+    );
     assert_eq!(c.internal(0, "clear-switchover", json!({})).status, 200);
     assert!(c.nodes[0].status().get("switchover_request").is_none());
 }
@@ -482,18 +495,31 @@ fn switchover_requests_are_recorded_for_the_coordinator() {
 fn an_isolated_primary_fences_itself() {
     let c = Cluster::with_primary(3, &["--ack-timeout-ms", "1000", "--lease-ms", "500"]);
     let p = &c.nodes[0];
-    assert_eq!(p.req("GET", "/v1/kv/none", None).status, 404, "linearizable reads work while it leads");
+    assert_eq!(
+        p.req("GET", "/v1/kv/none", None).status,
+        404,
+        "linearizable reads work while it leads"
+    );
     c.nodes[1].pause();
     c.nodes[2].pause();
     // After its lease without a quorum it reports not ready and stops claiming linearizable reads.
-    wait_for("the primary to report not ready", || (p.req("GET", "/readyz", None).status == 503).then_some(()));
+    wait_for("the primary to report not ready", || {
+        (p.req("GET", "/readyz", None).status == 503).then_some(())
+    });
     assert_eq!(p.status()["isolated"], json!(true));
     let r = p.req("GET", "/v1/kv/none", None);
-    assert_eq!((r.status, r.code()), (503, "unavailable".to_string()), "{}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "unavailable".to_string()),
+        "{}",
+        r.body
+    );
     let w = put(p, "k", "1", "quorum");
     assert_eq!(w.code(), "ack_timeout", "no quorum, no acknowledgement");
     c.nodes[1].resume();
     c.nodes[2].resume();
-    wait_for("the primary to be ready again", || (p.req("GET", "/readyz", None).status == 200).then_some(()));
+    wait_for("the primary to be ready again", || {
+        (p.req("GET", "/readyz", None).status == 200).then_some(())
+    });
     assert_eq!(p.req("GET", "/v1/kv/k", None).json()["value"], json!(1));
 }

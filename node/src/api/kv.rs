@@ -86,8 +86,12 @@ pub async fn incr(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
 /// Proposes a write and renders its result (or the first result, for a retried idempotency key).
 pub async fn write(ctx: &Ctx, req: &Req, op: Op) -> Result<Response, ApiError> {
     let ack = req.ack(ctx.engine.cluster.default_ack)?;
+    let key = match &op {
+        Op::Put { key, .. } | Op::Delete { key, .. } | Op::Incr { key, .. } => key.clone(),
+        _ => String::new(),
+    };
     let p = ctx.engine.propose(op, req.idempotency()?, ack).await?;
-    Ok(ok_with_token(render::result(&p.result), p.index))
+    Ok(ok_with_token(render::result(&p.result, &key), p.index))
 }
 
 /// Waits as the read's consistency requires before reading.

@@ -86,11 +86,11 @@ pub fn retention(r: &Retention) -> String {
         .done()
 }
 
-pub fn result(r: &OpResult) -> String {
+/// Renders a result; `key` is the record key of the request, for record operations.
+pub fn result(r: &OpResult, key: &str) -> String {
     match r {
         OpResult::Noop => "{}".into(),
         OpResult::Put {
-            key,
             version,
             expires_at_ms,
         } => Obj::new()
@@ -98,14 +98,8 @@ pub fn result(r: &OpResult) -> String {
             .num("version", version)
             .opt("expires_at_ms", *expires_at_ms)
             .done(),
-        OpResult::Delete { key, version } => {
-            Obj::new().str("key", key).num("version", version).done()
-        }
-        OpResult::Incr {
-            key,
-            value,
-            version,
-        } => Obj::new()
+        OpResult::Delete { version } => Obj::new().str("key", key).num("version", version).done(),
+        OpResult::Incr { value, version } => Obj::new()
             .str("key", key)
             .num("value", value)
             .num("version", version)

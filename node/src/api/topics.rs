@@ -169,7 +169,7 @@ pub async fn pull(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         let empty = matches!(&p.result, OpResult::Pull { messages, .. } if messages.is_empty());
         let left = deadline.saturating_duration_since(Instant::now());
         if !empty || left.is_zero() {
-            return Ok(ok_with_token(render::result(&p.result), p.index));
+            return Ok(ok_with_token(render::result(&p.result, ""), p.index));
         }
         // Any new entry may be a publish to this topic; an empty pull costs no log entry.
         let _ = tokio::time::timeout(left, applied.changed()).await;

@@ -636,7 +636,9 @@ impl Engine {
         if let Some(t) = &to
             && (t == &self.cluster.me || !self.cluster.members.contains_key(t))
         {
-            return Err(EngineError::Conflict(format!("{t} is not a replica of this cluster")));
+            return Err(EngineError::Conflict(format!(
+                "{t} is not a replica of this cluster"
+            )));
         }
         *self.switchover_request.lock().unwrap() = Some((to, now_ms()));
         Ok(())
