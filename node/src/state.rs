@@ -548,18 +548,20 @@ impl State {
     }
 
     fn set_record(&mut self, key: &str, value: Json, version: u64, expires_at_ms: Option<u64>) {
-        self.remove_record(key);
+        let record = Record {
+            value,
+            version,
+            expires_at_ms,
+        };
+        // One walk of the map: the old record comes back from the insert.
+        if let Some(old) = self.records.insert(key.to_string(), record)
+            && let Some(at) = old.expires_at_ms
+        {
+            self.expiring.remove(&(at, key.to_string()));
+        }
         if let Some(at) = expires_at_ms {
             self.expiring.insert((at, key.to_string()), version);
         }
-        self.records.insert(
-            key.to_string(),
-            Record {
-                value,
-                version,
-                expires_at_ms,
-            },
-        );
     }
 
     fn remove_record(&mut self, key: &str) {
