@@ -523,3 +523,35 @@ fn an_isolated_primary_fences_itself() {
     });
     assert_eq!(p.req("GET", "/v1/kv/k", None).json()["value"], json!(1));
 }
+
+#[test]
+fn an_empty_log_never_overwrites_committed_entries() {
+    let mut c = Cluster::with_primary(3, FAST);
+    for i in 0..10 {
+        assert_eq!(put(&c.nodes[0], &format!("k{i}"), "1", "all").status, 200);
+    }
+    let before: Vec<Value> = (1..3).map(|i| c.nodes[i].status()).collect();
+    // The primary loses its disk and a (wrong) coordinator promotes it anyway.
+    c.nodes[0].kill9();
+    std::fs::remove_dir_all(&c.nodes[0].dir).unwrap();
+    std::fs::create_dir_all(&c.nodes[0].dir).unwrap();
+    c.nodes[0].restart();
+    c.term += 1;
+    let term = c.term;
+    assert_eq!(c.internal(0, "promote", json!({"term": term})).status, 200);
+    for i in 1..3 {
+        assert_eq!(c.internal(i, "follow", json!({"term": term, "primary": "n1"})).status, 200);
+    }
+    // The replicas refuse to discard what they know is committed; the empty node cannot commit.
+    assert_eq!(put(&c.nodes[0], "new", "1", "quorum").code(), "ack_timeout");
+    wait_for("the refusal to be reported", || {
+        c.nodes[0].status()["members"].as_array().unwrap().iter().any(|m| {
+            m["error"].as_str().is_some_and(|e| e.contains("refusing to discard"))
+        }).then_some(())
+    });
+    for (i, b) in (1..3).zip(&before) {
+        let s = c.nodes[i].status();
+        assert_eq!((s["last_log_index"].clone(), s["digest"].clone()), (b["last_log_index"].clone(), b["digest"].clone()));
+        assert_eq!(s["entries_discarded"], json!(0));
+    }
+}
