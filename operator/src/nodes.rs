@@ -2,7 +2,7 @@
 //! internal role commands (fence, promote, follow). Shared by the playground and the controller so
 //! both runtimes drive nodes the same way.
 
-use crate::failover::{Observation, Role};
+use crate::failover::{AckLevel, Observation, Role};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use rcluster_client::transport::{Transport, TransportConfig};
 use serde::Deserialize;
@@ -34,11 +34,38 @@ pub struct NodeStatus {
     pub isolated: bool,
     #[serde(default)]
     pub entries_discarded: u64,
+    /// Commit index per ack level; only a primary (or a standalone node) reports it.
+    #[serde(default)]
+    pub commit_by_ack: Option<CommitByAck>,
     /// A planned switchover asked for through `POST /v1/switchover` on this node.
     #[serde(default)]
     pub switchover_request: Option<SwitchoverRequest>,
     #[serde(default)]
     pub members: Vec<serde_json::Value>,
+}
+
+/// `commit_by_ack` of `/v1/status`: the highest index acknowledged at each level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct CommitByAck {
+    #[serde(default, rename = "async")]
+    pub async_: u64,
+    #[serde(default)]
+    pub one: u64,
+    #[serde(default)]
+    pub quorum: u64,
+    #[serde(default)]
+    pub all: u64,
+}
+
+impl CommitByAck {
+    pub fn at(&self, ack: AckLevel) -> u64 {
+        match ack {
+            AckLevel::Async => self.async_,
+            AckLevel::One => self.one,
+            AckLevel::Quorum => self.quorum,
+            AckLevel::All => self.all,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -121,11 +148,22 @@ impl NodeClient {
         NodeClient { transport, auth }
     }
 
-    pub async fn status(&self, base_url: &str) -> Result<NodeStatus, NodeError> {
-        let url = format!("{base_url}/v1/status");
+    /// One request; any answer but 200 is an error carrying the node's body.
+    async fn call(
+        &self,
+        method: Method,
+        url: String,
+        auth: bool,
+        body: Option<String>,
+    ) -> Result<bytes::Bytes, NodeError> {
+        let headers = if auth {
+            self.auth.clone()
+        } else {
+            HeaderMap::new()
+        };
         let resp = self
             .transport
-            .request(Method::GET, &url, HeaderMap::new(), None, None)
+            .request(method, &url, headers, body.map(Into::into), None)
             .await
             .map_err(|e| NodeError::Transport {
                 url: url.clone(),
@@ -138,10 +176,26 @@ impl NodeClient {
                 body: String::from_utf8_lossy(&resp.body).into_owned(),
             });
         }
-        serde_json::from_slice(&resp.body).map_err(|e| NodeError::Transport {
+        Ok(resp.body)
+    }
+
+    async fn call_status(
+        &self,
+        method: Method,
+        url: String,
+        auth: bool,
+        body: Option<String>,
+    ) -> Result<NodeStatus, NodeError> {
+        let bytes = self.call(method, url.clone(), auth, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| NodeError::Transport {
             url,
             message: format!("bad status: {e}"),
         })
+    }
+
+    pub async fn status(&self, base_url: &str) -> Result<NodeStatus, NodeError> {
+        self.call_status(Method::GET, format!("{base_url}/v1/status"), false, None)
+            .await
     }
 
     /// `op` is `fence`, `promote` or `follow` (`primary` is needed for follow). Returns the node's
@@ -153,60 +207,22 @@ impl NodeClient {
         term: u64,
         primary: Option<&str>,
     ) -> Result<NodeStatus, NodeError> {
-        let url = format!("{base_url}/internal/v1/{op}");
         let body = serde_json::json!({"term": term, "primary": primary}).to_string();
-        let resp = self
-            .transport
-            .request(
-                Method::POST,
-                &url,
-                self.auth.clone(),
-                Some(body.into()),
-                None,
-            )
-            .await
-            .map_err(|e| NodeError::Transport {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
-        if resp.status != StatusCode::OK {
-            return Err(NodeError::Refused {
-                url,
-                status: resp.status.as_u16(),
-                body: String::from_utf8_lossy(&resp.body).into_owned(),
-            });
-        }
-        serde_json::from_slice(&resp.body).map_err(|e| NodeError::Transport {
-            url,
-            message: format!("bad status: {e}"),
-        })
+        self.call_status(
+            Method::POST,
+            format!("{base_url}/internal/v1/{op}"),
+            true,
+            Some(body),
+        )
+        .await
     }
 
     /// Tells the node the switchover it recorded is finished (or given up), so it stops asking.
     pub async fn clear_switchover(&self, base_url: &str) -> Result<(), NodeError> {
         let url = format!("{base_url}/internal/v1/clear-switchover");
-        let resp = self
-            .transport
-            .request(
-                Method::POST,
-                &url,
-                self.auth.clone(),
-                Some("{}".into()),
-                None,
-            )
+        self.call(Method::POST, url, true, Some("{}".into()))
             .await
-            .map_err(|e| NodeError::Transport {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
-        if resp.status != StatusCode::OK {
-            return Err(NodeError::Refused {
-                url,
-                status: resp.status.as_u16(),
-                body: String::from_utf8_lossy(&resp.body).into_owned(),
-            });
-        }
-        Ok(())
+            .map(|_| ())
     }
 }
 
@@ -218,7 +234,8 @@ mod tests {
     fn status_json_becomes_an_observation() {
         let s: NodeStatus = serde_json::from_str(
             r#"{"node":"n2","role":"replica","term":3,"primary":"n1","following":"n1","last_log_index":40,
-                "last_log_term":3,"applied_index":40,"ready":true,"switchover_request":{"to":"n3","at_ms":5}}"#,
+                "last_log_term":3,"applied_index":40,"ready":true,"switchover_request":{"to":"n3","at_ms":5},
+                "commit_by_ack":{"async":40,"one":40,"quorum":39,"all":38}}"#,
         )
         .unwrap();
         let o = s.observation("n2", None);
@@ -233,6 +250,7 @@ mod tests {
                 at_ms: 5
             })
         );
+        assert_eq!(s.commit_by_ack.map(|c| c.at(AckLevel::Quorum)), Some(39));
         assert!(!unreachable("n1", Some(1)).reachable);
     }
 }

@@ -168,25 +168,35 @@ impl Engine {
             log::put_frame(&mut body, &c.payload);
         }
         let url = format!("{url}/internal/v1/append");
+        self.post_internal(&url, Bytes::from(body), None).await
+    }
+
+    /// POSTs to another member's internal endpoint and decodes its JSON answer.
+    async fn post_internal(
+        &self,
+        url: &str,
+        body: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<AppendResponse, String> {
         let resp = self
             .transport
             .request(
                 Method::POST,
-                &url,
+                url,
                 self.internal_headers(),
-                Some(Bytes::from(body)),
-                None,
+                Some(body),
+                timeout,
             )
             .await
             .map_err(|e| e.to_string())?;
         if resp.status != StatusCode::OK {
             return Err(format!(
-                "append answered {}: {}",
+                "{url} answered {}: {}",
                 resp.status,
                 String::from_utf8_lossy(&resp.body)
             ));
         }
-        serde_json::from_slice(&resp.body).map_err(|e| format!("bad append answer: {e}"))
+        serde_json::from_slice(&resp.body).map_err(|e| format!("bad answer from {url}: {e}"))
     }
 
     async fn send_snapshot(
@@ -211,25 +221,8 @@ impl Engine {
             "{url}/internal/v1/install-snapshot?term={term}&from={}",
             self.cluster.me
         );
-        let resp = self
-            .transport
-            .request(
-                Method::POST,
-                &url,
-                self.internal_headers(),
-                Some(body.into()),
-                Some(Duration::from_secs(120)),
-            )
+        self.post_internal(&url, body.into(), Some(Duration::from_secs(120)))
             .await
-            .map_err(|e| e.to_string())?;
-        if resp.status != StatusCode::OK {
-            return Err(format!(
-                "install-snapshot answered {}: {}",
-                resp.status,
-                String::from_utf8_lossy(&resp.body)
-            ));
-        }
-        serde_json::from_slice(&resp.body).map_err(|e| format!("bad snapshot answer: {e}"))
     }
 }
 
