@@ -29,6 +29,12 @@ pub enum Consistency {
 }
 
 impl Ack {
+    pub const ALL: [Ack; 4] = [Ack::Async, Ack::One, Ack::Quorum, Ack::All];
+
+    pub fn parse(s: &str) -> Option<Ack> {
+        Ack::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Ack::Async => "async",
@@ -40,6 +46,16 @@ impl Ack {
 }
 
 impl Consistency {
+    pub fn parse(s: &str) -> Option<Consistency> {
+        [
+            Consistency::Linearizable,
+            Consistency::Session,
+            Consistency::Eventual,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Consistency::Linearizable => "linearizable",

@@ -129,12 +129,7 @@ pub struct Resolved {
 }
 
 pub fn parse_consistency(s: &str) -> Option<Consistency> {
-    match s {
-        "linearizable" => Some(Consistency::Linearizable),
-        "session" => Some(Consistency::Session),
-        "eventual" => Some(Consistency::Eventual),
-        _ => None,
-    }
+    Consistency::parse(s)
 }
 
 impl NodeArgs {

@@ -95,7 +95,7 @@ impl Req {
     pub fn ack(&self, default: AckLevel) -> Result<AckLevel, ApiError> {
         match self.param("ack") {
             None | Some("") => Ok(default),
-            Some(v) => v.parse().map_err(|_| {
+            Some(v) => AckLevel::parse(v).ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_parameter",
                     format!("ack must be async, one, quorum or all, got {v:?}"),

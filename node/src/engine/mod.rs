@@ -650,9 +650,4 @@ impl Engine {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consistency {
-    Linearizable,
-    Session,
-    Eventual,
-}
+pub use rcluster_client::types::Consistency;

@@ -1,52 +1,8 @@
 //! Which log index each write-acknowledgement level has reached. Pure: the primary feeds it the
 //! durable indexes it knows and gets back a commit index.
 
-use serde::{Deserialize, Serialize};
-use std::str::FromStr;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum AckLevel {
-    /// Durable on the primary.
-    Async,
-    /// Durable on the primary and at least one replica.
-    One,
-    /// Durable on a majority of members, counting the primary.
-    Quorum,
-    /// Durable on every member.
-    All,
-}
-
-impl AckLevel {
-    pub const ALL: [AckLevel; 4] = [
-        AckLevel::Async,
-        AckLevel::One,
-        AckLevel::Quorum,
-        AckLevel::All,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AckLevel::Async => "async",
-            AckLevel::One => "one",
-            AckLevel::Quorum => "quorum",
-            AckLevel::All => "all",
-        }
-    }
-}
-
-impl FromStr for AckLevel {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "async" => Ok(AckLevel::Async),
-            "one" => Ok(AckLevel::One),
-            "quorum" => Ok(AckLevel::Quorum),
-            "all" => Ok(AckLevel::All),
-            _ => Err(()),
-        }
-    }
-}
+/// Write acknowledgement levels: one vocabulary for the node, the client and the operator.
+pub use rcluster_client::types::Ack as AckLevel;
 
 /// The highest index durable at `ack` level, given the primary's own durable index and each other
 /// member's durable index in the current term (0 when unknown).
