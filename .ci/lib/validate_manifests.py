@@ -4,7 +4,9 @@
 - Built-in kinds: kubernetes-validate --strict against the bundled schemas of one Kubernetes version.
 - ReplicatedCluster: the CRD's openAPIV3Schema (x-kubernetes-* keys dropped; objects closed with
   additionalProperties: false unless the schema preserves unknown fields, like `kubectl
-  --validate=strict`). CEL rules (x-kubernetes-validations) are not evaluated here.
+  --validate=strict`), then its CEL rules (x-kubernetes-validations) on the object with the
+  schema's defaults applied, as the API server does on create. Transition rules (oldSelf) only
+  apply to updates and are skipped.
 - monitoring.coreos.com ServiceMonitor, PodMonitor, PrometheusRule: MONITORING_SCHEMAS, a strict
   subset of prometheus-operator's v1 types covering the fields rcluster uses; every rule expr must
   parse as PromQL.
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 
+import cel
 import jsonschema
 import promql_parser
 import yaml
@@ -105,7 +108,7 @@ MONITORING_SCHEMAS = {
 
 
 def crd_schemas(paths):
-    """Return {(group/version, kind): JSON schema} from CRD files."""
+    """Return {(group/version, kind): (JSON schema, raw openAPIV3Schema)} from CRD files."""
     out = {}
     for path in paths:
         with open(path, encoding="utf-8") as f:
@@ -114,13 +117,14 @@ def crd_schemas(paths):
                     continue
                 group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
                 for version in crd["spec"]["versions"]:
-                    schema = closed(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+                    raw = version["schema"]["openAPIV3Schema"]
+                    schema = closed(copy.deepcopy(raw))
                     # The API server owns metadata; check only what a manifest author writes there.
                     schema.setdefault("properties", {})["metadata"] = METADATA
                     schema["properties"]["apiVersion"] = {"const": f"{group}/{version['name']}"}
                     schema["properties"]["kind"] = {"const": kind}
                     schema["properties"].pop("status", None)
-                    out[(f"{group}/{version['name']}", kind)] = schema
+                    out[(f"{group}/{version['name']}", kind)] = (schema, raw)
     return out
 
 
@@ -144,6 +148,47 @@ def closed(node):
     return out
 
 
+def with_defaults(schema, value):
+    """Apply the schema's defaults top-down, as the API server does before validation."""
+    if isinstance(value, dict) and schema.get("type") == "object":
+        for prop, sub in schema.get("properties", {}).items():
+            if prop not in value and "default" in sub:
+                value[prop] = copy.deepcopy(sub["default"])
+            if prop in value:
+                with_defaults(sub, value[prop])
+    elif isinstance(value, list) and "items" in schema:
+        for item in value:
+            with_defaults(schema["items"], item)
+    return value
+
+
+def cel_errors(schema, value, path="<root>"):
+    """Evaluate every x-kubernetes-validations rule whose field is present."""
+    errors = []
+    for v in schema.get("x-kubernetes-validations", []):
+        if "oldSelf" in v["rule"]:
+            continue
+        try:
+            ok = cel.evaluate(v["rule"], {"self": value})
+        except Exception as e:  # an unsupported function must not pass silently
+            errors.append(f"{path}: cannot evaluate CEL rule {v['rule']!r}: {e}")
+            continue
+        if ok is not True:
+            errors.append(f"{path}: {v.get('message') or v['rule']}")
+    if isinstance(value, dict):
+        for prop, sub in schema.get("properties", {}).items():
+            if prop in value:
+                errors += cel_errors(sub, value[prop], f"{path}/{prop}".replace("<root>/", ""))
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, item in value.items():
+                errors += cel_errors(extra, item, f"{path}/{key}".replace("<root>/", ""))
+    elif isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            errors += cel_errors(schema["items"], item, f"{path}/{i}".replace("<root>/", ""))
+    return errors
+
+
 def load_docs(paths):
     for path in paths:
         text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
@@ -164,7 +209,7 @@ def main():
     for where, doc in load_docs(args.files):
         key = (doc.get("apiVersion"), doc.get("kind"))
         name = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
-        schema = customs.get(key)
+        schema, raw = customs.get(key, (None, None))
         if schema is None and key[0] == "monitoring.coreos.com/v1":
             schema = MONITORING_SCHEMAS.get(key[1])
         if schema is None and "." in (key[0] or "").split("/")[0] and not is_builtin_group(key[0]):
@@ -175,6 +220,9 @@ def main():
             continue
         for e in jsonschema.Draft7Validator(schema).iter_errors(doc):
             errors.append(f"{where} {name}: {'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}")
+        if raw is not None:
+            for e in cel_errors(raw, with_defaults(raw, copy.deepcopy(doc))):
+                errors.append(f"{where} {name}: {e}")
         if key[1] == "PrometheusRule":
             for group in doc.get("spec", {}).get("groups", []):
                 for rule in group.get("rules", []):

@@ -628,6 +628,7 @@ fn status_health_and_metrics() {
         "rcluster_requests_total{api=\"get\",outcome=\"not_found\"} 1",
         "rcluster_request_duration_seconds_count{api=\"get\"} 2",
         "rcluster_log_last_index 1",
+        "rcluster_commit_index 1",
         "rcluster_records 1",
         "rcluster_role{role=\"standalone\"} 1",
     ] {

@@ -540,18 +540,32 @@ fn an_empty_log_never_overwrites_committed_entries() {
     let term = c.term;
     assert_eq!(c.internal(0, "promote", json!({"term": term})).status, 200);
     for i in 1..3 {
-        assert_eq!(c.internal(i, "follow", json!({"term": term, "primary": "n1"})).status, 200);
+        assert_eq!(
+            c.internal(i, "follow", json!({"term": term, "primary": "n1"}))
+                .status,
+            200
+        );
     }
     // The replicas refuse to discard what they know is committed; the empty node cannot commit.
     assert_eq!(put(&c.nodes[0], "new", "1", "quorum").code(), "ack_timeout");
     wait_for("the refusal to be reported", || {
-        c.nodes[0].status()["members"].as_array().unwrap().iter().any(|m| {
-            m["error"].as_str().is_some_and(|e| e.contains("refusing to discard"))
-        }).then_some(())
+        c.nodes[0].status()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| {
+                m["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("refusing to discard"))
+            })
+            .then_some(())
     });
     for (i, b) in (1..3).zip(&before) {
         let s = c.nodes[i].status();
-        assert_eq!((s["last_log_index"].clone(), s["digest"].clone()), (b["last_log_index"].clone(), b["digest"].clone()));
+        assert_eq!(
+            (s["last_log_index"].clone(), s["digest"].clone()),
+            (b["last_log_index"].clone(), b["digest"].clone())
+        );
         assert_eq!(s["entries_discarded"], json!(0));
     }
 }

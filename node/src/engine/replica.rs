@@ -52,6 +52,17 @@ impl Engine {
         body: Bytes,
     ) -> Result<AppendResponse, EngineError> {
         let (h, entries) = parse_append(&body)?;
+        // Batches are pipelined: one may overtake the batch before it. Give that one a moment to
+        // land instead of rejecting and making the primary resend both.
+        let ahead = {
+            let core = self.core();
+            h.term >= core.term && h.prev_index > core.last_index
+        };
+        if ahead {
+            let mut applied = self.applied.subscribe();
+            let wait = applied.wait_for(|v| *v >= h.prev_index);
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), wait).await;
+        }
         let upto = {
             let mut core = self.core();
             if h.term < core.term {

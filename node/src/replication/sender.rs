@@ -8,6 +8,8 @@ use crate::log;
 use crate::snapshot;
 use crate::wal;
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -226,86 +228,154 @@ impl Engine {
     }
 }
 
-/// Ships the log to `peer` for as long as this node is primary in `term`.
+/// What to do after an answer from the replica.
+enum Verdict {
+    /// Confirmed through `after - 1`.
+    Advanced(u64),
+    /// Resend from this index (a mismatch, or a snapshot is needed when 0).
+    Resend(u64),
+    /// The request failed: back off, then resend what is unconfirmed.
+    Backoff,
+    /// The replica knows a newer term.
+    StepDown,
+}
+
+fn judge(
+    engine: &Engine,
+    peer: &str,
+    term: u64,
+    sent_at: Instant,
+    after: u64,
+    result: Result<AppendResponse, String>,
+    peer_last: &mut Option<u64>,
+) -> Verdict {
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(peer, error = %e, "replication request failed");
+            engine.record_error(peer, e);
+            return Verdict::Backoff;
+        }
+    };
+    *peer_last = Some(resp.last_index);
+    if resp.term > term {
+        tracing::warn!(
+            peer,
+            their_term = resp.term,
+            term,
+            "a replica knows a newer term"
+        );
+        engine.step_down(resp.term);
+        return Verdict::StepDown;
+    }
+    if resp.ok {
+        engine.record_progress(peer, term, sent_at, &resp);
+        return Verdict::Advanced(after.max(resp.last_index + 1));
+    }
+    if resp.need_snapshot {
+        *peer_last = Some(0);
+        return Verdict::Resend(0);
+    }
+    if let Some(e) = resp.error {
+        engine.record_error(peer, e);
+        return Verdict::Backoff;
+    }
+    match resp.retry_from {
+        Some(from) => Verdict::Resend(from.max(1).min(resp.last_index + 1)),
+        None => Verdict::Backoff,
+    }
+}
+
+/// Batches in flight to one replica at once: the next batch goes out while the previous one is
+/// still being persisted there (replicas apply them in order).
+const WINDOW: usize = 4;
+
+/// Ships the log to `peer` for as long as this node is primary in `term` (or drains it after a
+/// fence). Batches are pipelined; an idle primary sends heartbeats, and reads that need a quorum
+/// round poke it to send one at once.
 pub async fn run(engine: Arc<Engine>, peer: String, url: String, term: u64) {
-    let mut next = engine.core().last_index;
+    let start = engine.core().last_index;
+    // `next`: the first entry not yet sent; `acked`: the first entry not yet confirmed.
+    let (mut next, mut acked) = (start, start);
     let mut peer_last: Option<u64> = None;
     let mut backoff = MIN_BACKOFF;
+    let mut poked = true;
     let heartbeat = engine.cluster.heartbeat;
+    let mut inflight = FuturesOrdered::new();
     while engine.still_ships(term) {
         let notified = engine.poke.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let sent_at = Instant::now();
-        let result = match engine.work_for(next.max(1), peer_last) {
-            Work::Entries { prev_term, items } => {
-                let n = items.len() as u64;
-                let r = engine
-                    .send_append(&url, term, next.max(1), prev_term, &items)
-                    .await;
-                r.map(|resp| (resp, next.max(1) + n))
+        let mut want_snapshot = false;
+        while inflight.len() < WINDOW {
+            let from = next.max(1);
+            let Work::Entries { prev_term, items } = engine.work_for(from, peer_last) else {
+                want_snapshot = true;
+                break;
+            };
+            if items.is_empty() && !(inflight.is_empty() && poked) {
+                break;
             }
-            Work::Snapshot => engine.send_snapshot(&url, term).await.map(|resp| {
-                let after = resp.last_index + 1;
-                (resp, after)
-            }),
+            poked = false;
+            let heartbeat_only = items.is_empty();
+            next = from + items.len() as u64;
+            let after = next;
+            let (e, u) = (&engine, &url);
+            inflight.push_back(async move {
+                let sent_at = Instant::now();
+                let r = e.send_append(u, term, from, prev_term, &items).await;
+                (sent_at, after, r)
+            });
+            if heartbeat_only {
+                break;
+            }
+        }
+        let verdict = if inflight.is_empty() {
+            if want_snapshot {
+                let sent_at = Instant::now();
+                let r = engine.send_snapshot(&url, term).await;
+                let after = r.as_ref().map_or(0, |resp| resp.last_index + 1);
+                judge(&engine, &peer, term, sent_at, after, r, &mut peer_last)
+            } else {
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(heartbeat) => {}
+                }
+                poked = true;
+                continue;
+            }
+        } else {
+            tokio::select! {
+                Some((sent_at, after, r)) = inflight.next() => {
+                    judge(&engine, &peer, term, sent_at, after, r, &mut peer_last)
+                }
+                _ = &mut notified, if inflight.len() < WINDOW => {
+                    poked = true;
+                    continue;
+                }
+            }
         };
-        match result {
-            Err(e) => {
-                tracing::debug!(peer, error = %e, "replication request failed");
-                engine.record_error(&peer, e);
+        match verdict {
+            Verdict::Advanced(after) => {
+                acked = after;
+                backoff = MIN_BACKOFF;
+            }
+            Verdict::Resend(from) => {
+                inflight = FuturesOrdered::new();
+                (next, acked) = (from, from);
+            }
+            Verdict::Backoff => {
+                inflight = FuturesOrdered::new();
+                next = acked;
                 // Capped backoff; a poke (new entries, a replica saying hello) cuts it short.
                 tokio::select! {
-                    _ = notified => {}
+                    _ = &mut notified => {}
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
+                poked = true;
             }
-            Ok((resp, after)) => {
-                backoff = MIN_BACKOFF;
-                peer_last = Some(resp.last_index);
-                if resp.term > term {
-                    tracing::warn!(
-                        peer,
-                        their_term = resp.term,
-                        term,
-                        "a replica knows a newer term"
-                    );
-                    engine.step_down(resp.term);
-                    return;
-                }
-                if resp.ok {
-                    engine.record_progress(&peer, term, sent_at, &resp);
-                    next = after;
-                } else if resp.need_snapshot {
-                    next = 0;
-                    peer_last = Some(0);
-                } else if let Some(from) = resp.retry_from {
-                    next = from
-                        .min(next.saturating_sub(1))
-                        .max(1)
-                        .min(resp.last_index + 1);
-                    if let Some(e) = resp.error {
-                        engine.record_error(&peer, e);
-                        tokio::time::sleep(backoff).await;
-                    }
-                    continue;
-                } else {
-                    if let Some(e) = resp.error {
-                        engine.record_error(&peer, e);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    continue;
-                }
-            }
-        }
-        if next <= engine.core().last_index {
-            continue;
-        }
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep(heartbeat) => {}
+            Verdict::StepDown => return,
         }
     }
 }
