@@ -27,7 +27,7 @@
 //!   the expected one. Both are deliberately permissive: the checker never reports a violation
 //!   that did not happen, at the price of missing a few that involve unknown writes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -53,14 +53,19 @@ pub struct Operation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum OpKind {
-    Put { value: String },
+    Put {
+        value: String,
+    },
     Get,
     /// Write `value` iff the current version is `expected_version` (0: the key must not exist).
-    Cas { expected_version: u64, value: String },
+    Cas {
+        expected_version: u64,
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", content = "result", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The operation completed with this result.
     Ok(Observed),
@@ -105,7 +110,10 @@ pub enum Verdict {
     Linearizable,
     Violation(Violation),
     /// The step budget ran out while checking `key`.
-    Inconclusive { key: String, steps: u64 },
+    Inconclusive {
+        key: String,
+        steps: u64,
+    },
 }
 
 /// Why a key's history is not linearizable.
@@ -148,9 +156,10 @@ pub fn check(history: &[Operation], limits: Limits) -> Result<Verdict, HistoryEr
             if let Some(v) = step.known_version() {
                 known_versions.insert(v);
             }
+            // Only operations that never returned sort after every return.
             let ret = match op.outcome {
                 Outcome::Unknown => INFINITY,
-                _ => op.ret.unwrap_or(INFINITY),
+                _ => op.ret.map_or(INFINITY, |r| r.min(INFINITY - 1)),
             };
             by_key.entry(&op.key).or_default().push(Op {
                 index,
@@ -194,20 +203,22 @@ pub fn check(history: &[Operation], limits: Limits) -> Result<Verdict, HistoryEr
 
 const INFINITY: u64 = u64::MAX;
 
+/// Values as small integers, so register states are cheap to hash.
 #[derive(Default)]
 struct Interner {
     names: Vec<String>,
+    ids: HashMap<String, u32>,
 }
 
 impl Interner {
     fn id(&mut self, value: &str) -> u32 {
-        match self.names.iter().position(|v| v == value) {
-            Some(i) => i as u32,
-            None => {
-                self.names.push(value.to_string());
-                (self.names.len() - 1) as u32
-            }
+        if let Some(&id) = self.ids.get(value) {
+            return id;
         }
+        let id = self.names.len() as u32;
+        self.names.push(value.to_string());
+        self.ids.insert(value.to_string(), id);
+        id
     }
 }
 
@@ -240,7 +251,11 @@ impl Step {
     }
 }
 
-fn to_step(index: usize, op: &Operation, values: &mut Interner) -> Result<Option<Step>, HistoryError> {
+fn to_step(
+    index: usize,
+    op: &Operation,
+    values: &mut Interner,
+) -> Result<Option<Step>, HistoryError> {
     let observed = match &op.outcome {
         Outcome::Failed => return Ok(None),
         Outcome::Unknown => None,
@@ -282,19 +297,34 @@ fn to_step(index: usize, op: &Operation, values: &mut Interner) -> Result<Option
             value: values.id(value),
             version: written(*version)?,
         },
-        (OpKind::Cas { expected_version, value }, None) => Step::Cas {
+        (
+            OpKind::Cas {
+                expected_version,
+                value,
+            },
+            None,
+        ) => Step::Cas {
             expected: *expected_version,
             value: values.id(value),
             version: None,
         },
-        (OpKind::Cas { expected_version, value }, Some(Observed::Written { version })) => {
-            Step::Cas {
-                expected: *expected_version,
-                value: values.id(value),
-                version: written(*version)?,
-            }
-        }
-        (OpKind::Cas { expected_version, .. }, Some(Observed::Mismatch)) => Step::CasMismatch {
+        (
+            OpKind::Cas {
+                expected_version,
+                value,
+            },
+            Some(Observed::Written { version }),
+        ) => Step::Cas {
+            expected: *expected_version,
+            value: values.id(value),
+            version: written(*version)?,
+        },
+        (
+            OpKind::Cas {
+                expected_version, ..
+            },
+            Some(Observed::Mismatch),
+        ) => Step::CasMismatch {
             expected: *expected_version,
         },
         (kind, Some(result)) => return Err(mismatch(kind_name(kind), result_name(result))),

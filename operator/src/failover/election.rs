@@ -1,7 +1,7 @@
 //! Failure detection, elections and steady-state repairs.
 
 use super::switchover::{self, Progress};
-use super::{Action, Members, Observation, WaitReason};
+use super::{Action, Members, Observation, Role, WaitReason};
 
 pub(super) fn decide(m: &Members) -> Vec<Action> {
     // A term the coordinator never handed out: someone else acted (a second operator, a
@@ -29,13 +29,6 @@ pub(super) fn start_election(m: &Members) -> Vec<Action> {
     if !nodes.is_empty() {
         actions.push(Action::Fence { nodes, term: to });
     }
-    let all: Vec<&Observation> = m.reachable().collect();
-    if all.len() >= m.failover_quorum() {
-        if let Some(b) = best_candidate(m, &all) {
-            actions.push(Action::Promote { node: b.name.clone(), term: to });
-            for o in &all { if o.name != b.name { actions.push(Action::Follow { node: o.name.clone(), primary: b.name.clone(), term: to }); } }
-        }
-    }
     actions
 }
 
@@ -57,11 +50,11 @@ fn steady(m: &Members, primary: &str) -> Vec<Action> {
     }
     let rival = m
         .reachable()
-        .any(|o| o.name != primary && o.term == term && o.role.claims_primary());
+        .any(|o| o.name != primary && o.term == term && o.role == Role::Primary);
     if rival {
         return start_election(m);
     }
-    if !p.role.claims_primary() {
+    if p.role != Role::Primary {
         // Promoted but not acting as primary (the promote was lost, or it restarted). Its log
         // cannot have changed in this term unless it lost entries, which a follower would show.
         let ahead = m
@@ -100,7 +93,7 @@ fn elect(m: &Members) -> Vec<Action> {
     let term = m.term();
     let claimants: Vec<&Observation> = m
         .reachable()
-        .filter(|o| o.term == term && o.role.claims_primary())
+        .filter(|o| o.term == term && o.role == Role::Primary)
         .collect();
     match claimants.as_slice() {
         // Our promote reached it but the record was lost: record it again.
@@ -160,7 +153,10 @@ fn elect(m: &Members) -> Vec<Action> {
 }
 
 /// The most advanced member; among equals a healthy one, then the first in member order.
-pub(super) fn best_candidate<'a>(m: &Members, among: &[&'a Observation]) -> Option<&'a Observation> {
+pub(super) fn best_candidate<'a>(
+    m: &Members,
+    among: &[&'a Observation],
+) -> Option<&'a Observation> {
     among.iter().copied().max_by_key(|o| {
         (
             o.log_position(),
@@ -215,9 +211,8 @@ pub(super) fn follow_others(m: &Members, primary: &str) -> Vec<Action> {
         });
     }
     for o in others {
-        let in_place = o.role == super::Role::Replica
-            && o.term == term
-            && o.following.as_deref() == Some(primary);
+        let in_place =
+            o.role == Role::Replica && o.term == term && o.following.as_deref() == Some(primary);
         if !in_place {
             actions.push(Action::Follow {
                 node: o.name.clone(),

@@ -18,12 +18,13 @@
 //! term, last log index) holds everything any responder holds (the log-matching property the
 //! node keeps by truncating divergent suffixes).
 //!
-//! Interface assumptions for the node:
+//! Interface assumptions for the node (all hold for `rcluster-node` today):
 //! - Terms are durable; a node never lowers its term and rejects messages of an older term.
-//! - A new primary does not count replicas to commit entries of older terms before it has
-//!   committed an entry of its own term (Raft §5.4.2), e.g. by appending an empty entry at once.
-//! - A fenced node keeps serving the entries it has to replicas that fetch them (the switchover
-//!   target catches up from the fenced old primary).
+//! - A new primary commits an entry of its own term before counting replicas for older entries
+//!   (Raft §5.4.2): `promote` appends an empty entry at once.
+//! - `write_quorum` matches the node's commit rule for the cluster's ack level, `all` meaning
+//!   every member. Writes acknowledged at a weaker level than the cluster's are not protected.
+//! - A fenced node stops accepting writes and stops shipping its log.
 
 mod election;
 mod switchover;
@@ -122,7 +123,11 @@ impl<'a> Members<'a> {
 
     /// Members that answered this probe, in member order.
     fn reachable(&self) -> impl Iterator<Item = &'a Observation> + '_ {
-        self.observed.iter().flatten().copied().filter(|o| o.reachable)
+        self.observed
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|o| o.reachable)
     }
 
     fn reachable_names(&self) -> Vec<String> {
@@ -140,7 +145,12 @@ impl<'a> Members<'a> {
 
     /// Highest term any member reported, including remembered ones.
     fn max_observed_term(&self) -> u64 {
-        self.observed.iter().flatten().map(|o| o.term).max().unwrap_or(0)
+        self.observed
+            .iter()
+            .flatten()
+            .map(|o| o.term)
+            .max()
+            .unwrap_or(0)
     }
 
     /// A term above the coordinator's and every observed one.
@@ -149,6 +159,8 @@ impl<'a> Members<'a> {
     }
 
     fn failover_quorum(&self) -> usize {
-        self.settings.ack.failover_quorum(self.settings.members.len())
+        self.settings
+            .ack
+            .failover_quorum(self.settings.members.len())
     }
 }

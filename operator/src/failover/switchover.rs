@@ -1,9 +1,20 @@
-//! Planned switchover: stop writes on the primary, let the target catch up, promote it.
-//! Nothing acknowledged is lost at any ack level, because the target ends up holding the whole
-//! log of the old primary, which saw every acknowledged write.
+//! Planned switchover: wait until the target is ready (within the node's lag bound), stop writes
+//! on the primary by fencing it in a new term, then promote the target once it provably holds
+//! every acknowledged entry. Nothing acknowledged is lost at any ack level.
+//!
+//! The fenced primary's log is final, and it saw every acknowledged write. The target qualifies
+//! when it holds all of that log, or when the entries it lacks cannot have been acknowledged:
+//! fewer members than the write quorum are ahead of it or unknown. At `quorum` and `all` this
+//! lets a switchover under load succeed although the last in-flight writes never reached the
+//! target (they were not acknowledged; the old primary discards them when it follows). The node
+//! stops shipping its log once fenced, so at `async` (and `one` when another replica is ahead)
+//! a target that is behind after the fence can only wait for the timeout; the switchover is
+//! then abandoned for an ordinary election, which keeps the most advanced member.
 
 use super::election::{best_candidate, follow_others, start_election};
-use super::{Action, Members, Observation, Switchover, SwitchoverProblem, SwitchoverStep, WaitReason};
+use super::{
+    Action, Members, Observation, Role, Switchover, SwitchoverProblem, SwitchoverStep, WaitReason,
+};
 
 pub(super) enum Progress {
     Act(Vec<Action>),
@@ -51,6 +62,12 @@ pub(super) fn plan(m: &Members, target: Option<&str>) -> SwitchoverStep {
             }
         }
     };
+    if target.unhealthy_since_ms.is_some() {
+        // Not ready (lagging): stopping writes now would leave a long gap to close.
+        return SwitchoverStep::Proceed {
+            actions: vec![catching_up(target, primary)],
+        };
+    }
     let term = m.next_term();
     SwitchoverStep::Proceed {
         actions: vec![
@@ -74,15 +91,14 @@ fn rejected(problem: SwitchoverProblem) -> SwitchoverStep {
 
 fn healthy_primary<'a>(m: &Members<'a>) -> Option<&'a Observation> {
     let name = m.coordinator.primary.as_deref()?;
-    m.reachable_get(name).filter(|p| {
-        p.unhealthy_since_ms.is_none() && p.term == m.term() && p.role.claims_primary()
-    })
+    m.reachable_get(name)
+        .filter(|p| p.unhealthy_since_ms.is_none() && p.term == m.term() && p.role == Role::Primary)
 }
 
 fn replicates_from(m: &Members, o: &Observation, primary: &str) -> bool {
     o.name != primary
         && o.term == m.term()
-        && !o.role.claims_primary()
+        && o.role == Role::Replica
         && o.following.as_deref() == Some(primary)
 }
 
@@ -142,7 +158,7 @@ pub(super) fn resume(m: &Members, sw: &Switchover) -> Progress {
         });
     }
     // `from` is fenced: its log is final, and it holds every acknowledged entry.
-    if to.log_position() >= from.log_position() {
+    if to.log_position() >= from.log_position() || lacks_only_unacknowledged(m, to) {
         let mut actions = vec![Action::Promote {
             node: to.name.clone(),
             term,
@@ -157,11 +173,26 @@ pub(super) fn resume(m: &Members, sw: &Switchover) -> Progress {
             behind,
         });
     }
-    Progress::Act(vec![Action::Wait {
+    Progress::Act(vec![catching_up(to, from)])
+}
+
+fn catching_up(target: &Observation, primary: &Observation) -> Action {
+    Action::Wait {
         reason: WaitReason::SwitchoverCatchingUp {
-            target: to.name.clone(),
-            target_index: to.last_log_index,
-            primary_index: from.last_log_index,
+            target: target.name.clone(),
+            target_index: target.last_log_index,
+            primary_index: primary.last_log_index,
         },
-    }])
+    }
+}
+
+/// Whether every entry `target` lacks is provably unacknowledged: an acknowledged entry is on
+/// `write_quorum` members, and each of them is ahead of `target` or did not answer.
+fn lacks_only_unacknowledged(m: &Members, target: &Observation) -> bool {
+    let ahead = m
+        .reachable()
+        .filter(|o| o.log_position() > target.log_position())
+        .count();
+    let silent = m.settings.members.len() - m.reachable().count();
+    ahead + silent < m.settings.ack.write_quorum(m.settings.members.len())
 }

@@ -9,7 +9,9 @@ fn run(cases: Vec<(&str, ClusterView, Vec<Action>)>) {
     for (name, view, expected) in cases {
         let got = decide(&view);
         if got != expected {
-            failures.push(format!("{name}:\n  expected {expected:?}\n  got      {got:?}"));
+            failures.push(format!(
+                "{name}:\n  expected {expected:?}\n  got      {got:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -170,7 +172,9 @@ fn elections() {
     run(vec![
         (
             "bootstrap starts the first term",
-            q3(0).with(fenced("n1", 0, 0, 0)).with(fenced("n2", 0, 0, 0)),
+            q3(0)
+                .with(fenced("n1", 0, 0, 0))
+                .with(fenced("n2", 0, 0, 0)),
             vec![bump(1), fence(&["n1", "n2"], 1)],
         ),
         (
@@ -291,16 +295,12 @@ fn elections() {
         ),
         (
             "a member already primary in the election term is recorded again",
-            q3(5)
-                .with(primary("n2", 5, 9))
-                .with(fenced("n3", 5, 4, 9)),
+            q3(5).with(primary("n2", 5, 9)).with(fenced("n3", 5, 4, 9)),
             vec![promote("n2", 5), follow("n3", "n2", 5)],
         ),
         (
             "two members primary in the election term start another election",
-            q3(5)
-                .with(primary("n2", 5, 9))
-                .with(primary("n3", 5, 9)),
+            q3(5).with(primary("n2", 5, 9)).with(primary("n3", 5, 9)),
             vec![bump(6), fence(&["n2", "n3"], 6)],
         ),
     ]);
@@ -308,11 +308,7 @@ fn elections() {
 
 #[test]
 fn ack_levels_set_how_many_must_answer() {
-    let lone = |n, ack| {
-        view(n, ack)
-            .coord(5, None)
-            .with(fenced("n2", 5, 4, 9))
-    };
+    let lone = |n, ack| view(n, ack).coord(5, None).with(fenced("n2", 5, 4, 9));
     let waits = |have, need| vec![wait(WaitReason::TooFewResponders { have, need })];
     run(vec![
         (
@@ -451,9 +447,21 @@ fn invalid_input_is_reported_not_panicked() {
     let mut empty_name = view(2, Quorum);
     empty_name.settings.members[0] = String::new();
     run(vec![
-        ("no members", no_members, invalid("the cluster has no members")),
-        ("member listed twice", twice, invalid("member n1 is listed twice")),
-        ("empty member name", empty_name, invalid("member 0 has an empty name")),
+        (
+            "no members",
+            no_members,
+            invalid("the cluster has no members"),
+        ),
+        (
+            "member listed twice",
+            twice,
+            invalid("member n1 is listed twice"),
+        ),
+        (
+            "empty member name",
+            empty_name,
+            invalid("member 0 has an empty name"),
+        ),
         (
             "member observed twice",
             view(2, Quorum)
@@ -482,7 +490,10 @@ fn coordinator_record_follows_the_actions() {
     let bumped = start.after(&[bump(5), fence(&["n2"], 5)]);
     assert_eq!((bumped.term, bumped.primary.clone()), (5, None));
     let promoted = bumped.after(&[promote("n2", 5), follow("n3", "n2", 5)]);
-    assert_eq!((promoted.term, promoted.primary.as_deref()), (5, Some("n2")));
+    assert_eq!(
+        (promoted.term, promoted.primary.as_deref()),
+        (5, Some("n2"))
+    );
     assert_eq!(start.after(&[follow("n3", "n1", 4)]), start);
 }
 
@@ -493,7 +504,10 @@ fn observation_reads_node_status_json() {
         "topics":0,"digest":"x","ready":true,"members":[]}"#;
     let o: Observation = serde_json::from_str(status).expect("status parses");
     assert_eq!(o.name, "n2");
-    assert_eq!((o.role, o.term, o.log_position()), (Role::Replica, 3, (3, 7)));
+    assert_eq!(
+        (o.role, o.term, o.log_position()),
+        (Role::Replica, 3, (3, 7))
+    );
     assert!(o.reachable);
     let odd: Observation = serde_json::from_str(r#"{"name":"n1","role":"leader"}"#).unwrap();
     assert_eq!(odd.role, Role::Unknown);
@@ -508,7 +522,10 @@ fn actions_serialize_with_a_tag() {
         serde_json::json!({"action":"wait","reason":{"code":"too_few_responders","have":1,"need":2}})
     );
     let back: Action = serde_json::from_value(json).expect("round-trips");
-    assert_eq!(back, wait(WaitReason::TooFewResponders { have: 1, need: 2 }));
+    assert_eq!(
+        back,
+        wait(WaitReason::TooFewResponders { have: 1, need: 2 })
+    );
 }
 
 #[test]
@@ -526,6 +543,10 @@ fn write_and_failover_quorums() {
     ];
     for (ack, n, write, failover) in table {
         assert_eq!(ack.write_quorum(n), write, "{ack:?} write quorum of {n}");
-        assert_eq!(ack.failover_quorum(n), failover, "{ack:?} failover quorum of {n}");
+        assert_eq!(
+            ack.failover_quorum(n),
+            failover,
+            "{ack:?} failover quorum of {n}"
+        );
     }
 }

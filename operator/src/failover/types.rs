@@ -57,15 +57,16 @@ pub struct Settings {
     /// the possible loss. Ignored for `quorum` and `all`.
     #[serde(default)]
     pub allow_lossy_promotion: bool,
-    /// A planned switchover whose target has not caught up by then is abandoned and an
-    /// ordinary election runs (which keeps the old primary if it is still the best).
+    /// How long writes may stay stopped for a planned switchover whose target still lacks
+    /// acknowledged entries; then it is abandoned and an ordinary election runs (which keeps
+    /// the old primary if it is still the best).
     #[serde(default = "default_switchover_timeout_ms")]
     pub switchover_timeout_ms: u64,
 }
 
 /// Default for [`Settings::switchover_timeout_ms`].
 pub fn default_switchover_timeout_ms() -> u64 {
-    60_000
+    10_000
 }
 
 /// Role a node reports in `/v1/status`.
@@ -113,11 +114,14 @@ pub struct Observation {
     pub last_log_index: u64,
     #[serde(default)]
     pub applied_index: u64,
-    /// The primary this node replicates from.
-    #[serde(default)]
+    /// The primary this node replicates from (`/v1/status` calls it `primary`; a primary names
+    /// itself there).
+    #[serde(default, alias = "primary")]
     pub following: Option<String>,
     /// Since when (caller's clock, ms) the node has been unreachable or not ready; `None` when
-    /// healthy. Only the primary's value matters.
+    /// healthy. The runtime must remember the first failed probe: an unreachable primary without
+    /// it counts as failing only from now on. Matters for the primary (detection window) and
+    /// breaks ties between equally advanced candidates.
     #[serde(default)]
     pub unhealthy_since_ms: Option<u64>,
 }
@@ -165,12 +169,14 @@ pub struct ClusterView {
     pub now_ms: u64,
 }
 
-/// One step for the runtime. Run them in order. Before the first node command, persist
-/// `coordinator.after(&actions)` (with optimistic concurrency); when that fails, run nothing.
+/// One step for the runtime. Before the first node command, persist
+/// `coordinator.after(&actions)` (with optimistic concurrency: when the record changed since the
+/// probe, run nothing and decide again). Then send the node commands in order; one that fails
+/// is simply repeated by a later decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    /// Record a new term and forget the primary: an election starts.
+    /// Record a new term and forget the primary (and any switchover): an election starts.
     BumpTerm { to: u64 },
     /// Record a new term and a switchover in progress (a planned change of primary).
     BeginSwitchover {
@@ -231,7 +237,8 @@ pub enum WaitReason {
     /// Lossy promotion waits until every reachable member has acknowledged the term, so that
     /// the best of them is chosen.
     FencePending { nodes: Vec<String> },
-    /// The switchover target is still fetching the old primary's last entries.
+    /// The switchover target is not ready yet (before the fence), or still lacks entries that
+    /// may have been acknowledged (after it).
     SwitchoverCatchingUp {
         target: String,
         target_index: u64,
@@ -263,21 +270,36 @@ pub enum SwitchoverStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "code", rename_all = "snake_case")]
 pub enum SwitchoverProblem {
-    InvalidInput { problem: String },
+    InvalidInput {
+        problem: String,
+    },
     /// There is no healthy primary to hand over from; failover handles this cluster.
     NoHealthyPrimary,
-    NotAMember { node: String },
-    Unreachable { node: String },
+    NotAMember {
+        node: String,
+    },
+    Unreachable {
+        node: String,
+    },
     /// The target does not replicate from the current primary, so it would never catch up.
-    TargetNotFollowing { target: String },
+    TargetNotFollowing {
+        target: String,
+    },
     /// No reachable replica of the current primary could take over.
     NoCandidate,
     /// Another switchover is in progress.
-    OtherSwitchoverInProgress { to: String },
+    OtherSwitchoverInProgress {
+        to: String,
+    },
     /// The target did not catch up within `switchover_timeout_ms`.
-    TimedOut { target: String, behind: u64 },
+    TimedOut {
+        target: String,
+        behind: u64,
+    },
     /// The old primary answers in the switchover's term but still claims to be primary.
-    PrimaryNotFenced { primary: String },
+    PrimaryNotFenced {
+        primary: String,
+    },
 }
 
 impl Coordinator {

@@ -3,14 +3,14 @@
 
 use std::collections::HashSet;
 
-use super::{Interner, Operation, Step};
+use super::{INFINITY, Interner, Operation, Step};
 
 /// One operation of a key's sub-history.
 pub(super) struct Op {
     /// Index in the whole history.
     pub index: usize,
     pub call: u64,
-    /// `u64::MAX` when it never returned.
+    /// `INFINITY` when it never returned.
     pub ret: u64,
     pub step: Step,
 }
@@ -45,7 +45,10 @@ pub(super) enum KeyResult {
     Ok,
     /// `prefix`: the longest linearization found (indices into `ops`); `stuck`: the operation
     /// whose return could not be passed after it.
-    Stuck { prefix: Vec<usize>, stuck: usize },
+    Stuck {
+        prefix: Vec<usize>,
+        stuck: usize,
+    },
     OutOfSteps,
 }
 
@@ -54,12 +57,12 @@ impl Search<'_> {
     fn version_is(&self, reg: Register, v: u64) -> Option<Register> {
         match reg.version {
             Version::Exactly(c) => (c == v).then_some(reg),
-            Version::AtLeast(low) => (v >= low && !self.known_versions.contains(&v)).then_some(
-                Register {
+            Version::AtLeast(low) => {
+                (v >= low && !self.known_versions.contains(&v)).then_some(Register {
                     version: Version::Exactly(v),
                     ..reg
-                },
-            ),
+                })
+            }
         }
     }
 
@@ -149,7 +152,7 @@ impl Search<'_> {
                 continue;
             }
             // A return: every operation still in the list before it must take effect first.
-            if self.ops[op].ret == u64::MAX {
+            if self.ops[op].ret == INFINITY {
                 // Only unknown operations remain; they may never have taken effect.
                 return KeyResult::Ok;
             }
@@ -292,9 +295,9 @@ pub(super) fn describe(
             op.ret.map_or("never".to_string(), |r| r.to_string()),
         )
     };
-    let value = state
-        .value
-        .map_or("absent".to_string(), |v| format!("{:?}", values.names[v as usize]));
+    let value = state.value.map_or("absent".to_string(), |v| {
+        format!("{:?}", values.names[v as usize])
+    });
     let version = match state.version {
         Version::Exactly(v) => v.to_string(),
         Version::AtLeast(v) => format!(">= {v}"),

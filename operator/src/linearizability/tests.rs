@@ -4,7 +4,14 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn op(client: u64, key: &str, kind: OpKind, call: u64, ret: Option<u64>, outcome: Outcome) -> Operation {
+fn op(
+    client: u64,
+    key: &str,
+    kind: OpKind,
+    call: u64,
+    ret: Option<u64>,
+    outcome: Outcome,
+) -> Operation {
     Operation {
         client,
         key: key.to_string(),
@@ -19,7 +26,14 @@ fn put(c: u64, key: &str, value: &str, call: u64, ret: u64, version: u64) -> Ope
     let kind = OpKind::Put {
         value: value.into(),
     };
-    op(c, key, kind, call, Some(ret), Outcome::Ok(Observed::Written { version }))
+    op(
+        c,
+        key,
+        kind,
+        call,
+        Some(ret),
+        Outcome::Ok(Observed::Written { version }),
+    )
 }
 
 fn put_unknown(c: u64, key: &str, value: &str, call: u64) -> Operation {
@@ -48,7 +62,15 @@ fn get(c: u64, key: &str, call: u64, ret: u64, found: Option<(&str, u64)>) -> Op
 }
 
 /// `written`: the new version, or `None` for a version mismatch.
-fn cas(c: u64, key: &str, expected: u64, value: &str, call: u64, ret: u64, written: Option<u64>) -> Operation {
+fn cas(
+    c: u64,
+    key: &str,
+    expected: u64,
+    value: &str,
+    call: u64,
+    ret: u64,
+    written: Option<u64>,
+) -> Operation {
     let kind = OpKind::Cas {
         expected_version: expected,
         value: value.into(),
@@ -78,7 +100,10 @@ fn linearizable_histories() {
         ("empty history", vec![]),
         (
             "sequential put then get",
-            vec![put(1, "k", "a", 0, 10, 1), get(2, "k", 20, 30, Some(("a", 1)))],
+            vec![
+                put(1, "k", "a", 0, 10, 1),
+                get(2, "k", 20, 30, Some(("a", 1))),
+            ],
         ),
         (
             "get concurrent with a put may see the old state",
@@ -86,7 +111,10 @@ fn linearizable_histories() {
         ),
         (
             "get concurrent with a put may see the new state",
-            vec![get(2, "k", 0, 30, Some(("a", 1))), put(1, "k", "a", 5, 10, 1)],
+            vec![
+                get(2, "k", 0, 30, Some(("a", 1))),
+                put(1, "k", "a", 5, 10, 1),
+            ],
         ),
         (
             "operations touching at one instant count as concurrent",
@@ -94,7 +122,10 @@ fn linearizable_histories() {
         ),
         (
             "unknown write that shows up later with an unseen version",
-            vec![put_unknown(1, "k", "a", 0), get(2, "k", 10, 20, Some(("a", 5)))],
+            vec![
+                put_unknown(1, "k", "a", 0),
+                get(2, "k", 10, 20, Some(("a", 5))),
+            ],
         ),
         (
             "unknown write that never shows up",
@@ -206,7 +237,10 @@ fn non_linearizable_histories() {
         ),
         (
             "compare-and-set reporting a mismatch when the version matched",
-            vec![put(1, "k", "a", 0, 10, 1), cas(2, "k", 1, "b", 20, 30, None)],
+            vec![
+                put(1, "k", "a", 0, 10, 1),
+                cas(2, "k", 1, "b", 20, 30, None),
+            ],
             1,
         ),
         (
@@ -216,12 +250,18 @@ fn non_linearizable_histories() {
         ),
         (
             "a read of a version nobody wrote",
-            vec![put(1, "k", "a", 0, 10, 1), get(2, "k", 20, 30, Some(("a", 2)))],
+            vec![
+                put(1, "k", "a", 0, 10, 1),
+                get(2, "k", 20, 30, Some(("a", 2))),
+            ],
             1,
         ),
         (
             "a failed write that shows up",
-            vec![put_failed(1, "k", "a", 0, 10), get(2, "k", 20, 30, Some(("a", 3)))],
+            vec![
+                put_failed(1, "k", "a", 0, 10),
+                get(2, "k", 20, 30, Some(("a", 3))),
+            ],
             1,
         ),
         (
@@ -250,7 +290,10 @@ fn non_linearizable_histories() {
         ),
         (
             "an unknown write cannot explain a value it did not write",
-            vec![put_unknown(1, "k", "a", 0), get(2, "k", 10, 20, Some(("z", 5)))],
+            vec![
+                put_unknown(1, "k", "a", 0),
+                get(2, "k", 10, 20, Some(("z", 5))),
+            ],
             1,
         ),
     ];
@@ -277,7 +320,31 @@ fn counterexample_names_the_longest_prefix() {
         panic!("expected a violation");
     };
     assert_eq!(v.longest_prefix, vec![0, 1]);
-    assert!(v.description.contains("value \"b\", version 2"), "{}", v.description);
+    assert!(
+        v.description.contains("value \"b\", version 2"),
+        "{}",
+        v.description
+    );
+}
+
+#[test]
+fn histories_read_from_json() {
+    let json = r#"[
+        {"client":1,"key":"k","kind":{"op":"put","value":"a"},"call":0,"ret":10,
+         "outcome":{"ok":{"result":"written","version":1}}},
+        {"client":2,"key":"k","kind":{"op":"cas","expected_version":1,"value":"b"},"call":5,
+         "ret":null,"outcome":"unknown"},
+        {"client":2,"key":"k","kind":{"op":"get"},"call":20,"ret":30,
+         "outcome":{"ok":{"result":"found","value":"b","version":4}}}
+    ]"#;
+    let history: Vec<Operation> = serde_json::from_str(json).expect("parses");
+    assert_eq!(history[1].outcome, Outcome::Unknown);
+    assert_eq!(verdict(&history), Verdict::Linearizable);
+    let back = serde_json::to_string(&history).expect("serializes");
+    assert_eq!(
+        serde_json::from_str::<Vec<Operation>>(&back).unwrap(),
+        history
+    );
 }
 
 #[test]
@@ -285,7 +352,14 @@ fn malformed_histories_are_errors() {
     let mut no_return = put(1, "k", "a", 0, 10, 1);
     no_return.ret = None;
     let backwards = put(1, "k", "a", 10, 5, 1);
-    let wrong = op(1, "k", OpKind::Get, 0, Some(1), Outcome::Ok(Observed::Mismatch));
+    let wrong = op(
+        1,
+        "k",
+        OpKind::Get,
+        0,
+        Some(1),
+        Outcome::Ok(Observed::Mismatch),
+    );
     let zero = put(1, "k", "a", 0, 10, 0);
     let cases = [
         (no_return, HistoryError::MissingReturn { index: 0 }),
@@ -344,7 +418,13 @@ impl Rng {
 /// A linearizable history: each operation takes effect at a random instant between its call and
 /// its return, on registers with a shared log index. `unknown_percent` of the operations lose
 /// their answer (and about half of those never take effect).
-fn generate(seed: u64, clients: u64, ops_per_client: u64, keys: u64, unknown_percent: u64) -> Vec<Operation> {
+fn generate(
+    seed: u64,
+    clients: u64,
+    ops_per_client: u64,
+    keys: u64,
+    unknown_percent: u64,
+) -> Vec<Operation> {
     let mut rng = Rng(seed | 1);
     let mut registers: Vec<Option<(String, u64)>> = vec![None; keys as usize];
     let mut log_index = 0;
@@ -370,7 +450,14 @@ fn generate(seed: u64, clients: u64, ops_per_client: u64, keys: u64, unknown_per
                         value,
                     },
                 };
-                let call = op(c as u64, &format!("key{k}"), kind, now, None, Outcome::Unknown);
+                let call = op(
+                    c as u64,
+                    &format!("key{k}"),
+                    kind,
+                    now,
+                    None,
+                    Outcome::Unknown,
+                );
                 in_flight[c] = Some((call, false));
             }
             Some((operation, false)) if lose_answer => {
