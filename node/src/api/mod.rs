@@ -254,7 +254,10 @@ fn metrics(ctx: &Ctx) -> Response {
     let engine = &ctx.engine;
     engine.metrics.ready.set(i64::from(engine.ready()));
     // Derived from several sources, so refreshed when scraped rather than on every write.
-    engine.metrics.commit_index.set(engine.commit_index() as i64);
+    engine
+        .metrics
+        .commit_index
+        .set(engine.commit_index() as i64);
     let mut r = Response::new(ctx.engine.metrics.render().into());
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
