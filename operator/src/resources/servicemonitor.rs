@@ -49,7 +49,14 @@ pub fn build(cluster: &ReplicatedCluster) -> Result<Option<DynamicObject>, Build
         ),
         ..LabelSelector::default()
     };
-    let mut endpoint = json!({"port": PORT_NAME, "path": "/metrics", "scheme": "http"});
+    // The `rcluster` label names the cluster in every series, as the chart's PodMonitor does, so the
+    // dashboard and alerts can group by cluster whichever way the nodes are scraped.
+    let relabel = json!([{
+        "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+        "targetLabel": "rcluster"
+    }]);
+    let mut endpoint =
+        json!({"port": PORT_NAME, "path": "/metrics", "scheme": "http", "relabelings": relabel});
     if let Some(interval) = &sm.interval {
         endpoint["interval"] = json!(interval);
     }
@@ -98,7 +105,8 @@ mod tests {
                     "app.kubernetes.io/instance": "demo",
                     "rcluster.dev/service": "headless",
                 }},
-                "endpoints": [{"port": "http", "path": "/metrics", "scheme": "http"}],
+                "endpoints": [{"port": "http", "path": "/metrics", "scheme": "http",
+                    "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"], "targetLabel": "rcluster"}]}],
             })
         );
     }
