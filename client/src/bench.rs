@@ -247,6 +247,7 @@ fn error_label(e: &Error) -> String {
         Error::OutcomeUnknown { .. } => "outcome_unknown".into(),
         Error::InvalidResponse(_) => "invalid_response".into(),
         Error::InvalidArgument(_) => "invalid_argument".into(),
+        Error::Timeout(_) => "timeout".into(),
     }
 }
 

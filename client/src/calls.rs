@@ -315,6 +315,19 @@ pub fn status() -> Call {
     Call::new("status", Method::GET, "/v1/status".into())
 }
 
+/// Asks the primary for a planned switchover (to `to`, or the most advanced replica). Not a
+/// write: it only records a request, so repeating it is harmless.
+pub fn switchover(to: Option<&str>) -> Result<Call, Error> {
+    if let Some(t) = to {
+        check_name("member", t)?;
+    }
+    let body = match to {
+        Some(t) => json!({ "to": t }),
+        None => json!({}),
+    };
+    Ok(Call::new("switchover", Method::POST, "/v1/switchover".into()).json(&body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

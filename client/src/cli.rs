@@ -1,7 +1,8 @@
 //! The `rcluster` command line.
 //!
 //! Exit codes: 0 ok; 1 the server answered an error (one line `error: <code>: <message>` on
-//! stderr); 2 usage error; 3 no endpoint could be reached, or a write's outcome is unknown.
+//! stderr); 2 usage error; 3 no endpoint could be reached, a write's outcome is unknown, or a
+//! switchover did not finish within `--wait`.
 
 use std::time::Duration;
 
@@ -26,7 +27,8 @@ const VALUE_HELP: &str = "JSON value; text that is not valid JSON is stored as a
     after_help = "VALUE arguments are JSON; text that is not valid JSON is taken as a string, \
         so `rcluster put greeting hello` stores \"hello\".\n\
         Exit codes: 0 ok, 1 the server answered an error, 2 usage error, \
-        3 no endpoint reachable or the outcome of a write is unknown."
+        3 no endpoint reachable, the outcome of a write is unknown, or a switchover did not \
+        finish in time."
 )]
 pub struct Cli {
     /// Node URL (repeatable); writes follow the primary the nodes name.
@@ -175,6 +177,15 @@ pub enum Command {
     },
     /// Show the node's role, term, log positions and members.
     Status,
+    /// Hand the primary role to a replica (planned, nothing acknowledged is lost) and wait.
+    Switchover {
+        /// The replica to promote (default: the most advanced one).
+        #[arg(long, value_name = "NAME")]
+        to: Option<String>,
+        /// How long to wait for the new primary.
+        #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = positive_secs)]
+        wait: f64,
+    },
     /// Load generator: closed-loop workers, latency and throughput per API.
     Bench(BenchArgs),
 }
@@ -271,12 +282,13 @@ pub fn run(cli: Cli) -> u8 {
     }
 }
 
-/// 1: the server answered an error; 2: bad arguments; 3: unreachable or outcome unknown.
+/// 1: the server answered an error; 2: bad arguments; 3: unreachable, outcome unknown, or a
+/// wait (switchover) ran out.
 pub fn exit_code(e: &Error) -> u8 {
     match e {
         Error::Api { .. } | Error::InvalidResponse(_) => 1,
         Error::InvalidArgument(_) => 2,
-        Error::Transport(_) | Error::OutcomeUnknown { .. } => 3,
+        Error::Transport(_) | Error::OutcomeUnknown { .. } | Error::Timeout(_) => 3,
     }
 }
 
@@ -308,6 +320,10 @@ async fn execute(cli: Cli) -> Result<(), Error> {
         Command::Topic(TopicCommand::Stream { name, from, count }) => {
             let events = client.open_stream(&calls::stream(&name, from)?).await?;
             return output::print_events(events, count, json, output::message_event_line).await;
+        }
+        Command::Switchover { to, wait } => {
+            let wait = Duration::from_secs_f64(wait);
+            return switchover::run(&client, to.as_deref(), wait, json).await;
         }
         Command::List {
             prefix,
@@ -389,7 +405,10 @@ fn build_call(cmd: Command) -> Result<Call, Error> {
         } => calls::pull(&topic, &subscriber, max, wait_ms, &write.options())?,
         Command::Status => calls::status(),
         Command::Topic(t) => topic_call(t)?,
-        Command::List { .. } | Command::Watch { .. } | Command::Bench(_) => {
+        Command::List { .. }
+        | Command::Watch { .. }
+        | Command::Bench(_)
+        | Command::Switchover { .. } => {
             return Err(Error::InvalidArgument(
                 "not a single-request command".into(),
             ));
@@ -470,5 +489,6 @@ async fn list(client: &Client, mut opts: ListOptions, all: bool, json: bool) -> 
     Ok(())
 }
 
+mod switchover;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,8 @@
 //! The client: endpoint choice, primary redirects, session tokens and retries.
 //! The typed per-API methods are in `api.rs`.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -49,6 +49,7 @@ pub struct ClientBuilder {
     endpoints: Vec<String>,
     transport: TransportConfig,
     retry: RetryPolicy,
+    discover: bool,
 }
 
 impl ClientBuilder {
@@ -61,6 +62,7 @@ impl ClientBuilder {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             transport: TransportConfig::default(),
             retry: RetryPolicy::default(),
+            discover: true,
         }
     }
 
@@ -85,6 +87,19 @@ impl ClientBuilder {
         self
     }
 
+    /// How long one call keeps retrying (across a failover, say) before it gives up.
+    pub fn retry_deadline(mut self, d: Duration) -> Self {
+        self.retry.deadline = d;
+        self
+    }
+
+    /// Whether to add the cluster members a node lists in `/v1/status` to the endpoints (on by
+    /// default): a client given one endpoint then survives the loss of that node.
+    pub fn discover_members(mut self, on: bool) -> Self {
+        self.discover = on;
+        self
+    }
+
     pub fn build(self) -> Result<Client, Error> {
         if self.endpoints.is_empty() {
             return Err(Error::InvalidArgument("no endpoint given".into()));
@@ -99,7 +114,9 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(Inner {
                 transport: Transport::new(self.transport),
-                endpoints,
+                endpoints: Mutex::new(endpoints),
+                discover: self.discover,
+                discovered: AtomicBool::new(false),
                 current: AtomicUsize::new(0),
                 primary: Mutex::new(None),
                 token: AtomicU64::new(0),
@@ -133,7 +150,11 @@ pub struct Client {
 
 struct Inner {
     transport: Transport,
-    endpoints: Vec<String>,
+    /// The configured endpoints, then members learned from `/v1/status` and redirects.
+    endpoints: Mutex<Vec<String>>,
+    discover: bool,
+    /// Discovery ran (or is running); reset when it failed, so it is tried again.
+    discovered: AtomicBool,
     current: AtomicUsize,
     /// The primary a `not_primary` answer named; preferred until it fails.
     primary: Mutex<Option<String>>,
@@ -184,8 +205,89 @@ impl Client {
         if let Some(p) = self.known_primary() {
             return p;
         }
-        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len();
-        self.inner.endpoints[i].clone()
+        let endpoints = self.endpoint_list();
+        let i = self.inner.current.load(Ordering::Relaxed) % endpoints.len();
+        endpoints[i].clone()
+    }
+
+    fn endpoint_list(&self) -> MutexGuard<'_, Vec<String>> {
+        self.inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every endpoint the client may use: the configured ones and those it learned.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.endpoint_list().clone()
+    }
+
+    /// Adds endpoints not known yet; returns how many were new.
+    fn learn<I: IntoIterator<Item = String>>(&self, urls: I) -> usize {
+        let mut list = self.endpoint_list();
+        let mut added = 0;
+        for url in urls {
+            if let Ok(u) = normalize_endpoint(&url)
+                && !list.contains(&u)
+            {
+                list.push(u);
+                added += 1;
+            }
+        }
+        added
+    }
+
+    /// Asks the nodes for the cluster's members (`/v1/status`, `members[].url`) and adds them
+    /// to the endpoints. Tries each known endpoint once; returns how many endpoints were new.
+    pub async fn discover(&self) -> Result<usize, Error> {
+        let mut last = Error::InvalidArgument("no endpoint given".into());
+        for endpoint in self.endpoints() {
+            let url = format!("{endpoint}/v1/status");
+            let resp = match self
+                .inner
+                .transport
+                .request(http::Method::GET, &url, HeaderMap::new(), None, None)
+                .await
+            {
+                Ok(r) if r.status.is_success() => r,
+                Ok(r) => {
+                    last = Error::from_response(r.status.as_u16(), &r.body);
+                    continue;
+                }
+                Err(e) => {
+                    last = Error::Transport(e);
+                    continue;
+                }
+            };
+            let status: Value = serde_json::from_slice(&resp.body)
+                .map_err(|e| Error::InvalidResponse(format!("{url}: body is not JSON: {e}")))?;
+            let urls = status
+                .get("members")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.get("url").and_then(Value::as_str))
+                .map(str::to_string);
+            return Ok(self.learn(urls));
+        }
+        Err(last)
+    }
+
+    /// Runs discovery in the background after the first answer from the cluster.
+    fn discover_soon(&self) {
+        if !self.inner.discover || self.inner.discovered.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.inner.discovered.store(false, Ordering::Relaxed);
+            return;
+        };
+        let client = self.clone();
+        rt.spawn(async move {
+            if client.discover().await.is_err() {
+                client.inner.discovered.store(false, Ordering::Relaxed);
+            }
+        });
     }
 
     fn set_primary(&self, url: Option<String>) {
@@ -197,9 +299,10 @@ impl Client {
         if self.known_primary().as_deref() == Some(tried) {
             self.set_primary(None);
         }
-        let n = self.inner.endpoints.len();
+        let endpoints = self.endpoint_list();
+        let n = endpoints.len();
         let i = self.inner.current.load(Ordering::Relaxed) % n;
-        if self.inner.endpoints[i] == tried {
+        if endpoints[i] == tried {
             // A lost race with another task's rotation only skips one endpoint.
             let _ = self.inner.current.compare_exchange(
                 i,
@@ -272,6 +375,7 @@ impl Client {
                                 Error::InvalidResponse(format!("{url}: body is not JSON: {e}"))
                             })?
                         };
+                        self.discover_soon();
                         return Ok(Reply {
                             status: resp.status.as_u16(),
                             json,
@@ -300,6 +404,7 @@ impl Client {
                 random::unit(),
             ) {
                 Decision::Redirect(p) => {
+                    self.learn([p.clone()]);
                     self.set_primary(Some(p.clone()));
                     target = p;
                 }

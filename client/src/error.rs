@@ -27,6 +27,10 @@ pub enum Error {
     /// The caller passed something unusable (bad endpoint URL, bad name...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A wait for the cluster to reach a state ran out (e.g. a switchover that did not finish);
+    /// the change may still happen later.
+    #[error("timed out: {0}")]
+    Timeout(String),
 }
 
 impl Error {

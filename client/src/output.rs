@@ -215,6 +215,10 @@ fn status_text(json: &Value) -> String {
         }
         match val.as_array() {
             Some(items) if items.is_empty() => out.push(format!("{k}: -")),
+            Some(items) if k == "members" => {
+                out.push(format!("{k}:"));
+                out.extend(items.iter().map(|i| format!("  {}", member_line(i))));
+            }
             Some(items) => {
                 out.push(format!("{k}:"));
                 out.extend(items.iter().map(|i| format!("  {}", show(i))));
@@ -223,6 +227,39 @@ fn status_text(json: &Value) -> String {
         }
     }
     out.join("\n")
+}
+
+/// One member of a status: `n2  http://127.0.0.1:7002  replica  applied 40  lag 2`. A primary
+/// knows its replicas' progress; other nodes list names and URLs only.
+fn member_line(m: &Value) -> String {
+    let Some(obj) = m.as_object() else {
+        return m.to_string();
+    };
+    let mut parts: Vec<String> = ["name", "url", "role"]
+        .iter()
+        .filter_map(|k| obj.get(*k).and_then(Value::as_str).map(str::to_string))
+        .collect();
+    if let Some(a) = obj.get("applied_index").and_then(Value::as_u64) {
+        parts.push(format!("applied {a}"));
+    }
+    if let Some(l) = obj.get("lag_entries").and_then(Value::as_u64) {
+        parts.push(format!("lag {l}"));
+    }
+    if let Some(s) = obj
+        .get("lag_seconds")
+        .and_then(Value::as_f64)
+        .filter(|s| *s > 0.0)
+    {
+        parts.push(format!("({s:.2} s behind)"));
+    }
+    if let Some(e) = obj.get("error").and_then(Value::as_str) {
+        parts.push(format!("error: {e}"));
+    }
+    if parts.is_empty() {
+        m.to_string()
+    } else {
+        parts.join("  ")
+    }
 }
 
 /// The lines of a `list` page; with `show_next`, a final hint about the next page.
@@ -389,7 +426,16 @@ mod tests {
         );
         assert_eq!(
             text,
-            "node: n1\nrole: primary\nterm: 2\nmembers:\n  {\"name\":\"n2\"}\nzeta: 1"
+            "node: n1\nrole: primary\nterm: 2\nmembers:\n  n2\nzeta: 1"
+        );
+        let text = status_text(&json!({"members":[
+            {"name":"n1","url":"http://127.0.0.1:7001","role":"primary","applied_index":9,"lag_entries":0},
+            {"name":"n2","url":"http://127.0.0.1:7002","role":"replica","applied_index":7,
+             "lag_entries":2,"lag_seconds":0.25,"error":null}]}));
+        assert_eq!(
+            text,
+            "members:\n  n1  http://127.0.0.1:7001  primary  applied 9  lag 0\n  \
+             n2  http://127.0.0.1:7002  replica  applied 7  lag 2  (0.25 s behind)"
         );
     }
 }

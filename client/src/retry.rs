@@ -20,13 +20,16 @@ pub struct RetryPolicy {
     pub max_redirects: u32,
 }
 
+/// The defaults keep a call going through a failover: the detection window (1 s by default)
+/// plus an election and the client finding the new primary take 1–3 s, and 20 attempts with
+/// backoff capped at 500 ms span at least 4 s (within the 10 s deadline).
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            attempts: 6,
-            deadline: Duration::from_secs(15),
+            attempts: 20,
+            deadline: Duration::from_secs(10),
             base_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_millis(500),
             max_redirects: 3,
         }
     }
@@ -112,6 +115,10 @@ impl RetryState {
             }
             Error::Api { status, code, .. } => match (*status, code.as_str()) {
                 (503, "not_primary") => {
+                    // A primary deposed while it waited for acknowledgements answers this too,
+                    // with the entry already in its log: it may still commit under the new
+                    // primary. So retries that run out after it report an unknown outcome.
+                    self.maybe_applied = true;
                     let target = primary.map(|p| p.trim_end_matches('/'));
                     let target = target.filter(|p| !p.is_empty() && *p != tried);
                     if let Some(p) = target.filter(|_| self.redirects < self.policy.max_redirects) {
@@ -248,6 +255,23 @@ mod tests {
             s.next(&e, "http://c", Some("http://a"), t0, 0.0),
             Decision::GiveUp
         );
+    }
+
+    #[test]
+    fn default_policy_outlasts_a_failover() {
+        let p = RetryPolicy::default();
+        let least: Duration = (1..p.attempts).map(|r| p.backoff(r, 0.0)).sum();
+        assert!(least >= Duration::from_secs(3), "{least:?}");
+        let most: Duration = (1..p.attempts).map(|r| p.backoff(r, 0.999)).sum();
+        assert!(most <= p.deadline, "{most:?}");
+    }
+
+    #[test]
+    fn not_primary_may_come_from_a_deposed_primary() {
+        let t0 = Instant::now();
+        let mut s = RetryState::new(policy(3), t0);
+        s.next(&api(503, "not_primary"), "http://a", None, t0, 0.0);
+        assert!(s.maybe_applied());
     }
 
     #[test]

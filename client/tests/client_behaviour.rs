@@ -168,6 +168,8 @@ async fn follows_not_primary_and_remembers_the_primary() {
     })
     .await;
     let client = Client::builder([replica.url.clone()])
+        // Exact request counts: no background member discovery.
+        .discover_members(false)
         .retry(fast_retry(1))
         .build()
         .unwrap();
@@ -308,6 +310,8 @@ async fn retries_unavailable_but_not_client_errors() {
     })
     .await;
     let client = Client::builder([server.url.clone()])
+        // Exact request counts: no background member discovery.
+        .discover_members(false)
         .retry(fast_retry(3))
         .build()
         .unwrap();
@@ -340,6 +344,8 @@ async fn session_reads_send_the_highest_token_seen() {
     })
     .await;
     let client = Client::builder([server.url.clone()])
+        // Exact request counts: no background member discovery.
+        .discover_members(false)
         .retry(fast_retry(1))
         .build()
         .unwrap();
@@ -417,4 +423,93 @@ async fn watch_events_are_parsed() {
         "the stream ends when the server closes it"
     );
     server.await.unwrap();
+}
+
+#[tokio::test]
+async fn finds_the_new_primary_through_members_it_discovered() {
+    let other =
+        Fake::start(|_, _| Answer::Json(200, vec![], json!({"key":"k","version":8}).to_string()))
+            .await;
+    let other_url = other.url.clone();
+    let own_url = Arc::new(Mutex::new(String::new()));
+    let own = own_url.clone();
+    let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let first = Fake::start(move |_, req| {
+        if req.request_line.starts_with("GET /v1/status") {
+            let members = json!([{"name": "n1", "url": own.lock().unwrap().clone()},
+                {"name": "n2", "url": other_url.clone()}]);
+            return Answer::Json(
+                200,
+                vec![],
+                json!({"node": "n1", "members": members}).to_string(),
+            );
+        }
+        // The first write succeeds; then this node is fenced and knows no primary.
+        if puts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            Answer::Json(200, vec![], json!({"key":"k","version":1}).to_string())
+        } else {
+            Answer::Json(503, vec![], error_body("not_primary"))
+        }
+    })
+    .await;
+    *own_url.lock().unwrap() = first.url.clone();
+    let client = Client::builder([first.url.clone()])
+        .retry(fast_retry(5))
+        .build()
+        .unwrap();
+    let opts = PutOptions::default();
+    assert_eq!(client.put("k", &json!(1), &opts).await.unwrap().version, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client.endpoints().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no discovery");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(client.endpoints(), [first.url.clone(), other.url.clone()]);
+    assert_eq!(client.put("k", &json!(2), &opts).await.unwrap().version, 8);
+    assert_eq!(client.current_endpoint(), other.url);
+}
+
+/// A node that refuses writes for `outage`, then accepts them.
+async fn recovering_node(outage: Duration) -> Fake {
+    let since = std::time::Instant::now();
+    Fake::start(move |_, _| {
+        if since.elapsed() < outage {
+            Answer::Json(503, vec![], error_body("not_primary"))
+        } else {
+            Answer::Json(200, vec![], json!({"key":"k","version":3}).to_string())
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn default_retries_outlast_a_failover_and_a_short_deadline_reports_unknown() {
+    let outage = Duration::from_secs(2);
+    let server = recovering_node(outage).await;
+    let started = std::time::Instant::now();
+    let client = Client::builder([server.url.clone()])
+        .discover_members(false)
+        .build()
+        .unwrap();
+    let put = client.put("k", &json!(1), &PutOptions::default()).await;
+    assert_eq!(put.unwrap().version, 3);
+    assert!(started.elapsed() >= outage);
+    let keys: Vec<String> = server
+        .seen()
+        .iter()
+        .map(|s| s.header("idempotency-key").unwrap_or("").to_string())
+        .collect();
+    assert!(keys.len() > 2 && keys.iter().all(|k| !k.is_empty() && *k == keys[0]));
+
+    let server = recovering_node(Duration::from_secs(60)).await;
+    let client = Client::builder([server.url.clone()])
+        .retry_deadline(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = client
+        .put("k", &json!(1), &PutOptions::default())
+        .await
+        .unwrap_err();
+    // A deposed primary answers not_primary for writes already in its log.
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
 }

@@ -21,6 +21,10 @@ enum Command {
     Crd,
     /// Print the operator's metrics registry (every family, at zero) in Prometheus text format.
     Metrics,
+    /// Run N local rcluster-node processes with the failover loop (no Kubernetes needed).
+    Playground(rcluster_operator::playground::PlaygroundArgs),
+    /// Run the controller: reconcile ReplicatedClusters in the cluster (leader-elected).
+    Run(rcluster_operator::controller::run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +34,8 @@ fn main() -> ExitCode {
         Command::Metrics => rcluster_operator::metrics::Metrics::new()
             .and_then(|m| m.encode())
             .map_err(|e| format!("cannot build the metrics registry: {e}")),
+        Command::Playground(args) => return rcluster_operator::playground::main(args),
+        Command::Run(args) => return rcluster_operator::controller::run::main(args),
     };
     match output {
         Ok(text) => {

@@ -168,3 +168,16 @@ fn flags_after_variadic_values_stay_flags() {
     let cli = parse(&["put", "k", "--", "-x"]).unwrap();
     assert!(matches!(cli.command, Command::Put { ref value, .. } if value == "-x"));
 }
+
+#[test]
+fn switchover_takes_a_target_and_a_wait() {
+    let cli = parse(&["switchover", "--to", "n3", "--wait", "5"]).unwrap();
+    match cli.command {
+        Command::Switchover { to, wait } => assert_eq!((to.as_deref(), wait), (Some("n3"), 5.0)),
+        other => panic!("{other:?}"),
+    }
+    let cli = parse(&["switchover"]).unwrap();
+    assert!(matches!(cli.command, Command::Switchover { to: None, wait } if wait == 30.0));
+    assert!(parse(&["switchover", "--wait", "0"]).is_err());
+    assert_eq!(exit_code(&Error::Timeout("x".into())), 3);
+}

@@ -1,0 +1,178 @@
+//! Act stage, in the order that keeps a failover safe: the new record (term, primary) is written
+//! to the resource status first, with optimistic concurrency; only then are the nodes told
+//! (fence, promote, follow); then the pods are relabelled so the Services route to the new
+//! primary.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use super::error::{Error, is_status};
+use super::observe::PodInfo;
+use super::plan::SWITCHOVER_ANNOTATION;
+use crate::crd::{MemberRole, ROLE_LABEL, ReplicatedCluster, ReplicatedClusterStatus};
+use crate::failover::Action;
+use crate::nodes::{NodeClient, NodeStatus};
+use crate::resources::FIELD_MANAGER;
+
+fn merge_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
+/// Result of a status write that must not overwrite a newer record.
+#[derive(Debug)]
+pub enum Written {
+    Ok(Box<ReplicatedCluster>),
+    /// The resource changed since it was read (409): decide again on fresh data.
+    Conflict,
+}
+
+/// Replaces the status, carrying the `resourceVersion` of `cluster`: the API server refuses the
+/// write when anyone changed the resource since, so a term is never handed out twice.
+pub async fn write_status(
+    client: &Client,
+    cluster: &ReplicatedCluster,
+    status: ReplicatedClusterStatus,
+) -> Result<Written, Error> {
+    let ns = cluster
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<ReplicatedCluster> = Api::namespaced(client.clone(), &ns);
+    let mut next = cluster.clone();
+    next.status = Some(status);
+    match api
+        .replace_status(&cluster.name_any(), &PostParams::default(), &next)
+        .await
+    {
+        Ok(obj) => Ok(Written::Ok(Box::new(obj))),
+        Err(e) if is_status(&e, 409) => Ok(Written::Conflict),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One node command and how it went.
+#[derive(Clone, Debug)]
+pub struct CommandResult {
+    pub op: &'static str,
+    pub node: String,
+    pub term: u64,
+    pub primary: Option<String>,
+    /// The node's status after the command, or why it failed.
+    pub outcome: Result<NodeStatus, String>,
+}
+
+/// Sends the node commands of `actions` in order. A failed command is reported and repeated by a
+/// later decision; a failed promotion skips the follows after it (they would point at a node
+/// that is not primary).
+pub async fn run_commands(
+    nodes: &NodeClient,
+    urls: &BTreeMap<String, String>,
+    actions: &[Action],
+) -> Vec<CommandResult> {
+    let mut results = Vec::new();
+    let mut promote_failed = false;
+    for action in actions {
+        let calls: Vec<(&'static str, &String, u64, Option<&String>)> = match action {
+            Action::Fence { nodes, term } => {
+                nodes.iter().map(|n| ("fence", n, *term, None)).collect()
+            }
+            Action::Promote { node, term } => vec![("promote", node, *term, None)],
+            Action::Follow {
+                node,
+                primary,
+                term,
+            } if !promote_failed => vec![("follow", node, *term, Some(primary))],
+            _ => Vec::new(),
+        };
+        for (op, node, term, primary) in calls {
+            let outcome = match urls.get(node) {
+                None => Err("no address".to_string()),
+                Some(url) => nodes
+                    .command(url, op, term, primary.map(String::as_str))
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            match &outcome {
+                Ok(_) => tracing::info!(op, %node, term, "node command done"),
+                Err(e) => tracing::warn!(op, %node, term, error = %e, "node command failed"),
+            }
+            promote_failed |= op == "promote" && outcome.is_err();
+            results.push(CommandResult {
+                op,
+                node: node.clone(),
+                term,
+                primary: primary.cloned(),
+                outcome,
+            });
+        }
+    }
+    results
+}
+
+/// The `rcluster.dev/role` each pod should carry: `primary` on the recorded primary, `replica`
+/// on every other pod (also during an election, so the read-write Service routes nowhere rather
+/// than to a node that may have been deposed).
+pub fn desired_roles(pods: &[PodInfo], primary: Option<&str>) -> Vec<(String, MemberRole)> {
+    pods.iter()
+        .map(|p| {
+            let role = if Some(p.name.as_str()) == primary {
+                MemberRole::Primary
+            } else {
+                MemberRole::Replica
+            };
+            (p.name.clone(), role)
+        })
+        .filter(|(name, role)| {
+            let current = pods
+                .iter()
+                .find(|p| &p.name == name)
+                .and_then(|p| p.role_label.as_deref());
+            current != Some(role.as_str())
+        })
+        .collect()
+}
+
+/// Moves the role labels; pods already labelled correctly are not touched. Pods going away in
+/// the meantime (404) are skipped.
+pub async fn relabel(
+    client: &Client,
+    ns: &str,
+    changes: &[(String, MemberRole)],
+) -> Result<(), Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for (pod, role) in changes {
+        let patch = json!({"metadata": {"labels": {ROLE_LABEL: role.as_str()}}});
+        match api.patch(pod, &merge_params(), &Patch::Merge(&patch)).await {
+            Ok(_) => tracing::info!(%pod, role = role.as_str(), "pod relabelled"),
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Removes the switchover annotation (JSON merge patch: `null` deletes the key).
+pub async fn remove_switchover_annotation(
+    client: &Client,
+    cluster: &ReplicatedCluster,
+) -> Result<(), Error> {
+    let ns = cluster
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<ReplicatedCluster> = Api::namespaced(client.clone(), &ns);
+    let patch = json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: null}}});
+    match api
+        .patch(&cluster.name_any(), &merge_params(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,133 @@
+//! Apply stage: every desired object from [`resources::build_all`], server-side applied under
+//! one field manager with `force` (the operator owns these fields; a conflicting manual edit is
+//! taken back). The ServiceMonitor is deleted when disabled.
+
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::DynamicObject;
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{Error, is_status};
+use crate::crd::ReplicatedCluster;
+use crate::resources::{
+    self, BuildError, Desired, FIELD_MANAGER, secret, secret_name, service_monitor_name,
+    servicemonitor,
+};
+
+/// The cluster Secret if it exists: its token is kept, never regenerated.
+pub async fn existing_secret(
+    client: &Client,
+    ns: &str,
+    cluster: &str,
+) -> Result<Option<Secret>, kube::Error> {
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(&secret_name(cluster))
+        .await
+}
+
+/// The desired objects for `replicas` members (which may differ from the spec while a
+/// scale-down waits for the primary to move).
+pub fn desired(
+    cluster: &ReplicatedCluster,
+    replicas: i32,
+    existing: Option<&Secret>,
+) -> Result<Desired, BuildError> {
+    if cluster.spec.replicas == replicas {
+        return resources::build_all(cluster, existing, secret::generate_token);
+    }
+    let mut held = cluster.clone();
+    held.spec.replicas = replicas;
+    resources::build_all(&held, existing, secret::generate_token)
+}
+
+/// The cluster token the nodes were given.
+pub fn token(desired: &Desired) -> String {
+    secret::existing_token(Some(&desired.secret))
+        .map(|t| String::from_utf8_lossy(&t.0).into_owned())
+        .unwrap_or_default()
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn apply_one<K>(client: &Client, ns: &str, obj: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug,
+    K: Serialize + DeserializeOwned,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(&name, &apply_params(), &Patch::Apply(obj))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Apply {
+            object: format!("{} {name}", K::kind(&())),
+            source,
+        })
+}
+
+/// Applies every object, in an order where dependencies come first (the ConfigMap and Secret
+/// the pods mount before the StatefulSet). Keeps going after a failure so one bad object does
+/// not block the others — nor the failover stage after it; returns the failures.
+/// `delete_service_monitor`: whether a disabled ServiceMonitor may still exist (once it is known
+/// to be gone, the delete is not repeated on every reconcile).
+pub async fn apply_all(
+    client: &Client,
+    ns: &str,
+    cluster: &str,
+    d: &Desired,
+    delete_service_monitor: bool,
+) -> Vec<Error> {
+    let results = [
+        apply_one(client, ns, &d.config_map).await,
+        apply_one(client, ns, &d.secret).await,
+        apply_one(client, ns, &d.headless_service).await,
+        apply_one(client, ns, &d.rw_service).await,
+        apply_one(client, ns, &d.ro_service).await,
+        apply_one(client, ns, &d.statefulset).await,
+        apply_one(client, ns, &d.pdb).await,
+        service_monitor(
+            client,
+            ns,
+            cluster,
+            d.service_monitor.as_ref(),
+            delete_service_monitor,
+        )
+        .await,
+    ];
+    results.into_iter().filter_map(Result::err).collect()
+}
+
+/// Applies the ServiceMonitor, or deletes it when disabled. Without the prometheus-operator CRDs
+/// the delete answers 404, which is the desired state.
+async fn service_monitor(
+    client: &Client,
+    ns: &str,
+    cluster: &str,
+    sm: Option<&DynamicObject>,
+    delete: bool,
+) -> Result<(), Error> {
+    let ar = servicemonitor::api_resource();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let name = service_monitor_name(cluster);
+    let object = format!("ServiceMonitor {name}");
+    match sm {
+        Some(sm) => api
+            .patch(&name, &apply_params(), &Patch::Apply(sm))
+            .await
+            .map(|_| ())
+            .map_err(|source| Error::Apply { object, source }),
+        None if !delete => Ok(()),
+        None => match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(source) => Err(Error::Apply { object, source }),
+        },
+    }
+}

@@ -1,0 +1,186 @@
+//! What every reconcile shares: the API client, metrics, the event recorder, how to reach a
+//! node, the clock, and the controller's memory of each cluster.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kube::Client;
+use kube::runtime::events::Reporter;
+
+use crate::failover::{Observation, Switchover};
+use crate::metrics::Metrics;
+use crate::resources::NODE_PORT;
+
+/// Where a member pod is, for building the URL of its node.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberAddress<'a> {
+    pub namespace: &'a str,
+    pub cluster: &'a str,
+    pub pod: &'a str,
+    pub pod_ip: Option<&'a str>,
+}
+
+/// Base URL of a member's node (`http://host:port`, no trailing slash); `None`: not reachable.
+pub type NodeUrl = Arc<dyn Fn(&MemberAddress) -> Option<String> + Send + Sync>;
+/// Milliseconds since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The default: the pod IP and the node port. The headless DNS name would also work inside the
+/// cluster, but a pod without an IP has no running node, and DNS adds a lookup (and its failure
+/// modes) to every probe.
+pub fn pod_ip_url(addr: &MemberAddress) -> Option<String> {
+    let ip = addr.pod_ip.filter(|ip| !ip.is_empty())?;
+    Some(if ip.contains(':') {
+        format!("http://[{ip}]:{NODE_PORT}")
+    } else {
+        format!("http://{ip}:{NODE_PORT}")
+    })
+}
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// Timeouts of node calls. Short on purpose: a dead node must cost a reconcile at most this long
+/// (no reliance on TCP retries), and probes run concurrently.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeTimeouts {
+    pub probe: Duration,
+    pub command: Duration,
+}
+
+impl Default for NodeTimeouts {
+    fn default() -> Self {
+        NodeTimeouts {
+            probe: Duration::from_millis(1000),
+            command: Duration::from_millis(3000),
+        }
+    }
+}
+
+/// What the controller remembers about one cluster between reconciles. Lost on restart, which
+/// costs little: failure timers start again (a failover waits one more detection window), and a
+/// switchover in progress becomes an ordinary election (safe; the annotation restarts it).
+#[derive(Debug, Default)]
+pub struct ClusterMemory {
+    /// The cluster's uid: a cluster deleted and created again under the same name starts afresh.
+    pub uid: String,
+    /// Since when (ms) each member has been unreachable or not ready.
+    pub unhealthy_since: BTreeMap<String, u64>,
+    /// Last answer of each member, for the log positions of members that stop answering.
+    pub last_seen: BTreeMap<String, Observation>,
+    /// The switchover in progress and the term it was recorded for.
+    pub switchover: Option<(u64, Switchover)>,
+    /// A failover in progress: the failed primary and when its failure was first seen.
+    pub failover: Option<FailoverStart>,
+    /// The disabled ServiceMonitor is known to be gone (deleted, or never there).
+    pub service_monitor_gone: bool,
+    /// Lasting situations the last reconcile reported (`events::lasting`): each gets one
+    /// event when it begins, not one per reconcile.
+    pub reported: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailoverStart {
+    pub from: String,
+    pub detected_ms: u64,
+    /// Entries a lossy promotion may discard, once reported.
+    pub entries_lost: u64,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub metrics: Metrics,
+    /// Who publishes events. A recorder is made per reconcile: kube's recorder folds events with
+    /// the same reason into one series that keeps the first note, which would hide what changed.
+    pub reporter: Reporter,
+    pub node_url: NodeUrl,
+    pub clock: Clock,
+    pub timeouts: NodeTimeouts,
+    /// Keyed by `namespace/name`.
+    pub memory: Mutex<BTreeMap<String, ClusterMemory>>,
+}
+
+/// Name of the operator in events (`reportingController`).
+pub const REPORTER: &str = "rcluster-operator";
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Context {
+        let reporter = Reporter {
+            controller: REPORTER.to_string(),
+            instance,
+        };
+        Context {
+            reporter,
+            client,
+            metrics,
+            node_url: Arc::new(pod_ip_url),
+            clock: system_clock(),
+            timeouts: NodeTimeouts::default(),
+            memory: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// Runs `f` on the memory of `key`, reset when `uid` changed. The lock is never held across
+    /// an await.
+    pub fn with_memory<T>(
+        &self,
+        key: &str,
+        uid: &str,
+        f: impl FnOnce(&mut ClusterMemory) -> T,
+    ) -> T {
+        let mut all = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        let mem = all.entry(key.to_string()).or_default();
+        if mem.uid != uid {
+            *mem = ClusterMemory {
+                uid: uid.to_string(),
+                ..ClusterMemory::default()
+            };
+        }
+        f(mem)
+    }
+
+    /// Drops the memory of clusters that no longer exist.
+    pub fn retain_memory(&self, keep: impl Fn(&str) -> bool) {
+        let mut all = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|k, _| keep(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(ip: Option<&str>) -> MemberAddress<'_> {
+        MemberAddress {
+            namespace: "shop",
+            cluster: "demo",
+            pod: "demo-0",
+            pod_ip: ip,
+        }
+    }
+
+    #[test]
+    fn node_url_uses_the_pod_ip() {
+        assert_eq!(
+            pod_ip_url(&addr(Some("10.1.2.3"))).as_deref(),
+            Some("http://10.1.2.3:7000")
+        );
+        assert_eq!(
+            pod_ip_url(&addr(Some("fd00::5"))).as_deref(),
+            Some("http://[fd00::5]:7000")
+        );
+        assert_eq!(pod_ip_url(&addr(None)), None);
+        assert_eq!(pod_ip_url(&addr(Some(""))), None);
+    }
+}

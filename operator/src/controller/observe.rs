@@ -1,0 +1,260 @@
+//! Observe stage: member pods (by label) and each node's `/v1/status`, turned into the failover
+//! module's [`ClusterView`].
+
+use std::collections::BTreeMap;
+
+use futures_util::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+use super::context::{ClusterMemory, Context, MemberAddress};
+use crate::crd::{AckMode, ROLE_LABEL, ReplicatedClusterSpec, ReplicatedClusterStatus};
+use crate::failover::{
+    AckLevel, ClusterView, Coordinator, Observation, Settings, default_switchover_timeout_ms,
+};
+use crate::nodes::{self, NodeClient, NodeStatus};
+use crate::resources::{pod_name, pod_selector_string};
+
+/// What the controller needs from a member pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    pub name: String,
+    /// The pod's `Ready` condition (the kubelet's view of `/readyz`).
+    pub ready: bool,
+    pub ip: Option<String>,
+    /// Current value of the `rcluster.dev/role` label.
+    pub role_label: Option<String>,
+    /// Being deleted: it is going away, whatever it answers.
+    pub terminating: bool,
+}
+
+impl PodInfo {
+    pub fn from_pod(pod: &Pod) -> PodInfo {
+        let status = pod.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        PodInfo {
+            name: pod.name_any(),
+            ready,
+            ip: status.and_then(|s| s.pod_ip.clone()),
+            role_label: pod.labels().get(ROLE_LABEL).cloned(),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+/// One member as observed in this reconcile.
+#[derive(Clone, Debug, Default)]
+pub struct Member {
+    pub name: String,
+    pub pod: Option<PodInfo>,
+    pub url: Option<String>,
+    /// The node's status; `None` when it did not answer.
+    pub node: Option<NodeStatus>,
+    /// Why the probe failed, for logs and status messages.
+    pub error: Option<String>,
+}
+
+impl Member {
+    /// Answers, reports ready, and its pod is not going away.
+    pub fn healthy(&self) -> bool {
+        self.node.as_ref().is_some_and(|n| n.ready)
+            && !self.pod.as_ref().is_some_and(|p| p.terminating)
+    }
+
+    /// Ready for clients: the node says so and so does the pod (the Services route on the latter).
+    pub fn ready(&self) -> bool {
+        self.healthy() && self.pod.as_ref().is_some_and(|p| p.ready)
+    }
+}
+
+pub async fn list_pods(
+    client: &Client,
+    ns: &str,
+    cluster: &str,
+) -> Result<Vec<PodInfo>, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&pod_selector_string(cluster)))
+        .await?;
+    Ok(list.items.iter().map(PodInfo::from_pod).collect())
+}
+
+/// The ordinal of `pod` in `cluster`'s StatefulSet.
+pub fn ordinal(cluster: &str, pod: &str) -> Option<i32> {
+    pod.strip_prefix(cluster)?.strip_prefix('-')?.parse().ok()
+}
+
+/// How many members the cluster has now: the spec's count, except that a scale-down never
+/// removes the primary (it is switched over first), and never shrinks the cluster while it has
+/// no primary (a member being removed may hold the only copy of acknowledged entries).
+pub fn effective_replicas(
+    cluster: &str,
+    spec_replicas: i32,
+    primary: Option<&str>,
+    pods: &[PodInfo],
+) -> i32 {
+    let spec = spec_replicas.max(1);
+    match primary {
+        Some(p) => ordinal(cluster, p).map_or(spec, |o| spec.max(o + 1)),
+        None => pods
+            .iter()
+            .filter_map(|p| ordinal(cluster, &p.name))
+            .map(|o| o + 1)
+            .fold(spec, i32::max),
+    }
+}
+
+pub fn member_names(cluster: &str, replicas: i32) -> Vec<String> {
+    (0..replicas.max(0)).map(|i| pod_name(cluster, i)).collect()
+}
+
+/// Probes every member's node concurrently. Members without a pod or an address are not probed.
+pub async fn probe(
+    ctx: &Context,
+    nodes: &NodeClient,
+    ns: &str,
+    cluster: &str,
+    names: &[String],
+    pods: &[PodInfo],
+) -> Vec<Member> {
+    let by_name: BTreeMap<&str, &PodInfo> = pods.iter().map(|p| (p.name.as_str(), p)).collect();
+    let probes = names.iter().map(|name| {
+        let pod = by_name.get(name.as_str()).map(|p| (*p).clone());
+        let url = pod.as_ref().and_then(|p| {
+            (ctx.node_url)(&MemberAddress {
+                namespace: ns,
+                cluster,
+                pod: name,
+                pod_ip: p.ip.as_deref(),
+            })
+        });
+        async move {
+            let mut m = Member {
+                name: name.clone(),
+                pod,
+                url,
+                ..Member::default()
+            };
+            match (&m.pod, &m.url) {
+                (None, _) => m.error = Some("no pod".into()),
+                (Some(_), None) => m.error = Some("pod has no IP yet".into()),
+                (Some(_), Some(url)) => match nodes.status(url).await {
+                    Ok(s) => m.node = Some(s),
+                    Err(e) => m.error = Some(e.to_string()),
+                },
+            }
+            m
+        }
+    });
+    join_all(probes).await
+}
+
+pub fn ack_level(ack: AckMode) -> AckLevel {
+    match ack {
+        AckMode::Async => AckLevel::Async,
+        AckMode::One => AckLevel::One,
+        AckMode::Quorum => AckLevel::Quorum,
+        AckMode::All => AckLevel::All,
+    }
+}
+
+pub fn settings(spec: &ReplicatedClusterSpec, members: Vec<String>) -> Settings {
+    let window: std::time::Duration = spec.failover.detection_window.into();
+    Settings {
+        members,
+        ack: ack_level(spec.replication.ack),
+        detection_window_ms: window.as_millis() as u64,
+        allow_lossy_promotion: spec.failover.allow_data_loss,
+        switchover_timeout_ms: default_switchover_timeout_ms(),
+    }
+}
+
+/// The coordinator's record: term and primary from the resource status (the durable part), the
+/// switchover in progress from memory when it belongs to that term.
+pub fn coordinator(
+    status: Option<&ReplicatedClusterStatus>,
+    memory: &ClusterMemory,
+) -> Coordinator {
+    let term = status.map_or(0, |s| s.term.max(0) as u64);
+    let primary = status.and_then(|s| s.primary.clone());
+    let switchover = match &memory.switchover {
+        Some((t, sw)) if *t == term && primary.is_none() => Some(sw.clone()),
+        _ => None,
+    };
+    Coordinator {
+        term,
+        primary,
+        switchover,
+    }
+}
+
+/// Failover observations of `members`. Updates the failure timers and the last log positions
+/// in `memory` (a member that stops answering keeps the position it was last seen at).
+pub fn observations(
+    members: &[Member],
+    memory: &mut ClusterMemory,
+    now_ms: u64,
+) -> Vec<Observation> {
+    memory
+        .unhealthy_since
+        .retain(|name, _| members.iter().any(|m| &m.name == name));
+    memory
+        .last_seen
+        .retain(|name, _| members.iter().any(|m| &m.name == name));
+    members
+        .iter()
+        .map(|m| {
+            let since = if m.healthy() {
+                memory.unhealthy_since.remove(&m.name);
+                None
+            } else {
+                Some(
+                    *memory
+                        .unhealthy_since
+                        .entry(m.name.clone())
+                        .or_insert(now_ms),
+                )
+            };
+            match &m.node {
+                Some(status) => {
+                    let obs = status.observation(&m.name, since);
+                    memory.last_seen.insert(m.name.clone(), obs.clone());
+                    obs
+                }
+                None => {
+                    let mut obs = nodes::unreachable(&m.name, since);
+                    if let Some(seen) = memory.last_seen.get(&m.name) {
+                        obs.term = seen.term;
+                        obs.last_log_term = seen.last_log_term;
+                        obs.last_log_index = seen.last_log_index;
+                        obs.applied_index = seen.applied_index;
+                    }
+                    obs
+                }
+            }
+        })
+        .collect()
+}
+
+/// Everything the decision looks at.
+pub fn view(
+    spec: &ReplicatedClusterSpec,
+    coordinator: Coordinator,
+    members: &[Member],
+    memory: &mut ClusterMemory,
+    now_ms: u64,
+) -> ClusterView {
+    ClusterView {
+        settings: settings(spec, members.iter().map(|m| m.name.clone()).collect()),
+        coordinator,
+        observations: observations(members, memory, now_ms),
+        now_ms,
+    }
+}
+
+#[cfg(test)]
+#[path = "observe_tests.rs"]
+pub(crate) mod tests;

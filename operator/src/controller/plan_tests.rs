@@ -1,0 +1,291 @@
+use super::*;
+use crate::controller::observe::PodInfo;
+use crate::failover::Role;
+use crate::failover::{AckLevel, Coordinator, Observation, Settings};
+use crate::nodes::NodeStatus;
+
+fn obs(name: &str, role: Role, term: u64, index: u64, following: Option<&str>) -> Observation {
+    Observation {
+        name: name.to_string(),
+        reachable: true,
+        role,
+        term,
+        last_log_term: term,
+        last_log_index: index,
+        applied_index: index,
+        following: following.map(str::to_string),
+        unhealthy_since_ms: None,
+    }
+}
+
+fn view(n: usize, term: u64, primary: Option<&str>, observations: Vec<Observation>) -> ClusterView {
+    ClusterView {
+        settings: Settings {
+            members: (0..n).map(|i| format!("demo-{i}")).collect(),
+            ack: AckLevel::Quorum,
+            detection_window_ms: 1_000,
+            allow_lossy_promotion: false,
+            switchover_timeout_ms: 10_000,
+        },
+        coordinator: Coordinator {
+            term,
+            primary: primary.map(str::to_string),
+            switchover: None,
+        },
+        observations,
+        now_ms: 50_000,
+    }
+}
+
+/// demo-0 primary of term 3; the others replicate it, demo-2 the furthest.
+fn healthy(n: usize) -> ClusterView {
+    let mut o = vec![obs("demo-0", Role::Primary, 3, 20, Some("demo-0"))];
+    for i in 1..n {
+        o.push(obs(
+            &format!("demo-{i}"),
+            Role::Replica,
+            3,
+            10 + i as u64,
+            Some("demo-0"),
+        ));
+    }
+    view(n, 3, Some("demo-0"), o)
+}
+
+fn member_of(o: &Observation) -> Member {
+    let role = match o.role {
+        Role::Primary => "primary",
+        Role::Replica => "replica",
+        _ => "fenced",
+    };
+    Member {
+        name: o.name.clone(),
+        pod: Some(PodInfo {
+            name: o.name.clone(),
+            ready: true,
+            ip: None,
+            role_label: None,
+            terminating: false,
+        }),
+        url: None,
+        node: o.reachable.then(|| NodeStatus {
+            node: o.name.clone(),
+            role: role.to_string(),
+            term: o.term,
+            last_log_term: o.last_log_term,
+            last_log_index: o.last_log_index,
+            following: o.following.clone(),
+            ready: o.unhealthy_since_ms.is_none(),
+            ..NodeStatus::default()
+        }),
+        error: None,
+    }
+}
+
+fn members(v: &ClusterView) -> Vec<Member> {
+    v.observations.iter().map(member_of).collect()
+}
+
+#[test]
+fn annotation_requests_a_switchover_and_empty_means_the_best_replica() {
+    let v = healthy(3);
+    let m = members(&v);
+    assert_eq!(
+        request("demo", 3, Some(" demo-2 "), &v, &m),
+        Some(Request {
+            target: Some("demo-2".into()),
+            source: Source::Annotation
+        })
+    );
+    assert_eq!(request("demo", 3, Some(""), &v, &m).unwrap().target, None);
+    assert_eq!(request("demo", 3, None, &v, &m), None);
+}
+
+#[test]
+fn scale_down_hands_the_primary_to_the_best_replica_that_stays() {
+    let mut v = healthy(5);
+    v.coordinator.primary = Some("demo-4".into());
+    for o in &mut v.observations {
+        o.role = Role::Replica;
+        o.following = Some("demo-4".into());
+    }
+    v.observations[4].role = Role::Primary;
+    v.observations[0].last_log_index = 5;
+    v.observations[0].last_log_term = 3;
+    v.observations[3].last_log_index = 99; // ahead, but removed by the scale-down
+    let m = members(&v);
+    assert_eq!(
+        request("demo", 3, Some("demo-3"), &v, &m),
+        Some(Request {
+            target: Some("demo-2".into()),
+            source: Source::ScaleDown
+        })
+    );
+    // No replica that stays is ready to take over: nothing starts (the scale-down waits).
+    let mut m = m;
+    for x in &mut m[..3] {
+        x.node.as_mut().unwrap().ready = false;
+    }
+    assert_eq!(request("demo", 3, None, &v, &m), None);
+}
+
+#[test]
+fn without_a_request_the_failover_rules_decide() {
+    let v = healthy(3);
+    let p = plan(&v, None, true);
+    assert_eq!(p.actions, crate::failover::decide(&v));
+    assert_eq!(p.switchover, Outcome::None);
+    assert!(!p.failover_disabled);
+}
+
+#[test]
+fn disabled_failover_only_reports() {
+    let mut v = healthy(3);
+    v.observations[0].reachable = false;
+    v.observations[0].unhealthy_since_ms = Some(1);
+    let enabled = plan(&v, None, true);
+    assert!(matches!(enabled.actions[0], Action::BumpTerm { to: 4 }));
+    let disabled = plan(&v, None, false);
+    assert!(disabled.actions.is_empty());
+    assert!(disabled.failover_disabled);
+
+    // The first election of a new cluster is not a failover: it runs regardless.
+    let fresh = view(3, 0, None, vec![obs("demo-0", Role::Fenced, 0, 0, None)]);
+    let p = plan(&fresh, None, false);
+    assert!(matches!(p.actions[0], Action::BumpTerm { to: 1 }));
+    assert!(!p.failover_disabled);
+}
+
+#[test]
+fn switchover_starts_by_fencing_the_primary_in_a_new_term() {
+    let v = healthy(3);
+    let req = Request {
+        target: Some("demo-1".into()),
+        source: Source::Annotation,
+    };
+    let p = plan(&v, Some(&req), true);
+    assert_eq!(
+        p.switchover,
+        Outcome::Started {
+            from: "demo-0".into(),
+            to: "demo-1".into()
+        }
+    );
+    assert!(matches!(
+        &p.actions[0],
+        Action::BeginSwitchover { term: 4, .. }
+    ));
+    assert!(matches!(&p.actions[1], Action::Fence { nodes, term: 4 } if nodes == &["demo-0"]));
+}
+
+#[test]
+fn switchover_to_the_primary_is_done_and_bad_targets_are_rejected() {
+    let v = healthy(3);
+    let to = |t: &str| Request {
+        target: Some(t.into()),
+        source: Source::Annotation,
+    };
+    let done = plan(&v, Some(&to("demo-0")), true);
+    assert_eq!(
+        done.switchover,
+        Outcome::Done {
+            primary: "demo-0".into()
+        }
+    );
+    assert!(annotation_finished(Some("demo-0"), &done.switchover));
+
+    let rejected = plan(&v, Some(&to("demo-7")), true);
+    assert!(matches!(
+        rejected.switchover,
+        Outcome::Rejected(SwitchoverProblem::NotAMember { .. })
+    ));
+    assert_eq!(rejected.actions, crate::failover::decide(&v));
+    assert!(annotation_finished(Some("demo-7"), &rejected.switchover));
+}
+
+#[test]
+fn switchover_waits_for_a_primary() {
+    // An election is in progress: the request stays, the election goes on.
+    let v = view(
+        3,
+        4,
+        None,
+        vec![
+            obs("demo-0", Role::Fenced, 4, 20, None),
+            obs("demo-1", Role::Fenced, 4, 20, None),
+            obs("demo-2", Role::Fenced, 4, 20, None),
+        ],
+    );
+    let req = Request {
+        target: Some("demo-2".into()),
+        source: Source::Annotation,
+    };
+    let p = plan(&v, Some(&req), true);
+    assert_eq!(p.switchover, Outcome::Deferred);
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Promote { .. }))
+    );
+    assert!(!annotation_finished(Some("demo-2"), &p.switchover));
+}
+
+#[test]
+fn a_recorded_switchover_goes_on_until_the_target_is_promoted() {
+    let mut v = view(
+        3,
+        4,
+        None,
+        vec![
+            obs("demo-0", Role::Fenced, 4, 20, None),
+            obs("demo-1", Role::Replica, 3, 20, Some("demo-0")),
+            obs("demo-2", Role::Replica, 3, 18, Some("demo-0")),
+        ],
+    );
+    v.observations[0].last_log_term = 3;
+    v.observations[1].last_log_term = 3;
+    v.observations[2].last_log_term = 3;
+    v.coordinator.switchover = Some(crate::failover::Switchover {
+        from: "demo-0".into(),
+        to: "demo-1".into(),
+        started_ms: 49_000,
+    });
+    let p = plan(&v, None, true);
+    assert_eq!(
+        p.switchover,
+        Outcome::Continuing {
+            to: "demo-1".into()
+        }
+    );
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Promote { node, term: 4 } if node == "demo-1"))
+    );
+}
+
+#[test]
+fn annotation_is_removed_only_when_its_switchover_ended() {
+    let done = Outcome::Done {
+        primary: "demo-1".into(),
+    };
+    assert!(annotation_finished(Some("demo-1"), &done));
+    assert!(annotation_finished(Some(""), &done));
+    assert!(!annotation_finished(Some("demo-2"), &done));
+    assert!(!annotation_finished(None, &done));
+    for pending in [
+        Outcome::None,
+        Outcome::Waiting,
+        Outcome::Deferred,
+        Outcome::Continuing {
+            to: "demo-1".into(),
+        },
+    ] {
+        assert!(
+            !annotation_finished(Some("demo-1"), &pending),
+            "{pending:?}"
+        );
+    }
+    let given_up = Outcome::Abandoned(SwitchoverProblem::NoCandidate);
+    assert!(annotation_finished(Some("demo-1"), &given_up));
+}

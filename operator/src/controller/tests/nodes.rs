@@ -1,0 +1,271 @@
+//! Nodes for the reconcile tests: real `rcluster-node` processes on 127.0.0.1, and a tiny fake
+//! node (warp) whose status a test sets and whose role commands are logged.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use warp::Filter;
+
+use super::fixtures::{Log, log_push};
+
+pub const SECRET: &str = "s3cret-token";
+
+/// A free port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Blocking HTTP/1.1 request to a node; `None` when it does not answer.
+pub fn http(url: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, Value)> {
+    let addr = url.strip_prefix("http://")?;
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let (_, rest) = text.split_once("\r\n\r\n")?;
+    Some((
+        code,
+        serde_json::from_str(rest.trim()).unwrap_or(Value::Null),
+    ))
+}
+
+pub fn status(url: &str) -> Option<Value> {
+    http(url, "GET", "/v1/status", None).map(|(_, v)| v)
+}
+
+/// Polls `f` until it returns `Some`, for at most 30 s.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `target/<profile>/rcluster-node` next to this test executable, built once if missing.
+pub fn node_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test exe>
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target/<profile>");
+        let bin = profile_dir.join("rcluster-node");
+        if !bin.exists() {
+            let target_dir = profile_dir.parent().expect("target dir");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(workspace)
+                .env("CARGO_TARGET_DIR", target_dir)
+                .args(["build", "-p", "rcluster-node", "--bin", "rcluster-node"]);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let ok = cmd.status().expect("run cargo build").success();
+            assert!(ok && bin.exists(), "cannot build {}", bin.display());
+        }
+        bin
+    })
+    .clone()
+}
+
+/// A real node process; killed on drop.
+pub struct RealNode {
+    pub name: String,
+    pub url: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RealNode {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RealNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts a cluster of real nodes named `names`, all fenced in term 0, sharing [`SECRET`].
+pub fn start_real(names: &[&str]) -> Vec<RealNode> {
+    let bin = node_binary();
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let members: Vec<String> = names
+        .iter()
+        .zip(&ports)
+        .flat_map(|(n, p)| ["--member".to_string(), format!("{n}=http://127.0.0.1:{p}")])
+        .collect();
+    names
+        .iter()
+        .zip(&ports)
+        .map(|(name, port)| {
+            let dir = tempfile::tempdir().unwrap();
+            let secret = dir.path().join("secret");
+            std::fs::write(&secret, SECRET).unwrap();
+            let mut child = Command::new(&bin)
+                .args(["--name", name, "--data-dir"])
+                .arg(dir.path().join("data"))
+                .args(["--listen", &format!("127.0.0.1:{port}"), "--secret-file"])
+                .arg(&secret)
+                .args([
+                    "--heartbeat-ms",
+                    "50",
+                    "--lease-ms",
+                    "1000",
+                    "--log-level",
+                    "warn",
+                ])
+                .args(&members)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start rcluster-node");
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(stdout).read_line(&mut line);
+                let _ = tx.send(line);
+            });
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("node ready line");
+            let url = format!("http://127.0.0.1:{port}");
+            assert_eq!(line.trim(), format!("rcluster-node ready on {url}"));
+            RealNode {
+                name: name.to_string(),
+                url,
+                child,
+                _dir: dir,
+            }
+        })
+        .collect()
+}
+
+/// A fake node: serves the status a test sets, checks the bearer token, logs and applies role
+/// commands the way a node does (terms never go back).
+pub struct FakeNode {
+    pub name: String,
+    pub url: String,
+    pub state: Arc<Mutex<Value>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub fn fake_status(
+    name: &str,
+    role: &str,
+    term: u64,
+    last_term: u64,
+    index: u64,
+    ready: bool,
+) -> Value {
+    json!({"node": name, "role": role, "term": term, "last_log_term": last_term,
+           "last_log_index": index, "applied_index": index, "commit_index": index, "ready": ready})
+}
+
+fn command(state: &mut Value, name: &str, op: &str, body: &Value) -> (u16, Value) {
+    let term = body["term"].as_u64().unwrap_or(0);
+    if term < state["term"].as_u64().unwrap_or(0) {
+        return (409, json!({"error": {"code": "stale_term"}}));
+    }
+    state["term"] = json!(term);
+    match op {
+        "fence" => {
+            state["role"] = json!("fenced");
+            state["ready"] = json!(false);
+            state["following"] = Value::Null;
+        }
+        "promote" => {
+            state["role"] = json!("primary");
+            state["primary"] = json!(name);
+            state["following"] = json!(name);
+            state["ready"] = json!(true);
+        }
+        "follow" => {
+            state["role"] = json!("replica");
+            state["primary"] = body["primary"].clone();
+            state["following"] = body["primary"].clone();
+            state["ready"] = json!(true);
+        }
+        _ => return (404, json!({"error": {"code": "not_found"}})),
+    }
+    (200, state.clone())
+}
+
+impl FakeNode {
+    pub async fn start(name: &str, status: Value, log: Log) -> FakeNode {
+        let state = Arc::new(Mutex::new(status));
+        let get_state = state.clone();
+        let status_route = warp::path!("v1" / "status")
+            .and(warp::get())
+            .map(move || warp::reply::json(&*get_state.lock().unwrap()));
+        let (cmd_state, who) = (state.clone(), name.to_string());
+        let commands = warp::path!("internal" / "v1" / String)
+            .and(warp::post())
+            .and(warp::header::optional::<String>("authorization"))
+            .and(warp::body::json())
+            .map(move |op: String, auth: Option<String>, body: Value| {
+                if auth.as_deref() != Some(&format!("Bearer {SECRET}")) {
+                    return warp::reply::with_status(
+                        warp::reply::json(&json!({"error": {"code": "unauthorized"}})),
+                        warp::http::StatusCode::UNAUTHORIZED,
+                    );
+                }
+                log_push(&log, format!("node {who} {op} term {}", body["term"]));
+                let (code, reply) = command(&mut cmd_state.lock().unwrap(), &who, &op, &body);
+                warp::reply::with_status(
+                    warp::reply::json(&reply),
+                    warp::http::StatusCode::from_u16(code).unwrap(),
+                )
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(
+            warp::serve(status_route.or(commands))
+                .incoming(listener)
+                .graceful(async {
+                    let _ = stopped.await;
+                })
+                .run(),
+        );
+        FakeNode {
+            name: name.to_string(),
+            url,
+            state,
+            _stop: stop,
+        }
+    }
+}
+
+/// A URL where nothing listens: a member whose node is down.
+pub fn dead_url() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}

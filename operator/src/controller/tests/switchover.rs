@@ -1,0 +1,204 @@
+//! Planned switchovers against fake nodes: through the `rcluster.dev/switchover-to` annotation
+//! (removed when done), and the one a scale-down starts when it would remove the primary.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use serde_json::{Value, json};
+
+use super::fixtures::{Log, finish, finish_keep, serve};
+use super::nodes::{FakeNode, fake_status};
+use super::world::*;
+use crate::controller::reconcile;
+use crate::crd::ReplicatedClusterStatus;
+
+/// Primary `primary` of term 3; every member at the same log position, following it.
+async fn cluster_of(
+    n: usize,
+    primary: usize,
+    log: &Log,
+) -> (Vec<FakeNode>, BTreeMap<String, String>) {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let name = format!("demo-{i}");
+        let role = if i == primary { "primary" } else { "replica" };
+        let mut s = fake_status(&name, role, 3, 3, 50, true);
+        s["following"] = json!(format!("demo-{primary}"));
+        nodes.push(FakeNode::start(&name, s, log.clone()).await);
+    }
+    let urls = nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.url.clone()))
+        .collect();
+    (nodes, urls)
+}
+
+fn pods(n: usize, primary: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            pod(
+                &format!("demo-{i}"),
+                true,
+                Some(if i == primary { "primary" } else { "replica" }),
+            )
+        })
+        .collect()
+}
+
+fn record(primary: &str) -> ReplicatedClusterStatus {
+    ReplicatedClusterStatus {
+        term: 3,
+        primary: Some(primary.to_string()),
+        ..ReplicatedClusterStatus::default()
+    }
+}
+
+fn node_lines(log: &Log) -> Vec<String> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("node ") || l.starts_with("status "))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn annotation_switches_over_and_is_removed_when_done() {
+    let log = Log::default();
+    let (nodes, urls) = cluster_of(3, 0, &log).await;
+    let mut c = cluster(json!({}), Some(record("demo-0")));
+    c.metadata.annotations = Some(BTreeMap::from([(
+        "rcluster.dev/switchover-to".to_string(),
+        "demo-2".to_string(),
+    )]));
+    let w = world(c, pods(3, 0), Some(secret_object()));
+    let (ctx, handle) = context(urls, Arc::new(AtomicU64::new(50_000)));
+
+    // 1. Writes stop on demo-0: a new term is recorded, then demo-0 is fenced in it.
+    let mut script = opening(&w, true);
+    script.push(write_status(&w, &log, |s| {
+        assert_eq!((s.term, s.primary.as_deref()), (4, None))
+    }));
+    script.push(relabel(&w, "demo-0", "replica"));
+    script.push(write_status(&w, &log, |s| {
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "FailingOver")
+            .unwrap();
+        assert_eq!(c.reason, "SwitchoverInProgress");
+    }));
+    script.push(event("SwitchoverStarted", None));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    let handle = finish_keep(server).await;
+
+    // 2. demo-2 holds everything demo-0 has: recorded, promoted, the others follow it.
+    let mut script = opening(&w, false);
+    script.push(write_status(&w, &log, |s| {
+        assert_eq!((s.term, s.primary.as_deref()), (4, Some("demo-2")))
+    }));
+    script.push(relabel(&w, "demo-2", "primary"));
+    script.push(write_status(&w, &log, |_| {}));
+    script.push(event("Promoted", Some("demo-2")));
+    script.push(event("ReplicaRefetching", Some("demo-0")));
+    script.push(event("ReplicaRefetching", Some("demo-1")));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    let handle = finish_keep(server).await;
+
+    // 3. Done: the annotation goes, and a switchover is not counted as a failover.
+    let mut script = opening(&w, false);
+    script.push(write_status(&w, &log, |_| {}).optional());
+    script.push(remove_annotation(&w));
+    script.push(event("SwitchoverCompleted", None));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    finish(server).await;
+
+    assert_eq!(
+        node_lines(&log),
+        [
+            "status term 4 primary None",
+            "node demo-0 fence term 4",
+            "status term 4 primary None",
+            "status term 4 primary Some(\"demo-2\")",
+            "node demo-2 promote term 4",
+            "node demo-0 follow term 4",
+            "node demo-1 follow term 4",
+            "status term 4 primary Some(\"demo-2\")",
+        ]
+    );
+    assert_eq!(nodes[2].state.lock().unwrap()["role"], "primary");
+    assert!(w.lock().unwrap().cluster.metadata.annotations.is_none());
+    assert!(
+        w.lock()
+            .unwrap()
+            .cluster
+            .status
+            .as_ref()
+            .unwrap()
+            .last_failover
+            .is_none()
+    );
+    assert!(
+        ctx.metrics
+            .encode()
+            .unwrap()
+            .contains("rcluster_operator_failovers_total 0")
+    );
+}
+
+#[tokio::test]
+async fn scale_down_moves_the_primary_before_removing_its_pod() {
+    let log = Log::default();
+    let (nodes, urls) = cluster_of(3, 2, &log).await;
+    let w = world(
+        cluster(json!({"replicas": 2}), Some(record("demo-2"))),
+        pods(3, 2),
+        Some(secret_object()),
+    );
+    let (ctx, handle) = context(urls, Arc::new(AtomicU64::new(50_000)));
+    let sts_replicas =
+        |n: i64| move |sts: &Value| assert_eq!(sts["spec"]["replicas"], n, "StatefulSet size");
+
+    // 1. The StatefulSet keeps demo-2 (the primary) and a switchover to demo-0 starts.
+    let mut script = vec![get_secret(&w), list_pods(&w)];
+    script.extend(apply_stage(&w, true, sts_replicas(3)));
+    script.push(write_status(&w, &log, |s| {
+        assert_eq!((s.term, s.primary.as_deref()), (4, None))
+    }));
+    script.push(relabel(&w, "demo-2", "replica"));
+    script.push(write_status(&w, &log, |_| {}));
+    script.push(event("SwitchoverStarted", None));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    let handle = finish_keep(server).await;
+
+    // 2. demo-0 is promoted; the StatefulSet still holds three pods until the record says so.
+    let mut script = vec![get_secret(&w), list_pods(&w)];
+    script.extend(apply_stage(&w, false, sts_replicas(3)));
+    script.push(write_status(&w, &log, |s| {
+        assert_eq!(s.primary.as_deref(), Some("demo-0"))
+    }));
+    script.push(relabel(&w, "demo-0", "primary"));
+    script.push(write_status(&w, &log, |_| {}));
+    script.push(event("Promoted", Some("demo-0")));
+    script.push(event("ReplicaRefetching", Some("demo-1")));
+    script.push(event("ReplicaRefetching", Some("demo-2")));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    let handle = finish_keep(server).await;
+
+    // 3. The primary is within the new size: the StatefulSet shrinks to two.
+    let mut script = vec![get_secret(&w), list_pods(&w)];
+    script.extend(apply_stage(&w, false, sts_replicas(2)));
+    script.push(write_status(&w, &log, |s| assert_eq!(s.members.len(), 2)).optional());
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx).await.unwrap();
+    finish(server).await;
+
+    assert_eq!(nodes[0].state.lock().unwrap()["role"], "primary");
+    assert_eq!(nodes[2].state.lock().unwrap()["following"], "demo-0");
+}

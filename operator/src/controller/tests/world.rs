@@ -1,0 +1,280 @@
+//! The API server's side of a reconcile test: what exists (the cluster with its status and
+//! resourceVersion, pods, the Secret), and the expectations of each kind of request, answered
+//! the way the API server would.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{Value, json};
+
+use super::fixtures::{Expect, Log, mock_client, not_found, status_error};
+use super::nodes::SECRET;
+use crate::controller::context::{Context, NodeTimeouts};
+use crate::crd::{ReplicatedCluster, ReplicatedClusterStatus};
+use crate::metrics::Metrics;
+
+pub const NS: &str = "shop";
+const CLUSTERS: &str = "/apis/rcluster.dev/v1alpha1/namespaces/shop/replicatedclusters";
+
+pub struct World {
+    pub cluster: ReplicatedCluster,
+    pub pods: Vec<Value>,
+    pub secret: Option<Value>,
+}
+
+pub type Shared = Arc<Mutex<World>>;
+
+/// A cluster as the API server returns it: name `demo`, resourceVersion "1", generation 1.
+pub fn cluster(spec: Value, status: Option<ReplicatedClusterStatus>) -> ReplicatedCluster {
+    let mut c = ReplicatedCluster::new("demo", serde_json::from_value(spec).unwrap());
+    c.metadata.namespace = Some(NS.into());
+    c.metadata.uid = Some("uid-demo".into());
+    c.metadata.resource_version = Some("1".into());
+    c.metadata.generation = Some(1);
+    c.status = status;
+    c
+}
+
+pub fn pod(name: &str, ready: bool, role: Option<&str>) -> Value {
+    let mut labels = json!({
+        "app.kubernetes.io/name": "rcluster", "app.kubernetes.io/instance": "demo",
+        "app.kubernetes.io/component": "node", "app.kubernetes.io/managed-by": "rcluster-operator"});
+    if let Some(r) = role {
+        labels["rcluster.dev/role"] = json!(r);
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "status": {"podIP": "127.0.0.1",
+                   "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+    })
+}
+
+pub fn secret_object() -> Value {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("demo-secret".into()),
+            namespace: Some(NS.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            "token".to_string(),
+            ByteString(SECRET.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    };
+    serde_json::to_value(secret).unwrap()
+}
+
+pub fn world(cluster: ReplicatedCluster, pods: Vec<Value>, secret: Option<Value>) -> Shared {
+    Arc::new(Mutex::new(World {
+        cluster,
+        pods,
+        secret,
+    }))
+}
+
+/// The object the controller's cache would hand to the next reconcile.
+pub fn current(w: &Shared) -> ReplicatedCluster {
+    w.lock().unwrap().cluster.clone()
+}
+
+/// A context on the mock client; members are reached at `urls[pod]`, time is `clock` (ms).
+pub fn context(
+    urls: BTreeMap<String, String>,
+    clock: Arc<AtomicU64>,
+) -> (Arc<Context>, super::fixtures::Handle) {
+    let (client, handle) = mock_client();
+    let mut ctx = Context::new(
+        client,
+        Metrics::new().unwrap(),
+        Some("test-operator".into()),
+    );
+    ctx.node_url = Arc::new(move |a| urls.get(a.pod).cloned());
+    ctx.clock = Arc::new(move || clock.load(Ordering::SeqCst));
+    ctx.timeouts = NodeTimeouts {
+        probe: Duration::from_millis(500),
+        command: Duration::from_secs(5),
+    };
+    (Arc::new(ctx), handle)
+}
+
+pub fn get_secret(w: &Shared) -> Expect {
+    let w = w.clone();
+    Expect::get("/api/v1/namespaces/shop/secrets/demo-secret").respond(move |_| {
+        match w.lock().unwrap().secret.clone() {
+            Some(s) => (200, s),
+            None => not_found(),
+        }
+    })
+}
+
+pub fn list_pods(w: &Shared) -> Expect {
+    let w = w.clone();
+    Expect::get("/api/v1/namespaces/shop/pods")
+        .query("labelSelector=app.kubernetes.io%2Fcomponent%3Dnode%2Capp.kubernetes.io%2Finstance%3Ddemo%2Capp.kubernetes.io%2Fname%3Drcluster")
+        .respond(move |_| {
+            let items = w.lock().unwrap().pods.clone();
+            (200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}))
+        })
+}
+
+/// A server-side apply of `kind` `name` under the operator's field manager; answered with the
+/// applied object.
+pub fn apply(path: &str, kind: &'static str, name: &'static str) -> Expect {
+    Expect::patch(&format!("{path}/{name}"))
+        .query("fieldManager=rcluster-operator")
+        .query("force=true")
+        .check(move |b| {
+            assert_eq!(b["kind"], kind, "{b}");
+            assert_eq!(b["metadata"]["name"], name);
+            assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "uid-demo");
+            assert_eq!(
+                b["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+                "rcluster-operator"
+            );
+        })
+}
+
+/// Every owned object, in the controller's order; `first`: the (disabled) ServiceMonitor is
+/// deleted once, later reconciles know it is gone.
+pub fn apply_stage(
+    w: &Shared,
+    first: bool,
+    check_sts: impl FnOnce(&Value) + Send + 'static,
+) -> Vec<Expect> {
+    let core = "/api/v1/namespaces/shop";
+    let stored = w.clone();
+    let mut v = vec![
+        apply(&format!("{core}/configmaps"), "ConfigMap", "demo-config"),
+        apply(&format!("{core}/secrets"), "Secret", "demo-secret").respond(move |b| {
+            stored.lock().unwrap().secret = Some(b.clone());
+            (200, b)
+        }),
+        apply(&format!("{core}/services"), "Service", "demo-headless"),
+        apply(&format!("{core}/services"), "Service", "demo-rw"),
+        apply(&format!("{core}/services"), "Service", "demo-ro"),
+        apply(
+            "/apis/apps/v1/namespaces/shop/statefulsets",
+            "StatefulSet",
+            "demo",
+        )
+        .check(check_sts),
+        apply(
+            "/apis/policy/v1/namespaces/shop/poddisruptionbudgets",
+            "PodDisruptionBudget",
+            "demo",
+        ),
+    ];
+    if first {
+        v.push(
+            Expect::delete("/apis/monitoring.coreos.com/v1/namespaces/shop/servicemonitors/demo")
+                .respond(|_| not_found()),
+        );
+    }
+    v
+}
+
+/// The reconcile's opening: Secret, pods, owned objects.
+pub fn opening(w: &Shared, first: bool) -> Vec<Expect> {
+    let mut v = vec![get_secret(w), list_pods(w)];
+    v.extend(apply_stage(w, first, |_| {}));
+    v
+}
+
+/// A status replace. Like the API server, it refuses (409) a resourceVersion other than the
+/// stored one; otherwise it stores the status and bumps the resourceVersion. `check` sees the
+/// status sent; `log` gets a line with the term and primary, to order against node commands.
+pub fn write_status(
+    w: &Shared,
+    log: &Log,
+    check: impl FnOnce(&ReplicatedClusterStatus) + Send + 'static,
+) -> Expect {
+    let (w, log) = (w.clone(), log.clone());
+    Expect::put(&format!("{CLUSTERS}/demo/status")).respond(move |body| {
+        let sent: ReplicatedCluster = serde_json::from_value(body).unwrap();
+        let mut world = w.lock().unwrap();
+        if sent.metadata.resource_version != world.cluster.metadata.resource_version {
+            return (409, status_error(409, "Conflict"));
+        }
+        let status = sent.status.clone().expect("a status");
+        super::fixtures::log_push(
+            &log,
+            format!("status term {} primary {:?}", status.term, status.primary),
+        );
+        check(&status);
+        let rv: u64 = world
+            .cluster
+            .metadata
+            .resource_version
+            .as_deref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        world.cluster.status = Some(status);
+        world.cluster.metadata.resource_version = Some((rv + 1).to_string());
+        (200, serde_json::to_value(&world.cluster).unwrap())
+    })
+}
+
+/// The role label of `pod` moves to `role`.
+pub fn relabel(w: &Shared, pod_name: &'static str, role: &'static str) -> Expect {
+    let w = w.clone();
+    Expect::patch(&format!("/api/v1/namespaces/shop/pods/{pod_name}"))
+        .query("fieldManager=rcluster-operator")
+        .check(move |b| assert_eq!(b["metadata"]["labels"]["rcluster.dev/role"], role, "{b}"))
+        .respond(move |_| {
+            let mut world = w.lock().unwrap();
+            let p = world
+                .pods
+                .iter_mut()
+                .find(|p| p["metadata"]["name"] == pod_name)
+                .expect("a known pod");
+            p["metadata"]["labels"]["rcluster.dev/role"] = json!(role);
+            (200, p.clone())
+        })
+}
+
+/// An event with `reason` about the cluster (and about `pod`, when given).
+pub fn event(reason: &'static str, pod: Option<&'static str>) -> Expect {
+    Expect::post("/apis/events.k8s.io/v1/namespaces/shop/events").check(move |b| {
+        assert_eq!(b["reason"], reason, "{b}");
+        assert_eq!(b["regarding"]["kind"], "ReplicatedCluster");
+        assert_eq!(b["reportingController"], "rcluster-operator");
+        if let Some(p) = pod {
+            assert_eq!(b["related"]["name"], p, "{b}");
+        }
+    })
+}
+
+pub fn remove_annotation(w: &Shared) -> Expect {
+    let w = w.clone();
+    Expect::patch(&format!("{CLUSTERS}/demo"))
+        .query("fieldManager=rcluster-operator")
+        .check(|b| {
+            assert_eq!(
+                b["metadata"]["annotations"]["rcluster.dev/switchover-to"],
+                Value::Null,
+                "{b}"
+            )
+        })
+        .respond(move |_| {
+            let mut world = w.lock().unwrap();
+            world.cluster.metadata.annotations = None;
+            let rv: u64 = world
+                .cluster
+                .metadata
+                .resource_version
+                .as_deref()
+                .unwrap()
+                .parse()
+                .unwrap();
+            world.cluster.metadata.resource_version = Some((rv + 1).to_string());
+            (200, serde_json::to_value(&world.cluster).unwrap())
+        })
+}

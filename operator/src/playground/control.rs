@@ -1,0 +1,198 @@
+//! The playground's HTTP endpoint on 127.0.0.1:BASE_PORT:
+//! - `GET /status`: members (with process ids), the coordinator record, failover statistics;
+//! - `GET /decisions`: the recent decision log (the full log is `DIR/decisions.log`);
+//! - `GET /metrics`: Prometheus text (the operator's metric names, so one dashboard fits both);
+//! - `POST /members/{name}/stop[?signal=kill]`: stop a node and keep it down;
+//! - `POST /members/{name}/start`: let a stopped node run again.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use warp::Filter;
+use warp::http::StatusCode;
+
+use super::supervisor::{Signal, Supervisor};
+use crate::metrics::Metrics;
+
+/// How many decisions `/decisions` keeps.
+pub const DECISIONS_KEPT: usize = 1000;
+
+/// What the coordination loop publishes for the endpoint.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub status: Value,
+    pub decisions: VecDeque<Value>,
+}
+
+impl Shared {
+    pub fn push_decision(&mut self, record: Value) {
+        if self.decisions.len() >= DECISIONS_KEPT {
+            self.decisions.pop_front();
+        }
+        self.decisions.push_back(record);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn reply(status: StatusCode, body: Value) -> warp::reply::Response {
+    use warp::Reply;
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct StopQuery {
+    signal: Option<String>,
+}
+
+pub fn routes(
+    shared: Arc<Mutex<Shared>>,
+    supervisor: Arc<Mutex<Supervisor>>,
+    metrics: Metrics,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let s = shared.clone();
+    let status = warp::path!("status")
+        .and(warp::get())
+        .map(move || reply(StatusCode::OK, lock(&s).status.clone()));
+    let s = shared;
+    let decisions = warp::path!("decisions").and(warp::get()).map(move || {
+        let list: Vec<Value> = lock(&s).decisions.iter().cloned().collect();
+        reply(StatusCode::OK, json!({ "decisions": list }))
+    });
+    let metrics = warp::path!("metrics").and(warp::get()).map(move || {
+        use warp::Reply;
+        match metrics.encode() {
+            Ok(text) => warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
+                .into_response(),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": {"code": "metrics", "message": e.to_string()}}),
+            ),
+        }
+    });
+    let sup = supervisor.clone();
+    let stop = warp::path!("members" / String / "stop")
+        .and(warp::post())
+        .and(warp::query::<StopQuery>())
+        .map(move |name: String, q: StopQuery| {
+            let signal = match q.signal.as_deref() {
+                None | Some("term") => Signal::Term,
+                Some("kill") => Signal::Kill,
+                Some(other) => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": {"code": "bad_request",
+                            "message": format!("signal must be term or kill, got {other:?}")}}),
+                    );
+                }
+            };
+            member_result(&name, lock(&sup).stop(&name, signal, true))
+        });
+    let sup = supervisor;
+    let start = warp::path!("members" / String / "start")
+        .and(warp::post())
+        .map(move |name: String| member_result(&name, lock(&sup).start(&name)));
+    status
+        .or(decisions)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(stop)
+        .unify()
+        .or(start)
+        .unify()
+}
+
+fn member_result(name: &str, r: Result<(), String>) -> warp::reply::Response {
+    match r {
+        Ok(()) => reply(StatusCode::OK, json!({"member": name, "ok": true})),
+        Err(e) => reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": {"code": "not_found", "message": e}}),
+        ),
+    }
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Mutex<Shared>>,
+    supervisor: Arc<Mutex<Supervisor>>,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(routes(shared, supervisor, metrics))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn call(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn serves_status_decisions_metrics_and_member_commands() {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        lock(&shared).status = json!({"ready": true});
+        lock(&shared).push_decision(json!({"n": 1}));
+        let sup = Arc::new(Mutex::new(Supervisor::new("true".into(), vec![])));
+        let metrics = Metrics::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, shared, sup, metrics, async {
+            let _ = stopped.await;
+        }));
+
+        assert_eq!(
+            call(addr, "GET", "/status").await,
+            (200, r#"{"ready":true}"#.into())
+        );
+        assert_eq!(
+            call(addr, "GET", "/decisions").await,
+            (200, r#"{"decisions":[{"n":1}]}"#.into())
+        );
+        let (code, text) = call(addr, "GET", "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(
+            text.contains("rcluster_operator_failovers_total 0"),
+            "{text}"
+        );
+        assert_eq!(
+            call(addr, "POST", "/members/n9/stop?signal=kill").await.0,
+            404
+        );
+        assert_eq!(
+            call(addr, "POST", "/members/n9/stop?signal=hup").await.0,
+            400
+        );
+        assert_eq!(call(addr, "GET", "/nope").await.0, 404);
+
+        stop.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), server)
+            .await
+            .expect("server stops on shutdown")
+            .unwrap();
+    }
+}

@@ -1,0 +1,407 @@
+//! `rcluster-operator playground`: N local `rcluster-node` processes driven by the same failover
+//! decisions as the Kubernetes controller.
+//!
+//! - [`supervisor`]: the child processes (start, restart after a crash, stop);
+//! - [`probe`]: `/v1/status` of every node, sub-second, and how long each has been failing;
+//! - [`coordinate`]: the loop: probe → decide → persist the coordinator record → send commands;
+//! - [`state`]: the folder (state file, secret, decision log, lock);
+//! - [`tracker`]: failover and switchover statistics;
+//! - [`ui`]: the status table and decision lines; [`control`]: the HTTP endpoint.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+
+use crate::failover::{AckLevel, Settings, default_switchover_timeout_ms};
+
+mod act;
+pub mod control;
+pub mod coordinate;
+pub mod probe;
+pub mod report;
+pub mod state;
+pub mod supervisor;
+pub mod tracker;
+pub mod ui;
+
+/// Flags of `rcluster-operator playground`.
+#[derive(Debug, Clone, Args)]
+pub struct PlaygroundArgs {
+    /// Number of nodes (members n1..nN).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=99))]
+    pub replicas: u16,
+    /// Write acknowledgement level of the cluster: async, one, quorum or all.
+    #[arg(long, default_value = "quorum", value_parser = parse_ack)]
+    pub ack: AckLevel,
+    /// Folder for the node data, the state file, the secret and the logs.
+    #[arg(long, default_value = "./rcluster-playground")]
+    pub dir: PathBuf,
+    /// Node i listens on BASE_PORT+i; the playground's status/metrics endpoint on BASE_PORT.
+    #[arg(long, default_value_t = 7000)]
+    pub base_port: u16,
+    /// How long the primary must fail (unreachable or not ready) before a failover.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub detection_window_ms: u64,
+    /// How often every node is probed.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..))]
+    pub probe_interval_ms: u64,
+    /// The rcluster-node binary (default: next to this program, else on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub node_bin: Option<PathBuf>,
+    /// async/one only: promote the best reachable node even when acknowledged writes may be lost.
+    #[arg(long)]
+    pub allow_lossy_promotion: bool,
+    /// No live status table (decisions are still printed).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Extra arguments for every node, after `--` (e.g. `-- --fsync interval`).
+    #[arg(last = true, value_name = "NODE_ARGS")]
+    pub node_args: Vec<String>,
+}
+
+fn parse_ack(s: &str) -> Result<AckLevel, String> {
+    match s {
+        "async" => Ok(AckLevel::Async),
+        "one" => Ok(AckLevel::One),
+        "quorum" => Ok(AckLevel::Quorum),
+        "all" => Ok(AckLevel::All),
+        _ => Err(format!("expected async, one, quorum or all, got {s:?}")),
+    }
+}
+
+pub fn ack_name(a: AckLevel) -> &'static str {
+    match a {
+        AckLevel::Async => "async",
+        AckLevel::One => "one",
+        AckLevel::Quorum => "quorum",
+        AckLevel::All => "all",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// Milliseconds since the epoch: the clock of every `*_ms` field the playground records.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One member: name, URL, port and data folder.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: String,
+    pub url: String,
+    pub port: u16,
+}
+
+/// Entry point of the subcommand; the exit code is 0 after a clean stop.
+pub fn main(args: PlaygroundArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rcluster-operator playground: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rcluster-operator playground: {e}");
+            match e {
+                Error::Usage(_) => ExitCode::from(2),
+                Error::Io { .. } => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+async fn run(args: PlaygroundArgs) -> Result<(), Error> {
+    let replicas = usize::from(args.replicas);
+    if usize::from(args.base_port) + replicas > usize::from(u16::MAX) || args.base_port == 0 {
+        return Err(Error::Usage(format!(
+            "--base-port {} leaves no room for {replicas} node ports",
+            args.base_port
+        )));
+    }
+    let bin = node_bin(args.node_bin.as_deref())?;
+    let folder = state::Folder::create(&args.dir)?;
+    let _lock = folder.lock()?;
+    let saved = match folder.load()? {
+        Some(s) if s.replicas != replicas || s.base_port != args.base_port => {
+            return Err(Error::Usage(format!(
+                "{} holds a cluster of {} nodes on base port {}; start it with --replicas {} \
+                 --base-port {}, or use another --dir",
+                folder.dir.display(),
+                s.replicas,
+                s.base_port,
+                s.replicas,
+                s.base_port
+            )));
+        }
+        Some(mut s) => {
+            println!(
+                "resuming the cluster in {} (term {}, primary {})",
+                folder.dir.display(),
+                s.coordinator.term,
+                s.coordinator.primary.as_deref().unwrap_or("none")
+            );
+            s.ack = args.ack;
+            s
+        }
+        None => {
+            let s = state::Saved::new(replicas, args.base_port, args.ack);
+            folder.save(&s)?;
+            println!(
+                "new cluster of {replicas} nodes in {}",
+                folder.dir.display()
+            );
+            s
+        }
+    };
+    let secret_path = folder.secret()?;
+    let secret = std::fs::read_to_string(&secret_path)
+        .map_err(|source| Error::Io {
+            what: format!("cannot read {}", secret_path.display()),
+            source,
+        })?
+        .trim()
+        .to_string();
+
+    let members: Vec<Member> = (1..=replicas)
+        .map(|i| {
+            let port = args.base_port + i as u16;
+            Member {
+                name: format!("n{i}"),
+                url: format!("http://127.0.0.1:{port}"),
+                port,
+            }
+        })
+        .collect();
+    let control_addr = format!("127.0.0.1:{}", args.base_port);
+    let listener = tokio::net::TcpListener::bind(&control_addr)
+        .await
+        .map_err(|e| port_error(args.base_port, e))?;
+    // Bound the way the node binds (SO_REUSEADDR), so connections of a node that just stopped
+    // (TIME_WAIT) do not count as the port being in use.
+    for m in &members {
+        tokio::net::TcpListener::bind(("127.0.0.1", m.port))
+            .await
+            .map_err(|e| port_error(m.port, e))?;
+    }
+
+    let specs = members
+        .iter()
+        .map(|m| node_spec(&folder, m, &members, &secret_path, &args))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let supervisor = Arc::new(Mutex::new(supervisor::Supervisor::new(bin, specs)));
+    let shared = Arc::new(Mutex::new(control::Shared::default()));
+    let metrics = report::PlaygroundMetrics::new().map_err(|e| Error::Io {
+        what: "cannot build the metrics registry".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(control::serve(
+        listener,
+        shared.clone(),
+        supervisor.clone(),
+        metrics.operator.clone(),
+        async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        },
+    ));
+
+    let settings = Settings {
+        members: members.iter().map(|m| m.name.clone()).collect(),
+        ack: args.ack,
+        detection_window_ms: args.detection_window_ms,
+        allow_lossy_promotion: args.allow_lossy_promotion,
+        switchover_timeout_ms: default_switchover_timeout_ms(),
+    };
+    let probe_timeout = Duration::from_millis((args.detection_window_ms / 2).clamp(50, 1000));
+    let control_url = format!("http://{control_addr}");
+    let looper = coordinate::Loop::new(coordinate::Setup {
+        settings,
+        members,
+        folder,
+        saved,
+        secret,
+        probe_interval: Duration::from_millis(args.probe_interval_ms),
+        probe_timeout,
+        supervisor: supervisor.clone(),
+        shared,
+        metrics,
+        quiet: args.quiet,
+        control_url,
+    })?;
+    looper.run(stop_rx).await;
+
+    let children = supervisor
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take_children();
+    for line in supervisor::terminate(children, Duration::from_secs(10)).await {
+        println!("stopped {line}");
+    }
+    let _ = server.await;
+    println!("playground stopped");
+    Ok(())
+}
+
+fn port_error(port: u16, e: std::io::Error) -> Error {
+    Error::Usage(format!(
+        "cannot listen on 127.0.0.1:{port}: {e}; pick another --base-port \
+         (or stop what uses it: an earlier playground's nodes may still run)"
+    ))
+}
+
+fn node_spec(
+    folder: &state::Folder,
+    m: &Member,
+    members: &[Member],
+    secret: &Path,
+    args: &PlaygroundArgs,
+) -> Result<supervisor::NodeSpec, Error> {
+    let data_dir = folder.path(&m.name);
+    std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io {
+        what: format!("cannot create {}", data_dir.display()),
+        source,
+    })?;
+    let mut a: Vec<String> = vec![
+        "--name".into(),
+        m.name.clone(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{}", m.port),
+        "--secret-file".into(),
+        secret.display().to_string(),
+        "--ack".into(),
+        ack_name(args.ack).into(),
+    ];
+    for other in members {
+        a.push("--member".into());
+        a.push(format!("{}={}", other.name, other.url));
+    }
+    a.extend(args.node_args.iter().cloned());
+    Ok(supervisor::NodeSpec {
+        name: m.name.clone(),
+        args: a,
+        log: folder.path(&format!("{}.log", m.name)),
+    })
+}
+
+/// `--node-bin`, else `rcluster-node` next to this executable, else on PATH.
+fn node_bin(flag: Option<&Path>) -> Result<PathBuf, Error> {
+    let on_path = |name: &Path| -> Option<PathBuf> {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(p) = flag {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        if p.components().count() == 1
+            && let Some(found) = on_path(p)
+        {
+            return Ok(found);
+        }
+        return Err(Error::Usage(format!(
+            "--node-bin {}: no such file",
+            p.display()
+        )));
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("rcluster-node")))
+        .filter(|p| p.is_file());
+    beside
+        .or_else(|| on_path(Path::new("rcluster-node")))
+        .ok_or_else(|| {
+            Error::Usage(
+                "cannot find rcluster-node next to this program or on PATH; pass --node-bin".into(),
+            )
+        })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: PlaygroundArgs,
+    }
+
+    #[test]
+    fn flags_and_node_args_parse() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--replicas",
+            "5",
+            "--ack",
+            "all",
+            "--quiet",
+            "--",
+            "--fsync",
+            "interval",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.replicas, 5);
+        assert_eq!(cli.args.ack, AckLevel::All);
+        assert!(cli.args.quiet);
+        assert_eq!(cli.args.node_args, ["--fsync", "interval"]);
+        assert_eq!(cli.args.detection_window_ms, 1000);
+        assert!(Cli::try_parse_from(["x", "--ack", "most"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--replicas", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_missing_node_binary_is_a_usage_error() {
+        let err = node_bin(Some(Path::new("/nonexistent/rcluster-node"))).unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err}");
+    }
+}

@@ -1,0 +1,238 @@
+//! The playground's files in its folder: the durable coordinator record (`state.json`), the
+//! cluster secret, the decision log and a lock so two playgrounds never drive one cluster.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+use super::tracker::{LastFailover, LastSwitchover};
+use crate::failover::{AckLevel, Coordinator};
+
+pub const STATE_FILE: &str = "state.json";
+pub const SECRET_FILE: &str = "secret";
+pub const DECISIONS_FILE: &str = "decisions.log";
+const LOCK_FILE: &str = "playground.pid";
+
+/// Everything `state.json` holds. The coordinator record must reach the disk before any node
+/// hears of a new term; the rest is history for `/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    pub replicas: usize,
+    pub base_port: u16,
+    pub ack: AckLevel,
+    pub coordinator: Coordinator,
+    #[serde(default)]
+    pub failovers_total: u64,
+    #[serde(default)]
+    pub switchovers_total: u64,
+    #[serde(default)]
+    pub last_failover: Option<LastFailover>,
+    #[serde(default)]
+    pub last_switchover: Option<LastSwitchover>,
+}
+
+impl Saved {
+    pub fn new(replicas: usize, base_port: u16, ack: AckLevel) -> Saved {
+        Saved {
+            replicas,
+            base_port,
+            ack,
+            coordinator: Coordinator::default(),
+            failovers_total: 0,
+            switchovers_total: 0,
+            last_failover: None,
+            last_switchover: None,
+        }
+    }
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { what, source }
+}
+
+/// The playground folder.
+#[derive(Debug, Clone)]
+pub struct Folder {
+    pub dir: PathBuf,
+}
+
+impl Folder {
+    pub fn create(dir: &Path) -> Result<Folder, Error> {
+        fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(io(format!("cannot resolve {}", dir.display())))?;
+        Ok(Folder { dir })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The saved state, or `None` for a new cluster.
+    pub fn load(&self) -> Result<Option<Saved>, Error> {
+        let path = self.path(STATE_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::Usage(format!(
+                    "{} is not a playground state file ({e}); use another --dir",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(format!("cannot read {}", path.display()))(e)),
+        }
+    }
+
+    /// Write to a temporary file, fsync, rename over `state.json`, fsync the folder: after a
+    /// crash the file holds either the old record or the new one, never a mix.
+    pub fn save(&self, saved: &Saved) -> Result<(), Error> {
+        let bytes = serde_json::to_vec_pretty(saved).map_err(|e| Error::Io {
+            what: "cannot encode the state".into(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(&self.dir, STATE_FILE, &bytes, 0o644)
+    }
+
+    /// The cluster secret, created on first use (owner-readable only).
+    pub fn secret(&self) -> Result<PathBuf, Error> {
+        let path = self.path(SECRET_FILE);
+        match fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => return Ok(path),
+            Ok(_) => {
+                return Err(Error::Usage(format!(
+                    "{} is empty; delete it only together with the whole folder",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("cannot read {}", path.display()))(e)),
+        }
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| Error::Io {
+            what: "cannot generate the cluster secret".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_atomic(&self.dir, SECRET_FILE, hex.as_bytes(), 0o600)?;
+        Ok(path)
+    }
+
+    /// Takes the folder for this process. A lock left by a process that no longer runs is taken
+    /// over (the playground may have been killed).
+    pub fn lock(&self) -> Result<Lock, Error> {
+        let path = self.path(LOCK_FILE);
+        if let Ok(text) = fs::read_to_string(&path)
+            && let Ok(pid) = text.trim().parse::<u32>()
+            && pid != std::process::id()
+            && Path::new(&format!("/proc/{pid}")).exists()
+        {
+            return Err(Error::Usage(format!(
+                "{} is in use by another playground (pid {pid}); stop it or use another --dir",
+                self.dir.display()
+            )));
+        }
+        let pid = std::process::id().to_string();
+        write_atomic(&self.dir, LOCK_FILE, pid.as_bytes(), 0o644)?;
+        Ok(Lock { path })
+    }
+
+    pub fn decision_log(&self) -> Result<File, Error> {
+        let path = self.path(DECISIONS_FILE);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(format!("cannot open {}", path.display())))
+    }
+
+    /// The log file of one node (its stdout and stderr), appended across restarts.
+    pub fn node_log(&self, name: &str) -> Result<File, Error> {
+        let path = self.path(&format!("{name}.log"));
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(format!("cannot open {}", path.display())))
+    }
+}
+
+/// Removes the lock file when the playground ends.
+pub struct Lock {
+    path: PathBuf,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let what = || format!("cannot write {}", path.display());
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io(what()))?;
+    f.write_all(bytes).map_err(io(what()))?;
+    f.sync_all().map_err(io(what()))?;
+    drop(f);
+    fs::rename(&tmp, &path).map_err(io(what()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(what()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_secret_is_stable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let folder = Folder::create(tmp.path()).unwrap();
+        assert_eq!(folder.load().unwrap(), None);
+        let mut saved = Saved::new(3, 7000, AckLevel::Quorum);
+        saved.coordinator.term = 4;
+        saved.coordinator.primary = Some("n2".into());
+        folder.save(&saved).unwrap();
+        assert_eq!(folder.load().unwrap(), Some(saved));
+
+        let secret = folder.secret().unwrap();
+        let first = fs::read_to_string(&secret).unwrap();
+        assert_eq!(first.len(), 64);
+        folder.secret().unwrap();
+        assert_eq!(fs::read_to_string(&secret).unwrap(), first);
+    }
+
+    #[test]
+    fn a_garbled_state_file_is_a_clear_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let folder = Folder::create(tmp.path()).unwrap();
+        fs::write(folder.path(STATE_FILE), "{not json").unwrap();
+        let err = folder.load().unwrap_err().to_string();
+        assert!(err.contains("not a playground state file"), "{err}");
+    }
+
+    #[test]
+    fn lock_refuses_a_live_owner_and_takes_over_a_dead_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let folder = Folder::create(tmp.path()).unwrap();
+        // pid 1 always runs.
+        fs::write(folder.path(LOCK_FILE), "1").unwrap();
+        assert!(folder.lock().is_err());
+        fs::write(folder.path(LOCK_FILE), "4000000000").unwrap();
+        let lock = folder.lock().unwrap();
+        drop(lock);
+        assert!(!folder.path(LOCK_FILE).exists());
+    }
+}

@@ -1,0 +1,378 @@
+//! The node processes: start, notice exits, restart with backoff, hold a node down on request,
+//! and stop them all on shutdown (SIGTERM, then SIGKILL for stragglers).
+//!
+//! Every call is synchronous and quick, so the supervisor lives behind a plain mutex shared by
+//! the coordination loop and the control endpoint; only the shutdown waits, after taking the
+//! children out.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// How to start one node.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub name: String,
+    /// Full command line after the binary.
+    pub args: Vec<String>,
+    /// Where the node's stdout and stderr go.
+    pub log: PathBuf,
+}
+
+/// Something the caller should log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Started {
+        node: String,
+        pid: u32,
+        restart: bool,
+    },
+    Exited {
+        node: String,
+        how: String,
+        /// `None` while the node is held down.
+        restart_in: Option<Duration>,
+    },
+    SpawnFailed {
+        node: String,
+        error: String,
+    },
+}
+
+/// Restarts back off when a node keeps crashing soon after it started.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A node that ran this long before exiting is restarted quickly again.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+struct Slot {
+    spec: NodeSpec,
+    child: Option<Child>,
+    pid: Option<u32>,
+    started: Option<Instant>,
+    restarts: u64,
+    /// Kept down on request (`stop`) until `start`.
+    held: bool,
+    restart_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// A node as the control endpoint and the status table show it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ProcessInfo {
+    pub pid: Option<u32>,
+    pub restarts: u64,
+    pub held: bool,
+}
+
+pub struct Supervisor {
+    bin: PathBuf,
+    slots: Vec<Slot>,
+    /// Once shutting down nothing is restarted.
+    stopping: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Kill,
+}
+
+impl Supervisor {
+    pub fn new(bin: PathBuf, specs: Vec<NodeSpec>) -> Supervisor {
+        let slots = specs
+            .into_iter()
+            .map(|spec| Slot {
+                spec,
+                child: None,
+                pid: None,
+                started: None,
+                restarts: 0,
+                held: false,
+                restart_at: Some(Instant::now()),
+                backoff: FIRST_BACKOFF,
+            })
+            .collect();
+        Supervisor {
+            bin,
+            slots,
+            stopping: false,
+        }
+    }
+
+    /// Reaps exited nodes and starts those that are due (all of them on the first call).
+    pub fn poll(&mut self, now: Instant) -> Vec<Event> {
+        let mut events = Vec::new();
+        for slot in &mut self.slots {
+            if let Some(child) = slot.child.as_mut() {
+                match child.try_wait() {
+                    Ok(None) => continue,
+                    Ok(Some(status)) => {
+                        slot.child = None;
+                        slot.pid = None;
+                        let ran = slot.started.map_or(Duration::ZERO, |s| now - s);
+                        slot.backoff = if ran >= STABLE_AFTER {
+                            FIRST_BACKOFF
+                        } else {
+                            slot.backoff
+                        };
+                        let restart_in = (!slot.held && !self.stopping).then_some(slot.backoff);
+                        slot.restart_at = restart_in.map(|d| now + d);
+                        slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
+                        events.push(Event::Exited {
+                            node: slot.spec.name.clone(),
+                            how: describe_exit(status),
+                            restart_in,
+                        });
+                    }
+                    Err(e) => {
+                        events.push(Event::SpawnFailed {
+                            node: slot.spec.name.clone(),
+                            error: format!("cannot check the process: {e}"),
+                        });
+                        continue;
+                    }
+                }
+            }
+            let due = slot.restart_at.is_some_and(|t| t <= now);
+            if due && !slot.held && !self.stopping {
+                slot.restart_at = None;
+                match spawn(&self.bin, &slot.spec) {
+                    Ok(child) => {
+                        let restart = slot.started.is_some();
+                        slot.restarts += u64::from(restart);
+                        slot.pid = child.id();
+                        slot.started = Some(now);
+                        events.push(Event::Started {
+                            node: slot.spec.name.clone(),
+                            pid: slot.pid.unwrap_or(0),
+                            restart,
+                        });
+                        slot.child = Some(child);
+                    }
+                    Err(error) => {
+                        slot.restart_at = Some(now + slot.backoff);
+                        slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
+                        events.push(Event::SpawnFailed {
+                            node: slot.spec.name.clone(),
+                            error,
+                        });
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    pub fn info(&self, name: &str) -> ProcessInfo {
+        self.slots
+            .iter()
+            .find(|s| s.spec.name == name)
+            .map(|s| ProcessInfo {
+                pid: s.pid,
+                restarts: s.restarts,
+                held: s.held,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sends `signal` to a node; with `hold` it stays down until [`Supervisor::start`].
+    pub fn stop(&mut self, name: &str, signal: Signal, hold: bool) -> Result<(), String> {
+        let slot = self.slot(name)?;
+        slot.held |= hold;
+        if hold {
+            slot.restart_at = None;
+        }
+        let Some(child) = slot.child.as_mut() else {
+            return Ok(());
+        };
+        match signal {
+            Signal::Kill => child.start_kill().map_err(|e| e.to_string()),
+            Signal::Term => match child.id() {
+                Some(pid) => send_term(pid),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Lets a held node run again (started on the next poll).
+    pub fn start(&mut self, name: &str) -> Result<(), String> {
+        let slot = self.slot(name)?;
+        slot.held = false;
+        if slot.child.is_none() {
+            slot.restart_at = Some(Instant::now());
+            slot.backoff = FIRST_BACKOFF;
+        }
+        Ok(())
+    }
+
+    fn slot(&mut self, name: &str) -> Result<&mut Slot, String> {
+        self.slots
+            .iter_mut()
+            .find(|s| s.spec.name == name)
+            .ok_or_else(|| format!("no member named {name:?}"))
+    }
+
+    /// Stops restarting and hands over the running children for [`terminate`].
+    pub fn take_children(&mut self) -> Vec<(String, Child)> {
+        self.stopping = true;
+        self.slots
+            .iter_mut()
+            .filter_map(|s| {
+                s.pid = None;
+                s.child.take().map(|c| (s.spec.name.clone(), c))
+            })
+            .collect()
+    }
+}
+
+fn spawn(bin: &PathBuf, spec: &NodeSpec) -> Result<Child, String> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log)
+            .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))
+    };
+    let (out, err) = (open()?, open()?);
+    Command::new(bin)
+        .args(&spec.args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // Own process group: Ctrl-C in a terminal reaches only the playground, which then
+        // stops the nodes in order instead of racing their restarts.
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))
+}
+
+fn send_term(pid: u32) -> Result<(), String> {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run kill: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill -TERM {pid} failed"))
+    }
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(9)) => "killed (signal 9)".into(),
+        (None, Some(sig)) => format!("terminated by signal {sig}"),
+        (None, None) => "exited".into(),
+    }
+}
+
+/// SIGTERM every child, wait up to `grace`, then SIGKILL the rest and reap them.
+pub async fn terminate(children: Vec<(String, Child)>, grace: Duration) -> Vec<String> {
+    for (_, child) in &children {
+        if let Some(pid) = child.id() {
+            let _ = send_term(pid);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut report = Vec::new();
+    for (name, mut child) in children {
+        match tokio::time::timeout_at(deadline, child.wait()).await {
+            Ok(Ok(status)) => report.push(format!("{name} {}", describe_exit(status))),
+            Ok(Err(e)) => report.push(format!("{name}: {e}")),
+            Err(_) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                report.push(format!("{name} did not stop in {grace:?}; killed"));
+            }
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper(name: &str, dir: &std::path::Path, secs: &str) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            args: vec![secs.into()],
+            log: dir.join(format!("{name}.log")),
+        }
+    }
+
+    async fn poll_until(sup: &mut Supervisor, mut f: impl FnMut(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(e) = sup.poll(Instant::now()).into_iter().find(|e| f(e)) {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "no matching event");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn restarts_a_killed_child_and_holds_a_stopped_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut sup = Supervisor::new(
+            PathBuf::from("sleep"),
+            vec![
+                sleeper("a", tmp.path(), "30"),
+                sleeper("b", tmp.path(), "30"),
+            ],
+        );
+        let started = sup.poll(Instant::now());
+        assert_eq!(started.len(), 2, "{started:?}");
+        let first = sup.info("a").pid.unwrap();
+
+        sup.stop("a", Signal::Kill, false).unwrap();
+        let exited = poll_until(&mut sup, |e| matches!(e, Event::Exited { .. })).await;
+        assert!(
+            matches!(&exited, Event::Exited { node, how, restart_in: Some(_) } if node == "a" && how.contains("signal 9")),
+            "{exited:?}"
+        );
+        poll_until(&mut sup, |e| {
+            matches!(e, Event::Started { restart: true, .. })
+        })
+        .await;
+        let info = sup.info("a");
+        assert_eq!(info.restarts, 1);
+        assert_ne!(info.pid, Some(first));
+
+        sup.stop("b", Signal::Term, true).unwrap();
+        let exited = poll_until(&mut sup, |e| matches!(e, Event::Exited { .. })).await;
+        assert!(matches!(
+            exited,
+            Event::Exited {
+                restart_in: None,
+                ..
+            }
+        ));
+        for _ in 0..5 {
+            assert!(
+                sup.poll(Instant::now() + Duration::from_secs(60))
+                    .is_empty()
+            );
+        }
+        assert!(sup.info("b").held && sup.info("b").pid.is_none());
+        sup.start("b").unwrap();
+        poll_until(&mut sup, |e| matches!(e, Event::Started { .. })).await;
+        assert!(sup.stop("zz", Signal::Term, false).is_err());
+
+        let report = terminate(sup.take_children(), Duration::from_secs(10)).await;
+        assert_eq!(report.len(), 2, "{report:?}");
+        assert!(
+            sup.poll(Instant::now() + Duration::from_secs(60))
+                .is_empty()
+        );
+    }
+}

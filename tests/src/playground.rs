@@ -1,0 +1,351 @@
+//! A playground under test: `rcluster-operator playground --quiet` in a temporary folder on a
+//! free port range, with helpers to read its status, kill nodes and wait for conditions.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{DEADLINE, alive, bin, get_json, http, signal, wait_for};
+
+/// Flags of the playground under test.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub replicas: u16,
+    pub ack: &'static str,
+    pub detection_window_ms: u64,
+    pub probe_interval_ms: u64,
+    /// Passed to every node after `--`.
+    pub node_args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            replicas: 3,
+            ack: "quorum",
+            detection_window_ms: 500,
+            probe_interval_ms: 100,
+            node_args: ["--ack-timeout-ms", "2000", "--session-wait-ms", "2000"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+pub struct Playground {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub opts: Options,
+    pub base_port: u16,
+    /// `127.0.0.1:BASE_PORT`
+    pub control: String,
+    pub names: Vec<String>,
+    pub urls: Vec<String>,
+    out: Arc<Mutex<String>>,
+    pids: Mutex<BTreeSet<u32>>,
+}
+
+/// Port ranges handed out by this process, so parallel tests never pick the same one.
+static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
+
+fn candidate_base(replicas: u16) -> u16 {
+    let slot = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
+    let spread = (std::process::id() % 400) as u16;
+    20_000 + ((spread * 97 + slot * 13) % 400) * (replicas + 2).max(10)
+}
+
+fn ports_free(base: u16, replicas: u16) -> bool {
+    (0..=replicas).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+}
+
+impl Playground {
+    /// A new cluster in a fresh temporary folder; waits until it is ready.
+    pub fn start(opts: Options) -> Playground {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut pg = Self::start_in(&dir, opts, None);
+        pg._tmp = Some(tmp);
+        pg
+    }
+
+    /// A playground on `dir` (new or resumed); `base_port` picks a free range when `None`.
+    pub fn start_in(dir: &Path, opts: Options, base_port: Option<u16>) -> Playground {
+        let mut last = String::new();
+        for _ in 0..10 {
+            let base = base_port.unwrap_or_else(|| candidate_base(opts.replicas));
+            if base_port.is_none() && !ports_free(base, opts.replicas) {
+                continue;
+            }
+            match Self::spawn(dir, &opts, base) {
+                Ok(pg) => return pg,
+                Err(out) if out.contains("cannot listen") => last = out,
+                Err(out) => panic!("the playground did not get ready:\n{out}"),
+            }
+        }
+        panic!("no free port range for the playground:\n{last}");
+    }
+
+    fn spawn(dir: &Path, opts: &Options, base: u16) -> Result<Playground, String> {
+        let mut cmd = Command::new(bin("rcluster-operator"));
+        cmd.arg("playground")
+            .arg("--dir")
+            .arg(dir)
+            .args(["--quiet", "--replicas", &opts.replicas.to_string()])
+            .args(["--ack", opts.ack, "--base-port", &base.to_string()])
+            .args([
+                "--detection-window-ms",
+                &opts.detection_window_ms.to_string(),
+            ])
+            .args(["--probe-interval-ms", &opts.probe_interval_ms.to_string()])
+            .arg("--node-bin")
+            .arg(bin("rcluster-node"))
+            .arg("--")
+            .args(&opts.node_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
+        let out = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel::<bool>();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        for (stream, is_stdout) in [
+            (Box::new(stdout) as Box<dyn std::io::Read + Send>, true),
+            (Box::new(stderr), false),
+        ] {
+            let (out, tx) = (out.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let ready = is_stdout && line.starts_with("playground ready:");
+                    {
+                        let mut o = out.lock().unwrap();
+                        o.push_str(&line);
+                        o.push('\n');
+                    }
+                    if ready {
+                        let _ = tx.send(true);
+                    }
+                }
+                let _ = tx.send(false);
+            });
+        }
+        let names: Vec<String> = (1..=opts.replicas).map(|i| format!("n{i}")).collect();
+        let urls = (1..=opts.replicas)
+            .map(|i| format!("http://127.0.0.1:{}", base + i))
+            .collect();
+        let mut pg = Playground {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            opts: opts.clone(),
+            base_port: base,
+            control: format!("127.0.0.1:{base}"),
+            names,
+            urls,
+            out,
+            pids: Mutex::new(BTreeSet::new()),
+        };
+        // `false`: a stream ended (the process exited); an error: the deadline passed.
+        if rx.recv_timeout(DEADLINE) != Ok(true) {
+            pg.terminate();
+            return Err(pg.output());
+        }
+        pg.status();
+        Ok(pg)
+    }
+
+    /// Everything the playground printed so far.
+    pub fn output(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        let i = self.names.iter().position(|n| n == name).expect("member");
+        self.urls[i].clone()
+    }
+
+    /// `GET /status` of the playground (`Null` when it does not answer).
+    pub fn status(&self) -> Value {
+        let s = get_json(&self.control, "/status").unwrap_or(Value::Null);
+        if let Some(members) = s["members"].as_array() {
+            let mut pids = self.pids.lock().unwrap();
+            pids.extend(
+                members
+                    .iter()
+                    .filter_map(|m| m["pid"].as_u64())
+                    .map(|p| p as u32),
+            );
+        }
+        s
+    }
+
+    pub fn decisions(&self) -> Vec<Value> {
+        get_json(&self.control, "/decisions")
+            .and_then(|d| d["decisions"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// (primary, term) when every member is ready and the primary leads in the recorded term.
+    pub fn healthy(&self) -> Option<(String, u64)> {
+        let s = self.status();
+        let primary = s["coordinator"]["primary"].as_str()?.to_string();
+        let term = s["coordinator"]["term"].as_u64()?;
+        let members = s["members"].as_array()?;
+        let all_ready = members.iter().all(|m| m["ready"] == true);
+        let leads = members
+            .iter()
+            .any(|m| m["name"] == primary.as_str() && m["role"] == "primary" && m["term"] == term);
+        (all_ready && leads).then_some((primary, term))
+    }
+
+    pub fn wait_healthy(&self) -> (String, u64) {
+        wait_for("every member ready", DEADLINE, || self.healthy())
+    }
+
+    /// The new (primary, term) once a term after `old_term` has a ready primary.
+    pub fn wait_primary_after(&self, old_term: u64) -> (String, u64) {
+        wait_for("a new primary", DEADLINE, || {
+            let s = self.status();
+            let term = s["coordinator"]["term"].as_u64()?;
+            let primary = s["coordinator"]["primary"].as_str()?.to_string();
+            let ok = s["members"].as_array()?.iter().any(|m| {
+                m["name"] == primary.as_str()
+                    && m["role"] == "primary"
+                    && m["ready"] == true
+                    && m["term"] == term
+            });
+            (term > old_term && ok).then_some((primary, term))
+        })
+    }
+
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        let s = self.status();
+        s["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == name)?["pid"]
+            .as_u64()
+            .map(|p| p as u32)
+    }
+
+    /// `kill -9` of a node process (the playground restarts it).
+    pub fn kill9(&self, name: &str) -> u32 {
+        let pid = wait_for("the node's pid", DEADLINE, || self.pid(name));
+        assert!(signal(pid, "-9"), "kill -9 {pid}");
+        pid
+    }
+
+    /// Waits for a healthy cluster, then `kill -9`s its primary; returns (primary, term).
+    pub fn kill_primary(&self) -> (String, u64) {
+        let (primary, term) = self.wait_healthy();
+        self.kill9(&primary);
+        (primary, term)
+    }
+
+    /// Stops a node and keeps it down (`kill`: SIGKILL, else SIGTERM).
+    pub fn stop_member(&self, name: &str, kill: bool) {
+        let sig = if kill { "kill" } else { "term" };
+        let r = http(
+            &self.control,
+            "POST",
+            &format!("/members/{name}/stop?signal={sig}"),
+            None,
+        );
+        assert_eq!(r.map(|r| r.0), Some(200), "stop {name}");
+    }
+
+    pub fn start_member(&self, name: &str) {
+        let r = http(
+            &self.control,
+            "POST",
+            &format!("/members/{name}/start"),
+            None,
+        );
+        assert_eq!(r.map(|r| r.0), Some(200), "start {name}");
+    }
+
+    /// `/v1/status?digest=true` of a node.
+    pub fn node_status(&self, name: &str) -> Option<Value> {
+        get_json(&self.url(name), "/v1/status?digest=true")
+    }
+
+    /// Waits until every member applied the same log; returns the common digest.
+    pub fn wait_converged(&self) -> String {
+        wait_for("every member to converge", DEADLINE, || {
+            let all: Vec<Value> = self
+                .names
+                .iter()
+                .map(|n| self.node_status(n))
+                .collect::<Option<_>>()?;
+            let first = &all[0];
+            let same = all.iter().all(|s| {
+                s["digest"] == first["digest"] && s["applied_index"] == first["applied_index"]
+            });
+            (same && first["digest"].is_string())
+                .then(|| first["digest"].as_str().unwrap_or("").to_string())
+        })
+    }
+
+    /// A client given one endpoint only: it must discover the other members itself.
+    pub fn client(&self) -> rcluster_client::Client {
+        rcluster_client::Client::builder([self.urls[0].clone()])
+            .request_timeout(Duration::from_secs(3))
+            .retry_deadline(Duration::from_secs(10))
+            .build()
+            .expect("client")
+    }
+
+    pub fn secret(&self) -> String {
+        std::fs::read_to_string(self.dir.join("secret")).expect("secret file")
+    }
+
+    /// SIGTERM and wait; returns whether it exited with code 0 in time.
+    pub fn stop(&mut self) -> bool {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        signal(child.id(), "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let clean = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status.success(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break false;
+                }
+            }
+        };
+        // A playground that could not stop its nodes must not leave them running.
+        // Only processes that are still this playground's nodes (pids get reused).
+        let dir = self.dir.display().to_string();
+        for &pid in self.pids.lock().unwrap().iter() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ours = String::from_utf8_lossy(&cmdline).contains(&dir);
+            if ours && alive(pid) {
+                signal(pid, "-9");
+            }
+        }
+        clean
+    }
+}
+
+impl Drop for Playground {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

@@ -1,0 +1,178 @@
+//! The playground itself, driven like a user would: the `rcluster` CLI (status, switchover)
+//! against its nodes, its control endpoint, a clean stop, and resuming the same folder.
+
+use std::process::Command;
+
+use rcluster_e2e::{DEADLINE, Options, Playground, alive, bin, get_json, http, serial, wait_for};
+use serde_json::Value;
+
+fn rcluster(endpoint: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("rcluster"))
+        .args(["--endpoint", endpoint])
+        .args(args)
+        .output()
+        .expect("run rcluster");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_status_and_switchover_against_the_playground() {
+    let _turn = serial();
+    let pg = Playground::start(Options::default());
+    let (primary, term) = pg.wait_healthy();
+    assert_eq!(primary, "n1", "the first member is the first primary");
+    assert!(
+        pg.output()
+            .contains(&format!("playground ready: primary n1 term {term}"))
+    );
+    for url in &pg.urls {
+        assert!(pg.output().contains(url), "{url} printed");
+    }
+
+    // `rcluster status` on the primary lists every member with its role and lag.
+    let (code, out, err) = rcluster(&pg.urls[0], &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("role: primary"), "{out}");
+    for (name, url) in pg.names.iter().zip(&pg.urls) {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name}  {url}")))
+            .unwrap_or_else(|| panic!("no member line for {name}:\n{out}"));
+        let role = if name == "n1" { "primary" } else { "replica" };
+        assert!(line.contains(role) && line.contains("lag"), "{line}");
+    }
+
+    // Planned switchover to a named replica, through a replica's endpoint.
+    let (code, out, err) = rcluster(&pg.urls[1], &["switchover", "--to", "n3"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("switchover done: primary n3 (was n1)"),
+        "{out}"
+    );
+    let (p, t) = pg.wait_healthy();
+    assert_eq!(p, "n3");
+    assert!(t > term);
+    // To the most advanced replica, with JSON output.
+    let (code, out, err) = rcluster(&pg.urls[2], &["--json", "switchover"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["from"], "n3");
+    assert_ne!(v["to"], "n3");
+    // A target that is not a member: the node refuses it (exit 1).
+    let (code, _, err) = rcluster(&pg.urls[0], &["switchover", "--to", "n9"]);
+    assert_eq!(code, 1, "{err}");
+
+    // The CLI may see the new primary a moment before the playground records the end.
+    let s = wait_for("two switchovers recorded", DEADLINE, || {
+        let s = pg.status();
+        (s["switchovers_total"] == 2).then_some(s)
+    });
+    assert_eq!(s["failovers_total"], 0, "a switchover is not a failover");
+    let decisions = pg.decisions();
+    assert!(
+        decisions.iter().any(|d| d["text"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("switchover done")),
+        "{decisions:?}"
+    );
+    let metrics = http(&pg.control, "GET", "/metrics", None).expect("metrics");
+    assert_eq!(metrics.0, 200);
+    for family in [
+        "rcluster_operator_failovers_total 0",
+        "rcluster_operator_failover_duration_seconds_count 0",
+        "rcluster_operator_clusters{phase=\"Running\"} 1",
+        "rcluster_playground_term ",
+    ] {
+        assert!(
+            metrics.1.contains(family),
+            "{family} missing:\n{}",
+            metrics.1
+        );
+    }
+}
+
+#[test]
+fn stops_cleanly_and_resumes_the_same_cluster() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut pg = Playground::start_in(tmp.path(), Options::default(), None);
+    let (_, term) = pg.wait_healthy();
+    let secret = pg.secret();
+    let rt = rcluster_e2e::runtime();
+    let client = pg.client();
+    let put = rt.block_on(client.put("resume/k", &serde_json::json!("kept"), &Default::default()));
+    put.expect("put");
+    let pids: Vec<u32> = pg.names.iter().filter_map(|n| pg.pid(n)).collect();
+    assert_eq!(pids.len(), 3);
+    let base = pg.base_port;
+
+    assert!(pg.stop(), "SIGTERM: exit 0\n{}", pg.output());
+    assert!(pg.output().contains("playground stopped"));
+    for pid in pids {
+        assert!(!alive(pid), "node {pid} still runs");
+    }
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["coordinator"]["term"], term);
+
+    // Same folder: same secret, a later term, the data is still there.
+    let pg = Playground::start_in(tmp.path(), Options::default(), Some(base));
+    assert!(
+        pg.output().contains("resuming the cluster"),
+        "{}",
+        pg.output()
+    );
+    let (_, resumed) = pg.wait_healthy();
+    assert!(resumed >= term);
+    assert_eq!(pg.secret(), secret);
+    let client = pg.client();
+    let got = rt
+        .block_on(client.get("resume/k", None))
+        .expect("get")
+        .expect("the record survived the restart");
+    assert_eq!(got.value, serde_json::json!("kept"));
+    assert_eq!(pg.status()["failovers_total"], 0);
+
+    // A second playground on the same folder is refused while this one runs.
+    let out = Command::new(bin("rcluster-operator"))
+        .args([
+            "playground",
+            "--quiet",
+            "--base-port",
+            &(base + 50).to_string(),
+        ])
+        .arg("--dir")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another playground"), "{err}");
+}
+
+#[test]
+fn held_member_stays_down_and_status_reports_it() {
+    let _turn = serial();
+    let pg = Playground::start(Options::default());
+    pg.wait_healthy();
+    pg.stop_member("n2", false);
+    wait_for("n2 to stop", DEADLINE, || {
+        let s = get_json(&pg.control, "/status")?;
+        let m = s["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == "n2")?
+            .clone();
+        (m["held"] == true && m["pid"].is_null() && m["reachable"] == false).then_some(())
+    });
+    assert_eq!(pg.status()["phase"], "Degraded");
+    pg.start_member("n2");
+    pg.wait_healthy();
+    assert_eq!(pg.status()["members"][1]["restarts"], 1);
+}
