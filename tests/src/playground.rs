@@ -56,9 +56,10 @@ pub struct Playground {
 static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
 
 fn candidate_base(replicas: u16) -> u16 {
-    let slot = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
-    let spread = (std::process::id() % 400) as u16;
-    20_000 + ((spread * 97 + slot * 13) % 400) * (replicas + 2).max(10)
+    let slot = u32::from(NEXT_RANGE.fetch_add(1, Ordering::Relaxed));
+    let spread = std::process::id() % 400;
+    let width = u32::from(replicas + 2).max(10);
+    (20_000 + ((spread * 97 + slot * 13) % 400) * width).min(60_000) as u16
 }
 
 fn ports_free(base: u16, replicas: u16) -> bool {

@@ -339,6 +339,9 @@ fn note_promotion(
     let promoted = results
         .iter()
         .find(|r| r.op == "promote" && r.outcome.is_ok())?;
+    // The new primary starts healthy. Its failure clock ran while it was fenced during the
+    // election; kept, the next probe that finds it not yet ready would depose it at once.
+    m.unhealthy_since.remove(&promoted.node);
     let f = m.failover.take()?;
     Some(LastFailover {
         time: status::time_from_ms(now),
@@ -353,6 +356,26 @@ fn note_promotion(
 #[cfg(test)]
 mod requeue_tests {
     use super::*;
+
+    #[test]
+    fn a_promoted_node_starts_with_a_clean_failure_clock() {
+        let mut m = context::ClusterMemory::default();
+        m.unhealthy_since.insert("demo-1".into(), 5);
+        m.unhealthy_since.insert("demo-0".into(), 5);
+        let promoted = act::CommandResult {
+            op: "promote",
+            node: "demo-1".into(),
+            term: 2,
+            primary: None,
+            outcome: Ok(crate::nodes::NodeStatus::default()),
+        };
+        note_promotion(&mut m, &[promoted], 10);
+        assert!(!m.unhealthy_since.contains_key("demo-1"));
+        assert!(
+            m.unhealthy_since.contains_key("demo-0"),
+            "the old primary stays failing"
+        );
+    }
 
     #[test]
     fn requeue_meets_the_detection_window() {
