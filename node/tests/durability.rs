@@ -281,11 +281,7 @@ fn torn_and_corrupt_tails_are_cut_and_reported() {
         .set_len(len - 3)
         .unwrap();
     n.restart();
-    assert!(
-        n.log().contains("cut a torn or corrupt log tail"),
-        "{}",
-        n.log()
-    );
+    n.wait_log("cut a torn or corrupt log tail");
     let s = n.req("GET", "/v1/status", None).json();
     assert_eq!(s["recovery"]["truncation"]["last_valid_index"], json!(19));
     assert_eq!(
@@ -388,7 +384,7 @@ fn snapshots_bound_disk_use_and_restart_from_them() {
     let after = n.req("GET", "/v1/status?digest=true", None).json();
     assert_eq!(after["digest"], before["digest"]);
     assert_eq!(after["applied_index"], before["applied_index"]);
-    assert!(n.log().contains("recovered"));
+    n.wait_log("recovered");
     assert_eq!(
         n.req("GET", "/v1/kv/k299", None).json()["value"]["i"],
         json!(2999)

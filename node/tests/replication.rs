@@ -220,13 +220,7 @@ fn restarted_and_wiped_replicas_catch_up() {
         200
     );
     let digest = c.wait_converged(&[0, 1, 2]);
-    assert!(
-        c.nodes[2]
-            .log()
-            .contains("installed a snapshot from the primary"),
-        "{}",
-        c.nodes[2].log()
-    );
+    c.nodes[2].wait_log("installed a snapshot from the primary");
     assert_eq!(
         c.nodes[2]
             .req("GET", "/v1/kv/k399?consistency=eventual", None)
@@ -295,7 +289,7 @@ fn an_old_primary_discards_its_unreplicated_entries_and_converges() {
     assert!(missing >= 1, "the test did not create a divergent suffix");
     let s = c.nodes[0].status();
     assert_eq!(s["entries_discarded"], json!(missing), "{s}");
-    assert!(c.nodes[0].log().contains("discarded divergent log entries"));
+    c.nodes[0].wait_log("discarded divergent log entries");
     assert_eq!(
         c.nodes[0]
             .req("GET", "/v1/kv/lost4?consistency=eventual", None)

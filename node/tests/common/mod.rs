@@ -105,6 +105,20 @@ impl Node {
         self.log.lock().unwrap().clone()
     }
 
+    /// Waits until the node's stderr contains `text`. Stderr is read by its own thread, so a line
+    /// written before the ready line on stdout may still be on its way when the test goes on.
+    pub fn wait_log(&self, text: &str) {
+        let start = Instant::now();
+        while !self.log().contains(text) {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the node never logged {text:?}; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGSTOP / SIGCONT: a replica that stops answering without closing its connections.
     pub fn pause(&self) {
         signal(self.pid(), "-STOP");
