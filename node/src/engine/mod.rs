@@ -333,11 +333,14 @@ impl Engine {
 
     /// The quorum commit index as this node knows it.
     pub fn commit_index(&self) -> u64 {
-        let leads = self.core().leads();
+        let (leads, known) = {
+            let core = self.core();
+            (core.leads(), core.known_commit)
+        };
         if leads {
             self.commit_for(AckLevel::Quorum)
         } else {
-            self.core().known_commit
+            known
         }
     }
 
