@@ -29,7 +29,7 @@ fn command(req: &Req) -> Result<RoleCommand, ApiError> {
     serde_json::from_slice(&req.body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
-            format!("expected {{\"term\":N, \"primary\":NAME?}}: {e}"),
+            format!("expected {{\"term\":N, \"primary\":NAME?, \"members\":{{NAME:URL}}?}}: {e}"),
         )
     })
 }
@@ -78,7 +78,8 @@ pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError
             Ok(status_reply(ctx))
         }
         "promote" => {
-            engine.promote(command(req)?.term)?;
+            let c = command(req)?;
+            engine.promote(c.term, c.members)?;
             Ok(status_reply(ctx))
         }
         "follow" => {
@@ -86,7 +87,7 @@ pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError
             let primary = c
                 .primary
                 .ok_or_else(|| ApiError::bad_request("invalid_json", "follow needs \"primary\""))?;
-            engine.follow(c.term, &primary)?;
+            engine.follow(c.term, &primary, c.members)?;
             Ok(status_reply(ctx))
         }
         "hello" => {

@@ -45,7 +45,7 @@ impl Engine {
             }
             // The commit index guards a replica against discarding committed entries after a
             // restart; persisting it now and then (not per entry) keeps that guard cheap.
-            if !self.cluster.is_standalone() && known_commit > persisted_commit + 1000 {
+            if !self.standalone() && known_commit > persisted_commit + 1000 {
                 self.persist_known_commit();
                 persisted_commit = known_commit;
             }

@@ -16,12 +16,13 @@ pub use roles::Role;
 
 use crate::log::{self, Entry, IdemTag, Op};
 use crate::metrics::Metrics;
-use crate::replication::{AckLevel, Cluster, TermRuns, commit};
+use crate::replication::{AckLevel, Cluster, Members, TermRuns, commit};
 use crate::state::{ApplyError, KvEvent, OpResult, State};
 use crate::wal::{Recovery, Wal, WalConfig};
 use bytes::Bytes;
 use rcluster_client::transport::Transport;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, watch};
@@ -103,6 +104,8 @@ pub struct Core {
     pub term: u64,
     pub role: Role,
     pub primary: Option<String>,
+    /// The member list in force (this node included); changes only with promote and follow.
+    pub members: Arc<Members>,
     pub last_index: u64,
     pub runs: TermRuns,
     /// Highest index this node knows to be committed (computed as primary, learned as replica).
@@ -215,6 +218,9 @@ pub struct Progress {
 pub struct Engine {
     pub cfg: EngineConfig,
     pub cluster: Cluster,
+    /// The member list has at most one member: no replication at all. Mirrors `core.members`
+    /// for the hot paths that must not take the core lock.
+    standalone: AtomicBool,
     core: Mutex<Core>,
     durable: Arc<watch::Sender<u64>>,
     applied: watch::Sender<u64>,
@@ -252,11 +258,20 @@ impl Engine {
             metrics.clone(),
         )?;
         let meta = roles::load_meta(&dir)?;
-        let (role, term, primary) = roles::initial_role(&cluster, &meta, loaded.state.applied_term);
+        // The coordinator's member list outlives the one the node was started with.
+        let members = Arc::new(
+            meta.members
+                .clone()
+                .unwrap_or_else(|| cluster.members.clone()),
+        );
+        let (role, term, primary) =
+            roles::initial_role(&cluster.me, &members, &meta, loaded.state.applied_term);
+        let standalone = AtomicBool::new(members.len() <= 1);
         let core = Core {
             term,
             role,
             primary,
+            members,
             known_commit: meta.known_commit.min(loaded.last_index),
             synced: false,
             primary_last_index: 0,
@@ -284,6 +299,7 @@ impl Engine {
         let engine = Arc::new(Engine {
             cfg,
             cluster,
+            standalone,
             core: Mutex::new(core),
             durable,
             applied: watch::channel(loaded.last_index).0,
@@ -316,6 +332,15 @@ impl Engine {
         *self.durable.borrow()
     }
 
+    /// A single-member cluster: commits on local durability, replicates nothing.
+    pub fn standalone(&self) -> bool {
+        self.standalone.load(Ordering::Relaxed)
+    }
+
+    pub fn members(&self) -> Arc<Members> {
+        self.core().members.clone()
+    }
+
     pub(crate) fn bump(&self) {
         self.changed.send_modify(|v| *v += 1);
     }
@@ -324,7 +349,7 @@ impl Engine {
     pub fn commit_for(&self, ack: AckLevel) -> u64 {
         let own = self.durable_index();
         let p = self.progress.lock().unwrap();
-        if self.cluster.is_standalone() {
+        if self.standalone() {
             return own;
         }
         let others: Vec<u64> = p.peers.values().map(|x| x.durable).collect();
@@ -388,8 +413,8 @@ impl Engine {
     fn primary_url(&self, core: &Core) -> Option<String> {
         core.primary
             .as_deref()
-            .and_then(|p| self.cluster.url_of(p))
-            .map(str::to_string)
+            .and_then(|p| core.members.get(p))
+            .cloned()
     }
 
     /// Appends `op` to the log and returns once `ack` is met.
@@ -408,7 +433,7 @@ impl Engine {
             let term = core.term;
             (self.propose_locked(&mut core, op, idem), term)
         };
-        if !self.cluster.is_standalone() {
+        if !self.standalone() {
             self.poke.notify_waiters();
         }
         match outcome {
@@ -572,7 +597,7 @@ impl Engine {
     async fn confirm_primary(&self) -> Result<(), EngineError> {
         let start = Instant::now();
         let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
-        let need = commit::quorum(self.cluster.members.len());
+        let need = commit::quorum(self.members().len());
         let mut changed = self.changed.subscribe();
         loop {
             changed.borrow_and_update();
@@ -629,15 +654,16 @@ impl Engine {
 
     /// Records a switchover request on the primary (`to`: a replica, or the most advanced one).
     pub fn request_switchover(&self, to: Option<String>) -> Result<(), EngineError> {
-        {
+        let members = {
             let core = self.core();
             if core.role != Role::Primary {
                 let primary = self.primary_url(&core);
                 return Err(EngineError::NotPrimary { primary });
             }
-        }
+            core.members.clone()
+        };
         if let Some(t) = &to
-            && (t == &self.cluster.me || !self.cluster.members.contains_key(t))
+            && (t == &self.cluster.me || !members.contains_key(t))
         {
             return Err(EngineError::Conflict(format!(
                 "{t} is not a replica of this cluster"

@@ -3,10 +3,11 @@
 
 use super::{Core, Engine, EngineError, Progress};
 use crate::log::{self, Entry, Op};
-use crate::replication::{Cluster, sender};
+use crate::replication::{Members, sender};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,6 +40,9 @@ pub struct Meta {
     pub primary: Option<String>,
     #[serde(default)]
     pub known_commit: u64,
+    /// The member list the coordinator gave with the last promote or follow.
+    #[serde(default)]
+    pub members: Option<Members>,
 }
 
 const META_FILE: &str = "role.json";
@@ -64,10 +68,15 @@ fn save_meta(dir: &Path, meta: &Meta) -> std::io::Result<()> {
 
 /// The role a node starts in. A former primary comes back fenced: it must not accept writes in a
 /// term in which another node may have been promoted meanwhile; the coordinator re-assigns it.
-pub fn initial_role(cluster: &Cluster, meta: &Meta, log_term: u64) -> (Role, u64, Option<String>) {
+pub fn initial_role(
+    me: &str,
+    members: &Members,
+    meta: &Meta,
+    log_term: u64,
+) -> (Role, u64, Option<String>) {
     let term = meta.term.max(log_term);
-    if cluster.is_standalone() {
-        return (Role::Standalone, term.max(1), Some(cluster.me.clone()));
+    if members.len() <= 1 && meta.role.is_none_or(|r| r == Role::Standalone) {
+        return (Role::Standalone, term.max(1), Some(me.to_string()));
     }
     match (meta.role, &meta.primary) {
         (Some(Role::Replica), Some(p)) if meta.term == term => {
@@ -84,6 +93,7 @@ impl Engine {
             role: Some(core.role),
             primary: core.primary.clone(),
             known_commit: core.known_commit,
+            members: Some(core.members.as_ref().clone()),
         };
         save_meta(&self.cfg.wal.dir, &meta).map_err(|e| EngineError::Io(e.to_string()))
     }
@@ -139,11 +149,57 @@ impl Engine {
         self.set_role(&mut core, term, Role::Fenced, None)
     }
 
-    /// Become primary for `term`: write the term's first entry and start shipping the log.
-    pub fn promote(self: &Arc<Self>, term: u64) -> Result<(), EngineError> {
+    /// Checks a member list from the coordinator: it must name this node (and `primary`).
+    fn check_members(&self, members: &Members, primary: Option<&str>) -> Result<(), EngineError> {
+        let me = &self.cluster.me;
+        if !members.contains_key(me) {
+            return Err(EngineError::Conflict(format!(
+                "the member list does not contain this node ({me})"
+            )));
+        }
+        if let Some(p) = primary.filter(|p| !members.contains_key(*p)) {
+            return Err(EngineError::Conflict(format!("{p} is not a member")));
+        }
+        if let Some((name, _)) = members.iter().find(|(n, u)| n.is_empty() || u.is_empty()) {
+            return Err(EngineError::Conflict(format!(
+                "member {name:?} has an empty name or URL"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Puts `members` in force; returns whether it changed anything. Only called together with a
+    /// role change in a newer term, so nodes of one term agree on the list.
+    fn adopt_members(&self, core: &mut Core, members: Option<Members>) -> bool {
+        match members {
+            Some(m) if *core.members != m => {
+                tracing::info!(members = ?m.keys().collect::<Vec<_>>(), "member list changed");
+                self.standalone.store(m.len() <= 1, Ordering::Relaxed);
+                core.members = Arc::new(m);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Become primary for `term`: write the term's first entry and start shipping the log to
+    /// every other member (`members`, when given, is the member list from this term on).
+    pub fn promote(
+        self: &Arc<Self>,
+        term: u64,
+        members: Option<Members>,
+    ) -> Result<(), EngineError> {
+        if let Some(m) = &members {
+            self.check_members(m, None)?;
+        }
         let mut core = self.core();
         Self::check_term(&core, term)?;
         if core.role == Role::Primary && core.term == term {
+            if members.as_ref().is_some_and(|m| *m != *core.members) {
+                return Err(EngineError::Conflict(format!(
+                    "already primary in term {term} with another member list; use a newer term"
+                )));
+            }
             return Ok(());
         }
         if core.term == term && core.primary.as_ref().is_some_and(|p| *p != self.cluster.me) {
@@ -153,7 +209,11 @@ impl Engine {
             )));
         }
         let me = self.cluster.me.clone();
+        let members_changed = self.adopt_members(&mut core, members);
         self.set_role(&mut core, term, Role::Primary, Some(me))?;
+        if members_changed {
+            self.persist(&core)?;
+        }
         let noop = Entry {
             term,
             index: core.last_index + 1,
@@ -167,14 +227,19 @@ impl Engine {
         core.append(&noop, log::encode(&noop), Vec::new());
         core.synced = true;
         core.led_term = Some(term);
+        let peers: Vec<(String, String)> = core
+            .members
+            .iter()
+            .filter(|(n, _)| **n != self.cluster.me)
+            .map(|(n, u)| (n.clone(), u.clone()))
+            .collect();
         {
             let mut p = self.progress.lock().unwrap();
             *p = Progress {
                 term,
                 term_start: noop.index,
-                peers: self
-                    .cluster
-                    .peers()
+                peers: peers
+                    .iter()
                     .map(|(n, _)| (n.clone(), Default::default()))
                     .collect(),
             };
@@ -182,40 +247,58 @@ impl Engine {
         self.update_gauges(&core);
         self.applied.send_replace(noop.index);
         drop(core);
-        for (name, url) in self.cluster.peers() {
-            tokio::spawn(sender::run(self.clone(), name.clone(), url.clone(), term));
+        for (name, url) in peers {
+            tokio::spawn(sender::run(self.clone(), name, url, term));
         }
         tracing::info!(term, first_index = noop.index, "promoted to primary");
         Ok(())
     }
 
-    /// Become a replica of `primary` in `term`; the primary's log shipper reconnects at once.
-    pub fn follow(self: &Arc<Self>, term: u64, primary: &str) -> Result<(), EngineError> {
+    /// Become a replica of `primary` in `term` (`members`, when given, is the member list from
+    /// this term on); the primary's log shipper reconnects at once.
+    pub fn follow(
+        self: &Arc<Self>,
+        term: u64,
+        primary: &str,
+        members: Option<Members>,
+    ) -> Result<(), EngineError> {
         if primary == self.cluster.me {
             return Err(EngineError::Conflict(
                 "a node cannot follow itself; promote it instead".into(),
             ));
         }
-        let Some(url) = self.cluster.url_of(primary).map(str::to_string) else {
-            return Err(EngineError::Conflict(format!("{primary} is not a member")));
-        };
-        {
+        if let Some(m) = &members {
+            self.check_members(m, Some(primary))?;
+        }
+        let url = {
             let mut core = self.core();
             Self::check_term(&core, term)?;
+            let list = members.as_ref().unwrap_or(core.members.as_ref());
+            let Some(url) = list.get(primary).cloned() else {
+                return Err(EngineError::Conflict(format!("{primary} is not a member")));
+            };
             if core.term == term && core.role == Role::Primary {
                 return Err(EngineError::Conflict(format!(
                     "this node is primary in term {term}; fence it with a newer term first"
                 )));
             }
+            let members_changed = self.adopt_members(&mut core, members);
             if core.term == term
                 && core.primary.as_deref() == Some(primary)
                 && core.role == Role::Replica
             {
+                if members_changed {
+                    self.persist(&core)?;
+                }
                 return Ok(());
             }
             core.synced = false;
             self.set_role(&mut core, term, Role::Replica, Some(primary.to_string()))?;
-        }
+            if members_changed {
+                self.persist(&core)?;
+            }
+            url
+        };
         // Tell the primary we are here so it retries now instead of after its backoff.
         let engine = self.clone();
         tokio::spawn(async move { engine.hello(&url, term).await });

@@ -8,10 +8,10 @@ use std::time::Instant;
 impl Engine {
     /// A primary that has not heard from a quorum within its lease: it may have been replaced.
     pub fn isolated(&self) -> bool {
-        if self.cluster.is_standalone() {
+        if self.standalone() {
             return false;
         }
-        let need = commit::quorum(self.cluster.members.len()) - 1;
+        let need = commit::quorum(self.members().len()) - 1;
         let lease = self.cluster.lease;
         let fresh = self
             .progress
@@ -54,20 +54,21 @@ impl Engine {
             .map(|a| (a.as_str().to_string(), json!(self.commit_for(*a))))
             .collect();
         let commit = self.commit_index();
-        let progress: Vec<(String, super::PeerProgress)> = self
-            .progress
-            .lock()
-            .unwrap()
-            .peers
-            .iter()
-            .map(|(n, p)| (n.clone(), p.clone()))
-            .collect();
+        let (progress, term_start): (Vec<(String, super::PeerProgress)>, u64) = {
+            let p = self.progress.lock().unwrap();
+            let peers = p
+                .peers
+                .iter()
+                .map(|(n, p)| (n.clone(), p.clone()))
+                .collect();
+            (peers, p.term_start)
+        };
         self.metrics.ready.set(i64::from(ready));
         let core = self.core();
         let s = &core.state;
         let leads = core.role == Role::Primary;
         let mut members = Vec::new();
-        for (name, url) in &self.cluster.members {
+        for (name, url) in core.members.iter() {
             let mut m = json!({"name": name, "url": url});
             if *name == self.cluster.me {
                 m["role"] = json!(core.role.as_str());
@@ -98,10 +99,13 @@ impl Engine {
             "term": core.term,
             "primary": core.primary,
             "following": if core.role == Role::Replica { core.primary.clone() } else { None },
-            "primary_url": core.primary.as_deref().and_then(|p| self.cluster.url_of(p)),
+            "primary_url": core.primary.as_deref().and_then(|p| core.members.get(p)),
             "last_log_index": core.last_index,
             "last_log_term": core.term_at(core.last_index).unwrap_or(0),
             "commit_index": commit,
+            // The index of this term's first entry: once it is committed at the cluster's ack
+            // level, so is the member list this node was promoted with.
+            "term_start": if leads { term_start } else { 0 },
             "commit_by_ack": if leads || core.role == Role::Standalone { Value::Object(commits) } else { Value::Null },
             "durable_index": self.durable_index(),
             "applied_index": s.applied_index,

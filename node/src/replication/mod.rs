@@ -10,11 +10,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Static cluster settings of this node.
+/// Cluster settings of this node, as it was started.
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub me: String,
-    /// Every member's client URL, including this node's. Empty for a standalone node.
+    /// Every member's client URL, including this node's, as given at start. Empty for a
+    /// standalone node. The member list in force lives in the engine's core: the coordinator
+    /// changes it with promote and follow, so it only ever changes together with the term.
     pub members: BTreeMap<String, String>,
     pub secret: Option<String>,
     pub default_ack: AckLevel,
@@ -38,18 +40,6 @@ impl Cluster {
             lease: Duration::from_millis(1000),
             ready_lag: 1000,
         }
-    }
-
-    pub fn is_standalone(&self) -> bool {
-        self.members.len() <= 1
-    }
-
-    pub fn peers(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.members.iter().filter(|(n, _)| **n != self.me)
-    }
-
-    pub fn url_of(&self, name: &str) -> Option<&str> {
-        self.members.get(name).map(String::as_str)
     }
 }
 
@@ -79,12 +69,18 @@ pub struct AppendResponse {
     pub error: Option<String>,
 }
 
+/// The member list: name → client URL, this node included.
+pub type Members = BTreeMap<String, String>;
+
 /// Body of fence / promote / follow.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoleCommand {
     pub term: u64,
     #[serde(default)]
     pub primary: Option<String>,
+    /// promote / follow: the member list from this term on (absent: unchanged).
+    #[serde(default)]
+    pub members: Option<Members>,
 }
 
 /// The terms of a log: runs of consecutive entries with one term, plus the (index, term) of the

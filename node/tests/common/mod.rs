@@ -417,6 +417,51 @@ impl Cluster {
         self.wait_ready();
     }
 
+    /// Starts one more node, as a new pod would start: it knows every member so far and itself,
+    /// and waits fenced (empty) until the coordinator gives it a role.
+    pub fn add_node(&mut self, extra: &[&str]) -> usize {
+        let port = free_port();
+        let name = format!("n{}", self.nodes.len() + 1);
+        let secret = self.dirs[0].path().join("secret");
+        let mut args: Vec<String> = vec![
+            "--name".into(),
+            name.clone(),
+            "--secret-file".into(),
+            secret.display().to_string(),
+        ];
+        for (n, node) in self.names.iter().zip(&self.nodes) {
+            args.push("--member".into());
+            args.push(format!("{n}={}", node.url));
+        }
+        args.push("--member".into());
+        args.push(format!("{name}=http://127.0.0.1:{port}"));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let dir = tempfile::tempdir().unwrap();
+        self.nodes.push(Node::start_at(
+            dir.path(),
+            &format!("127.0.0.1:{port}"),
+            &args,
+        ));
+        self.dirs.push(dir);
+        self.names.push(name);
+        self.nodes.len() - 1
+    }
+
+    /// The member list (name → URL) of the nodes `which`, as a role command carries it.
+    pub fn members(&self, which: &[usize]) -> Value {
+        let m: serde_json::Map<String, Value> = which
+            .iter()
+            .map(|i| {
+                (
+                    self.names[*i].clone(),
+                    Value::from(self.nodes[*i].url.clone()),
+                )
+            })
+            .collect();
+        Value::Object(m)
+    }
+
     pub fn wait_ready(&self) {
         for n in &self.nodes {
             wait_for("every node ready", || {
