@@ -415,6 +415,27 @@ pub struct ReplicatedClusterStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<LastFailover>,
+    /// The member list in force: what the nodes count write quorums over since `term`. Changed
+    /// by a scale in a new term, once the joining members run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_list: Vec<String>,
+    /// While a member change is not committed yet: the list before it (elections must hear
+    /// from enough members of both; members leaving are removed only after this is cleared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_member_list: Option<Vec<String>>,
+    /// A planned switchover in progress (writes on `from` are stopped while `to` catches up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<SwitchoverStatus>,
+}
+
+/// A planned switchover in progress.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchoverStatus {
+    pub from: String,
+    pub to: String,
+    /// When writes on `from` were stopped, in milliseconds since the Unix epoch.
+    pub started_ms: i64,
 }
 
 /// Lifecycle phase shown in `kubectl get`.

@@ -2,10 +2,13 @@
 //! internal role commands (fence, promote, follow). Shared by the playground and the controller so
 //! both runtimes drive nodes the same way.
 
-use crate::failover::{AckLevel, Observation, Role};
+pub use crate::failover::CommitByAck;
+use crate::failover::{Action, Observation, Role};
+use futures_util::future::join_all;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use rcluster_client::transport::{Transport, TransportConfig};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What a node's `/v1/status` says, beyond the failover observation.
@@ -42,30 +45,9 @@ pub struct NodeStatus {
     pub switchover_request: Option<SwitchoverRequest>,
     #[serde(default)]
     pub members: Vec<serde_json::Value>,
-}
-
-/// `commit_by_ack` of `/v1/status`: the highest index acknowledged at each level.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct CommitByAck {
-    #[serde(default, rename = "async")]
-    pub async_: u64,
+    /// A primary: the index of its term's first entry.
     #[serde(default)]
-    pub one: u64,
-    #[serde(default)]
-    pub quorum: u64,
-    #[serde(default)]
-    pub all: u64,
-}
-
-impl CommitByAck {
-    pub fn at(&self, ack: AckLevel) -> u64 {
-        match ack {
-            AckLevel::Async => self.async_,
-            AckLevel::One => self.one,
-            AckLevel::Quorum => self.quorum,
-            AckLevel::All => self.all,
-        }
-    }
+    pub term_start: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -94,7 +76,18 @@ impl NodeStatus {
             applied_index: self.applied_index,
             following: self.following.clone(),
             unhealthy_since_ms,
+            members: self.member_names(),
+            term_start: self.term_start,
+            commit_by_ack: self.commit_by_ack,
         }
+    }
+
+    /// Names in the node's member list.
+    pub fn member_names(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter_map(|m| m["name"].as_str().map(str::to_string))
+            .collect()
     }
 }
 
@@ -110,6 +103,9 @@ pub fn unreachable(name: &str, unhealthy_since_ms: Option<u64>) -> Observation {
         applied_index: 0,
         following: None,
         unhealthy_since_ms,
+        members: Vec::new(),
+        term_start: 0,
+        commit_by_ack: None,
     }
 }
 
@@ -198,16 +194,22 @@ impl NodeClient {
             .await
     }
 
-    /// `op` is `fence`, `promote` or `follow` (`primary` is needed for follow). Returns the node's
-    /// status after the command.
+    /// `op` is `fence`, `promote` or `follow` (`primary` is needed for follow; `members`, the
+    /// member list from `term` on, goes with promote and follow). Returns the node's status after
+    /// the command.
     pub async fn command(
         &self,
         base_url: &str,
         op: &str,
         term: u64,
         primary: Option<&str>,
+        members: Option<&MemberUrls>,
     ) -> Result<NodeStatus, NodeError> {
-        let body = serde_json::json!({"term": term, "primary": primary}).to_string();
+        let mut body = serde_json::json!({"term": term, "primary": primary});
+        if let Some(m) = members.filter(|_| op != "fence") {
+            body["members"] = serde_json::json!(m);
+        }
+        let body = body.to_string();
         self.call_status(
             Method::POST,
             format!("{base_url}/internal/v1/{op}"),
@@ -226,9 +228,94 @@ impl NodeClient {
     }
 }
 
+/// Member name → the URL other nodes reach it at.
+pub type MemberUrls = BTreeMap<String, String>;
+
+/// One node command and how it went.
+#[derive(Clone, Debug)]
+pub struct CommandResult {
+    pub op: &'static str,
+    pub node: String,
+    pub term: u64,
+    pub primary: Option<String>,
+    /// The node's status after the command, or why it failed.
+    pub outcome: Result<NodeStatus, String>,
+}
+
+/// Sends the node commands of `actions` in order, to the nodes at `urls`; the fences and the
+/// follows of one step go out together. Promote and follow carry `members` when given. A failed
+/// command is reported and repeated by a later decision; a failed promotion skips the follows
+/// after it (they would point at a node that is not primary).
+pub async fn run_commands(
+    nodes: &NodeClient,
+    urls: &BTreeMap<String, String>,
+    actions: &[Action],
+    members: Option<&MemberUrls>,
+) -> Vec<CommandResult> {
+    let mut results = Vec::new();
+    let mut promote_failed = false;
+    let mut i = 0;
+    while i < actions.len() {
+        let mut batch: Vec<(&'static str, &String, u64, Option<&String>)> = Vec::new();
+        match &actions[i] {
+            Action::Fence { nodes, term } => {
+                batch.extend(nodes.iter().map(|n| ("fence", n, *term, None)));
+            }
+            Action::Promote { node, term } => batch.push(("promote", node, *term, None)),
+            Action::Follow { .. } => {
+                while let Some(Action::Follow {
+                    node,
+                    primary,
+                    term,
+                }) = actions.get(i)
+                {
+                    if !promote_failed {
+                        batch.push(("follow", node, *term, Some(primary)));
+                    }
+                    i += 1;
+                }
+                i -= 1;
+            }
+            _ => {}
+        }
+        i += 1;
+        let done = join_all(
+            batch
+                .into_iter()
+                .map(|(op, node, term, primary)| async move {
+                    let outcome = match urls.get(node) {
+                        None => Err("no address".to_string()),
+                        Some(url) => nodes
+                            .command(url, op, term, primary.map(String::as_str), members)
+                            .await
+                            .map_err(|e| e.to_string()),
+                    };
+                    match &outcome {
+                        Ok(_) => tracing::info!(op, %node, term, "node command done"),
+                        Err(e) => {
+                            tracing::warn!(op, %node, term, error = %e, "node command failed")
+                        }
+                    }
+                    CommandResult {
+                        op,
+                        node: node.clone(),
+                        term,
+                        primary: primary.cloned(),
+                        outcome,
+                    }
+                }),
+        )
+        .await;
+        promote_failed |= done.iter().any(|r| r.op == "promote" && r.outcome.is_err());
+        results.extend(done);
+    }
+    results
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failover::AckLevel;
 
     #[test]
     fn status_json_becomes_an_observation() {

@@ -110,6 +110,9 @@ proptest! {
                 applied_index: index,
                 following: following.filter(|&f| f < n).map(|f| names[f].clone()),
                 unhealthy_since_ms: since,
+                members: Vec::new(),
+                term_start: 0,
+                commit_by_ack: None,
             })
             .collect();
         let view = ClusterView {
@@ -123,7 +126,7 @@ proptest! {
             coordinator: Coordinator {
                 term,
                 primary: primary.filter(|&p| p < n && term > 0).map(|p| names[p].clone()),
-                switchover: None,
+                ..Coordinator::default()
             },
             observations,
             now_ms: now,

@@ -3,8 +3,6 @@
 //! (fence, promote, follow); then the pods are relabelled so the Services route to the new
 //! primary.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -14,8 +12,6 @@ use super::error::{Error, is_status};
 use super::observe::PodInfo;
 use super::plan::SWITCHOVER_ANNOTATION;
 use crate::crd::{MemberRole, ROLE_LABEL, ReplicatedCluster, ReplicatedClusterStatus};
-use crate::failover::Action;
-use crate::nodes::{NodeClient, NodeStatus};
 use crate::resources::FIELD_MANAGER;
 
 fn merge_params() -> PatchParams {
@@ -54,65 +50,6 @@ pub async fn write_status(
         Err(e) if is_status(&e, 409) => Ok(Written::Conflict),
         Err(e) => Err(e.into()),
     }
-}
-
-/// One node command and how it went.
-#[derive(Clone, Debug)]
-pub struct CommandResult {
-    pub op: &'static str,
-    pub node: String,
-    pub term: u64,
-    pub primary: Option<String>,
-    /// The node's status after the command, or why it failed.
-    pub outcome: Result<NodeStatus, String>,
-}
-
-/// Sends the node commands of `actions` in order. A failed command is reported and repeated by a
-/// later decision; a failed promotion skips the follows after it (they would point at a node
-/// that is not primary).
-pub async fn run_commands(
-    nodes: &NodeClient,
-    urls: &BTreeMap<String, String>,
-    actions: &[Action],
-) -> Vec<CommandResult> {
-    let mut results = Vec::new();
-    let mut promote_failed = false;
-    for action in actions {
-        let calls: Vec<(&'static str, &String, u64, Option<&String>)> = match action {
-            Action::Fence { nodes, term } => {
-                nodes.iter().map(|n| ("fence", n, *term, None)).collect()
-            }
-            Action::Promote { node, term } => vec![("promote", node, *term, None)],
-            Action::Follow {
-                node,
-                primary,
-                term,
-            } if !promote_failed => vec![("follow", node, *term, Some(primary))],
-            _ => Vec::new(),
-        };
-        for (op, node, term, primary) in calls {
-            let outcome = match urls.get(node) {
-                None => Err("no address".to_string()),
-                Some(url) => nodes
-                    .command(url, op, term, primary.map(String::as_str))
-                    .await
-                    .map_err(|e| e.to_string()),
-            };
-            match &outcome {
-                Ok(_) => tracing::info!(op, %node, term, "node command done"),
-                Err(e) => tracing::warn!(op, %node, term, error = %e, "node command failed"),
-            }
-            promote_failed |= op == "promote" && outcome.is_err();
-            results.push(CommandResult {
-                op,
-                node: node.clone(),
-                term,
-                primary: primary.cloned(),
-                outcome,
-            });
-        }
-    }
-    results
 }
 
 /// The `rcluster.dev/role` each pod should carry: `primary` on the recorded primary, `replica`

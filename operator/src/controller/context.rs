@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kube::Client;
 use kube::runtime::events::Reporter;
 
-use crate::failover::{Observation, Switchover};
+use crate::failover::Observation;
 use crate::metrics::Metrics;
 use crate::resources::NODE_PORT;
 
@@ -23,6 +23,19 @@ pub struct MemberAddress<'a> {
 
 /// Base URL of a member's node (`http://host:port`, no trailing slash); `None`: not reachable.
 pub type NodeUrl = Arc<dyn Fn(&MemberAddress) -> Option<String> + Send + Sync>;
+/// URL other nodes reach a member at (what promote and follow carry in the member list).
+pub type PeerUrl = Arc<dyn Fn(&MemberAddress) -> Option<String> + Send + Sync>;
+
+/// The default: the pod's stable DNS name under the headless Service, as in the ConfigMap.
+pub fn headless_url(addr: &MemberAddress) -> Option<String> {
+    let ordinal = super::observe::ordinal(addr.cluster, addr.pod)?;
+    Some(crate::resources::member_url(
+        addr.cluster,
+        addr.namespace,
+        ordinal,
+    ))
+}
+
 /// Milliseconds since the Unix epoch.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
@@ -65,8 +78,8 @@ impl Default for NodeTimeouts {
 }
 
 /// What the controller remembers about one cluster between reconciles. Lost on restart, which
-/// costs little: failure timers start again (a failover waits one more detection window), and a
-/// switchover in progress becomes an ordinary election (safe; the annotation restarts it).
+/// costs little: failure timers start again (a failover waits one more detection window). The
+/// term, primary, member list and a switchover in progress live in the resource status.
 #[derive(Debug, Default)]
 pub struct ClusterMemory {
     /// The cluster's uid: a cluster deleted and created again under the same name starts afresh.
@@ -75,8 +88,6 @@ pub struct ClusterMemory {
     pub unhealthy_since: BTreeMap<String, u64>,
     /// Last answer of each member, for the log positions of members that stop answering.
     pub last_seen: BTreeMap<String, Observation>,
-    /// The switchover in progress and the term it was recorded for.
-    pub switchover: Option<(u64, Switchover)>,
     /// A failover in progress: the failed primary and when its failure was first seen.
     pub failover: Option<FailoverStart>,
     /// The disabled ServiceMonitor is known to be gone (deleted, or never there).
@@ -101,6 +112,7 @@ pub struct Context {
     /// the same reason into one series that keeps the first note, which would hide what changed.
     pub reporter: Reporter,
     pub node_url: NodeUrl,
+    pub peer_url: PeerUrl,
     pub clock: Clock,
     pub timeouts: NodeTimeouts,
     /// Keyed by `namespace/name`.
@@ -121,6 +133,7 @@ impl Context {
             client,
             metrics,
             node_url: Arc::new(pod_ip_url),
+            peer_url: Arc::new(headless_url),
             clock: system_clock(),
             timeouts: NodeTimeouts::default(),
             memory: Mutex::new(BTreeMap::new()),

@@ -5,12 +5,12 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 
-use super::act::CommandResult;
 use super::context::Context;
 use super::plan::{Outcome, Plan};
 use super::status::wait_message;
 use crate::crd::ReplicatedCluster;
 use crate::failover::{Action, Coordinator, WaitReason};
+use crate::nodes::CommandResult;
 
 /// `reason` of every event the controller emits.
 pub mod reason {
@@ -32,6 +32,8 @@ pub mod reason {
     pub const SWITCHOVER_REJECTED: &str = "SwitchoverRejected";
     pub const SWITCHOVER_ABANDONED: &str = "SwitchoverAbandoned";
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    pub const MEMBERS_CHANGING: &str = "MembersChanging";
+    pub const MEMBERS_CHANGED: &str = "MembersChanged";
 }
 
 fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
@@ -162,6 +164,23 @@ pub fn for_decision(
                     format!("electing a primary in term {to}"),
                 ),
             }),
+            Action::ChangeMembers { from, members, term } => out.push(normal(
+                reason::MEMBERS_CHANGING,
+                "Scale",
+                format!(
+                    "member list [{}] becomes [{}] in term {term}; new members fetch the data before they are ready",
+                    from.join(", "),
+                    members.join(", ")
+                ),
+            )),
+            Action::MembersCommitted => out.push(normal(
+                reason::MEMBERS_CHANGED,
+                "Scale",
+                format!(
+                    "member list [{}] is committed; members that left may be removed",
+                    before.members.join(", ")
+                ),
+            )),
             Action::Wait { reason } if new(wait_key(reason)) => {
                 out.push(wait_event(reason))
             }
@@ -212,6 +231,7 @@ fn wait_event(w: &WaitReason) -> Event {
         WaitReason::SwitchoverCatchingUp { .. } | WaitReason::SwitchoverFencing { .. } => {
             normal(reason::SWITCHOVER_WAITING, "Switchover", note)
         }
+        WaitReason::MembersCommitting { .. } => normal(reason::MEMBERS_CHANGING, "Scale", note),
     }
 }
 
@@ -290,7 +310,7 @@ mod tests {
         let before = Coordinator {
             term: 3,
             primary: Some("demo-0".into()),
-            switchover: None,
+            ..Coordinator::default()
         };
         let p = plan(vec![
             Action::BumpTerm { to: 4 },
@@ -386,7 +406,7 @@ mod tests {
         let before = Coordinator {
             term: 3,
             primary: Some("demo-0".into()),
-            switchover: None,
+            ..Coordinator::default()
         };
         let mut p = plan(vec![]);
         p.failover_disabled = true;

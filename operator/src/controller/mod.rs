@@ -10,19 +10,13 @@
 //! depend on this process's memory: terms live in the resource status, written with optimistic
 //! concurrency before any node hears of them, and nodes reject older terms.
 //!
+//! Member changes (scale up and down) go through the failover module's `plan_members`: the new
+//! member list is recorded in a new term before the primary is promoted again with it; pods that
+//! leave are deleted only once the change is committed (`observe::effective_replicas`).
+//!
 //! Known limits (see the issue notes):
-//! - Nodes read the member list (`cluster.json`) once, at start. After a scale-up the running
-//!   nodes do not know the new members: the primary does not ship its log to them (they stay
-//!   fenced and empty), and the nodes count write quorums over the old member list while the
-//!   failover decision counts over the new one, so a failover during that time may not find
-//!   every acknowledged write. After a scale-down the remaining nodes still count the removed
-//!   members. Until nodes reload their member list (or are restarted), change `replicas` only
-//!   on a healthy cluster and restart the members afterwards, replicas first.
 //! - `updateStrategy: OnDelete`: pod template changes are not rolled out by this controller yet
 //!   (nobody deletes the outdated pods).
-//! - A switchover in progress is remembered in memory only (the status has no field for it):
-//!   after an operator restart it becomes an ordinary election, and the annotation, still
-//!   present, starts it again.
 //! - Switchover requests recorded by a node (`POST /v1/switchover`) are not honoured here; the
 //!   annotation is the Kubernetes way.
 
@@ -55,7 +49,7 @@ pub use plan::SWITCHOVER_ANNOTATION;
 use crate::crd::{LastFailover, Phase, ReplicatedCluster};
 use crate::failover::Action;
 use crate::metrics::Outcome;
-use crate::nodes::NodeClient;
+use crate::nodes::{self, MemberUrls, NodeClient};
 use act::Written;
 use context::FailoverStart;
 use plan::Plan;
@@ -133,15 +127,10 @@ pub async fn reconcile_cluster(
 
     let secret = apply::existing_secret(client, &ns, &name).await?;
     let pods = observe::list_pods(client, &ns, &name).await?;
-    let record = ctx.with_memory(&key, &uid, |m| {
-        observe::coordinator(cluster.status.as_ref(), m)
-    });
-    let replicas = observe::effective_replicas(
-        &name,
-        cluster.spec.replicas,
-        record.primary.as_deref(),
-        &pods,
-    );
+    let initial =
+        observe::initial_members(&name, cluster.spec.replicas, cluster.status.as_ref(), &pods);
+    let record = observe::coordinator(cluster.status.as_ref(), &initial);
+    let replicas = observe::effective_replicas(&name, cluster.spec.replicas, &record, &pods);
 
     let desired = apply::desired(cluster, replicas, secret.as_ref())?;
     let delete_sm = desired.service_monitor.is_none()
@@ -160,7 +149,7 @@ pub async fn reconcile_cluster(
     let mut members = observe::probe(ctx, &probes, &ns, &name, &names, &pods).await;
     let now = ctx.now_ms();
     let view = ctx.with_memory(&key, &uid, |m| {
-        observe::view(&cluster.spec, record.clone(), &members, m, now)
+        observe::view(&name, &cluster.spec, record.clone(), &members, m, now)
     });
 
     let annotation = cluster
@@ -176,7 +165,11 @@ pub async fn reconcile_cluster(
 
     // 1. The record, before any node hears of the new term or primary.
     let mut current = cluster.clone();
-    if (next.term, &next.primary) != (record.term, &record.primary) {
+    let first_record = cluster
+        .status
+        .as_ref()
+        .is_none_or(|s| s.member_list.is_empty());
+    if next != record || first_record {
         let status = status::build(&status::Input {
             cluster: &current,
             record: &next,
@@ -198,9 +191,6 @@ pub async fn reconcile_cluster(
         }
         tracing::info!(cluster = %key, term = next.term, primary = ?next.primary, "record written");
     }
-    ctx.with_memory(&key, &uid, |m| {
-        m.switchover = next.switchover.clone().map(|sw| (next.term, sw))
-    });
 
     // 2. The nodes.
     let commands = NodeClient::new(&token, ctx.timeouts.command);
@@ -208,7 +198,8 @@ pub async fn reconcile_cluster(
         .iter()
         .filter_map(|m| Some((m.name.clone(), m.url.clone()?)))
         .collect();
-    let results = act::run_commands(&commands, &urls, &plan.actions).await;
+    let peers = peer_urls(ctx, &ns, &name, &next);
+    let results = nodes::run_commands(&commands, &urls, &plan.actions, Some(&peers)).await;
     for r in &results {
         if let (Ok(s), Some(m)) = (&r.outcome, members.iter_mut().find(|m| m.name == r.node)) {
             m.node = Some(s.clone());
@@ -284,6 +275,29 @@ pub async fn reconcile_cluster(
     })
 }
 
+/// The member list the nodes get with promote and follow: the record's, with the URLs nodes reach
+/// each other at.
+fn peer_urls(
+    ctx: &Context,
+    ns: &str,
+    cluster: &str,
+    record: &crate::failover::Coordinator,
+) -> MemberUrls {
+    record
+        .members
+        .iter()
+        .filter_map(|pod| {
+            let url = (ctx.peer_url)(&MemberAddress {
+                namespace: ns,
+                cluster,
+                pod,
+                pod_ip: None,
+            })?;
+            Some((pod.clone(), url))
+        })
+        .collect()
+}
+
 /// Nothing was (or is waiting to be) done.
 fn in_place(plan: &Plan) -> bool {
     plan.actions.is_empty() && plan.switchover == plan::Outcome::None
@@ -333,7 +347,7 @@ fn note_failover_start(
 /// When a failover's promotion succeeded: the `lastFailover` record.
 fn note_promotion(
     m: &mut context::ClusterMemory,
-    results: &[act::CommandResult],
+    results: &[nodes::CommandResult],
     now: u64,
 ) -> Option<LastFailover> {
     let promoted = results
@@ -362,7 +376,7 @@ mod requeue_tests {
         let mut m = context::ClusterMemory::default();
         m.unhealthy_since.insert("demo-1".into(), 5);
         m.unhealthy_since.insert("demo-0".into(), 5);
-        let promoted = act::CommandResult {
+        let promoted = nodes::CommandResult {
             op: "promote",
             node: "demo-1".into(),
             term: 2,

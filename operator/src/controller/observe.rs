@@ -11,7 +11,8 @@ use kube::{Client, ResourceExt};
 use super::context::{ClusterMemory, Context, MemberAddress};
 use crate::crd::{AckMode, ROLE_LABEL, ReplicatedClusterSpec, ReplicatedClusterStatus};
 use crate::failover::{
-    AckLevel, ClusterView, Coordinator, Observation, Settings, default_switchover_timeout_ms,
+    AckLevel, ClusterView, Coordinator, Observation, Settings, Switchover,
+    default_switchover_timeout_ms,
 };
 use crate::nodes::{self, NodeClient, NodeStatus};
 use crate::resources::{pod_name, pod_selector_string};
@@ -87,24 +88,61 @@ pub fn ordinal(cluster: &str, pod: &str) -> Option<i32> {
     pod.strip_prefix(cluster)?.strip_prefix('-')?.parse().ok()
 }
 
-/// How many members the cluster has now: the spec's count, except that a scale-down never
-/// removes the primary (it is switched over first), and never shrinks the cluster while it has
-/// no primary (a member being removed may hold the only copy of acknowledged entries).
+/// How many pods the cluster has now: the spec's count, except that a scale-down never removes
+/// the primary (it is switched over first) nor a member of the list in force or of an
+/// uncommitted change (it may hold the only copy of acknowledged entries; it goes once the
+/// change that removes it is committed), and never shrinks the cluster while it has no primary.
 pub fn effective_replicas(
     cluster: &str,
     spec_replicas: i32,
-    primary: Option<&str>,
+    record: &Coordinator,
     pods: &[PodInfo],
 ) -> i32 {
     let spec = spec_replicas.max(1);
-    match primary {
-        Some(p) => ordinal(cluster, p).map_or(spec, |o| spec.max(o + 1)),
+    let listed = record
+        .members
+        .iter()
+        .chain(record.previous_members.iter().flatten())
+        .chain(record.primary.iter())
+        .filter_map(|m| ordinal(cluster, m))
+        .map(|o| o + 1)
+        .fold(spec, i32::max);
+    match record.primary {
+        Some(_) => listed,
         None => pods
             .iter()
             .filter_map(|p| ordinal(cluster, &p.name))
             .map(|o| o + 1)
-            .fold(spec, i32::max),
+            .fold(listed, i32::max),
     }
+}
+
+/// The member list the nodes run with when the status has none: a new cluster's nodes start
+/// with the spec's; a status written before member lists were recorded had the pods that exist
+/// (each node read the list when it started).
+pub fn initial_members(
+    cluster: &str,
+    spec_replicas: i32,
+    status: Option<&ReplicatedClusterStatus>,
+    pods: &[PodInfo],
+) -> Vec<String> {
+    let spec = spec_replicas.max(1);
+    let running = status.is_some_and(|s| s.term > 0);
+    let n = if running {
+        pods.iter()
+            .filter_map(|p| ordinal(cluster, &p.name))
+            .map(|o| o + 1)
+            .chain(
+                status
+                    .and_then(|s| s.primary.as_deref())
+                    .and_then(|p| ordinal(cluster, p))
+                    .map(|o| o + 1),
+            )
+            .fold(spec, i32::max)
+    } else {
+        spec
+    };
+    member_names(cluster, n)
 }
 
 pub fn member_names(cluster: &str, replicas: i32) -> Vec<String> {
@@ -172,22 +210,32 @@ pub fn settings(spec: &ReplicatedClusterSpec, members: Vec<String>) -> Settings 
     }
 }
 
-/// The coordinator's record: term and primary from the resource status (the durable part), the
-/// switchover in progress from memory when it belongs to that term.
+/// The coordinator's record, from the resource status. A status without a member list (a new
+/// cluster) starts with `initial_members`: the members the nodes were started with.
 pub fn coordinator(
     status: Option<&ReplicatedClusterStatus>,
-    memory: &ClusterMemory,
+    initial_members: &[String],
 ) -> Coordinator {
-    let term = status.map_or(0, |s| s.term.max(0) as u64);
-    let primary = status.and_then(|s| s.primary.clone());
-    let switchover = match &memory.switchover {
-        Some((t, sw)) if *t == term && primary.is_none() => Some(sw.clone()),
-        _ => None,
+    let Some(s) = status else {
+        return Coordinator {
+            members: initial_members.to_vec(),
+            ..Coordinator::default()
+        };
     };
     Coordinator {
-        term,
-        primary,
-        switchover,
+        term: s.term.max(0) as u64,
+        primary: s.primary.clone(),
+        switchover: s.switchover.as_ref().map(|sw| Switchover {
+            from: sw.from.clone(),
+            to: sw.to.clone(),
+            started_ms: sw.started_ms.max(0) as u64,
+        }),
+        members: if s.member_list.is_empty() {
+            initial_members.to_vec()
+        } else {
+            s.member_list.clone()
+        },
+        previous_members: s.previous_member_list.clone(),
     }
 }
 
@@ -240,15 +288,19 @@ pub fn observations(
 }
 
 /// Everything the decision looks at.
+/// `members` are every probed pod; the settings' members (the desired list) are those the
+/// spec keeps.
 pub fn view(
+    cluster: &str,
     spec: &ReplicatedClusterSpec,
     coordinator: Coordinator,
     members: &[Member],
     memory: &mut ClusterMemory,
     now_ms: u64,
 ) -> ClusterView {
+    let desired = member_names(cluster, spec.replicas.max(1));
     ClusterView {
-        settings: settings(spec, members.iter().map(|m| m.name.clone()).collect()),
+        settings: settings(spec, desired),
         coordinator,
         observations: observations(members, memory, now_ms),
         now_ms,

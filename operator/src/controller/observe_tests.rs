@@ -71,19 +71,57 @@ fn ordinals_belong_to_the_cluster() {
     assert_eq!(member_names("demo", 3), ["demo-0", "demo-1", "demo-2"]);
 }
 
+fn record(primary: Option<&str>, members: usize, previous: Option<usize>) -> Coordinator {
+    Coordinator {
+        term: 3,
+        primary: primary.map(str::to_string),
+        members: member_names("demo", members as i32),
+        previous_members: previous.map(|n| member_names("demo", n as i32)),
+        ..Coordinator::default()
+    }
+}
+
 #[test]
-fn scale_down_never_drops_the_primary_nor_shrinks_without_one() {
+fn scale_down_never_drops_the_primary_nor_a_listed_member_nor_shrinks_without_one() {
     let pods: Vec<PodInfo> = (0..5).map(|i| pod(&format!("demo-{i}"), true)).collect();
-    // Primary within the new size: shrink.
-    assert_eq!(effective_replicas("demo", 3, Some("demo-1"), &pods), 3);
+    // Primary within the new size and the list already shrunk: shrink.
+    assert_eq!(
+        effective_replicas("demo", 3, &record(Some("demo-1"), 3, None), &pods),
+        3
+    );
+    // The list still names five members (the change is not made yet), or the change that
+    // removes two is not committed: keep them.
+    assert_eq!(
+        effective_replicas("demo", 3, &record(Some("demo-1"), 5, None), &pods),
+        5
+    );
+    assert_eq!(
+        effective_replicas("demo", 3, &record(Some("demo-1"), 3, Some(5)), &pods),
+        5
+    );
     // Primary at ordinal 3: keep it (ordinal 4 may go).
-    assert_eq!(effective_replicas("demo", 3, Some("demo-3"), &pods), 4);
-    assert_eq!(effective_replicas("demo", 1, Some("demo-4"), &pods), 5);
+    assert_eq!(
+        effective_replicas("demo", 3, &record(Some("demo-3"), 3, None), &pods),
+        4
+    );
+    assert_eq!(
+        effective_replicas("demo", 1, &record(Some("demo-4"), 1, None), &pods),
+        5
+    );
     // No primary: keep every existing member.
-    assert_eq!(effective_replicas("demo", 3, None, &pods), 5);
+    assert_eq!(
+        effective_replicas("demo", 3, &record(None, 3, None), &pods),
+        5
+    );
     // Scale-up is never held back.
-    assert_eq!(effective_replicas("demo", 7, Some("demo-4"), &pods), 7);
-    assert_eq!(effective_replicas("demo", 3, None, &[]), 3);
+    assert_eq!(
+        effective_replicas("demo", 7, &record(Some("demo-4"), 5, None), &pods),
+        7
+    );
+    assert_eq!(
+        effective_replicas("demo", 3, &record(None, 3, None), &[]),
+        3
+    );
 }
 
 #[test]
@@ -124,38 +162,40 @@ fn terminating_pods_count_as_unhealthy_and_removed_members_are_forgotten() {
 }
 
 #[test]
-fn coordinator_comes_from_status_and_the_switchover_from_memory() {
+fn the_record_comes_from_status_and_a_new_cluster_starts_with_the_spec_members() {
+    let initial = member_names("demo", 3);
+    let fresh = coordinator(None, &initial);
+    assert_eq!((fresh.term, fresh.members.clone()), (0, initial.clone()));
     let status = ReplicatedClusterStatus {
-        term: 4,
-        primary: Some("demo-1".into()),
-        ..ReplicatedClusterStatus::default()
-    };
-    let mut mem = ClusterMemory::default();
-    let c = coordinator(Some(&status), &mem);
-    assert_eq!(
-        (c.term, c.primary.as_deref(), c.switchover),
-        (4, Some("demo-1"), None)
-    );
-    assert_eq!(coordinator(None, &mem), Coordinator::default());
-
-    let sw = Switchover {
-        from: "demo-1".into(),
-        to: "demo-2".into(),
-        started_ms: 7,
-    };
-    mem.switchover = Some((5, sw.clone()));
-    let during = ReplicatedClusterStatus {
         term: 5,
         primary: None,
+        member_list: member_names("demo", 4),
+        previous_member_list: Some(initial.clone()),
+        switchover: Some(crate::crd::SwitchoverStatus {
+            from: "demo-1".into(),
+            to: "demo-2".into(),
+            started_ms: 7,
+        }),
         ..ReplicatedClusterStatus::default()
     };
-    assert_eq!(coordinator(Some(&during), &mem).switchover, Some(sw));
-    // A remembered switchover of another term is stale (someone else moved the record on).
-    let later = ReplicatedClusterStatus {
-        term: 6,
+    let c = coordinator(Some(&status), &initial);
+    assert_eq!(
+        c.switchover,
+        Some(Switchover {
+            from: "demo-1".into(),
+            to: "demo-2".into(),
+            started_ms: 7
+        })
+    );
+    assert_eq!(c.members, member_names("demo", 4));
+    assert_eq!(c.previous_members, Some(initial.clone()));
+    // A status written before member lists existed: the nodes run with the spec's list.
+    let old = ReplicatedClusterStatus {
+        term: 2,
+        primary: Some("demo-0".into()),
         ..ReplicatedClusterStatus::default()
     };
-    assert_eq!(coordinator(Some(&later), &mem).switchover, None);
+    assert_eq!(coordinator(Some(&old), &initial).members, initial);
 }
 
 #[test]
@@ -189,7 +229,14 @@ fn view_lists_members_in_ordinal_order() {
         member("demo-2", Some(node("demo-2", "replica", 1, 3, true))),
     ];
     let mut mem = ClusterMemory::default();
-    let v = view(&spec, Coordinator::default(), &members, &mut mem, 99);
+    let v = view(
+        "demo",
+        &spec,
+        Coordinator::default(),
+        &members,
+        &mut mem,
+        99,
+    );
     assert_eq!(v.settings.members, ["demo-0", "demo-1", "demo-2"]);
     assert_eq!(v.now_ms, 99);
     let names: Vec<&str> = v.observations.iter().map(|o| o.name.as_str()).collect();

@@ -131,6 +131,10 @@ pub fn plan(view: &ClusterView, request: Option<&Request>, failover_enabled: boo
     } else {
         Plan::new(failover::decide(view), Outcome::None)
     };
+    if plan.actions.is_empty() && plan.switchover == Outcome::None {
+        // A settled cluster: the member list follows the spec (scale up and down).
+        plan.actions = failover::plan_members(view);
+    }
     let bumps = plan
         .actions
         .iter()

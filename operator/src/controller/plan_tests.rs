@@ -15,6 +15,9 @@ fn obs(name: &str, role: Role, term: u64, index: u64, following: Option<&str>) -
         applied_index: index,
         following: following.map(str::to_string),
         unhealthy_since_ms: None,
+        members: Vec::new(),
+        term_start: 0,
+        commit_by_ack: None,
     }
 }
 
@@ -30,7 +33,7 @@ fn view(n: usize, term: u64, primary: Option<&str>, observations: Vec<Observatio
         coordinator: Coordinator {
             term,
             primary: primary.map(str::to_string),
-            switchover: None,
+            ..Coordinator::default()
         },
         observations,
         now_ms: 50_000,

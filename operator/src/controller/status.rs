@@ -10,7 +10,7 @@ use super::observe::Member;
 use super::plan::Plan;
 use crate::crd::{
     LastFailover, MemberRole, MemberStatus, Phase, ReplicatedCluster, ReplicatedClusterStatus,
-    condition,
+    SwitchoverStatus, condition,
 };
 use crate::failover::{Coordinator, WaitReason};
 use crate::resources::pod_selector_string;
@@ -89,7 +89,10 @@ pub fn build(input: &Input) -> ReplicatedClusterStatus {
         .filter(|m| !m.ready())
         .map(|m| m.name.as_str())
         .collect();
-    let outdated = outdated_member_lists(members);
+    let outdated = outdated_member_lists(members, &record.members);
+    let changing = record.previous_members.is_some()
+        || members.len() != record.members.len()
+        || members.iter().any(|m| !record.members.contains(&m.name));
     let had_primary = old.primary.is_some()
         || old.last_failover.is_some()
         || old.phase.is_some_and(|p| p != Phase::Pending);
@@ -102,7 +105,7 @@ pub fn build(input: &Input) -> ReplicatedClusterStatus {
     });
 
     let phase = if primary.is_some() {
-        if not_ready.is_empty() && outdated.is_empty() {
+        if not_ready.is_empty() && outdated.is_empty() && !changing {
             Phase::Running
         } else {
             Phase::Degraded
@@ -208,9 +211,25 @@ pub fn build(input: &Input) -> ReplicatedClusterStatus {
             condition::DEGRADED,
             "MemberListOutdated",
             format!(
-                "{} run with another member list than the spec's (nodes read it at start); restart them, replicas first",
-                outdated.join(", ")
+                "{} report another member list than the one of term {}; it is sent again",
+                outdated.join(", "),
+                record.term
             ),
+        )
+    } else if changing {
+        let list = record.members.join(", ");
+        Cond::yes(
+            condition::DEGRADED,
+            "MembersChanging",
+            match &record.previous_members {
+                Some(prev) => format!(
+                    "member list changing from [{}] to [{list}]",
+                    prev.join(", ")
+                ),
+                None => format!(
+                    "member list [{list}] differs from the pods; members join once they run"
+                ),
+            },
         )
     } else {
         Cond::no(
@@ -237,23 +256,27 @@ pub fn build(input: &Input) -> ReplicatedClusterStatus {
         members: member_status,
         conditions,
         last_failover: input.last_failover.clone().or(old.last_failover),
+        member_list: record.members.clone(),
+        previous_member_list: record.previous_members.clone(),
+        switchover: record.switchover.as_ref().map(|sw| SwitchoverStatus {
+            from: sw.from.clone(),
+            to: sw.to.clone(),
+            started_ms: sw.started_ms as i64,
+        }),
     }
 }
 
-/// Members whose node reports a member list other than the cluster's (a node reads it at start,
-/// so a scale change reaches it only when it restarts). Nodes that report none are not judged.
-fn outdated_member_lists(members: &[Member]) -> Vec<&str> {
-    let want: BTreeSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
+/// Members of the list in force whose node reports another list: they missed the follow that
+/// carried it (the controller sends it again). Nodes that report none are not judged.
+fn outdated_member_lists<'a>(members: &'a [Member], list: &[String]) -> Vec<&'a str> {
+    let want: BTreeSet<&str> = list.iter().map(String::as_str).collect();
     members
         .iter()
+        .filter(|m| want.contains(m.name.as_str()))
         .filter(|m| {
             m.node.as_ref().is_some_and(|n| {
-                let have: BTreeSet<&str> = n
-                    .members
-                    .iter()
-                    .filter_map(|v| v["name"].as_str())
-                    .collect();
-                !have.is_empty() && have != want
+                let have: BTreeSet<String> = n.member_names().into_iter().collect();
+                !have.is_empty() && have.iter().map(String::as_str).collect::<BTreeSet<_>>() != want
             })
         })
         .map(|m| m.name.as_str())
@@ -295,6 +318,12 @@ pub fn wait_message(reason: Option<&WaitReason>) -> String {
         Some(WaitReason::SwitchoverFencing { primary }) => {
             format!("waiting for {primary} to stop accepting writes")
         }
+        Some(WaitReason::MembersCommitting {
+            term_start,
+            committed,
+        }) => format!(
+            "the new member list takes over once entry {term_start} is acknowledged (at {committed})"
+        ),
     }
 }
 

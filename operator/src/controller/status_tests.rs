@@ -16,7 +16,8 @@ fn record(term: u64, primary: Option<&str>) -> Coordinator {
     Coordinator {
         term,
         primary: primary.map(str::to_string),
-        switchover: None,
+        members: vec!["demo-0".into(), "demo-1".into(), "demo-2".into()],
+        ..Coordinator::default()
     }
 }
 
@@ -291,7 +292,7 @@ fn last_failover_is_kept_until_replaced() {
 }
 
 #[test]
-fn a_member_list_other_than_the_specs_degrades() {
+fn member_changes_and_outdated_member_lists_degrade() {
     let c = cluster(None);
     let list = |names: &[&str]| -> Vec<serde_json::Value> {
         names
@@ -299,27 +300,46 @@ fn a_member_list_other_than_the_specs_degrades() {
             .map(|n| serde_json::json!({"name": n}))
             .collect()
     };
+    let three = ["demo-0", "demo-1", "demo-2"];
+    let four = ["demo-0", "demo-1", "demo-2", "demo-3"];
     let mut m = healthy_members();
     for x in &mut m {
-        x.node.as_mut().unwrap().members = list(&["demo-0", "demo-1", "demo-2"]);
+        x.node.as_mut().unwrap().members = list(&three);
     }
-    let rec = record(2, Some("demo-0"));
+    let mut rec = record(2, Some("demo-0"));
     let s = build_at(&c, &rec, &m, &plan(vec![]), false, 1_000);
     assert_eq!(s.phase, Some(Phase::Running));
+    assert_eq!(s.member_list, three);
 
-    // Scaled up to four: the three running nodes still know three members.
+    // Scaled up to four: the new pod has no node yet, then runs but is not listed yet.
     m.push(member("demo-3", None));
     m[3].pod = None;
     let s = build_at(&c, &rec, &m, &plan(vec![]), false, 1_000);
     assert_eq!(cond(&s, "Degraded").reason, "MembersNotReady");
     m[3] = member("demo-3", Some(node("demo-3", "replica", 2, 40, true)));
-    m[3].node.as_mut().unwrap().members = list(&["demo-0", "demo-1", "demo-2", "demo-3"]);
     let s = build_at(&c, &rec, &m, &plan(vec![]), false, 1_000);
     assert_eq!(s.phase, Some(Phase::Degraded));
-    assert_eq!(cond(&s, "Degraded").reason, "MemberListOutdated");
-    assert!(
-        cond(&s, "Degraded")
-            .message
-            .starts_with("demo-0, demo-1, demo-2 run with")
+    assert_eq!(cond(&s, "Degraded").reason, "MembersChanging");
+
+    // The change is recorded but not committed.
+    rec.members = four.iter().map(|n| n.to_string()).collect();
+    rec.previous_members = Some(three.iter().map(|n| n.to_string()).collect());
+    for x in &mut m {
+        x.node.as_mut().unwrap().members = list(&four);
+    }
+    let s = build_at(&c, &rec, &m, &plan(vec![]), false, 1_000);
+    assert_eq!(cond(&s, "Degraded").reason, "MembersChanging");
+    assert_eq!(
+        s.previous_member_list.as_deref(),
+        Some(&three.map(String::from)[..])
     );
+
+    // Committed; a node that missed the list is reported until it is told again.
+    rec.previous_members = None;
+    let s = build_at(&c, &rec, &m, &plan(vec![]), false, 1_000);
+    assert_eq!(s.phase, Some(Phase::Running));
+    m[1].node.as_mut().unwrap().members = list(&three);
+    let s = build_at(&c, &rec, &m, &plan(vec![]), false, 1_000);
+    assert_eq!(cond(&s, "Degraded").reason, "MemberListOutdated");
+    assert!(cond(&s, "Degraded").message.starts_with("demo-1 report"));
 }

@@ -103,11 +103,21 @@ fn elect(m: &Members) -> Vec<Action> {
     }
     let responders: Vec<&Observation> = m.reachable().filter(|o| o.term == term).collect();
     let stale: Vec<String> = m
-        .reachable()
+        .reachable_any()
         .filter(|o| o.term < term)
         .map(|o| o.name.clone())
         .collect();
-    let need = m.failover_quorum();
+    let mut need = m.failover_quorum();
+    let mut have = responders.len();
+    // An uncommitted member change: an acknowledged entry may sit on a write quorum of either
+    // list, so enough members of each must answer, and the candidate may be a leaving member.
+    if let Some((prev_have, prev_need)) = m.previous_responders(term)
+        && have >= need
+        && prev_have < prev_need
+    {
+        (have, need) = (prev_have, prev_need);
+    }
+    let candidates: Vec<&Observation> = m.reachable_any().filter(|o| o.term == term).collect();
     let lossy = m.settings.allow_lossy_promotion && m.settings.ack.may_lose_writes();
 
     // While waiting, members still in an older term get the term, so they answer next time.
@@ -123,33 +133,61 @@ fn elect(m: &Members) -> Vec<Action> {
         actions.push(Action::Wait { reason });
         actions
     };
-    let Some(best) = best_candidate(m, &responders) else {
+    let Some(best) = best_candidate(m, &candidates) else {
         return waiting(WaitReason::TooFewResponders { have: 0, need });
     };
-    if responders.len() < need && !lossy {
-        return waiting(WaitReason::TooFewResponders {
-            have: responders.len(),
-            need,
-        });
+    if have < need && !lossy {
+        return waiting(WaitReason::TooFewResponders { have, need });
     }
-    if responders.len() < need && !stale.is_empty() {
+    if have < need && !stale.is_empty() {
         // Lossy promotion is a last resort: first hear from everyone who can answer.
         return waiting(WaitReason::FencePending {
             nodes: stale.clone(),
         });
     }
-    let longest_known = m
-        .observed
-        .iter()
-        .flatten()
-        .map(|o| o.last_log_index)
-        .max()
-        .unwrap_or(0);
+    let longest_known = m.known().map(|o| o.last_log_index).max().unwrap_or(0);
     if best.last_log_index == 0 && longest_known > 0 {
         return waiting(WaitReason::OnlyEmptyLogs { longest_known });
     }
-    let loss = (responders.len() < need).then(|| possible_loss(m, best, term));
+    let loss = (have < need).then(|| possible_loss(m, best, term));
+    if !m.is_member(&best.name) {
+        let mut actions: Vec<Action> = loss.into_iter().collect();
+        actions.extend(revert_members(m, best));
+        return actions;
+    }
     promote(m, best, loss)
+}
+
+/// The most advanced responder left the member list in a change that never committed (no entry
+/// of the change's term reached a write quorum of the new list, or a new member would be
+/// ahead): go back to the previous list, led by it. Its term is the election's; no node was
+/// promoted in it yet.
+fn revert_members(m: &Members, best: &Observation) -> Vec<Action> {
+    let Some((previous, _)) = &m.previous else {
+        return Vec::new();
+    };
+    let term = m.term();
+    let mut actions = vec![
+        Action::ChangeMembers {
+            from: m.config.to_vec(),
+            members: previous.to_vec(),
+            term,
+        },
+        Action::Promote {
+            node: best.name.clone(),
+            term,
+        },
+    ];
+    for o in m.reachable_any() {
+        if o.name != best.name && previous.contains(&o.name) {
+            actions.push(Action::Follow {
+                node: o.name.clone(),
+                primary: best.name.clone(),
+                term,
+            });
+        }
+    }
+    actions
 }
 
 /// The most advanced member; among equals a healthy one, then the first in member order.
@@ -170,9 +208,7 @@ pub(super) fn best_candidate<'a>(
 /// answer in `term` were last seen at.
 fn possible_loss(m: &Members, best: &Observation, term: u64) -> Action {
     let longest = m
-        .observed
-        .iter()
-        .flatten()
+        .known()
         .filter(|o| !(o.reachable && o.term == term) && o.last_log_index > 0)
         .max_by_key(|o| (o.last_log_index, std::cmp::Reverse(m.rank(&o.name))));
     Action::ReportPossibleLoss {
@@ -211,8 +247,12 @@ pub(super) fn follow_others(m: &Members, primary: &str) -> Vec<Action> {
         });
     }
     for o in others {
-        let in_place =
-            o.role == Role::Replica && o.term == term && o.following.as_deref() == Some(primary);
+        // A node that reports another member list missed the follow that carried this one.
+        let same_list = o.members.is_empty() || super::same_members(&o.members, m.config);
+        let in_place = o.role == Role::Replica
+            && o.term == term
+            && o.following.as_deref() == Some(primary)
+            && same_list;
         if !in_place {
             actions.push(Action::Follow {
                 node: o.name.clone(),

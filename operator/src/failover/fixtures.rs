@@ -59,6 +59,9 @@ fn node(name: &str, role: Role, term: u64) -> Observation {
         applied_index: 0,
         following: None,
         unhealthy_since_ms: None,
+        members: Vec::new(),
+        term_start: 0,
+        commit_by_ack: None,
     }
 }
 

@@ -27,6 +27,7 @@
 //! - A fenced node stops accepting writes and stops shipping its log.
 
 mod election;
+mod membership;
 mod switchover;
 mod types;
 
@@ -34,6 +35,8 @@ mod types;
 mod fixtures;
 #[cfg(test)]
 mod tests_decide;
+#[cfg(test)]
+mod tests_membership;
 #[cfg(test)]
 mod tests_switchover;
 
@@ -64,43 +67,92 @@ pub fn plan_switchover(view: &ClusterView, target: Option<&str>) -> SwitchoverSt
     }
 }
 
+/// The member change to make now, if any (call it when [`decide`] has nothing to do): record a
+/// new member list in a new term and re-promote the primary with it, or record that the last
+/// change is committed. Members join once they answer; the primary never leaves (a runtime
+/// switches over first).
+pub fn plan_members(view: &ClusterView) -> Vec<Action> {
+    match Members::new(view) {
+        Ok(members) => membership::plan(&members, &view.settings.members),
+        Err(problem) => vec![Action::Wait {
+            reason: WaitReason::InvalidInput { problem },
+        }],
+    }
+}
+
 /// The view, validated and indexed by member (observations of non-members are ignored).
 struct Members<'a> {
     settings: &'a Settings,
     coordinator: &'a Coordinator,
     now_ms: u64,
-    /// One slot per member, in member order.
+    /// The member list in force: the coordinator's, or the settings' before the first change.
+    config: &'a [String],
+    /// One slot per member of `config`, in order.
     observed: Vec<Option<&'a Observation>>,
+    /// While a member change is not committed: the previous list, one slot per member.
+    previous: Option<(&'a [String], Vec<Option<&'a Observation>>)>,
+    all: &'a [Observation],
+}
+
+/// Whether two member lists name the same members (nodes list them sorted by name).
+fn same_members(a: &[String], b: &[String]) -> bool {
+    let mut a: Vec<&String> = a.iter().collect();
+    let mut b: Vec<&String> = b.iter().collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+fn check_list(list: &[String]) -> Result<(), String> {
+    if list.is_empty() {
+        return Err("the cluster has no members".into());
+    }
+    for (i, name) in list.iter().enumerate() {
+        if name.is_empty() {
+            return Err(format!("member {i} has an empty name"));
+        }
+        if list[..i].contains(name) {
+            return Err(format!("member {name} is listed twice"));
+        }
+    }
+    Ok(())
 }
 
 impl<'a> Members<'a> {
     fn new(view: &'a ClusterView) -> Result<Self, String> {
         let settings = &view.settings;
-        if settings.members.is_empty() {
-            return Err("the cluster has no members".into());
-        }
-        let mut observed = vec![None; settings.members.len()];
-        for (i, name) in settings.members.iter().enumerate() {
-            if name.is_empty() {
-                return Err(format!("member {i} has an empty name"));
-            }
-            if settings.members[..i].contains(name) {
-                return Err(format!("member {name} is listed twice"));
-            }
-        }
-        for obs in &view.observations {
-            let Some(i) = settings.members.iter().position(|m| *m == obs.name) else {
-                continue;
-            };
-            if observed[i].replace(obs).is_some() {
+        let co = &view.coordinator;
+        let config: &[String] = if co.members.is_empty() {
+            &settings.members
+        } else {
+            &co.members
+        };
+        check_list(config)?;
+        for (i, obs) in view.observations.iter().enumerate() {
+            if view.observations[..i].iter().any(|o| o.name == obs.name) {
                 return Err(format!("member {} is observed twice", obs.name));
             }
         }
+        let slots = |list: &[String]| -> Vec<Option<&'a Observation>> {
+            list.iter()
+                .map(|name| view.observations.iter().find(|o| o.name == *name))
+                .collect()
+        };
+        let previous = match &co.previous_members {
+            Some(list) => {
+                check_list(list)?;
+                Some((list.as_slice(), slots(list)))
+            }
+            None => None,
+        };
         Ok(Members {
             settings,
-            coordinator: &view.coordinator,
+            coordinator: co,
             now_ms: view.now_ms,
-            observed,
+            config,
+            observed: slots(config),
+            previous,
+            all: &view.observations,
         })
     }
 
@@ -109,12 +161,38 @@ impl<'a> Members<'a> {
     }
 
     fn get(&self, name: &str) -> Option<&'a Observation> {
-        let i = self.settings.members.iter().position(|m| m == name)?;
+        let i = self.config.iter().position(|m| m == name)?;
         self.observed[i]
     }
 
     fn is_member(&self, name: &str) -> bool {
-        self.settings.members.iter().any(|m| m == name)
+        self.config.iter().any(|m| m == name)
+    }
+
+    /// Members of the previous list that left in the uncommitted change and answered.
+    fn leaving_reachable(&self) -> impl Iterator<Item = &'a Observation> + '_ {
+        self.previous
+            .iter()
+            .flat_map(|(_, slots)| slots.iter().flatten().copied())
+            .filter(|o| o.reachable && !self.is_member(&o.name))
+    }
+
+    /// Every member of the current and the previous list that answered.
+    fn reachable_any(&self) -> impl Iterator<Item = &'a Observation> + '_ {
+        self.reachable().chain(self.leaving_reachable())
+    }
+
+    /// Observations of the current and the previous list, answering or remembered.
+    fn known(&self) -> impl Iterator<Item = &'a Observation> + '_ {
+        self.all
+            .iter()
+            .filter(|o| self.is_member(&o.name) || self.was_member(&o.name))
+    }
+
+    fn was_member(&self, name: &str) -> bool {
+        self.previous
+            .as_ref()
+            .is_some_and(|(list, _)| list.iter().any(|m| m == name))
     }
 
     fn reachable_get(&self, name: &str) -> Option<&'a Observation> {
@@ -131,26 +209,22 @@ impl<'a> Members<'a> {
     }
 
     fn reachable_names(&self) -> Vec<String> {
-        self.reachable().map(|o| o.name.clone()).collect()
+        self.reachable_any().map(|o| o.name.clone()).collect()
     }
 
-    /// Position of `name` in the member list: lower wins ties.
+    /// Position of `name` in the member list (then in the previous one): lower wins ties.
     fn rank(&self, name: &str) -> usize {
-        self.settings
-            .members
+        let previous = self.previous.iter().flat_map(|(list, _)| list.iter());
+        self.config
             .iter()
+            .chain(previous)
             .position(|m| m == name)
             .unwrap_or(usize::MAX)
     }
 
     /// Highest term any member reported, including remembered ones.
     fn max_observed_term(&self) -> u64 {
-        self.observed
-            .iter()
-            .flatten()
-            .map(|o| o.term)
-            .max()
-            .unwrap_or(0)
+        self.known().map(|o| o.term).max().unwrap_or(0)
     }
 
     /// A term above the coordinator's and every observed one.
@@ -159,8 +233,18 @@ impl<'a> Members<'a> {
     }
 
     fn failover_quorum(&self) -> usize {
-        self.settings
-            .ack
-            .failover_quorum(self.settings.members.len())
+        self.settings.ack.failover_quorum(self.config.len())
+    }
+
+    /// While a member change is uncommitted: how many members of the previous list answer in
+    /// `term`, and how many must.
+    fn previous_responders(&self, term: u64) -> Option<(usize, usize)> {
+        let (list, slots) = self.previous.as_ref()?;
+        let have = slots
+            .iter()
+            .flatten()
+            .filter(|o| o.reachable && o.term == term)
+            .count();
+        Some((have, self.settings.ack.failover_quorum(list.len())))
     }
 }

@@ -188,11 +188,19 @@ fn catching_up(target: &Observation, primary: &Observation) -> Action {
 
 /// Whether every entry `target` lacks is provably unacknowledged: an acknowledged entry is on
 /// `write_quorum` members, and each of them is ahead of `target` or did not answer.
+/// While a member change is uncommitted this must hold for the previous list too.
 fn lacks_only_unacknowledged(m: &Members, target: &Observation) -> bool {
-    let ahead = m
-        .reachable()
-        .filter(|o| o.log_position() > target.log_position())
-        .count();
-    let silent = m.settings.members.len() - m.reachable().count();
-    ahead + silent < m.settings.ack.write_quorum(m.settings.members.len())
+    let holds = |list: &[String]| {
+        let answering: Vec<&Observation> = m
+            .reachable_any()
+            .filter(|o| list.contains(&o.name))
+            .collect();
+        let ahead = answering
+            .iter()
+            .filter(|o| o.log_position() > target.log_position())
+            .count();
+        let silent = list.len() - answering.len();
+        ahead + silent < m.settings.ack.write_quorum(list.len())
+    };
+    holds(m.config) && m.previous.as_ref().is_none_or(|(list, _)| holds(list))
 }

@@ -485,7 +485,7 @@ fn coordinator_record_follows_the_actions() {
     let start = Coordinator {
         term: 4,
         primary: Some("n1".into()),
-        switchover: None,
+        ..Coordinator::default()
     };
     let bumped = start.after(&[bump(5), fence(&["n2"], 5)]);
     assert_eq!((bumped.term, bumped.primary.clone()), (5, None));

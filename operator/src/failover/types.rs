@@ -124,6 +124,39 @@ pub struct Observation {
     /// breaks ties between equally advanced candidates.
     #[serde(default)]
     pub unhealthy_since_ms: Option<u64>,
+    /// The member list the node was given (empty: unknown).
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// A primary: the index of its term's first entry.
+    #[serde(default)]
+    pub term_start: u64,
+    /// A primary: the highest index acknowledged at each ack level.
+    #[serde(default)]
+    pub commit_by_ack: Option<CommitByAck>,
+}
+
+/// `commit_by_ack` of `/v1/status`: the highest index acknowledged at each level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitByAck {
+    #[serde(default, rename = "async")]
+    pub async_: u64,
+    #[serde(default)]
+    pub one: u64,
+    #[serde(default)]
+    pub quorum: u64,
+    #[serde(default)]
+    pub all: u64,
+}
+
+impl CommitByAck {
+    pub fn at(&self, ack: AckLevel) -> u64 {
+        match ack {
+            AckLevel::Async => self.async_,
+            AckLevel::One => self.one,
+            AckLevel::Quorum => self.quorum,
+            AckLevel::All => self.all,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -157,6 +190,15 @@ pub struct Coordinator {
     pub primary: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switchover: Option<Switchover>,
+    /// The member list in force: what the nodes were given in `term`. Empty: the settings'
+    /// members (a record written before the first member change).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// While a member change is not known to be committed: the list before it. Until then an
+    /// acknowledged entry may be held only by a write quorum of the old list, so elections must
+    /// hear from enough members of both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_members: Option<Vec<String>>,
 }
 
 /// Everything a decision looks at.
@@ -197,6 +239,16 @@ pub enum Action {
         primary: String,
         term: u64,
     },
+    /// Record `members` as the member list from `term` on (and `from`, the list before, until
+    /// the change is committed). The promote and follow commands that follow carry the list.
+    ChangeMembers {
+        from: Vec<String>,
+        members: Vec<String>,
+        term: u64,
+    },
+    /// The primary committed an entry of the term that changed the members at the cluster's
+    /// ack level: the old list no longer matters.
+    MembersCommitted,
     /// Nothing safe to do yet; retry later.
     Wait { reason: WaitReason },
     /// A lossy promotion (`allow_lossy_promotion`) of `promoted`: acknowledged entries may be
@@ -215,6 +267,7 @@ impl Action {
         match self {
             Action::BumpTerm { to } => Some(*to),
             Action::BeginSwitchover { term, .. } => Some(*term),
+            Action::ChangeMembers { term, .. } => Some(*term),
             _ => None,
         }
     }
@@ -246,6 +299,8 @@ pub enum WaitReason {
     },
     /// The old primary has not acknowledged the switchover's term yet.
     SwitchoverFencing { primary: String },
+    /// A member change waits until the primary commits its term's first entry.
+    MembersCommitting { term_start: u64, committed: u64 },
 }
 
 /// Result of one call to [`plan_switchover`](super::plan_switchover).
@@ -331,6 +386,18 @@ impl Coordinator {
                     next.primary = Some(node.clone());
                     next.switchover = None;
                 }
+                Action::ChangeMembers {
+                    from,
+                    members,
+                    term,
+                } => {
+                    next.term = *term;
+                    next.primary = None;
+                    next.switchover = None;
+                    next.members = members.clone();
+                    next.previous_members = Some(from.clone());
+                }
+                Action::MembersCommitted => next.previous_members = None,
                 _ => {}
             }
         }

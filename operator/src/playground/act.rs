@@ -1,12 +1,9 @@
 //! The two halves of acting on a probe: choosing what to do (a planned switchover when the
 //! primary carries a request, else the failover decision) and sending the node commands.
 
-use futures_util::future::join_all;
-
 use super::probe::Health;
-use super::{Member, ui};
+use super::ui;
 use crate::failover::{Action, ClusterView, Coordinator, SwitchoverStep, decide, plan_switchover};
-use crate::nodes::{NodeClient, NodeStatus};
 
 /// What one cycle decided.
 pub struct Choice {
@@ -14,12 +11,6 @@ pub struct Choice {
     pub note: Option<String>,
     /// Nodes whose switchover request is consumed (cleared once the decision is persisted).
     pub clear: Vec<String>,
-}
-
-pub struct CommandResult {
-    pub op: &'static str,
-    pub node: String,
-    pub outcome: Result<NodeStatus, String>,
 }
 
 /// A switchover request on the recorded primary (with none in progress) is planned; requests
@@ -101,71 +92,11 @@ pub fn choose(view: &ClusterView, health: &[Health], co: &Coordinator) -> Choice
     }
 }
 
-/// Sends the node commands in order; fences and follows of one step go out together. A
-/// failed promotion skips the follows after it (they would point at a node that is not
-/// primary); the next decision repeats what is missing.
-pub async fn run_commands(
-    nodes: &NodeClient,
-    members: &[Member],
-    actions: &[Action],
-) -> Vec<CommandResult> {
-    let mut results = Vec::new();
-    let mut promote_failed = false;
-    let mut i = 0;
-    while i < actions.len() {
-        let mut batch: Vec<(&'static str, String, u64, Option<String>)> = Vec::new();
-        match &actions[i] {
-            Action::Fence { nodes, term } => {
-                batch.extend(nodes.iter().map(|n| ("fence", n.clone(), *term, None)));
-            }
-            Action::Promote { node, term } => batch.push(("promote", node.clone(), *term, None)),
-            Action::Follow { .. } => {
-                while let Some(Action::Follow {
-                    node,
-                    primary,
-                    term,
-                }) = actions.get(i)
-                {
-                    if !promote_failed {
-                        batch.push(("follow", node.clone(), *term, Some(primary.clone())));
-                    }
-                    i += 1;
-                }
-                i -= 1;
-            }
-            _ => {}
-        }
-        i += 1;
-        let done = join_all(
-            batch
-                .into_iter()
-                .map(|(op, node, term, primary)| async move {
-                    let url = members
-                        .iter()
-                        .find(|m| m.name == node)
-                        .map(|m| m.url.as_str());
-                    let outcome = match url {
-                        None => Err("not a member".to_string()),
-                        Some(url) => nodes
-                            .command(url, op, term, primary.as_deref())
-                            .await
-                            .map_err(|e| e.to_string()),
-                    };
-                    CommandResult { op, node, outcome }
-                }),
-        )
-        .await;
-        promote_failed |= done.iter().any(|r| r.op == "promote" && r.outcome.is_err());
-        results.extend(done);
-    }
-    results
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::failover::{AckLevel, Settings};
-    use crate::nodes::SwitchoverRequest;
+    use crate::nodes::{NodeStatus, SwitchoverRequest};
 
     fn health(name: &str, role: &str, to: Option<Option<&str>>) -> Health {
         Health {
@@ -193,7 +124,7 @@ mod tests {
         let co = Coordinator {
             term: 2,
             primary: Some("n1".into()),
-            switchover: None,
+            ..Coordinator::default()
         };
         let v = ClusterView {
             settings: Settings {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::act::{self, Choice, CommandResult};
+use super::act::{self, Choice};
 use super::control::Shared;
 use super::probe::Prober;
 use super::report::{self, PlaygroundMetrics, StatusInput};
@@ -21,6 +21,7 @@ use super::{Error, Member, ack_name, now_ms};
 use crate::failover::{Action, ClusterView, Settings};
 use crate::metrics::Outcome;
 use crate::nodes::NodeClient;
+use crate::nodes::{self, CommandResult};
 
 /// Everything the loop is built from.
 pub struct Setup {
@@ -206,7 +207,14 @@ impl Loop {
             }
         }
         let results = if persist_error.is_none() {
-            act::run_commands(&self.commands, &self.s.members, &actions).await
+            // The playground's members never change: the nodes have the list from their flags.
+            let urls = self
+                .s
+                .members
+                .iter()
+                .map(|m| (m.name.clone(), m.url.clone()))
+                .collect();
+            nodes::run_commands(&self.commands, &urls, &actions, None).await
         } else {
             Vec::new()
         };

@@ -153,6 +153,10 @@ fn describe_one(a: &Action) -> String {
             primary,
             term,
         } => format!("{node} follows {primary} (term {term})"),
+        Action::ChangeMembers { members, term, .. } => {
+            format!("members {} (term {term})", members.join(","))
+        }
+        Action::MembersCommitted => "member list committed".to_string(),
         Action::Wait { reason } => format!("wait: {}", describe_wait(reason)),
         Action::ReportPossibleLoss {
             promoted,
@@ -192,6 +196,10 @@ pub fn describe_wait(r: &WaitReason) -> String {
         WaitReason::SwitchoverFencing { primary } => {
             format!("waiting for {primary} to stop accepting writes")
         }
+        WaitReason::MembersCommitting {
+            term_start,
+            committed,
+        } => format!("new member list waits for entry {term_start} (at {committed})"),
     }
 }
 

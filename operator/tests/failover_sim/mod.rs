@@ -218,6 +218,9 @@ impl Sim {
                     applied_index: node.log.len() as u64,
                     following: node.following.map(|f| self.names[f].clone()),
                     unhealthy_since_ms: None,
+                    members: Vec::new(),
+                    term_start: 0,
+                    commit_by_ack: None,
                 };
                 self.last_seen[i] = Some(o.clone());
                 observations.push(o);

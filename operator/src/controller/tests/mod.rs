@@ -14,5 +14,6 @@ mod world;
 mod failover_fake;
 mod failover_real;
 mod new_cluster;
+mod scale_real;
 mod switchover;
 mod wiring;

@@ -196,6 +196,10 @@ fn command(state: &mut Value, name: &str, op: &str, body: &Value) -> (u16, Value
         return (409, json!({"error": {"code": "stale_term"}}));
     }
     state["term"] = json!(term);
+    if let Some(members) = body["members"].as_object().filter(|_| op != "fence") {
+        let list: Vec<Value> = members.keys().map(|n| json!({"name": n})).collect();
+        state["members"] = json!(list);
+    }
     match op {
         "fence" => {
             state["role"] = json!("fenced");
@@ -203,6 +207,13 @@ fn command(state: &mut Value, name: &str, op: &str, body: &Value) -> (u16, Value
             state["following"] = Value::Null;
         }
         "promote" => {
+            // A promote writes the term's first entry; the fake acknowledges it at every level.
+            let first = state["last_log_index"].as_u64().unwrap_or(0) + 1;
+            state["last_log_index"] = json!(first);
+            state["last_log_term"] = json!(term);
+            state["term_start"] = json!(first);
+            state["commit_by_ack"] =
+                json!({"async": first, "one": first, "quorum": first, "all": first});
             state["role"] = json!("primary");
             state["primary"] = json!(name);
             state["following"] = json!(name);

@@ -179,26 +179,55 @@ async fn scale_down_moves_the_primary_before_removing_its_pod() {
     // 2. demo-0 is promoted; the StatefulSet still holds three pods until the record says so.
     let mut script = vec![get_secret(&w), list_pods(&w)];
     script.extend(apply_stage(&w, false, sts_replicas(3)));
-    script.push(write_status(&w, &log, |s| {
-        assert_eq!(s.primary.as_deref(), Some("demo-0"))
-    }));
-    script.push(relabel(&w, "demo-0", "primary"));
-    script.push(write_status(&w, &log, |_| {}));
-    script.push(event("Promoted", Some("demo-0")));
-    script.push(event("ReplicaRefetching", Some("demo-1")));
-    script.push(event("ReplicaRefetching", Some("demo-2")));
+    script.extend(promotion(&w, &log, "demo-0", &["demo-1", "demo-2"]));
     let server = serve(handle, script, log.clone());
     reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
     let handle = finish_keep(server).await;
 
-    // 3. The primary is within the new size: the StatefulSet shrinks to two.
+    // 3. The primary is within the new size: the member list drops demo-2 in a new term (the
+    // record first), demo-0 is promoted again with the new list; demo-2 keeps its pod.
+    let mut script = vec![get_secret(&w), list_pods(&w)];
+    script.extend(apply_stage(&w, false, sts_replicas(3)));
+    script.push(write_status(&w, &log, |s| {
+        assert_eq!((s.term, s.member_list.len()), (5, 2));
+        assert_eq!(s.previous_member_list.as_ref().map(Vec::len), Some(3));
+    }));
+    script.push(write_status(&w, &log, |_| {}).optional());
+    script.push(event("MembersChanging", None));
+    script.push(event("Promoted", Some("demo-0")));
+    script.push(event("ReplicaRefetching", Some("demo-1")));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    let handle = finish_keep(server).await;
+
+    // 4. The primary acknowledged the term's first entry: the change is committed.
+    let mut script = vec![get_secret(&w), list_pods(&w)];
+    script.extend(apply_stage(&w, false, sts_replicas(3)));
+    script.push(write_status(&w, &log, |s| {
+        assert_eq!(s.previous_member_list, None)
+    }));
+    script.push(write_status(&w, &log, |_| {}).optional());
+    script.push(event("MembersChanged", None));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    let handle = finish_keep(server).await;
+
+    // 5. Only now the StatefulSet shrinks to two.
     let mut script = vec![get_secret(&w), list_pods(&w)];
     script.extend(apply_stage(&w, false, sts_replicas(2)));
-    script.push(write_status(&w, &log, |s| assert_eq!(s.members.len(), 2)).optional());
+    script.push(write_status(&w, &log, |_| {}).optional());
     let server = serve(handle, script, log.clone());
     reconcile(Arc::new(current(&w)), ctx).await.unwrap();
     finish(server).await;
 
-    assert_eq!(nodes[0].state.lock().unwrap()["role"], "primary");
+    let primary = nodes[0].state.lock().unwrap().clone();
+    assert_eq!(
+        (primary["role"].as_str(), primary["term"].as_u64()),
+        (Some("primary"), Some(5))
+    );
+    assert_eq!(
+        primary["members"],
+        json!([{"name": "demo-0"}, {"name": "demo-1"}])
+    );
     assert_eq!(nodes[2].state.lock().unwrap()["following"], "demo-0");
 }

@@ -95,7 +95,10 @@ pub fn context(
         Metrics::new().unwrap(),
         Some("test-operator".into()),
     );
+    // On 127.0.0.1 nodes reach each other where the controller reaches them.
+    let peers = urls.clone();
     ctx.node_url = Arc::new(move |a| urls.get(a.pod).cloned());
+    ctx.peer_url = Arc::new(move |a| peers.get(a.pod).cloned());
     ctx.clock = Arc::new(move || clock.load(Ordering::SeqCst));
     ctx.timeouts = NodeTimeouts {
         probe: Duration::from_millis(500),
@@ -250,6 +253,30 @@ pub fn event(reason: &'static str, pod: Option<&'static str>) -> Expect {
             assert_eq!(b["related"]["name"], p, "{b}");
         }
     })
+}
+
+/// The end of a reconcile that promoted `primary`: its record, the label moving to it, the
+/// status, and the events of the promotion and of every follower.
+pub fn promotion(
+    w: &Shared,
+    log: &Log,
+    primary: &'static str,
+    followers: &[&'static str],
+) -> Vec<Expect> {
+    let mut script = vec![
+        write_status(w, log, move |s| {
+            assert_eq!(s.primary.as_deref(), Some(primary))
+        }),
+        relabel(w, primary, "primary"),
+        write_status(w, log, |_| {}),
+        event("Promoted", Some(primary)),
+    ];
+    script.extend(
+        followers
+            .iter()
+            .map(|f| event("ReplicaRefetching", Some(f))),
+    );
+    script
 }
 
 pub fn remove_annotation(w: &Shared) -> Expect {
