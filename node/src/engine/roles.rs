@@ -168,8 +168,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Puts `members` in force; returns whether it changed anything. Only called together with a
-    /// role change in a newer term, so nodes of one term agree on the list.
+    /// Puts `members` in force; returns whether it changed anything. Only promote and follow call
+    /// it, whose term the coordinator gave out with this very list, so the nodes of one term agree
+    /// on it (a follow in the same term repairs a node that missed the list).
     fn adopt_members(&self, core: &mut Core, members: Option<Members>) -> bool {
         match members {
             Some(m) if *core.members != m => {

@@ -199,7 +199,7 @@ pub async fn reconcile_cluster(
         .filter_map(|m| Some((m.name.clone(), m.url.clone()?)))
         .collect();
     let peers = peer_urls(ctx, &ns, &name, &next);
-    let results = nodes::run_commands(&commands, &urls, &plan.actions, Some(&peers)).await;
+    let results = nodes::run_commands(&commands, &urls, &plan.actions, peers.as_ref()).await;
     for r in &results {
         if let (Ok(s), Some(m)) = (&r.outcome, members.iter_mut().find(|m| m.name == r.node)) {
             m.node = Some(s.clone());
@@ -276,17 +276,18 @@ pub async fn reconcile_cluster(
 }
 
 /// The member list the nodes get with promote and follow: the record's, with the URLs nodes reach
-/// each other at.
+/// each other at. `None` (the nodes keep theirs) when a URL is unknown: a partial list would make
+/// a node count its quorums over too few members.
 fn peer_urls(
     ctx: &Context,
     ns: &str,
     cluster: &str,
     record: &crate::failover::Coordinator,
-) -> MemberUrls {
+) -> Option<MemberUrls> {
     record
         .members
         .iter()
-        .filter_map(|pod| {
+        .map(|pod| {
             let url = (ctx.peer_url)(&MemberAddress {
                 namespace: ns,
                 cluster,
