@@ -18,6 +18,16 @@ use crate::types::Consistency;
 
 /// Response header naming the primary on `503 not_primary`.
 pub const PRIMARY_HEADER: &str = "rcluster-primary";
+
+/// The primary a node names in its answer, when it is a usable endpoint (both the request and the
+/// stream paths follow it, so both must refuse a malformed one).
+fn primary_hint(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(PRIMARY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| normalize_endpoint(p).is_ok())
+        .map(|p| p.trim().trim_end_matches('/').to_string())
+}
 /// Session token header (request and response).
 pub const TOKEN_HEADER: &str = "rcluster-token";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -383,12 +393,7 @@ impl Client {
                             endpoint: target,
                         });
                     }
-                    let primary = resp
-                        .headers
-                        .get(PRIMARY_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .filter(|p| normalize_endpoint(p).is_ok())
-                        .map(|p| p.trim().trim_end_matches('/').to_string());
+                    let primary = primary_hint(&resp.headers);
                     (
                         Error::from_response(resp.status.as_u16(), &resp.body),
                         primary,
@@ -454,11 +459,7 @@ impl Client {
             {
                 Ok(Streamed::Events(events)) => return Ok(events),
                 Ok(Streamed::Response(resp)) => {
-                    let primary = resp
-                        .headers
-                        .get(PRIMARY_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(|p| p.trim().trim_end_matches('/').to_string());
+                    let primary = primary_hint(&resp.headers);
                     (
                         Error::from_response(resp.status.as_u16(), &resp.body),
                         primary,
