@@ -404,6 +404,10 @@ pub struct ReplicatedClusterStatus {
     /// Members that are ready.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Members running the StatefulSet's current pod template. Below `replicas` while a
+    /// template change rolls out (replicas first, the primary last after a switchover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
     /// Label selector of the member pods, in string form (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,

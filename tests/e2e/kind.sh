@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end on kind: build the images, load them into a kind cluster, install the operator, create
 # the 3-node quorum example, write records, delete the primary pod, wait for the operator to promote
-# a replica, read every record back, and print how long the failover took.
+# a replica, read every record back, and print how long the failover took. Then change the pod
+# template and wait for the operator's rollout (replicas first, the primary after a switchover),
+# and read every record back again.
 #
 # NOT run by CI: our build machines have no Docker daemon and no network for kind's node image. It
 # has been linted (bash -n, shellcheck) but not executed; run it on a workstation with:
@@ -131,4 +133,31 @@ kubectl -n "$NAMESPACE" get replicatedcluster "$CLUSTER"
 awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN {
   printf "failover: pod deleted -> new primary in status: %.1f s; -> serving through %s-rw: %.1f s\n", b - a, "'"$CLUSTER"'", c - a }'
 log "operator's record: $(field lastFailover)"
+
+# Rollout: a template change (here the CPU request) restarts every member, one at a time.
+before_term=$(field term)
+log "changing the pod template; the operator restarts the members one at a time"
+kubectl -n "$NAMESPACE" patch replicatedcluster "$CLUSTER" --type merge \
+  -p '{"spec":{"resources":{"requests":{"cpu":"110m"}}}}'
+deadline=$((SECONDS + FAILOVER_TIMEOUT_S * 3))
+while :; do
+  revision=$(kubectl -n "$NAMESPACE" get statefulset "$CLUSTER" -o 'jsonpath={.status.updateRevision}')
+  outdated=$(kubectl -n "$NAMESPACE" get pods -l "app.kubernetes.io/instance=$CLUSTER" \
+    -o 'jsonpath={range .items[*]}{.metadata.labels.controller-revision-hash}{"\n"}{end}' |
+    grep -cvx "$revision" || true)
+  if [[ -n $revision && $outdated == 0 && $(field updatedReplicas) == 3 && $(field phase) == Running ]]; then
+    break
+  fi
+  ((SECONDS < deadline)) || die "rollout not done (revision $revision, $outdated outdated pods, phase $(field phase))"
+  sleep 1
+done
+[[ $(field term) -gt $before_term ]] || die "the primary was restarted without a switchover (term $(field term))"
+log "rolled out revision $revision; primary $(field primary) (term $(field term))"
+port_forward
+for i in $(seq 1 "$RECORDS"); do
+  got=$("$RCLUSTER" --endpoint "http://127.0.0.1:$LOCAL_PORT" --json get "e2e/$i" || true)
+  [[ $got == *"value-$i"* ]] || die "e2e/$i missing after the rollout: '$got'"
+done
+log "all $RECORDS records read back after the rollout"
+kubectl -n "$NAMESPACE" get events --field-selector reason=RollingUpdate
 log "PASS"

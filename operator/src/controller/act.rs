@@ -4,7 +4,7 @@
 //! primary.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -92,6 +92,33 @@ pub async fn relabel(
         }
     }
     Ok(())
+}
+
+/// Deletes a member pod so that the StatefulSet recreates it from its current template. The uid
+/// precondition makes sure it is the pod that was judged outdated, not a successor of the same
+/// name. Gone already (404) or replaced (409) is fine: the next reconcile looks again.
+pub async fn delete_pod(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    uid: Option<&str>,
+) -> Result<(), Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let params = DeleteParams {
+        preconditions: uid.map(|u| Preconditions {
+            uid: Some(u.to_string()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(pod, &params).await {
+        Ok(_) => {
+            tracing::info!(%pod, "pod deleted for the rollout");
+            Ok(())
+        }
+        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Removes the switchover annotation (JSON merge patch: `null` deletes the key).

@@ -5,6 +5,7 @@
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::DynamicObject;
@@ -56,7 +57,7 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-async fn apply_one<K>(client: &Client, ns: &str, obj: &K) -> Result<(), Error>
+async fn apply_one<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug,
     K: Serialize + DeserializeOwned,
@@ -65,7 +66,6 @@ where
     Api::<K>::namespaced(client.clone(), ns)
         .patch(&name, &apply_params(), &Patch::Apply(obj))
         .await
-        .map(|_| ())
         .map_err(|source| Error::Apply {
             object: format!("{} {name}", K::kind(&())),
             source,
@@ -74,7 +74,7 @@ where
 
 /// Applies every object, in an order where dependencies come first (the ConfigMap and Secret
 /// the pods mount before the StatefulSet). Keeps going after a failure so one bad object does
-/// not block the others — nor the failover stage after it; returns the failures.
+/// not block the others — nor the failover stage after it.
 /// `delete_service_monitor`: whether a disabled ServiceMonitor may still exist (once it is known
 /// to be gone, the delete is not repeated on every reconcile).
 pub async fn apply_all(
@@ -83,15 +83,23 @@ pub async fn apply_all(
     cluster: &str,
     d: &Desired,
     delete_service_monitor: bool,
-) -> Vec<Error> {
-    let results = [
-        apply_one(client, ns, &d.config_map).await,
-        apply_one(client, ns, &d.secret).await,
-        apply_one(client, ns, &d.headless_service).await,
-        apply_one(client, ns, &d.rw_service).await,
-        apply_one(client, ns, &d.ro_service).await,
-        apply_one(client, ns, &d.statefulset).await,
-        apply_one(client, ns, &d.pdb).await,
+) -> Applied {
+    let mut results = vec![
+        apply_one(client, ns, &d.config_map).await.map(drop),
+        apply_one(client, ns, &d.secret).await.map(drop),
+        apply_one(client, ns, &d.headless_service).await.map(drop),
+        apply_one(client, ns, &d.rw_service).await.map(drop),
+        apply_one(client, ns, &d.ro_service).await.map(drop),
+    ];
+    let statefulset = match apply_one(client, ns, &d.statefulset).await {
+        Ok(sts) => Some(sts),
+        Err(e) => {
+            results.push(Err(e));
+            None
+        }
+    };
+    results.extend([
+        apply_one(client, ns, &d.pdb).await.map(drop),
         service_monitor(
             client,
             ns,
@@ -100,8 +108,18 @@ pub async fn apply_all(
             delete_service_monitor,
         )
         .await,
-    ];
-    results.into_iter().filter_map(Result::err).collect()
+    ]);
+    Applied {
+        errors: results.into_iter().filter_map(Result::err).collect(),
+        statefulset,
+    }
+}
+
+pub struct Applied {
+    /// The objects that could not be applied.
+    pub errors: Vec<Error>,
+    /// The StatefulSet as the API server returned it (its status carries the update revision).
+    pub statefulset: Option<StatefulSet>,
 }
 
 /// Applies the ServiceMonitor, or deletes it when disabled. Without the prometheus-operator CRDs

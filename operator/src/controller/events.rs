@@ -34,6 +34,8 @@ pub mod reason {
     pub const APPLY_FAILED: &str = "ApplyFailed";
     pub const MEMBERS_CHANGING: &str = "MembersChanging";
     pub const MEMBERS_CHANGED: &str = "MembersChanged";
+    pub const RESTARTING: &str = "RollingUpdate";
+    pub const RESTART_FAILED: &str = "RollingUpdateFailed";
 }
 
 fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
@@ -210,6 +212,26 @@ pub fn for_decision(
         out.push(warning(reason::APPLY_FAILED, "Apply", f.clone()));
     }
     out
+}
+
+/// A member pod deleted so that the StatefulSet recreates it from the current template; or the
+/// delete that failed.
+pub fn restart(ns: &str, pod: &str, revision: &str, outcome: Result<(), String>) -> Event {
+    let ev = match outcome {
+        Ok(()) => normal(
+            reason::RESTARTING,
+            "Restart",
+            format!(
+                "restarting {pod} on revision {revision}; it keeps its volume and catches up before it is ready"
+            ),
+        ),
+        Err(e) => warning(
+            reason::RESTART_FAILED,
+            "Restart",
+            format!("cannot restart {pod}: {e}"),
+        ),
+    };
+    about_pod(ev, ns, pod)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {

@@ -14,9 +14,11 @@
 //! member list is recorded in a new term before the primary is promoted again with it; pods that
 //! leave are deleted only once the change is committed (`observe::effective_replicas`).
 //!
+//! Pod template changes roll out through `rollout`: the StatefulSet is `OnDelete`, and the
+//! controller deletes one outdated member pod at a time while the cluster is settled, replicas
+//! first; the primary hands over in a planned switchover and restarts last.
+//!
 //! Known limits (see the issue notes):
-//! - `updateStrategy: OnDelete`: pod template changes are not rolled out by this controller yet
-//!   (nobody deletes the outdated pods).
 //! - Switchover requests recorded by a node (`POST /v1/switchover`) are not honoured here; the
 //!   annotation is the Kubernetes way.
 
@@ -28,6 +30,7 @@ mod events;
 pub mod lease;
 mod observe;
 mod plan;
+mod rollout;
 pub mod run;
 mod status;
 mod telemetry;
@@ -135,7 +138,12 @@ pub async fn reconcile_cluster(
     let desired = apply::desired(cluster, replicas, secret.as_ref())?;
     let delete_sm = desired.service_monitor.is_none()
         && !ctx.with_memory(&key, &uid, |m| m.service_monitor_gone);
-    let apply_errors = apply::apply_all(client, &ns, &name, &desired, delete_sm).await;
+    let applied = apply::apply_all(client, &ns, &name, &desired, delete_sm).await;
+    let apply_errors = applied.errors;
+    let revision = applied
+        .statefulset
+        .as_ref()
+        .and_then(rollout::update_revision);
     let sm_ok = !apply_errors
         .iter()
         .any(|e| matches!(e, Error::Apply { object, .. } if object.starts_with("ServiceMonitor")));
@@ -157,8 +165,25 @@ pub async fn reconcile_cluster(
         .get(SWITCHOVER_ANNOTATION)
         .map(String::as_str);
     let request = plan::request(&name, cluster.spec.replicas, annotation, &view, &members);
-    let plan = plan::plan(&view, request.as_ref(), cluster.spec.failover.enabled);
+    let enabled = cluster.spec.failover.enabled;
+    let mut plan = plan::plan(&view, request.as_ref(), enabled);
+    let restart = rollout::step(
+        &name,
+        revision.as_deref(),
+        &record,
+        &members,
+        in_place(&plan),
+    );
+    if let (rollout::Step::Switchover { from }, None) = (&restart, &request) {
+        tracing::info!(cluster = %key, primary = %from, "rollout: the primary hands over before its restart");
+        let handover = plan::Request {
+            target: None,
+            source: plan::Source::Rollout,
+        };
+        plan = plan::plan(&view, Some(&handover), enabled);
+    }
     let next = record.after(&plan.actions);
+    let updated = rollout::updated(revision.as_deref(), &next, &members);
     let mut failing_over =
         ctx.with_memory(&key, &uid, |m| note_failover_start(m, &view, &plan, now));
     tracing::debug!(cluster = %key, actions = ?plan.actions, "decided");
@@ -177,6 +202,7 @@ pub async fn reconcile_cluster(
             plan: &plan,
             failing_over,
             last_failover: None,
+            updated,
             now: status::time_from_ms(now),
         });
         match act::write_status(client, &current, status).await? {
@@ -229,6 +255,7 @@ pub async fn reconcile_cluster(
         plan: &plan,
         failing_over,
         last_failover,
+        updated,
         now: status::time_from_ms(ctx.now_ms()),
     });
     let phase = status.phase;
@@ -247,10 +274,30 @@ pub async fn reconcile_cluster(
         failure = failure.or(Some(e));
     }
 
+    // 4. A rollout restart, once everything above is in place. Not after a conflict or a
+    // failure: the restart waits for a reconcile that saw the world as it is.
+    let mut restarted = None;
+    if let (rollout::Step::Restart { pod, uid: pod_uid }, false, None) =
+        (&restart, conflict, &failure)
+    {
+        let outcome = act::delete_pod(client, &ns, pod, pod_uid.as_deref()).await;
+        let note = outcome.as_ref().map(drop).map_err(ToString::to_string);
+        restarted = Some(events::restart(
+            &ns,
+            pod,
+            revision.as_deref().unwrap_or("?"),
+            note,
+        ));
+        if let Err(e) = outcome {
+            failure = failure.or(Some(e));
+        }
+    }
+
     let apply_failures: Vec<String> = apply_errors.iter().map(ToString::to_string).collect();
     let lasting = events::lasting(&plan, &results, &apply_failures);
     let reported = ctx.with_memory(&key, &uid, |m| std::mem::replace(&mut m.reported, lasting));
-    let evs = events::for_decision(&ns, &record, &plan, &results, &apply_failures, &reported);
+    let mut evs = events::for_decision(&ns, &record, &plan, &results, &apply_failures, &reported);
+    evs.extend(restarted);
     events::publish(ctx, cluster, &evs).await;
     if let Some(e) = failure {
         return Err(e);
@@ -258,7 +305,10 @@ pub async fn reconcile_cluster(
 
     let progress = if !results.is_empty() || next != record {
         Progress::Acting
-    } else if matches!(phase, Some(Phase::Running | Phase::Degraded)) && in_place(&plan) {
+    } else if matches!(phase, Some(Phase::Running | Phase::Degraded))
+        && in_place(&plan)
+        && restart == rollout::Step::UpToDate
+    {
         Progress::Settled
     } else {
         Progress::Waiting

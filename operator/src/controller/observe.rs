@@ -17,6 +17,10 @@ use crate::failover::{
 use crate::nodes::{self, NodeClient, NodeStatus};
 use crate::resources::{pod_name, pod_selector_string};
 
+/// The label the StatefulSet controller puts on each pod: the name of the revision (the
+/// ControllerRevision) of the template it was created from, as in `status.updateRevision`.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+
 /// What the controller needs from a member pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodInfo {
@@ -28,6 +32,9 @@ pub struct PodInfo {
     pub role_label: Option<String>,
     /// Being deleted: it is going away, whatever it answers.
     pub terminating: bool,
+    /// The StatefulSet revision the pod was created from (`controller-revision-hash`).
+    pub revision: Option<String>,
+    pub uid: Option<String>,
 }
 
 impl PodInfo {
@@ -42,6 +49,8 @@ impl PodInfo {
             ip: status.and_then(|s| s.pod_ip.clone()),
             role_label: pod.labels().get(ROLE_LABEL).cloned(),
             terminating: pod.metadata.deletion_timestamp.is_some(),
+            revision: pod.labels().get(REVISION_LABEL).cloned(),
+            uid: pod.metadata.uid.clone(),
         }
     }
 }

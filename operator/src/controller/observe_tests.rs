@@ -9,6 +9,8 @@ pub fn pod(name: &str, ready: bool) -> PodInfo {
         ip: Some("10.0.0.1".into()),
         role_label: None,
         terminating: false,
+        revision: None,
+        uid: None,
     }
 }
 
@@ -37,9 +39,10 @@ pub fn member(name: &str, status: Option<NodeStatus>) -> Member {
 }
 
 #[test]
-fn pod_info_reads_readiness_ip_label_and_deletion() {
+fn pod_info_reads_readiness_ip_labels_and_deletion() {
     let p: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "demo-1", "labels": {"rcluster.dev/role": "replica"},
+        "metadata": {"name": "demo-1", "uid": "uid-1",
+                     "labels": {"rcluster.dev/role": "replica", "controller-revision-hash": "demo-7c9d"},
                      "deletionTimestamp": "2024-01-01T00:00:00Z"},
         "status": {"podIP": "10.1.1.1", "conditions": [
             {"type": "PodScheduled", "status": "True"},
@@ -54,6 +57,8 @@ fn pod_info_reads_readiness_ip_label_and_deletion() {
             ip: Some("10.1.1.1".into()),
             role_label: Some("replica".into()),
             terminating: true,
+            revision: Some("demo-7c9d".into()),
+            uid: Some("uid-1".into()),
         }
     );
     let bare: Pod =

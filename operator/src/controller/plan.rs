@@ -14,6 +14,8 @@ pub enum Source {
     Annotation,
     /// The primary's ordinal is about to be removed by a scale-down.
     ScaleDown,
+    /// The primary is the last pod on an outdated template.
+    Rollout,
 }
 
 /// A planned switchover someone asked for.

@@ -69,6 +69,8 @@ fn member_of(o: &Observation) -> Member {
             ip: None,
             role_label: None,
             terminating: false,
+            revision: None,
+            uid: None,
         }),
         url: None,
         node: o.reachable.then(|| NodeStatus {

@@ -23,6 +23,8 @@ pub struct Input<'a> {
     /// A failover (not a planned switchover) started and its promotion is not done.
     pub failing_over: bool,
     pub last_failover: Option<LastFailover>,
+    /// Members on the StatefulSet's current template, when its revision is known.
+    pub updated: Option<i32>,
     pub now: Time,
 }
 
@@ -252,6 +254,7 @@ pub fn build(input: &Input) -> ReplicatedClusterStatus {
         term: record.term as i64,
         replicas: members.iter().filter(|m| m.pod.is_some()).count() as i32,
         ready_replicas: members.iter().filter(|m| m.ready()).count() as i32,
+        updated_replicas: input.updated.or(old.updated_replicas),
         selector: Some(pod_selector_string(&name)),
         members: member_status,
         conditions,

@@ -53,6 +53,7 @@ fn build_at(
         members,
         plan: p,
         failing_over,
+        updated: None,
         last_failover: None,
         now: time_from_ms(now_ms),
     })

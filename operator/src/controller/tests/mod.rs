@@ -14,6 +14,7 @@ mod world;
 mod failover_fake;
 mod failover_real;
 mod new_cluster;
+mod rollout;
 mod scale_real;
 mod switchover;
 mod wiring;

@@ -25,6 +25,8 @@ pub struct World {
     pub cluster: ReplicatedCluster,
     pub pods: Vec<Value>,
     pub secret: Option<Value>,
+    /// What the StatefulSet controller reports (`status`), returned with the applied StatefulSet.
+    pub statefulset_status: Option<Value>,
 }
 
 pub type Shared = Arc<Mutex<World>>;
@@ -76,6 +78,7 @@ pub fn world(cluster: ReplicatedCluster, pods: Vec<Value>, secret: Option<Value>
         cluster,
         pods,
         secret,
+        statefulset_status: None,
     }))
 }
 
@@ -153,6 +156,7 @@ pub fn apply_stage(
 ) -> Vec<Expect> {
     let core = "/api/v1/namespaces/shop";
     let stored = w.clone();
+    let sts_world = w.clone();
     let mut v = vec![
         apply(&format!("{core}/configmaps"), "ConfigMap", "demo-config"),
         apply(&format!("{core}/secrets"), "Secret", "demo-secret").respond(move |b| {
@@ -167,7 +171,14 @@ pub fn apply_stage(
             "StatefulSet",
             "demo",
         )
-        .check(check_sts),
+        .check(check_sts)
+        .respond(move |mut b| {
+            if let Some(status) = sts_world.lock().unwrap().statefulset_status.clone() {
+                b["metadata"]["generation"] = json!(2);
+                b["status"] = status;
+            }
+            (200, b)
+        }),
         apply(
             "/apis/policy/v1/namespaces/shop/poddisruptionbudgets",
             "PodDisruptionBudget",
