@@ -18,9 +18,8 @@
 //! controller deletes one outdated member pod at a time while the cluster is settled, replicas
 //! first; the primary hands over in a planned switchover and restarts last.
 //!
-//! Known limits (see the issue notes):
-//! - Switchover requests recorded by a node (`POST /v1/switchover`) are not honoured here; the
-//!   annotation is the Kubernetes way.
+//! Planned switchovers are asked for with the `rcluster.dev/switchover-to` annotation, or on the
+//! primary node (`POST /v1/switchover`, `rcluster switchover`), as in the playground.
 
 mod act;
 mod apply;
@@ -182,6 +181,15 @@ pub async fn reconcile_cluster(
         };
         plan = plan::plan(&view, Some(&handover), enabled);
     }
+    let used_requests: Vec<(String, String)> = plan::used_node_requests(
+        &members,
+        record.primary.as_deref(),
+        request.as_ref(),
+        &plan.switchover,
+    )
+    .into_iter()
+    .filter_map(|m| Some((m.name.clone(), m.url.clone()?)))
+    .collect();
     let next = record.after(&plan.actions);
     let updated = rollout::updated(revision.as_deref(), &next, &members);
     let mut failing_over =
@@ -229,6 +237,13 @@ pub async fn reconcile_cluster(
     for r in &results {
         if let (Ok(s), Some(m)) = (&r.outcome, members.iter_mut().find(|m| m.name == r.node)) {
             m.node = Some(s.clone());
+        }
+    }
+    for (node, url) in &used_requests {
+        // Harmless when it fails: a request left on a node that is no longer the primary, or
+        // whose switchover is recorded, is never acted on again, and is cleared next time.
+        if let Err(e) = commands.clear_switchover(url).await {
+            tracing::warn!(cluster = %key, %node, error = %e, "cannot clear the switchover request");
         }
     }
     let last_failover = ctx.with_memory(&key, &uid, |m| note_promotion(m, &results, now));

@@ -16,6 +16,8 @@ pub enum Source {
     ScaleDown,
     /// The primary is the last pod on an outdated template.
     Rollout,
+    /// Asked for on the primary node (`POST /v1/switchover`, e.g. `rcluster switchover`).
+    Node,
 }
 
 /// A planned switchover someone asked for.
@@ -73,7 +75,8 @@ impl Plan {
 }
 
 /// The switchover to run now, if any. A scale-down that would remove the primary comes first:
-/// it hands over to the most advanced ready replica that stays.
+/// it hands over to the most advanced ready replica that stays. Then the annotation, then a
+/// request recorded on the primary node.
 pub fn request(
     cluster: &str,
     spec_replicas: i32,
@@ -104,10 +107,54 @@ pub fn request(
             source: Source::ScaleDown,
         });
     }
-    annotation.map(|a| Request {
-        target: Some(a.trim().to_string()).filter(|t| !t.is_empty()),
-        source: Source::Annotation,
+    annotation
+        .map(|a| Request {
+            target: Some(a.trim().to_string()).filter(|t| !t.is_empty()),
+            source: Source::Annotation,
+        })
+        .or_else(|| node_request(view, members))
+}
+
+/// A switchover request recorded on the recorded primary's node, while none is in progress.
+fn node_request(view: &ClusterView, members: &[Member]) -> Option<Request> {
+    if view.coordinator.switchover.is_some() {
+        return None;
+    }
+    let primary = view.coordinator.primary.as_deref()?;
+    let req = members
+        .iter()
+        .find(|m| m.name == primary)?
+        .node
+        .as_ref()?
+        .switchover_request
+        .as_ref()?;
+    Some(Request {
+        target: req.to.clone(),
+        source: Source::Node,
     })
+}
+
+/// Nodes whose switchover request is used up: the one this reconcile acted on once the
+/// switchover started (it is in the record from then on), finished or was refused; and requests
+/// on any other node (a replica's, or one the primary carried into a switchover), which are
+/// never acted on.
+pub fn used_node_requests<'a>(
+    members: &'a [Member],
+    primary: Option<&str>,
+    request: Option<&Request>,
+    outcome: &Outcome,
+) -> Vec<&'a Member> {
+    let acted_on = request.is_some_and(|r| r.source == Source::Node);
+    let pending = !acted_on || matches!(outcome, Outcome::Waiting | Outcome::Deferred);
+    members
+        .iter()
+        .filter(|m| {
+            m.node
+                .as_ref()
+                .is_some_and(|n| n.switchover_request.is_some())
+        })
+        .filter(|m| !(pending && Some(m.name.as_str()) == primary))
+        .collect()
 }
 
 /// The actions for this reconcile. A switchover in progress goes on; a requested one starts

@@ -191,6 +191,10 @@ pub fn fake_status(
 }
 
 fn command(state: &mut Value, name: &str, op: &str, body: &Value) -> (u16, Value) {
+    if op == "clear-switchover" {
+        state["switchover_request"] = Value::Null;
+        return (200, state.clone());
+    }
     let term = body["term"].as_u64().unwrap_or(0);
     if term < state["term"].as_u64().unwrap_or(0) {
         return (409, json!({"error": {"code": "stale_term"}}));

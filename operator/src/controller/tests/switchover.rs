@@ -231,3 +231,69 @@ async fn scale_down_moves_the_primary_before_removing_its_pod() {
     );
     assert_eq!(nodes[2].state.lock().unwrap()["following"], "demo-0");
 }
+
+#[tokio::test]
+async fn a_request_on_the_primary_node_is_honoured_and_cleared() {
+    let log = Log::default();
+    let (nodes, urls) = cluster_of(3, 0, &log).await;
+    // `rcluster switchover --to demo-2` through the read-write Service; a replica still carries
+    // a request from an earlier term, which is never acted on.
+    nodes[0].state.lock().unwrap()["switchover_request"] = json!({"to": "demo-2", "at_ms": 5});
+    nodes[1].state.lock().unwrap()["switchover_request"] = json!({"to": "demo-1", "at_ms": 1});
+    let w = world(
+        cluster(json!({}), Some(record("demo-0"))),
+        pods(3, 0),
+        Some(secret_object()),
+    );
+    let (ctx, handle) = context(urls, Arc::new(AtomicU64::new(50_000)));
+
+    // 1. Writes stop on demo-0; the switchover is in the record, so both requests are used up.
+    let mut script = opening(&w, true);
+    script.push(write_status(&w, &log, |s| {
+        assert_eq!((s.term, s.primary.as_deref()), (4, None));
+        assert_eq!(
+            s.switchover.as_ref().map(|sw| sw.to.as_str()),
+            Some("demo-2")
+        );
+    }));
+    script.push(relabel(&w, "demo-0", "replica"));
+    script.push(write_status(&w, &log, |_| {}));
+    script.push(event("SwitchoverStarted", None));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    let handle = finish_keep(server).await;
+
+    // 2. demo-2 is promoted.
+    let mut script = opening(&w, false);
+    script.extend(promotion(&w, &log, "demo-2", &["demo-0", "demo-1"]));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    let handle = finish_keep(server).await;
+
+    // 3. Settled: nothing asks for another switchover.
+    let mut script = opening(&w, false);
+    script.push(write_status(&w, &log, |_| {}).optional());
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    finish(server).await;
+
+    assert_eq!(
+        node_lines(&log),
+        [
+            "status term 4 primary None",
+            "node demo-0 fence term 4",
+            "node demo-0 clear-switchover term null",
+            "node demo-1 clear-switchover term null",
+            "status term 4 primary None",
+            "status term 4 primary Some(\"demo-2\")",
+            "node demo-2 promote term 4",
+            "node demo-0 follow term 4",
+            "node demo-1 follow term 4",
+            "status term 4 primary Some(\"demo-2\")",
+        ]
+    );
+    for n in &nodes {
+        assert_eq!(n.state.lock().unwrap()["switchover_request"], Value::Null);
+    }
+    assert_eq!(nodes[2].state.lock().unwrap()["role"], "primary");
+}
