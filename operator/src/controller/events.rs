@@ -139,16 +139,13 @@ pub fn for_decision(
             out.push(warning(
                 reason::SWITCHOVER_REJECTED,
                 "Switchover",
-                format!("switchover refused: {}", json(problem)),
+                format!("switchover refused: {problem}"),
             ))
         }
         Outcome::Abandoned(problem) => out.push(warning(
             reason::SWITCHOVER_ABANDONED,
             "Switchover",
-            format!(
-                "switchover given up, electing the best member instead: {}",
-                json(problem)
-            ),
+            format!("switchover given up, electing the best member instead: {problem}"),
         )),
         _ => {}
     }

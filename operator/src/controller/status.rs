@@ -288,46 +288,7 @@ fn outdated_member_lists<'a>(members: &'a [Member], list: &[String]) -> Vec<&'a 
 
 /// A one-line explanation of why the decision waits.
 pub fn wait_message(reason: Option<&WaitReason>) -> String {
-    match reason {
-        None => "waiting".to_string(),
-        Some(WaitReason::InvalidInput { problem }) => format!("invalid cluster: {problem}"),
-        Some(WaitReason::WithinDetectionWindow {
-            primary,
-            remaining_ms,
-        }) => {
-            format!(
-                "primary {primary} is failing; failover in {remaining_ms} ms unless it recovers"
-            )
-        }
-        Some(WaitReason::TooFewResponders { have, need }) => format!(
-            "{have} members answered in the new term, {need} needed to be sure no acknowledged write is lost"
-        ),
-        Some(WaitReason::OnlyEmptyLogs { longest_known }) => format!(
-            "every member that answers has an empty log, but a member was seen holding {longest_known} entries"
-        ),
-        Some(WaitReason::FencePending { nodes }) => {
-            format!(
-                "waiting for {} to acknowledge the new term",
-                nodes.join(", ")
-            )
-        }
-        Some(WaitReason::SwitchoverCatchingUp {
-            target,
-            target_index,
-            primary_index,
-        }) => format!(
-            "switchover target {target} is catching up ({target_index} of {primary_index} entries)"
-        ),
-        Some(WaitReason::SwitchoverFencing { primary }) => {
-            format!("waiting for {primary} to stop accepting writes")
-        }
-        Some(WaitReason::MembersCommitting {
-            term_start,
-            committed,
-        }) => format!(
-            "the new member list takes over once entry {term_start} is acknowledged (at {committed})"
-        ),
-    }
+    reason.map_or_else(|| "waiting".to_string(), ToString::to_string)
 }
 
 impl Cond {

@@ -211,7 +211,7 @@ fn too_few_responders_is_reported() {
     assert!(
         cond(&s, "Available")
             .message
-            .starts_with("1 members answered"),
+            .starts_with("1 member(s) answered"),
         "{}",
         cond(&s, "Available").message
     );

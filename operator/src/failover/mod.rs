@@ -26,6 +26,7 @@
 //!   every member. Writes acknowledged at a weaker level than the cluster's are not protected.
 //! - A fenced node stops accepting writes and stops shipping its log.
 
+mod describe;
 mod election;
 mod membership;
 mod switchover;

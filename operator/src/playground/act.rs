@@ -2,7 +2,6 @@
 //! primary carries a request, else the failover decision) and sending the node commands.
 
 use super::probe::Health;
-use super::ui;
 use crate::failover::{Action, ClusterView, Coordinator, SwitchoverStep, decide, plan_switchover};
 
 /// What one cycle decided.
@@ -78,15 +77,11 @@ pub fn choose(view: &ClusterView, health: &[Health], co: &Coordinator) -> Choice
             format!("switchover request: {p} is already the primary (term {term})"),
             decide(view),
         ),
-        SwitchoverStep::Abandoned { problem, actions } => consumed(
-            format!("switchover abandoned: {}", ui::describe_problem(&problem)),
-            actions,
-        ),
+        SwitchoverStep::Abandoned { problem, actions } => {
+            consumed(format!("switchover abandoned: {problem}"), actions)
+        }
         SwitchoverStep::Rejected { problem } => consumed(
-            format!(
-                "switchover to {target} rejected: {}",
-                ui::describe_problem(&problem)
-            ),
+            format!("switchover to {target} rejected: {problem}"),
             decide(view),
         ),
     }

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::failover::{Action, SwitchoverProblem, WaitReason};
+use crate::failover::{Action, WaitReason};
 
 /// One row of the status table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +157,7 @@ fn describe_one(a: &Action) -> String {
             format!("members {} (term {term})", members.join(","))
         }
         Action::MembersCommitted => "member list committed".to_string(),
-        Action::Wait { reason } => format!("wait: {}", describe_wait(reason)),
+        Action::Wait { reason } => format!("wait: {reason}"),
         Action::ReportPossibleLoss {
             promoted,
             longest,
@@ -167,63 +167,6 @@ fn describe_one(a: &Action) -> String {
             entries.map_or("an unknown number of".to_string(), |e| e.to_string()),
             longest.as_deref().unwrap_or("an unreachable member")
         ),
-    }
-}
-
-pub fn describe_wait(r: &WaitReason) -> String {
-    match r {
-        WaitReason::InvalidInput { problem } => format!("invalid input: {problem}"),
-        WaitReason::WithinDetectionWindow {
-            primary,
-            remaining_ms,
-        } => format!(
-            "primary {primary} is failing; failover in {remaining_ms} ms unless it recovers"
-        ),
-        WaitReason::TooFewResponders { have, need } => format!(
-            "{have} member(s) answer in the new term, {need} needed to be sure no acknowledged write is lost"
-        ),
-        WaitReason::OnlyEmptyLogs { longest_known } => {
-            format!("only empty logs answer while a member holds {longest_known} entries")
-        }
-        WaitReason::FencePending { nodes } => {
-            format!("waiting for {} to take the new term", nodes.join(","))
-        }
-        WaitReason::SwitchoverCatchingUp {
-            target,
-            target_index,
-            primary_index,
-        } => format!("switchover target {target} catching up ({target_index}/{primary_index})"),
-        WaitReason::SwitchoverFencing { primary } => {
-            format!("waiting for {primary} to stop accepting writes")
-        }
-        WaitReason::MembersCommitting {
-            term_start,
-            committed,
-        } => format!("new member list waits for entry {term_start} (at {committed})"),
-    }
-}
-
-pub fn describe_problem(p: &SwitchoverProblem) -> String {
-    match p {
-        SwitchoverProblem::InvalidInput { problem } => format!("invalid input: {problem}"),
-        SwitchoverProblem::NoHealthyPrimary => {
-            "there is no healthy primary to hand over from".into()
-        }
-        SwitchoverProblem::NotAMember { node } => format!("{node} is not a member"),
-        SwitchoverProblem::Unreachable { node } => format!("{node} does not answer"),
-        SwitchoverProblem::TargetNotFollowing { target } => {
-            format!("{target} does not replicate from the primary")
-        }
-        SwitchoverProblem::NoCandidate => "no replica could take over".into(),
-        SwitchoverProblem::OtherSwitchoverInProgress { to } => {
-            format!("a switchover to {to} is in progress")
-        }
-        SwitchoverProblem::TimedOut { target, behind } => {
-            format!("{target} did not catch up in time ({behind} entries behind)")
-        }
-        SwitchoverProblem::PrimaryNotFenced { primary } => {
-            format!("{primary} still claims to be primary")
-        }
     }
 }
 

@@ -152,7 +152,7 @@ async fn too_few_responders_wait_and_say_why() {
             (c.status.as_str(), c.reason.as_str()),
             ("True", "WaitingForQuorum")
         );
-        assert!(c.message.contains("1 members answered"), "{}", c.message);
+        assert!(c.message.contains("1 member(s) answered"), "{}", c.message);
         let a = s
             .conditions
             .iter()
