@@ -134,3 +134,44 @@ fn bad_member_lists_are_refused_and_change_nothing() {
     }
     assert_eq!(put(&c.nodes[0], "k", "1", "all").status, 200);
 }
+
+/// A node that never had a term (a new member, or one whose disk was emptied) adopts no primary
+/// that merely ships to it: only the coordinator's follow makes it a replica. Otherwise a
+/// primary cut off from the coordinator could count it towards a quorum no election fenced.
+#[test]
+fn a_node_without_a_term_follows_only_when_told() {
+    let args = ["--ack-timeout-ms", "1500"];
+    let mut c = Cluster::with_primary(3, &args);
+    let d = c.add_node(&args);
+    let members = c.members(&[0, 1, 2, 3]);
+    let r = c.internal(0, "promote", json!({"term": 2, "members": members}));
+    assert_eq!(r.status, 200, "promote: {}", r.body);
+    for i in [1, 2] {
+        let r = c.internal(
+            i,
+            "follow",
+            json!({"term": 2, "primary": "n1", "members": members}),
+        );
+        assert_eq!(r.status, 200, "follow: {}", r.body);
+    }
+
+    // The primary ships to n4, which refuses (adopting n1 would take milliseconds, well within
+    // the ack timeout): an `all` write cannot be acknowledged.
+    assert_eq!(put(&c.nodes[0], "a", "1", "all").status, 503);
+    let s = c.nodes[d].status();
+    assert_eq!(
+        (s["term"].as_u64(), s["role"].as_str()),
+        (Some(0), Some("fenced"))
+    );
+
+    // Told to follow, it fetches the log and `all` writes are acknowledged again.
+    let r = c.internal(
+        d,
+        "follow",
+        json!({"term": 2, "primary": "n1", "members": members}),
+    );
+    assert_eq!(r.status, 200, "follow: {}", r.body);
+    c.wait_ready();
+    assert_eq!(put(&c.nodes[0], "b", "1", "all").status, 200);
+    c.wait_converged(&[0, 1, 2, 3]);
+}

@@ -307,12 +307,23 @@ impl Engine {
     }
 
     /// A newer term was seen (a replica answered with it, or an append carried it).
+    ///
+    /// A node that never had a term (a new member, or one whose disk was emptied) adopts no
+    /// primary that merely contacts it: it waits for the coordinator's follow. Otherwise a stale
+    /// primary, cut off from the coordinator since before a later election, could count such
+    /// nodes (listed in its old term) towards a write quorum the elections never fenced.
     pub(crate) fn observe_term(
         &self,
         core: &mut Core,
         term: u64,
         primary: Option<String>,
     ) -> Result<(), EngineError> {
+        if core.term == 0 && primary.is_some() {
+            return Err(EngineError::Conflict(format!(
+                "{} has no term yet; it follows a primary once the coordinator tells it",
+                self.cluster.me
+            )));
+        }
         if term > core.term || (term == core.term && core.primary.is_none() && primary.is_some()) {
             let role = if primary.is_some() {
                 Role::Replica

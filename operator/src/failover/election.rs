@@ -151,9 +151,7 @@ fn elect(m: &Members) -> Vec<Action> {
     }
     let loss = (have < need).then(|| possible_loss(m, best, term));
     if !m.is_member(&best.name) {
-        let mut actions: Vec<Action> = loss.into_iter().collect();
-        actions.extend(revert_members(m, best));
-        return actions;
+        return revert_members(m, best, loss);
     }
     promote(m, best, loss)
 }
@@ -161,23 +159,23 @@ fn elect(m: &Members) -> Vec<Action> {
 /// The most advanced responder left the member list in a change that never committed (no entry
 /// of the change's term reached a write quorum of the new list, or a new member would be
 /// ahead): go back to the previous list, led by it. Its term is the election's; no node was
-/// promoted in it yet.
-fn revert_members(m: &Members, best: &Observation) -> Vec<Action> {
+/// promoted in it yet. A lossy promotion's report goes right before the promote, so the term
+/// change stays the first action.
+fn revert_members(m: &Members, best: &Observation, loss: Option<Action>) -> Vec<Action> {
     let Some((previous, _)) = &m.previous else {
         return Vec::new();
     };
     let term = m.term();
-    let mut actions = vec![
-        Action::ChangeMembers {
-            from: m.config.to_vec(),
-            members: previous.to_vec(),
-            term,
-        },
-        Action::Promote {
-            node: best.name.clone(),
-            term,
-        },
-    ];
+    let mut actions = vec![Action::ChangeMembers {
+        from: m.config.to_vec(),
+        members: previous.to_vec(),
+        term,
+    }];
+    actions.extend(loss);
+    actions.push(Action::Promote {
+        node: best.name.clone(),
+        term,
+    });
     for o in m.reachable_any() {
         if o.name != best.name && previous.contains(&o.name) {
             actions.push(Action::Follow {

@@ -24,7 +24,11 @@
 //!   (Raft §5.4.2): `promote` appends an empty entry at once.
 //! - `write_quorum` matches the node's commit rule for the cluster's ack level, `all` meaning
 //!   every member. Writes acknowledged at a weaker level than the cluster's are not protected.
-//! - A fenced node stops accepting writes and stops shipping its log.
+//! - A fenced node stops accepting writes. A fenced former primary keeps shipping the log it
+//!   has to the replicas of its old term (a switchover target catches up that way), and a write
+//!   waiting there is acknowledged if that completes its quorum: its replicas' logs are final
+//!   only once they are fenced too.
+//! - A node that never had a term adopts no primary that contacts it; it waits for `follow`.
 
 mod describe;
 mod election;

@@ -6,10 +6,12 @@
 //! when it holds all of that log, or when the entries it lacks cannot have been acknowledged:
 //! fewer members than the write quorum are ahead of it or unknown. At `quorum` and `all` this
 //! lets a switchover under load succeed although the last in-flight writes never reached the
-//! target (they were not acknowledged; the old primary discards them when it follows). The node
-//! stops shipping its log once fenced, so at `async` (and `one` when another replica is ahead)
-//! a target that is behind after the fence can only wait for the timeout; the switchover is
-//! then abandoned for an ordinary election, which keeps the most advanced member.
+//! target (they were not acknowledged; the old primary discards them when it follows). The
+//! fenced node keeps draining its log to the replicas of its old term, and a write waiting
+//! there is acknowledged when a drained entry completes its write quorum; so the other members
+//! are fenced too before the target is promoted on that ground, which makes their logs final.
+//! Draining also lets a target that is behind catch up; one that does not within the timeout
+//! is abandoned for an ordinary election, which keeps the most advanced member.
 
 use super::election::{best_candidate, follow_others, start_election};
 use super::{
@@ -158,13 +160,28 @@ pub(super) fn resume(m: &Members, sw: &Switchover) -> Progress {
         });
     }
     // `from` is fenced: its log is final, and it holds every acknowledged entry.
-    if to.log_position() >= from.log_position() || lacks_only_unacknowledged(m, to) {
+    let promote = || {
         let mut actions = vec![Action::Promote {
             node: to.name.clone(),
             term,
         }];
         actions.extend(follow_others(m, &to.name));
-        return Progress::Act(actions);
+        Progress::Act(actions)
+    };
+    if to.log_position() >= from.log_position() {
+        return promote();
+    }
+    // A fenced node still drains its log to the replicas of the term it led, and a write
+    // waiting there is acknowledged once that completes a write quorum: the entries a member
+    // in an older term holds are not final yet. Fence those first; the target keeps draining.
+    let draining: Vec<String> = m
+        .reachable_any()
+        .filter(|o| o.term < term && o.name != to.name)
+        .map(|o| o.name.clone())
+        .collect();
+    let unacknowledged = lacks_only_unacknowledged(m, to);
+    if unacknowledged && draining.is_empty() {
+        return promote();
     }
     let behind = from.last_log_index.saturating_sub(to.last_log_index);
     if m.now_ms.saturating_sub(sw.started_ms) >= m.settings.switchover_timeout_ms {
@@ -173,7 +190,15 @@ pub(super) fn resume(m: &Members, sw: &Switchover) -> Progress {
             behind,
         });
     }
-    Progress::Act(vec![catching_up(to, from)])
+    let mut actions = Vec::new();
+    if unacknowledged {
+        actions.push(Action::Fence {
+            nodes: draining,
+            term,
+        });
+    }
+    actions.push(catching_up(to, from));
+    Progress::Act(actions)
 }
 
 fn catching_up(target: &Observation, primary: &Observation) -> Action {

@@ -199,3 +199,37 @@ fn a_replica_that_missed_the_member_list_is_told_again() {
         .with(replica("n4", 3, 40, "n1"));
     assert_eq!(decide(&v), vec![follow("n3", "n1", 3)]);
 }
+
+#[test]
+fn a_lossy_revert_records_the_list_before_reporting_the_loss() {
+    // 2 → 1 uncommitted at `async`: n1 (the only member left) is gone, n2 answers alone,
+    // which is too few for the old list; lossy promotion takes it back.
+    let mut v = members_view(&["n1"], &["n1"], Some(&["n1", "n2"]))
+        .lossy()
+        .coord(4, None)
+        .with(down("n1").log(2, 10))
+        .with(fenced("n2", 4, 2, 8));
+    v.settings.ack = AckLevel::Async;
+    let actions = decide(&v);
+    assert_eq!(
+        actions,
+        vec![
+            Action::ChangeMembers {
+                from: list(&["n1"]),
+                members: list(&["n1", "n2"]),
+                term: 4
+            },
+            Action::ReportPossibleLoss {
+                promoted: "n2".into(),
+                longest: Some("n1".into()),
+                entries: Some(2)
+            },
+            promote("n2", 4),
+        ]
+    );
+    assert_eq!(
+        actions[0].new_term(),
+        Some(4),
+        "the term change comes first"
+    );
+}

@@ -240,13 +240,33 @@ fn switchover_steps() {
             quorum_in_progress()
                 .with(fenced("n1", 5, 4, 10))
                 .with(replica("n2", 4, 9, "n1"))
-                .with(replica("n3", 4, 9, "n1")),
+                .with(fenced("n3", 5, 4, 9)),
             Some("n2"),
             SwitchoverStep::Proceed {
                 actions: vec![
                     promote("n2", 5),
                     follow("n1", "n2", 5),
                     follow("n3", "n2", 5),
+                ],
+            },
+        ),
+        (
+            // n1 still drains to n3 in term 4: entry 10 reaching n3 completes a quorum and
+            // acknowledges a waiting write, which n2 would not have.
+            "at quorum a replica the old primary still drains to is fenced first",
+            quorum_in_progress()
+                .with(fenced("n1", 5, 4, 10))
+                .with(replica("n2", 4, 9, "n1"))
+                .with(replica("n3", 4, 9, "n1")),
+            Some("n2"),
+            SwitchoverStep::Proceed {
+                actions: vec![
+                    fence(&["n3"], 5),
+                    wait(WaitReason::SwitchoverCatchingUp {
+                        target: "n2".into(),
+                        target_index: 9,
+                        primary_index: 10,
+                    }),
                 ],
             },
         ),
@@ -318,7 +338,8 @@ fn decide_continues_a_recorded_switchover() {
 
 /// A switchover driven by repeated calls, with the runtime's effects applied by hand. Under
 /// load at `quorum`: the target is ready but one entry behind, which only the old primary holds
-/// (so it was never acknowledged); the target is promoted and the old primary follows it.
+/// (so it was never acknowledged); once the other replica is fenced (the old primary can no
+/// longer drain the entry to it) the target is promoted and the old primary follows it.
 #[test]
 fn switchover_runs_to_the_end_without_loss() {
     let mut v = view(3, Quorum)
@@ -333,7 +354,15 @@ fn switchover_runs_to_the_end_without_loss() {
                 assert_eq!((primary.as_str(), term), ("n2", 5));
                 assert_eq!(
                     steps,
-                    ["begin_switchover", "fence", "promote", "follow", "follow"]
+                    [
+                        "begin_switchover",
+                        "fence",
+                        "fence",
+                        "wait",
+                        "promote",
+                        "follow",
+                        "follow"
+                    ]
                 );
                 assert_eq!(v.observations[0].following.as_deref(), Some("n2"));
                 assert_eq!(decide(&v), vec![], "the cluster is healthy afterwards");

@@ -1,33 +1,33 @@
-//! A simulated cluster for the failover property tests: real logs (one term per entry) on N
-//! nodes. Primaries append, replicas fetch from the node they follow (truncating a divergent
-//! suffix first), a primary acknowledges entries once `write_quorum` nodes hold an entry of its
-//! own term (Raft's commit rule), nodes crash, restart and get cut off from the coordinator while
-//! still talking to each other. The runtime probes, decides, and carries the actions out at a
-//! later `Act` event, so the cluster can move in between (as it does between a probe and the
-//! commands). Every action list is checked when it is carried out.
+//! A simulated cluster for the failover property tests: real logs (one term per entry) on up to
+//! five node slots. Primaries append, replicas fetch from the node they follow (truncating a
+//! divergent suffix first), a primary's shipper makes members of an older term adopt it, a
+//! fenced former primary drains its log to its old term's replicas, and a primary acknowledges
+//! entries once a write quorum of ITS member list holds an entry of its own term (the node's
+//! commit rule). Nodes crash, restart and get cut off from the coordinator while still talking
+//! to each other; the spec's member count changes, and pods come and go as the controller's
+//! StatefulSet would have them (a re-created pod keeps its disk or starts empty). The runtime
+//! probes, decides, and carries the actions out at a later `Act` event, so the cluster can move
+//! in between (as it does between a probe and the commands). Every action list is checked when
+//! it is carried out.
+
+mod checks;
+mod node;
+pub mod runtime;
 
 use std::collections::{BTreeSet, HashMap};
 
 use proptest::prelude::*;
 use rcluster_operator::failover::*;
 
-#[derive(Clone, Debug)]
-pub struct Node {
-    /// Term of entry `i + 1`.
-    pub log: Vec<u64>,
-    pub term: u64,
-    pub role: Role,
-    pub following: Option<usize>,
-    /// The process runs (a crashed node keeps its disk).
-    pub alive: bool,
-    /// The coordinator can reach it.
-    pub visible: bool,
-}
+pub use checks::{check_shape, check_waits_with_too_few};
+pub use node::{Led, Node};
 
 #[derive(Clone, Debug)]
 pub enum Event {
     Write(usize),
     Replicate(usize, usize),
+    /// The first node's shipper reaches the second (a member of its list).
+    Contact(usize, usize),
     Crash(usize),
     Restart(usize),
     Partition(usize),
@@ -40,10 +40,14 @@ pub enum Event {
     Reconcile,
     Act,
     Switchover(usize),
+    /// The spec asks for this many members (the first ordinals). A pod created again on a
+    /// removed ordinal starts with an empty disk when the flag is set (its PVC was deleted).
+    Scale(usize, bool),
 }
 
 pub struct Sim {
     pub nodes: Vec<Node>,
+    /// One name per slot, in ordinal order.
     pub names: Vec<String>,
     pub settings: Settings,
     pub coordinator: Coordinator,
@@ -57,42 +61,53 @@ pub struct Sim {
     pub lossy_happened: bool,
     /// Decided but not yet carried out.
     pub pending: Option<(ClusterView, Vec<Action>)>,
+    /// Whether pods created again from now on start with an empty disk.
+    pub wipe: bool,
 }
 
 impl Sim {
     pub fn new(n: usize, ack: AckLevel, lossy: bool) -> Self {
-        let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-        let node = Node {
-            log: Vec::new(),
-            term: 0,
-            role: Role::Unknown,
-            following: None,
-            alive: true,
-            visible: true,
-        };
+        Sim::with_slots(n, n, ack, lossy)
+    }
+
+    /// `n` members running, room for `slots` (scale events go up to it).
+    pub fn with_slots(n: usize, slots: usize, ack: AckLevel, lossy: bool) -> Self {
+        let names: Vec<String> = (1..=slots).map(|i| format!("n{i}")).collect();
+        let members = names[..n].to_vec();
+        let nodes = (0..slots)
+            .map(|i| match i < n {
+                true => Node::fresh(members.clone()),
+                false => Node::absent(),
+            })
+            .collect();
         Sim {
-            nodes: vec![node; n],
+            nodes,
             settings: Settings {
-                members: names.clone(),
+                members: members.clone(),
                 ack,
                 detection_window_ms: 1_000,
                 allow_lossy_promotion: lossy,
                 switchover_timeout_ms: 5_000,
             },
             names,
-            coordinator: Coordinator::default(),
+            // Like the controller's first record: the list the nodes were started with.
+            coordinator: Coordinator {
+                members,
+                ..Coordinator::default()
+            },
             now: 0,
-            unhealthy_since: vec![None; n],
-            last_seen: vec![None; n],
+            unhealthy_since: vec![None; slots],
+            last_seen: vec![None; slots],
             acked: BTreeSet::new(),
             promoted: HashMap::new(),
             lossy_happened: false,
             pending: None,
+            wipe: false,
         }
     }
 
     pub fn index(&self, name: &str) -> usize {
-        self.names.iter().position(|n| n == name).expect("member")
+        self.names.iter().position(|n| n == name).expect("a slot")
     }
 
     pub fn holds(&self, node: usize, (index, term): (u64, u64)) -> bool {
@@ -104,7 +119,7 @@ impl Sim {
         match *event {
             Event::Write(sel) => {
                 let primaries: Vec<usize> = (0..n)
-                    .filter(|&i| self.nodes[i].alive && self.nodes[i].role == Role::Primary)
+                    .filter(|&i| self.nodes[i].up() && self.nodes[i].role == Role::Primary)
                     .collect();
                 if let Some(&p) = primaries.get(sel % primaries.len().max(1)) {
                     let term = self.nodes[p].term;
@@ -113,13 +128,17 @@ impl Sim {
                 }
             }
             Event::Replicate(sel, max) => self.replicate(sel % n, max),
+            Event::Contact(from, to) => self.contact(from % n, to % n),
             Event::Crash(sel) => {
                 self.nodes[sel % n].alive = false;
                 self.nodes[sel % n].visible = false;
             }
             Event::Restart(sel) => {
-                self.nodes[sel % n].alive = true;
-                self.nodes[sel % n].visible = true;
+                let node = &mut self.nodes[sel % n];
+                if node.present && !node.alive {
+                    node.restart();
+                }
+                node.visible = true;
             }
             Event::Partition(sel) => self.nodes[sel % n].visible = false,
             Event::PartitionPrimary | Event::CrashPrimary => {
@@ -135,7 +154,7 @@ impl Sim {
             Event::Tick(ms) => self.now += ms,
             Event::Reconcile => {
                 let view = self.observe();
-                let actions = decide(&view);
+                let actions = runtime::plan(&view);
                 self.pending = Some((view, actions));
             }
             Event::Act => {
@@ -145,7 +164,8 @@ impl Sim {
             }
             Event::Switchover(sel) => {
                 let view = self.observe();
-                let target = self.names[sel % n].clone();
+                let desired = &self.settings.members;
+                let target = desired[sel % desired.len()].clone();
                 if let SwitchoverStep::Proceed { actions }
                 | SwitchoverStep::Abandoned { actions, .. } =
                     plan_switchover(&view, Some(&target))
@@ -153,8 +173,12 @@ impl Sim {
                     self.pending = Some((view, actions));
                 }
             }
+            Event::Scale(k, wipe) => {
+                self.settings.members = self.names[..k.clamp(1, n)].to_vec();
+                self.wipe = wipe;
+            }
         }
-        Ok(())
+        self.check_one_primary_per_term()
     }
 
     /// Node `r` fetches up to `max` entries from the node it follows.
@@ -163,9 +187,10 @@ impl Sim {
             return;
         };
         let (src, dst) = (&self.nodes[p], &self.nodes[r]);
-        // Like the node: only a primary ships its log, and only to replicas of its term.
-        let serves = src.role == Role::Primary && src.term == dst.term;
-        if !(src.alive && dst.alive && dst.role == Role::Replica && serves) {
+        // Like the node: a shipper serves the replicas of its term that are in its list.
+        let serves = src.ships().is_some_and(|led| led.term == dst.term)
+            && src.members.contains(&self.names[r]);
+        if !(src.up() && dst.up() && dst.role == Role::Replica && serves) {
             return;
         }
         let common = src
@@ -174,7 +199,7 @@ impl Sim {
             .zip(&dst.log)
             .take_while(|(a, b)| a == b)
             .count();
-        let end = (common + max).min(src.log.len());
+        let end = common.saturating_add(max).min(src.log.len());
         let fetched = src.log[common..end].to_vec();
         let dst = &mut self.nodes[r];
         dst.log.truncate(common);
@@ -182,32 +207,119 @@ impl Sim {
         self.update_acks(p);
     }
 
-    /// The primary acknowledges up to the last entry of its own term held by a write quorum.
-    pub fn update_acks(&mut self, p: usize) {
-        let q = self.settings.ack.write_quorum(self.nodes.len());
-        let (log, term) = (self.nodes[p].log.clone(), self.nodes[p].term);
-        for index in (1..=log.len() as u64).rev() {
-            if log[index as usize - 1] != term {
+    /// A shipper reaching a node of an older term (or one without a primary in its own term)
+    /// makes it a replica: the node adopts a newer primary that contacts it by itself, unless
+    /// it never had a term (new or emptied: it follows only when told). A node
+    /// that knows a newer term answers with it, and the shipper's node steps down (fenced).
+    pub fn contact(&mut self, p: usize, r: usize) {
+        let Some(led) = self.nodes[p].ships() else {
+            return;
+        };
+        let listed = self.nodes[p].members.contains(&self.names[r]);
+        if p == r || !listed || !self.nodes[p].up() || !self.nodes[r].up() {
+            return;
+        }
+        let their_term = self.nodes[r].term;
+        if their_term > self.nodes[p].term {
+            self.nodes[p].fence(their_term);
+            return;
+        }
+        let dst = &mut self.nodes[r];
+        // Like the node: one that never had a term waits for the coordinator's follow.
+        if dst.term == 0 {
+            return;
+        }
+        let newer = led.term > dst.term
+            || (led.term == dst.term && dst.following.is_none() && dst.role != Role::Primary);
+        if newer {
+            dst.term = led.term;
+            dst.role = Role::Replica;
+            dst.following = Some(p);
+            dst.led = None;
+        }
+    }
+
+    /// The highest index of `p`'s led term (from its first entry on) that a write quorum of
+    /// `p`'s member list holds at `ack`: the node's commit rule. 0 when there is none.
+    pub fn commit_index(&self, p: usize, led: Led, ack: AckLevel) -> u64 {
+        let node = &self.nodes[p];
+        let q = ack.write_quorum(node.members.len());
+        for index in (led.start.max(1)..=node.log.len() as u64).rev() {
+            if node.log[index as usize - 1] != led.term {
                 break;
             }
-            let holders = (0..self.nodes.len())
-                .filter(|&i| self.holds(i, (index, term)))
+            let holders = node
+                .members
+                .iter()
+                .filter(|m| self.holds(self.index(m), (index, led.term)))
                 .count();
             if holders >= q {
-                for i in 1..=index {
-                    self.acked.insert((i, log[i as usize - 1]));
+                return index;
+            }
+        }
+        0
+    }
+
+    /// Everything up to the cluster-level commit index of `p` is acknowledged (a fenced
+    /// former primary keeps counting while it drains: a waiting write then succeeds).
+    pub fn update_acks(&mut self, p: usize) {
+        let Some(led) = self.nodes[p].ships() else {
+            return;
+        };
+        let index = self.commit_index(p, led, self.settings.ack);
+        for i in 1..=index {
+            self.acked.insert((i, self.nodes[p].log[i as usize - 1]));
+        }
+    }
+
+    /// The controller's StatefulSet: create and remove pods (the first ordinals).
+    pub fn sync_pods(&mut self) {
+        let existing = self
+            .nodes
+            .iter()
+            .rposition(|n| n.present)
+            .map_or(0, |i| i + 1);
+        let count = runtime::pods(
+            &self.names,
+            self.settings.members.len(),
+            &self.coordinator,
+            existing,
+        );
+        let flags = self.names[..count.min(self.names.len())].to_vec();
+        for i in 0..self.nodes.len() {
+            let node = &mut self.nodes[i];
+            if i < count && !node.present {
+                if self.wipe || node.members.is_empty() {
+                    *node = Node::fresh(flags.clone());
+                } else {
+                    node.present = true;
+                    node.restart();
                 }
-                return;
+            } else if i >= count && node.present {
+                node.present = false;
+                node.alive = false;
+                node.visible = false;
+                // The controller forgets members it no longer probes.
+                self.last_seen[i] = None;
+                self.unhealthy_since[i] = None;
             }
         }
     }
 
+    /// What the controller sees: every pod's status, or for one that does not answer the
+    /// position it was last seen at.
     pub fn observe(&mut self) -> ClusterView {
+        self.sync_pods();
         let mut observations = Vec::new();
         for i in 0..self.nodes.len() {
             let node = &self.nodes[i];
-            if node.alive && node.visible {
+            if !node.present {
+                continue;
+            }
+            if node.reachable() {
                 self.unhealthy_since[i] = None;
+                let led = node.led.filter(|_| node.role == Role::Primary);
+                let commit = |ack| led.map_or(0, |led| self.commit_index(i, led, ack));
                 let o = Observation {
                     name: self.names[i].clone(),
                     reachable: true,
@@ -218,20 +330,40 @@ impl Sim {
                     applied_index: node.log.len() as u64,
                     following: node.following.map(|f| self.names[f].clone()),
                     unhealthy_since_ms: None,
-                    members: Vec::new(),
-                    term_start: 0,
-                    commit_by_ack: None,
+                    members: node.members.clone(),
+                    term_start: led.map_or(0, |l| l.start),
+                    commit_by_ack: led.map(|_| CommitByAck {
+                        async_: commit(AckLevel::Async),
+                        one: commit(AckLevel::One),
+                        quorum: commit(AckLevel::Quorum),
+                        all: commit(AckLevel::All),
+                    }),
                 };
                 self.last_seen[i] = Some(o.clone());
                 observations.push(o);
             } else {
                 let since = *self.unhealthy_since[i].get_or_insert(self.now);
+                let mut o = Observation {
+                    name: self.names[i].clone(),
+                    reachable: false,
+                    role: Role::Unknown,
+                    term: 0,
+                    last_log_term: 0,
+                    last_log_index: 0,
+                    applied_index: 0,
+                    following: None,
+                    unhealthy_since_ms: Some(since),
+                    members: Vec::new(),
+                    term_start: 0,
+                    commit_by_ack: None,
+                };
                 if let Some(seen) = &self.last_seen[i] {
-                    let mut o = seen.clone();
-                    o.reachable = false;
-                    o.unhealthy_since_ms = Some(since);
-                    observations.push(o);
+                    o.term = seen.term;
+                    o.last_log_term = seen.last_log_term;
+                    o.last_log_index = seen.last_log_index;
+                    o.applied_index = seen.applied_index;
                 }
+                observations.push(o);
             }
         }
         ClusterView {
@@ -253,16 +385,16 @@ impl Sim {
             .iter()
             .any(|a| matches!(a, Action::ReportPossibleLoss { .. }));
         self.coordinator = self.coordinator.after(actions);
+        // Promote and follow carry the record's member list.
+        let list = self.coordinator.members.clone();
+        let mut promote_failed = false;
         for action in actions {
             match action {
                 Action::Fence { nodes, term } => {
                     for name in nodes {
                         let i = self.index(name);
-                        let node = &mut self.nodes[i];
-                        if node.alive && node.visible && node.term < *term {
-                            node.term = *term;
-                            node.role = Role::Fenced;
-                            node.following = None;
+                        if self.nodes[i].reachable() {
+                            self.nodes[i].fence(*term);
                         }
                     }
                 }
@@ -272,142 +404,144 @@ impl Sim {
                         prop_assert_eq!(other, i, "two nodes promoted in term {}", term);
                     }
                     self.promoted.insert(*term, i);
-                    if lossy {
-                        self.lossy_happened = true;
-                    }
-                    if !self.lossy_happened {
-                        for &entry in &self.acked {
-                            prop_assert!(
-                                self.holds(i, entry),
-                                "promoted {} lacks acknowledged entry {:?}; log {:?}",
-                                node,
-                                entry,
-                                self.nodes[i].log
-                            );
-                        }
-                    }
+                    self.lossy_happened |= lossy;
+                    self.check_holds_acked(i, "promoted")?;
                     let n = &mut self.nodes[i];
-                    if n.alive && n.visible && n.term <= *term {
-                        // Like the node: a new primary opens its term with an empty entry.
-                        n.term = *term;
-                        n.role = Role::Primary;
-                        n.following = None;
-                        n.log.push(*term);
+                    if n.reachable() && n.promote(node, *term, &list) {
                         self.update_acks(i);
+                    } else {
+                        // Like the runtime: nobody follows a promote that failed.
+                        promote_failed = true;
                     }
                 }
                 Action::Follow {
                     node,
                     primary,
                     term,
-                } => {
+                } if !promote_failed => {
                     let (i, p) = (self.index(node), self.index(primary));
-                    let n = &mut self.nodes[i];
-                    if n.alive && n.visible && n.term <= *term {
-                        n.term = *term;
-                        n.role = Role::Replica;
-                        n.following = Some(p);
+                    if self.nodes[i].reachable() {
+                        self.nodes[i].follow(node, (p, primary), *term, &list);
                     }
                 }
+                Action::MembersCommitted => self.check_committed_list()?,
                 _ => {}
             }
         }
         Ok(())
     }
 
+    fn check_holds_acked(&self, i: usize, what: &str) -> Result<(), TestCaseError> {
+        if self.lossy_happened {
+            return Ok(());
+        }
+        for &entry in &self.acked {
+            prop_assert!(
+                self.holds(i, entry),
+                "{} {} lacks acknowledged entry {:?}; log {:?}",
+                what,
+                self.names[i],
+                entry,
+                self.nodes[i].log
+            );
+        }
+        Ok(())
+    }
+
+    /// Once a change is recorded as committed only the new list counts in elections, so every
+    /// acknowledged entry must be on a write quorum of it.
+    fn check_committed_list(&self) -> Result<(), TestCaseError> {
+        if self.lossy_happened {
+            return Ok(());
+        }
+        let list = &self.coordinator.members;
+        let q = self.settings.ack.write_quorum(list.len());
+        for &entry in &self.acked {
+            let holders = list
+                .iter()
+                .filter(|m| self.holds(self.index(m), entry))
+                .count();
+            prop_assert!(
+                holders >= q,
+                "committed list {:?}: acknowledged {:?} on {} of {} needed",
+                list,
+                entry,
+                holders,
+                q
+            );
+        }
+        Ok(())
+    }
+
+    fn check_one_primary_per_term(&self) -> Result<(), TestCaseError> {
+        let mut terms = HashMap::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.role == Role::Primary
+                && let Some(other) = terms.insert(node.term, i)
+            {
+                prop_assert!(
+                    false,
+                    "{} and {} both primary in term {}",
+                    self.names[other],
+                    self.names[i],
+                    node.term
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn heal_everything(&mut self) {
-        for node in &mut self.nodes {
-            node.alive = true;
+        for node in self.nodes.iter_mut().filter(|n| n.present) {
+            if !node.alive {
+                node.restart();
+            }
             node.visible = true;
         }
     }
-}
 
-/// Invariants of any action list, whatever the view.
-pub fn check_shape(view: &ClusterView, actions: &[Action]) -> Result<(), TestCaseError> {
-    let changes: Vec<usize> = (0..actions.len())
-        .filter(|&i| actions[i].new_term().is_some())
-        .collect();
-    prop_assert!(
-        changes.is_empty() || changes == [0],
-        "term change not first: {:?}",
-        actions
-    );
-    let observed_max = view.observations.iter().map(|o| o.term).max().unwrap_or(0);
-    if let Some(to) = actions.first().and_then(Action::new_term) {
-        prop_assert!(
-            to > observed_max && to > view.coordinator.term,
-            "{:?}",
-            actions
-        );
-    }
-    let term = view.coordinator.after(actions).term;
-    let reachable = |name: &str| {
-        view.observations
-            .iter()
-            .any(|o| o.name == name && o.reachable)
-    };
-    for action in actions {
-        match action {
-            Action::Fence { nodes, term: t } => {
-                prop_assert_eq!(*t, term);
-                prop_assert!(nodes.iter().all(|n| reachable(n)), "{:?}", actions);
+    /// Liveness: with every pod up and reachable and replication keeping up, the runtime
+    /// settles within `rounds` reconciles (nothing left to do).
+    pub fn settle(&mut self, rounds: usize) -> Result<bool, TestCaseError> {
+        for _ in 0..rounds {
+            self.heal_everything();
+            for i in 0..self.nodes.len() {
+                self.replicate(i, usize::MAX);
             }
-            Action::Promote { node, term: t } => {
-                prop_assert_eq!(*t, term);
-                prop_assert!(
-                    reachable(node),
-                    "promoted an unreachable node: {:?}",
-                    actions
-                );
+            let view = self.observe();
+            let actions = runtime::plan(&view);
+            if actions.is_empty() {
+                return Ok(true);
             }
-            Action::Follow {
-                node,
-                primary,
-                term: t,
-            } => {
-                prop_assert_eq!(*t, term);
-                prop_assert!(node != primary && reachable(node), "{:?}", actions);
-                let next = view.coordinator.after(actions);
-                prop_assert_eq!(Some(primary), next.primary.as_ref(), "{:?}", actions);
-            }
-            _ => {}
+            self.apply(&view, &actions)?;
+            self.now += 1_000;
         }
+        Ok(false)
     }
-    Ok(())
-}
 
-/// An election with fewer answers in the term than the failover quorum waits.
-pub fn check_waits_with_too_few(
-    view: &ClusterView,
-    actions: &[Action],
-) -> Result<(), TestCaseError> {
-    let c = &view.coordinator;
-    if c.primary.is_some() || c.switchover.is_some() || c.term == 0 {
-        return Ok(());
+    /// After `settle`: one primary, every other pod follows it in the coordinator's term with
+    /// the desired member list, and only desired members have pods.
+    pub fn check_settled(&self) -> Result<(), TestCaseError> {
+        let co = &self.coordinator;
+        let primary = co.primary.as_deref().expect("a primary after settling");
+        let p = self.index(primary);
+        prop_assert!(node::same(&co.members, &self.settings.members), "{:?}", co);
+        prop_assert_eq!(&co.previous_members, &None);
+        for (i, node) in self.nodes.iter().enumerate() {
+            let listed = co.members.contains(&self.names[i]);
+            prop_assert_eq!(node.present, listed, "pod of {}", self.names[i]);
+            if !listed {
+                continue;
+            }
+            if i == p {
+                prop_assert_eq!(node.role, Role::Primary);
+            } else {
+                prop_assert_eq!(node.role, Role::Replica);
+                prop_assert_eq!(node.following, Some(p));
+            }
+            prop_assert_eq!(node.term, co.term);
+            prop_assert!(node::same(&node.members, &co.members), "{:?}", node);
+        }
+        Ok(())
     }
-    let in_term: Vec<&Observation> = view
-        .observations
-        .iter()
-        .filter(|o| o.reachable && o.term == c.term)
-        .collect();
-    if in_term.iter().any(|o| o.role == Role::Primary) {
-        // Already promoted in this term (the record was lost): recording it again is fine.
-        return Ok(());
-    }
-    let need = view
-        .settings
-        .ack
-        .failover_quorum(view.settings.members.len());
-    let lossy = view.settings.allow_lossy_promotion && view.settings.ack.may_lose_writes();
-    if in_term.len() < need && !lossy {
-        prop_assert!(
-            !actions.iter().any(|a| matches!(a, Action::Promote { .. })),
-            "promoted with {} of {} responders: {:?}",
-            in_term.len(),
-            need,
-            actions
-        );
-    }
-    Ok(())
 }
