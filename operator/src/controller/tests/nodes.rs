@@ -97,6 +97,7 @@ pub struct RealNode {
     pub name: String,
     pub url: String,
     child: Child,
+    args: Vec<std::ffi::OsString>,
     _dir: tempfile::TempDir,
 }
 
@@ -104,6 +105,13 @@ impl RealNode {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the node again on its data directory and port (after [`RealNode::kill`]: a pod
+    /// recreated by the StatefulSet with its volume).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.args, &self.url);
     }
 }
 
@@ -113,9 +121,30 @@ impl Drop for RealNode {
     }
 }
 
+/// Runs the node binary with `args` and waits for its ready line on `url`.
+fn spawn(args: &[std::ffi::OsString], url: &str) -> Child {
+    let mut child = Command::new(node_binary())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rcluster-node");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("node ready line");
+    assert_eq!(line.trim(), format!("rcluster-node ready on {url}"));
+    child
+}
+
 /// Starts a cluster of real nodes named `names`, all fenced in term 0, sharing [`SECRET`].
 pub fn start_real(names: &[&str]) -> Vec<RealNode> {
-    let bin = node_binary();
     let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
     let members: Vec<String> = names
         .iter()
@@ -129,40 +158,34 @@ pub fn start_real(names: &[&str]) -> Vec<RealNode> {
             let dir = tempfile::tempdir().unwrap();
             let secret = dir.path().join("secret");
             std::fs::write(&secret, SECRET).unwrap();
-            let mut child = Command::new(&bin)
-                .args(["--name", name, "--data-dir"])
-                .arg(dir.path().join("data"))
-                .args(["--listen", &format!("127.0.0.1:{port}"), "--secret-file"])
-                .arg(&secret)
-                .args([
+            let url = format!("http://127.0.0.1:{port}");
+            let mut args: Vec<std::ffi::OsString> = ["--name", name, "--data-dir"]
+                .iter()
+                .map(Into::into)
+                .collect();
+            args.push(dir.path().join("data").into());
+            args.extend(
+                [
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
                     "--heartbeat-ms",
                     "50",
                     "--lease-ms",
                     "1000",
                     "--log-level",
                     "warn",
-                ])
-                .args(&members)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start rcluster-node");
-            let stdout = child.stdout.take().unwrap();
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let _ = BufReader::new(stdout).read_line(&mut line);
-                let _ = tx.send(line);
-            });
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("node ready line");
-            let url = format!("http://127.0.0.1:{port}");
-            assert_eq!(line.trim(), format!("rcluster-node ready on {url}"));
+                    "--secret-file",
+                ]
+                .iter()
+                .map(Into::into),
+            );
+            args.push(secret.into());
+            args.extend(members.iter().map(Into::into));
             RealNode {
                 name: name.to_string(),
+                child: spawn(&args, &url),
                 url,
-                child,
+                args,
                 _dir: dir,
             }
         })

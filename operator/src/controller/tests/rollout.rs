@@ -1,6 +1,7 @@
-//! A pod template change rolls out against fake nodes: the StatefulSet (OnDelete) reports a new
-//! update revision, and the controller deletes one outdated pod at a time while the cluster is
-//! settled — replicas first (highest ordinal first), then a switchover, then the old primary.
+//! A pod template change rolls out, against fake nodes and against real ones: the StatefulSet
+//! (OnDelete) reports a new update revision, and the controller deletes one outdated pod at a
+//! time while the cluster is settled — replicas first (highest ordinal first), then a
+//! switchover, then the old primary.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 use serde_json::{Value, json};
 
 use super::fixtures::{Expect, Log, finish, finish_keep, serve};
-use super::nodes::{FakeNode, fake_status};
+use super::nodes::{FakeNode, fake_status, http, start_real, status, wait_for};
 use super::world::*;
 use crate::controller::reconcile;
 use crate::crd::ReplicatedClusterStatus;
@@ -33,14 +34,14 @@ async fn nodes(log: &Log) -> (Vec<FakeNode>, BTreeMap<String, String>) {
     (nodes, urls)
 }
 
-fn revision_pod(i: usize, role: &str, revision: &str, uid: &str) -> Value {
-    let mut p = pod(&format!("demo-{i}"), true, Some(role));
+fn revision_pod(i: usize, role: Option<&str>, revision: &str, uid: &str) -> Value {
+    let mut p = pod(&format!("demo-{i}"), true, role);
     p["metadata"]["labels"]["controller-revision-hash"] = json!(revision);
     p["metadata"]["uid"] = json!(uid);
     p
 }
 
-fn status() -> ReplicatedClusterStatus {
+fn recorded() -> ReplicatedClusterStatus {
     ReplicatedClusterStatus {
         term: 3,
         primary: Some("demo-0".into()),
@@ -50,7 +51,8 @@ fn status() -> ReplicatedClusterStatus {
 }
 
 /// The delete of `demo-i`, with its uid as precondition. The StatefulSet controller's part is
-/// played here: the pod comes back from the new template (same name and volume, new uid).
+/// played here: the pod comes back from the new template (same name and volume, new uid), not
+/// ready until [`ready`] says so.
 fn delete(w: &Shared, log: &Log, i: usize) -> Expect {
     let (w, log) = (w.clone(), log.clone());
     let name = format!("demo-{i}");
@@ -69,11 +71,16 @@ fn delete(w: &Shared, log: &Log, i: usize) -> Expect {
             let old = p.clone();
             let role = old["metadata"]["labels"]["rcluster.dev/role"]
                 .as_str()
-                .unwrap_or("replica")
-                .to_string();
-            *p = revision_pod(i, &role, NEW, &format!("uid-{i}-new"));
+                .map(str::to_string);
+            *p = revision_pod(i, role.as_deref(), NEW, &format!("uid-{i}-new"));
+            p["status"]["conditions"][0]["status"] = json!("False");
             (200, old)
         })
+}
+
+/// The kubelet's readiness probe passes on `demo-i`.
+fn ready(w: &Shared, i: usize) {
+    w.lock().unwrap().pods[i]["status"]["conditions"][0]["status"] = json!("True");
 }
 
 fn updated(n: i32) -> impl FnOnce(&ReplicatedClusterStatus) + Send + 'static {
@@ -96,11 +103,11 @@ async fn template_change_restarts_replicas_first_and_the_primary_after_a_switcho
     let pods = (0..3)
         .map(|i| {
             let role = if i == 0 { "primary" } else { "replica" };
-            revision_pod(i, role, OLD, &format!("uid-{i}"))
+            revision_pod(i, Some(role), OLD, &format!("uid-{i}"))
         })
         .collect();
     let w = world(
-        cluster(json!({}), Some(status())),
+        cluster(json!({}), Some(recorded())),
         pods,
         Some(secret_object()),
     );
@@ -135,12 +142,14 @@ async fn template_change_restarts_replicas_first_and_the_primary_after_a_switcho
     script.push(delete(&w, &log, 2));
     script.push(event("RollingUpdate", Some("demo-2")));
     let handle = run(handle, script).await;
+    ready(&w, 2);
 
     let mut script = opening(&w, false);
     script.push(write_status(&w, &log, updated(1)));
     script.push(delete(&w, &log, 1));
     script.push(event("RollingUpdate", Some("demo-1")));
     let handle = run(handle, script).await;
+    ready(&w, 1);
 
     // 3. Only the primary is outdated: writes stop on it in a new term (recorded first)...
     let mut script = opening(&w, false);
@@ -165,6 +174,7 @@ async fn template_change_restarts_replicas_first_and_the_primary_after_a_switcho
     script.push(delete(&w, &log, 0));
     script.push(event("RollingUpdate", Some("demo-0")));
     let handle = run(handle, script).await;
+    ready(&w, 0);
 
     // 5. Done: every pod on the new template; nothing else is deleted.
     let mut script = opening(&w, false);
@@ -186,4 +196,151 @@ async fn template_change_restarts_replicas_first_and_the_primary_after_a_switcho
         ]
     );
     assert_eq!(nodes[1].state.lock().unwrap()["role"], "primary");
+}
+
+fn put(url: &str, key: &str) {
+    let (code, v) = http(
+        url,
+        "PUT",
+        &format!("/v1/kv/{key}?ack=quorum"),
+        Some("\"v\""),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{key}: {v}");
+}
+
+/// Waits until `url`'s node is ready and holds everything `primary` has.
+fn caught_up(url: &str, primary: &str) {
+    wait_for("the node ready and caught up", || {
+        let (s, p) = (status(url)?, status(primary)?);
+        (s["ready"] == true && s["last_log_index"] == p["last_log_index"]).then_some(())
+    });
+}
+
+/// The same rollout over real `rcluster-node` processes: each "pod deletion" is a kill -9 and a
+/// restart on the same data directory, as the StatefulSet recreates a pod with its volume.
+/// Quorum writes are acknowledged while a replica is down, and every acknowledged write is on
+/// the new primary at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_over_real_nodes_keeps_every_acknowledged_write() {
+    let mut nodes = start_real(&["demo-0", "demo-1", "demo-2"]);
+    let urls: BTreeMap<String, String> = nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.url.clone()))
+        .collect();
+    let url = |i: usize| urls[&format!("demo-{i}")].clone();
+    let (ctx, handle) = context(urls.clone(), Arc::new(AtomicU64::new(1_000)));
+    let log = Log::default();
+    let pods = (0..3)
+        .map(|i| revision_pod(i, None, OLD, &format!("uid-{i}")))
+        .collect();
+    let w = world(
+        cluster(json!({"replicas": 3}), None),
+        pods,
+        Some(secret_object()),
+    );
+    let mut handle = first_election(&w, &log, &ctx, handle, &["demo-0", "demo-1", "demo-2"]).await;
+    let mut written = 0;
+    tokio::task::block_in_place(|| {
+        caught_up(&url(1), &url(0));
+        caught_up(&url(2), &url(0));
+        for _ in 0..10 {
+            written += 1;
+            put(&url(0), &format!("k{written}"));
+        }
+    });
+    w.lock().unwrap().statefulset_status =
+        Some(json!({"replicas": 3, "observedGeneration": 2, "updateRevision": NEW}));
+
+    // Replicas first: each is killed and restarted; writes go on meanwhile.
+    for i in [2, 1] {
+        let name: &'static str = ["demo-0", "demo-1", "demo-2"][i];
+        let mut script = opening(&w, false);
+        script.push(write_status(&w, &log, |_| {}).optional());
+        script.push(delete(&w, &log, i));
+        script.push(event("RollingUpdate", Some(name)));
+        let server = serve(handle, script, log.clone());
+        reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+        handle = finish_keep(server).await;
+        tokio::task::block_in_place(|| {
+            nodes[i].kill();
+            for _ in 0..5 {
+                written += 1;
+                put(&url(0), &format!("k{written}"));
+            }
+            nodes[i].restart();
+            caught_up(&url(i), &url(0));
+        });
+        ready(&w, i);
+    }
+
+    // The primary hands over to demo-1 (the most advanced; the lowest ordinal among equals).
+    let mut script = opening(&w, false);
+    script.push(write_status(&w, &log, |s| {
+        assert_eq!((s.term, s.primary.as_deref()), (2, None));
+        assert_eq!(s.updated_replicas, Some(2));
+    }));
+    script.push(relabel(&w, "demo-0", "replica"));
+    script.push(write_status(&w, &log, |_| {}));
+    script.push(event("SwitchoverStarted", None));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    let handle = finish_keep(server).await;
+
+    let mut script = opening(&w, false);
+    script.extend(promotion(&w, &log, "demo-1", &["demo-0", "demo-2"]));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    let handle = finish_keep(server).await;
+    tokio::task::block_in_place(|| {
+        wait_for("demo-1 serves", || {
+            (status(&url(1))?["ready"] == true).then_some(())
+        });
+        caught_up(&url(0), &url(1));
+    });
+
+    // The old primary restarts last, as a replica of demo-1.
+    let mut script = opening(&w, false);
+    script.push(write_status(&w, &log, |_| {}).optional());
+    script.push(delete(&w, &log, 0));
+    script.push(event("RollingUpdate", Some("demo-0")));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    let handle = finish_keep(server).await;
+    tokio::task::block_in_place(|| {
+        nodes[0].restart();
+        caught_up(&url(0), &url(1));
+        assert_eq!(status(&url(0)).unwrap()["role"], "replica");
+    });
+    ready(&w, 0);
+
+    let mut script = opening(&w, false);
+    script.push(write_status(&w, &log, updated(3)));
+    let server = serve(handle, script, log.clone());
+    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
+    finish(server).await;
+
+    tokio::task::block_in_place(|| {
+        for k in 1..=written {
+            let (code, v) = http(&url(1), "GET", &format!("/v1/kv/k{k}"), None).unwrap();
+            assert_eq!((code, &v["value"]), (200, &json!("v")), "k{k}: {v}");
+        }
+        wait_for("every node applied the same log", || {
+            let digests: Vec<Value> = (0..3)
+                .map(|i| {
+                    let (_, s) = http(&url(i), "GET", "/v1/status?digest=true", None)?;
+                    (s["applied_index"] == status(&url(1))?["applied_index"])
+                        .then(|| s["digest"].clone())
+                })
+                .collect::<Option<_>>()?;
+            digests.iter().all(|d| *d == digests[0]).then_some(())
+        });
+    });
+    assert_eq!(
+        lines(&log)
+            .iter()
+            .filter(|l| l.starts_with("delete"))
+            .collect::<Vec<_>>(),
+        ["delete demo-2", "delete demo-1", "delete demo-0"]
+    );
 }

@@ -46,25 +46,7 @@ async fn a_new_member_joins_in_a_new_term_and_gets_the_data() {
         Some(secret_object()),
     );
 
-    // The first election, in two reconciles.
-    let mut script = opening(&w, true);
-    script.push(write_status(&w, &log, |s| {
-        assert_eq!(s.member_list, ["demo-0", "demo-1", "demo-2"])
-    }));
-    for p in ["demo-0", "demo-1", "demo-2"] {
-        script.push(relabel(&w, p, "replica"));
-    }
-    script.push(write_status(&w, &log, |_| {}));
-    script.push(event("ElectionStarted", None));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
-
-    let mut script = opening(&w, false);
-    script.extend(promotion(&w, &log, "demo-0", &["demo-1", "demo-2"]));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let handle = first_election(&w, &log, &ctx, handle, &["demo-0", "demo-1", "demo-2"]).await;
 
     let primary_url = nodes[0].url.clone();
     let new_url = nodes[3].url.clone();

@@ -316,3 +316,38 @@ pub fn remove_annotation(w: &Shared) -> Expect {
             (200, serde_json::to_value(&world.cluster).unwrap())
         })
 }
+
+/// The first election of a new cluster whose pods are `pods[0..n]`, in two reconciles: the
+/// record and the fence, then the promotion of the first pod.
+pub async fn first_election(
+    w: &Shared,
+    log: &Log,
+    ctx: &Arc<Context>,
+    handle: super::fixtures::Handle,
+    pods: &[&'static str],
+) -> super::fixtures::Handle {
+    use super::fixtures::{finish_keep, serve};
+    let listed: Vec<String> = pods.iter().map(|p| p.to_string()).collect();
+    let mut script = opening(w, true);
+    script.push(write_status(w, log, move |s| {
+        assert_eq!(s.member_list, listed)
+    }));
+    for p in pods {
+        script.push(relabel(w, p, "replica"));
+    }
+    script.push(write_status(w, log, |_| {}));
+    script.push(event("ElectionStarted", None));
+    let server = serve(handle, script, log.clone());
+    crate::controller::reconcile(Arc::new(current(w)), ctx.clone())
+        .await
+        .unwrap();
+    let handle = finish_keep(server).await;
+
+    let mut script = opening(w, false);
+    script.extend(promotion(w, log, pods[0], &pods[1..]));
+    let server = serve(handle, script, log.clone());
+    crate::controller::reconcile(Arc::new(current(w)), ctx.clone())
+        .await
+        .unwrap();
+    finish_keep(server).await
+}
