@@ -21,6 +21,15 @@ use rcluster_operator::failover::*;
 #[path = "failover_props/members.rs"]
 mod members;
 
+/// Runs `events`, checking the properties after each.
+fn run(sim: &mut Sim, events: &[Event]) {
+    for event in events {
+        if let Err(e) = sim.run(event) {
+            panic!("{e} after {event:?}");
+        }
+    }
+}
+
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
         30 => any::<usize>().prop_map(Event::Write),
@@ -183,11 +192,6 @@ fn entry_acknowledged_between_probe_and_promotion_survives() {
 #[test]
 fn switchover_under_load_at_quorum_promotes_the_target() {
     let mut sim = Sim::new(3, AckLevel::Quorum, false);
-    let run = |sim: &mut Sim, events: &[Event]| {
-        for event in events {
-            sim.run(event).expect("properties hold");
-        }
-    };
     run(
         &mut sim,
         &[Event::Reconcile, Event::Act, Event::Reconcile, Event::Act],
@@ -261,11 +265,6 @@ fn switchover_under_load_at_quorum_promotes_the_target() {
 #[test]
 fn switchover_at_async_never_drops_an_acknowledged_write() {
     let mut sim = Sim::new(3, AckLevel::Async, false);
-    let run = |sim: &mut Sim, events: &[Event]| {
-        for event in events {
-            sim.run(event).expect("properties hold");
-        }
-    };
     run(
         &mut sim,
         &[Event::Reconcile, Event::Act, Event::Reconcile, Event::Act],
@@ -299,11 +298,6 @@ fn switchover_at_async_never_drops_an_acknowledged_write() {
 #[test]
 fn switchover_waits_until_the_old_primary_can_no_longer_acknowledge() {
     let mut sim = Sim::new(3, AckLevel::One, false);
-    let run = |sim: &mut Sim, events: &[Event]| {
-        for event in events {
-            sim.run(event).expect("properties hold");
-        }
-    };
     // n1 primary in term 1; its first entry is on n1 only.
     run(
         &mut sim,

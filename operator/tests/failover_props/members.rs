@@ -40,13 +40,7 @@ proptest! {
     }
 }
 
-fn run(sim: &mut Sim, events: &[Event]) {
-    for event in events {
-        if let Err(e) = sim.run(event) {
-            panic!("{e} after {event:?}");
-        }
-    }
-}
+use super::run;
 
 /// A reconcile whose actions are carried out at once.
 const RECONCILE: [Event; 2] = [Event::Reconcile, Event::Act];

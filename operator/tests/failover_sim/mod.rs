@@ -343,20 +343,7 @@ impl Sim {
                 observations.push(o);
             } else {
                 let since = *self.unhealthy_since[i].get_or_insert(self.now);
-                let mut o = Observation {
-                    name: self.names[i].clone(),
-                    reachable: false,
-                    role: Role::Unknown,
-                    term: 0,
-                    last_log_term: 0,
-                    last_log_index: 0,
-                    applied_index: 0,
-                    following: None,
-                    unhealthy_since_ms: Some(since),
-                    members: Vec::new(),
-                    term_start: 0,
-                    commit_by_ack: None,
-                };
+                let mut o = rcluster_operator::nodes::unreachable(&self.names[i], Some(since));
                 if let Some(seen) = &self.last_seen[i] {
                     o.term = seen.term;
                     o.last_log_term = seen.last_log_term;

@@ -22,6 +22,16 @@ pub fn log_push(log: &Log, line: String) {
     log.lock().unwrap().push(line);
 }
 
+/// The lines of `log` that start with one of `prefixes`, in order.
+pub fn log_lines(log: &Log, prefixes: &[&str]) -> Vec<String> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        .cloned()
+        .collect()
+}
+
 pub fn mock_client() -> (Client, Handle) {
     let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
     (Client::new(svc, "default"), handle)

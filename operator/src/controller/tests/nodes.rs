@@ -1,6 +1,7 @@
 //! Nodes for the reconcile tests: real `rcluster-node` processes on 127.0.0.1, and a tiny fake
 //! node (warp) whose status a test sets and whose role commands are logged.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -306,4 +307,25 @@ impl FakeNode {
 /// A URL where nothing listens: a member whose node is down.
 pub fn dead_url() -> String {
     format!("http://127.0.0.1:{}", free_port())
+}
+
+/// Primary `primary` of term 3; every member at the same log position, following it.
+pub async fn fake_cluster(
+    n: usize,
+    primary: usize,
+    log: &Log,
+) -> (Vec<FakeNode>, BTreeMap<String, String>) {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let name = format!("demo-{i}");
+        let role = if i == primary { "primary" } else { "replica" };
+        let mut s = fake_status(&name, role, 3, 3, 50, true);
+        s["following"] = json!(format!("demo-{primary}"));
+        nodes.push(FakeNode::start(&name, s, log.clone()).await);
+    }
+    let urls = nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.url.clone()))
+        .collect();
+    (nodes, urls)
 }

@@ -9,30 +9,13 @@ use std::sync::atomic::AtomicU64;
 
 use serde_json::{Value, json};
 
-use super::fixtures::{Expect, Log, finish, finish_keep, serve};
-use super::nodes::{FakeNode, fake_status, http, start_real, status, wait_for};
+use super::fixtures::{Expect, Log, log_lines};
+use super::nodes::{fake_cluster, http, start_real, status, wait_for};
 use super::world::*;
-use crate::controller::reconcile;
 use crate::crd::ReplicatedClusterStatus;
 
 const OLD: &str = "demo-6d5f8";
 const NEW: &str = "demo-7b9c4";
-
-async fn nodes(log: &Log) -> (Vec<FakeNode>, BTreeMap<String, String>) {
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let name = format!("demo-{i}");
-        let role = if i == 0 { "primary" } else { "replica" };
-        let mut s = fake_status(&name, role, 3, 3, 50, true);
-        s["following"] = json!("demo-0");
-        nodes.push(FakeNode::start(&name, s, log.clone()).await);
-    }
-    let urls = nodes
-        .iter()
-        .map(|n| (n.name.clone(), n.url.clone()))
-        .collect();
-    (nodes, urls)
-}
 
 fn revision_pod(i: usize, role: Option<&str>, revision: &str, uid: &str) -> Value {
     let mut p = pod(&format!("demo-{i}"), true, role);
@@ -88,18 +71,23 @@ fn updated(n: i32) -> impl FnOnce(&ReplicatedClusterStatus) + Send + 'static {
 }
 
 fn lines(log: &Log) -> Vec<String> {
-    log.lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.starts_with("node ") || l.starts_with("delete "))
-        .cloned()
-        .collect()
+    log_lines(log, &["node ", "delete "])
+}
+
+/// A reconcile that restarts `demo-i` for the rollout (`status`: the status write before it).
+fn restart(w: &Shared, log: &Log, i: usize, status: Expect) -> Vec<Expect> {
+    let name: &'static str = ["demo-0", "demo-1", "demo-2"][i];
+    let mut script = opening(w, false);
+    script.push(status);
+    script.push(delete(w, log, i));
+    script.push(event("RollingUpdate", Some(name)));
+    script
 }
 
 #[tokio::test]
 async fn template_change_restarts_replicas_first_and_the_primary_after_a_switchover() {
     let log = Log::default();
-    let (nodes, urls) = nodes(&log).await;
+    let (nodes, urls) = fake_cluster(3, 0, &log).await;
     let pods = (0..3)
         .map(|i| {
             let role = if i == 0 { "primary" } else { "replica" };
@@ -112,19 +100,11 @@ async fn template_change_restarts_replicas_first_and_the_primary_after_a_switcho
         Some(secret_object()),
     );
     let (ctx, handle) = context(urls, Arc::new(AtomicU64::new(50_000)));
-    let run = |handle, script| {
-        let server = serve(handle, script, log.clone());
-        let (ctx, cluster) = (ctx.clone(), current(&w));
-        async move {
-            reconcile(Arc::new(cluster), ctx).await.unwrap();
-            finish_keep(server).await
-        }
-    };
 
     // 0. The StatefulSet controller has not reported the new template yet: nothing restarts.
     let mut script = opening(&w, true);
     script.push(write_status(&w, &log, |s| assert_eq!(s.updated_replicas, None)).optional());
-    let handle = run(handle, script).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 1. It has; but demo-1 is not ready: nothing restarts while a member is down.
     w.lock().unwrap().statefulset_status =
@@ -132,56 +112,51 @@ async fn template_change_restarts_replicas_first_and_the_primary_after_a_switcho
     w.lock().unwrap().pods[1]["status"]["conditions"][0]["status"] = json!("False");
     let mut script = opening(&w, false);
     script.push(write_status(&w, &log, updated(0)));
-    let handle = run(handle, script).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
     assert!(lines(&log).is_empty(), "{:?}", lines(&log));
 
     // 2. All ready: the highest replica goes first, then the other.
     w.lock().unwrap().pods[1]["status"]["conditions"][0]["status"] = json!("True");
-    let mut script = opening(&w, false);
-    script.push(write_status(&w, &log, updated(0)));
-    script.push(delete(&w, &log, 2));
-    script.push(event("RollingUpdate", Some("demo-2")));
-    let handle = run(handle, script).await;
+    let handle = reconcile_with(
+        &w,
+        &log,
+        &ctx,
+        handle,
+        restart(&w, &log, 2, write_status(&w, &log, updated(0))),
+    )
+    .await;
     ready(&w, 2);
-
-    let mut script = opening(&w, false);
-    script.push(write_status(&w, &log, updated(1)));
-    script.push(delete(&w, &log, 1));
-    script.push(event("RollingUpdate", Some("demo-1")));
-    let handle = run(handle, script).await;
+    let handle = reconcile_with(
+        &w,
+        &log,
+        &ctx,
+        handle,
+        restart(&w, &log, 1, write_status(&w, &log, updated(1))),
+    )
+    .await;
     ready(&w, 1);
 
     // 3. Only the primary is outdated: writes stop on it in a new term (recorded first)...
     let mut script = opening(&w, false);
-    script.push(write_status(&w, &log, |s| {
-        assert_eq!((s.term, s.primary.as_deref()), (4, None));
-        assert_eq!(s.updated_replicas, Some(2));
+    script.extend(switchover_started(&w, &log, "demo-0", |s| {
+        assert_eq!((s.term, s.updated_replicas), (4, Some(2)))
     }));
-    script.push(relabel(&w, "demo-0", "replica"));
-    script.push(write_status(&w, &log, |_| {}));
-    script.push(event("SwitchoverStarted", None));
-    let handle = run(handle, script).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // ...and the most advanced updated replica takes over.
     let mut script = opening(&w, false);
     script.extend(promotion(&w, &log, "demo-1", &["demo-0", "demo-2"]));
-    let handle = run(handle, script).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 4. The old primary, a replica now, restarts last.
-    let mut script = opening(&w, false);
-    script.push(write_status(&w, &log, |_| {}).optional());
-    script.push(event("SwitchoverCompleted", None).optional());
-    script.push(delete(&w, &log, 0));
-    script.push(event("RollingUpdate", Some("demo-0")));
-    let handle = run(handle, script).await;
+    let script = restart(&w, &log, 0, write_status(&w, &log, |_| {}).optional());
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
     ready(&w, 0);
 
     // 5. Done: every pod on the new template; nothing else is deleted.
     let mut script = opening(&w, false);
     script.push(write_status(&w, &log, updated(3)));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    finish(server).await;
+    reconcile_with(&w, &log, &ctx, handle, script).await;
 
     assert_eq!(
         lines(&log),
@@ -254,14 +229,8 @@ async fn a_rollout_over_real_nodes_keeps_every_acknowledged_write() {
 
     // Replicas first: each is killed and restarted; writes go on meanwhile.
     for i in [2, 1] {
-        let name: &'static str = ["demo-0", "demo-1", "demo-2"][i];
-        let mut script = opening(&w, false);
-        script.push(write_status(&w, &log, |_| {}).optional());
-        script.push(delete(&w, &log, i));
-        script.push(event("RollingUpdate", Some(name)));
-        let server = serve(handle, script, log.clone());
-        reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-        handle = finish_keep(server).await;
+        let script = restart(&w, &log, i, write_status(&w, &log, |_| {}).optional());
+        handle = reconcile_with(&w, &log, &ctx, handle, script).await;
         tokio::task::block_in_place(|| {
             nodes[i].kill();
             for _ in 0..5 {
@@ -276,22 +245,14 @@ async fn a_rollout_over_real_nodes_keeps_every_acknowledged_write() {
 
     // The primary hands over to demo-1 (the most advanced; the lowest ordinal among equals).
     let mut script = opening(&w, false);
-    script.push(write_status(&w, &log, |s| {
-        assert_eq!((s.term, s.primary.as_deref()), (2, None));
-        assert_eq!(s.updated_replicas, Some(2));
+    script.extend(switchover_started(&w, &log, "demo-0", |s| {
+        assert_eq!((s.term, s.updated_replicas), (2, Some(2)))
     }));
-    script.push(relabel(&w, "demo-0", "replica"));
-    script.push(write_status(&w, &log, |_| {}));
-    script.push(event("SwitchoverStarted", None));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     let mut script = opening(&w, false);
     script.extend(promotion(&w, &log, "demo-1", &["demo-0", "demo-2"]));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
     tokio::task::block_in_place(|| {
         wait_for("demo-1 serves", || {
             (status(&url(1))?["ready"] == true).then_some(())
@@ -300,13 +261,8 @@ async fn a_rollout_over_real_nodes_keeps_every_acknowledged_write() {
     });
 
     // The old primary restarts last, as a replica of demo-1.
-    let mut script = opening(&w, false);
-    script.push(write_status(&w, &log, |_| {}).optional());
-    script.push(delete(&w, &log, 0));
-    script.push(event("RollingUpdate", Some("demo-0")));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let script = restart(&w, &log, 0, write_status(&w, &log, |_| {}).optional());
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
     tokio::task::block_in_place(|| {
         nodes[0].restart();
         caught_up(&url(0), &url(1));
@@ -316,9 +272,7 @@ async fn a_rollout_over_real_nodes_keeps_every_acknowledged_write() {
 
     let mut script = opening(&w, false);
     script.push(write_status(&w, &log, updated(3)));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    finish(server).await;
+    reconcile_with(&w, &log, &ctx, handle, script).await;
 
     tokio::task::block_in_place(|| {
         for k in 1..=written {

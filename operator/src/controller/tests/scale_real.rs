@@ -10,10 +10,9 @@ use std::sync::atomic::AtomicU64;
 
 use serde_json::{Value, json};
 
-use super::fixtures::{Log, finish, finish_keep, serve};
+use super::fixtures::Log;
 use super::nodes::{http, start_real, status, wait_for};
 use super::world::*;
-use crate::controller::reconcile;
 
 fn names(s: &Value) -> Vec<String> {
     s["members"]
@@ -89,9 +88,7 @@ async fn a_new_member_joins_in_a_new_term_and_gets_the_data() {
     for p in ["demo-1", "demo-2", "demo-3"] {
         script.push(event("ReplicaRefetching", Some(p)));
     }
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // The new member fetches what it lacks and becomes ready; the primary ships to it.
     tokio::task::block_in_place(|| {
@@ -116,7 +113,5 @@ async fn a_new_member_joins_in_a_new_term_and_gets_the_data() {
     }));
     script.push(write_status(&w, &log, |_| {}).optional());
     script.push(event("MembersChanged", None));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    finish(server).await;
+    reconcile_with(&w, &log, &ctx, handle, script).await;
 }

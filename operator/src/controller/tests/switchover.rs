@@ -7,32 +7,11 @@ use std::sync::atomic::AtomicU64;
 
 use serde_json::{Value, json};
 
-use super::fixtures::{Log, finish, finish_keep, serve};
-use super::nodes::{FakeNode, fake_status};
+use super::fixtures::{Log, finish, log_lines, serve};
+use super::nodes::fake_cluster;
 use super::world::*;
 use crate::controller::reconcile;
 use crate::crd::ReplicatedClusterStatus;
-
-/// Primary `primary` of term 3; every member at the same log position, following it.
-async fn cluster_of(
-    n: usize,
-    primary: usize,
-    log: &Log,
-) -> (Vec<FakeNode>, BTreeMap<String, String>) {
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        let name = format!("demo-{i}");
-        let role = if i == primary { "primary" } else { "replica" };
-        let mut s = fake_status(&name, role, 3, 3, 50, true);
-        s["following"] = json!(format!("demo-{primary}"));
-        nodes.push(FakeNode::start(&name, s, log.clone()).await);
-    }
-    let urls = nodes
-        .iter()
-        .map(|n| (n.name.clone(), n.url.clone()))
-        .collect();
-    (nodes, urls)
-}
 
 fn pods(n: usize, primary: usize) -> Vec<Value> {
     (0..n)
@@ -55,18 +34,13 @@ fn record(primary: &str) -> ReplicatedClusterStatus {
 }
 
 fn node_lines(log: &Log) -> Vec<String> {
-    log.lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.starts_with("node ") || l.starts_with("status "))
-        .cloned()
-        .collect()
+    log_lines(log, &["node ", "status "])
 }
 
 #[tokio::test]
 async fn annotation_switches_over_and_is_removed_when_done() {
     let log = Log::default();
-    let (nodes, urls) = cluster_of(3, 0, &log).await;
+    let (nodes, urls) = fake_cluster(3, 0, &log).await;
     let mut c = cluster(json!({}), Some(record("demo-0")));
     c.metadata.annotations = Some(BTreeMap::from([(
         "rcluster.dev/switchover-to".to_string(),
@@ -77,22 +51,10 @@ async fn annotation_switches_over_and_is_removed_when_done() {
 
     // 1. Writes stop on demo-0: a new term is recorded, then demo-0 is fenced in it.
     let mut script = opening(&w, true);
-    script.push(write_status(&w, &log, |s| {
-        assert_eq!((s.term, s.primary.as_deref()), (4, None))
+    script.extend(switchover_started(&w, &log, "demo-0", |s| {
+        assert_eq!(s.term, 4)
     }));
-    script.push(relabel(&w, "demo-0", "replica"));
-    script.push(write_status(&w, &log, |s| {
-        let c = s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "FailingOver")
-            .unwrap();
-        assert_eq!(c.reason, "SwitchoverInProgress");
-    }));
-    script.push(event("SwitchoverStarted", None));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 2. demo-2 holds everything demo-0 has: recorded, promoted, the others follow it.
     let mut script = opening(&w, false);
@@ -104,18 +66,14 @@ async fn annotation_switches_over_and_is_removed_when_done() {
     script.push(event("Promoted", Some("demo-2")));
     script.push(event("ReplicaRefetching", Some("demo-0")));
     script.push(event("ReplicaRefetching", Some("demo-1")));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 3. Done: the annotation goes, and a switchover is not counted as a failover.
     let mut script = opening(&w, false);
     script.push(write_status(&w, &log, |_| {}).optional());
     script.push(remove_annotation(&w));
     script.push(event("SwitchoverCompleted", None));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    finish(server).await;
+    reconcile_with(&w, &log, &ctx, handle, script).await;
 
     assert_eq!(
         node_lines(&log),
@@ -153,7 +111,7 @@ async fn annotation_switches_over_and_is_removed_when_done() {
 #[tokio::test]
 async fn scale_down_moves_the_primary_before_removing_its_pod() {
     let log = Log::default();
-    let (nodes, urls) = cluster_of(3, 2, &log).await;
+    let (nodes, urls) = fake_cluster(3, 2, &log).await;
     let w = world(
         cluster(json!({"replicas": 2}), Some(record("demo-2"))),
         pods(3, 2),
@@ -166,23 +124,16 @@ async fn scale_down_moves_the_primary_before_removing_its_pod() {
     // 1. The StatefulSet keeps demo-2 (the primary) and a switchover to demo-0 starts.
     let mut script = vec![get_secret(&w), list_pods(&w)];
     script.extend(apply_stage(&w, true, sts_replicas(3)));
-    script.push(write_status(&w, &log, |s| {
-        assert_eq!((s.term, s.primary.as_deref()), (4, None))
+    script.extend(switchover_started(&w, &log, "demo-2", |s| {
+        assert_eq!(s.term, 4)
     }));
-    script.push(relabel(&w, "demo-2", "replica"));
-    script.push(write_status(&w, &log, |_| {}));
-    script.push(event("SwitchoverStarted", None));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 2. demo-0 is promoted; the StatefulSet still holds three pods until the record says so.
     let mut script = vec![get_secret(&w), list_pods(&w)];
     script.extend(apply_stage(&w, false, sts_replicas(3)));
     script.extend(promotion(&w, &log, "demo-0", &["demo-1", "demo-2"]));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 3. The primary is within the new size: the member list drops demo-2 in a new term (the
     // record first), demo-0 is promoted again with the new list; demo-2 keeps its pod.
@@ -196,9 +147,7 @@ async fn scale_down_moves_the_primary_before_removing_its_pod() {
     script.push(event("MembersChanging", None));
     script.push(event("Promoted", Some("demo-0")));
     script.push(event("ReplicaRefetching", Some("demo-1")));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 4. The primary acknowledged the term's first entry: the change is committed.
     let mut script = vec![get_secret(&w), list_pods(&w)];
@@ -208,9 +157,7 @@ async fn scale_down_moves_the_primary_before_removing_its_pod() {
     }));
     script.push(write_status(&w, &log, |_| {}).optional());
     script.push(event("MembersChanged", None));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 5. Only now the StatefulSet shrinks to two.
     let mut script = vec![get_secret(&w), list_pods(&w)];
@@ -235,7 +182,7 @@ async fn scale_down_moves_the_primary_before_removing_its_pod() {
 #[tokio::test]
 async fn a_request_on_the_primary_node_is_honoured_and_cleared() {
     let log = Log::default();
-    let (nodes, urls) = cluster_of(3, 0, &log).await;
+    let (nodes, urls) = fake_cluster(3, 0, &log).await;
     // `rcluster switchover --to demo-2` through the read-write Service; a replica still carries
     // a request from an earlier term, which is never acted on.
     nodes[0].state.lock().unwrap()["switchover_request"] = json!({"to": "demo-2", "at_ms": 5});
@@ -249,33 +196,24 @@ async fn a_request_on_the_primary_node_is_honoured_and_cleared() {
 
     // 1. Writes stop on demo-0; the switchover is in the record, so both requests are used up.
     let mut script = opening(&w, true);
-    script.push(write_status(&w, &log, |s| {
-        assert_eq!((s.term, s.primary.as_deref()), (4, None));
+    script.extend(switchover_started(&w, &log, "demo-0", |s| {
+        assert_eq!(s.term, 4);
         assert_eq!(
             s.switchover.as_ref().map(|sw| sw.to.as_str()),
             Some("demo-2")
         );
     }));
-    script.push(relabel(&w, "demo-0", "replica"));
-    script.push(write_status(&w, &log, |_| {}));
-    script.push(event("SwitchoverStarted", None));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 2. demo-2 is promoted.
     let mut script = opening(&w, false);
     script.extend(promotion(&w, &log, "demo-2", &["demo-0", "demo-1"]));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
+    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 3. Settled: nothing asks for another switchover.
     let mut script = opening(&w, false);
     script.push(write_status(&w, &log, |_| {}).optional());
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    finish(server).await;
+    reconcile_with(&w, &log, &ctx, handle, script).await;
 
     assert_eq!(
         node_lines(&log),

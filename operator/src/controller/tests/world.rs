@@ -290,6 +290,32 @@ pub fn promotion(
     script
 }
 
+/// The end of a reconcile that starts a switchover away from `from`: the new term recorded
+/// without a primary (`check` sees it), `from` labelled a replica, the status, the event.
+pub fn switchover_started(
+    w: &Shared,
+    log: &Log,
+    from: &'static str,
+    check: impl FnOnce(&ReplicatedClusterStatus) + Send + 'static,
+) -> Vec<Expect> {
+    vec![
+        write_status(w, log, move |s| {
+            assert_eq!(s.primary, None, "writes stop before anyone is promoted");
+            check(s)
+        }),
+        relabel(w, from, "replica"),
+        write_status(w, log, |s| {
+            let c = s
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "FailingOver")
+                .unwrap();
+            assert_eq!(c.reason, "SwitchoverInProgress");
+        }),
+        event("SwitchoverStarted", None),
+    ]
+}
+
 pub fn remove_annotation(w: &Shared) -> Expect {
     let w = w.clone();
     Expect::patch(&format!("{CLUSTERS}/demo"))
@@ -317,6 +343,21 @@ pub fn remove_annotation(w: &Shared) -> Expect {
         })
 }
 
+/// One reconcile of the world's cluster against `script`; every request must match it.
+pub async fn reconcile_with(
+    w: &Shared,
+    log: &Log,
+    ctx: &Arc<Context>,
+    handle: super::fixtures::Handle,
+    script: Vec<Expect>,
+) -> super::fixtures::Handle {
+    let server = super::fixtures::serve(handle, script, log.clone());
+    crate::controller::reconcile(Arc::new(current(w)), ctx.clone())
+        .await
+        .unwrap();
+    super::fixtures::finish_keep(server).await
+}
+
 /// The first election of a new cluster whose pods are `pods[0..n]`, in two reconciles: the
 /// record and the fence, then the promotion of the first pod.
 pub async fn first_election(
@@ -326,7 +367,6 @@ pub async fn first_election(
     handle: super::fixtures::Handle,
     pods: &[&'static str],
 ) -> super::fixtures::Handle {
-    use super::fixtures::{finish_keep, serve};
     let listed: Vec<String> = pods.iter().map(|p| p.to_string()).collect();
     let mut script = opening(w, true);
     script.push(write_status(w, log, move |s| {
@@ -337,17 +377,9 @@ pub async fn first_election(
     }
     script.push(write_status(w, log, |_| {}));
     script.push(event("ElectionStarted", None));
-    let server = serve(handle, script, log.clone());
-    crate::controller::reconcile(Arc::new(current(w)), ctx.clone())
-        .await
-        .unwrap();
-    let handle = finish_keep(server).await;
+    let handle = reconcile_with(w, log, ctx, handle, script).await;
 
     let mut script = opening(w, false);
     script.extend(promotion(w, log, pods[0], &pods[1..]));
-    let server = serve(handle, script, log.clone());
-    crate::controller::reconcile(Arc::new(current(w)), ctx.clone())
-        .await
-        .unwrap();
-    finish_keep(server).await
+    reconcile_with(w, log, ctx, handle, script).await
 }
