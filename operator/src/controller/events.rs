@@ -130,11 +130,6 @@ pub fn for_decision(
                 "switching over from {from} to {to}: writes on {from} stop while {to} catches up"
             ),
         )),
-        Outcome::Done { primary } => out.push(normal(
-            reason::SWITCHOVER_COMPLETED,
-            "Switchover",
-            format!("{primary} is the primary"),
-        )),
         Outcome::Rejected(problem) if new(format!("rejected/{}", json(problem))) => {
             out.push(warning(
                 reason::SWITCHOVER_REJECTED,
@@ -204,6 +199,19 @@ pub fn for_decision(
         .filter(|r| r.outcome.is_ok() || new(failure_key(r)))
     {
         out.extend(command_event(r).map(|ev| about_pod(ev, ns, &r.node)));
+    }
+    // Whoever asked (annotation, node request, scale-down, rollout): the switchover ends with
+    // its target's promotion. A request already satisfied (`Done`) has nothing to announce.
+    if let Outcome::Continuing { to } = &plan.switchover
+        && let Some(r) = results
+            .iter()
+            .find(|r| r.op == "promote" && &r.node == to && r.outcome.is_ok())
+    {
+        out.push(normal(
+            reason::SWITCHOVER_COMPLETED,
+            "Switchover",
+            format!("{to} is the primary in term {}", r.term),
+        ));
     }
     for f in apply_failures.iter().filter(|f| new(format!("apply/{f}"))) {
         out.push(warning(reason::APPLY_FAILED, "Apply", f.clone()));
@@ -442,9 +450,26 @@ mod tests {
         p.switchover = Outcome::Done {
             primary: "demo-2".into(),
         };
+        assert!(reasons(&for_decision("shop", &before, &p, &[], &[], &[])).is_empty());
+        p.switchover = Outcome::Continuing {
+            to: "demo-1".into(),
+        };
+        let promoted = [
+            result("promote", "demo-1", true),
+            result("follow", "demo-0", true),
+        ];
         assert_eq!(
-            reasons(&for_decision("shop", &before, &p, &[], &[], &[])),
-            [reason::SWITCHOVER_COMPLETED]
+            reasons(&for_decision("shop", &before, &p, &promoted, &[], &[])),
+            [
+                reason::PROMOTED,
+                reason::REPLICA_REFETCHING,
+                reason::SWITCHOVER_COMPLETED
+            ]
+        );
+        let failed = [result("promote", "demo-1", false)];
+        assert!(
+            !reasons(&for_decision("shop", &before, &p, &failed, &[], &[]))
+                .contains(&reason::SWITCHOVER_COMPLETED)
         );
     }
 }

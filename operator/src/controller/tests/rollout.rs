@@ -145,7 +145,12 @@ async fn template_change_restarts_replicas_first_and_the_primary_after_a_switcho
 
     // ...and the most advanced updated replica takes over.
     let mut script = opening(&w, false);
-    script.extend(promotion(&w, &log, "demo-1", &["demo-0", "demo-2"]));
+    script.extend(switchover_completed(
+        &w,
+        &log,
+        "demo-1",
+        &["demo-0", "demo-2"],
+    ));
     let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 4. The old primary, a replica now, restarts last.
@@ -251,7 +256,12 @@ async fn a_rollout_over_real_nodes_keeps_every_acknowledged_write() {
     let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     let mut script = opening(&w, false);
-    script.extend(promotion(&w, &log, "demo-1", &["demo-0", "demo-2"]));
+    script.extend(switchover_completed(
+        &w,
+        &log,
+        "demo-1",
+        &["demo-0", "demo-2"],
+    ));
     let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
     tokio::task::block_in_place(|| {
         wait_for("demo-1 serves", || {

@@ -58,21 +58,18 @@ async fn annotation_switches_over_and_is_removed_when_done() {
 
     // 2. demo-2 holds everything demo-0 has: recorded, promoted, the others follow it.
     let mut script = opening(&w, false);
-    script.push(write_status(&w, &log, |s| {
-        assert_eq!((s.term, s.primary.as_deref()), (4, Some("demo-2")))
-    }));
-    script.push(relabel(&w, "demo-2", "primary"));
-    script.push(write_status(&w, &log, |_| {}));
-    script.push(event("Promoted", Some("demo-2")));
-    script.push(event("ReplicaRefetching", Some("demo-0")));
-    script.push(event("ReplicaRefetching", Some("demo-1")));
+    script.extend(switchover_completed(
+        &w,
+        &log,
+        "demo-2",
+        &["demo-0", "demo-1"],
+    ));
     let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 3. Done: the annotation goes, and a switchover is not counted as a failover.
     let mut script = opening(&w, false);
     script.push(write_status(&w, &log, |_| {}).optional());
     script.push(remove_annotation(&w));
-    script.push(event("SwitchoverCompleted", None));
     reconcile_with(&w, &log, &ctx, handle, script).await;
 
     assert_eq!(
@@ -132,7 +129,12 @@ async fn scale_down_moves_the_primary_before_removing_its_pod() {
     // 2. demo-0 is promoted; the StatefulSet still holds three pods until the record says so.
     let mut script = vec![get_secret(&w), list_pods(&w)];
     script.extend(apply_stage(&w, false, sts_replicas(3)));
-    script.extend(promotion(&w, &log, "demo-0", &["demo-1", "demo-2"]));
+    script.extend(switchover_completed(
+        &w,
+        &log,
+        "demo-0",
+        &["demo-1", "demo-2"],
+    ));
     let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 3. The primary is within the new size: the member list drops demo-2 in a new term (the
@@ -207,7 +209,12 @@ async fn a_request_on_the_primary_node_is_honoured_and_cleared() {
 
     // 2. demo-2 is promoted.
     let mut script = opening(&w, false);
-    script.extend(promotion(&w, &log, "demo-2", &["demo-0", "demo-1"]));
+    script.extend(switchover_completed(
+        &w,
+        &log,
+        "demo-2",
+        &["demo-0", "demo-1"],
+    ));
     let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
 
     // 3. Settled: nothing asks for another switchover.

@@ -290,6 +290,18 @@ pub fn promotion(
     script
 }
 
+/// A promotion that ends a switchover: the same, and the switchover's completion.
+pub fn switchover_completed(
+    w: &Shared,
+    log: &Log,
+    primary: &'static str,
+    followers: &[&'static str],
+) -> Vec<Expect> {
+    let mut script = promotion(w, log, primary, followers);
+    script.push(event("SwitchoverCompleted", None));
+    script
+}
+
 /// The end of a reconcile that starts a switchover away from `from`: the new term recorded
 /// without a primary (`check` sees it), `from` labelled a replica, the status, the event.
 pub fn switchover_started(
