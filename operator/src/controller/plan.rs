@@ -1,7 +1,7 @@
 //! Decide stage: which failover function to call (the shared, pure `failover` module decides
 //! everything else), and what becomes of a requested switchover.
 
-use crate::failover::{self, Action, ClusterView, SwitchoverProblem, SwitchoverStep, WaitReason};
+use crate::failover::{self, Action, ClusterView, WaitReason};
 
 use super::observe::{Member, ordinal};
 
@@ -28,26 +28,7 @@ pub struct Request {
 }
 
 /// What happened to a switchover in this reconcile.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    None,
-    /// Requested, but the target is not ready to take over yet.
-    Waiting,
-    Started {
-        from: String,
-        to: String,
-    },
-    Continuing {
-        to: String,
-    },
-    Done {
-        primary: String,
-    },
-    /// There is no healthy primary: the failover rules run first, the request stays.
-    Deferred,
-    Rejected(SwitchoverProblem),
-    Abandoned(SwitchoverProblem),
-}
+pub use crate::failover::SwitchoverOutcome as Outcome;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -85,24 +66,8 @@ pub fn request(
     members: &[Member],
 ) -> Option<Request> {
     let primary = view.coordinator.primary.as_deref();
-    if let Some(p) = primary.filter(|p| ordinal(cluster, p).is_some_and(|o| o >= spec_replicas)) {
-        let target = members
-            .iter()
-            .filter(|m| ordinal(cluster, &m.name).is_some_and(|o| o < spec_replicas) && m.healthy())
-            .filter_map(|m| Some((m, m.node.as_ref()?)))
-            .filter(|(_, n)| {
-                n.role == "replica"
-                    && n.term == view.coordinator.term
-                    && n.following.as_deref() == Some(p)
-            })
-            .max_by_key(|(m, n)| {
-                (
-                    (n.last_log_term, n.last_log_index),
-                    std::cmp::Reverse(ordinal(cluster, &m.name)),
-                )
-            })
-            .map(|(m, _)| m.name.clone());
-        return target.map(|t| Request {
+    if primary.is_some_and(|p| ordinal(cluster, p).is_some_and(|o| o >= spec_replicas)) {
+        return failover::handover_target(view).map(|t| Request {
             target: Some(t),
             source: Source::ScaleDown,
         });
@@ -157,33 +122,13 @@ pub fn used_node_requests<'a>(
         .collect()
 }
 
-/// The actions for this reconcile. A switchover in progress goes on; a requested one starts
-/// once there is a healthy primary; otherwise the failover rules run.
+/// The actions for this reconcile: the shared coordinator decision (a switchover in progress
+/// goes on, a requested one starts once there is a healthy primary, otherwise the failover rules,
+/// and a settled cluster's member list follows the spec), held back when it would start a
+/// failover that the spec disables.
 pub fn plan(view: &ClusterView, request: Option<&Request>, failover_enabled: bool) -> Plan {
-    let mut plan = if let Some(sw) = &view.coordinator.switchover {
-        match failover::plan_switchover(view, Some(&sw.to)) {
-            SwitchoverStep::Proceed { actions } => {
-                Plan::new(actions, Outcome::Continuing { to: sw.to.clone() })
-            }
-            SwitchoverStep::Abandoned { problem, actions } => {
-                Plan::new(actions, Outcome::Abandoned(problem))
-            }
-            SwitchoverStep::Done { primary, .. } => {
-                Plan::new(failover::decide(view), Outcome::Done { primary })
-            }
-            SwitchoverStep::Rejected { problem } => {
-                Plan::new(failover::decide(view), Outcome::Rejected(problem))
-            }
-        }
-    } else if let Some(req) = request {
-        start_switchover(view, req)
-    } else {
-        Plan::new(failover::decide(view), Outcome::None)
-    };
-    if plan.actions.is_empty() && plan.switchover == Outcome::None {
-        // A settled cluster: the member list follows the spec (scale up and down).
-        plan.actions = failover::plan_members(view);
-    }
+    let decision = failover::coordinate(view, request.map(|r| r.target.as_deref()));
+    let mut plan = Plan::new(decision.actions, decision.switchover);
     let bumps = plan
         .actions
         .iter()
@@ -193,41 +138,6 @@ pub fn plan(view: &ClusterView, request: Option<&Request>, failover_enabled: boo
         plan.failover_disabled = true;
     }
     plan
-}
-
-fn start_switchover(view: &ClusterView, req: &Request) -> Plan {
-    if view.coordinator.primary.is_none() {
-        return Plan::new(failover::decide(view), Outcome::Deferred);
-    }
-    match failover::plan_switchover(view, req.target.as_deref()) {
-        SwitchoverStep::Done { primary, .. } => {
-            Plan::new(failover::decide(view), Outcome::Done { primary })
-        }
-        SwitchoverStep::Proceed { actions } => {
-            let started = actions.iter().find_map(|a| match a {
-                Action::BeginSwitchover { from, to, .. } => Some((from.clone(), to.clone())),
-                _ => None,
-            });
-            match started {
-                Some((from, to)) => Plan::new(actions, Outcome::Started { from, to }),
-                None => {
-                    // The target is not ready yet: keep the cluster repaired meanwhile.
-                    let mut all = failover::decide(view);
-                    all.extend(actions);
-                    Plan::new(all, Outcome::Waiting)
-                }
-            }
-        }
-        SwitchoverStep::Rejected {
-            problem: SwitchoverProblem::NoHealthyPrimary,
-        } => Plan::new(failover::decide(view), Outcome::Deferred),
-        SwitchoverStep::Rejected { problem } => {
-            Plan::new(failover::decide(view), Outcome::Rejected(problem))
-        }
-        SwitchoverStep::Abandoned { problem, actions } => {
-            Plan::new(actions, Outcome::Abandoned(problem))
-        }
-    }
 }
 
 /// Whether the switchover annotation has served its purpose: the switchover it asked for is done,

@@ -1,7 +1,7 @@
 use super::*;
 use crate::controller::observe::PodInfo;
 use crate::failover::Role;
-use crate::failover::{AckLevel, Coordinator, Observation, Settings};
+use crate::failover::{AckLevel, Coordinator, Observation, Settings, SwitchoverProblem};
 use crate::nodes::NodeStatus;
 
 fn obs(name: &str, role: Role, term: u64, index: u64, following: Option<&str>) -> Observation {
@@ -109,6 +109,8 @@ fn annotation_requests_a_switchover_and_empty_means_the_best_replica() {
 #[test]
 fn scale_down_hands_the_primary_to_the_best_replica_that_stays() {
     let mut v = healthy(5);
+    // The spec asks for three: the desired members are demo-0..2.
+    v.settings.members.truncate(3);
     v.coordinator.primary = Some("demo-4".into());
     for o in &mut v.observations {
         o.role = Role::Replica;
@@ -127,11 +129,10 @@ fn scale_down_hands_the_primary_to_the_best_replica_that_stays() {
         })
     );
     // No replica that stays is ready to take over: nothing starts (the scale-down waits).
-    let mut m = m;
-    for x in &mut m[..3] {
-        x.node.as_mut().unwrap().ready = false;
+    for o in &mut v.observations[..3] {
+        o.unhealthy_since_ms = Some(1);
     }
-    assert_eq!(request("demo", 3, None, &v, &m), None);
+    assert_eq!(request("demo", 3, None, &v, &members(&v)), None);
 }
 
 #[test]

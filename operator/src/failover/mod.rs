@@ -30,6 +30,7 @@
 //!   only once they are fenced too.
 //! - A node that never had a term adopts no primary that contacts it; it waits for `follow`.
 
+mod coordinate;
 mod describe;
 mod election;
 mod membership;
@@ -45,6 +46,7 @@ mod tests_membership;
 #[cfg(test)]
 mod tests_switchover;
 
+pub use coordinate::{Decision, SwitchoverOutcome, coordinate, handover_target};
 pub use types::*;
 
 /// What to do now. An empty list means the cluster is healthy and nothing needs doing.
