@@ -136,22 +136,19 @@ async fn template_change_restarts_replicas_first_and_the_primary_after_a_switcho
     .await;
     ready(&w, 1);
 
-    // 3. Only the primary is outdated: writes stop on it in a new term (recorded first)...
-    let mut script = opening(&w, false);
-    script.extend(switchover_started(&w, &log, "demo-0", |s| {
-        assert_eq!((s.term, s.updated_replicas), (4, Some(2)))
-    }));
-    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
-
-    // ...and the most advanced updated replica takes over.
-    let mut script = opening(&w, false);
-    script.extend(switchover_completed(
+    // 3. Only the primary is outdated: writes stop on it in a new term (recorded first), and
+    // the most advanced updated replica takes over.
+    let handle = switch_over(
         &w,
         &log,
-        "demo-1",
+        &ctx,
+        handle,
+        false,
+        ("demo-0", "demo-1"),
         &["demo-0", "demo-2"],
-    ));
-    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
+        |s| assert_eq!((s.term, s.updated_replicas), (4, Some(2))),
+    )
+    .await;
 
     // 4. The old primary, a replica now, restarts last.
     let script = restart(&w, &log, 0, write_status(&w, &log, |_| {}).optional());
@@ -249,20 +246,17 @@ async fn a_rollout_over_real_nodes_keeps_every_acknowledged_write() {
     }
 
     // The primary hands over to demo-1 (the most advanced; the lowest ordinal among equals).
-    let mut script = opening(&w, false);
-    script.extend(switchover_started(&w, &log, "demo-0", |s| {
-        assert_eq!((s.term, s.updated_replicas), (2, Some(2)))
-    }));
-    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
-
-    let mut script = opening(&w, false);
-    script.extend(switchover_completed(
+    let handle = switch_over(
         &w,
         &log,
-        "demo-1",
+        &ctx,
+        handle,
+        false,
+        ("demo-0", "demo-1"),
         &["demo-0", "demo-2"],
-    ));
-    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
+        |s| assert_eq!((s.term, s.updated_replicas), (2, Some(2))),
+    )
+    .await;
     tokio::task::block_in_place(|| {
         wait_for("demo-1 serves", || {
             (status(&url(1))?["ready"] == true).then_some(())

@@ -49,22 +49,19 @@ async fn annotation_switches_over_and_is_removed_when_done() {
     let w = world(c, pods(3, 0), Some(secret_object()));
     let (ctx, handle) = context(urls, Arc::new(AtomicU64::new(50_000)));
 
-    // 1. Writes stop on demo-0: a new term is recorded, then demo-0 is fenced in it.
-    let mut script = opening(&w, true);
-    script.extend(switchover_started(&w, &log, "demo-0", |s| {
-        assert_eq!(s.term, 4)
-    }));
-    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
-
-    // 2. demo-2 holds everything demo-0 has: recorded, promoted, the others follow it.
-    let mut script = opening(&w, false);
-    script.extend(switchover_completed(
+    // 1. Writes stop on demo-0: a new term is recorded, then demo-0 is fenced in it. 2. demo-2
+    // holds everything demo-0 has: recorded, promoted, the others follow it.
+    let handle = switch_over(
         &w,
         &log,
-        "demo-2",
+        &ctx,
+        handle,
+        true,
+        ("demo-0", "demo-2"),
         &["demo-0", "demo-1"],
-    ));
-    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
+        |s| assert_eq!(s.term, 4),
+    )
+    .await;
 
     // 3. Done: the annotation goes, and a switchover is not counted as a failover.
     let mut script = opening(&w, false);
@@ -196,28 +193,25 @@ async fn a_request_on_the_primary_node_is_honoured_and_cleared() {
     );
     let (ctx, handle) = context(urls, Arc::new(AtomicU64::new(50_000)));
 
-    // 1. Writes stop on demo-0; the switchover is in the record, so both requests are used up.
-    let mut script = opening(&w, true);
-    script.extend(switchover_started(&w, &log, "demo-0", |s| {
-        assert_eq!(s.term, 4);
-        assert_eq!(
-            s.switchover.as_ref().map(|sw| sw.to.as_str()),
-            Some("demo-2")
-        );
-    }));
-    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
-
-    // 2. demo-2 is promoted.
-    let mut script = opening(&w, false);
-    script.extend(switchover_completed(
+    // Writes stop on demo-0; the switchover is in the record, so both requests are used up.
+    // Then demo-2 is promoted.
+    let handle = switch_over(
         &w,
         &log,
-        "demo-2",
+        &ctx,
+        handle,
+        true,
+        ("demo-0", "demo-2"),
         &["demo-0", "demo-1"],
-    ));
-    let handle = reconcile_with(&w, &log, &ctx, handle, script).await;
+        |s| {
+            assert_eq!(s.term, 4);
+            let to = s.switchover.as_ref().map(|sw| sw.to.as_str());
+            assert_eq!(to, Some("demo-2"));
+        },
+    )
+    .await;
 
-    // 3. Settled: nothing asks for another switchover.
+    // Settled: nothing asks for another switchover.
     let mut script = opening(&w, false);
     script.push(write_status(&w, &log, |_| {}).optional());
     reconcile_with(&w, &log, &ctx, handle, script).await;

@@ -395,3 +395,24 @@ pub async fn first_election(
     script.extend(promotion(w, log, pods[0], &pods[1..]));
     reconcile_with(w, log, ctx, handle, script).await
 }
+
+/// A whole planned switchover from `from` to `to`, in two reconciles: writes stop on `from` in
+/// a new term (`check` sees that record), then `to` is promoted and `followers` follow it.
+#[allow(clippy::too_many_arguments)]
+pub async fn switch_over(
+    w: &Shared,
+    log: &Log,
+    ctx: &Arc<Context>,
+    handle: super::fixtures::Handle,
+    first: bool,
+    (from, to): (&'static str, &'static str),
+    followers: &[&'static str],
+    check: impl FnOnce(&ReplicatedClusterStatus) + Send + 'static,
+) -> super::fixtures::Handle {
+    let mut script = opening(w, first);
+    script.extend(switchover_started(w, log, from, check));
+    let handle = reconcile_with(w, log, ctx, handle, script).await;
+    let mut script = opening(w, false);
+    script.extend(switchover_completed(w, log, to, followers));
+    reconcile_with(w, log, ctx, handle, script).await
+}
