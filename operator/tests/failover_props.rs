@@ -30,6 +30,16 @@ fn run(sim: &mut Sim, events: &[Event]) {
     }
 }
 
+/// Three members at `ack`, n1 elected primary of term 1 (its first entry on n1 only).
+fn elected(ack: AckLevel) -> Sim {
+    let mut sim = Sim::new(3, ack, false);
+    run(
+        &mut sim,
+        &[Event::Reconcile, Event::Act, Event::Reconcile, Event::Act],
+    );
+    sim
+}
+
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
         30 => any::<usize>().prop_map(Event::Write),
@@ -155,14 +165,9 @@ proptest! {
 /// not from its replicas, acknowledges one more entry between the probe and the promotion.
 #[test]
 fn entry_acknowledged_between_probe_and_promotion_survives() {
-    let mut sim = Sim::new(3, AckLevel::Quorum, false);
-    let mut run = |events: &[Event]| {
-        for event in events {
-            sim.run(event).expect("properties hold");
-        }
-    };
     // Bootstrap: n1 primary in term 1, both replicas in sync.
-    run(&[Event::Reconcile, Event::Act, Event::Reconcile, Event::Act]);
+    let mut sim = elected(AckLevel::Quorum);
+    let mut run = |events: &[Event]| run(&mut sim, events);
     run(&[
         Event::Write(0),
         Event::Replicate(1, 5),
@@ -191,11 +196,7 @@ fn entry_acknowledged_between_probe_and_promotion_survives() {
 /// target is promoted and nothing acknowledged is lost.
 #[test]
 fn switchover_under_load_at_quorum_promotes_the_target() {
-    let mut sim = Sim::new(3, AckLevel::Quorum, false);
-    run(
-        &mut sim,
-        &[Event::Reconcile, Event::Act, Event::Reconcile, Event::Act],
-    );
+    let mut sim = elected(AckLevel::Quorum);
     run(
         &mut sim,
         &[
@@ -228,11 +229,7 @@ fn switchover_under_load_at_quorum_promotes_the_target() {
     assert_ne!(primary, "n2", "n2 lacks an acknowledged entry");
 
     // Same again, but the last write reaches nobody: it is not acknowledged, n2 takes over.
-    let mut sim = Sim::new(3, AckLevel::Quorum, false);
-    run(
-        &mut sim,
-        &[Event::Reconcile, Event::Act, Event::Reconcile, Event::Act],
-    );
+    let mut sim = elected(AckLevel::Quorum);
     run(
         &mut sim,
         &[
@@ -264,11 +261,7 @@ fn switchover_under_load_at_quorum_promotes_the_target() {
 /// everything it acknowledged.
 #[test]
 fn switchover_at_async_never_drops_an_acknowledged_write() {
-    let mut sim = Sim::new(3, AckLevel::Async, false);
-    run(
-        &mut sim,
-        &[Event::Reconcile, Event::Act, Event::Reconcile, Event::Act],
-    );
+    let mut sim = elected(AckLevel::Async);
     run(
         &mut sim,
         &[
@@ -297,12 +290,8 @@ fn switchover_at_async_never_drops_an_acknowledged_write() {
 /// the other replica between the probe and the promotion.
 #[test]
 fn switchover_waits_until_the_old_primary_can_no_longer_acknowledge() {
-    let mut sim = Sim::new(3, AckLevel::One, false);
     // n1 primary in term 1; its first entry is on n1 only.
-    run(
-        &mut sim,
-        &[Event::Reconcile, Event::Act, Event::Reconcile, Event::Act],
-    );
+    let mut sim = elected(AckLevel::One);
     run(
         &mut sim,
         &[

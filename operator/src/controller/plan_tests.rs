@@ -295,3 +295,45 @@ fn annotation_is_removed_only_when_its_switchover_ended() {
     let given_up = Outcome::Abandoned(SwitchoverProblem::NoCandidate);
     assert!(annotation_finished(Some("demo-1"), &given_up));
 }
+
+#[test]
+fn a_request_on_the_primary_node_is_used_up_once_acted_on() {
+    let v = healthy(3);
+    let mut m = members(&v);
+    for (i, to) in [(0, "demo-2"), (1, "demo-1")] {
+        m[i].node.as_mut().unwrap().switchover_request = Some(crate::nodes::SwitchoverRequest {
+            to: Some(to.into()),
+            at_ms: 5,
+        });
+    }
+    let req = request("demo", 3, None, &v, &m).unwrap();
+    assert_eq!(
+        req,
+        Request {
+            target: Some("demo-2".into()),
+            source: Source::Node
+        }
+    );
+    let used = |outcome: &Outcome, req: Option<&Request>| -> Vec<String> {
+        used_node_requests(&m, Some("demo-0"), req, outcome)
+            .iter()
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    // Started, finished or refused: the primary's request is used up. A replica's request is
+    // never acted on and always goes.
+    let started = Outcome::Started {
+        from: "demo-0".into(),
+        to: "demo-2".into(),
+    };
+    assert_eq!(used(&started, Some(&req)), ["demo-0", "demo-1"]);
+    let refused = Outcome::Rejected(SwitchoverProblem::NoCandidate);
+    assert_eq!(used(&refused, Some(&req)), ["demo-0", "demo-1"]);
+    // The target is not ready yet, or there is no healthy primary: the request stays.
+    assert_eq!(used(&Outcome::Waiting, Some(&req)), ["demo-1"]);
+    assert_eq!(used(&Outcome::Deferred, Some(&req)), ["demo-1"]);
+    // The annotation goes first: the node's request waits its turn.
+    let annotated = request("demo", 3, Some("demo-1"), &v, &m).unwrap();
+    assert_eq!(annotated.source, Source::Annotation);
+    assert_eq!(used(&started, Some(&annotated)), ["demo-1"]);
+}

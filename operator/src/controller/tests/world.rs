@@ -201,6 +201,18 @@ pub fn opening(w: &Shared, first: bool) -> Vec<Expect> {
     v
 }
 
+/// Every write the API server stores gives the object a new resourceVersion.
+fn bump_resource_version(c: &mut ReplicatedCluster) {
+    let rv: u64 = c
+        .metadata
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    c.metadata.resource_version = Some((rv + 1).to_string());
+}
+
 /// A status replace. Like the API server, it refuses (409) a resourceVersion other than the
 /// stored one; otherwise it stores the status and bumps the resourceVersion. `check` sees the
 /// status sent; `log` gets a line with the term and primary, to order against node commands.
@@ -222,16 +234,8 @@ pub fn write_status(
             format!("status term {} primary {:?}", status.term, status.primary),
         );
         check(&status);
-        let rv: u64 = world
-            .cluster
-            .metadata
-            .resource_version
-            .as_deref()
-            .unwrap()
-            .parse()
-            .unwrap();
         world.cluster.status = Some(status);
-        world.cluster.metadata.resource_version = Some((rv + 1).to_string());
+        bump_resource_version(&mut world.cluster);
         (200, serde_json::to_value(&world.cluster).unwrap())
     })
 }
@@ -342,15 +346,7 @@ pub fn remove_annotation(w: &Shared) -> Expect {
         .respond(move |_| {
             let mut world = w.lock().unwrap();
             world.cluster.metadata.annotations = None;
-            let rv: u64 = world
-                .cluster
-                .metadata
-                .resource_version
-                .as_deref()
-                .unwrap()
-                .parse()
-                .unwrap();
-            world.cluster.metadata.resource_version = Some((rv + 1).to_string());
+            bump_resource_version(&mut world.cluster);
             (200, serde_json::to_value(&world.cluster).unwrap())
         })
 }
