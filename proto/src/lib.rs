@@ -1,0 +1,23 @@
+//! rcluster's wire contract, shared by the node (which serves it), the client library and the
+//! operator (which read it): one definition of each concept.
+//!
+//! - [`AckLevel`] with the quorum arithmetic of commits and failovers, [`Consistency`], [`Role`];
+//! - [`headers`]: the header names;
+//! - [`NodeStatus`]: the `/v1/status` report;
+//! - [`slots`]: hash slots and the [`SlotMap`] that places them on shards;
+//! - [`SessionToken`]: the log positions a client observed, one per shard.
+
+pub mod ack;
+pub mod consistency;
+pub mod headers;
+pub mod role;
+pub mod slots;
+pub mod status;
+pub mod token;
+
+pub use ack::{AckLevel, CommitByAck, commit_index, majority};
+pub use consistency::Consistency;
+pub use role::Role;
+pub use slots::{DEFAULT_SLOTS, ShardId, SlotMap, SlotMapError, SlotRange, slot_of};
+pub use status::{MemberReport, NodeStatus, SwitchoverRequest};
+pub use token::{BadToken, SessionToken};
