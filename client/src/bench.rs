@@ -150,7 +150,7 @@ pub struct BenchArgs {
     #[arg(long, value_parser = parse_mix)]
     pub mix: Option<Mix>,
     #[arg(long, value_enum)]
-    pub ack: Option<Ack>,
+    pub ack: Option<AckLevel>,
     #[arg(long, value_enum)]
     pub consistency: Option<Consistency>,
     /// Unmeasured time before the measured run.
@@ -184,7 +184,7 @@ struct Plan {
     key_prefix: String,
     topic: String,
     pull_max: u32,
-    ack: Option<Ack>,
+    ack: Option<AckLevel>,
     consistency: Option<Consistency>,
     measure_start: Instant,
     end: Instant,

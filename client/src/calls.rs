@@ -46,7 +46,7 @@ impl Call {
     fn write(mut self, opts: &WriteOptions, query: &mut Query) -> Self {
         self.write = true;
         self.idempotency_key = opts.idempotency_key.clone();
-        query.opt("ack", opts.ack.map(Ack::as_str));
+        query.opt("ack", opts.ack.map(AckLevel::as_str));
         self
     }
 
@@ -345,7 +345,7 @@ mod tests {
             ttl: Some(1.5),
             if_version: Some(0),
             write: WriteOptions {
-                ack: Some(Ack::Quorum),
+                ack: Some(AckLevel::Quorum),
                 idempotency_key: Some("k1".into()),
             },
         };

@@ -55,7 +55,7 @@ pub struct Cli {
 pub struct WriteArgs {
     /// Write acknowledgement level (default: the node's).
     #[arg(long, value_enum)]
-    pub ack: Option<Ack>,
+    pub ack: Option<AckLevel>,
     /// Idempotency key (default: a fresh random one, reused by the automatic retries).
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,

@@ -16,8 +16,9 @@ use crate::retry::{Decision, RetryPolicy, RetryState};
 use crate::transport::{EventStream, Streamed, Transport, TransportConfig};
 use crate::types::Consistency;
 
-/// Response header naming the primary on `503 not_primary`.
-pub const PRIMARY_HEADER: &str = "rcluster-primary";
+pub use rcluster_proto::headers::{
+    IDEMPOTENCY_KEY as IDEMPOTENCY_HEADER, PRIMARY as PRIMARY_HEADER, TOKEN as TOKEN_HEADER,
+};
 
 /// The primary a node names in its answer, when it is a usable endpoint (both the request and the
 /// stream paths follow it, so both must refuse a malformed one).
@@ -28,9 +29,6 @@ fn primary_hint(headers: &http::HeaderMap) -> Option<String> {
         .filter(|p| normalize_endpoint(p).is_ok())
         .map(|p| p.trim().trim_end_matches('/').to_string())
 }
-/// Session token header (request and response).
-pub const TOKEN_HEADER: &str = "rcluster-token";
-pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// A successful response.
 #[derive(Debug, Clone)]

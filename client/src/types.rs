@@ -9,73 +9,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Write acknowledgement level (`ack` query parameter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Ack {
-    Async,
-    One,
-    Quorum,
-    All,
-}
-
-/// Read consistency (`consistency` query parameter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Consistency {
-    Linearizable,
-    Session,
-    Eventual,
-}
-
-impl Ack {
-    pub const ALL: [Ack; 4] = [Ack::Async, Ack::One, Ack::Quorum, Ack::All];
-
-    pub fn parse(s: &str) -> Option<Ack> {
-        Ack::ALL.into_iter().find(|a| a.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Ack::Async => "async",
-            Ack::One => "one",
-            Ack::Quorum => "quorum",
-            Ack::All => "all",
-        }
-    }
-}
-
-impl Consistency {
-    pub fn parse(s: &str) -> Option<Consistency> {
-        [
-            Consistency::Linearizable,
-            Consistency::Session,
-            Consistency::Eventual,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Consistency::Linearizable => "linearizable",
-            Consistency::Session => "session",
-            Consistency::Eventual => "eventual",
-        }
-    }
-}
-
-impl fmt::Display for Ack {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for Consistency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Write acknowledgement level and read consistency: the wire contract's own types.
+pub use rcluster_proto::{AckLevel, Consistency};
 
 /// Where a new subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +47,7 @@ impl fmt::Display for Start {
 /// Options common to every write.
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
-    pub ack: Option<Ack>,
+    pub ack: Option<AckLevel>,
     /// Sent as `Idempotency-Key`; a fresh random key is used when `None`.
     pub idempotency_key: Option<String>,
 }
@@ -277,29 +212,8 @@ pub struct WatchData {
     pub version: u64,
 }
 
-/// `GET /v1/status`. Fields whose shape the API leaves open stay JSON values.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Status {
-    pub node: Value,
-    pub role: String,
-    pub term: u64,
-    #[serde(default)]
-    pub primary: Option<Value>,
-    pub last_log_index: u64,
-    pub last_log_term: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub snapshot_index: u64,
-    pub records: u64,
-    pub topics: u64,
-    #[serde(default)]
-    pub digest: Value,
-    pub ready: bool,
-    #[serde(default)]
-    pub recovery: Option<Value>,
-    #[serde(default)]
-    pub members: Vec<Value>,
-}
+/// `GET /v1/status`: the wire contract's report.
+pub use rcluster_proto::NodeStatus as Status;
 
 /// Parses a command-line value: JSON when it is valid JSON, else the text as a JSON string
 /// (so `hello` and `"hello"` both store the string hello, while `42` stores a number).

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rcluster_client::{Ack, Client, PutOptions, RetryPolicy, WriteOptions};
+use rcluster_client::{AckLevel, Client, PutOptions, RetryPolicy, WriteOptions};
 use rcluster_e2e::{DEADLINE, Options, Playground, Rng, runtime, signal, wait_for};
 use serde_json::json;
 
@@ -76,7 +76,7 @@ async fn writer(id: usize, client: Client, stop: Arc<AtomicBool>, log: Arc<Mutex
     let value = json!("x".repeat(100));
     let opts = PutOptions {
         write: WriteOptions {
-            ack: Some(Ack::Quorum),
+            ack: Some(AckLevel::Quorum),
             idempotency_key: None,
         },
         ..PutOptions::default()

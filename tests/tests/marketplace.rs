@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rcluster_client::{Ack, Client, Consistency, PutOptions, WriteOptions};
+use rcluster_client::{AckLevel, Client, Consistency, PutOptions, WriteOptions};
 use rcluster_e2e::ops::until_known;
 use rcluster_e2e::{DEADLINE, Options, Playground, Rng, runtime, serial, wait_for};
 use serde_json::json;
@@ -41,7 +41,7 @@ fn product(p: usize) -> String {
 
 fn quorum(key: String) -> WriteOptions {
     WriteOptions {
-        ack: Some(Ack::Quorum),
+        ack: Some(AckLevel::Quorum),
         idempotency_key: Some(key),
     }
 }

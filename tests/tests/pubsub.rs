@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rcluster_client::{Ack, Retention, Start, WriteOptions};
+use rcluster_client::{AckLevel, Retention, Start, WriteOptions};
 use rcluster_e2e::ops::until_known;
 use rcluster_e2e::{DEADLINE, Options, Playground, Rng, runtime, serial, wait_for};
 use serde_json::json;
@@ -17,7 +17,7 @@ const RESOLVE: Duration = Duration::from_secs(60);
 
 fn quorum(key: String) -> WriteOptions {
     WriteOptions {
-        ack: Some(Ack::Quorum),
+        ack: Some(AckLevel::Quorum),
         idempotency_key: Some(key),
     }
 }

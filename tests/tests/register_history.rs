@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rcluster_client::{Ack, Client, Consistency, Error, PutOptions, WriteOptions};
+use rcluster_client::{AckLevel, Client, Consistency, Error, PutOptions, WriteOptions};
 use rcluster_e2e::ops::{micros, refused, until_known};
 use rcluster_e2e::{Options, Playground, Rng, runtime, serial};
 use rcluster_operator::linearizability::{
@@ -34,7 +34,7 @@ fn write_opts(key: String, if_version: Option<u64>) -> PutOptions {
     PutOptions {
         if_version,
         write: WriteOptions {
-            ack: Some(Ack::Quorum),
+            ack: Some(AckLevel::Quorum),
             idempotency_key: Some(key),
         },
         ..PutOptions::default()

@@ -4,13 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{Client, Error, calls};
-
-fn name(v: &Option<Value>) -> Option<String> {
-    v.as_ref().and_then(Value::as_str).map(str::to_string)
-}
 
 /// Whether the switchover is done, given the primary a node reports now.
 fn finished(old: Option<&str>, target: Option<&str>, now: Option<&str>) -> bool {
@@ -28,7 +24,7 @@ pub async fn run(
     json_out: bool,
 ) -> Result<(), Error> {
     let before = client.status().await?;
-    let old = name(&before.primary);
+    let old = before.primary.clone();
     if to.is_some() && to == old.as_deref() {
         print(json_out, old.as_deref(), old.as_deref(), before.term, true);
         return Ok(());
@@ -39,7 +35,7 @@ pub async fn run(
     loop {
         // Errors while the roles move are expected; only the deadline ends the wait.
         if let Ok(s) = client.status().await {
-            let now = name(&s.primary);
+            let now = s.primary.clone();
             if s.term > before.term && finished(old.as_deref(), to, now.as_deref()) {
                 print(json_out, old.as_deref(), now.as_deref(), s.term, false);
                 return Ok(());

@@ -40,7 +40,7 @@ fn put_with_all_options() {
         } => {
             assert_eq!((key.as_str(), value.as_str()), ("k", "hello"));
             assert_eq!((ttl, if_version), (Some(2.5), Some(0)));
-            assert_eq!(write.ack, Some(Ack::Quorum));
+            assert_eq!(write.ack, Some(AckLevel::Quorum));
             assert_eq!(write.idempotency_key.as_deref(), Some("abc"));
         }
         other => panic!("{other:?}"),

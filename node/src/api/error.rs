@@ -92,7 +92,8 @@ impl From<EngineError> for ApiError {
 fn with_primary(mut e: ApiError, primary: &Option<String>) -> ApiError {
     if let Some(url) = primary {
         e.message = format!("{}; the primary is {url}", e.message);
-        e.headers.push(("rcluster-primary", url.clone()));
+        e.headers
+            .push((rcluster_proto::headers::PRIMARY, url.clone()));
     }
     e
 }

@@ -23,8 +23,7 @@ use std::time::Instant;
 use warp::Filter;
 use warp::reply::Response;
 
-pub const TOKEN_HEADER: &str = "rcluster-token";
-pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+pub use rcluster_proto::headers::{IDEMPOTENCY_KEY as IDEMPOTENCY_HEADER, TOKEN as TOKEN_HEADER};
 
 pub struct Ctx {
     pub engine: Arc<Engine>,
@@ -268,7 +267,7 @@ fn metrics(ctx: &Ctx) -> Response {
 
 async fn status(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let (body, token) = ctx.engine.status(req.flag("digest")?);
-    Ok(ok_with_token(body.to_string(), token))
+    Ok(ok_with_token(to_json(&body), token))
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -284,4 +283,10 @@ async fn switchover(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     ctx.engine.request_switchover(body.to.clone())?;
     let reply = serde_json::json!({"requested": true, "to": body.to});
     Ok(json_response(StatusCode::ACCEPTED, reply.to_string()))
+}
+
+/// A response body from a serializable type. Serializing our own types cannot fail (no maps with
+/// non-string keys, no failing `Serialize` impls).
+pub fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }

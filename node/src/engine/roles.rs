@@ -9,27 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// A single node without members: always leads.
-    Standalone,
-    Primary,
-    Replica,
-    /// Knows a term but has no primary: waits for promote or follow.
-    Fenced,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Standalone => "standalone",
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-            Role::Fenced => "fenced",
-        }
-    }
-}
+/// The wire contract's roles; a node is never `Unknown` itself (that is for readers of a newer
+/// node's report).
+pub use rcluster_proto::Role;
 
 /// Persisted in `role.json` whenever the term or role changes, so a restarted node never accepts
 /// an older term again.

@@ -1,8 +1,8 @@
 //! The node's view of itself and its cluster, for `/v1/status`, `/readyz` and the coordinator.
 
 use super::{Engine, Role};
-use crate::replication::{AckLevel, commit};
-use serde_json::{Value, json};
+use crate::replication::commit;
+use rcluster_proto::{CommitByAck, MemberReport, NodeStatus, SwitchoverRequest};
 use std::time::Instant;
 
 impl Engine {
@@ -42,17 +42,15 @@ impl Engine {
                     && core.primary_last_index.saturating_sub(core.last_index)
                         <= self.cluster.ready_lag
             }
-            Role::Fenced => false,
+            Role::Fenced | Role::Unknown => false,
         }
     }
 
-    pub fn status(&self, with_digest: bool) -> (Value, u64) {
+    /// The `/v1/status` report and the log position it reflects (the session token).
+    pub fn status(&self, with_digest: bool) -> (NodeStatus, u64) {
         let ready = self.ready();
         let isolated = self.core().role == Role::Primary && self.isolated();
-        let commits: serde_json::Map<String, Value> = AckLevel::ALL
-            .iter()
-            .map(|a| (a.as_str().to_string(), json!(self.commit_for(*a))))
-            .collect();
+        let commits = CommitByAck::from_fn(|a| self.commit_for(a));
         let commit = self.commit_index();
         let (progress, term_start): (Vec<(String, super::PeerProgress)>, u64) = {
             let p = self.progress.lock().unwrap();
@@ -69,67 +67,74 @@ impl Engine {
         let leads = core.role == Role::Primary;
         let mut members = Vec::new();
         for (name, url) in core.members.iter() {
-            let mut m = json!({"name": name, "url": url});
+            let mut m = MemberReport {
+                name: name.clone(),
+                url: url.clone(),
+                ..MemberReport::default()
+            };
             if *name == self.cluster.me {
-                m["role"] = json!(core.role.as_str());
-                m["durable_index"] = json!(self.durable_index());
-                m["applied_index"] = json!(s.applied_index);
-                m["lag_entries"] = json!(0);
+                m.role = Some(core.role);
+                m.durable_index = Some(self.durable_index());
+                m.applied_index = Some(s.applied_index);
+                m.lag_entries = Some(0);
             } else if leads && let Some((_, p)) = progress.iter().find(|(n, _)| n == name) {
-                m["role"] = json!("replica");
-                m["durable_index"] = json!(p.durable);
-                m["applied_index"] = json!(p.applied);
-                m["lag_entries"] = json!(core.last_index.saturating_sub(p.durable));
-                m["lag_seconds"] = json!(
+                m.role = Some(Role::Replica);
+                m.durable_index = Some(p.durable);
+                m.applied_index = Some(p.applied);
+                m.lag_entries = Some(core.last_index.saturating_sub(p.durable));
+                m.lag_seconds = Some(
                     core.entry_ts(p.durable + 1)
                         .filter(|_| p.durable < core.last_index)
-                        .map_or(0.0, |ts| super::now_ms().saturating_sub(ts) as f64 / 1000.0)
+                        .map_or(0.0, |ts| super::now_ms().saturating_sub(ts) as f64 / 1000.0),
                 );
-                m["last_ack_ms"] = json!(
-                    p.acked_sent_at
-                        .map(|t| Instant::now().duration_since(t).as_millis() as u64)
-                );
-                m["error"] = json!(p.error);
+                m.last_ack_ms = p
+                    .acked_sent_at
+                    .map(|t| Instant::now().duration_since(t).as_millis() as u64);
+                m.error = p.error.clone();
             }
             members.push(m);
         }
-        let mut v = json!({
-            "node": self.cluster.me,
-            "role": core.role.as_str(),
-            "term": core.term,
-            "primary": core.primary,
-            "following": if core.role == Role::Replica { core.primary.clone() } else { None },
-            "primary_url": core.primary.as_deref().and_then(|p| core.members.get(p)),
-            "last_log_index": core.last_index,
-            "last_log_term": core.term_at(core.last_index).unwrap_or(0),
-            "commit_index": commit,
-            // The index of this term's first entry: once it is committed at the cluster's ack
-            // level, so is the member list this node was promoted with.
-            "term_start": if leads { term_start } else { 0 },
-            "commit_by_ack": if leads || core.role == Role::Standalone { Value::Object(commits) } else { Value::Null },
-            "durable_index": self.durable_index(),
-            "applied_index": s.applied_index,
-            "known_commit": core.known_commit,
-            "snapshot_index": self.newest_snapshot_index(),
-            "wal_segments": core.wal.segment_count(),
-            "records": s.records.len(),
-            "topics": s.topics.len(),
-            "ready": ready,
-            "isolated": isolated,
-            "synced": core.synced,
-            "entries_discarded": core.discarded_total,
-            "default_ack": self.cluster.default_ack.as_str(),
-            "members": members,
-        });
-        if let Some((to, at_ms)) = self.switchover_request.lock().unwrap().clone() {
-            v["switchover_request"] = json!({"to": to, "at_ms": at_ms});
-        }
-        if with_digest {
-            v["digest"] = json!(format!("{:016x}", s.digest()));
-        }
-        if let Some(t) = self.truncation() {
-            v["recovery"] = json!({ "truncation": t });
-        }
-        (v, s.applied_index)
+        let report = NodeStatus {
+            node: self.cluster.me.clone(),
+            shard: 0,
+            role: core.role,
+            term: core.term,
+            primary: core.primary.clone(),
+            following: if core.role == Role::Replica {
+                core.primary.clone()
+            } else {
+                None
+            },
+            primary_url: self.primary_url(&core),
+            last_log_index: core.last_index,
+            last_log_term: core.term_at(core.last_index).unwrap_or(0),
+            commit_index: commit,
+            term_start: if leads { term_start } else { 0 },
+            commit_by_ack: (leads || core.role == Role::Standalone).then_some(commits),
+            durable_index: self.durable_index(),
+            applied_index: s.applied_index,
+            known_commit: core.known_commit,
+            snapshot_index: self.newest_snapshot_index(),
+            wal_segments: core.wal.segment_count() as u64,
+            records: s.records.len() as u64,
+            topics: s.topics.len() as u64,
+            ready,
+            isolated,
+            synced: core.synced,
+            entries_discarded: core.discarded_total,
+            default_ack: Some(self.cluster.default_ack),
+            members,
+            switchover_request: self
+                .switchover_request
+                .lock()
+                .unwrap()
+                .clone()
+                .map(|(to, at_ms)| SwitchoverRequest { to, at_ms }),
+            digest: with_digest.then(|| format!("{:016x}", s.digest())),
+            recovery: self
+                .truncation()
+                .map(|t| serde_json::json!({ "truncation": t })),
+        };
+        (report, s.applied_index)
     }
 }

@@ -3,47 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Write acknowledgement level of the cluster (DESIGN.md "Consistency").
+/// Write acknowledgement level of the cluster (DESIGN.md "Consistency"), from the wire contract,
+/// with the quorum arithmetic the node's commit rule uses too.
 ///
 /// The failover rules are safe for writes acknowledged at this level or a stronger one. A
 /// request that asks for a weaker level than the cluster's is not protected by the quorum rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AckLevel {
-    /// Durable on the primary.
-    Async,
-    /// Durable on the primary and at least one replica.
-    One,
-    /// Durable on a majority of members.
-    Quorum,
-    /// Durable on every member.
-    All,
-}
-
-impl AckLevel {
-    /// How many members (the primary included) hold an entry before it is acknowledged.
-    pub fn write_quorum(self, members: usize) -> usize {
-        let q = match self {
-            AckLevel::Async => 1,
-            AckLevel::One => 2,
-            AckLevel::Quorum => members / 2 + 1,
-            AckLevel::All => members,
-        };
-        q.min(members)
-    }
-
-    /// How many members must answer a failover so that every acknowledged entry is among them:
-    /// any `members - write_quorum + 1` members intersect every write quorum.
-    pub fn failover_quorum(self, members: usize) -> usize {
-        members - self.write_quorum(members) + 1
-    }
-
-    /// Whether the cluster may opt into promoting with too few responders (DESIGN.md: only
-    /// `async` and `one` promise nothing across a failover).
-    pub fn may_lose_writes(self) -> bool {
-        matches!(self, AckLevel::Async | AckLevel::One)
-    }
-}
+pub use rcluster_proto::AckLevel;
+/// Roles a node reports in `/v1/status`, and `commit_by_ack` of a primary's status.
+pub use rcluster_proto::{CommitByAck, Role};
 
 /// Cluster settings the decision depends on (from the resource spec or the playground flags).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,29 +34,6 @@ pub struct Settings {
 /// Default for [`Settings::switchover_timeout_ms`].
 pub fn default_switchover_timeout_ms() -> u64 {
     10_000
-}
-
-/// Role a node reports in `/v1/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Primary,
-    Replica,
-    /// Received a term from the coordinator and follows nobody yet.
-    Fenced,
-    /// Accepts writes without replication; in a replicated cluster this counts as a claim to
-    /// be primary.
-    Standalone,
-    #[default]
-    #[serde(other)]
-    Unknown,
-}
-
-impl Role {
-    /// Whether a node in this role accepts writes.
-    pub fn claims_primary(self) -> bool {
-        matches!(self, Role::Primary | Role::Standalone)
-    }
 }
 
 /// What the coordinator observed about one member. A member without an observation counts as
@@ -133,30 +77,6 @@ pub struct Observation {
     /// A primary: the highest index acknowledged at each ack level.
     #[serde(default)]
     pub commit_by_ack: Option<CommitByAck>,
-}
-
-/// `commit_by_ack` of `/v1/status`: the highest index acknowledged at each level.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommitByAck {
-    #[serde(default, rename = "async")]
-    pub async_: u64,
-    #[serde(default)]
-    pub one: u64,
-    #[serde(default)]
-    pub quorum: u64,
-    #[serde(default)]
-    pub all: u64,
-}
-
-impl CommitByAck {
-    pub fn at(&self, ack: AckLevel) -> u64 {
-        match ack {
-            AckLevel::Async => self.async_,
-            AckLevel::One => self.one,
-            AckLevel::Quorum => self.quorum,
-            AckLevel::All => self.all,
-        }
-    }
 }
 
 fn yes() -> bool {
