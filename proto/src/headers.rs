@@ -10,6 +10,7 @@ pub const PRIMARY: &str = "rcluster-primary";
 pub const SHARD: &str = "rcluster-shard";
 /// The slot map epoch the sender knows (requests) or the serving node knows (responses).
 pub const EPOCH: &str = "rcluster-epoch";
-/// Set on a request one node forwards to another: the receiver serves it or refuses it, and never
-/// forwards it again (a stale map can then cost one refusal, never a loop).
-pub const FORWARDED: &str = "rcluster-forwarded";
+/// The sender routed this request itself (a client library with a slot map, or a node forwarding
+/// for a client): serve it or refuse it (`421 moved`, `503 not_primary` — nothing applied), never
+/// forward it again. A stale map then costs one refusal, never a loop.
+pub const DIRECT: &str = "rcluster-direct";

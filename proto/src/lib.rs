@@ -5,9 +5,11 @@
 //! - [`headers`]: the header names;
 //! - [`NodeStatus`]: the `/v1/status` report;
 //! - [`slots`]: hash slots and the [`SlotMap`] that places them on shards;
+//! - [`ClusterMap`]: the slot map plus how to reach every shard;
 //! - [`SessionToken`]: the log positions a client observed, one per shard.
 
 pub mod ack;
+pub mod cluster;
 pub mod consistency;
 pub mod headers;
 pub mod role;
@@ -16,6 +18,7 @@ pub mod status;
 pub mod token;
 
 pub use ack::{AckLevel, CommitByAck, commit_index, majority};
+pub use cluster::{ClusterMap, ShardInfo};
 pub use consistency::Consistency;
 pub use role::Role;
 pub use slots::{DEFAULT_SLOTS, ShardId, SlotMap, SlotMapError, SlotRange, slot_of};
