@@ -57,6 +57,11 @@ pub struct NodeArgs {
     /// A cluster member as NAME=URL; repeat for every member, this node included.
     #[arg(long = "member", env = "RCLUSTER_MEMBERS", value_delimiter = ',')]
     pub members: Vec<String>,
+    /// The shard (replica group) this node belongs to; its members are the `--member`s. The
+    /// coordinator tells every node which slots each shard owns.
+    /// [default: 0]
+    #[arg(long, env = "RCLUSTER_SHARD")]
+    pub shard: Option<u32>,
     /// File holding the cluster secret that internal endpoints require.
     #[arg(long, env = "RCLUSTER_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
@@ -119,10 +124,13 @@ pub struct ConfigFile {
     pub consistency: Option<String>,
     pub fsync: Option<FsyncMode>,
     pub fsync_interval_ms: Option<u64>,
+    /// The node's shard, when the operator's ConfigMap says (one ConfigMap per shard).
+    pub shard: Option<u32>,
 }
 
 /// Settings resolved from flags, environment and the config file.
 pub struct Resolved {
+    pub shard: u32,
     pub engine: EngineConfig,
     pub cluster: Cluster,
     pub consistency: Consistency,
@@ -197,6 +205,7 @@ impl NodeArgs {
             .or(file.fsync_interval_ms)
             .unwrap_or(10);
         Ok(Resolved {
+            shard: self.shard.or(file.shard).unwrap_or(0),
             engine: self.engine_config(fsync, interval),
             cluster,
             consistency,

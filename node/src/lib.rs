@@ -10,6 +10,7 @@ pub mod engine;
 pub mod log;
 pub mod metrics;
 pub mod replication;
+pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod state;

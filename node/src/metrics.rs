@@ -24,6 +24,7 @@ pub const APIS: &[&str] = &[
     "watch",
     "status",
     "switchover",
+    "cluster",
 ];
 
 pub struct Metrics {
@@ -47,6 +48,8 @@ pub struct Metrics {
     pub replication_lag_entries: IntGaugeVec,
     pub replication_lag_seconds: prometheus::GaugeVec,
     pub entries_discarded: IntCounter,
+    /// Requests this node sent on to another node (another shard's, or its own shard's primary).
+    pub forwarded: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -107,8 +110,20 @@ impl Metrics {
             requests.with_label_values(&[api, "ok"]);
             request_duration.with_label_values(&[api]);
         }
+        let forwarded = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "rcluster_forwarded_requests_total",
+                    "Requests forwarded to another node, by the shard that was asked",
+                ),
+                &["shard"],
+            )
+            .unwrap(),
+        );
         let gauge = |name: &str, help: &str| reg(&r, IntGauge::new(name, help).unwrap());
         let m = Metrics {
+            forwarded,
             requests,
             request_duration,
             in_flight,

@@ -20,8 +20,13 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
     tokio::spawn(engine.clone().run_maintenance());
+    let routing = Arc::new(
+        crate::routing::Routing::open(&args.data_dir, resolved.shard)
+            .map_err(|e| format!("cannot read the cluster map: {e}"))?,
+    );
     let ctx = Arc::new(Ctx {
         engine: engine.clone(),
+        routing,
         limits: args.limits.clone(),
         consistency: resolved.consistency,
     });

@@ -86,15 +86,34 @@ fn quorum_profiles_are_readable_everywhere() {
             assert_eq!(r.json()["value"]["user"], json!(u));
         }
     }
-    // Linearizable reads go to the primary; a replica points there.
+    // Linearizable reads and writes are the primary's: a replica forwards them there, or (when
+    // the sender routes itself, `Rcluster-Direct`) refuses and points there, applying nothing.
     let r = c.nodes[1].req("GET", "/v1/kv/profile/1", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["value"]["user"], json!(1));
+    let direct = [("Rcluster-Direct", "1")];
+    let r = c.nodes[1].req_h("GET", "/v1/kv/profile/1", None, &direct);
     assert_eq!((r.status, r.code()), (503, "not_primary".to_string()));
     assert_eq!(r.header("rcluster-primary"), Some(p.url.as_str()));
-    let w = c.nodes[1].req("PUT", "/v1/kv/profile/1", Some("{}"));
+    let w = c.nodes[1].req_h("PUT", "/v1/kv/profile/1", Some("{}"), &direct);
     assert_eq!(
         w.code(),
         "not_primary",
-        "writes to a replica are redirected"
+        "a direct write to a replica is refused"
+    );
+    let w = c.nodes[1].req(
+        "PUT",
+        "/v1/kv/profile/2",
+        Some(r#"{"user":2,"via":"replica"}"#),
+    );
+    assert_eq!(
+        w.status, 200,
+        "a plain write to a replica is forwarded: {}",
+        w.body
+    );
+    assert_eq!(
+        p.req("GET", "/v1/kv/profile/2", None).json()["value"]["via"],
+        json!("replica")
     );
     assert_eq!(
         p.req("GET", "/v1/kv/profile/1", None).json()["value"]["user"],
@@ -267,7 +286,13 @@ fn an_old_primary_discards_its_unreplicated_entries_and_converges() {
     wait_for("the old primary to step down", || {
         (c.nodes[0].status()["role"] != json!("primary")).then_some(())
     });
-    assert_eq!(put(&c.nodes[0], "late", "1", "async").code(), "not_primary");
+    let late = c.nodes[0].req_h(
+        "PUT",
+        "/v1/kv/late?ack=async",
+        Some("1"),
+        &[("Rcluster-Direct", "1")],
+    );
+    assert_eq!(late.code(), "not_primary");
     // The new primary's shipper reaches it with the newer term (and the coordinator tells it to
     // follow n2): it truncates back to the common entry and re-fetches.
     assert_eq!(

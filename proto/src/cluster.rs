@@ -122,7 +122,11 @@ mod tests {
         };
         let m = a.merged(&b);
         assert_eq!(m.slots.epoch, 2);
-        assert_eq!(m.shard(0).unwrap().primary.as_deref(), Some("a"), "term 3 beats 2");
+        assert_eq!(
+            m.shard(0).unwrap().primary.as_deref(),
+            Some("a"),
+            "term 3 beats 2"
+        );
         assert_eq!(m.shard(1).unwrap().primary.as_deref(), Some("d"));
         assert_eq!(b.merged(&a), m, "order does not matter");
         assert_eq!(m.shard(1).unwrap().primary_url(), Some("http://d"));

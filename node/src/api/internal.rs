@@ -95,6 +95,21 @@ pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError
             Ok(json_response(StatusCode::OK, "{}".into()))
         }
         "status" => Ok(status_reply(ctx)),
+        "cluster-map" => {
+            let map: rcluster_proto::ClusterMap =
+                serde_json::from_slice(&req.body).map_err(|e| {
+                    ApiError::bad_request("invalid_json", format!("expected a cluster map: {e}"))
+                })?;
+            let changed = ctx
+                .routing
+                .update(map)
+                .map_err(|e| ApiError::bad_request("invalid_cluster_map", e))?;
+            let reply = super::render::Obj::new()
+                .num("epoch", ctx.routing.epoch())
+                .bool("changed", changed == crate::routing::MapUpdate::Changed)
+                .done();
+            Ok(json_response(StatusCode::OK, reply))
+        }
         "clear-switchover" => {
             *engine.switchover_request.lock().unwrap() = None;
             Ok(status_reply(ctx))

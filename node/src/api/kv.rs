@@ -97,7 +97,8 @@ pub async fn write(ctx: &Ctx, req: &Req, op: Op) -> Result<Response, ApiError> {
 /// Waits as the read's consistency requires before reading.
 pub async fn before_read(ctx: &Ctx, req: &Req) -> Result<Consistency, ApiError> {
     let c = req.consistency(ctx.consistency)?;
-    ctx.engine.before_read(c, req.token()?).await?;
+    let token = req.session_token()?.get(ctx.routing.shard);
+    ctx.engine.before_read(c, token).await?;
     Ok(c)
 }
 

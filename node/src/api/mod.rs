@@ -3,10 +3,13 @@
 //! compile times low; per-API metrics are recorded in one place.
 
 mod error;
+mod fanout;
+mod forward;
 mod internal;
 mod kv;
 mod render;
 mod request;
+mod route;
 mod stream;
 mod topics;
 
@@ -27,6 +30,8 @@ pub use rcluster_proto::headers::{IDEMPOTENCY_KEY as IDEMPOTENCY_HEADER, TOKEN a
 
 pub struct Ctx {
     pub engine: Arc<Engine>,
+    /// Which shard owns what, and how to reach it.
+    pub routing: Arc<crate::routing::Routing>,
     pub limits: Limits,
     /// Read consistency when a request does not say.
     pub consistency: Consistency,
@@ -170,7 +175,10 @@ async fn dispatch(ctx: &Ctx, req: Req) -> Routed {
         ($name:literal, $call:expr) => {{
             let gauge = ctx.engine.metrics.in_flight.with_label_values(&[$name]);
             gauge.inc();
-            let out = $call.await;
+            let out = match route::route(ctx, &req).await {
+                Some(answer) => answer,
+                None => served_here(ctx, &req, $call.await),
+            };
             gauge.dec();
             (Some($name), out)
         }};
@@ -185,6 +193,8 @@ async fn dispatch(ctx: &Ctx, req: Req) -> Routed {
         ["livez"] | ["readyz"] | ["metrics"] => method_not_allowed("GET"),
         ["v1", "status"] if m == Method::GET => api!("status", status(ctx, &req)),
         ["v1", "status"] => method_not_allowed("GET"),
+        ["v1", "cluster"] if m == Method::GET => api!("cluster", cluster(ctx)),
+        ["v1", "cluster"] => method_not_allowed("GET"),
         ["v1", "switchover"] if m == Method::POST => api!("switchover", switchover(ctx, &req)),
         ["v1", "switchover"] => method_not_allowed("POST"),
         ["v1", "kv"] if m == Method::GET => api!("list", kv::list(ctx, &req)),
@@ -234,6 +244,53 @@ async fn dispatch(ctx: &Ctx, req: Req) -> Routed {
             )),
         ),
     }
+}
+
+/// Marks an answer this node produced itself: which shard served it, and the session token as
+/// the client's token plus what this node's shard observed (handlers set the latter as a plain
+/// log position).
+fn served_here(
+    ctx: &Ctx,
+    req: &Req,
+    out: Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
+    let mut r = out?;
+    let shard = ctx.routing.shard;
+    let h = r.headers_mut();
+    h.insert(rcluster_proto::headers::SHARD, HeaderValue::from(shard));
+    let epoch = ctx.routing.epoch();
+    if epoch > 0 {
+        h.insert(rcluster_proto::headers::EPOCH, HeaderValue::from(epoch));
+    }
+    let observed = h
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(index) = observed {
+        let mut token = req.session_token().unwrap_or_default();
+        token.observe(shard, index);
+        if let Ok(v) = HeaderValue::from_str(&token.to_string()) {
+            h.insert(TOKEN_HEADER, v);
+        }
+    }
+    Ok(r)
+}
+
+/// `GET /v1/cluster`: the cluster map as this node knows it.
+async fn cluster(ctx: &Ctx) -> Result<Response, ApiError> {
+    let (members, primary, term) = {
+        let core = ctx.engine.core();
+        let members = if core.members.is_empty() {
+            // A single node by hand: itself, at the address it was reached on is unknown here,
+            // so by name only; clients keep using the endpoint they were given.
+            std::collections::BTreeMap::new()
+        } else {
+            (*core.members).clone()
+        };
+        (members, core.primary.clone(), core.term)
+    };
+    let map = ctx.routing.view(members, primary, term);
+    Ok(json_response(StatusCode::OK, to_json(&map)))
 }
 
 fn readyz(ctx: &Ctx) -> Response {

@@ -8,6 +8,7 @@ use crate::log::{Fnv, IdemTag, Json};
 use crate::replication::AckLevel;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
+use rcluster_proto::SessionToken;
 use serde::de::IgnoredAny;
 use std::str::FromStr;
 
@@ -16,6 +17,8 @@ pub struct Req {
     /// Raw (still percent-encoded) path.
     pub path: String,
     pub query: Vec<(String, String)>,
+    /// The query string as it arrived (forwarded requests carry it unchanged).
+    pub raw_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -24,20 +27,31 @@ impl Req {
     pub fn new(
         method: Method,
         path: &str,
-        query: &str,
+        query_text: &str,
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<Req, ApiError> {
-        let query = serde_urlencoded::from_str::<Vec<(String, String)>>(query).map_err(|e| {
-            ApiError::bad_request("invalid_parameter", format!("bad query string: {e}"))
-        })?;
+        let query =
+            serde_urlencoded::from_str::<Vec<(String, String)>>(query_text).map_err(|e| {
+                ApiError::bad_request("invalid_parameter", format!("bad query string: {e}"))
+            })?;
         Ok(Req {
             method,
             path: path.to_string(),
             query,
+            raw_query: query_text.to_string(),
             headers,
             body,
         })
+    }
+
+    /// The path and query as they arrived.
+    pub fn path_and_query(&self) -> String {
+        if self.raw_query.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}?{}", self.path, self.raw_query)
+        }
     }
 
     /// Raw path segments without the leading slash.
@@ -117,16 +131,16 @@ impl Req {
         }
     }
 
-    pub fn token(&self) -> Result<u64, ApiError> {
+    /// The client's session token (`Rcluster-Token`): the positions it observed, per shard.
+    pub fn session_token(&self) -> Result<SessionToken, ApiError> {
         match self.headers.get(TOKEN_HEADER) {
-            None => Ok(0),
-            Some(v) => v
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request("bad_request", "Rcluster-Token must be an integer")
-                }),
+            None => Ok(SessionToken::new()),
+            Some(v) => v.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_request",
+                    "Rcluster-Token must be a token a response gave (INDEX or SHARD:INDEX,…)",
+                )
+            }),
         }
     }
 

@@ -14,11 +14,30 @@ use warp::sse::Event;
 
 const READ_BATCH: usize = 256;
 
+/// One server-sent event before it is encoded (warp's `Event` cannot be read back, and a merged
+/// stream must read ids to rewrite them).
+#[derive(Debug, Clone)]
+pub struct Ev {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+impl Ev {
+    pub fn new(event: &str, id: Option<String>, data: String) -> Ev {
+        Ev {
+            event: event.to_string(),
+            id,
+            data,
+        }
+    }
+}
+
 /// Runs `produce` in its own task feeding a bounded channel, so a slow client applies back
 /// pressure and a disconnected one stops the producer even while it waits for new data.
-fn sse<F, Fut>(produce: F) -> Response
+pub fn sse<F, Fut>(produce: F) -> Response
 where
-    F: FnOnce(mpsc::Sender<Event>) -> Fut,
+    F: FnOnce(mpsc::Sender<Ev>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(READ_BATCH);
@@ -34,12 +53,20 @@ where
     warp::sse::reply(keep_alive.stream(Events(rx))).into_response()
 }
 
-struct Events(mpsc::Receiver<Event>);
+struct Events(mpsc::Receiver<Ev>);
 
 impl futures_util::Stream for Events {
     type Item = Result<Event, Infallible>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|e| e.map(Ok))
+        self.0.poll_recv(cx).map(|e| {
+            e.map(|e| {
+                let mut out = Event::default().event(e.event).data(e.data);
+                if let Some(id) = e.id {
+                    out = out.id(id);
+                }
+                Ok(out)
+            })
+        })
     }
 }
 
@@ -79,10 +106,11 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
                 return;
             }
             for (offset, m) in &batch {
-                let ev = Event::default()
-                    .event("message")
-                    .id(offset.to_string())
-                    .data(render::message(*offset, m));
+                let ev = Ev::new(
+                    "message",
+                    Some(offset.to_string()),
+                    render::message(*offset, m),
+                );
                 if tx.send(ev).await.is_err() {
                     return;
                 }
@@ -95,39 +123,45 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
 pub async fn watch(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let prefix = req.param("prefix").unwrap_or_default().to_string();
     let engine = ctx.engine.clone();
-    let mut after = engine.commit_index();
-    Ok(sse(move |tx| async move {
-        let (mut changed, mut durable) = (engine.changed_watch(), engine.durable_watch());
-        loop {
-            changed.borrow_and_update();
-            durable.borrow_and_update();
-            let Some((events, upto)) = engine.events_after(after, &prefix) else {
-                // Changes were dropped while this watcher lagged: tell the client to resync
-                // (list, then watch again) rather than silently skipping them.
-                let data = Obj::new()
-                    .str("code", "lagged")
-                    .str("message", "changes were dropped; list and watch again")
-                    .done();
-                let _ = tx.send(Event::default().event("error").data(data)).await;
-                return;
-            };
-            for e in &events {
-                let mut data = Obj::new().str("key", &e.key).num("version", e.index);
-                if let Some(v) = &e.value {
-                    data = data.raw("value", v);
-                }
-                let ev = Event::default()
-                    .event(e.kind.as_str())
-                    .id(e.index.to_string())
-                    .data(data.done());
-                if tx.send(ev).await.is_err() {
-                    return;
-                }
+    let after = engine.commit_index();
+    Ok(sse(move |tx| watch_local(engine, prefix, after, tx)))
+}
+
+/// Sends this node's committed record changes under `prefix` after log position `after`, ids being
+/// log indexes, until the receiver goes away or the watcher lags too far (an `error` event).
+pub async fn watch_local(
+    engine: std::sync::Arc<crate::engine::Engine>,
+    prefix: String,
+    mut after: u64,
+    tx: mpsc::Sender<Ev>,
+) {
+    let (mut changed, mut durable) = (engine.changed_watch(), engine.durable_watch());
+    loop {
+        changed.borrow_and_update();
+        durable.borrow_and_update();
+        let Some((events, upto)) = engine.events_after(after, &prefix) else {
+            // Changes were dropped while this watcher lagged: tell the client to resync
+            // (list, then watch again) rather than silently skipping them.
+            let data = Obj::new()
+                .str("code", "lagged")
+                .str("message", "changes were dropped; list and watch again")
+                .done();
+            let _ = tx.send(Ev::new("error", None, data)).await;
+            return;
+        };
+        for e in &events {
+            let mut data = Obj::new().str("key", &e.key).num("version", e.index);
+            if let Some(v) = &e.value {
+                data = data.raw("value", v);
             }
-            after = after.max(upto);
-            if events.is_empty() && !engine.progress_changed(&mut changed, &mut durable).await {
+            let ev = Ev::new(e.kind.as_str(), Some(e.index.to_string()), data.done());
+            if tx.send(ev).await.is_err() {
                 return;
             }
         }
-    }))
+        after = after.max(upto);
+        if events.is_empty() && !engine.progress_changed(&mut changed, &mut durable).await {
+            return;
+        }
+    }
 }

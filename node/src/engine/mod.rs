@@ -410,6 +410,15 @@ impl Engine {
         }
     }
 
+    /// The primary's URL when this node is not the primary but knows who is.
+    pub fn primary_if_elsewhere(&self) -> Option<String> {
+        let core = self.core();
+        if core.leads() || core.role == Role::Fenced {
+            return None;
+        }
+        self.primary_url(&core)
+    }
+
     fn primary_url(&self, core: &Core) -> Option<String> {
         core.primary
             .as_deref()

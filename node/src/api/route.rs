@@ -1,0 +1,189 @@
+//! Which node serves a request (docs/SHARDS.md "Routing"): this one, another shard's primary, this
+//! shard's primary, or every shard (reads that span shards). Decided before any handler runs, from
+//! the path, the method and the cluster map; nothing here touches the state.
+
+use super::fanout::{self, Listing};
+use super::forward::{Target, forward, forward_stream};
+use super::{ApiError, Ctx, Req};
+use http::{Method, StatusCode};
+use rcluster_proto::{Consistency, ShardId, headers, slots};
+use warp::reply::Response;
+
+/// What a request addresses.
+#[derive(Debug, PartialEq, Eq)]
+enum Place {
+    /// The node itself (status, metrics, the cluster map, switchover requests).
+    Node,
+    /// One record key or topic name: its slot's shard.
+    Name(String),
+    /// Every shard: a listing merged across them.
+    Everywhere(Listing),
+    /// Every shard: record changes merged across them.
+    WatchEverywhere,
+    /// One topic's event stream, served by its shard.
+    Stream(String),
+}
+
+fn place(req: &Req) -> Place {
+    let segs = req.segments();
+    match segs.as_slice() {
+        ["v1", "kv"] if req.method == Method::GET => {
+            let prefix = req.param("prefix").unwrap_or_default();
+            // Every key under a prefix that holds a whole hash tag shares that tag's slot.
+            if tag_prefix(prefix) {
+                Place::Name(prefix.to_string())
+            } else {
+                Place::Everywhere(Listing::Records)
+            }
+        }
+        ["v1", "kv", ..] => match req.key(usize::from(is_incr(req)), usize::MAX) {
+            Ok(key) => Place::Name(key),
+            // The handler answers the bad key.
+            Err(_) => Place::Node,
+        },
+        ["v1", "topics"] if req.method == Method::GET => Place::Everywhere(Listing::Topics),
+        ["v1", "topics", _, "stream"] => match req.segment(2) {
+            Ok(topic) => Place::Stream(topic),
+            Err(_) => Place::Node,
+        },
+        ["v1", "watch"] => {
+            let prefix = req.param("prefix").unwrap_or_default();
+            if tag_prefix(prefix) {
+                Place::Stream(prefix.to_string())
+            } else {
+                Place::WatchEverywhere
+            }
+        }
+        ["v1", "topics", _, ..] => match req.segment(2) {
+            Ok(topic) => Place::Name(topic),
+            Err(_) => Place::Node,
+        },
+        _ => Place::Node,
+    }
+}
+
+fn is_incr(req: &Req) -> bool {
+    req.method == Method::POST && req.segments().last() == Some(&"incr")
+}
+
+/// Whether every key starting with `prefix` hashes by a tag inside `prefix` itself.
+fn tag_prefix(prefix: &str) -> bool {
+    // The tag found is the first complete `{…}`, which every such key starts with too.
+    slots::hash_tag(prefix).len() < prefix.len()
+}
+
+/// Whether only a primary may serve the request: writes, and linearizable reads.
+fn needs_primary(ctx: &Ctx, req: &Req) -> bool {
+    if req.method != Method::GET && req.method != Method::HEAD {
+        return true;
+    }
+    req.consistency(ctx.consistency)
+        .is_ok_and(|c| c == Consistency::Linearizable)
+}
+
+/// `Some(answer)` when the request is not this node's to serve alone; `None` to serve it here.
+pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
+    let direct = req.headers.contains_key(headers::DIRECT);
+    match place(req) {
+        Place::Node => None,
+        Place::Everywhere(_) | Place::WatchEverywhere
+            if direct || ctx.routing.shards().len() == 1 =>
+        {
+            None
+        }
+        Place::WatchEverywhere => Some(fanout::watch_everywhere(ctx, req).await),
+        Place::Stream(name) => {
+            let owner = ctx.routing.owner_of(&name);
+            if owner == ctx.routing.shard {
+                return None;
+            }
+            if direct {
+                return Some(Err(moved(ctx, &name, owner)));
+            }
+            Some(match fanout::shard_target(ctx, owner) {
+                Ok(target) => forward_stream(ctx, req, target).await,
+                Err(e) => Err(e),
+            })
+        }
+        Place::Everywhere(listing) => {
+            let limit = req
+                .parse::<usize>("limit")
+                .ok()
+                .flatten()
+                .unwrap_or(100)
+                .min(ctx.limits.max_batch);
+            let local = || async {
+                match listing {
+                    Listing::Records => super::kv::list(ctx, req).await,
+                    Listing::Topics => super::topics::list(ctx, req).await,
+                }
+            };
+            let serve_here =
+                !needs_primary(ctx, req) || ctx.engine.primary_if_elsewhere().is_none();
+            Some(fanout::gather(ctx, req, listing, limit, serve_here, local).await)
+        }
+        Place::Name(name) => {
+            let owner = ctx.routing.owner_of(&name);
+            let mine = ctx.routing.shard;
+            if owner != mine {
+                if direct {
+                    return Some(Err(moved(ctx, &name, owner)));
+                }
+                return Some(match fanout::shard_target(ctx, owner) {
+                    Ok(target) => forward(ctx, req, target).await,
+                    Err(e) => Err(e),
+                });
+            }
+            if direct || !needs_primary(ctx, req) {
+                return None;
+            }
+            // A replica that knows its primary sends writes and linearizable reads there; a
+            // node that knows none answers itself (`not_primary`, nothing applied).
+            let primary = ctx.engine.primary_if_elsewhere()?;
+            Some(
+                forward(
+                    ctx,
+                    req,
+                    Target {
+                        shard: mine,
+                        urls: vec![primary],
+                    },
+                )
+                .await,
+            )
+        }
+    }
+}
+
+/// `421 moved`: the sender routed by a stale map. Nothing was applied.
+fn moved(ctx: &Ctx, name: &str, owner: ShardId) -> ApiError {
+    let epoch = ctx.routing.epoch();
+    let slot = ctx.routing.map().map_or(0, |m| m.slots.slot_of(name));
+    let mut e = ApiError::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        "moved",
+        format!(
+            "slot {slot} belongs to shard {owner} (cluster map epoch {epoch}); nothing was \
+             applied: refresh the map (GET /v1/cluster) and send it there"
+        ),
+    );
+    e.headers.push((headers::SHARD, owner.to_string()));
+    e.headers.push((headers::EPOCH, epoch.to_string()));
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_prefixes_stay_in_one_slot() {
+        assert!(tag_prefix("{user42}/"));
+        assert!(tag_prefix("{user42}"));
+        assert!(tag_prefix("posts/{user42}/x"));
+        assert!(!tag_prefix("{user42"));
+        assert!(!tag_prefix("users/"));
+        assert!(!tag_prefix("{}/"));
+        assert!(!tag_prefix(""));
+    }
+}
