@@ -276,6 +276,13 @@ fn served_here(
     Ok(r)
 }
 
+/// The node's report: the engine's view plus which shard the node serves.
+pub fn node_status(ctx: &Ctx, digest: bool) -> (rcluster_proto::NodeStatus, u64) {
+    let (mut report, token) = ctx.engine.status(digest);
+    report.shard = ctx.routing.shard;
+    (report, token)
+}
+
 /// `GET /v1/cluster`: the cluster map as this node knows it.
 async fn cluster(ctx: &Ctx) -> Result<Response, ApiError> {
     let (members, primary, term) = {
@@ -323,7 +330,7 @@ fn metrics(ctx: &Ctx) -> Response {
 }
 
 async fn status(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
-    let (body, token) = ctx.engine.status(req.flag("digest")?);
+    let (body, token) = node_status(ctx, req.flag("digest")?);
     Ok(ok_with_token(to_json(&body), token))
 }
 
