@@ -1,7 +1,7 @@
 //! The client: endpoint choice, primary redirects, session tokens and retries.
 //! The typed per-API methods are in `api.rs`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use crate::random;
 use crate::retry::{Decision, RetryPolicy, RetryState};
 use crate::transport::{EventStream, Streamed, Transport, TransportConfig};
 use crate::types::Consistency;
+use rcluster_proto::SessionToken;
 
 pub use rcluster_proto::headers::{
     IDEMPOTENCY_KEY as IDEMPOTENCY_HEADER, PRIMARY as PRIMARY_HEADER, TOKEN as TOKEN_HEADER,
@@ -37,7 +38,7 @@ pub struct Reply {
     /// The body (`null` when empty).
     pub json: Value,
     /// The `Rcluster-Token` of this response, if any.
-    pub token: Option<u64>,
+    pub token: Option<SessionToken>,
     /// The base URL that answered.
     pub endpoint: String,
 }
@@ -127,7 +128,7 @@ impl ClientBuilder {
                 discovered: AtomicBool::new(false),
                 current: AtomicUsize::new(0),
                 primary: Mutex::new(None),
-                token: AtomicU64::new(0),
+                token: Mutex::new(SessionToken::new()),
                 retry,
             }),
         })
@@ -166,8 +167,8 @@ struct Inner {
     current: AtomicUsize,
     /// The primary a `not_primary` answer named; preferred until it fails.
     primary: Mutex<Option<String>>,
-    /// Highest session token seen.
-    token: AtomicU64,
+    /// The newest position seen on every shard.
+    token: Mutex<SessionToken>,
     retry: RetryPolicy,
 }
 
@@ -189,14 +190,15 @@ impl Client {
         ClientBuilder::new(endpoints)
     }
 
-    /// The highest `Rcluster-Token` seen (0 before any).
-    pub fn token(&self) -> u64 {
-        self.inner.token.load(Ordering::Relaxed)
+    /// The session token: the newest log position seen on every shard (empty before any).
+    pub fn token(&self) -> SessionToken {
+        self.inner.token.lock().unwrap().clone()
     }
 
-    /// Raises the remembered token (e.g. one handed over from another client).
-    pub fn observe_token(&self, token: u64) {
-        self.inner.token.fetch_max(token, Ordering::Relaxed);
+    /// Raises the remembered token (e.g. one handed over from another client); positions never
+    /// go back.
+    pub fn observe_token(&self, token: &SessionToken) {
+        self.inner.token.lock().unwrap().merge(token);
     }
 
     /// The primary learned from a `not_primary` redirect, if any.
@@ -327,21 +329,21 @@ impl Client {
             h.insert(HeaderName::from_static(IDEMPOTENCY_HEADER), k);
         }
         let token = self.token();
-        if call.consistency == Some(Consistency::Session) && token > 0 {
-            h.insert(
-                HeaderName::from_static(TOKEN_HEADER),
-                HeaderValue::from(token),
-            );
+        if call.consistency == Some(Consistency::Session)
+            && !token.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&token.to_string())
+        {
+            h.insert(HeaderName::from_static(TOKEN_HEADER), v);
         }
         h
     }
 
-    fn observe_headers(&self, headers: &HeaderMap) -> Option<u64> {
+    fn observe_headers(&self, headers: &HeaderMap) -> Option<SessionToken> {
         let token = headers
             .get(TOKEN_HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if let Some(t) = token {
+            .and_then(|v| v.parse::<SessionToken>().ok());
+        if let Some(t) = &token {
             self.observe_token(t);
         }
         token
@@ -530,8 +532,9 @@ mod tests {
     #[test]
     fn token_only_grows() {
         let c = Client::new(["http://127.0.0.1:1"]).unwrap();
-        c.observe_token(5);
-        c.observe_token(3);
-        assert_eq!(c.token(), 5);
+        c.observe_token(&SessionToken::at(0, 5));
+        c.observe_token(&SessionToken::at(0, 3));
+        c.observe_token(&SessionToken::at(2, 1));
+        assert_eq!(c.token().to_string(), "0:5,2:1");
     }
 }

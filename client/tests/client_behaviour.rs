@@ -356,7 +356,7 @@ async fn session_reads_send_the_highest_token_seen() {
     client.get("k", Some(Consistency::Session)).await.unwrap();
     client.get("k", Some(Consistency::Session)).await.unwrap();
     client.get("k", None).await.unwrap();
-    assert_eq!(client.token(), 42);
+    assert_eq!(client.token().get(0), 42);
     let seen = server.seen();
     assert_eq!(
         seen[1].request_line,
