@@ -21,6 +21,6 @@ pub use ack::{AckLevel, CommitByAck, commit_index, majority};
 pub use cluster::{ClusterMap, ShardInfo};
 pub use consistency::Consistency;
 pub use role::Role;
-pub use slots::{DEFAULT_SLOTS, ShardId, SlotMap, SlotMapError, SlotRange, slot_of};
+pub use slots::{DEFAULT_SLOTS, ShardId, SlotMap, SlotMapError, SlotMove, SlotRange, slot_of};
 pub use status::{MemberReport, NodeStatus, SwitchoverRequest};
 pub use token::{BadToken, SessionToken};

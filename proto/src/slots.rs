@@ -293,6 +293,90 @@ impl SlotMap {
     }
 }
 
+/// One range to move from a shard to another (one migration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotMove {
+    pub start: u32,
+    pub end: u32,
+    pub from: ShardId,
+    pub to: ShardId,
+}
+
+impl SlotMove {
+    pub fn count(&self) -> u32 {
+        self.end - self.start + 1
+    }
+}
+
+impl fmt::Display for SlotMove {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "slots {}-{} from shard {} to shard {}",
+            self.start, self.end, self.from, self.to
+        )
+    }
+}
+
+impl SlotMap {
+    /// How many slots each of `shards` shards owns when balanced: equal counts, the first shards
+    /// one more when it does not divide.
+    pub fn balanced_counts(&self, shards: u32) -> Vec<u32> {
+        let shards = shards.max(1);
+        (0..shards)
+            .map(|s| self.slots / shards + u32::from(s < self.slots % shards))
+            .collect()
+    }
+
+    /// The moves that balance the map over shards `0..shards` (fewer shards than the map has:
+    /// the others give everything away). Each move takes contiguous slots from the end of a
+    /// shard that owns too many and gives them to one that owns too few; a shard already at its
+    /// share moves nothing. Applying every move in order gives a map where each shard owns its
+    /// [`balanced_counts`](Self::balanced_counts) share.
+    pub fn balance_moves(&self, shards: u32) -> Vec<SlotMove> {
+        let want = self.balanced_counts(shards);
+        let have = |s: ShardId| self.slot_count(s);
+        let mut need: Vec<(ShardId, u32)> = (0..shards)
+            .filter(|s| have(*s) < want[*s as usize])
+            .map(|s| (s, want[s as usize] - have(s)))
+            .collect();
+        let mut moves = Vec::new();
+        for from in 0..self.shards.max(shards) {
+            let keep = want.get(from as usize).copied().unwrap_or(0);
+            let mut excess = have(from).saturating_sub(keep);
+            // Give away from the end of the shard's last ranges first.
+            let ranges: Vec<SlotRange> = self.ranges_of(from).copied().collect();
+            for r in ranges.iter().rev() {
+                let mut end = r.end;
+                let mut left = r.count().min(excess);
+                while left > 0 {
+                    let Some((to, n)) = need.first_mut() else {
+                        return moves;
+                    };
+                    let take = left.min(*n);
+                    moves.push(SlotMove {
+                        start: end + 1 - take,
+                        end,
+                        from,
+                        to: *to,
+                    });
+                    *n -= take;
+                    if *n == 0 {
+                        need.remove(0);
+                    }
+                    left -= take;
+                    excess -= take;
+                    end = end.wrapping_sub(take);
+                }
+                if excess == 0 {
+                    break;
+                }
+            }
+        }
+        moves
+    }
+}
+
 #[cfg(test)]
 #[path = "slots_tests.rs"]
 mod tests;

@@ -167,3 +167,60 @@ proptest! {
         prop_assert_eq!(slot_of(&a, slots), slot_of(&b, slots));
     }
 }
+
+fn apply(mut m: SlotMap, moves: &[SlotMove]) -> SlotMap {
+    for mv in moves {
+        for slot in mv.start..=mv.end {
+            assert_eq!(
+                m.owner(slot),
+                Some(mv.from),
+                "{mv} moves a slot {mv:?} does not own"
+            );
+        }
+        m = m.with_owner(mv.start, mv.end, mv.to).unwrap();
+    }
+    m
+}
+
+#[test]
+fn balancing_two_to_four_and_back_to_three() {
+    let m = SlotMap::even(4096, 2).unwrap().with_shards(4).unwrap();
+    let moves = m.balance_moves(4);
+    assert_eq!(moves.len(), 2, "{moves:?}");
+    let four = apply(m, &moves);
+    assert_eq!(
+        (0..4).map(|s| four.slot_count(s)).collect::<Vec<_>>(),
+        vec![1024; 4]
+    );
+    let moves = four.balance_moves(3);
+    let three = apply(four, &moves).with_shards(3).unwrap();
+    assert_eq!(
+        (0..3).map(|s| three.slot_count(s)).collect::<Vec<_>>(),
+        vec![1366, 1365, 1365]
+    );
+    assert!(
+        three.balance_moves(3).is_empty(),
+        "balanced: nothing to move"
+    );
+}
+
+proptest! {
+    /// From any map, the moves reach the balanced counts, take slots only from shards over their
+    /// share, and give only to shards under it.
+    #[test]
+    fn balance_moves_reach_equal_counts(m in arb_map(), shards in 1u32..7) {
+        let shards = shards.min(m.slots);
+        let grown = m.with_shards(m.shards.max(shards)).unwrap();
+        let moves = grown.balance_moves(shards);
+        let want = grown.balanced_counts(shards);
+        for mv in &moves {
+            prop_assert!(grown.slot_count(mv.from) > want.get(mv.from as usize).copied().unwrap_or(0));
+            prop_assert!(grown.slot_count(mv.to) < want[mv.to as usize]);
+        }
+        let done = apply(grown, &moves);
+        for s in 0..done.shards {
+            prop_assert_eq!(done.slot_count(s), want.get(s as usize).copied().unwrap_or(0));
+        }
+        prop_assert!(done.with_shards(shards).is_ok(), "removed shards own nothing");
+    }
+}

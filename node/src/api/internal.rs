@@ -35,7 +35,10 @@ fn command(req: &Req) -> Result<RoleCommand, ApiError> {
 }
 
 fn status_reply(ctx: &Ctx) -> Response {
-    json_response(StatusCode::OK, super::to_json(&super::node_status(ctx, false).0))
+    json_response(
+        StatusCode::OK,
+        super::to_json(&super::node_status(ctx, false).0),
+    )
 }
 
 pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError> {
