@@ -148,9 +148,15 @@ fn error_body(code: &str) -> String {
     json!({"error": {"code": code, "message": format!("{code} here")}}).to_string()
 }
 
+/// A URL that refuses connections. Its socket stays bound (not listening) while the test
+/// process runs, so no other test's server can be given the port.
 fn closed_port_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", l.local_addr().unwrap())
+    static HELD: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", socket.local_addr().unwrap());
+    HELD.lock().unwrap().push(socket);
+    url
 }
 
 #[tokio::test]

@@ -51,6 +51,11 @@ pub struct NodeArgs {
     /// Address to serve HTTP on (port 0 picks a free port; the ready line shows it).
     #[arg(long, env = "RCLUSTER_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
+    /// Serve on this already bound, listening TCP socket, inherited from the parent process,
+    /// instead of binding `--listen` (Unix). A supervisor that keeps the socket open gives a
+    /// restarted node the same port with no moment in which another program could take it.
+    #[arg(long, env = "RCLUSTER_LISTEN_FD", conflicts_with = "listen")]
+    pub listen_fd: Option<i32>,
     /// This node's name (a member name when it is part of a cluster).
     #[arg(long, env = "RCLUSTER_NAME", default_value = "n1")]
     pub name: String,
