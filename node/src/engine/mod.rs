@@ -18,7 +18,7 @@ use crate::log::{self, Entry, IdemTag, Op};
 use crate::metrics::Metrics;
 use crate::replication::{AckLevel, Cluster, Members, TermRuns, commit};
 use crate::state::{ApplyError, KvEvent, OpResult, State};
-use crate::wal::{Recovery, Wal, WalConfig};
+use crate::wal::{Wal, WalConfig};
 use bytes::Bytes;
 use rcluster_client::transport::Transport;
 use std::collections::{BTreeMap, VecDeque};
@@ -39,10 +39,12 @@ pub struct EngineConfig {
     pub snapshot_entries: u64,
     /// ...or after this many WAL bytes since the last one.
     pub snapshot_bytes: u64,
-    /// How long a write waits for its acknowledgement before answering 503.
+    /// How long a write waits for its acknowledgement before answering 503 ack_timeout.
     pub ack_timeout: Duration,
     /// How long a session read waits for this node to reach the client's token.
     pub session_wait: Duration,
+    /// Recovery may cut damaged data even when intact entries follow it (`--accept-data-loss`).
+    pub accept_data_loss: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -228,7 +230,7 @@ pub struct Engine {
     changed: watch::Sender<u64>,
     pub(crate) progress: Mutex<Progress>,
     pub metrics: Arc<Metrics>,
-    recovery: Mutex<Recovery>,
+    recovery: recovery::Report,
     snapshot_running: Mutex<bool>,
     pub(crate) transport: Transport,
     /// Wakes the log shippers (new entries, or a read that needs a heartbeat round).
@@ -248,7 +250,7 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Arc<Engine>> {
         let dir = cfg.wal.dir.clone();
-        let loaded = recovery::load(&dir)?;
+        let loaded = recovery::load(&dir, cfg.accept_data_loss)?;
         let durable = Arc::new(watch::channel(0).0);
         let wal = Wal::start(
             cfg.wal.clone(),
@@ -306,7 +308,7 @@ impl Engine {
             changed: watch::channel(0).0,
             progress: Mutex::new(Progress::default()),
             metrics,
-            recovery: Mutex::new(loaded.recovery),
+            recovery: loaded.report,
             snapshot_running: Mutex::new(false),
             transport,
             poke: Notify::new(),
@@ -316,6 +318,13 @@ impl Engine {
             .metrics
             .snapshot_index
             .set(engine.newest_snapshot_index() as i64);
+        let report = &engine.recovery;
+        let cut = report.truncation.as_ref().map_or(0, |t| t.bytes_removed);
+        engine.metrics.recovery_cut_bytes.set(cut as i64);
+        engine
+            .metrics
+            .recovery_data_loss
+            .set(i64::from(report.data_loss));
         engine.update_gauges(&engine.core());
         Ok(engine)
     }
@@ -324,8 +333,9 @@ impl Engine {
         self.core.lock().unwrap()
     }
 
-    pub fn truncation(&self) -> Option<crate::wal::Truncation> {
-        self.recovery.lock().unwrap().truncation.clone()
+    /// What recovery repaired when this node started.
+    pub fn recovery_report(&self) -> &recovery::Report {
+        &self.recovery
     }
 
     pub fn durable_index(&self) -> u64 {

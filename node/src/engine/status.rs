@@ -127,8 +127,9 @@ impl Engine {
         if with_digest {
             v["digest"] = json!(format!("{:016x}", s.digest()));
         }
-        if let Some(t) = self.truncation() {
-            v["recovery"] = json!({ "truncation": t });
+        let report = self.recovery_report();
+        if !report.is_empty() {
+            v["recovery"] = json!(report);
         }
         (v, s.applied_index)
     }
