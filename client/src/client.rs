@@ -16,7 +16,7 @@ use crate::retry::{Decision, RetryPolicy, RetryState};
 use crate::transport::{EventStream, Streamed, Transport, TransportConfig};
 use crate::types::Consistency;
 
-/// Response header naming the primary on `503 not_primary`.
+/// Response header naming the primary on `503 not_primary` and `503 outcome_unknown`.
 pub const PRIMARY_HEADER: &str = "rcluster-primary";
 
 /// The primary a node names in its answer, when it is a usable endpoint (both the request and the
