@@ -9,6 +9,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,43 @@ pub struct Node {
     /// Bound by the harness and kept for the node's whole life, restarts included: the node
     /// inherits it (`--listen-fd`), so its port is never free for another program to take.
     listener: TcpListener,
+    /// Runs while the node is down.
+    refuser: Option<Refuser>,
     args: Vec<String>,
     log: Arc<Mutex<String>>,
+}
+
+/// While a node is down, takes each connection from its socket and closes it at once: clients
+/// see the node gone, as they would if nothing listened, instead of waiting in the socket's
+/// queue for the node's next start.
+struct Refuser {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Refuser {
+    fn start(listener: &TcpListener) -> Refuser {
+        let listener = listener
+            .try_clone()
+            .expect("duplicate the listening socket");
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Refuser { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
 }
 
 /// A listening socket on a free port of 127.0.0.1, for a node to inherit.
@@ -48,6 +84,7 @@ impl Node {
             addr: String::new(),
             dir: dir.to_path_buf(),
             listener,
+            refuser: None,
             args: extra.iter().map(|s| s.to_string()).collect(),
             log: Arc::new(Mutex::new(String::new())),
         };
@@ -101,6 +138,9 @@ impl Node {
 
     /// Starts the process and waits for its ready line; `Err` when it exits first.
     fn launch(&mut self) -> Result<(), std::process::ExitStatus> {
+        if let Some(r) = self.refuser.take() {
+            r.stop();
+        }
         let mut child = self
             .command()
             .stdin(Stdio::null())
@@ -137,6 +177,7 @@ impl Node {
             Ok(None) => {
                 let status = child.wait().expect("wait for rcluster-node");
                 let _ = stderr_reader.join();
+                self.refuser = Some(Refuser::start(&self.listener));
                 Err(status)
             }
             Err(_) => {
@@ -152,6 +193,7 @@ impl Node {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            self.refuser = Some(Refuser::start(&self.listener));
         }
     }
 
@@ -213,6 +255,9 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(r) = self.refuser.take() {
+            r.stop();
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,8 @@ pub struct RealNode {
     /// Held for the node's life and inherited by every start of it (`--listen-fd`): a restart
     /// gets the same port, which no other program can take meanwhile.
     listener: TcpListener,
+    /// Runs while the node is killed.
+    refuser: Option<Refuser>,
     _dir: tempfile::TempDir,
 }
 
@@ -106,12 +109,18 @@ impl RealNode {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self.refuser.is_none() {
+            self.refuser = Some(Refuser::start(&self.listener));
+        }
     }
 
     /// Starts the node again on its data directory and port (after [`RealNode::kill`]: a pod
     /// recreated by the StatefulSet with its volume).
     pub fn restart(&mut self) {
         self.kill();
+        if let Some(r) = self.refuser.take() {
+            r.stop();
+        }
         self.child = spawn(&self.args, &self.listener, &self.url);
     }
 }
@@ -119,6 +128,42 @@ impl RealNode {
 impl Drop for RealNode {
     fn drop(&mut self) {
         self.kill();
+        if let Some(r) = self.refuser.take() {
+            r.stop();
+        }
+    }
+}
+
+/// While a node is killed, takes each connection from its socket and closes it at once: the
+/// controller sees the node gone, as it would if nothing listened, rather than a request that
+/// waits in the socket's queue and is carried out by the node's next start.
+struct Refuser {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Refuser {
+    fn start(listener: &TcpListener) -> Refuser {
+        let listener = listener
+            .try_clone()
+            .expect("duplicate the listening socket");
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Refuser { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
     }
 }
 
@@ -207,6 +252,7 @@ pub fn start_real(names: &[&str]) -> Vec<RealNode> {
                 url,
                 args,
                 listener,
+                refuser: None,
                 _dir: dir,
             }
         })
