@@ -89,10 +89,22 @@ impl RetryState {
         }
     }
 
-    /// True once an attempt failed in a way that may have applied the request
-    /// (timeout or broken connection after sending, or `503 ack_timeout`).
+    /// True once an attempt failed in a way that may have applied the request (timeout or
+    /// broken connection after sending, `503 ack_timeout` or `503 outcome_unknown`).
     pub fn maybe_applied(&self) -> bool {
         self.maybe_applied
+    }
+
+    /// A redirect to the primary a server named, unless it is where the attempt went or the
+    /// call used up its redirects.
+    fn redirect(&mut self, tried: &str, primary: Option<&str>) -> Option<Decision> {
+        let target = primary.map(|p| p.trim_end_matches('/'));
+        let target = target.filter(|p| !p.is_empty() && *p != tried)?;
+        if self.redirects >= self.policy.max_redirects {
+            return None;
+        }
+        self.redirects += 1;
+        Some(Decision::Redirect(target.to_string()))
     }
 
     /// Decides after `err` from the attempt sent to `tried`. `primary` is the
@@ -114,20 +126,24 @@ impl RetryState {
                 true
             }
             Error::Api { status, code, .. } => match (*status, code.as_str()) {
+                // Nothing was applied: go to the primary it names, or elsewhere.
                 (503, "not_primary") => {
-                    // A primary deposed while it waited for acknowledgements answers this too,
-                    // with the entry already in its log: it may still commit under the new
-                    // primary. So retries that run out after it report an unknown outcome.
-                    self.maybe_applied = true;
-                    let target = primary.map(|p| p.trim_end_matches('/'));
-                    let target = target.filter(|p| !p.is_empty() && *p != tried);
-                    if let Some(p) = target.filter(|_| self.redirects < self.policy.max_redirects) {
-                        self.redirects += 1;
-                        return Decision::Redirect(p.to_string());
+                    if let Some(d) = self.redirect(tried, primary) {
+                        return d;
                     }
                     true
                 }
-                // Written on the primary but not acknowledged in time: it may commit.
+                // In a deposed primary's log: the new primary's log decides. Safe to retry only
+                // because every attempt of a write carries the same idempotency key (the first
+                // result comes back if it was applied); never reported as "not applied".
+                (503, "outcome_unknown") => {
+                    self.maybe_applied = true;
+                    if let Some(d) = self.redirect(tried, primary) {
+                        return d;
+                    }
+                    true
+                }
+                // In the primary's log but not acknowledged in time: it may still commit.
                 (503, "ack_timeout") => {
                     self.maybe_applied = true;
                     false
@@ -267,10 +283,29 @@ mod tests {
     }
 
     #[test]
-    fn not_primary_may_come_from_a_deposed_primary() {
+    fn not_primary_means_nothing_was_applied() {
         let t0 = Instant::now();
         let mut s = RetryState::new(policy(3), t0);
         s.next(&api(503, "not_primary"), "http://a", None, t0, 0.0);
+        assert!(!s.maybe_applied());
+    }
+
+    #[test]
+    fn outcome_unknown_is_retried_at_the_new_primary_and_stays_unknown() {
+        let t0 = Instant::now();
+        let mut s = RetryState::new(policy(3), t0);
+        let e = api(503, "outcome_unknown");
+        assert_eq!(
+            s.next(&e, "http://a", Some("http://b"), t0, 0.0),
+            Decision::Redirect("http://b".into())
+        );
+        assert!(s.maybe_applied());
+        // Without a hint it tries elsewhere; a later "nothing applied here" cannot undo the doubt.
+        assert!(matches!(
+            s.next(&e, "http://b", None, t0, 0.0),
+            Decision::Retry { rotate: true, .. }
+        ));
+        s.next(&api(503, "not_primary"), "http://c", None, t0, 0.0);
         assert!(s.maybe_applied());
     }
 

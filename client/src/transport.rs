@@ -297,13 +297,12 @@ mod tests {
 
     #[tokio::test]
     async fn refused_connection_is_a_connect_error() {
-        // Bind then drop a listener to get a port nobody listens on.
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        // Bound but not listening: connections are refused, and no other test can be given
+        // the port while the socket lives.
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let t = Transport::new(TransportConfig::default());
-        let url = format!("http://127.0.0.1:{port}/v1/status");
+        let url = format!("http://{}/v1/status", held.local_addr().unwrap());
         let err = t
             .request(Method::GET, &url, HeaderMap::new(), None, None)
             .await

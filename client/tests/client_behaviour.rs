@@ -148,9 +148,15 @@ fn error_body(code: &str) -> String {
     json!({"error": {"code": code, "message": format!("{code} here")}}).to_string()
 }
 
+/// A URL that refuses connections. Its socket stays bound (not listening) while the test
+/// process runs, so no other test's server can be given the port.
 fn closed_port_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", l.local_addr().unwrap())
+    static HELD: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", socket.local_addr().unwrap());
+    HELD.lock().unwrap().push(socket);
+    url
 }
 
 #[tokio::test]
@@ -469,6 +475,68 @@ async fn finds_the_new_primary_through_members_it_discovered() {
     assert_eq!(client.current_endpoint(), other.url);
 }
 
+#[tokio::test]
+async fn outcome_unknown_is_retried_with_the_same_key_and_reported_if_it_persists() {
+    // A deposed primary: the write is in its log; the new primary answers the retry.
+    let new_primary = Fake::start(|_, _| {
+        Answer::Json(
+            200,
+            vec![],
+            json!({"key":"n","value":-1,"version":7}).to_string(),
+        )
+    })
+    .await;
+    let purl = new_primary.url.clone();
+    let deposed = Fake::start(move |_, _| {
+        Answer::Json(
+            503,
+            vec![("rcluster-primary", purl.clone())],
+            error_body("outcome_unknown"),
+        )
+    })
+    .await;
+    let client = Client::builder([deposed.url.clone()])
+        .discover_members(false)
+        .retry(fast_retry(3))
+        .build()
+        .unwrap();
+    let r = client
+        .incr("n", -1, None, None, &WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.value, -1);
+    let key = deposed.seen()[0]
+        .header("idempotency-key")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        new_primary.seen()[0].header("idempotency-key"),
+        Some(key.as_str()),
+        "the retry carries the first attempt's key"
+    );
+
+    // Nobody can settle it: the caller learns the outcome is unknown, never "not applied".
+    let deposed = Fake::start(|n, _| {
+        let code = if n == 0 {
+            "outcome_unknown"
+        } else {
+            "not_primary"
+        };
+        Answer::Json(503, vec![], error_body(code))
+    })
+    .await;
+    let client = Client::builder([deposed.url.clone()])
+        .discover_members(false)
+        .retry(fast_retry(3))
+        .build()
+        .unwrap();
+    let err = client
+        .incr("n", -1, None, None, &WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+}
+
 /// A node that refuses writes for `outage`, then accepts them.
 async fn recovering_node(outage: Duration) -> Fake {
     let since = std::time::Instant::now();
@@ -510,6 +578,6 @@ async fn default_retries_outlast_a_failover_and_a_short_deadline_reports_unknown
         .put("k", &json!(1), &PutOptions::default())
         .await
         .unwrap_err();
-    // A deposed primary answers not_primary for writes already in its log.
-    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+    // not_primary means nothing was applied: the write plainly failed.
+    assert_eq!(err.code(), Some("not_primary"), "{err:?}");
 }

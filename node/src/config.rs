@@ -51,6 +51,11 @@ pub struct NodeArgs {
     /// Address to serve HTTP on (port 0 picks a free port; the ready line shows it).
     #[arg(long, env = "RCLUSTER_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
+    /// Serve on this already bound, listening TCP socket, inherited from the parent process,
+    /// instead of binding `--listen` (Unix). A supervisor that keeps the socket open gives a
+    /// restarted node the same port with no moment in which another program could take it.
+    #[arg(long, env = "RCLUSTER_LISTEN_FD", conflicts_with = "listen")]
+    pub listen_fd: Option<i32>,
     /// This node's name (a member name when it is part of a cluster).
     #[arg(long, env = "RCLUSTER_NAME", default_value = "n1")]
     pub name: String,
@@ -105,6 +110,12 @@ pub struct NodeArgs {
     /// How long a session read waits for this node to reach the client's token.
     #[arg(long, env = "RCLUSTER_SESSION_WAIT_MS", default_value_t = 2000)]
     pub session_wait_ms: u64,
+    /// Start even when the log or the newest snapshot is damaged in a way that drops intact
+    /// entries: cut there, report it (`/v1/status` `recovery`, `rcluster_recovery_data_loss`).
+    /// Without it such a node refuses to start and names the file and offset. A torn log tail
+    /// (what a crash mid-write leaves) is cut either way.
+    #[arg(long, env = "RCLUSTER_ACCEPT_DATA_LOSS")]
+    pub accept_data_loss: bool,
     /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long, env = "RCLUSTER_LOG_JSON")]
     pub log_json: bool,
@@ -224,6 +235,7 @@ impl NodeArgs {
             snapshot_bytes: self.snapshot_bytes.max(4096),
             ack_timeout: Duration::from_millis(self.ack_timeout_ms),
             session_wait: Duration::from_millis(self.session_wait_ms),
+            accept_data_loss: self.accept_data_loss,
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod listen;
 pub mod log;
 pub mod metrics;
 pub mod replication;

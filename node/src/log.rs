@@ -146,6 +146,11 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<FrameRead> {
     if len > MAX_FRAME {
         return Ok(FrameRead::Bad("frame length out of range"));
     }
+    // Nothing ever writes an empty frame, while a zero-filled tail (a file extended but never
+    // written) would otherwise pass as one: length 0, and 0 is the checksum of nothing.
+    if len == 0 {
+        return Ok(FrameRead::Bad("empty frame"));
+    }
     let mut payload = vec![0u8; len];
     if let Err(e) = r.read_exact(&mut payload) {
         return if e.kind() == io::ErrorKind::UnexpectedEof {

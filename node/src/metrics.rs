@@ -50,6 +50,8 @@ pub struct Metrics {
     pub entries_discarded: IntCounter,
     /// Requests this node sent on to another node (another shard's, or its own shard's primary).
     pub forwarded: IntCounterVec,
+    pub recovery_cut_bytes: IntGauge,
+    pub recovery_data_loss: IntGauge,
 }
 
 impl Default for Metrics {
@@ -214,6 +216,14 @@ impl Metrics {
                     "Log entries discarded because they diverged from the primary's log",
                 )
                 .unwrap(),
+            ),
+            recovery_cut_bytes: gauge(
+                "rcluster_recovery_cut_bytes",
+                "Bytes of damaged log that recovery cut when the node started (a torn tail, or more with --accept-data-loss)",
+            ),
+            recovery_data_loss: gauge(
+                "rcluster_recovery_data_loss",
+                "1 when the node started by dropping intact data under --accept-data-loss",
             ),
             registry: r,
         };

@@ -15,9 +15,12 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Arc::new(Metrics::new());
     let engine = Engine::open(resolved.engine, resolved.cluster, metrics)
         .map_err(|e| format!("cannot open data dir {}: {e}", args.data_dir.display()))?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener = match args.listen_fd {
+        Some(fd) => crate::listen::inherited(fd)?,
+        None => TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?,
+    };
     let addr = listener.local_addr()?;
     tokio::spawn(engine.clone().run_maintenance());
     let routing = Arc::new(

@@ -1,5 +1,6 @@
 //! Snapshots: the whole state at one log index, as a stream of checksummed frames ending with a
-//! count-carrying `End` frame. A file without a valid `End` is ignored and the previous one is used.
+//! count-carrying `End` frame. A file without a valid `End` is damaged; recovery decides whether an
+//! older snapshot and the log can stand in for it.
 //! Written to a temporary name, fsynced and renamed, so a crash never leaves a half snapshot in place.
 
 use crate::log::{self, FrameRead, Retention};
@@ -134,29 +135,38 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Loads a snapshot file; `Err` when it is damaged or incomplete.
+/// Loads a snapshot file. A damaged or incomplete file is an `InvalidData` error naming the file
+/// and the offset of the damage; other kinds are I/O failures.
 pub fn load(path: &Path) -> io::Result<State> {
-    let bad = |why: &str| {
+    let mut offset = 0u64;
+    let bad = |offset: u64, why: &str| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{}: {why}", path.display()),
+            format!("{} at offset {offset}: {why}", path.display()),
         )
     };
     let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
     let mut magic = [0u8; 8];
-    io::Read::read_exact(&mut r, &mut magic)?;
-    if &magic != MAGIC {
-        return Err(bad("not a snapshot"));
+    match io::Read::read_exact(&mut r, &mut magic) {
+        Ok(()) if &magic == MAGIC => {}
+        Ok(()) => return Err(bad(0, "not a snapshot")),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(bad(0, "shorter than its header"));
+        }
+        Err(e) => return Err(e),
     }
+    offset += MAGIC.len() as u64;
     let mut state = State::default();
     let mut current: Option<(String, Topic)> = None;
     loop {
         let payload = match log::read_frame(&mut r)? {
             FrameRead::Frame(p) => p,
-            FrameRead::End => return Err(bad("ends without its end marker")),
-            FrameRead::Bad(why) => return Err(bad(why)),
+            FrameRead::End => return Err(bad(offset, "ends without its end marker")),
+            FrameRead::Bad(why) => return Err(bad(offset, why)),
         };
-        let item: Item = log::decode(&payload).map_err(|_| bad("undecodable frame"))?;
+        let at = offset;
+        offset += (log::FRAME_HEADER + payload.len()) as u64;
+        let item: Item = log::decode(&payload).map_err(|_| bad(at, "undecodable frame"))?;
         match item {
             Item::Meta { index, term } => {
                 state.applied_index = index;
@@ -182,7 +192,7 @@ pub fn load(path: &Path) -> io::Result<State> {
             }
             Item::Messages(ms) => match current.as_mut() {
                 Some((_, t)) => t.messages.extend(ms),
-                None => return Err(bad("messages without a topic")),
+                None => return Err(bad(at, "messages without a topic")),
             },
             Item::Idem(items) => state.idem.extend(items),
             Item::End {
@@ -204,7 +214,7 @@ pub fn load(path: &Path) -> io::Result<State> {
                         state.idem.len() as u64,
                     )
                 {
-                    return Err(bad("counts do not match its end marker"));
+                    return Err(bad(at, "counts do not match its end marker"));
                 }
                 state.rebuild_indexes();
                 return Ok(state);
@@ -213,15 +223,39 @@ pub fn load(path: &Path) -> io::Result<State> {
     }
 }
 
-/// Loads the newest valid snapshot, skipping (and reporting) damaged ones.
-pub fn load_newest(dir: &Path) -> io::Result<Option<State>> {
-    for (_, path) in list(dir)? {
+/// A snapshot file that could not be loaded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Damaged {
+    pub file: String,
+    pub index: u64,
+    pub error: String,
+}
+
+/// Loads the newest intact snapshot; also returns the damaged newer ones it passed over.
+pub fn load_newest(dir: &Path) -> io::Result<(Option<State>, Vec<Damaged>)> {
+    let mut damaged = Vec::new();
+    for (index, path) in list(dir)? {
         match load(&path) {
-            Ok(s) => return Ok(Some(s)),
-            Err(e) => tracing::warn!(error = %e, "ignoring a damaged snapshot"),
+            Ok(s) => return Ok((Some(s), damaged)),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => damaged.push(Damaged {
+                file: path.display().to_string(),
+                index,
+                error: e.to_string(),
+            }),
+            Err(e) => return Err(e),
         }
     }
-    Ok(None)
+    Ok((None, damaged))
+}
+
+/// Renames damaged snapshots out of the way (`*.snap.damaged`), kept for inspection: once
+/// recovery has gone past them they must neither be tried again nor count among the snapshots
+/// that pruning keeps.
+pub fn set_aside(dir: &Path, damaged: &[Damaged]) -> io::Result<()> {
+    for d in damaged {
+        fs::rename(&d.file, format!("{}.damaged", d.file))?;
+    }
+    crate::wal::sync_dir(dir)
 }
 
 /// Keeps the newest `keep` snapshots and removes stale temporary files.
@@ -293,7 +327,11 @@ mod tests {
 
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
-        assert!(load(&path).is_err());
-        assert!(load_newest(d.path()).unwrap().is_none());
+        let err = load(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains(" at offset "), "{err}");
+        let (state, damaged) = load_newest(d.path()).unwrap();
+        assert!(state.is_none());
+        assert_eq!(damaged[0].index, s.applied_index);
     }
 }

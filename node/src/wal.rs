@@ -2,8 +2,9 @@
 //! dedicated thread that batches everything queued while the previous write/fsync ran (group commit).
 //!
 //! Segment `NNNNNNNNNNNNNNNNNNNN.wal` starts with a magic header and holds consecutive entries from
-//! index NNN. Recovery reads segments in order and cuts the log at the first torn, corrupt or
-//! out-of-sequence frame; everything after that point is removed, never applied.
+//! index NNN. Recovery reads segments in order. It cuts a torn tail (what a crash mid-write leaves
+//! at the end of the newest segment); any other damage stops it, so that no intact entry, which
+//! may have been acknowledged, is ever dropped without the operator saying so.
 
 use crate::log::{self, Entry, FrameRead};
 use crate::metrics::Metrics;
@@ -15,6 +16,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 const MAGIC: &[u8; 8] = b"RCWAL\x00\x00\x01";
+
+#[path = "wal_recover.rs"]
+mod recover;
+use recover::scan_segment;
+pub use recover::{Damage, RecoverError, Recovery, Truncation, recover};
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -33,27 +39,6 @@ pub struct WalConfig {
     pub fsync: FsyncMode,
     pub fsync_interval: Duration,
     pub segment_bytes: u64,
-}
-
-/// What recovery cut from the log, reported in logs and `/v1/status`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Truncation {
-    pub segment: String,
-    pub offset: u64,
-    pub bytes_removed: u64,
-    pub segments_removed: usize,
-    pub reason: String,
-    pub last_valid_index: u64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Recovery {
-    /// The last index known after recovery: the log's end, or the snapshot's if that is newer.
-    pub last_index: u64,
-    /// The last index actually present in the log files (0 when there is none).
-    pub log_end: u64,
-    pub last_term: u64,
-    pub truncation: Option<Truncation>,
 }
 
 pub fn segment_path(dir: &Path, first_index: u64) -> PathBuf {
@@ -80,103 +65,6 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// Reads every valid entry with index > `after` in order, calling `apply` for each, and cuts the log
-/// at the first bad frame. A log that starts after `after + 1` (a gap behind the snapshot) is an
-/// error: that data is gone and starting would silently lose it.
-pub fn recover(dir: &Path, after: u64, mut apply: impl FnMut(Entry)) -> io::Result<Recovery> {
-    let segments = list_segments(dir)?;
-    let mut rec = Recovery {
-        last_index: after,
-        ..Recovery::default()
-    };
-    let mut expected: Option<u64> = None;
-    for (pos, (first, path)) in segments.iter().enumerate() {
-        if pos == 0 && *first > after + 1 {
-            return Err(io::Error::other(format!(
-                "log starts at index {first} but the snapshot ends at {after}: entries are missing"
-            )));
-        }
-        // A segment may start past the previous one's end when the snapshot covers the gap (a log
-        // that lost its tail restarted after a newer snapshot).
-        if expected.is_some_and(|x| x != *first && *first <= after + 1) {
-            expected = None;
-        }
-        let (valid_end, bad) = scan_segment(path, *first, &mut expected, |e| {
-            rec.last_index = e.index.max(rec.last_index);
-            rec.log_end = e.index;
-            if e.index > after {
-                rec.last_term = e.term;
-                apply(e);
-            }
-        })?;
-        if let Some(reason) = bad {
-            let len = fs::metadata(path)?.len();
-            let later = &segments[pos + 1..];
-            let mut removed = len - valid_end;
-            for (_, p) in later {
-                removed += fs::metadata(p)?.len();
-                fs::remove_file(p)?;
-            }
-            let f = OpenOptions::new().write(true).open(path)?;
-            f.set_len(valid_end.max(MAGIC.len() as u64))?;
-            f.sync_all()?;
-            sync_dir(dir)?;
-            rec.truncation = Some(Truncation {
-                segment: path.display().to_string(),
-                offset: valid_end,
-                bytes_removed: removed,
-                segments_removed: later.len(),
-                reason,
-                last_valid_index: rec.last_index,
-            });
-            break;
-        }
-    }
-    Ok(rec)
-}
-
-/// Returns the end offset of the last valid frame and, if the segment is damaged, why.
-fn scan_segment(
-    path: &Path,
-    first: u64,
-    expected: &mut Option<u64>,
-    mut each: impl FnMut(Entry),
-) -> io::Result<(u64, Option<String>)> {
-    let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut magic = [0u8; 8];
-    if io::Read::read_exact(&mut r, &mut magic).is_err() || &magic != MAGIC {
-        return Ok((0, Some("missing or bad segment header".into())));
-    }
-    let mut end = MAGIC.len() as u64;
-    let mut next = expected.unwrap_or(first);
-    if next != first {
-        return Ok((
-            end,
-            Some(format!("segment starts at {first}, expected {next}")),
-        ));
-    }
-    loop {
-        let payload = match log::read_frame(&mut r)? {
-            FrameRead::End => break,
-            FrameRead::Bad(why) => return Ok((end, Some(why.into()))),
-            FrameRead::Frame(p) => p,
-        };
-        let entry: Entry = match log::decode(&payload) {
-            Ok(e) => e,
-            Err(_) => return Ok((end, Some("undecodable entry".into()))),
-        };
-        if entry.index != next {
-            let why = format!("entry {} where {next} was expected", entry.index);
-            return Ok((end, Some(why)));
-        }
-        end += (log::FRAME_HEADER + payload.len()) as u64;
-        next += 1;
-        each(entry);
-    }
-    *expected = Some(next);
-    Ok((end, None))
 }
 
 /// Reads up to `max_entries` entries (and about `max_bytes`) starting at index `from`, as
@@ -226,7 +114,7 @@ pub fn truncate_after(dir: &Path, index: u64) -> io::Result<u64> {
         if *first > index {
             let mut count = 0;
             let mut expected = None;
-            scan_segment(path, *first, &mut expected, |_| count += 1)?;
+            let _ = scan_segment(path, *first, &mut expected, |_| count += 1)?;
             removed += count;
             fs::remove_file(path)?;
             continue;

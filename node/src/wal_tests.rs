@@ -34,7 +34,7 @@ fn write(dir: &Path, from: u64, to: u64, segment_bytes: u64) {
 
 fn read_all(dir: &Path, after: u64) -> (Vec<Entry>, Recovery) {
     let mut out = Vec::new();
-    let rec = recover(dir, after, |e| out.push(e)).unwrap();
+    let rec = recover(dir, after, false, |e| out.push(e)).unwrap();
     (out, rec)
 }
 
@@ -84,28 +84,117 @@ fn torn_tail_is_cut_at_the_last_valid_frame() {
     assert!(rec.truncation.is_none());
 }
 
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at] ^= 0xff;
+    fs::write(path, bytes).unwrap();
+}
+
+fn damaged(dir: &Path) -> Damage {
+    match recover(dir, 0, false, |_| {}) {
+        Err(RecoverError::Damaged(d)) => *d,
+        other => panic!("expected damage, got {other:?}"),
+    }
+}
+
 #[test]
-fn corruption_in_an_older_segment_drops_everything_after_it() {
+fn corruption_in_an_older_segment_is_refused_unless_the_loss_is_accepted() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), 1, 300, 1024);
     let segs = list_segments(d.path()).unwrap();
     let (_, victim) = &segs[1];
-    let mut bytes = fs::read(victim).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    fs::write(victim, bytes).unwrap();
-    let (entries, rec) = read_all(d.path(), 0);
+    let mid = fs::metadata(victim).unwrap().len() as usize / 2;
+    flip_byte(victim, mid);
+    let damage = damaged(d.path());
+    assert_eq!(&damage.segment, victim);
+    assert!(damage.offset <= mid as u64 && damage.offset > 8, "{damage}");
+    assert!(damage.not_torn.contains("newer segment"), "{damage}");
+    assert_eq!(
+        list_segments(d.path()).unwrap().len(),
+        segs.len(),
+        "nothing cut"
+    );
+
+    let mut entries = Vec::new();
+    let rec = recover(d.path(), 0, true, |e| entries.push(e)).unwrap();
     let cut = rec.truncation.unwrap();
+    assert!(cut.data_loss);
     assert_eq!(cut.segments_removed, segs.len() - 2);
     assert_eq!(entries.len() as u64, cut.last_valid_index);
     assert_eq!(list_segments(d.path()).unwrap().len(), 2);
 }
 
 #[test]
+fn a_flipped_byte_with_intact_entries_after_it_is_not_a_torn_tail() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), 1, 100, 1 << 30);
+    let (_, seg) = list_segments(d.path()).unwrap().pop().unwrap();
+    let len = fs::metadata(&seg).unwrap().len();
+    // Each byte of a frame: its length, its checksum, its payload.
+    for at in [8, 8 + 5, len as usize / 2] {
+        let copy = tempfile::tempdir().unwrap();
+        fs::copy(&seg, copy.path().join(seg.file_name().unwrap())).unwrap();
+        let victim = list_segments(copy.path()).unwrap().pop().unwrap().1;
+        flip_byte(&victim, at);
+        let damage = damaged(copy.path());
+        assert!(damage.not_torn.contains("intact entry"), "{damage}");
+        assert_eq!(fs::metadata(&victim).unwrap().len(), len, "nothing cut");
+        let rec = recover(copy.path(), 0, true, |_| {}).unwrap();
+        let cut = rec.truncation.unwrap();
+        assert!(cut.data_loss && cut.offset == damage.offset, "{cut:?}");
+    }
+}
+
+#[test]
+fn a_zero_filled_or_garbage_tail_is_torn() {
+    for tail in [vec![0u8; 4096], vec![0x5a; 13]] {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), 1, 50, 1 << 30);
+        let (_, seg) = list_segments(d.path()).unwrap().pop().unwrap();
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&tail).unwrap();
+        let (entries, rec) = read_all(d.path(), 0);
+        assert_eq!(entries.len(), 50);
+        let cut = rec.truncation.expect("cut");
+        assert!(!cut.data_loss);
+        assert_eq!(cut.bytes_removed, tail.len() as u64);
+    }
+}
+
+#[test]
+fn a_newest_segment_without_a_valid_header_is_replaced_and_stays_usable() {
+    for keep in [0u64, 5] {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), 1, 40, 1024);
+        let before = list_segments(d.path()).unwrap();
+        let (first, newest) = before.last().unwrap().clone();
+        OpenOptions::new()
+            .write(true)
+            .open(&newest)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
+        let (entries, rec) = read_all(d.path(), 0);
+        assert_eq!(entries.len() as u64, first - 1);
+        assert!(!rec.truncation.unwrap().data_loss);
+        // The writer carries on; what it writes survives the next two recoveries.
+        write(d.path(), first, 60, 1024);
+        for _ in 0..2 {
+            let (entries, rec) = read_all(d.path(), 0);
+            assert_eq!(entries.len(), 60, "keep {keep}");
+            assert!(rec.truncation.is_none());
+        }
+    }
+}
+
+#[test]
 fn a_gap_behind_the_snapshot_is_refused() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), 10, 20, 1 << 30);
-    assert!(recover(d.path(), 5, |_| {}).is_err());
+    assert!(matches!(
+        recover(d.path(), 5, false, |_| {}),
+        Err(RecoverError::Damaged(_))
+    ));
     assert_eq!(read_all(d.path(), 9).0.len(), 11);
 }
 

@@ -281,7 +281,7 @@ fn torn_and_corrupt_tails_are_cut_and_reported() {
         .set_len(len - 3)
         .unwrap();
     n.restart();
-    n.wait_log("cut a torn or corrupt log tail");
+    n.wait_log("cut a torn log tail");
     let s = n.req("GET", "/v1/status", None).json();
     assert_eq!(s["recovery"]["truncation"]["last_valid_index"], json!(19));
     assert_eq!(

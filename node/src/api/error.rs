@@ -67,6 +67,10 @@ impl From<EngineError> for ApiError {
             ),
             EngineError::AckTimeout { .. } => ApiError::unavailable("ack_timeout", e.to_string()),
             EngineError::SessionTimeout { .. } => ApiError::unavailable("not_ready", e.to_string()),
+            EngineError::OutcomeUnknown { ref primary, .. } => with_primary(
+                ApiError::unavailable("outcome_unknown", e.to_string()),
+                primary,
+            ),
             EngineError::NotPrimary { ref primary } => {
                 with_primary(ApiError::unavailable("not_primary", e.to_string()), primary)
             }

@@ -18,7 +18,7 @@ use crate::log::{self, Entry, IdemTag, Op};
 use crate::metrics::Metrics;
 use crate::replication::{AckLevel, Cluster, Members, TermRuns, commit};
 use crate::state::{ApplyError, KvEvent, OpResult, State};
-use crate::wal::{Recovery, Wal, WalConfig};
+use crate::wal::{Wal, WalConfig};
 use bytes::Bytes;
 use rcluster_client::transport::Transport;
 use std::collections::{BTreeMap, VecDeque};
@@ -39,10 +39,12 @@ pub struct EngineConfig {
     pub snapshot_entries: u64,
     /// ...or after this many WAL bytes since the last one.
     pub snapshot_bytes: u64,
-    /// How long a write waits for its acknowledgement before answering 503.
+    /// How long a write waits for its acknowledgement before answering 503 ack_timeout.
     pub ack_timeout: Duration,
     /// How long a session read waits for this node to reach the client's token.
     pub session_wait: Duration,
+    /// Recovery may cut damaged data even when intact entries follow it (`--accept-data-loss`).
+    pub accept_data_loss: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,16 +53,24 @@ pub enum EngineError {
     Apply(#[from] ApplyError),
     #[error("this idempotency key was used for a different request")]
     IdempotencyKeyReused,
+    /// Outcome unknown: the entry is in the log and may still commit, or may not.
     #[error(
-        "entry {index} did not reach ack level {ack} within {timeout:?}; its fate is decided by the log (retry with the same Idempotency-Key)"
+        "outcome unknown: entry {index} is in the log but did not reach ack level {ack} within {timeout:?}; the log decides whether it is applied (retry with the same Idempotency-Key)"
     )]
     AckTimeout {
         index: u64,
         ack: &'static str,
         timeout: Duration,
     },
+    /// Outcome unknown: the entry is in this node's log, but the node stopped leading before the
+    /// entry reached its ack level; whether it is applied depends on the new primary's log.
+    #[error(
+        "outcome unknown: entry {index} is in this node's log, but the node stopped leading before the entry reached its ack level; the new primary's log decides whether it is applied (retry with the same Idempotency-Key)"
+    )]
+    OutcomeUnknown { index: u64, primary: Option<String> },
     #[error("this node has not reached log position {token} within {timeout:?}")]
     SessionTimeout { token: u64, timeout: Duration },
+    /// Nothing was applied: the request never reached the log.
     #[error("this node is not the primary")]
     NotPrimary { primary: Option<String> },
     #[error("this node has not caught up with the primary since it started")]
@@ -228,7 +238,7 @@ pub struct Engine {
     changed: watch::Sender<u64>,
     pub(crate) progress: Mutex<Progress>,
     pub metrics: Arc<Metrics>,
-    recovery: Mutex<Recovery>,
+    recovery: recovery::Report,
     snapshot_running: Mutex<bool>,
     pub(crate) transport: Transport,
     /// Wakes the log shippers (new entries, or a read that needs a heartbeat round).
@@ -248,7 +258,7 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Arc<Engine>> {
         let dir = cfg.wal.dir.clone();
-        let loaded = recovery::load(&dir)?;
+        let loaded = recovery::load(&dir, cfg.accept_data_loss)?;
         let durable = Arc::new(watch::channel(0).0);
         let wal = Wal::start(
             cfg.wal.clone(),
@@ -306,7 +316,7 @@ impl Engine {
             changed: watch::channel(0).0,
             progress: Mutex::new(Progress::default()),
             metrics,
-            recovery: Mutex::new(loaded.recovery),
+            recovery: loaded.report,
             snapshot_running: Mutex::new(false),
             transport,
             poke: Notify::new(),
@@ -316,6 +326,13 @@ impl Engine {
             .metrics
             .snapshot_index
             .set(engine.newest_snapshot_index() as i64);
+        let report = &engine.recovery;
+        let cut = report.truncation.as_ref().map_or(0, |t| t.bytes_removed);
+        engine.metrics.recovery_cut_bytes.set(cut as i64);
+        engine
+            .metrics
+            .recovery_data_loss
+            .set(i64::from(report.data_loss));
         engine.update_gauges(&engine.core());
         Ok(engine)
     }
@@ -324,8 +341,9 @@ impl Engine {
         self.core.lock().unwrap()
     }
 
-    pub fn truncation(&self) -> Option<crate::wal::Truncation> {
-        self.recovery.lock().unwrap().truncation.clone()
+    /// What recovery repaired when this node started.
+    pub fn recovery_report(&self) -> &recovery::Report {
+        &self.recovery
     }
 
     pub fn durable_index(&self) -> u64 {
@@ -446,9 +464,15 @@ impl Engine {
             self.poke.notify_waiters();
         }
         match outcome {
-            Ok((p, term)) => {
-                self.wait_ack(p.index, term, ack, lead_term).await?;
-                Ok(p)
+            Ok((p, term, in_log)) => {
+                let waited = self.wait_ack(p.index, term, ack, lead_term).await;
+                match waited {
+                    Err(EngineError::NotPrimary { primary }) if in_log => {
+                        Err(self.fate_after_stepping_down(p.index, term, primary))
+                    }
+                    Err(e) => Err(e),
+                    Ok(()) => Ok(p),
+                }
             }
             Err((err, observed)) => {
                 // A refusal is based on state that may not be committed yet; wait so a client is
@@ -460,13 +484,31 @@ impl Engine {
         }
     }
 
+    /// What to answer for a write whose entry (`index`, `term`) is in the log when this node
+    /// stops leading: discarded when a newer term already replaced it, else unknown. Never
+    /// `NotPrimary`, which tells a client that nothing was applied.
+    fn fate_after_stepping_down(
+        &self,
+        index: u64,
+        term: u64,
+        primary: Option<String>,
+    ) -> EngineError {
+        match self.core().term_at(index) {
+            Some(t) if t != term => EngineError::Discarded { index },
+            _ => EngineError::OutcomeUnknown { index, primary },
+        }
+    }
+
+    /// Applies and logs `op`. On success returns the answer, the term of the entry it waits for
+    /// and whether that entry holds the request (a new entry, or the first one of a retried
+    /// idempotency key) rather than merely the state the answer observed.
     #[allow(clippy::type_complexity)]
     fn propose_locked(
         &self,
         core: &mut Core,
         op: Op,
         idem: Option<IdemTag>,
-    ) -> Result<(Proposed, u64), (EngineError, u64)> {
+    ) -> Result<(Proposed, u64, bool), (EngineError, u64)> {
         let observed = core.state.applied_index;
         if let Some(tag) = &idem
             && let Some(rec) = core.state.idempotent_result(&tag.key)
@@ -479,7 +521,7 @@ impl Engine {
                 index: rec.index,
             };
             let term = core.term_at(rec.index).unwrap_or(0);
-            return Ok((p, term));
+            return Ok((p, term, true));
         }
         let ts = now_ms().max(core.last_ts);
         let e = Entry {
@@ -499,7 +541,7 @@ impl Engine {
                 result: applied.result,
                 index: observed,
             };
-            return Ok((p, term));
+            return Ok((p, term, false));
         }
         core.state.finish(&e, &applied.result);
         core.last_ts = ts;
@@ -512,6 +554,7 @@ impl Engine {
                 index: e.index,
             },
             e.term,
+            true,
         ))
     }
 
@@ -525,6 +568,8 @@ impl Engine {
     }
 
     /// Waits until entry `index` of `term` reaches `ack`, while this node leads in `lead_term`.
+    /// `NotPrimary` when it stops leading first: callers whose request is in the log must not
+    /// pass that on as it is (see `fate_after_stepping_down`).
     pub async fn wait_ack(
         &self,
         index: u64,

@@ -173,13 +173,16 @@ impl Engine {
         let dir = self.cfg.wal.dir.clone();
         let old_last = core.last_index;
         core.wal.close();
-        wal::truncate_after(&dir, index - 1).map_err(io)?;
+        // Snapshots holding the suffix go first: a crash between the two steps then leaves the
+        // suffix in the log, to be discarded again, never in a snapshot above a shorter log.
         for (i, p) in snapshot::list(&dir).map_err(io)? {
             if i >= index {
                 std::fs::remove_file(p).map_err(io)?;
             }
         }
-        let loaded = match recovery::load(&dir) {
+        wal::sync_dir(&dir).map_err(io)?;
+        wal::truncate_after(&dir, index - 1).map_err(io)?;
+        let loaded = match recovery::load(&dir, self.cfg.accept_data_loss) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot rebuild below the snapshot; starting empty to fetch a snapshot");
@@ -187,7 +190,7 @@ impl Engine {
                 for (_, p) in snapshot::list(&dir).map_err(io)? {
                     std::fs::remove_file(p).map_err(io)?;
                 }
-                recovery::load(&dir).map_err(io)?
+                recovery::load(&dir, self.cfg.accept_data_loss).map_err(io)?
             }
         };
         let discarded = old_last - loaded.last_index;
@@ -271,11 +274,17 @@ impl Engine {
         }
         let old_last = core.last_index;
         core.wal.close();
+        // The new snapshot is in place (and the folder fsynced) before anything old goes: a
+        // crash in between must not leave a replica without the entries it acknowledged.
+        let path = snapshot::snapshot_path(&dir, index);
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        wal::sync_dir(&dir).map_err(io)?;
         wal::remove_all(&dir).map_err(io)?;
         for (_, p) in snapshot::list(&dir).map_err(io)? {
-            std::fs::remove_file(p).map_err(io)?;
+            if p != path {
+                std::fs::remove_file(p).map_err(io)?;
+            }
         }
-        std::fs::rename(&tmp, snapshot::snapshot_path(&dir, index)).map_err(io)?;
         wal::sync_dir(&dir).map_err(io)?;
         core.runs = TermRuns::new(index, state.applied_term);
         core.state = state;

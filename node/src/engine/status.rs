@@ -131,9 +131,10 @@ impl Engine {
                 .clone()
                 .map(|(to, at_ms)| SwitchoverRequest { to, at_ms }),
             digest: with_digest.then(|| format!("{:016x}", s.digest())),
-            recovery: self
-                .truncation()
-                .map(|t| serde_json::json!({ "truncation": t })),
+            recovery: {
+                let report = self.recovery_report();
+                (!report.is_empty()).then(|| serde_json::json!(report))
+            },
         };
         (report, s.applied_index)
     }

@@ -360,12 +360,8 @@ fn exit_codes_for_usage_and_unreachable() {
     assert_eq!(r.code, 2, "{r:?}");
 
     // A port nobody listens on: exit 3 within the retry budget, one line on stderr.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let (_held, addr) = refusing_addr();
+    let url = format!("http://{addr}");
     for args in [
         &["status"][..],
         &["put", "k", "v"],

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 #[path = "../common/mod.rs"]
 mod common;
+pub use common::refusing_addr;
 
 pub const CLI_DEADLINE: Duration = Duration::from_secs(60);
 

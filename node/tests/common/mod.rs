@@ -4,9 +4,12 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -20,25 +23,68 @@ pub struct Node {
     pub url: String,
     pub addr: String,
     pub dir: PathBuf,
-    listen: String,
+    /// Bound by the harness and kept for the node's whole life, restarts included: the node
+    /// inherits it (`--listen-fd`), so its port is never free for another program to take.
+    listener: TcpListener,
+    /// Runs while the node is down.
+    refuser: Option<Refuser>,
     args: Vec<String>,
     log: Arc<Mutex<String>>,
+}
+
+/// While a node is down, takes each connection from its socket and closes it at once: clients
+/// see the node gone, as they would if nothing listened, instead of waiting in the socket's
+/// queue for the node's next start.
+struct Refuser {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Refuser {
+    fn start(listener: &TcpListener) -> Refuser {
+        let listener = listener
+            .try_clone()
+            .expect("duplicate the listening socket");
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Refuser { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// A listening socket on a free port of 127.0.0.1, for a node to inherit.
+pub fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
 }
 
 impl Node {
     /// Starts a node on a free port with `dir` as its data dir and waits for its ready line.
     pub fn start(dir: &Path, extra: &[&str]) -> Node {
-        Self::start_at(dir, "127.0.0.1:0", extra)
+        Self::start_on(dir, listener(), extra)
     }
 
-    /// Starts a node listening on `listen` (a fixed port survives restarts, as members need).
-    pub fn start_at(dir: &Path, listen: &str, extra: &[&str]) -> Node {
+    /// Starts a node serving on `listener` (which it keeps across restarts, as members need).
+    pub fn start_on(dir: &Path, listener: TcpListener, extra: &[&str]) -> Node {
         let mut node = Node {
             child: None,
             url: String::new(),
             addr: String::new(),
             dir: dir.to_path_buf(),
-            listen: listen.to_string(),
+            listener,
+            refuser: None,
             args: extra.iter().map(|s| s.to_string()).collect(),
             log: Arc::new(Mutex::new(String::new())),
         };
@@ -46,12 +92,57 @@ impl Node {
         node
     }
 
-    fn spawn(&mut self) {
-        let mut child = Command::new(NODE_BIN)
-            .arg("--data-dir")
+    /// Runs the node binary with this node's arguments, the listening socket handed down.
+    fn command(&self) -> Command {
+        let fd = self.listener.as_raw_fd();
+        let mut cmd = Command::new(NODE_BIN);
+        cmd.arg("--data-dir")
             .arg(&self.dir)
-            .args(["--listen", &self.listen])
-            .args(&self.args)
+            .args(["--listen-fd", &fd.to_string()])
+            .args(&self.args);
+        // SAFETY: runs in the child between fork and exec and only calls fcntl, which is
+        // async-signal-safe. It clears close-on-exec on the child's copy of the descriptor.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// Replaces the node's extra arguments for its next start.
+    pub fn set_args(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Restarts the node; when it exits instead of getting ready (a refusal to start), returns
+    /// its exit status and what it wrote to stderr.
+    pub fn try_restart(&mut self) -> Result<(), (std::process::ExitStatus, String)> {
+        self.kill9();
+        let from = self.log().len();
+        self.launch()
+            .map_err(|status| (status, self.log()[from..].to_string()))
+    }
+
+    fn spawn(&mut self) {
+        if let Err(status) = self.launch() {
+            panic!(
+                "node exited ({status}) before getting ready; its log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Starts the process and waits for its ready line; `Err` when it exits first.
+    fn launch(&mut self) -> Result<(), std::process::ExitStatus> {
+        if let Some(r) = self.refuser.take() {
+            r.stop();
+        }
+        let mut child = self
+            .command()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -60,7 +151,7 @@ impl Node {
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = self.log.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut l = log.lock().unwrap();
                 l.push_str(&line);
@@ -71,20 +162,30 @@ impl Node {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("rcluster-node ready on ") {
-                    let _ = tx.send(url.to_string());
+                    let _ = tx.send(Some(url.to_string()));
                 }
             }
+            let _ = tx.send(None);
         });
-        let url = match rx.recv_timeout(DEADLINE) {
-            Ok(url) => url,
+        match rx.recv_timeout(DEADLINE) {
+            Ok(Some(url)) => {
+                self.addr = url.trim_start_matches("http://").to_string();
+                self.url = url;
+                self.child = Some(child);
+                Ok(())
+            }
+            Ok(None) => {
+                let status = child.wait().expect("wait for rcluster-node");
+                let _ = stderr_reader.join();
+                self.refuser = Some(Refuser::start(&self.listener));
+                Err(status)
+            }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("node did not get ready; its log:\n{}", self.log());
             }
-        };
-        self.addr = url.trim_start_matches("http://").to_string();
-        self.url = url;
-        self.child = Some(child);
+        }
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -92,6 +193,7 @@ impl Node {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            self.refuser = Some(Refuser::start(&self.listener));
         }
     }
 
@@ -153,6 +255,9 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(r) = self.refuser.take() {
+            r.stop();
+        }
     }
 }
 
@@ -329,13 +434,15 @@ fn signal(pid: u32, sig: &str) {
     assert_eq!(ok.ok(), Some(true), "kill {sig} {pid}");
 }
 
-/// A free port on 127.0.0.1 (bound and released: good enough for tests that start at once).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// An address on 127.0.0.1 that refuses connections: bound but not listening, so while the
+/// returned socket lives no other program can be given its port.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind 127.0.0.1:0");
+    let addr = socket.local_addr().unwrap().to_string();
+    (socket, addr)
 }
 
 pub const SECRET: &str = "test-cluster-secret";
@@ -353,16 +460,16 @@ impl Cluster {
         let secret_dir = tempfile::tempdir().unwrap();
         let secret = secret_dir.path().join("secret");
         std::fs::write(&secret, SECRET).unwrap();
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let listeners: Vec<TcpListener> = (0..n).map(|_| listener()).collect();
         let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
         let members: Vec<String> = names
             .iter()
-            .zip(&ports)
-            .map(|(name, p)| format!("{name}=http://127.0.0.1:{p}"))
+            .zip(&listeners)
+            .map(|(name, l)| format!("{name}=http://{}", l.local_addr().unwrap()))
             .collect();
         let mut dirs = vec![secret_dir];
         let mut nodes = Vec::new();
-        for (i, name) in names.iter().enumerate() {
+        for (name, listener) in names.iter().zip(listeners) {
             let dir = tempfile::tempdir().unwrap();
             let mut args: Vec<String> = vec![
                 "--name".into(),
@@ -376,11 +483,7 @@ impl Cluster {
             }
             args.extend(extra.iter().map(|s| s.to_string()));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            nodes.push(Node::start_at(
-                dir.path(),
-                &format!("127.0.0.1:{}", ports[i]),
-                &args,
-            ));
+            nodes.push(Node::start_on(dir.path(), listener, &args));
             dirs.push(dir);
         }
         Cluster {
@@ -420,7 +523,7 @@ impl Cluster {
     /// Starts one more node, as a new pod would start: it knows every member so far and itself,
     /// and waits fenced (empty) until the coordinator gives it a role.
     pub fn add_node(&mut self, extra: &[&str]) -> usize {
-        let port = free_port();
+        let listener = listener();
         let name = format!("n{}", self.nodes.len() + 1);
         let secret = self.dirs[0].path().join("secret");
         let mut args: Vec<String> = vec![
@@ -434,15 +537,11 @@ impl Cluster {
             args.push(format!("{n}={}", node.url));
         }
         args.push("--member".into());
-        args.push(format!("{name}=http://127.0.0.1:{port}"));
+        args.push(format!("{name}=http://{}", listener.local_addr().unwrap()));
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let dir = tempfile::tempdir().unwrap();
-        self.nodes.push(Node::start_at(
-            dir.path(),
-            &format!("127.0.0.1:{port}"),
-            &args,
-        ));
+        self.nodes.push(Node::start_on(dir.path(), listener, &args));
         self.dirs.push(dir);
         self.names.push(name);
         self.nodes.len() - 1

@@ -199,17 +199,21 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(&control_addr)
         .await
         .map_err(|e| port_error(args.base_port, e))?;
-    // Bound the way the node binds (SO_REUSEADDR), so connections of a node that just stopped
-    // (TIME_WAIT) do not count as the port being in use.
+    // Each node's socket is bound here and held while the playground runs; the node inherits it
+    // (`--listen-fd`). A restarted node gets its port back with no moment in which another
+    // program's connection could take it. (std binds with SO_REUSEADDR, so connections of a node
+    // that just stopped, in TIME_WAIT, do not count as the port being in use.)
+    let mut listeners = Vec::new();
     for m in &members {
-        tokio::net::TcpListener::bind(("127.0.0.1", m.port))
-            .await
+        let l = std::net::TcpListener::bind(("127.0.0.1", m.port))
             .map_err(|e| port_error(m.port, e))?;
+        listeners.push(Arc::new(l));
     }
 
     let specs = members
         .iter()
-        .map(|m| node_spec(&folder, m, &members, &secret_path, &args))
+        .zip(listeners)
+        .map(|(m, l)| node_spec(&folder, m, l, &members, &secret_path, &args))
         .collect::<Result<Vec<_>, Error>>()?;
     let supervisor = Arc::new(Mutex::new(supervisor::Supervisor::new(bin, specs)));
     let shared = Arc::new(Mutex::new(control::Shared::default()));
@@ -281,6 +285,7 @@ fn port_error(port: u16, e: std::io::Error) -> Error {
 fn node_spec(
     folder: &state::Folder,
     m: &Member,
+    listener: Arc<std::net::TcpListener>,
     members: &[Member],
     secret: &Path,
     args: &PlaygroundArgs,
@@ -295,8 +300,6 @@ fn node_spec(
         m.name.clone(),
         "--data-dir".into(),
         data_dir.display().to_string(),
-        "--listen".into(),
-        format!("127.0.0.1:{}", m.port),
         "--secret-file".into(),
         secret.display().to_string(),
         "--ack".into(),
@@ -310,6 +313,7 @@ fn node_spec(
     Ok(supervisor::NodeSpec {
         name: m.name.clone(),
         args: a,
+        listener: Some(listener),
         log: folder.path(&format!("{}.log", m.name)),
     })
 }

@@ -5,9 +5,11 @@
 //! the coordination loop and the control endpoint; only the shutdown waits, after taking the
 //! children out.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
@@ -18,6 +20,9 @@ pub struct NodeSpec {
     pub name: String,
     /// Full command line after the binary.
     pub args: Vec<String>,
+    /// The node's listening socket, held by the playground and handed to every start of the
+    /// node (`--listen-fd`), so a restart never finds its port taken.
+    pub listener: Option<Arc<std::net::TcpListener>>,
     /// Where the node's stdout and stderr go.
     pub log: PathBuf,
 }
@@ -238,9 +243,23 @@ fn spawn(bin: &PathBuf, spec: &NodeSpec) -> Result<Child, String> {
             .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))
     };
     let (out, err) = (open()?, open()?);
-    Command::new(bin)
-        .args(&spec.args)
-        .stdin(Stdio::null())
+    let mut cmd = Command::new(bin);
+    cmd.args(&spec.args);
+    if let Some(listener) = &spec.listener {
+        let fd = listener.as_raw_fd();
+        cmd.args(["--listen-fd", &fd.to_string()]);
+        // SAFETY: runs in the child between fork and exec and only calls fcntl, which is
+        // async-signal-safe: it clears close-on-exec on the child's copy of the socket.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         // Own process group: Ctrl-C in a terminal reaches only the playground, which then
@@ -305,6 +324,7 @@ mod tests {
         NodeSpec {
             name: name.into(),
             args: vec![secs.into()],
+            listener: None,
             log: dir.join(format!("{name}.log")),
         }
     }

@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,14 +19,9 @@ use super::fixtures::{Log, log_push};
 
 pub const SECRET: &str = "s3cret-token";
 
-/// A free port on 127.0.0.1 (bound and released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// Sockets bound (not listening) on ports that must refuse connections, held for the whole
+/// test process so that no node of another test can be given one of their ports.
+static REFUSING: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
 
 /// Blocking HTTP/1.1 request to a node; `None` when it does not answer.
 pub fn http(url: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, Value)> {
@@ -99,6 +97,11 @@ pub struct RealNode {
     pub url: String,
     child: Child,
     args: Vec<std::ffi::OsString>,
+    /// Held for the node's life and inherited by every start of it (`--listen-fd`): a restart
+    /// gets the same port, which no other program can take meanwhile.
+    listener: TcpListener,
+    /// Runs while the node is killed.
+    refuser: Option<Refuser>,
     _dir: tempfile::TempDir,
 }
 
@@ -106,26 +109,81 @@ impl RealNode {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self.refuser.is_none() {
+            self.refuser = Some(Refuser::start(&self.listener));
+        }
     }
 
     /// Starts the node again on its data directory and port (after [`RealNode::kill`]: a pod
     /// recreated by the StatefulSet with its volume).
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(&self.args, &self.url);
+        if let Some(r) = self.refuser.take() {
+            r.stop();
+        }
+        self.child = spawn(&self.args, &self.listener, &self.url);
     }
 }
 
 impl Drop for RealNode {
     fn drop(&mut self) {
         self.kill();
+        if let Some(r) = self.refuser.take() {
+            r.stop();
+        }
     }
 }
 
-/// Runs the node binary with `args` and waits for its ready line on `url`.
-fn spawn(args: &[std::ffi::OsString], url: &str) -> Child {
-    let mut child = Command::new(node_binary())
-        .args(args)
+/// While a node is killed, takes each connection from its socket and closes it at once: the
+/// controller sees the node gone, as it would if nothing listened, rather than a request that
+/// waits in the socket's queue and is carried out by the node's next start.
+struct Refuser {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Refuser {
+    fn start(listener: &TcpListener) -> Refuser {
+        let listener = listener
+            .try_clone()
+            .expect("duplicate the listening socket");
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Refuser { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// Runs the node binary with `args`, serving on `listener`, and waits for its ready line on
+/// `url`.
+fn spawn(args: &[std::ffi::OsString], listener: &TcpListener, url: &str) -> Child {
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new(node_binary());
+    cmd.args(args).args(["--listen-fd", &fd.to_string()]);
+    // SAFETY: runs in the child between fork and exec and only calls fcntl, which is
+    // async-signal-safe: it clears close-on-exec on the child's copy of the socket.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -146,7 +204,14 @@ fn spawn(args: &[std::ffi::OsString], url: &str) -> Child {
 
 /// Starts a cluster of real nodes named `names`, all fenced in term 0, sharing [`SECRET`].
 pub fn start_real(names: &[&str]) -> Vec<RealNode> {
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let listeners: Vec<TcpListener> = names
+        .iter()
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
     let members: Vec<String> = names
         .iter()
         .zip(&ports)
@@ -155,7 +220,8 @@ pub fn start_real(names: &[&str]) -> Vec<RealNode> {
     names
         .iter()
         .zip(&ports)
-        .map(|(name, port)| {
+        .zip(listeners)
+        .map(|((name, port), listener)| {
             let dir = tempfile::tempdir().unwrap();
             let secret = dir.path().join("secret");
             std::fs::write(&secret, SECRET).unwrap();
@@ -167,8 +233,6 @@ pub fn start_real(names: &[&str]) -> Vec<RealNode> {
             args.push(dir.path().join("data").into());
             args.extend(
                 [
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
                     "--heartbeat-ms",
                     "50",
                     "--lease-ms",
@@ -184,9 +248,11 @@ pub fn start_real(names: &[&str]) -> Vec<RealNode> {
             args.extend(members.iter().map(Into::into));
             RealNode {
                 name: name.to_string(),
-                child: spawn(&args, &url),
+                child: spawn(&args, &listener, &url),
                 url,
                 args,
+                listener,
+                refuser: None,
                 _dir: dir,
             }
         })
@@ -304,9 +370,14 @@ impl FakeNode {
     }
 }
 
-/// A URL where nothing listens: a member whose node is down.
+/// A URL where nothing listens: a member whose node is down. Its port stays bound (without
+/// listening, so connections are refused) until the test process ends.
 pub fn dead_url() -> String {
-    format!("http://127.0.0.1:{}", free_port())
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", socket.local_addr().unwrap());
+    REFUSING.lock().unwrap().push(socket);
+    url
 }
 
 /// Primary `primary` of term 3; every member at the same log position, following it.

@@ -1,0 +1,57 @@
+//! How a node process starts: on a listening socket it inherits (`--listen-fd`), and the clear
+//! one-line refusals when what it is given is unusable.
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_restarted_node_serves_on_the_same_inherited_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = Node::start(dir.path(), &[]);
+    let url = n.url.clone();
+    assert_eq!(n.req("PUT", "/v1/kv/k", Some("1")).status, 200);
+    for _ in 0..2 {
+        n.restart();
+        assert_eq!(n.url, url, "same port after a restart");
+        assert_eq!(n.req("GET", "/v1/kv/k", None).json()["value"], 1);
+    }
+}
+
+#[test]
+fn an_unusable_listen_fd_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // 0 is stdin (/dev/null here): open, but not a socket. 987 is not open at all.
+    for (fd, why) in [("0", "not a socket"), ("987", "not an open descriptor")] {
+        let mut child = Command::new(NODE_BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen-fd", fd])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the node did not exit with --listen-fd {fd}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        let line = stderr.lines().last().unwrap_or_default();
+        assert!(
+            line.starts_with(&format!("rcluster-node: --listen-fd {fd}: {why}")),
+            "{stderr}"
+        );
+    }
+}
