@@ -4,13 +4,17 @@
 //! durability waits, background duties) → `state` (the pure state machine) and `wal`/`snapshot`
 //! (the files).
 
+pub mod admission;
 pub mod api;
 pub mod config;
+pub mod connection;
 pub mod engine;
+pub mod fds;
 pub mod log;
 pub mod metrics;
 pub mod replication;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod value;
 pub mod wal;
