@@ -89,6 +89,7 @@ pub enum Streamed {
 
 /// Server-sent events read from a response body.
 pub struct EventStream {
+    headers: HeaderMap,
     body: Incoming,
     parser: SseParser,
     pending: VecDeque<Event>,
@@ -96,6 +97,11 @@ pub struct EventStream {
 }
 
 impl EventStream {
+    /// The headers of the response that opened the stream.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
     /// The next event; `None` when the server ended the stream.
     pub async fn next(&mut self) -> Option<Result<Event, TransportError>> {
         loop {
@@ -210,6 +216,7 @@ impl Transport {
             let (parts, body) = resp.into_parts();
             if parts.status.is_success() {
                 return Ok(Streamed::Events(EventStream {
+                    headers: parts.headers,
                     body,
                     parser: SseParser::new(),
                     pending: VecDeque::new(),

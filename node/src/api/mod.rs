@@ -32,7 +32,7 @@ use warp::reply::Response;
 pub const TOKEN_HEADER: &str = "rcluster-token";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// Request: the cluster the client means to talk to. Response: the cluster this node is in.
-pub const CLUSTER_ID_HEADER: &str = "rcluster-cluster-id";
+pub use rcluster_client::{CLUSTER_ID_HEADER, CLUSTER_MISMATCH};
 
 pub struct Ctx {
     pub engine: Arc<Engine>,
@@ -155,7 +155,7 @@ fn check_cluster(ctx: &Ctx, headers: &http::HeaderMap) -> Result<(), ApiError> {
     };
     Err(ApiError::new(
         StatusCode::CONFLICT,
-        "cluster_mismatch",
+        CLUSTER_MISMATCH,
         message,
     ))
 }
