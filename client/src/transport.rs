@@ -21,6 +21,8 @@ pub struct TransportConfig {
     pub connect_timeout: Duration,
     /// Whole request: connect, send, and receive the full response.
     pub request_timeout: Duration,
+    /// Idle connections are dropped after this; kept below the node's idle timeout (60 s by
+    /// default), so a connection is not reused just as the node closes it.
     pub pool_idle_timeout: Duration,
     pub max_idle_per_host: usize,
 }
@@ -30,7 +32,7 @@ impl Default for TransportConfig {
         Self {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
-            pool_idle_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(30),
             max_idle_per_host: 32,
         }
     }

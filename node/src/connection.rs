@@ -130,6 +130,52 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// Connection counters, registered with the node's metrics.
+#[derive(Clone)]
+pub struct ConnMetrics {
+    /// Connections being served (the reserved lane included).
+    pub open: prometheus::IntGauge,
+    /// Connections the node closed, by reason.
+    pub closed: prometheus::IntCounterVec,
+}
+
+impl ConnMetrics {
+    pub const REASONS: &[&str] = &[
+        "too_many_connections",
+        "evicted",
+        "header_timeout",
+        "idle_timeout",
+        "bad_request",
+    ];
+
+    pub fn register(registry: &prometheus::Registry) -> ConnMetrics {
+        let open = prometheus::IntGauge::new(
+            "rcluster_connections_open",
+            "Client connections being served",
+        )
+        .expect("a valid metric");
+        let closed = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "rcluster_connections_closed_total",
+                "Connections the node closed: refused at the limit, evicted for a newcomer, \
+                 timed out, or unparsable",
+            ),
+            &["reason"],
+        )
+        .expect("a valid metric");
+        for r in Self::REASONS {
+            closed.with_label_values(&[r]);
+        }
+        let _ = registry.register(Box::new(open.clone()));
+        let _ = registry.register(Box::new(closed.clone()));
+        ConnMetrics { open, closed }
+    }
+
+    pub fn closed(&self, reason: &str) {
+        self.closed.with_label_values(&[reason]).inc();
+    }
+}
+
 /// Scans the request line of a head as it arrives, for a `#` in the request target.
 #[derive(Default, Clone, Copy)]
 enum LineScan {
@@ -171,6 +217,7 @@ pub struct GuardedIo {
     prefix: Bytes,
     shared: Arc<Shared>,
     timeouts: Timeouts,
+    metrics: ConnMetrics,
     /// `shared.requests` when this guard last looked: a change means a head completed.
     seen_requests: u64,
     /// When the head being received started (`clock_ms`), 0 when none is.
@@ -185,8 +232,16 @@ pub struct GuardedIo {
 }
 
 impl GuardedIo {
-    pub fn new(stream: TcpStream, prefix: Bytes, shared: Arc<Shared>, timeouts: Timeouts) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        prefix: Bytes,
+        shared: Arc<Shared>,
+        timeouts: Timeouts,
+        metrics: ConnMetrics,
+    ) -> Self {
+        metrics.open.inc();
         GuardedIo {
+            metrics,
             stream: Some(stream),
             prefix,
             seen_requests: shared.requests.load(Ordering::Relaxed),
@@ -264,6 +319,7 @@ impl GuardedIo {
     /// otherwise arm the timer for the deadline.
     fn check_deadline(&mut self, cx: &mut Context<'_>) -> bool {
         if self.shared.evict.swap(false, Ordering::Relaxed) {
+            self.metrics.closed("evicted");
             if self.head_started != 0 {
                 self.close_with(
                     503,
@@ -283,6 +339,7 @@ impl GuardedIo {
         };
         if clock_ms() >= deadline {
             if self.head_started != 0 {
+                self.metrics.closed("header_timeout");
                 self.close_with(
                     408,
                     "header_timeout",
@@ -292,6 +349,7 @@ impl GuardedIo {
                     ),
                 );
             } else {
+                self.metrics.closed("idle_timeout");
                 self.close_quietly();
             }
             return true;
@@ -365,6 +423,7 @@ impl AsyncWrite for GuardedIo {
         {
             // hyper answered a request it could not parse; say why, in our shape. hyper writes
             // nothing more on this connection and closes it.
+            this.metrics.closed("bad_request");
             this.out = Some((error_bytes(status, code, message), 0));
             let _ = this.drain_out(cx)?;
             return Poll::Ready(Ok(buf.len()));
@@ -392,6 +451,7 @@ impl AsyncWrite for GuardedIo {
 
 impl Drop for GuardedIo {
     fn drop(&mut self) {
+        self.metrics.open.dec();
         if let Some(stream) = self.stream.take()
             && !self.peer_closed
             && unread_input(&stream)

@@ -3,7 +3,7 @@
 use crate::admission::{Admission, Admit, ReservedSlot};
 use crate::api::{self, Ctx};
 use crate::config::NodeArgs;
-use crate::connection::{self, Guarded, GuardedIo, Shared, Timeouts};
+use crate::connection::{self, ConnMetrics, Guarded, GuardedIo, Shared, Timeouts};
 use crate::engine::Engine;
 use crate::fds;
 use crate::metrics::Metrics;
@@ -30,6 +30,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     fds::keep_spares();
     let metrics = Arc::new(Metrics::new());
+    let conn_metrics = ConnMetrics::register(&metrics.registry);
     let engine = Engine::open(resolved.engine, resolved.cluster, metrics)
         .map_err(|e| format!("cannot open data dir {}: {e}", args.data_dir.display()))?;
     let listener = TcpListener::bind(args.listen)
@@ -50,6 +51,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
             idle: args.connections.idle_timeout(),
         },
         secret: engine.cluster.secret.clone(),
+        metrics: conn_metrics,
     });
     let admission = Admission::new(max_connections);
     tracing::info!(%addr, data_dir = %args.data_dir.display(), node = %args.name, max_connections, "serving");
@@ -86,7 +88,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
                         let serving = serving.clone();
                         tokio::spawn(async move { serving.serve_reserved(stream, slot).await });
                     }
-                    Admit::Refuse => refuse(stream),
+                    Admit::Refuse => serving.refuse(stream),
                 }
             }
             _ = &mut shutdown => break,
@@ -103,6 +105,7 @@ struct Serving<S> {
     timeouts: Timeouts,
     /// The cluster secret: the reserved lane serves internal calls that carry it.
     secret: Option<String>,
+    metrics: ConnMetrics,
 }
 
 /// How long the reserved lane waits for a request head before answering 503.
@@ -121,7 +124,13 @@ where
     S::Future: Send + 'static,
 {
     async fn serve(&self, stream: TcpStream, prefix: Bytes, shared: Arc<Shared>, keep_alive: bool) {
-        let io = GuardedIo::new(stream, prefix, shared.clone(), self.timeouts);
+        let io = GuardedIo::new(
+            stream,
+            prefix,
+            shared.clone(),
+            self.timeouts,
+            self.metrics.clone(),
+        );
         let svc = Guarded::new(self.service.clone(), shared);
         let conn = hyper::server::conn::http1::Builder::new()
             .max_buf_size(connection::MAX_HEAD_BYTES)
@@ -158,11 +167,25 @@ where
             Some(Some(Lane::Probe)) => false,
             Some(Some(Lane::Internal)) => true,
             Some(None) => return,
-            Some(Some(Lane::Other)) | None => return refuse(stream),
+            Some(Some(Lane::Other)) | None => return self.refuse(stream),
         };
         slot.serve();
         self.serve(stream, head.freeze(), Shared::new(), keep_alive)
             .await;
+    }
+}
+
+impl<S> Serving<S> {
+    /// Answers 503 too_many_connections without reading anything and closes.
+    fn refuse(&self, stream: TcpStream) {
+        self.metrics.closed("too_many_connections");
+        let answer = connection::error_bytes(
+            503,
+            "too_many_connections",
+            "the node is at its connection limit; retry later",
+        );
+        let _ = stream.try_write(&answer);
+        connection::linger(stream);
     }
 }
 
@@ -197,17 +220,6 @@ fn classify(head: &[u8], secret: Option<&str>) -> Option<Lane> {
     } else {
         Lane::Other
     })
-}
-
-/// Answers 503 too_many_connections without reading anything and closes.
-fn refuse(stream: TcpStream) {
-    let answer = connection::error_bytes(
-        503,
-        "too_many_connections",
-        "the node is at its connection limit; retry later",
-    );
-    let _ = stream.try_write(&answer);
-    connection::linger(stream);
 }
 
 async fn shutdown_signal() {

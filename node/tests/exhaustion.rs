@@ -94,6 +94,16 @@ fn half_sent_headers_are_closed_after_the_header_timeout() {
     let mut silent = connect(&n.addr);
     read_until_closed(&mut silent).expect("the node closes a silent connection");
     assert_eq!(n.req("GET", "/livez", None).status, 200);
+    assert!(closed_count(&n, "header_timeout") >= 2);
+}
+
+/// `rcluster_connections_closed_total` for `reason`.
+fn closed_count(n: &Node, reason: &str) -> u64 {
+    let m = n.req("GET", "/metrics", None).body;
+    let prefix = format!("rcluster_connections_closed_total{{reason=\"{reason}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
 }
 
 #[test]
@@ -139,6 +149,7 @@ fn connections_over_the_limit_get_a_prompt_answer() {
         r.body
     );
     // Probes and authenticated internal calls still get through.
+    assert_eq!(closed_count(&n, "too_many_connections"), 1);
     assert_eq!(n.req("GET", "/livez", None).status, 200);
     assert_eq!(n.req("GET", "/readyz", None).status, 200);
     let r = n.req_h(
@@ -158,6 +169,7 @@ fn connections_over_the_limit_get_a_prompt_answer() {
     let raw = read_until_closed(&mut slow[0]).expect("the oldest slow connection is closed");
     let r = parse(&raw).expect("a JSON answer");
     assert_eq!((r.status, r.code().as_str()), (503, "too_many_connections"));
+    assert!(closed_count(&n2, "evicted") >= 1);
 }
 
 /// A node started with a descriptor limit of `nofile` (soft and hard).
