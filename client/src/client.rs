@@ -368,34 +368,6 @@ impl Client {
             && self.known_primary().is_none_or(|p| id.is_foreign(&p))
     }
 
-    /// Sorts out an answer's cluster: a node of another cluster (it refused our request, or named
-    /// another cluster) is marked foreign and the answer becomes a `cluster_mismatch` error; a
-    /// primary it names in another cluster is not followed.
-    fn screen(
-        &self,
-        target: &str,
-        headers: &HeaderMap,
-        err: Option<Error>,
-        primary: Option<String>,
-    ) -> (Option<Error>, Option<String>) {
-        if let Err(e) = self.inner.identity.check(target, headers) {
-            return (Some(e), None);
-        }
-        if err.as_ref().is_some_and(identity::is_mismatch) {
-            self.inner.identity.mark_foreign(target);
-            return (err, None);
-        }
-        match primary {
-            Some(p) if self.inner.identity.is_foreign(&p) => {
-                let e = identity::mismatch(format!(
-                    "{target} names {p} as the primary, which belongs to another cluster"
-                ));
-                (Some(e), None)
-            }
-            p => (err, p),
-        }
-    }
-
     fn headers(&self, call: &Call, idempotency_key: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
         if let Some(k) = idempotency_key.and_then(|k| HeaderValue::from_str(k).ok()) {
@@ -458,7 +430,10 @@ impl Client {
                         let e = Error::from_response(resp.status.as_u16(), &resp.body);
                         (Some(e), primary_hint(&resp.headers))
                     };
-                    let (err, primary) = self.screen(&target, &resp.headers, err, primary);
+                    let (err, primary) =
+                        self.inner
+                            .identity
+                            .screen(&target, &resp.headers, err, primary);
                     if err.as_ref().is_some_and(identity::is_mismatch) {
                         (err.unwrap_or_else(|| unreachable!()), None)
                     } else {
@@ -545,15 +520,23 @@ impl Client {
             self.inner.identity.add_header(&mut headers);
             let (err, primary) = match self.inner.transport.stream(&url, headers, None).await {
                 Ok(Streamed::Events(events)) => {
-                    match self.screen(&target, events.headers(), None, None) {
+                    match self
+                        .inner
+                        .identity
+                        .screen(&target, events.headers(), None, None)
+                    {
                         (None, _) => return Ok(events),
                         (Some(e), p) => (e, p),
                     }
                 }
                 Ok(Streamed::Response(resp)) => {
                     let e = Error::from_response(resp.status.as_u16(), &resp.body);
-                    let (e, primary) =
-                        self.screen(&target, &resp.headers, Some(e), primary_hint(&resp.headers));
+                    let (e, primary) = self.inner.identity.screen(
+                        &target,
+                        &resp.headers,
+                        Some(e),
+                        primary_hint(&resp.headers),
+                    );
                     (e.unwrap_or_else(|| unreachable!()), primary)
                 }
                 Err(t) => (Error::Transport(t), None),

@@ -81,6 +81,35 @@ impl Identity {
     pub fn is_foreign(&self, endpoint: &str) -> bool {
         lock(&self.foreign).iter().any(|e| e == endpoint)
     }
+
+    /// Sorts out an answer from `target` (its headers, the error it is, the primary it names):
+    /// a node of another cluster (it refused our request, or names another cluster) is marked
+    /// foreign and the answer becomes a `cluster_mismatch` error; a primary in another cluster is
+    /// not followed.
+    pub fn screen(
+        &self,
+        target: &str,
+        headers: &HeaderMap,
+        err: Option<Error>,
+        primary: Option<String>,
+    ) -> (Option<Error>, Option<String>) {
+        if let Err(e) = self.check(target, headers) {
+            return (Some(e), None);
+        }
+        if err.as_ref().is_some_and(is_mismatch) {
+            self.mark_foreign(target);
+            return (err, None);
+        }
+        match primary {
+            Some(p) if self.is_foreign(&p) => {
+                let e = mismatch(format!(
+                    "{target} names {p} as the primary, which belongs to another cluster"
+                ));
+                (Some(e), None)
+            }
+            p => (err, p),
+        }
+    }
 }
 
 pub fn mismatch(message: String) -> Error {
@@ -122,6 +151,41 @@ mod tests {
         let mut h = HeaderMap::new();
         i.add_header(&mut h);
         assert_eq!(h[CLUSTER_ID_HEADER], "shop");
+    }
+
+    #[test]
+    fn a_refusal_or_a_foreign_primary_becomes_a_mismatch() {
+        let i = Identity::new(Some("shop".into()));
+        let refused = mismatch("no".into());
+        let (e, p) = i.screen("http://b:1", &answer(None), Some(refused), None);
+        assert!(e.as_ref().is_some_and(is_mismatch) && p.is_none());
+        assert!(i.is_foreign("http://b:1"));
+        let not_primary = Error::Api {
+            status: 503,
+            code: "not_primary".into(),
+            message: String::new(),
+        };
+        let (e, p) = i.screen(
+            "http://a:1",
+            &answer(Some("shop")),
+            Some(not_primary.clone()),
+            Some("http://b:1".into()),
+        );
+        assert!(
+            e.as_ref().is_some_and(is_mismatch) && p.is_none(),
+            "not followed"
+        );
+        let (e, p) = i.screen(
+            "http://a:1",
+            &answer(Some("shop")),
+            Some(not_primary),
+            Some("http://c:1".into()),
+        );
+        assert_eq!(
+            e.and_then(|e| e.code().map(str::to_string)).as_deref(),
+            Some("not_primary")
+        );
+        assert_eq!(p.as_deref(), Some("http://c:1"));
     }
 
     #[test]
