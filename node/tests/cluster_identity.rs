@@ -146,6 +146,18 @@ fn a_node_of_another_cluster_refuses_replication_traffic() {
         (json!(1), json!("primary"))
     );
     assert_eq!(b.node.req("GET", "/v1/kv/b-key", None).status, 200);
+    // Role commands meant for A are refused, before anything changes.
+    let r = b.node.req_h(
+        "POST",
+        "/internal/v1/fence",
+        Some(r#"{"term":9}"#),
+        &[
+            ("Authorization", &format!("Bearer {SECRET}")),
+            (ID_HEADER, "cluster-a"),
+        ],
+    );
+    assert_eq!((r.status, r.code().as_str()), (409, "cluster_mismatch"));
+    assert_eq!(b.node.status()["term"], json!(1));
     // A's hello (a replica's "I follow you") is refused too.
     let r = b.node.req_h(
         "POST",
