@@ -363,7 +363,7 @@ pub async fn run(
     json: bool,
 ) -> Result<(), Error> {
     let mix = args.mix();
-    let setup = client_for(endpoints, timeout, RetryPolicy::default())?;
+    let setup = client_for(endpoints, timeout, RetryPolicy::default(), None)?;
     let duration = match (args.duration, args.requests) {
         (Some(d), _) => Duration::from_secs_f64(d),
         (None, Some(_)) => MAX_RUN,

@@ -41,6 +41,10 @@ pub struct Cli {
         value_name = "URL"
     )]
     pub endpoints: Vec<String>,
+    /// The cluster to talk to (its id). Without it, the cluster of the first node that names
+    /// one; either way no request goes to, and no redirect is followed to, another cluster's node.
+    #[arg(long, global = true, env = "RCLUSTER_CLUSTER_ID", value_name = "ID")]
+    pub cluster_id: Option<String>,
     /// Print the raw JSON responses (one JSON document per line for streams).
     #[arg(long, global = true)]
     pub json: bool,
@@ -301,15 +305,22 @@ pub fn client_for(
     endpoints: &[String],
     timeout_secs: f64,
     retry: RetryPolicy,
+    cluster_id: Option<String>,
 ) -> Result<Client, Error> {
     Client::builder(endpoints.iter().cloned())
         .request_timeout(Duration::from_secs_f64(timeout_secs))
         .retry(retry)
+        .cluster_id(cluster_id)
         .build()
 }
 
 async fn execute(cli: Cli) -> Result<(), Error> {
-    let client = client_for(&cli.endpoints, cli.timeout, RetryPolicy::default())?;
+    let client = client_for(
+        &cli.endpoints,
+        cli.timeout,
+        RetryPolicy::default(),
+        cli.cluster_id.clone(),
+    )?;
     let json = cli.json;
     let call = match cli.command {
         Command::Bench(args) => return bench::run(&cli.endpoints, cli.timeout, args, json).await,

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::calls::Call;
 use crate::error::Error;
+use crate::identity::{self, Identity};
 use crate::random;
 use crate::retry::{Decision, RetryPolicy, RetryState};
 use crate::transport::{EventStream, Streamed, Transport, TransportConfig};
@@ -59,6 +60,7 @@ pub struct ClientBuilder {
     transport: TransportConfig,
     retry: RetryPolicy,
     discover: bool,
+    cluster_id: Option<String>,
 }
 
 impl ClientBuilder {
@@ -72,7 +74,16 @@ impl ClientBuilder {
             transport: TransportConfig::default(),
             retry: RetryPolicy::default(),
             discover: true,
+            cluster_id: None,
         }
+    }
+
+    /// The cluster the client may talk to. Without one, the client takes the cluster of the
+    /// first node that names one. Either way it never sends to, or follows a redirect to, a node
+    /// of another cluster.
+    pub fn cluster_id(mut self, id: Option<String>) -> Self {
+        self.cluster_id = id;
+        self
     }
 
     pub fn connect_timeout(mut self, d: Duration) -> Self {
@@ -130,6 +141,7 @@ impl ClientBuilder {
                 primary: Mutex::new(None),
                 token: Mutex::new(SessionToken::new()),
                 retry,
+                identity: Identity::new(self.cluster_id),
             }),
         })
     }
@@ -170,6 +182,7 @@ struct Inner {
     /// The newest position seen on every shard.
     token: Mutex<SessionToken>,
     retry: RetryPolicy,
+    identity: Identity,
 }
 
 impl Client {
@@ -199,6 +212,11 @@ impl Client {
     /// go back.
     pub fn observe_token(&self, token: &SessionToken) {
         self.inner.token.lock().unwrap().merge(token);
+    }
+
+    /// The cluster this client talks to: configured, or learned from the first node naming one.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.inner.identity.id()
     }
 
     /// The primary learned from a `not_primary` redirect, if any.
@@ -252,16 +270,33 @@ impl Client {
     pub async fn discover(&self) -> Result<usize, Error> {
         let mut last = Error::InvalidArgument("no endpoint given".into());
         for endpoint in self.endpoints() {
+            if self.inner.identity.is_foreign(&endpoint) {
+                continue;
+            }
             let url = format!("{endpoint}/v1/status");
+            let mut headers = HeaderMap::new();
+            self.inner.identity.add_header(&mut headers);
             let resp = match self
                 .inner
                 .transport
-                .request(http::Method::GET, &url, HeaderMap::new(), None, None)
+                .request(http::Method::GET, &url, headers, None, None)
                 .await
             {
-                Ok(r) if r.status.is_success() => r,
+                // Members are learned only from a node of this client's cluster.
+                Ok(r) if r.status.is_success() => {
+                    match self.inner.identity.check(&endpoint, &r.headers) {
+                        Ok(()) => r,
+                        Err(e) => {
+                            last = e;
+                            continue;
+                        }
+                    }
+                }
                 Ok(r) => {
                     last = Error::from_response(r.status.as_u16(), &r.body);
+                    if identity::is_mismatch(&last) {
+                        self.inner.identity.mark_foreign(&endpoint);
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -313,14 +348,24 @@ impl Client {
         let n = endpoints.len();
         let i = self.inner.current.load(Ordering::Relaxed) % n;
         if endpoints[i] == tried {
+            // The next endpoint not known to be in another cluster (if any is left).
+            let next = (1..=n)
+                .map(|k| (i + k) % n)
+                .find(|j| !self.inner.identity.is_foreign(&endpoints[*j]))
+                .unwrap_or((i + 1) % n);
             // A lost race with another task's rotation only skips one endpoint.
-            let _ = self.inner.current.compare_exchange(
-                i,
-                (i + 1) % n,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            let _ =
+                self.inner
+                    .current
+                    .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
         }
+    }
+
+    /// Every endpoint turned out to belong to another cluster: nothing left to try.
+    fn all_foreign(&self) -> bool {
+        let id = &self.inner.identity;
+        self.endpoint_list().iter().all(|e| id.is_foreign(e))
+            && self.known_primary().is_none_or(|p| id.is_foreign(&p))
     }
 
     fn headers(&self, call: &Call, idempotency_key: Option<&str>) -> HeaderMap {
@@ -363,44 +408,64 @@ impl Client {
         let mut target = self.current_endpoint();
         loop {
             let url = format!("{target}{}", call.path);
+            // The cluster id may have been learned by an earlier attempt of this call.
+            let mut headers = headers.clone();
+            self.inner.identity.add_header(&mut headers);
             let result = self
                 .inner
                 .transport
                 .request(
                     call.method.clone(),
                     &url,
-                    headers.clone(),
+                    headers,
                     call.body.clone(),
                     Some(timeout),
                 )
                 .await;
             let (err, primary) = match result {
                 Ok(resp) => {
-                    let token = self.observe_headers(&resp.headers);
-                    if resp.status.is_success() {
-                        let json = if resp.body.is_empty() {
-                            Value::Null
-                        } else {
-                            serde_json::from_slice(&resp.body).map_err(|e| {
-                                Error::InvalidResponse(format!("{url}: body is not JSON: {e}"))
-                            })?
-                        };
-                        self.discover_soon();
-                        return Ok(Reply {
-                            status: resp.status.as_u16(),
-                            json,
-                            token,
-                            endpoint: target,
-                        });
+                    let (err, primary) = if resp.status.is_success() {
+                        (None, None)
+                    } else {
+                        let e = Error::from_response(resp.status.as_u16(), &resp.body);
+                        (Some(e), primary_hint(&resp.headers))
+                    };
+                    let (err, primary) =
+                        self.inner
+                            .identity
+                            .screen(&target, &resp.headers, err, primary);
+                    if err.as_ref().is_some_and(identity::is_mismatch) {
+                        (err.unwrap_or_else(|| unreachable!()), None)
+                    } else {
+                        let token = self.observe_headers(&resp.headers);
+                        match err {
+                            Some(e) => (e, primary),
+                            None => {
+                                let json = if resp.body.is_empty() {
+                                    Value::Null
+                                } else {
+                                    serde_json::from_slice(&resp.body).map_err(|e| {
+                                        Error::InvalidResponse(format!(
+                                            "{url}: body is not JSON: {e}"
+                                        ))
+                                    })?
+                                };
+                                self.discover_soon();
+                                return Ok(Reply {
+                                    status: resp.status.as_u16(),
+                                    json,
+                                    token,
+                                    endpoint: target,
+                                });
+                            }
+                        }
                     }
-                    let primary = primary_hint(&resp.headers);
-                    (
-                        Error::from_response(resp.status.as_u16(), &resp.body),
-                        primary,
-                    )
                 }
                 Err(t) => (Error::Transport(t), None),
             };
+            if identity::is_mismatch(&err) && self.all_foreign() {
+                return Err(err);
+            }
             match state.next(
                 &err,
                 &target,
@@ -451,22 +516,34 @@ impl Client {
         let mut target = self.current_endpoint();
         loop {
             let url = format!("{target}{}", call.path);
-            let (err, primary) = match self
-                .inner
-                .transport
-                .stream(&url, headers.clone(), None)
-                .await
-            {
-                Ok(Streamed::Events(events)) => return Ok(events),
+            let mut headers = headers.clone();
+            self.inner.identity.add_header(&mut headers);
+            let (err, primary) = match self.inner.transport.stream(&url, headers, None).await {
+                Ok(Streamed::Events(events)) => {
+                    match self
+                        .inner
+                        .identity
+                        .screen(&target, events.headers(), None, None)
+                    {
+                        (None, _) => return Ok(events),
+                        (Some(e), p) => (e, p),
+                    }
+                }
                 Ok(Streamed::Response(resp)) => {
-                    let primary = primary_hint(&resp.headers);
-                    (
-                        Error::from_response(resp.status.as_u16(), &resp.body),
-                        primary,
-                    )
+                    let e = Error::from_response(resp.status.as_u16(), &resp.body);
+                    let (e, primary) = self.inner.identity.screen(
+                        &target,
+                        &resp.headers,
+                        Some(e),
+                        primary_hint(&resp.headers),
+                    );
+                    (e.unwrap_or_else(|| unreachable!()), primary)
                 }
                 Err(t) => (Error::Transport(t), None),
             };
+            if identity::is_mismatch(&err) && self.all_foreign() {
+                return Err(err);
+            }
             match state.next(
                 &err,
                 &target,

@@ -17,6 +17,7 @@ pub mod calls;
 pub mod cli;
 mod client;
 mod error;
+mod identity;
 mod output;
 mod random;
 pub mod retry;
@@ -30,6 +31,7 @@ pub use client::{
     normalize_endpoint,
 };
 pub use error::Error;
+pub use identity::{CLUSTER_ID_HEADER, CLUSTER_MISMATCH};
 pub use random::idempotency_key;
 pub use retry::RetryPolicy;
 pub use types::*;

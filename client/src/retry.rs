@@ -148,6 +148,8 @@ impl RetryState {
                     self.maybe_applied = true;
                     false
                 }
+                // The node belongs to another cluster and did nothing: try another endpoint.
+                (409, "cluster_mismatch") => true,
                 (503, _) => true,
                 (429, _) => false,
                 _ => return Decision::GiveUp,
@@ -341,6 +343,18 @@ mod tests {
         let mut s = RetryState::new(policy(5), t0);
         let bad = transport(TransportErrorKind::InvalidUrl);
         assert_eq!(s.next(&bad, "x", None, t0, 0.0), Decision::GiveUp);
+    }
+
+    #[test]
+    fn another_cluster_s_node_is_left_for_the_next_endpoint() {
+        let t0 = Instant::now();
+        let mut s = RetryState::new(policy(5), t0);
+        let e = api(409, "cluster_mismatch");
+        assert!(matches!(
+            s.next(&e, "http://b", None, t0, 0.0),
+            Decision::Retry { rotate: true, .. }
+        ));
+        assert!(!s.maybe_applied(), "the node refused before doing anything");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct TransportConfig {
     pub connect_timeout: Duration,
     /// Whole request: connect, send, and receive the full response.
     pub request_timeout: Duration,
+    /// Idle connections are dropped after this; kept below the node's idle timeout (60 s by
+    /// default), so a connection is not reused just as the node closes it.
     pub pool_idle_timeout: Duration,
     pub max_idle_per_host: usize,
 }
@@ -30,7 +32,7 @@ impl Default for TransportConfig {
         Self {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
-            pool_idle_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(30),
             max_idle_per_host: 32,
         }
     }
@@ -89,6 +91,7 @@ pub enum Streamed {
 
 /// Server-sent events read from a response body.
 pub struct EventStream {
+    headers: HeaderMap,
     body: Incoming,
     parser: SseParser,
     pending: VecDeque<Event>,
@@ -96,6 +99,11 @@ pub struct EventStream {
 }
 
 impl EventStream {
+    /// The headers of the response that opened the stream.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
     /// The next event; `None` when the server ended the stream.
     pub async fn next(&mut self) -> Option<Result<Event, TransportError>> {
         loop {
@@ -210,6 +218,7 @@ impl Transport {
             let (parts, body) = resp.into_parts();
             if parts.status.is_success() {
                 return Ok(Streamed::Events(EventStream {
+                    headers: parts.headers,
                     body,
                     parser: SseParser::new(),
                     pending: VecDeque::new(),

@@ -42,6 +42,51 @@ impl Default for Limits {
     }
 }
 
+/// Connection limits and timeouts: what keeps slow or idle clients from holding a node's
+/// connections and memory.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnLimits {
+    /// Most client connections served at once (kept below the descriptor limit, which the node
+    /// raises to its hard limit at start). When every one has a request in service, a new
+    /// connection gets `503 too_many_connections`; connections that are idle or still sending
+    /// a request head give way to newcomers, the longest-waiting first.
+    #[arg(long, env = "RCLUSTER_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// A request head (request line and headers) must arrive within this time, counted from
+    /// its first byte (from the connection's start for its first request).
+    #[arg(long, env = "RCLUSTER_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// A request body must arrive within this time, counted from the end of its head.
+    #[arg(long, env = "RCLUSTER_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
+    /// A keep-alive connection with no request for this long is closed.
+    #[arg(long, env = "RCLUSTER_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_connections: 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl ConnLimits {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms.max(1))
+    }
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms.max(1))
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms.max(1))
+    }
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(name = "rcluster-node", version, about = "rcluster data node")]
 pub struct NodeArgs {
@@ -70,6 +115,10 @@ pub struct NodeArgs {
     /// File holding the cluster secret that internal endpoints require.
     #[arg(long, env = "RCLUSTER_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
+    /// The cluster's id (generated once when the cluster is created). The node reports it,
+    /// sends it with its internal requests and refuses requests that name another cluster.
+    #[arg(long, env = "RCLUSTER_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
     /// JSON file with cluster settings (`members`, `ack`, `consistency`, `fsync`,
     /// `fsync_interval_ms`), as the operator's ConfigMap provides it. Flags win over the file.
     #[arg(long, env = "RCLUSTER_CONFIG")]
@@ -124,6 +173,8 @@ pub struct NodeArgs {
     pub log_level: String,
     #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub connections: ConnLimits,
 }
 
 /// The `--config` file. Unknown fields are ignored so the operator can add some.
@@ -137,6 +188,7 @@ pub struct ConfigFile {
     pub fsync_interval_ms: Option<u64>,
     /// The node's shard, when the operator's ConfigMap says (one ConfigMap per shard).
     pub shard: Option<u32>,
+    pub cluster_id: Option<String>,
 }
 
 /// Settings resolved from flags, environment and the config file.
@@ -145,6 +197,19 @@ pub struct Resolved {
     pub engine: EngineConfig,
     pub cluster: Cluster,
     pub consistency: Consistency,
+}
+
+/// A cluster id travels in an HTTP header: 1..=128 characters of `[A-Za-z0-9._-]`.
+pub fn check_cluster_id(id: &str) -> Result<String, String> {
+    let ok = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if id.is_empty() || id.len() > 128 || !ok {
+        return Err(format!(
+            "a cluster id is 1..=128 characters of A-Z a-z 0-9 . _ -, got {id:?}"
+        ));
+    }
+    Ok(id.to_string())
 }
 
 pub fn parse_consistency(s: &str) -> Option<Consistency> {
@@ -191,6 +256,10 @@ impl NodeArgs {
                     .into(),
             );
         }
+        let cluster_id = match self.cluster_id.clone().or(file.cluster_id) {
+            Some(id) => Some(check_cluster_id(id.trim())?),
+            None => None,
+        };
         let consistency_name = self
             .consistency
             .clone()
@@ -205,6 +274,7 @@ impl NodeArgs {
             me: self.name.clone(),
             members,
             secret,
+            id: cluster_id,
             default_ack: self.ack.or(file.ack).unwrap_or(AckLevel::Quorum),
             heartbeat: Duration::from_millis(self.heartbeat_ms.max(1)),
             lease: Duration::from_millis(self.lease_ms.max(1)),

@@ -4,9 +4,12 @@
 //! durability waits, background duties) → `state` (the pure state machine) and `wal`/`snapshot`
 //! (the files).
 
+pub mod admission;
 pub mod api;
 pub mod config;
+pub mod connection;
 pub mod engine;
+pub mod fds;
 pub mod listen;
 pub mod log;
 pub mod metrics;
@@ -15,4 +18,5 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod value;
 pub mod wal;

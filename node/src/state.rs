@@ -160,6 +160,8 @@ pub enum ApplyError {
     TopicNotFound,
     #[error("no such subscription")]
     SubscriptionNotFound,
+    #[error("offset {start} is past the topic's end; the next offset is {next}")]
+    OffsetOutOfRange { start: u64, next: u64 },
 }
 
 /// A change to a record, pushed to watchers once committed.
@@ -460,6 +462,12 @@ impl State {
                 let cursor = match start {
                     Start::Earliest => t.first_offset,
                     Start::Latest => t.next_offset(),
+                    Start::Offset(o) if *o > t.next_offset() => {
+                        return Err(ApplyError::OffsetOutOfRange {
+                            start: *o,
+                            next: t.next_offset(),
+                        });
+                    }
                     Start::Offset(o) => *o,
                 };
                 t.subscriptions.insert(name.clone(), cursor);

@@ -393,7 +393,8 @@ impl Writer {
     fn roll(&mut self, first_index: u64) -> io::Result<()> {
         self.file.sync_data()?;
         let path = segment_path(&self.cfg.dir, first_index);
-        self.file = new_segment(&self.cfg.dir, &path)?;
+        // Connections may hold every other descriptor; the spares are given back for this.
+        self.file = crate::fds::with_spare_descriptors(|| new_segment(&self.cfg.dir, &path))?;
         self.size = MAGIC.len() as u64;
         self.shared
             .segments

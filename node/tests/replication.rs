@@ -506,7 +506,8 @@ fn switchover_requests_are_recorded_for_the_coordinator() {
             .status,
         400
     );
-    assert_eq!(c.internal(0, "clear-switchover", json!({})).status, 200);
+    let clear = json!({"term": c.term});
+    assert_eq!(c.internal(0, "clear-switchover", clear).status, 200);
     assert!(c.nodes[0].status().get("switchover_request").is_none());
 }
 

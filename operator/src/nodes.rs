@@ -220,9 +220,11 @@ impl NodeClient {
     }
 
     /// Tells the node the switchover it recorded is finished (or given up), so it stops asking.
-    pub async fn clear_switchover(&self, base_url: &str) -> Result<(), NodeError> {
+    /// The node refuses it from a coordinator of an older `term` than its own.
+    pub async fn clear_switchover(&self, base_url: &str, term: u64) -> Result<(), NodeError> {
         let url = format!("{base_url}/internal/v1/clear-switchover");
-        self.call(Method::POST, url, true, Some("{}".into()))
+        let body = serde_json::json!({ "term": term }).to_string();
+        self.call(Method::POST, url, true, Some(body))
             .await
             .map(|_| ())
     }

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub struct NodeStatus {
     /// This node's member name.
     pub node: String,
+    /// The cluster this node belongs to (`None`: started without an id).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
     /// The shard (replica group) this node belongs to.
     #[serde(default)]
     pub shard: ShardId,

@@ -51,6 +51,7 @@ impl From<ApplyError> for ApiError {
             ApplyError::OutOfBounds => (StatusCode::CONFLICT, "out_of_bounds"),
             ApplyError::TopicNotFound => (StatusCode::NOT_FOUND, "topic_not_found"),
             ApplyError::SubscriptionNotFound => (StatusCode::NOT_FOUND, "subscription_not_found"),
+            ApplyError::OffsetOutOfRange { .. } => (StatusCode::BAD_REQUEST, "offset_out_of_range"),
         };
         ApiError::new(status, code, e.to_string())
     }

@@ -48,7 +48,7 @@ pub async fn forward(ctx: &Ctx, req: &Req, target: Target) -> Result<Response, A
         + wait_param(req)
         + FORWARD_SLACK;
     let path_and_query = req.path_and_query();
-    let mut headers = forwarded_headers(&req.headers);
+    let mut headers = forwarded_headers(ctx, &req.headers);
     headers.insert(
         HeaderName::from_static(headers::DIRECT),
         HeaderValue::from_static("1"),
@@ -134,12 +134,20 @@ fn wait_param(req: &Req) -> Duration {
         .map_or(Duration::ZERO, |ms| Duration::from_millis(ms.min(60_000)))
 }
 
-fn forwarded_headers(given: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(given.len() + 1);
+/// The client's headers minus hop-by-hop ones, plus this node's cluster id: a node never sends a
+/// client's request into another cluster (a stale address now used by another cluster's node
+/// refuses it with `cluster_mismatch`).
+fn forwarded_headers(ctx: &Ctx, given: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(given.len() + 2);
     for (k, v) in given {
         if !HOP_BY_HOP.contains(&k.as_str()) {
             out.append(k.clone(), v.clone());
         }
+    }
+    if let Some(id) = ctx.engine.cluster.id.as_deref()
+        && let Ok(v) = HeaderValue::from_str(id)
+    {
+        out.insert(super::CLUSTER_ID_HEADER, v);
     }
     out
 }
@@ -169,7 +177,7 @@ pub async fn forward_stream(ctx: &Ctx, req: &Req, target: Target) -> Result<Resp
 /// Connects to the first reachable URL of `target` for the stream `req` asks for.
 pub async fn open_stream(ctx: &Ctx, req: &Req, target: &Target) -> Result<Streamed, ApiError> {
     let path_and_query = req.path_and_query();
-    let mut headers = forwarded_headers(&req.headers);
+    let mut headers = forwarded_headers(ctx, &req.headers);
     headers.insert(
         HeaderName::from_static(headers::DIRECT),
         HeaderValue::from_static("1"),

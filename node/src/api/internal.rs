@@ -1,28 +1,50 @@
 //! Internal endpoints for replication and the failover coordinator. Every request must carry the
-//! cluster secret (`Authorization: Bearer …`); without it the answer is 401 and nothing is done.
+//! cluster secret (`Authorization: Bearer …`); without it the answer is 401, given before any of
+//! the body is read, and nothing is done.
 
 use super::{ApiError, Ctx, Req, json_response};
+use crate::engine::EngineError;
 use crate::replication::RoleCommand;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use warp::reply::Response;
 
-fn authorized(ctx: &Ctx, req: &Req) -> bool {
-    let Some(secret) = &ctx.engine.cluster.secret else {
-        return false;
-    };
-    let given = req
-        .headers
+/// Whether the request carries the cluster secret. Checked from the head, before any body is
+/// read: an anonymous client must not make the node buffer a body.
+pub fn authorized(ctx: &Ctx, headers: &http::HeaderMap) -> bool {
+    let given = headers
         .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|v| v.as_bytes())
         .unwrap_or_default();
-    // Compare in constant time so the secret cannot be guessed byte by byte from timings.
-    given.len() == secret.len()
-        && given
-            .bytes()
-            .zip(secret.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    super::bearer_matches(ctx.engine.cluster.secret.as_deref(), given)
+}
+
+pub fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "internal endpoints need the cluster secret",
+    )
+}
+
+/// Query parameters of each internal operation.
+pub fn params(op: &str) -> &'static [&'static str] {
+    match op {
+        "install-snapshot" => &["term", "from"],
+        _ => &[],
+    }
+}
+
+/// Refuses a command of a term older than this node's.
+fn current_term(ctx: &Ctx, term: u64) -> Result<(), ApiError> {
+    let current = ctx.engine.core().term;
+    if term < current {
+        return Err(EngineError::StaleTerm {
+            given: term,
+            current,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 fn command(req: &Req) -> Result<RoleCommand, ApiError> {
@@ -41,21 +63,9 @@ fn status_reply(ctx: &Ctx) -> Response {
     )
 }
 
+/// Serves an internal operation; the secret, the method and the parameters were checked from the
+/// request head already.
 pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError> {
-    if !authorized(ctx, req) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "internal endpoints need the cluster secret",
-        ));
-    }
-    if req.method != Method::POST {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "internal endpoints take POST",
-        ));
-    }
     let engine = &ctx.engine;
     match op {
         "append" => {
@@ -94,7 +104,9 @@ pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError
             Ok(status_reply(ctx))
         }
         "hello" => {
-            engine.hello_from(command(req)?.term);
+            let term = command(req)?.term;
+            current_term(ctx, term)?;
+            engine.hello_from(term);
             Ok(json_response(StatusCode::OK, "{}".into()))
         }
         "status" => Ok(status_reply(ctx)),
@@ -114,6 +126,8 @@ pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError
             Ok(json_response(StatusCode::OK, reply))
         }
         "clear-switchover" => {
+            // Only the coordinator of the current term may say the request was dealt with.
+            current_term(ctx, command(req)?.term)?;
             *engine.switchover_request.lock().unwrap() = None;
             Ok(status_reply(ctx))
         }

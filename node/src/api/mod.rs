@@ -1,15 +1,19 @@
-//! HTTP routing: one catch-all warp filter hands every request to `dispatch`, which parses and
-//! validates it and calls the engine. Routing by hand gives exact 404/405 answers as JSON and keeps
-//! compile times low; per-API metrics are recorded in one place.
+//! HTTP routing: one catch-all warp filter hands every request to `handle`. Everything that can be
+//! decided from the request head is decided before a byte of the body is read (the target, the
+//! cluster id, the route from `routes.rs`, the secret of internal calls, the parameters); then
+//! the body is read within its route's limit and time, and `dispatch` calls the handler. Routing
+//! by hand gives exact 404/405 answers as JSON and keeps compile times low; per-API metrics are
+//! recorded in one place.
 
 mod error;
 mod fanout;
 mod forward;
 mod internal;
 mod kv;
+mod placement;
 mod render;
 mod request;
-mod route;
+mod routes;
 mod stream;
 mod topics;
 
@@ -17,15 +21,19 @@ pub use error::ApiError;
 pub use request::Req;
 
 use crate::config::Limits;
+use crate::connection::FragmentInTarget;
 use crate::engine::{Consistency, Engine};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderValue, Method, StatusCode};
+use routes::{Route, route};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use warp::Filter;
 use warp::reply::Response;
 
+/// Request: the cluster the client means to talk to. Response: the cluster this node is in.
+pub use rcluster_client::{CLUSTER_ID_HEADER, CLUSTER_MISMATCH};
 pub use rcluster_proto::headers::{IDEMPOTENCY_KEY as IDEMPOTENCY_HEADER, TOKEN as TOKEN_HEADER};
 
 pub struct Ctx {
@@ -33,12 +41,15 @@ pub struct Ctx {
     /// Which shard owns what, and how to reach it.
     pub routing: Arc<crate::routing::Routing>,
     pub limits: Limits,
+    /// A request body must arrive within this time.
+    pub body_timeout: Duration,
     /// Read consistency when a request does not say.
     pub consistency: Consistency,
 }
 
-/// Internal bodies carry log batches and whole snapshots.
-const INTERNAL_BODY_LIMIT: usize = 1 << 30;
+/// Longest request target (path and query) accepted, at least: room for two percent-encoded
+/// keys (a path and `start_after`) at the key limit.
+const MIN_TARGET_LIMIT: usize = 8 << 10;
 
 /// The single warp filter serving every route.
 pub fn routes(
@@ -48,9 +59,10 @@ pub fn routes(
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<FragmentInTarget>())
         .and(warp::body::stream())
-        .then(move |method, path, query, headers, body| {
-            handle(ctx.clone(), method, path, query, headers, body)
+        .then(move |method, path, query, headers, fragment, body| {
+            handle(ctx.clone(), method, path, query, headers, fragment, body)
         })
 }
 
@@ -60,6 +72,7 @@ async fn handle<S, B>(
     path: warp::path::FullPath,
     query: String,
     headers: http::HeaderMap,
+    fragment: Option<FragmentInTarget>,
     body: S,
 ) -> Response
 where
@@ -67,45 +80,167 @@ where
     B: bytes::Buf,
 {
     let started = Instant::now();
-    let limit = if path.as_str().starts_with("/internal/") {
-        INTERNAL_BODY_LIMIT
-    } else {
-        ctx.limits.max_body_bytes
-    };
-    let req = match read_body(body, limit).await {
-        Ok(body) => Req::new(method, path.as_str(), &query, headers, body),
-        Err(e) => Err(e),
-    };
-    let (api, result) = match req {
-        Ok(req) => dispatch(&ctx, req).await,
+    let raw_query = query;
+    let prepared = prepare(&ctx, &method, path.as_str(), &raw_query, &headers, fragment);
+    let (api, result) = match prepared {
+        Ok((route, query)) => {
+            let limit = route.body_limit(&ctx, path.as_str());
+            match read_body(body, &headers, limit, ctx.body_timeout).await {
+                Ok(body) => {
+                    let req = Req::new(method, path.as_str(), query, &raw_query, headers, body);
+                    dispatch(&ctx, route, req).await
+                }
+                Err(e) => (route.api(), Err(e)),
+            }
+        }
         Err(e) => (None, Err(e)),
     };
-    finish(&ctx, api, started, result)
+    let mut resp = finish(&ctx, api, started, result);
+    if let Some(id) = ctx.engine.cluster.id.as_deref()
+        && let Ok(v) = HeaderValue::from_str(id)
+    {
+        resp.headers_mut().insert(CLUSTER_ID_HEADER, v);
+    }
+    resp
 }
 
-async fn read_body<S, B>(body: S, limit: usize) -> Result<Bytes, ApiError>
+/// Everything decided from the request head alone, before a byte of the body is read: the
+/// target, the cluster, the route, the secret of internal calls and the parameters.
+fn prepare(
+    ctx: &Ctx,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &http::HeaderMap,
+    fragment: Option<FragmentInTarget>,
+) -> Result<(Route, Vec<(String, String)>), ApiError> {
+    if fragment.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_path",
+            "the request target has a #fragment; fragments are not part of a request (encode # as %23 in keys)",
+        ));
+    }
+    let target_limit = MIN_TARGET_LIMIT.max(6 * ctx.limits.max_key_bytes + 1024);
+    if path.len() + query.len() > target_limit {
+        return Err(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target exceeds {target_limit} bytes"),
+        ));
+    }
+    check_cluster(ctx, headers)?;
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let route = route(method, &segs)?;
+    if route == Route::Internal && !internal::authorized(ctx, headers) {
+        return Err(internal::unauthorized());
+    }
+    let query = request::parse_query(query)?;
+    let allowed = match route {
+        Route::Internal => internal::params(segs.get(2).copied().unwrap_or_default()),
+        r => r.params(),
+    };
+    request::only_params(&query, allowed)?;
+    Ok((route, query))
+}
+
+/// A request naming another cluster (`Rcluster-Cluster-Id`) is refused before anything is done:
+/// it reached this node by mistake (a stale address, a redirect into another cluster).
+fn check_cluster(ctx: &Ctx, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let Some(wanted) = headers.get(CLUSTER_ID_HEADER) else {
+        return Ok(());
+    };
+    let wanted = String::from_utf8_lossy(wanted.as_bytes());
+    let ours = ctx.engine.cluster.id.as_deref();
+    if ours == Some(wanted.as_ref()) {
+        return Ok(());
+    }
+    let message = match ours {
+        Some(id) => format!("this node belongs to cluster {id:?}, not {wanted:?}"),
+        None => format!("this node has no cluster id; the request is for cluster {wanted:?}"),
+    };
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        CLUSTER_MISMATCH,
+        message,
+    ))
+}
+
+/// Whether an `Authorization` header value carries the cluster secret (`Bearer <secret>`),
+/// compared in constant time so the secret cannot be guessed byte by byte from timings.
+pub fn bearer_matches(secret: Option<&str>, header: &[u8]) -> bool {
+    let Some(secret) = secret else {
+        return false;
+    };
+    let given = header.strip_prefix(b"Bearer ").unwrap_or_default();
+    given.len() == secret.len()
+        && given
+            .iter()
+            .zip(secret.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn read_body<S, B>(
+    body: S,
+    headers: &http::HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
-    let mut body = std::pin::pin!(body);
-    let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?;
-        if out.len() + chunk.remaining() > limit {
-            return Err(ApiError::too_large(
-                "body_too_large",
-                format!("request body exceeds {limit} bytes"),
-            ));
+    let too_large = || {
+        ApiError::too_large(
+            "body_too_large",
+            if limit == 0 {
+                "this route takes no request body".to_string()
+            } else {
+                format!("request body exceeds {limit} bytes")
+            },
+        )
+    };
+    // A declared length over the limit is refused before anything is read.
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut out = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(chunk) = body.next().await {
+            let mut chunk =
+                chunk.map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?;
+            if out.len() + chunk.remaining() > limit {
+                return Err(too_large());
+            }
+            while chunk.has_remaining() {
+                let part = chunk.chunk();
+                out.extend_from_slice(part);
+                let n = part.len();
+                chunk.advance(n);
+            }
         }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            out.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
+        Ok(Bytes::from(out))
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(r) => r,
+        Err(_) => {
+            let mut e = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    timeout.as_millis()
+                ),
+            );
+            e.headers.push(("connection", "close".into()));
+            Err(e)
         }
     }
-    Ok(Bytes::from(out))
 }
 
 fn finish(
@@ -158,92 +293,56 @@ pub fn ok_with_token(body: String, token: u64) -> Response {
 
 type Routed = (Option<&'static str>, Result<Response, ApiError>);
 
-fn method_not_allowed(allowed: &str) -> Routed {
-    let mut e = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("this route allows {allowed}"),
-    );
-    e.headers.push(("allow", allowed.to_string()));
-    (None, Err(e))
-}
-
-async fn dispatch(ctx: &Ctx, req: Req) -> Routed {
-    let segs: Vec<&str> = req.segments();
-    let m = &req.method;
-    macro_rules! api {
-        ($name:literal, $call:expr) => {{
-            let gauge = ctx.engine.metrics.in_flight.with_label_values(&[$name]);
-            gauge.inc();
-            let out = match route::route(ctx, &req).await {
-                Some(answer) => answer,
-                None => served_here(ctx, &req, $call.await),
-            };
-            gauge.dec();
-            (Some($name), out)
-        }};
-    }
-    match segs.as_slice() {
-        ["livez"] if m == Method::GET => (
-            None,
-            Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())),
-        ),
-        ["readyz"] if m == Method::GET => (None, Ok(readyz(ctx))),
-        ["metrics"] if m == Method::GET => (None, Ok(metrics(ctx))),
-        ["livez"] | ["readyz"] | ["metrics"] => method_not_allowed("GET"),
-        ["v1", "status"] if m == Method::GET => api!("status", status(ctx, &req)),
-        ["v1", "status"] => method_not_allowed("GET"),
-        ["v1", "cluster"] if m == Method::GET => api!("cluster", cluster(ctx)),
-        ["v1", "cluster"] => method_not_allowed("GET"),
-        ["v1", "switchover"] if m == Method::POST => api!("switchover", switchover(ctx, &req)),
-        ["v1", "switchover"] => method_not_allowed("POST"),
-        ["v1", "kv"] if m == Method::GET => api!("list", kv::list(ctx, &req)),
-        ["v1", "kv"] => method_not_allowed("GET"),
-        ["v1", "kv", ..] => match *m {
-            Method::PUT => api!("put", kv::put(ctx, &req)),
-            Method::GET => api!("get", kv::get(ctx, &req)),
-            Method::DELETE => api!("delete", kv::delete(ctx, &req)),
-            Method::POST if segs.last() == Some(&"incr") && segs.len() > 3 => {
-                api!("incr", kv::incr(ctx, &req))
+async fn dispatch(ctx: &Ctx, route: Route, req: Req) -> Routed {
+    let Some(api) = route.api() else {
+        let out = match route {
+            Route::Livez => Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())),
+            Route::Readyz => Ok(readyz(ctx)),
+            Route::Metrics => Ok(metrics(ctx)),
+            _ => {
+                let op = req
+                    .segments()
+                    .get(2)
+                    .copied()
+                    .unwrap_or_default()
+                    .to_string();
+                internal::handle(ctx, &req, &op).await
             }
-            _ => method_not_allowed("GET, PUT, DELETE, POST (…/incr)"),
-        },
-        ["v1", "topics"] if m == Method::GET => api!("list_topics", topics::list(ctx, &req)),
-        ["v1", "topics"] => method_not_allowed("GET"),
-        ["v1", "topics", _] => match *m {
-            Method::PUT => api!("create_topic", topics::create(ctx, &req)),
-            Method::DELETE => api!("delete_topic", topics::delete(ctx, &req)),
-            _ => method_not_allowed("PUT, DELETE"),
-        },
-        ["v1", "topics", _, "messages"] => match *m {
-            Method::POST => api!("publish", topics::publish(ctx, &req)),
-            Method::GET => api!("read", topics::read(ctx, &req)),
-            _ => method_not_allowed("GET, POST"),
-        },
-        ["v1", "topics", _, "stream"] if m == Method::GET => {
-            api!("stream", stream::topic_stream(ctx, &req))
-        }
-        ["v1", "topics", _, "stream"] => method_not_allowed("GET"),
-        ["v1", "topics", _, "subscriptions", _] => match *m {
-            Method::PUT => api!("subscribe", topics::subscribe(ctx, &req)),
-            Method::DELETE => api!("unsubscribe", topics::unsubscribe(ctx, &req)),
-            _ => method_not_allowed("PUT, DELETE"),
-        },
-        ["v1", "topics", _, "subscriptions", _, "pull"] if m == Method::POST => {
-            api!("pull", topics::pull(ctx, &req))
-        }
-        ["v1", "topics", _, "subscriptions", _, "pull"] => method_not_allowed("POST"),
-        ["v1", "watch"] if m == Method::GET => api!("watch", stream::watch(ctx, &req)),
-        ["v1", "watch"] => method_not_allowed("GET"),
-        ["internal", "v1", op] => (None, internal::handle(ctx, &req, op).await),
-        _ => (
-            None,
-            Err(ApiError::not_found(
-                "route_not_found",
-                format!("no route for {} {}", req.method, req.path),
-            )),
-        ),
+        };
+        return (None, out);
+    };
+    let gauge = ctx.engine.metrics.in_flight.with_label_values(&[api]);
+    gauge.inc();
+    // Another node's to serve (another shard's slot, or a write reaching a replica): forwarded.
+    if let Some(answer) = placement::route(ctx, &req).await {
+        gauge.dec();
+        return (Some(api), answer);
     }
+    let out = match route {
+        Route::Status => status(ctx, &req).await,
+        Route::Cluster => cluster(ctx).await,
+        Route::Switchover => switchover(ctx, &req).await,
+        Route::List => kv::list(ctx, &req).await,
+        Route::Put => kv::put(ctx, &req).await,
+        Route::Get => kv::get(ctx, &req).await,
+        Route::Delete => kv::delete(ctx, &req).await,
+        Route::Incr => kv::incr(ctx, &req).await,
+        Route::ListTopics => topics::list(ctx, &req).await,
+        Route::CreateTopic => topics::create(ctx, &req).await,
+        Route::DeleteTopic => topics::delete(ctx, &req).await,
+        Route::Publish => topics::publish(ctx, &req).await,
+        Route::Read => topics::read(ctx, &req).await,
+        Route::Subscribe => topics::subscribe(ctx, &req).await,
+        Route::Unsubscribe => topics::unsubscribe(ctx, &req).await,
+        Route::Pull => topics::pull(ctx, &req).await,
+        Route::Stream => stream::topic_stream(ctx, &req).await,
+        Route::Watch => stream::watch(ctx, &req).await,
+        Route::Livez | Route::Readyz | Route::Metrics | Route::Internal => {
+            unreachable!("routes without an api label are handled above")
+        }
+    };
+    gauge.dec();
+    (Some(api), served_here(ctx, &req, out))
 }
 
 /// Marks an answer this node produced itself: which shard served it, and the session token as
@@ -276,28 +375,20 @@ fn served_here(
     Ok(r)
 }
 
-/// The node's report: the engine's view plus which shard the node serves.
-pub fn node_status(ctx: &Ctx, digest: bool) -> (rcluster_proto::NodeStatus, u64) {
-    let (mut report, token) = ctx.engine.status(digest);
-    report.shard = ctx.routing.shard;
-    (report, token)
-}
-
 /// `GET /v1/cluster`: the cluster map as this node knows it.
 async fn cluster(ctx: &Ctx) -> Result<Response, ApiError> {
     let (members, primary, term) = {
         let core = ctx.engine.core();
-        let members = if core.members.is_empty() {
-            // A single node by hand: itself, at the address it was reached on is unknown here,
-            // so by name only; clients keep using the endpoint they were given.
-            std::collections::BTreeMap::new()
-        } else {
-            (*core.members).clone()
-        };
-        (members, core.primary.clone(), core.term)
+        ((*core.members).clone(), core.primary.clone(), core.term)
     };
     let map = ctx.routing.view(members, primary, term);
     Ok(json_response(StatusCode::OK, to_json(&map)))
+}
+
+/// A response body from a serializable type. Serializing our own types cannot fail (no maps with
+/// non-string keys, no failing `Serialize` impls).
+pub fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 fn readyz(ctx: &Ctx) -> Response {
@@ -329,9 +420,22 @@ fn metrics(ctx: &Ctx) -> Response {
     r
 }
 
+/// The node's report: the engine's view plus the cluster and the shard the node serves.
+pub fn node_status(ctx: &Ctx, digest: bool) -> (rcluster_proto::NodeStatus, u64) {
+    let (mut report, token) = ctx.engine.status(digest);
+    report.shard = ctx.routing.shard;
+    report.cluster_id = ctx.engine.cluster.id.clone();
+    (report, token)
+}
+
+fn status_body(ctx: &Ctx, digest: bool) -> (String, u64) {
+    let (report, token) = node_status(ctx, digest);
+    (to_json(&report), token)
+}
+
 async fn status(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
-    let (body, token) = node_status(ctx, req.flag("digest")?);
-    Ok(ok_with_token(to_json(&body), token))
+    let (body, token) = status_body(ctx, req.flag("digest")?);
+    Ok(ok_with_token(body, token))
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -347,10 +451,4 @@ async fn switchover(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     ctx.engine.request_switchover(body.to.clone())?;
     let reply = serde_json::json!({"requested": true, "to": body.to});
     Ok(json_response(StatusCode::ACCEPTED, reply.to_string()))
-}
-
-/// A response body from a serializable type. Serializing our own types cannot fail (no maps with
-/// non-string keys, no failing `Serialize` impls).
-pub fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
 }

@@ -6,10 +6,10 @@ use crate::config::parse_consistency;
 use crate::engine::Consistency;
 use crate::log::{Fnv, IdemTag, Json};
 use crate::replication::AckLevel;
+use crate::value::{self, ValueError};
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use rcluster_proto::SessionToken;
-use serde::de::IgnoredAny;
 use std::str::FromStr;
 
 pub struct Req {
@@ -27,22 +27,19 @@ impl Req {
     pub fn new(
         method: Method,
         path: &str,
-        query_text: &str,
+        query: Vec<(String, String)>,
+        raw_query: &str,
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Req, ApiError> {
-        let query =
-            serde_urlencoded::from_str::<Vec<(String, String)>>(query_text).map_err(|e| {
-                ApiError::bad_request("invalid_parameter", format!("bad query string: {e}"))
-            })?;
-        Ok(Req {
+    ) -> Req {
+        Req {
             method,
             path: path.to_string(),
             query,
-            raw_query: query_text.to_string(),
+            raw_query: raw_query.to_string(),
             headers,
             body,
-        })
+        }
     }
 
     /// The path and query as they arrived.
@@ -215,10 +212,43 @@ pub fn json_text(bytes: &[u8], max_value: usize) -> Result<Json, ApiError> {
             ),
         ));
     }
-    serde_json::from_str::<IgnoredAny>(text).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    value::check(text).map_err(|e| match e {
+        ValueError::TooDeep => ApiError::bad_request("json_too_deep", e.to_string()),
+        ValueError::Invalid(_) => {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+        }
     })?;
     Ok(text.into())
+}
+
+pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .map_err(|e| ApiError::bad_request("invalid_parameter", format!("bad query string: {e}")))
+}
+
+/// Refuses parameters the route does not know, and any given twice (which one would win is
+/// not something a client should have to guess).
+pub fn only_params(query: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
+    for (i, (name, _)) in query.iter().enumerate() {
+        if !allowed.contains(&name.as_str()) {
+            let known = if allowed.is_empty() {
+                "this route takes no parameters".to_string()
+            } else {
+                format!("this route takes {}", allowed.join(", "))
+            };
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("unknown parameter {name:?}: {known}"),
+            ));
+        }
+        if query[..i].iter().any(|(n, _)| n == name) {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("parameter {name:?} is given more than once"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn decode(raw: &str) -> Result<String, ApiError> {

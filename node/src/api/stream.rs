@@ -71,7 +71,7 @@ impl futures_util::Stream for Events {
 }
 
 pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
-    let topic = req.segment(2)?;
+    let topic = super::topics::topic(ctx, req)?;
     let from = req.parse::<u64>("from")?;
     let next = {
         let core = ctx.engine.core();

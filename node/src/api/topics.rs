@@ -13,7 +13,7 @@ use warp::reply::Response;
 
 const MAX_WAIT_MS: u64 = 30_000;
 
-fn topic(ctx: &Ctx, req: &Req) -> Result<String, ApiError> {
+pub(super) fn topic(ctx: &Ctx, req: &Req) -> Result<String, ApiError> {
     let name = req.segment(2)?;
     validate_name("topic", &name, ctx.limits.max_name_bytes)?;
     Ok(name)
@@ -53,9 +53,21 @@ pub async fn create(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
             "max_messages and max_age_secs must be positive when set",
         ));
     }
+    let max_age_ms = match body.max_age_secs {
+        None => None,
+        Some(secs) => Some(secs.checked_mul(1000).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_parameter",
+                format!(
+                    "max_age_secs must be at most {}, got {secs}",
+                    u64::MAX / 1000
+                ),
+            )
+        })?),
+    };
     let retention = Retention {
         max_messages: body.max_messages,
-        max_age_ms: body.max_age_secs.map(|s| s.saturating_mul(1000)),
+        max_age_ms,
     };
     write(ctx, req, Op::CreateTopic { topic, retention }).await
 }

@@ -96,6 +96,7 @@ impl Engine {
         }
         let report = NodeStatus {
             node: self.cluster.me.clone(),
+            cluster_id: self.cluster.id.clone(),
             shard: 0,
             role: core.role,
             term: core.term,

@@ -19,6 +19,8 @@ pub struct Cluster {
     /// changes it with promote and follow, so it only ever changes together with the term.
     pub members: BTreeMap<String, String>,
     pub secret: Option<String>,
+    /// The cluster's id; `None` for a node started without one (it takes no side).
+    pub id: Option<String>,
     pub default_ack: AckLevel,
     /// How often an idle primary sends heartbeats.
     pub heartbeat: Duration,
@@ -35,6 +37,7 @@ impl Cluster {
             me: me.to_string(),
             members: BTreeMap::new(),
             secret: None,
+            id: None,
             default_ack: AckLevel::Quorum,
             heartbeat: Duration::from_millis(50),
             lease: Duration::from_millis(1000),

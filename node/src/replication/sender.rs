@@ -3,6 +3,8 @@
 //! and falls back to a snapshot when the replica needs entries the primary no longer has.
 
 use super::{AppendHeader, AppendResponse, commit::AckLevel};
+use crate::api::CLUSTER_ID_HEADER;
+use crate::config::Limits;
 use crate::engine::{Cached, Engine, Role};
 use crate::log;
 use crate::snapshot;
@@ -16,6 +18,15 @@ use std::time::{Duration, Instant};
 
 const MAX_BATCH: usize = 2000;
 const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// The largest append body a replica accepts: a full batch, plus the one entry that may take it
+/// over (a write as large as a client body with its key, or an expiry purge naming up to 1000
+/// keys), plus the frame headers and the append header. Every member needs the same limits.
+pub fn max_append_bytes(limits: &Limits) -> usize {
+    let key = limits.max_key_bytes + 16;
+    let largest_entry = limits.max_body_bytes.max(1000 * key) + key + 1024;
+    MAX_BATCH_BYTES + largest_entry + (MAX_BATCH + 1) * log::FRAME_HEADER + 4096
+}
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -31,6 +42,12 @@ impl Engine {
             && let Ok(v) = HeaderValue::from_str(&format!("Bearer {secret}"))
         {
             h.insert(http::header::AUTHORIZATION, v);
+        }
+        // The receiver refuses our messages if it belongs to another cluster.
+        if let Some(id) = &self.cluster.id
+            && let Ok(v) = HeaderValue::from_str(id)
+        {
+            h.insert(CLUSTER_ID_HEADER, v);
         }
         h
     }
@@ -196,6 +213,16 @@ impl Engine {
                 "{url} answered {}: {}",
                 resp.status,
                 String::from_utf8_lossy(&resp.body)
+            ));
+        }
+        // A member that says it is in another cluster is not ours, whatever it answered.
+        let theirs = resp.headers.get(CLUSTER_ID_HEADER).map(|v| v.as_bytes());
+        if let (Some(ours), Some(theirs)) = (&self.cluster.id, theirs)
+            && ours.as_bytes() != theirs
+        {
+            return Err(format!(
+                "{url}: cluster_mismatch: it belongs to cluster {:?}, not {ours:?}",
+                String::from_utf8_lossy(theirs)
             ));
         }
         serde_json::from_slice(&resp.body).map_err(|e| format!("bad answer from {url}: {e}"))

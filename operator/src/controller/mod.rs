@@ -242,7 +242,7 @@ pub async fn reconcile_cluster(
     for (node, url) in &used_requests {
         // Harmless when it fails: a request left on a node that is no longer the primary, or
         // whose switchover is recorded, is never acted on again, and is cleared next time.
-        if let Err(e) = commands.clear_switchover(url).await {
+        if let Err(e) = commands.clear_switchover(url, next.term).await {
             tracing::warn!(cluster = %key, %node, error = %e, "cannot clear the switchover request");
         }
     }

@@ -221,7 +221,10 @@ impl Loop {
         if persist_error.is_none() {
             for node in &clear {
                 if let Some(url) = self.url(node).map(str::to_string)
-                    && let Err(e) = self.commands.clear_switchover(&url).await
+                    && let Err(e) = self
+                        .commands
+                        .clear_switchover(&url, self.s.saved.coordinator.term)
+                        .await
                 {
                     self.record(
                         now,

@@ -177,6 +177,7 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         }
     };
     let secret_path = folder.secret()?;
+    let cluster_id = folder.cluster_id()?;
     let secret = std::fs::read_to_string(&secret_path)
         .map_err(|source| Error::Io {
             what: format!("cannot read {}", secret_path.display()),
@@ -213,7 +214,7 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
     let specs = members
         .iter()
         .zip(listeners)
-        .map(|(m, l)| node_spec(&folder, m, l, &members, &secret_path, &args))
+        .map(|(m, l)| node_spec(&folder, m, l, &members, &secret_path, &cluster_id, &args))
         .collect::<Result<Vec<_>, Error>>()?;
     let supervisor = Arc::new(Mutex::new(supervisor::Supervisor::new(bin, specs)));
     let shared = Arc::new(Mutex::new(control::Shared::default()));
@@ -288,6 +289,7 @@ fn node_spec(
     listener: Arc<std::net::TcpListener>,
     members: &[Member],
     secret: &Path,
+    cluster_id: &str,
     args: &PlaygroundArgs,
 ) -> Result<supervisor::NodeSpec, Error> {
     let data_dir = folder.path(&m.name);
@@ -302,6 +304,8 @@ fn node_spec(
         data_dir.display().to_string(),
         "--secret-file".into(),
         secret.display().to_string(),
+        "--cluster-id".into(),
+        cluster_id.into(),
         "--ack".into(),
         ack_name(args.ack).into(),
     ];

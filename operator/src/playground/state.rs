@@ -1,5 +1,5 @@
 //! The playground's files in its folder: the durable coordinator record (`state.json`), the
-//! cluster secret, the decision log and a lock so two playgrounds never drive one cluster.
+//! cluster secret and id, the decision log and a lock so two playgrounds never drive one cluster.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -14,6 +14,7 @@ use crate::failover::{AckLevel, Coordinator};
 
 pub const STATE_FILE: &str = "state.json";
 pub const SECRET_FILE: &str = "secret";
+pub const CLUSTER_ID_FILE: &str = "cluster-id";
 pub const DECISIONS_FILE: &str = "decisions.log";
 const LOCK_FILE: &str = "playground.pid";
 
@@ -98,6 +99,26 @@ impl Folder {
         write_atomic(&self.dir, STATE_FILE, &bytes, 0o644)
     }
 
+    /// The cluster's id, created on first use and kept: every node of this cluster carries it,
+    /// and nodes and clients refuse traffic meant for another cluster.
+    pub fn cluster_id(&self) -> Result<String, Error> {
+        let path = self.path(CLUSTER_ID_FILE);
+        match fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+            Ok(_) => {
+                return Err(Error::Usage(format!(
+                    "{} is empty; delete it only together with the whole folder",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("cannot read {}", path.display()))(e)),
+        }
+        let id = format!("playground-{}", random_hex(6, "the cluster id")?);
+        write_atomic(&self.dir, CLUSTER_ID_FILE, id.as_bytes(), 0o644)?;
+        Ok(id)
+    }
+
     /// The cluster secret, created on first use (owner-readable only).
     pub fn secret(&self) -> Result<PathBuf, Error> {
         let path = self.path(SECRET_FILE);
@@ -112,12 +133,7 @@ impl Folder {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(format!("cannot read {}", path.display()))(e)),
         }
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| Error::Io {
-            what: "cannot generate the cluster secret".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = random_hex(32, "the cluster secret")?;
         write_atomic(&self.dir, SECRET_FILE, hex.as_bytes(), 0o600)?;
         Ok(path)
     }
@@ -192,6 +208,16 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), E
         .map_err(io(what()))
 }
 
+/// `n` random bytes as lower-case hex.
+fn random_hex(n: usize, what: &str) -> Result<String, Error> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Io {
+        what: format!("cannot generate {what}"),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +238,16 @@ mod tests {
         assert_eq!(first.len(), 64);
         folder.secret().unwrap();
         assert_eq!(fs::read_to_string(&secret).unwrap(), first);
+
+        let id = folder.cluster_id().unwrap();
+        assert!(id.starts_with("playground-") && id.len() == 23, "{id}");
+        assert_eq!(
+            folder.cluster_id().unwrap(),
+            id,
+            "generated once, then kept"
+        );
+        let other = Folder::create(&tmp.path().join("other")).unwrap();
+        assert_ne!(other.cluster_id().unwrap(), id);
     }
 
     #[test]

@@ -211,11 +211,12 @@ pub struct Desired {
 }
 
 /// Builds every owned object. `existing_secret` is the cluster Secret as read from the API
-/// server (if any), so its token is kept; `new_token` runs only when there is none.
+/// server (if any), so its token and cluster id are kept; `new_token` (random hex) runs only for
+/// what it lacks.
 pub fn build_all(
     cluster: &ReplicatedCluster,
     existing_secret: Option<&Secret>,
-    new_token: impl FnOnce() -> Result<String, BuildError>,
+    new_token: impl Fn() -> Result<String, BuildError>,
 ) -> Result<Desired, BuildError> {
     Ok(Desired {
         config_map: configmap::build(cluster)?,

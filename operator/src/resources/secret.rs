@@ -1,8 +1,9 @@
-//! Secret `<cluster>-secret`: the cluster token that guards the nodes' internal endpoints.
+//! Secret `<cluster>-secret`: the cluster token that guards the nodes' internal endpoints, and the
+//! cluster id every node carries (nodes and clients refuse traffic meant for another cluster).
 //!
-//! Generated once. Rotating it by accident would lock replicas out of the primary, so the builder
-//! always carries over the token of the Secret that exists (including one a user created
-//! beforehand) and only asks for a new one when there is none.
+//! Both are generated once. Rotating either by accident would lock replicas out of the primary,
+//! so the builder always carries over the values of the Secret that exists (including one a user
+//! created beforehand) and only generates the ones it lacks.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,8 @@ use crate::crd::ReplicatedCluster;
 
 /// Key (file name) of the token in the Secret.
 pub const TOKEN_KEY: &str = "token";
+/// Key of the cluster id in the Secret (the nodes get it as `RCLUSTER_CLUSTER_ID`).
+pub const CLUSTER_ID_KEY: &str = "cluster-id";
 /// Random bytes in a new token (hex-encoded: twice as many characters).
 const TOKEN_BYTES: usize = 32;
 
@@ -26,29 +29,44 @@ pub fn generate_token() -> Result<String, BuildError> {
 
 /// The token `existing` already holds, if it holds a usable one.
 pub fn existing_token(existing: Option<&Secret>) -> Option<ByteString> {
+    existing_value(existing, TOKEN_KEY)
+}
+
+fn existing_value(existing: Option<&Secret>, key: &str) -> Option<ByteString> {
     existing?
         .data
         .as_ref()?
-        .get(TOKEN_KEY)
+        .get(key)
         .filter(|t| !t.0.is_empty())
         .cloned()
 }
 
-/// The Secret to apply: the existing token when there is one, otherwise `new_token()`.
+/// The Secret to apply: the existing token and cluster id when there are some; `random()` makes
+/// the missing ones (a cluster id is the cluster's name and 12 random hex characters).
 pub fn build(
     cluster: &ReplicatedCluster,
     existing: Option<&Secret>,
-    new_token: impl FnOnce() -> Result<String, BuildError>,
+    random: impl Fn() -> Result<String, BuildError>,
 ) -> Result<Secret, BuildError> {
     let owner = Owner::new(cluster)?;
     let token = match existing_token(existing) {
         Some(token) => token,
-        None => ByteString(new_token()?.into_bytes()),
+        None => ByteString(random()?.into_bytes()),
+    };
+    let cluster_id = match existing_value(existing, CLUSTER_ID_KEY) {
+        Some(id) => id,
+        None => {
+            let suffix: String = random()?.chars().take(12).collect();
+            ByteString(format!("{}-{suffix}", owner.name).into_bytes())
+        }
     };
     Ok(Secret {
         metadata: owner.meta(secret_name(&owner.name), component::SECRET),
         type_: Some("Opaque".to_string()),
-        data: Some(BTreeMap::from([(TOKEN_KEY.to_string(), token)])),
+        data: Some(BTreeMap::from([
+            (TOKEN_KEY.to_string(), token),
+            (CLUSTER_ID_KEY.to_string(), cluster_id),
+        ])),
         ..Secret::default()
     })
 }
@@ -59,7 +77,11 @@ mod tests {
     use crate::resources::test_support::cluster;
 
     fn token_of(s: &Secret) -> String {
-        String::from_utf8(s.data.as_ref().unwrap()[TOKEN_KEY].0.clone()).unwrap()
+        value_of(s, TOKEN_KEY)
+    }
+
+    fn value_of(s: &Secret, key: &str) -> String {
+        String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
     }
 
     #[test]
@@ -68,10 +90,29 @@ mod tests {
         assert_eq!(s.metadata.name.as_deref(), Some("demo-secret"));
         assert_eq!(s.type_.as_deref(), Some("Opaque"));
         assert_eq!(token_of(&s), "fresh");
+        assert_eq!(value_of(&s, CLUSTER_ID_KEY), "demo-fresh");
         assert_eq!(
             s.metadata.labels.unwrap()["app.kubernetes.io/component"],
             "secret"
         );
+    }
+
+    #[test]
+    fn an_existing_cluster_gets_an_id_once_and_keeps_it() {
+        let c = cluster("{}");
+        // A Secret from before cluster ids: its token stays, an id is added.
+        let old = Secret {
+            data: Some(BTreeMap::from([(
+                TOKEN_KEY.to_string(),
+                ByteString(b"original".to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        let s = build(&c, Some(&old), || Ok("0123456789abcdef".into())).unwrap();
+        assert_eq!(token_of(&s), "original");
+        assert_eq!(value_of(&s, CLUSTER_ID_KEY), "demo-0123456789ab");
+        let again = build(&c, Some(&s), || panic!("nothing is regenerated")).unwrap();
+        assert_eq!(again, s);
     }
 
     #[test]
@@ -94,7 +135,8 @@ mod tests {
         };
         let s = build(&cluster("{}"), Some(&user), || Ok("fresh".into())).unwrap();
         assert_eq!(token_of(&s), "mine");
-        assert_eq!(s.data.unwrap().len(), 1);
+        let keys: Vec<String> = s.data.unwrap().into_keys().collect();
+        assert_eq!(keys, [CLUSTER_ID_KEY, TOKEN_KEY]);
     }
 
     #[test]

@@ -15,15 +15,15 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::configmap::CONFIG_KEY;
-use super::secret::TOKEN_KEY;
+use super::secret::{CLUSTER_ID_KEY, TOKEN_KEY};
 use super::{
     BuildError, NODE_PORT, Owner, PORT_NAME, common_labels, component, config_map_name,
     headless_service_name, pod_selector, secret_name, statefulset_name,
@@ -176,6 +176,23 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
     }
 }
 
+/// The cluster id from the cluster Secret (required: a member without it would refuse its peers'
+/// messages).
+fn cluster_id_env(cluster: &str) -> EnvVar {
+    EnvVar {
+        name: "RCLUSTER_CLUSTER_ID".to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret_name(cluster),
+                key: CLUSTER_ID_KEY.to_string(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -206,6 +223,7 @@ fn node_container(owner: &Owner) -> Container {
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
+            cluster_id_env(&owner.name),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some(PORT_NAME.to_string()),

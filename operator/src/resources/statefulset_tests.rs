@@ -79,18 +79,27 @@ fn node_container_runs_rcluster_node_with_the_documented_command_line() {
         ]
     );
     let env = c.env.unwrap();
-    let fields: Vec<(&str, &str)> = env
+    let fields: Vec<(&str, String)> = env
         .iter()
         .map(|e| {
-            let f = e.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
-            (e.name.as_str(), f.field_path.as_str())
+            let from = e.value_from.as_ref().unwrap();
+            let source = match (&from.field_ref, &from.secret_key_ref) {
+                (Some(f), None) => f.field_path.clone(),
+                (None, Some(s)) => format!("secret {} key {}", s.name, s.key),
+                other => panic!("unexpected source {other:?}"),
+            };
+            (e.name.as_str(), source)
         })
         .collect();
     assert_eq!(
         fields,
         [
-            ("POD_NAME", "metadata.name"),
-            ("POD_NAMESPACE", "metadata.namespace")
+            ("POD_NAME", "metadata.name".to_string()),
+            ("POD_NAMESPACE", "metadata.namespace".to_string()),
+            (
+                "RCLUSTER_CLUSTER_ID",
+                "secret demo-secret key cluster-id".to_string()
+            ),
         ]
     );
     let ports = c.ports.unwrap();

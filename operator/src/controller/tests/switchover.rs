@@ -221,8 +221,8 @@ async fn a_request_on_the_primary_node_is_honoured_and_cleared() {
         [
             "status term 4 primary None",
             "node demo-0 fence term 4",
-            "node demo-0 clear-switchover term null",
-            "node demo-1 clear-switchover term null",
+            "node demo-0 clear-switchover term 4",
+            "node demo-1 clear-switchover term 4",
             "status term 4 primary None",
             "status term 4 primary Some(\"demo-2\")",
             "node demo-2 promote term 4",

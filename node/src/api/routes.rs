@@ -1,0 +1,222 @@
+//! The route table: which endpoint a method and path name, the query parameters each accepts,
+//! and the largest body each can legitimately need. Decided from the request head alone, so
+//! nothing is read for a request that will be refused.
+
+use super::{ApiError, Ctx};
+use crate::replication::sender;
+use http::{Method, StatusCode};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Livez,
+    Readyz,
+    Metrics,
+    Status,
+    /// `GET /v1/cluster`: the cluster map.
+    Cluster,
+    Switchover,
+    List,
+    Put,
+    Get,
+    Delete,
+    Incr,
+    ListTopics,
+    CreateTopic,
+    DeleteTopic,
+    Publish,
+    Read,
+    Stream,
+    Subscribe,
+    Unsubscribe,
+    Pull,
+    Watch,
+    /// `/internal/v1/{op}`: the operation decides parameters and body (see `internal.rs`).
+    Internal,
+}
+
+/// Bodies of small JSON requests (incr, topic retention, switchover).
+const SMALL_BODY: usize = 64 << 10;
+/// Role commands carry a term and a member list.
+const COMMAND_BODY: usize = 1 << 20;
+/// A snapshot is installed only after the secret was checked; it holds the whole state.
+const SNAPSHOT_BODY: usize = 1 << 30;
+
+impl Route {
+    /// The `api` label of the metrics; `None` for probes and internal calls.
+    pub fn api(self) -> Option<&'static str> {
+        Some(match self {
+            Route::Livez | Route::Readyz | Route::Metrics | Route::Internal => return None,
+            Route::Status => "status",
+            Route::Cluster => "cluster",
+            Route::Switchover => "switchover",
+            Route::List => "list",
+            Route::Put => "put",
+            Route::Get => "get",
+            Route::Delete => "delete",
+            Route::Incr => "incr",
+            Route::ListTopics => "list_topics",
+            Route::CreateTopic => "create_topic",
+            Route::DeleteTopic => "delete_topic",
+            Route::Publish => "publish",
+            Route::Read => "read",
+            Route::Stream => "stream",
+            Route::Subscribe => "subscribe",
+            Route::Unsubscribe => "unsubscribe",
+            Route::Pull => "pull",
+            Route::Watch => "watch",
+        })
+    }
+
+    /// The query parameters the route accepts; any other is refused (a typo such as `?tll=60`
+    /// must not silently drop the TTL).
+    pub fn params(self) -> &'static [&'static str] {
+        match self {
+            Route::Livez | Route::Readyz | Route::Metrics | Route::Switchover | Route::Cluster => {
+                &[]
+            }
+            Route::Internal => &[],
+            Route::Status => &["digest"],
+            Route::List => &["prefix", "start_after", "limit", "consistency"],
+            Route::Put => &["ttl", "if_version", "ack"],
+            Route::Get => &["consistency"],
+            Route::Delete => &["if_version", "ack"],
+            Route::Incr | Route::CreateTopic | Route::DeleteTopic | Route::Unsubscribe => &["ack"],
+            Route::ListTopics => &["consistency"],
+            Route::Publish => &["batch", "ack"],
+            Route::Read => &["from", "limit", "consistency"],
+            Route::Stream => &["from"],
+            Route::Subscribe => &["start", "ack"],
+            Route::Pull => &["max", "wait_ms", "ack"],
+            Route::Watch => &["prefix"],
+        }
+    }
+
+    /// The largest body the route can need; 0 for routes that take none.
+    pub fn body_limit(self, ctx: &Ctx, path: &str) -> usize {
+        let max_body = ctx.limits.max_body_bytes;
+        match self {
+            Route::Put | Route::Publish => max_body,
+            Route::Incr | Route::CreateTopic | Route::Switchover => max_body.min(SMALL_BODY),
+            Route::Internal => match path.rsplit('/').next().unwrap_or_default() {
+                "append" => sender::max_append_bytes(&ctx.limits),
+                "install-snapshot" => SNAPSHOT_BODY,
+                _ => COMMAND_BODY,
+            },
+            _ => 0,
+        }
+    }
+}
+
+fn not_allowed(allowed: &str) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route allows {allowed}"),
+    );
+    e.headers.push(("allow", allowed.to_string()));
+    e
+}
+
+/// The route of a request. HEAD is answered like GET (without the body) wherever GET is.
+pub fn route(method: &Method, segs: &[&str]) -> Result<Route, ApiError> {
+    let m = if *method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    let get = |r: Route| {
+        if *m == Method::GET {
+            Ok(r)
+        } else {
+            Err(not_allowed("GET, HEAD"))
+        }
+    };
+    let post = |r: Route| {
+        if *m == Method::POST {
+            Ok(r)
+        } else {
+            Err(not_allowed("POST"))
+        }
+    };
+    match segs {
+        ["livez"] => get(Route::Livez),
+        ["readyz"] => get(Route::Readyz),
+        ["metrics"] => get(Route::Metrics),
+        ["v1", "status"] => get(Route::Status),
+        ["v1", "cluster"] => get(Route::Cluster),
+        ["v1", "switchover"] => post(Route::Switchover),
+        ["v1", "kv"] => get(Route::List),
+        ["v1", "kv", ..] => match *m {
+            Method::PUT => Ok(Route::Put),
+            Method::GET => Ok(Route::Get),
+            Method::DELETE => Ok(Route::Delete),
+            Method::POST if segs.last() == Some(&"incr") && segs.len() > 3 => Ok(Route::Incr),
+            _ => Err(not_allowed("GET, HEAD, PUT, DELETE, POST (…/incr)")),
+        },
+        ["v1", "topics"] => get(Route::ListTopics),
+        ["v1", "topics", _] => match *m {
+            Method::PUT => Ok(Route::CreateTopic),
+            Method::DELETE => Ok(Route::DeleteTopic),
+            _ => Err(not_allowed("PUT, DELETE")),
+        },
+        ["v1", "topics", _, "messages"] => match *m {
+            Method::POST => Ok(Route::Publish),
+            Method::GET => Ok(Route::Read),
+            _ => Err(not_allowed("GET, HEAD, POST")),
+        },
+        ["v1", "topics", _, "stream"] => get(Route::Stream),
+        ["v1", "topics", _, "subscriptions", _] => match *m {
+            Method::PUT => Ok(Route::Subscribe),
+            Method::DELETE => Ok(Route::Unsubscribe),
+            _ => Err(not_allowed("PUT, DELETE")),
+        },
+        ["v1", "topics", _, "subscriptions", _, "pull"] => post(Route::Pull),
+        ["v1", "watch"] => get(Route::Watch),
+        ["internal", "v1", _] => post(Route::Internal),
+        _ => Err(ApiError::not_found(
+            "route_not_found",
+            format!("no route for {method} /{}", segs.join("/")),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(m: &str, path: &str) -> Result<Route, (u16, String)> {
+        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let m = Method::from_bytes(m.as_bytes()).unwrap();
+        route(&m, &segs).map_err(|e| {
+            let allow = e.headers.iter().map(|(_, v)| v.clone()).collect();
+            (e.status.as_u16(), allow)
+        })
+    }
+
+    #[test]
+    fn routes_and_their_refusals() {
+        assert_eq!(r("GET", "/v1/kv/a/b"), Ok(Route::Get));
+        assert_eq!(r("HEAD", "/v1/kv/a"), Ok(Route::Get));
+        assert_eq!(r("POST", "/v1/kv/a/incr"), Ok(Route::Incr));
+        assert_eq!(r("POST", "/v1/kv/incr").map_err(|e| e.0), Err(405));
+        assert_eq!(r("HEAD", "/v1/switchover"), Err((405, "POST".into())));
+        assert_eq!(r("BREW", "/v1/status"), Err((405, "GET, HEAD".into())));
+        assert_eq!(r("GET", "/v2/x").map_err(|e| e.0), Err(404));
+        assert_eq!(r("GET", "/internal/v1/status").map_err(|e| e.0), Err(405));
+        assert_eq!(r("POST", "/internal/v1/append"), Ok(Route::Internal));
+    }
+
+    #[test]
+    fn routes_that_take_no_body_and_no_parameters() {
+        for route in [
+            Route::Livez,
+            Route::Readyz,
+            Route::Metrics,
+            Route::Switchover,
+        ] {
+            assert!(route.params().is_empty(), "{route:?}");
+        }
+        assert!(Route::Put.params().contains(&"ttl"));
+        assert!(!Route::Get.params().contains(&"ack"));
+    }
+}

@@ -1,0 +1,431 @@
+//! The socket guard: timeouts, eviction, hyper's automatic answers in our shape, fragments, and
+//! the lingering close (see the parent module).
+
+use super::{ConnMetrics, Shared, Timeouts, clock_ms, instant_at};
+use crate::fds;
+use bytes::Bytes;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+/// Scans the request line of a head as it arrives, for a `#` in the request target.
+#[derive(Default, Clone, Copy)]
+enum LineScan {
+    #[default]
+    Start,
+    Method,
+    Target,
+    Done,
+}
+
+impl LineScan {
+    /// Feeds bytes; true when the target holds a `#`.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        let mut found = false;
+        for &b in bytes {
+            *self = match (*self, b) {
+                (LineScan::Done, _) => return found,
+                (LineScan::Start, b'\r' | b'\n') => LineScan::Start,
+                (LineScan::Start, _) => LineScan::Method,
+                (LineScan::Method, b' ') => LineScan::Target,
+                (LineScan::Method, b'\r' | b'\n') => LineScan::Done,
+                (LineScan::Method, _) => LineScan::Method,
+                (LineScan::Target, b' ' | b'\r' | b'\n') => LineScan::Done,
+                (LineScan::Target, b'#') => {
+                    found = true;
+                    LineScan::Done
+                }
+                (LineScan::Target, _) => LineScan::Target,
+            };
+        }
+        found
+    }
+}
+
+/// The socket as hyper sees it.
+pub struct GuardedIo {
+    stream: Option<TcpStream>,
+    /// Bytes read before hyper took over (the reserved lane reads a head to classify it).
+    prefix: Bytes,
+    shared: Arc<Shared>,
+    timeouts: Timeouts,
+    metrics: ConnMetrics,
+    /// `shared.requests` when this guard last looked: a change means a head completed.
+    seen_requests: u64,
+    /// When the head being received started (`clock_ms`), 0 when none is.
+    head_started: u64,
+    line: LineScan,
+    timer: Pin<Box<Sleep>>,
+    /// An answer of our own being written, and how much of it went out.
+    out: Option<(Bytes, usize)>,
+    /// After `out`, hyper reads the end of the stream and the connection closes.
+    close_after_out: bool,
+    peer_closed: bool,
+}
+
+impl GuardedIo {
+    pub fn new(
+        stream: TcpStream,
+        prefix: Bytes,
+        shared: Arc<Shared>,
+        timeouts: Timeouts,
+        metrics: ConnMetrics,
+    ) -> Self {
+        metrics.open.inc();
+        GuardedIo {
+            metrics,
+            stream: Some(stream),
+            prefix,
+            seen_requests: shared.requests.load(Ordering::Relaxed),
+            head_started: clock_ms(),
+            shared,
+            timeouts,
+            line: LineScan::Start,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            out: None,
+            close_after_out: false,
+            peer_closed: false,
+        }
+    }
+
+    fn stream(&mut self) -> &mut TcpStream {
+        self.stream
+            .as_mut()
+            .expect("the stream is taken only on drop")
+    }
+
+    /// Answers with our own JSON error, then ends the connection.
+    fn close_with(&mut self, status: u16, code: &str, message: &str) {
+        self.out = Some((error_bytes(status, code, message), 0));
+        self.close_after_out = true;
+    }
+
+    fn close_quietly(&mut self) {
+        self.out = None;
+        self.close_after_out = true;
+    }
+
+    fn drain_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, off)) = self.out.take() {
+            if off >= bytes.len() {
+                break;
+            }
+            let n = match Pin::new(self.stream()).poll_write(cx, &bytes[off..]) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    self.out = Some((bytes, off));
+                    return Poll::Pending;
+                }
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out = Some((bytes, off + n));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Catches up with requests handed to the API since the last look.
+    fn sync(&mut self) {
+        let r = self.shared.requests.load(Ordering::Relaxed);
+        if r != self.seen_requests {
+            self.seen_requests = r;
+            self.head_started = 0;
+            self.line = LineScan::Start;
+        }
+    }
+
+    /// Bytes of a request head arrived while no request is in service.
+    fn observe_head(&mut self, bytes: &[u8]) {
+        if self.head_started == 0 {
+            self.head_started = clock_ms();
+            self.shared.head_pending.store(true, Ordering::Relaxed);
+        }
+        if self.line.feed(bytes) {
+            self.shared.fragment.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// With nothing to read and no request in service: close on eviction or a passed deadline,
+    /// otherwise arm the timer for the deadline.
+    fn check_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.shared.evict.swap(false, Ordering::Relaxed) {
+            self.metrics.closed("evicted");
+            if self.head_started != 0 {
+                self.close_with(
+                    503,
+                    "too_many_connections",
+                    "the node is at its connection limit; this connection gave way to another",
+                );
+            } else {
+                self.close_quietly();
+            }
+            return true;
+        }
+        let deadline = if self.head_started != 0 {
+            self.head_started + self.timeouts.header.as_millis() as u64
+        } else {
+            let free = self.shared.free_since.load(Ordering::Relaxed).max(1);
+            free + self.timeouts.idle.as_millis() as u64
+        };
+        if clock_ms() >= deadline {
+            if self.head_started != 0 {
+                self.metrics.closed("header_timeout");
+                self.close_with(
+                    408,
+                    "header_timeout",
+                    &format!(
+                        "the request head did not arrive within {} ms",
+                        self.timeouts.header.as_millis()
+                    ),
+                );
+            } else {
+                self.metrics.closed("idle_timeout");
+                self.close_quietly();
+            }
+            return true;
+        }
+        self.timer.as_mut().reset(instant_at(deadline).into());
+        if self.timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+        false
+    }
+}
+
+impl AsyncRead for GuardedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.close_after_out {
+                ready!(this.drain_out(cx))?;
+                return Poll::Ready(Ok(()));
+            }
+            this.sync();
+            let free = this.shared.busy.load(Ordering::Relaxed) == 0;
+            if !this.prefix.is_empty() {
+                let n = this.prefix.len().min(buf.remaining());
+                let bytes = this.prefix.split_to(n);
+                if free {
+                    this.observe_head(&bytes);
+                }
+                buf.put_slice(&bytes);
+                return Poll::Ready(Ok(()));
+            }
+            let before = buf.filled().len();
+            match Pin::new(this.stream()).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {
+                    let new = &buf.filled()[before..];
+                    if new.is_empty() {
+                        this.peer_closed = true;
+                    } else if free {
+                        let new = new.to_vec();
+                        this.observe_head(&new);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    *this.shared.waker.lock().unwrap() = Some(cx.waker().clone());
+                    if free && this.check_deadline(cx) {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for GuardedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.drain_out(cx))?;
+        if this.shared.busy.load(Ordering::Relaxed) == 0
+            && let Some((status, code, message)) = automatic_error(buf)
+        {
+            // hyper answered a request it could not parse; say why, in our shape. hyper writes
+            // nothing more on this connection and closes it.
+            this.metrics.closed("bad_request");
+            this.out = Some((error_bytes(status, code, message), 0));
+            let _ = this.drain_out(cx)?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(this.stream()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.drain_out(cx))?;
+        Pin::new(this.stream()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.drain_out(cx))?;
+        Pin::new(this.stream()).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        // One contiguous buffer per write, so an automatic answer is recognised whole.
+        false
+    }
+}
+
+impl Drop for GuardedIo {
+    fn drop(&mut self) {
+        self.metrics.open.dec();
+        if let Some(stream) = self.stream.take()
+            && !self.peer_closed
+            && unread_input(&stream)
+        {
+            linger(stream);
+        }
+    }
+}
+
+/// Whether the client sent bytes we have not read (closing now would send a reset).
+fn unread_input(stream: &TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    matches!(stream.try_read(&mut buf), Ok(n) if n > 0)
+}
+
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
+
+/// Closes our side and drains what the client still sends for a moment before releasing the
+/// socket: closing with unread input makes the kernel send a reset, which can destroy the
+/// answer before the client reads it. Bounded in count, time and bytes; without a free slot
+/// it reads what already arrived and closes.
+pub fn linger(stream: TcpStream) {
+    if LINGERING.fetch_add(1, Ordering::Relaxed) >= fds::LINGERING {
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+        for _ in 0..16 {
+            if !unread_input(&stream) {
+                break;
+            }
+        }
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+        return;
+    };
+    rt.spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let drain = async {
+            let _ = stream.shutdown().await;
+            let mut buf = vec![0u8; 16 << 10];
+            let mut left = 1usize << 20;
+            while left > 0 {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// A complete JSON error response that closes the connection.
+pub fn error_bytes(status: u16, code: &str, message: &str) -> Bytes {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    Bytes::from(format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// Recognises the answers hyper writes by itself for requests it cannot parse: a bare status
+/// line with `content-length: 0` and no other header of ours (every answer of the API has a
+/// content type).
+fn automatic_error(buf: &[u8]) -> Option<(u16, &'static str, &'static str)> {
+    let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
+    let status = std::str::from_utf8(rest.get(..3)?).ok()?.parse().ok()?;
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = &buf[..head_end];
+    let has = |h: &[u8]| head.windows(h.len()).any(|w| w.eq_ignore_ascii_case(h));
+    if !has(b"\r\ncontent-length: 0") || has(b"\r\ncontent-type:") {
+        return None;
+    }
+    match status {
+        400 => Some((
+            400,
+            "bad_request",
+            "malformed request: the request line or a header could not be parsed",
+        )),
+        414 => Some((414, "uri_too_long", "the request target is too long")),
+        431 => Some((
+            431,
+            "headers_too_large",
+            "the request head is too large (at most 100 headers and 64 KiB)",
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_are_found_in_the_target_only() {
+        let scan = |parts: &[&[u8]]| {
+            let mut s = LineScan::Start;
+            parts.iter().any(|p| s.feed(p))
+        };
+        assert!(scan(&[b"GET /a#b HTTP/1.1\r\n"]));
+        assert!(scan(&[b"\r\nGET /a", b"b#c HTTP/1.1\r\n"]));
+        assert!(!scan(&[b"GET /a HTTP/1.1\r\nx-h: #1\r\n\r\n"]));
+        assert!(!scan(&[b"GET /a?b=%23 HTTP/1.1\r\n"]));
+    }
+
+    #[test]
+    fn only_hyper_s_bare_answers_are_rewritten() {
+        let bare =
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        assert_eq!(
+            automatic_error(bare).map(|e| e.1),
+            Some("headers_too_large")
+        );
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(automatic_error(ours), None);
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(automatic_error(ok), None);
+        let body = b"{\"a\":1}";
+        assert_eq!(automatic_error(body), None);
+    }
+
+    #[test]
+    fn error_answers_are_complete_json_responses() {
+        let b = error_bytes(408, "header_timeout", "slow");
+        let text = std::str::from_utf8(&b).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 408 Request Timeout\r\n"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "header_timeout");
+    }
+}

@@ -1,0 +1,245 @@
+//! One client connection, between the socket and hyper. hyper parses requests; this layer adds
+//! what hyper leaves out or does differently from the rest of the API:
+//! - the header timeout (a request head must arrive in time, counted from its first byte, or
+//!   from the connection's start for its first request) and the idle timeout between requests,
+//!   answered with a JSON 408 or a quiet close;
+//! - hyper's own answers to unparsable requests (400/414/431 with an empty body) rewritten in
+//!   the JSON error shape;
+//! - a `#fragment` in the request target, which hyper drops silently, reported to the API;
+//! - eviction: the admission registry may ask a connection that is idle or still sending its
+//!   head to give way to a newcomer;
+//! - a lingering close, so a client whose request we refused before reading all of it gets the
+//!   answer rather than a reset.
+//!
+//! `io.rs` is the socket guard; this file holds what it shares with the requests (the in-service
+//! count, eviction) and the service wrapper that keeps that count.
+
+mod io;
+
+pub use io::{GuardedIo, error_bytes, linger};
+
+use http::{Request, Response};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Largest request head (request line and headers) hyper buffers; larger heads get 431. Also
+/// bounds the memory a connection that sends headers forever can take.
+pub const MAX_HEAD_BYTES: usize = 64 << 10;
+
+/// The API reads this request extension: the raw request target had a `#fragment`.
+#[derive(Clone, Copy, Debug)]
+pub struct FragmentInTarget;
+
+/// Milliseconds on a process-wide clock, never 0 (0 means "not set" in the atomics below).
+pub fn clock_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+fn instant_at(ms: u64) -> Instant {
+    let now = clock_ms();
+    let now_i = Instant::now();
+    if ms >= now {
+        now_i + Duration::from_millis(ms - now)
+    } else {
+        now_i
+    }
+}
+
+/// State one connection shares between its socket guard, its requests and the admission
+/// registry. Everything but `evict` and the waker is written from the connection's own task.
+#[derive(Default)]
+pub struct Shared {
+    /// Request heads completed (requests handed to the API).
+    requests: AtomicU64,
+    /// Requests in service, until their response body is dropped.
+    busy: AtomicUsize,
+    /// Since when the connection is without a request in service (`clock_ms`; 0 while busy).
+    free_since: AtomicU64,
+    /// It is receiving a request head (as opposed to waiting idle between requests).
+    head_pending: AtomicBool,
+    fragment: AtomicBool,
+    evict: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Shared {
+    pub fn new() -> Arc<Shared> {
+        let s = Shared::default();
+        s.free_since.store(clock_ms(), Ordering::Relaxed);
+        s.head_pending.store(true, Ordering::Relaxed);
+        Arc::new(s)
+    }
+
+    /// When it started waiting without a request in service, and whether it is receiving a
+    /// head: what eviction decides on. `None` while a request is in service.
+    pub fn evictable(&self) -> Option<(bool, u64)> {
+        if self.evict.load(Ordering::Relaxed) || self.busy.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        match self.free_since.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some((self.head_pending.load(Ordering::Relaxed), t)),
+        }
+    }
+
+    /// Asks the connection to close as soon as it has no request in service.
+    pub fn evict(&self) {
+        self.evict.store(true, Ordering::Relaxed);
+        if let Some(w) = self.waker.lock().unwrap().take() {
+            w.wake();
+        }
+    }
+
+    #[cfg(test)]
+    pub fn begin_request_for_test(self: &Arc<Self>) -> BusyGuard {
+        self.begin_request().0
+    }
+
+    fn begin_request(self: &Arc<Self>) -> (BusyGuard, bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        self.free_since.store(0, Ordering::Relaxed);
+        self.head_pending.store(false, Ordering::Relaxed);
+        let fragment = self.fragment.swap(false, Ordering::Relaxed);
+        (BusyGuard(self.clone()), fragment)
+    }
+}
+
+/// Counts a request as in service until its response body is dropped (sent or abandoned).
+pub struct BusyGuard(Arc<Shared>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.free_since.store(clock_ms(), Ordering::Relaxed);
+            // hyper does not read again by itself after a response; the idle clock must start.
+            if let Some(w) = self.0.waker.lock().unwrap().as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub header: Duration,
+    pub idle: Duration,
+}
+
+/// Connection counters, registered with the node's metrics.
+#[derive(Clone)]
+pub struct ConnMetrics {
+    /// Connections being served (the reserved lane included).
+    pub open: prometheus::IntGauge,
+    /// Connections the node closed, by reason.
+    pub closed: prometheus::IntCounterVec,
+}
+
+impl ConnMetrics {
+    pub const REASONS: &[&str] = &[
+        "too_many_connections",
+        "evicted",
+        "header_timeout",
+        "idle_timeout",
+        "bad_request",
+    ];
+
+    pub fn register(registry: &prometheus::Registry) -> ConnMetrics {
+        let open = prometheus::IntGauge::new(
+            "rcluster_connections_open",
+            "Client connections being served",
+        )
+        .expect("a valid metric");
+        let closed = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "rcluster_connections_closed_total",
+                "Connections the node closed: refused at the limit, evicted for a newcomer, \
+                 timed out, or unparsable",
+            ),
+            &["reason"],
+        )
+        .expect("a valid metric");
+        for r in Self::REASONS {
+            closed.with_label_values(&[r]);
+        }
+        let _ = registry.register(Box::new(open.clone()));
+        let _ = registry.register(Box::new(closed.clone()));
+        ConnMetrics { open, closed }
+    }
+
+    pub fn closed(&self, reason: &str) {
+        self.closed.with_label_values(&[reason]).inc();
+    }
+}
+
+/// The API service with each request counted as in service until its response is sent.
+pub struct Guarded<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Guarded { inner, shared }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, E> hyper::service::Service<Request<hyper::body::Incoming>> for Guarded<S>
+where
+    S: hyper::service::Service<Request<hyper::body::Incoming>, Response = Response<B>, Error = E>,
+    S::Future: Send + 'static,
+    B: 'static,
+    E: 'static,
+{
+    type Response = Response<GuardedBody<B>>;
+    type Error = E;
+    type Future = BoxFuture<Result<Self::Response, E>>;
+
+    fn call(&self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
+        let (guard, fragment) = self.shared.begin_request();
+        if fragment {
+            req.extensions_mut().insert(FragmentInTarget);
+        }
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            Ok(resp.map(|inner| GuardedBody {
+                inner,
+                _guard: guard,
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request counted as in service until it is dropped.
+pub struct GuardedBody<B> {
+    inner: B,
+    _guard: BusyGuard,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for GuardedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
