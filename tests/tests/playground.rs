@@ -176,3 +176,18 @@ fn held_member_stays_down_and_status_reports_it() {
     pg.wait_healthy();
     assert_eq!(pg.status()["members"][1]["restarts"], 1);
 }
+
+/// A `kill -9` of the playground takes its nodes with it: no node keeps running on a data folder
+/// nobody coordinates (or that a test has deleted).
+#[test]
+fn nodes_die_with_a_killed_playground() {
+    let _turn = serial();
+    let mut pg = Playground::start(Options::default());
+    pg.wait_healthy();
+    let pids: Vec<u32> = pg.names.iter().filter_map(|n| pg.pid(n)).collect();
+    assert_eq!(pids.len(), pg.names.len());
+    assert!(pg.kill9_playground(), "kill -9 of the playground");
+    wait_for("every node to exit", DEADLINE, || {
+        pids.iter().all(|p| !alive(*p)).then_some(())
+    });
+}

@@ -238,17 +238,38 @@ fn spawn(bin: &PathBuf, spec: &NodeSpec) -> Result<Child, String> {
             .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))
     };
     let (out, err) = (open()?, open()?);
-    Command::new(bin)
-        .args(&spec.args)
+    let parent = std::process::id();
+    let mut cmd = Command::new(bin);
+    cmd.args(&spec.args)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         // Own process group: Ctrl-C in a terminal reaches only the playground, which then
         // stops the nodes in order instead of racing their restarts.
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    // SAFETY: the hook runs between fork and exec and makes only async-signal-safe calls.
+    unsafe {
+        cmd.pre_exec(move || die_with_parent(parent));
+    }
+    cmd.spawn()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))
+}
+
+/// In the child, before exec: the kernel kills the node when the playground dies, even by
+/// SIGKILL, so no node keeps running on a folder nobody coordinates (or that was deleted).
+/// The signal follows the thread that forked: the supervisor is polled from the coordination
+/// loop, which runs on the main thread (`block_on`) for the playground's whole life.
+fn die_with_parent(parent: u32) -> std::io::Result<()> {
+    // SAFETY: prctl and getppid are async-signal-safe and touch no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // A parent that died before the prctl sends nothing: the child is already orphaned.
+    if unsafe { libc::getppid() } as u32 != parent {
+        return Err(std::io::Error::other("the playground exited"));
+    }
+    Ok(())
 }
 
 fn send_term(pid: u32) -> Result<(), String> {
