@@ -1,5 +1,6 @@
 //! rcluster operator library.
 pub mod controller;
+pub mod coordinator;
 pub mod crd;
 pub mod failover;
 pub mod linearizability;

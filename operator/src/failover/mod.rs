@@ -1,10 +1,11 @@
 //! Failover decisions (DESIGN.md "Failover"): observed members + cluster settings ⇒ actions.
 //!
-//! Pure and sans-IO: no clock reads, no network. The runtime (controller or playground) probes
-//! every member, builds a [`ClusterView`], calls [`decide`] (or [`plan_switchover`] while a
-//! planned switchover is requested), persists [`Coordinator::after`] durably and then runs the
-//! node commands in order. It calls again on the next probe; every call is level-based, so a
-//! runtime that crashed half-way simply repeats the missing steps.
+//! Pure and sans-IO: no clock reads, no network. The coordinator runtime (`crate::coordinator`,
+//! the same for the controller, the playground and the simulation) probes every member, builds a
+//! [`ClusterView`], calls [`coordinate`] (which runs [`decide`], [`plan_switchover`] or
+//! [`plan_members`]), persists [`Coordinator::after`] durably and then runs the node commands in
+//! order. It calls again on the next probe; every call is level-based, so a runtime that crashed
+//! half-way simply repeats the missing steps.
 //!
 //! An election takes two calls on purpose. The first bumps the term and fences every reachable
 //! member; the candidate is chosen only from members that already answer in the new term. A

@@ -58,6 +58,9 @@ struct Slot {
     held: bool,
     restart_at: Option<Instant>,
     backoff: Duration,
+    /// Left the cluster: stopped for good, and forgotten once it exited (killed at this time if
+    /// it has not by then).
+    retiring: Option<Instant>,
 }
 
 /// A node as the control endpoint and the status table show it.
@@ -94,6 +97,7 @@ impl Supervisor {
                 held: false,
                 restart_at: Some(Instant::now()),
                 backoff: FIRST_BACKOFF,
+                retiring: None,
             })
             .collect();
         Supervisor {
@@ -107,6 +111,11 @@ impl Supervisor {
     pub fn poll(&mut self, now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
         for slot in &mut self.slots {
+            if let (Some(child), Some(deadline)) = (slot.child.as_mut(), slot.retiring)
+                && now >= deadline
+            {
+                let _ = child.start_kill();
+            }
             if let Some(child) = slot.child.as_mut() {
                 match child.try_wait() {
                     Ok(None) => continue,
@@ -164,7 +173,27 @@ impl Supervisor {
                 }
             }
         }
+        self.slots
+            .retain(|s| s.retiring.is_none() || s.child.is_some());
         events
+    }
+
+    /// Stops `name` for good (it left the cluster): SIGTERM now, SIGKILL after `grace`; the
+    /// node is forgotten once it exited.
+    pub fn retire(&mut self, name: &str, grace: Duration) -> Result<(), String> {
+        self.stop(name, Signal::Term, true)?;
+        let slot = self.slot(name)?;
+        slot.retiring.get_or_insert(Instant::now() + grace);
+        Ok(())
+    }
+
+    /// The nodes that run or are to run again (not those leaving).
+    pub fn names(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.retiring.is_none())
+            .map(|s| s.spec.name.clone())
+            .collect()
     }
 
     pub fn info(&self, name: &str) -> ProcessInfo {
@@ -389,8 +418,18 @@ mod tests {
         poll_until(&mut sup, |e| matches!(e, Event::Started { .. })).await;
         assert!(sup.stop("zz", Signal::Term, false).is_err());
 
+        // A node that leaves the cluster stops and is forgotten.
+        sup.retire("b", Duration::from_secs(10)).unwrap();
+        assert_eq!(sup.names(), ["a"]);
+        poll_until(
+            &mut sup,
+            |e| matches!(e, Event::Exited { node, .. } if node == "b"),
+        )
+        .await;
+        assert!(sup.stop("b", Signal::Term, false).is_err(), "forgotten");
+
         let report = terminate(sup.take_children(), Duration::from_secs(10)).await;
-        assert_eq!(report.len(), 2, "{report:?}");
+        assert_eq!(report.len(), 1, "{report:?}");
         assert!(
             sup.poll(Instant::now() + Duration::from_secs(60))
                 .is_empty()
