@@ -40,7 +40,7 @@ mod status;
 mod telemetry;
 
 #[cfg(test)]
-mod tests;
+mod reconcile_tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -349,7 +349,7 @@ fn peer_urls(
 }
 
 #[cfg(test)]
-mod requeue_tests {
+mod tests {
     use super::*;
 
     #[test]
