@@ -51,9 +51,7 @@ impl Runtime {
     pub fn failing_over(&self) -> bool {
         self.stats.failing_over()
     }
-}
 
-impl Runtime {
     /// Carries out `plan`, decided from the stored record `record` at `now_ms`: stores the record
     /// after it (before any node command), sends the node commands in order, clears the used-up
     /// switchover requests, and updates the statistics. A failed command is simply decided again
@@ -109,3 +107,7 @@ impl Runtime {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "runtime_tests.rs"]
+mod tests;
