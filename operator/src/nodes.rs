@@ -1,6 +1,6 @@
 //! Talking to rcluster nodes: probing `/v1/status` into failover observations, and sending the
-//! internal role commands (fence, promote, follow). Shared by the playground and the controller so
-//! both runtimes drive nodes the same way.
+//! internal role commands (fence, promote, follow) through [`NodeCommands`], which the coordinator
+//! runtime drives the same way for the playground, the controller and the simulation.
 
 pub use crate::failover::CommitByAck;
 use crate::failover::{Action, Observation, Role};
@@ -233,6 +233,69 @@ impl NodeClient {
 /// Member name → the URL other nodes reach it at.
 pub type MemberUrls = BTreeMap<String, String>;
 
+/// Where a coordinator's role commands go: the node client with the members' addresses
+/// ([`Addressed`]), or the simulated nodes of the property tests.
+pub trait NodeCommands {
+    /// Sends `op` (`fence`, `promote` or `follow`; `primary` with follow) in `term` to `node`.
+    /// Returns the node's status after the command, or why it failed.
+    fn command(
+        &self,
+        node: &str,
+        op: &'static str,
+        term: u64,
+        primary: Option<&str>,
+    ) -> impl Future<Output = Result<NodeStatus, String>> + Send;
+
+    /// Tells `node` that the switchover it recorded is finished (or given up), so it stops asking.
+    fn clear_switchover(
+        &self,
+        node: &str,
+        term: u64,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The node client and where one replica group's members are.
+pub struct Addressed<'a> {
+    pub client: &'a NodeClient,
+    /// Member name → base URL of its node.
+    pub urls: &'a BTreeMap<String, String>,
+    /// The member list promote and follow carry (`None`: the nodes keep theirs).
+    pub members: Option<&'a MemberUrls>,
+}
+
+impl Addressed<'_> {
+    fn url(&self, node: &str) -> Result<&str, String> {
+        self.urls
+            .get(node)
+            .map(String::as_str)
+            .ok_or_else(|| "no address".to_string())
+    }
+}
+
+impl NodeCommands for Addressed<'_> {
+    async fn command(
+        &self,
+        node: &str,
+        op: &'static str,
+        term: u64,
+        primary: Option<&str>,
+    ) -> Result<NodeStatus, String> {
+        let url = self.url(node)?;
+        self.client
+            .command(url, op, term, primary, self.members)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn clear_switchover(&self, node: &str, term: u64) -> Result<(), String> {
+        let url = self.url(node)?;
+        self.client
+            .clear_switchover(url, term)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// One node command and how it went.
 #[derive(Clone, Debug)]
 pub struct CommandResult {
@@ -244,16 +307,10 @@ pub struct CommandResult {
     pub outcome: Result<NodeStatus, String>,
 }
 
-/// Sends the node commands of `actions` in order, to the nodes at `urls`; the fences and the
-/// follows of one step go out together. Promote and follow carry `members` when given. A failed
-/// command is reported and repeated by a later decision; a failed promotion skips the follows
-/// after it (they would point at a node that is not primary).
-pub async fn run_commands(
-    nodes: &NodeClient,
-    urls: &BTreeMap<String, String>,
-    actions: &[Action],
-    members: Option<&MemberUrls>,
-) -> Vec<CommandResult> {
+/// Sends the node commands of `actions` in order; the fences and the follows of one step go out
+/// together. A failed command is reported and repeated by a later decision; a failed promotion
+/// skips the follows after it (they would point at a node that is not primary).
+pub async fn run_commands(nodes: &impl NodeCommands, actions: &[Action]) -> Vec<CommandResult> {
     let mut results = Vec::new();
     let mut promote_failed = false;
     let mut i = 0;
@@ -285,13 +342,9 @@ pub async fn run_commands(
             batch
                 .into_iter()
                 .map(|(op, node, term, primary)| async move {
-                    let outcome = match urls.get(node) {
-                        None => Err("no address".to_string()),
-                        Some(url) => nodes
-                            .command(url, op, term, primary.map(String::as_str), members)
-                            .await
-                            .map_err(|e| e.to_string()),
-                    };
+                    let outcome = nodes
+                        .command(node, op, term, primary.map(String::as_str))
+                        .await;
                     match &outcome {
                         Ok(_) => tracing::info!(op, %node, term, "node command done"),
                         Err(e) => {

@@ -1,6 +1,7 @@
 //! Helpers for rcluster's end-to-end tests: the binaries of the other packages, a playground
 //! (real `rcluster-node` processes under `rcluster-operator playground`) with free ports, a tiny
-//! blocking HTTP client, and client-side helpers that resolve unknown outcomes.
+//! blocking HTTP client, client-side helpers that resolve unknown outcomes, and the
+//! [`linearizability`] checker for the histories the tests record.
 //!
 //! The binaries come from the same target folder as the running test. They are rebuilt with
 //! `$CARGO build -p rcluster-node -p rcluster-operator --bins` when missing or older than the
@@ -13,6 +14,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod linearizability;
 pub mod ops;
 mod playground;
 pub use playground::{Options, Playground};

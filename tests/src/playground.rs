@@ -307,6 +307,16 @@ impl Playground {
         std::fs::read_to_string(self.dir.join("secret")).expect("secret file")
     }
 
+    /// `kill -9` of the playground process itself (not of its nodes); waits until it is gone.
+    pub fn kill9_playground(&mut self) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        // The child stays in place: dropping the playground still reaps it and stops any node
+        // that outlived it.
+        child.kill().is_ok() && child.wait().is_ok()
+    }
+
     /// SIGTERM and wait; returns whether it exited with code 0 in time.
     pub fn stop(&mut self) -> bool {
         self.terminate()
@@ -316,7 +326,9 @@ impl Playground {
         let Some(mut child) = self.child.take() else {
             return true;
         };
-        signal(child.id(), "-TERM");
+        if child.try_wait().is_ok_and(|s| s.is_none()) {
+            signal(child.id(), "-TERM");
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         let clean = loop {
             match child.try_wait() {

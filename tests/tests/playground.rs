@@ -176,3 +176,146 @@ fn held_member_stays_down_and_status_reports_it() {
     pg.wait_healthy();
     assert_eq!(pg.status()["members"][1]["restarts"], 1);
 }
+
+/// The playground's `reconciles_total` counter (both outcomes): one per coordination cycle.
+fn cycles(pg: &Playground) -> u64 {
+    let (_, text) = http(&pg.control, "GET", "/metrics", None).expect("metrics");
+    text.lines()
+        .filter(|l| l.starts_with("rcluster_operator_reconciles_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A switchover asked for while the primary is cut off from its replicas (it answers, but not
+/// ready) waits for it: the request stays on the primary node, and once the replicas are back
+/// the switchover runs. The controller has always kept such a request; the playground used to
+/// drop it as refused.
+#[test]
+fn a_switchover_asked_of_an_unhealthy_primary_runs_once_it_recovers() {
+    let _turn = serial();
+    let pg = Playground::start(Options {
+        // No failover while the primary is cut off: the request must outlive the wait.
+        detection_window_ms: 600_000,
+        ..Options::default()
+    });
+    let (primary, term) = pg.wait_healthy();
+    let replicas: Vec<String> = pg
+        .names
+        .iter()
+        .filter(|n| **n != primary)
+        .cloned()
+        .collect();
+    let target = replicas[0].clone();
+    for r in &replicas {
+        pg.stop_member(r, true);
+    }
+    wait_for("the lone primary to report not ready", DEADLINE, || {
+        (pg.node_status(&primary)?["ready"] == false).then_some(())
+    });
+    let body = format!(r#"{{"to":"{target}"}}"#);
+    let answer = http(&pg.url(&primary), "POST", "/v1/switchover", Some(&body));
+    assert_eq!(answer.as_ref().map(|a| a.0), Some(202), "{answer:?}");
+    // Several coordination cycles see the request while the primary is not ready.
+    let seen = cycles(&pg);
+    wait_for("three coordination cycles", DEADLINE, || {
+        (cycles(&pg) >= seen + 3).then_some(())
+    });
+    let request = pg.node_status(&primary).expect("primary status");
+    assert!(
+        request["switchover_request"]["to"] == target.as_str(),
+        "the request was dropped while the primary was unhealthy: {request}"
+    );
+    for r in &replicas {
+        pg.start_member(r);
+    }
+    let (now, after) = pg.wait_primary_after(term);
+    assert_eq!(now, target, "the switchover it asked for");
+    let s = wait_for("the switchover recorded", DEADLINE, || {
+        let s = pg.status();
+        (s["switchovers_total"] == 1).then_some(s)
+    });
+    assert_eq!(s["failovers_total"], 0, "{s}");
+    assert_eq!(s["last_switchover"]["term"], after, "{s}");
+}
+
+/// A `kill -9` of the playground takes its nodes with it: no node keeps running on a data folder
+/// nobody coordinates (or that a test has deleted).
+#[test]
+fn nodes_die_with_a_killed_playground() {
+    let _turn = serial();
+    let mut pg = Playground::start(Options::default());
+    pg.wait_healthy();
+    let pids: Vec<u32> = pg.names.iter().filter_map(|n| pg.pid(n)).collect();
+    assert_eq!(pids.len(), pg.names.len());
+    assert!(pg.kill9_playground(), "kill -9 of the playground");
+    wait_for("every node to exit", DEADLINE, || {
+        pids.iter().all(|p| !alive(*p)).then_some(())
+    });
+}
+
+/// The coordinator's member list as the playground reports it, once no change is in progress.
+fn settled_members(pg: &Playground) -> Option<Vec<String>> {
+    let s = pg.status();
+    let co = &s["coordinator"];
+    if !co["previous_members"].is_null() {
+        return None;
+    }
+    let list = co["members"].as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|m| m.as_str().map(String::from))
+            .collect(),
+    )
+}
+
+/// `--replicas` changed on a restart of the same folder: the member list follows in a new term.
+/// n4 joins, fetches what the others hold and serves it; back to three, n4 leaves the member list
+/// and its process stops.
+#[test]
+fn replicas_change_when_the_same_folder_restarts() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut pg = Playground::start_in(tmp.path(), Options::default(), None);
+    pg.wait_healthy();
+    let rt = rcluster_e2e::runtime();
+    let put = rt.block_on(pg.client().put(
+        "scale/k",
+        &serde_json::json!("before"),
+        &Default::default(),
+    ));
+    put.expect("put");
+    let base = pg.base_port;
+    assert!(pg.stop(), "{}", pg.output());
+
+    let four = Options {
+        replicas: 4,
+        ..Options::default()
+    };
+    let mut pg = Playground::start_in(tmp.path(), four, Some(base));
+    let four_names: Vec<String> = (1..=4).map(|i| format!("n{i}")).collect();
+    wait_for("four members", DEADLINE, || {
+        (settled_members(&pg)? == four_names && pg.healthy().is_some()).then_some(())
+    });
+    let n4 = wait_for("n4 to hold the record", DEADLINE, || {
+        let v = get_json(&pg.url("n4"), "/v1/kv/scale/k?consistency=eventual")?;
+        (v["value"] == "before").then_some(v)
+    });
+    assert_eq!(n4["value"], "before");
+    assert!(pg.stop(), "{}", pg.output());
+
+    let pg = Playground::start_in(tmp.path(), Options::default(), Some(base));
+    wait_for("three members again", DEADLINE, || {
+        (settled_members(&pg)? == pg.names && pg.healthy().is_some()).then_some(())
+    });
+    wait_for("n4 to stop", DEADLINE, || {
+        let s = pg.status();
+        let listed = s["members"].as_array()?.iter().any(|m| m["name"] == "n4");
+        let running = std::net::TcpStream::connect(("127.0.0.1", base + 4)).is_ok();
+        (!listed && !running).then_some(())
+    });
+    let got = rt
+        .block_on(pg.client().get("scale/k", None))
+        .expect("get")
+        .expect("the record is still there");
+    assert_eq!(got.value, serde_json::json!("before"));
+}

@@ -1,7 +1,7 @@
 //! Linearizability across primary failures: 4 clients do put/get/compare-and-set on 3 keys
 //! (`ack=quorum`, `consistency=linearizable`) while the primary is killed with SIGKILL at least
 //! 20 times. Every operation is recorded with its call and return times and an ok, failed or
-//! unknown outcome, and the history is checked with `rcluster_operator::linearizability`.
+//! unknown outcome, and the history is checked with `rcluster_e2e::linearizability`.
 //!
 //! Writes whose outcome is unknown are retried with the same idempotency key until it is known
 //! (for up to 20 s); the retries are part of the one operation, which then spans from its first
@@ -14,11 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rcluster_client::{AckLevel, Client, Consistency, Error, PutOptions, WriteOptions};
+use rcluster_e2e::linearizability::{self, Limits, Observed, OpKind, Operation, Outcome, Verdict};
 use rcluster_e2e::ops::{micros, refused, until_known};
 use rcluster_e2e::{Options, Playground, Rng, runtime, serial};
-use rcluster_operator::linearizability::{
-    self, Limits, Observed, OpKind, Operation, Outcome, Verdict,
-};
 use serde_json::json;
 
 const CLIENTS: u64 = 4;

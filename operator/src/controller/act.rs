@@ -1,16 +1,17 @@
-//! Act stage, in the order that keeps a failover safe: the new record (term, primary) is written
-//! to the resource status first, with optimistic concurrency; only then are the nodes told
-//! (fence, promote, follow); then the pods are relabelled so the Services route to the new
-//! primary.
+//! Act stage: the resource status as the coordinator runtime's record store (written first, with
+//! optimistic concurrency, before the runtime tells the nodes), then the pods relabelled so the
+//! Services route to the new primary, the switchover annotation removed, a pod restarted.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use super::annotation::SWITCHOVER_ANNOTATION;
 use super::error::{Error, is_status};
-use super::observe::PodInfo;
-use super::plan::SWITCHOVER_ANNOTATION;
+use super::observe::{Member, PodInfo};
+use super::status;
+use crate::coordinator::{RecordStore, Stored, Write};
 use crate::crd::{MemberRole, ROLE_LABEL, ReplicatedCluster, ReplicatedClusterStatus};
 use crate::resources::FIELD_MANAGER;
 
@@ -49,6 +50,50 @@ pub async fn write_status(
         Ok(obj) => Ok(Written::Ok(Box::new(obj))),
         Err(e) if is_status(&e, 409) => Ok(Written::Conflict),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The coordinator's record in the ReplicatedCluster's status (with everything else the status
+/// says at that moment).
+pub struct StatusStore<'a> {
+    pub client: &'a Client,
+    /// The resource as last read or written: its resourceVersion guards the next write.
+    pub current: ReplicatedCluster,
+    pub members: &'a [Member],
+    pub updated: Option<i32>,
+    pub now_ms: u64,
+}
+
+impl RecordStore for StatusStore<'_> {
+    type Error = Error;
+
+    async fn store(&mut self, write: &Write<'_>) -> Result<Stored, Error> {
+        let status = status::build(&status::Input {
+            cluster: &self.current,
+            record: write.record,
+            members: self.members,
+            plan: write.plan,
+            failing_over: write.failing_over,
+            last_failover: None,
+            updated: self.updated,
+            now: status::time_from_ms(self.now_ms),
+        });
+        match write_status(self.client, &self.current, status).await? {
+            Written::Ok(obj) => {
+                self.current = *obj;
+                Ok(Stored::Written)
+            }
+            Written::Conflict => Ok(Stored::Changed),
+        }
+    }
+
+    /// A status written before it carried the member list (or none yet): the list the nodes
+    /// run with is recorded before any of them hears of a term.
+    fn stale(&self) -> bool {
+        self.current
+            .status
+            .as_ref()
+            .is_none_or(|s| s.member_list.is_empty())
     }
 }
 

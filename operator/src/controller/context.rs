@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kube::Client;
 use kube::runtime::events::Reporter;
 
-use crate::failover::Observation;
+use crate::coordinator::{FailoverCount, History, Runtime};
 use crate::metrics::Metrics;
 use crate::resources::NODE_PORT;
 
@@ -28,7 +28,7 @@ pub type PeerUrl = Arc<dyn Fn(&MemberAddress) -> Option<String> + Send + Sync>;
 
 /// The default: the pod's stable DNS name under the headless Service, as in the ConfigMap.
 pub fn headless_url(addr: &MemberAddress) -> Option<String> {
-    let ordinal = super::observe::ordinal(addr.cluster, addr.pod)?;
+    let ordinal = crate::resources::ordinal(addr.cluster, addr.pod)?;
     Some(crate::resources::member_url(
         addr.cluster,
         addr.namespace,
@@ -80,16 +80,11 @@ impl Default for NodeTimeouts {
 /// What the controller remembers about one cluster between reconciles. Lost on restart, which
 /// costs little: failure timers start again (a failover waits one more detection window). The
 /// term, primary, member list and a switchover in progress live in the resource status.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClusterMemory {
-    /// The cluster's uid: a cluster deleted and created again under the same name starts afresh.
-    pub uid: String,
-    /// Since when (ms) each member has been unreachable or not ready.
-    pub unhealthy_since: BTreeMap<String, u64>,
-    /// Last answer of each member, for the log positions of members that stop answering.
-    pub last_seen: BTreeMap<String, Observation>,
-    /// A failover in progress: the failed primary and when its failure was first seen.
-    pub failover: Option<FailoverStart>,
+    /// The coordinator runtime of the cluster's replica group: failure clocks, last answers, the
+    /// failover being measured.
+    pub runtime: Runtime,
     /// The disabled ServiceMonitor is known to be gone (deleted, or never there).
     pub service_monitor_gone: bool,
     /// Lasting situations the last reconcile reported (`events::lasting`): each gets one
@@ -97,13 +92,21 @@ pub struct ClusterMemory {
     pub reported: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FailoverStart {
-    pub from: String,
-    pub detected_ms: u64,
-    /// Entries a lossy promotion may discard, once reported.
-    pub entries_lost: u64,
+impl Default for ClusterMemory {
+    fn default() -> Self {
+        ClusterMemory {
+            // The nodes ran before this controller did: a primary that fails before it was seen
+            // healthy is a failover all the same.
+            runtime: Runtime::new(FailoverCount::Always, History::default()),
+            service_monitor_gone: false,
+            reported: Vec::new(),
+        }
+    }
 }
+
+/// One cluster's memory, held by its reconcile for the whole reconcile (kube runs one reconcile
+/// of an object at a time, so nothing ever waits on it).
+pub type SharedMemory = Arc<tokio::sync::Mutex<ClusterMemory>>;
 
 pub struct Context {
     pub client: Client,
@@ -115,8 +118,8 @@ pub struct Context {
     pub peer_url: PeerUrl,
     pub clock: Clock,
     pub timeouts: NodeTimeouts,
-    /// Keyed by `namespace/name`.
-    pub memory: Mutex<BTreeMap<String, ClusterMemory>>,
+    /// Keyed by `namespace/name`, with the uid of the cluster it belongs to.
+    pub memory: Mutex<BTreeMap<String, (String, SharedMemory)>>,
 }
 
 /// Name of the operator in events (`reportingController`).
@@ -144,23 +147,17 @@ impl Context {
         (self.clock)()
     }
 
-    /// Runs `f` on the memory of `key`, reset when `uid` changed. The lock is never held across
-    /// an await.
-    pub fn with_memory<T>(
-        &self,
-        key: &str,
-        uid: &str,
-        f: impl FnOnce(&mut ClusterMemory) -> T,
-    ) -> T {
+    /// The memory of `key`, afresh when `uid` changed: a cluster deleted and created again
+    /// under the same name starts anew.
+    pub fn memory_of(&self, key: &str, uid: &str) -> SharedMemory {
         let mut all = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        let mem = all.entry(key.to_string()).or_default();
-        if mem.uid != uid {
-            *mem = ClusterMemory {
-                uid: uid.to_string(),
-                ..ClusterMemory::default()
-            };
+        let entry = all
+            .entry(key.to_string())
+            .or_insert_with(|| (uid.to_string(), SharedMemory::default()));
+        if entry.0 != uid {
+            *entry = (uid.to_string(), SharedMemory::default());
         }
-        f(mem)
+        entry.1.clone()
     }
 
     /// Drops the memory of clusters that no longer exist.

@@ -6,10 +6,10 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 
 use super::context::Context;
-use super::plan::{Outcome, Plan};
 use super::status::wait_message;
+use crate::coordinator::Plan;
 use crate::crd::ReplicatedCluster;
-use crate::failover::{Action, Coordinator, WaitReason};
+use crate::failover::{Action, Coordinator, SwitchoverOutcome as Outcome, WaitReason};
 use crate::nodes::CommandResult;
 
 /// `reason` of every event the controller emits.
@@ -311,6 +311,8 @@ mod tests {
             actions,
             switchover: Outcome::None,
             failover_disabled: false,
+            request: None,
+            clear: Vec::new(),
         }
     }
 

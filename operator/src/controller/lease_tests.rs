@@ -1,5 +1,5 @@
 use super::*;
-use crate::controller::tests::fixtures::{
+use crate::controller::reconcile_tests::fixtures::{
     Expect, Log, finish, mock_client, not_found, serve, status_error,
 };
 use serde_json::{Value, json};

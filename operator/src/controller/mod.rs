@@ -10,6 +10,11 @@
 //! depend on this process's memory: terms live in the resource status, written with optimistic
 //! concurrency before any node hears of them, and nodes reject older terms.
 //!
+//! The decisions and what is remembered around them (failure clocks, switchover requests, failover
+//! statistics, record first → node commands → used-up requests cleared) are the coordinator
+//! runtime's (`crate::coordinator`), the same as the playground's; this module keeps what is the
+//! controller's own: pods, the API server, the status and Events.
+//!
 //! Member changes (scale up and down) go through the failover module's `plan_members`: the new
 //! member list is recorded in a new term before the primary is promoted again with it; pods that
 //! leave are deleted only once the change is committed (`observe::effective_replicas`).
@@ -22,20 +27,20 @@
 //! primary node (`POST /v1/switchover`, `rcluster switchover`), as in the playground.
 
 mod act;
+mod annotation;
 mod apply;
 mod context;
 mod error;
 mod events;
 pub mod lease;
 mod observe;
-mod plan;
 mod rollout;
 pub mod run;
 mod status;
 mod telemetry;
 
 #[cfg(test)]
-mod tests;
+mod reconcile_tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,17 +49,15 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 
+pub use annotation::SWITCHOVER_ANNOTATION;
 pub use context::{Clock, Context, MemberAddress, NodeTimeouts, NodeUrl, pod_ip_url, system_clock};
 pub use error::Error;
-pub use plan::SWITCHOVER_ANNOTATION;
 
-use crate::crd::{LastFailover, Phase, ReplicatedCluster};
-use crate::failover::Action;
+use crate::coordinator::{self, Probe, Request, Source, Unsent};
+use crate::crd::{Phase, ReplicatedCluster};
 use crate::metrics::Outcome;
-use crate::nodes::{self, MemberUrls, NodeClient};
+use crate::nodes::{Addressed, MemberUrls, NodeClient};
 use act::Written;
-use context::FailoverStart;
-use plan::Plan;
 
 /// After a 409 on the status the reconcile stops; it runs again on fresh data this soon.
 pub const CONFLICT_REQUEUE: Duration = Duration::from_millis(500);
@@ -126,6 +129,8 @@ pub async fn reconcile_cluster(
     let name = cluster.name_any();
     let key = format!("{ns}/{name}");
     let client = &ctx.client;
+    let memory = ctx.memory_of(&key, &uid);
+    let mut memory = memory.lock().await;
 
     let secret = apply::existing_secret(client, &ns, &name).await?;
     let pods = observe::list_pods(client, &ns, &name).await?;
@@ -135,8 +140,7 @@ pub async fn reconcile_cluster(
     let replicas = observe::effective_replicas(&name, cluster.spec.replicas, &record, &pods);
 
     let desired = apply::desired(cluster, replicas, secret.as_ref())?;
-    let delete_sm = desired.service_monitor.is_none()
-        && !ctx.with_memory(&key, &uid, |m| m.service_monitor_gone);
+    let delete_sm = desired.service_monitor.is_none() && !memory.service_monitor_gone;
     let applied = apply::apply_all(client, &ns, &name, &desired, delete_sm).await;
     let apply_errors = applied.errors;
     let revision = applied
@@ -146,112 +150,92 @@ pub async fn reconcile_cluster(
     let sm_ok = !apply_errors
         .iter()
         .any(|e| matches!(e, Error::Apply { object, .. } if object.starts_with("ServiceMonitor")));
-    ctx.with_memory(&key, &uid, |m| {
-        m.service_monitor_gone = desired.service_monitor.is_none() && sm_ok
-    });
+    memory.service_monitor_gone = desired.service_monitor.is_none() && sm_ok;
 
     let token = apply::token(&desired);
     let probes = NodeClient::new(&token, ctx.timeouts.probe);
     let names = observe::member_names(&name, replicas);
     let mut members = observe::probe(ctx, &probes, &ns, &name, &names, &pods).await;
     let now = ctx.now_ms();
-    let view = ctx.with_memory(&key, &uid, |m| {
-        observe::view(&name, &cluster.spec, record.clone(), &members, m, now)
-    });
+    let probed: Vec<Probe> = members.iter().map(|m| m.probe(now)).collect();
+    let ack = observe::ack_level(cluster.spec.replication.ack);
+    let (observations, _) = memory.runtime.observe(&probed, ack, now);
+    let view = observe::view(&name, &cluster.spec, record.clone(), observations, now);
 
     let annotation = cluster
         .annotations()
         .get(SWITCHOVER_ANNOTATION)
         .map(String::as_str);
-    let request = plan::request(&name, cluster.spec.replicas, annotation, &view, &members);
     let enabled = cluster.spec.failover.enabled;
-    let mut plan = plan::plan(&view, request.as_ref(), enabled);
+    let mut plan = coordinator::plan(&view, annotation::request(annotation), &probed, enabled);
     let restart = rollout::step(
         &name,
         revision.as_deref(),
         &record,
         &members,
-        in_place(&plan),
+        plan.in_place(),
     );
-    if let (rollout::Step::Switchover { from }, None) = (&restart, &request) {
+    if let (rollout::Step::Switchover { from }, None) = (&restart, &plan.request) {
         tracing::info!(cluster = %key, primary = %from, "rollout: the primary hands over before its restart");
-        let handover = plan::Request {
+        let handover = Request {
             target: None,
-            source: plan::Source::Rollout,
+            source: Source::Rollout,
         };
-        plan = plan::plan(&view, Some(&handover), enabled);
+        plan = coordinator::plan(&view, Some(handover), &probed, enabled);
     }
-    let used_requests: Vec<(String, String)> = plan::used_node_requests(
-        &members,
-        record.primary.as_deref(),
-        request.as_ref(),
-        &plan.switchover,
-    )
-    .into_iter()
-    .filter_map(|m| Some((m.name.clone(), m.url.clone()?)))
-    .collect();
     let next = record.after(&plan.actions);
     let updated = rollout::updated(revision.as_deref(), &next, &members);
-    let mut failing_over =
-        ctx.with_memory(&key, &uid, |m| note_failover_start(m, &view, &plan, now));
     tracing::debug!(cluster = %key, actions = ?plan.actions, "decided");
 
-    // 1. The record, before any node hears of the new term or primary.
-    let mut current = cluster.clone();
-    let first_record = cluster
-        .status
-        .as_ref()
-        .is_none_or(|s| s.member_list.is_empty());
-    if next != record || first_record {
-        let status = status::build(&status::Input {
-            cluster: &current,
-            record: &next,
-            members: &members,
-            plan: &plan,
-            failing_over,
-            last_failover: None,
-            updated,
-            now: status::time_from_ms(now),
-        });
-        match act::write_status(client, &current, status).await? {
-            Written::Ok(obj) => current = *obj,
-            Written::Conflict => {
-                tracing::info!(cluster = %key, "status changed since it was read; deciding again");
-                return Ok(Reconciled {
-                    requeue: Requeue::requeue(CONFLICT_REQUEUE),
-                    apply_errors,
-                });
-            }
-        }
-        tracing::info!(cluster = %key, term = next.term, primary = ?next.primary, "record written");
-    }
-
-    // 2. The nodes.
+    // 1. The record, before any node hears of the new term or primary; 2. the nodes.
     let commands = NodeClient::new(&token, ctx.timeouts.command);
     let urls: BTreeMap<String, String> = members
         .iter()
         .filter_map(|m| Some((m.name.clone(), m.url.clone()?)))
         .collect();
     let peers = peer_urls(ctx, &ns, &name, &next);
-    let results = nodes::run_commands(&commands, &urls, &plan.actions, peers.as_ref()).await;
+    let nodes = Addressed {
+        client: &commands,
+        urls: &urls,
+        members: peers.as_ref(),
+    };
+    let mut store = act::StatusStore {
+        client,
+        current: cluster.clone(),
+        members: &members,
+        updated,
+        now_ms: now,
+    };
+    let stepped = match memory
+        .runtime
+        .step(&record, &plan, &mut store, &nodes, now)
+        .await
+    {
+        Ok(stepped) => stepped,
+        Err(Unsent::Conflict) => {
+            tracing::info!(cluster = %key, "status changed since it was read; deciding again");
+            return Ok(Reconciled {
+                requeue: Requeue::requeue(CONFLICT_REQUEUE),
+                apply_errors,
+            });
+        }
+        Err(Unsent::Store(e)) => return Err(e),
+    };
+    let current = store.current;
+    if stepped.stored {
+        tracing::info!(cluster = %key, term = next.term, primary = ?next.primary, "record written");
+    }
+    let results = stepped.results;
     for r in &results {
         if let (Ok(s), Some(m)) = (&r.outcome, members.iter_mut().find(|m| m.name == r.node)) {
             m.node = Some(s.clone());
         }
     }
-    for (node, url) in &used_requests {
-        // Harmless when it fails: a request left on a node that is no longer the primary, or
-        // whose switchover is recorded, is never acted on again, and is cleared next time.
-        if let Err(e) = commands.clear_switchover(url, next.term).await {
-            tracing::warn!(cluster = %key, %node, error = %e, "cannot clear the switchover request");
-        }
-    }
-    let last_failover = ctx.with_memory(&key, &uid, |m| note_promotion(m, &results, now));
-    if let Some(lf) = &last_failover {
-        ctx.metrics
-            .record_failover(Duration::from_millis(lf.duration_ms.max(0) as u64));
-        failing_over = false;
-    }
+    let last_failover = stepped.completed.failover.as_ref().map(|f| {
+        let took = Duration::from_millis(f.duration_ms().unwrap_or(0));
+        ctx.metrics.record_failover(took);
+        status::last_failover(f)
+    });
 
     // 3. The labels the Services select on. From here on a failure is reported after the
     // events, so a promotion is never left unannounced.
@@ -268,7 +252,7 @@ pub async fn reconcile_cluster(
         record: &next,
         members: &members,
         plan: &plan,
-        failing_over,
+        failing_over: memory.runtime.failing_over(),
         last_failover,
         updated,
         now: status::time_from_ms(ctx.now_ms()),
@@ -283,7 +267,7 @@ pub async fn reconcile_cluster(
             Err(e) => failure = failure.or(Some(e)),
         }
     }
-    if plan::annotation_finished(annotation, &plan.switchover)
+    if annotation::finished(annotation, &plan.switchover)
         && let Err(e) = act::remove_switchover_annotation(client, cluster).await
     {
         failure = failure.or(Some(e));
@@ -310,7 +294,7 @@ pub async fn reconcile_cluster(
 
     let apply_failures: Vec<String> = apply_errors.iter().map(ToString::to_string).collect();
     let lasting = events::lasting(&plan, &results, &apply_failures);
-    let reported = ctx.with_memory(&key, &uid, |m| std::mem::replace(&mut m.reported, lasting));
+    let reported = std::mem::replace(&mut memory.reported, lasting);
     let mut evs = events::for_decision(&ns, &record, &plan, &results, &apply_failures, &reported);
     evs.extend(restarted);
     events::publish(ctx, cluster, &evs).await;
@@ -321,7 +305,7 @@ pub async fn reconcile_cluster(
     let progress = if !results.is_empty() || next != record {
         Progress::Acting
     } else if matches!(phase, Some(Phase::Running | Phase::Degraded))
-        && in_place(&plan)
+        && plan.in_place()
         && restart == rollout::Step::UpToDate
     {
         Progress::Settled
@@ -364,98 +348,9 @@ fn peer_urls(
         .collect()
 }
 
-/// Nothing was (or is waiting to be) done.
-fn in_place(plan: &Plan) -> bool {
-    plan.actions.is_empty() && plan.switchover == plan::Outcome::None
-}
-
-/// Remembers when a failover (not an election of a first primary, not a switchover) started.
-/// Returns whether one is in progress.
-fn note_failover_start(
-    m: &mut context::ClusterMemory,
-    view: &crate::failover::ClusterView,
-    plan: &Plan,
-    now: u64,
-) -> bool {
-    let planned = matches!(
-        plan.switchover,
-        plan::Outcome::Started { .. } | plan::Outcome::Continuing { .. }
-    );
-    let bumps = plan
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::BumpTerm { .. }));
-    if let (Some(from), false, None, true) =
-        (&view.coordinator.primary, planned, &m.failover, bumps)
-    {
-        let detected_ms = view
-            .observations
-            .iter()
-            .find(|o| &o.name == from)
-            .and_then(|o| o.unhealthy_since_ms)
-            .unwrap_or(now);
-        m.failover = Some(FailoverStart {
-            from: from.clone(),
-            detected_ms,
-            entries_lost: 0,
-        });
-    }
-    if let Some(f) = m.failover.as_mut() {
-        for a in &plan.actions {
-            if let Action::ReportPossibleLoss { entries, .. } = a {
-                f.entries_lost = entries.unwrap_or(0);
-            }
-        }
-    }
-    m.failover.is_some()
-}
-
-/// When a failover's promotion succeeded: the `lastFailover` record.
-fn note_promotion(
-    m: &mut context::ClusterMemory,
-    results: &[nodes::CommandResult],
-    now: u64,
-) -> Option<LastFailover> {
-    let promoted = results
-        .iter()
-        .find(|r| r.op == "promote" && r.outcome.is_ok())?;
-    // The new primary starts healthy. Its failure clock ran while it was fenced during the
-    // election; kept, the next probe that finds it not yet ready would depose it at once.
-    m.unhealthy_since.remove(&promoted.node);
-    let f = m.failover.take()?;
-    Some(LastFailover {
-        time: status::time_from_ms(now),
-        from: f.from,
-        to: promoted.node.clone(),
-        term: promoted.term as i64,
-        duration_ms: now.saturating_sub(f.detected_ms) as i64,
-        entries_lost: f.entries_lost as i64,
-    })
-}
-
 #[cfg(test)]
-mod requeue_tests {
+mod tests {
     use super::*;
-
-    #[test]
-    fn a_promoted_node_starts_with_a_clean_failure_clock() {
-        let mut m = context::ClusterMemory::default();
-        m.unhealthy_since.insert("demo-1".into(), 5);
-        m.unhealthy_since.insert("demo-0".into(), 5);
-        let promoted = nodes::CommandResult {
-            op: "promote",
-            node: "demo-1".into(),
-            term: 2,
-            primary: None,
-            outcome: Ok(crate::nodes::NodeStatus::default()),
-        };
-        note_promotion(&mut m, &[promoted], 10);
-        assert!(!m.unhealthy_since.contains_key("demo-1"));
-        assert!(
-            m.unhealthy_since.contains_key("demo-0"),
-            "the old primary stays failing"
-        );
-    }
 
     #[test]
     fn requeue_meets_the_detection_window() {

@@ -8,14 +8,15 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
-use super::context::{ClusterMemory, Context, MemberAddress};
+use super::context::{Context, MemberAddress};
+use crate::coordinator::{Probe, keep_running};
 use crate::crd::{AckMode, ROLE_LABEL, ReplicatedClusterSpec, ReplicatedClusterStatus};
 use crate::failover::{
     AckLevel, ClusterView, Coordinator, Observation, Settings, Switchover,
     default_switchover_timeout_ms,
 };
-use crate::nodes::{self, NodeClient, NodeStatus};
-use crate::resources::{pod_name, pod_selector_string};
+use crate::nodes::{NodeClient, NodeStatus};
+use crate::resources::{ordinal, pod_name, pod_selector_string};
 
 /// The label the StatefulSet controller puts on each pod: the name of the revision (the
 /// ControllerRevision) of the template it was created from, as in `status.updateRevision`.
@@ -78,6 +79,19 @@ impl Member {
     pub fn ready(&self) -> bool {
         self.healthy() && self.pod.as_ref().is_some_and(|p| p.ready)
     }
+
+    /// This probe as the coordinator runtime takes it in (probed at `now_ms`).
+    pub fn probe(&self, now_ms: u64) -> Probe {
+        Probe {
+            name: self.name.clone(),
+            status: self.node.clone(),
+            error: self.error.clone(),
+            healthy: self.healthy(),
+            sent_ms: now_ms,
+            answered_ms: now_ms,
+            restarts: 0,
+        }
+    }
 }
 
 pub async fn list_pods(
@@ -92,11 +106,6 @@ pub async fn list_pods(
     Ok(list.items.iter().map(PodInfo::from_pod).collect())
 }
 
-/// The ordinal of `pod` in `cluster`'s StatefulSet.
-pub fn ordinal(cluster: &str, pod: &str) -> Option<i32> {
-    pod.strip_prefix(cluster)?.strip_prefix('-')?.parse().ok()
-}
-
 /// How many pods the cluster has now: the spec's count, except that a scale-down never removes
 /// the primary (it is switched over first) nor a member of the list in force or of an
 /// uncommitted change (it may hold the only copy of acknowledged entries; it goes once the
@@ -108,22 +117,13 @@ pub fn effective_replicas(
     pods: &[PodInfo],
 ) -> i32 {
     let spec = spec_replicas.max(1);
-    let listed = record
-        .members
-        .iter()
-        .chain(record.previous_members.iter().flatten())
-        .chain(record.primary.iter())
+    let desired = member_names(cluster, spec);
+    let running: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
+    keep_running(&desired, record, &running)
+        .into_iter()
         .filter_map(|m| ordinal(cluster, m))
         .map(|o| o + 1)
-        .fold(spec, i32::max);
-    match record.primary {
-        Some(_) => listed,
-        None => pods
-            .iter()
-            .filter_map(|p| ordinal(cluster, &p.name))
-            .map(|o| o + 1)
-            .fold(listed, i32::max),
-    }
+        .fold(spec, i32::max)
 }
 
 /// The member list the nodes run with when the status has none: a new cluster's nodes start
@@ -248,70 +248,20 @@ pub fn coordinator(
     }
 }
 
-/// Failover observations of `members`. Updates the failure timers and the last log positions
-/// in `memory` (a member that stops answering keeps the position it was last seen at).
-pub fn observations(
-    members: &[Member],
-    memory: &mut ClusterMemory,
-    now_ms: u64,
-) -> Vec<Observation> {
-    memory
-        .unhealthy_since
-        .retain(|name, _| members.iter().any(|m| &m.name == name));
-    memory
-        .last_seen
-        .retain(|name, _| members.iter().any(|m| &m.name == name));
-    members
-        .iter()
-        .map(|m| {
-            let since = if m.healthy() {
-                memory.unhealthy_since.remove(&m.name);
-                None
-            } else {
-                Some(
-                    *memory
-                        .unhealthy_since
-                        .entry(m.name.clone())
-                        .or_insert(now_ms),
-                )
-            };
-            match &m.node {
-                Some(status) => {
-                    let obs = status.observation(&m.name, since);
-                    memory.last_seen.insert(m.name.clone(), obs.clone());
-                    obs
-                }
-                None => {
-                    let mut obs = nodes::unreachable(&m.name, since);
-                    if let Some(seen) = memory.last_seen.get(&m.name) {
-                        obs.term = seen.term;
-                        obs.last_log_term = seen.last_log_term;
-                        obs.last_log_index = seen.last_log_index;
-                        obs.applied_index = seen.applied_index;
-                    }
-                    obs
-                }
-            }
-        })
-        .collect()
-}
-
-/// Everything the decision looks at.
-/// `members` are every probed pod; the settings' members (the desired list) are those the
-/// spec keeps.
+/// Everything the decision looks at. The settings' members (the desired list) are those the
+/// spec keeps; `observations` come from the coordinator runtime's probe round.
 pub fn view(
     cluster: &str,
     spec: &ReplicatedClusterSpec,
     coordinator: Coordinator,
-    members: &[Member],
-    memory: &mut ClusterMemory,
+    observations: Vec<Observation>,
     now_ms: u64,
 ) -> ClusterView {
     let desired = member_names(cluster, spec.replicas.max(1));
     ClusterView {
         settings: settings(spec, desired),
         coordinator,
-        observations: observations(members, memory, now_ms),
+        observations,
         now_ms,
     }
 }

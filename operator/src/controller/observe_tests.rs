@@ -1,6 +1,6 @@
 use super::*;
 use crate::crd::ReplicatedClusterStatus;
-use crate::failover::{Role, Switchover};
+use crate::failover::Switchover;
 
 pub fn pod(name: &str, ready: bool) -> PodInfo {
     PodInfo {
@@ -67,15 +67,6 @@ fn pod_info_reads_readiness_ip_labels_and_deletion() {
     assert!(!info.ready && info.ip.is_none() && !info.terminating);
 }
 
-#[test]
-fn ordinals_belong_to_the_cluster() {
-    assert_eq!(ordinal("demo", "demo-3"), Some(3));
-    assert_eq!(ordinal("demo", "demo-x"), None);
-    assert_eq!(ordinal("demo", "demox-1"), None);
-    assert_eq!(ordinal("demo-2", "demo-2-0"), Some(0));
-    assert_eq!(member_names("demo", 3), ["demo-0", "demo-1", "demo-2"]);
-}
-
 fn record(primary: Option<&str>, members: usize, previous: Option<usize>) -> Coordinator {
     Coordinator {
         term: 3,
@@ -130,40 +121,19 @@ fn scale_down_never_drops_the_primary_nor_a_listed_member_nor_shrinks_without_on
 }
 
 #[test]
-fn failure_timers_start_at_the_first_failure_and_clear_on_recovery() {
-    let mut mem = ClusterMemory::default();
-    let up = |ready| member("demo-0", Some(node("demo-0", "primary", 2, 10, ready)));
-    let obs = observations(&[up(true)], &mut mem, 1_000);
-    assert_eq!(obs[0].unhealthy_since_ms, None);
-    assert_eq!((obs[0].role, obs[0].term), (Role::Primary, 2));
-
-    let obs = observations(&[member("demo-0", None)], &mut mem, 2_000);
-    assert_eq!(obs[0].unhealthy_since_ms, Some(2_000));
-    assert!(!obs[0].reachable);
-    // The last known log position survives, for loss estimates; the role does not.
-    assert_eq!((obs[0].term, obs[0].log_position()), (2, (2, 10)));
-    assert_eq!(obs[0].role, Role::Unknown);
-
-    // Still failing later (answers but not ready): the timer keeps its start.
-    let obs = observations(&[up(false)], &mut mem, 5_000);
-    assert_eq!(obs[0].unhealthy_since_ms, Some(2_000));
-    assert!(obs[0].reachable);
-
-    let obs = observations(&[up(true)], &mut mem, 6_000);
-    assert_eq!(obs[0].unhealthy_since_ms, None);
-    assert!(mem.unhealthy_since.is_empty());
-}
-
-#[test]
-fn terminating_pods_count_as_unhealthy_and_removed_members_are_forgotten() {
-    let mut mem = ClusterMemory::default();
+fn a_terminating_pod_is_probed_as_unhealthy() {
     let mut m = member("demo-1", Some(node("demo-1", "replica", 1, 5, true)));
+    let p = m.probe(10);
+    assert!(p.healthy && p.ready());
+    assert_eq!((p.sent_ms, p.answered_ms), (10, 10));
     m.pod.as_mut().unwrap().terminating = true;
-    let obs = observations(&[m], &mut mem, 10);
-    assert_eq!(obs[0].unhealthy_since_ms, Some(10));
-    observations(&[member("demo-0", None)], &mut mem, 20);
-    assert!(!mem.unhealthy_since.contains_key("demo-1"));
-    assert!(!mem.last_seen.contains_key("demo-1"));
+    let p = m.probe(20);
+    assert!(
+        !p.healthy && p.ready(),
+        "the node answers ready, its pod goes away"
+    );
+    let silent = member("demo-0", None).probe(30);
+    assert!(!silent.healthy && silent.status.is_none());
 }
 
 #[test]
@@ -228,20 +198,18 @@ fn settings_follow_the_spec() {
 #[test]
 fn view_lists_members_in_ordinal_order() {
     let spec = ReplicatedClusterSpec::default();
-    let members = vec![
+    let members = [
         member("demo-0", None),
         member("demo-1", Some(node("demo-1", "replica", 1, 3, true))),
         member("demo-2", Some(node("demo-2", "replica", 1, 3, true))),
     ];
-    let mut mem = ClusterMemory::default();
-    let v = view(
-        "demo",
-        &spec,
-        Coordinator::default(),
-        &members,
-        &mut mem,
-        99,
-    );
+    let probes: Vec<_> = members.iter().map(|m| m.probe(99)).collect();
+    let (observations, _) = crate::coordinator::Runtime::new(
+        crate::coordinator::FailoverCount::Always,
+        Default::default(),
+    )
+    .observe(&probes, AckLevel::Quorum, 99);
+    let v = view("demo", &spec, Coordinator::default(), observations, 99);
     assert_eq!(v.settings.members, ["demo-0", "demo-1", "demo-2"]);
     assert_eq!(v.now_ms, 99);
     let names: Vec<&str> = v.observations.iter().map(|o| o.name.as_str()).collect();

@@ -10,8 +10,9 @@
 //! Writes at `quorum` keep being acknowledged throughout (one member of ≥ 3 is down at a time);
 //! at `all` they wait while a replica restarts, as they do when one fails.
 
-use super::observe::{Member, ordinal};
+use super::observe::Member;
 use crate::failover::Coordinator;
+use crate::resources::ordinal;
 
 /// What to do about outdated pods in this reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::observe::Member;
-use super::plan::Plan;
+use crate::coordinator::{self, Plan};
 use crate::crd::{
     LastFailover, MemberRole, MemberStatus, Phase, ReplicatedCluster, ReplicatedClusterStatus,
     SwitchoverStatus, condition,
@@ -26,6 +26,18 @@ pub struct Input<'a> {
     /// Members on the StatefulSet's current template, when its revision is known.
     pub updated: Option<i32>,
     pub now: Time,
+}
+
+/// The status form of a failover the coordinator runtime completed.
+pub fn last_failover(f: &coordinator::LastFailover) -> LastFailover {
+    LastFailover {
+        time: time_from_ms(f.promoted_at_ms.unwrap_or(f.detected_at_ms)),
+        from: f.from.clone(),
+        to: f.to.clone().unwrap_or_default(),
+        term: f.term as i64,
+        duration_ms: f.duration_ms().unwrap_or(0) as i64,
+        entries_lost: f.possible_loss.unwrap_or(0) as i64,
+    }
 }
 
 pub fn time_from_ms(ms: u64) -> Time {

@@ -1,8 +1,8 @@
 use super::*;
 use crate::controller::observe::tests::{member, node};
-use crate::controller::plan::Outcome;
 use crate::crd::ReplicatedClusterSpec;
 use crate::failover::Action;
+use crate::failover::SwitchoverOutcome as Outcome;
 
 fn cluster(status: Option<ReplicatedClusterStatus>) -> ReplicatedCluster {
     let mut c = ReplicatedCluster::new("demo", ReplicatedClusterSpec::default());
@@ -26,6 +26,8 @@ fn plan(actions: Vec<Action>) -> Plan {
         actions,
         switchover: Outcome::None,
         failover_disabled: false,
+        request: None,
+        clear: Vec::new(),
     }
 }
 

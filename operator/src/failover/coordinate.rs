@@ -3,10 +3,10 @@
 //! a settled cluster's member list follows the desired one. The Kubernetes controller and the
 //! property tests' simulated runtime both decide through this function.
 
-use super::{
-    Action, ClusterView, Role, SwitchoverProblem, SwitchoverStep, decide, plan_members,
-    plan_switchover,
-};
+use super::election::decide;
+use super::membership::plan_members;
+use super::switchover::plan_switchover;
+use super::types::{Action, ClusterView, Role, SwitchoverProblem, SwitchoverStep};
 
 /// What became of a requested or running planned switchover in one decision.
 #[derive(Clone, Debug, PartialEq, Eq)]

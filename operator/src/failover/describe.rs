@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::{SwitchoverProblem, WaitReason};
+use super::types::{SwitchoverProblem, WaitReason};
 
 impl fmt::Display for WaitReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

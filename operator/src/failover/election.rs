@@ -1,9 +1,23 @@
 //! Failure detection, elections and steady-state repairs.
 
+use super::steps::{best_candidate, follow_others, start_election};
 use super::switchover::{self, Progress};
-use super::{Action, Members, Observation, Role, WaitReason};
+use super::types::{Action, ClusterView, Observation, Role, WaitReason};
+use super::view::Members;
 
-pub(super) fn decide(m: &Members) -> Vec<Action> {
+/// What to do now. An empty list means the cluster is healthy and nothing needs doing.
+///
+/// When the list contains a term change ([`Action::new_term`]) it is the first action.
+pub fn decide(view: &ClusterView) -> Vec<Action> {
+    match Members::new(view) {
+        Ok(members) => decide_for(&members),
+        Err(problem) => vec![Action::Wait {
+            reason: WaitReason::InvalidInput { problem },
+        }],
+    }
+}
+
+fn decide_for(m: &Members) -> Vec<Action> {
     // A term the coordinator never handed out: someone else acted (a second operator, a
     // lost status). Nothing it did can be trusted, so run a fresh election above it.
     if m.max_observed_term() > m.term() {
@@ -19,17 +33,6 @@ pub(super) fn decide(m: &Members) -> Vec<Action> {
         None => elect(m),
         Some(primary) => steady(m, primary),
     }
-}
-
-/// Bump the term and fence every reachable member; the next call chooses among them.
-pub(super) fn start_election(m: &Members) -> Vec<Action> {
-    let to = m.next_term();
-    let mut actions = vec![Action::BumpTerm { to }];
-    let nodes = m.reachable_names();
-    if !nodes.is_empty() {
-        actions.push(Action::Fence { nodes, term: to });
-    }
-    actions
 }
 
 fn steady(m: &Members, primary: &str) -> Vec<Action> {
@@ -188,20 +191,6 @@ fn revert_members(m: &Members, best: &Observation, loss: Option<Action>) -> Vec<
     actions
 }
 
-/// The most advanced member; among equals a healthy one, then the first in member order.
-pub(super) fn best_candidate<'a>(
-    m: &Members,
-    among: &[&'a Observation],
-) -> Option<&'a Observation> {
-    among.iter().copied().max_by_key(|o| {
-        (
-            o.log_position(),
-            o.unhealthy_since_ms.is_none(),
-            std::cmp::Reverse(m.rank(&o.name)),
-        )
-    })
-}
-
 /// What a lossy promotion of `best` may discard, from the positions members that did not
 /// answer in `term` were last seen at.
 fn possible_loss(m: &Members, best: &Observation, term: u64) -> Action {
@@ -223,41 +212,5 @@ fn promote(m: &Members, node: &Observation, loss: Option<Action>) -> Vec<Action>
         term: m.term(),
     });
     actions.extend(follow_others(m, &node.name));
-    actions
-}
-
-/// Point every reachable member other than `primary` at it. Members still claiming to be
-/// primary in an older term are fenced first, so they stop accepting writes even if the
-/// follow command fails.
-pub(super) fn follow_others(m: &Members, primary: &str) -> Vec<Action> {
-    let term = m.term();
-    let others: Vec<&Observation> = m.reachable().filter(|o| o.name != primary).collect();
-    let claimants: Vec<String> = others
-        .iter()
-        .filter(|o| o.role.claims_primary())
-        .map(|o| o.name.clone())
-        .collect();
-    let mut actions = Vec::new();
-    if !claimants.is_empty() {
-        actions.push(Action::Fence {
-            nodes: claimants,
-            term,
-        });
-    }
-    for o in others {
-        // A node that reports another member list missed the follow that carried this one.
-        let same_list = o.members.is_empty() || super::same_members(&o.members, m.config);
-        let in_place = o.role == Role::Replica
-            && o.term == term
-            && o.following.as_deref() == Some(primary)
-            && same_list;
-        if !in_place {
-            actions.push(Action::Follow {
-                node: o.name.clone(),
-                primary: primary.to_string(),
-                term,
-            });
-        }
-    }
     actions
 }

@@ -14,9 +14,23 @@
 //! so a write quorum never counts a member that cannot acknowledge yet. The primary never
 //! leaves: the runtime switches over first.
 
-use super::{Action, Members, Role, WaitReason, same_members};
+use super::types::{Action, ClusterView, Role, WaitReason};
+use super::view::{Members, same_members};
 
-pub(super) fn plan(m: &Members, desired: &[String]) -> Vec<Action> {
+/// The member change to make now, if any (call it when [`decide`](super::decide) has nothing to do): record a
+/// new member list in a new term and re-promote the primary with it, or record that the last
+/// change is committed. Members join once they answer; the primary never leaves (a runtime
+/// switches over first).
+pub fn plan_members(view: &ClusterView) -> Vec<Action> {
+    match Members::new(view) {
+        Ok(members) => plan(&members, &view.settings.members),
+        Err(problem) => vec![Action::Wait {
+            reason: WaitReason::InvalidInput { problem },
+        }],
+    }
+}
+
+fn plan(m: &Members, desired: &[String]) -> Vec<Action> {
     if m.coordinator.switchover.is_some() {
         return Vec::new();
     }

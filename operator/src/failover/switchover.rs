@@ -13,17 +13,32 @@
 //! Draining also lets a target that is behind catch up; one that does not within the timeout
 //! is abandoned for an ordinary election, which keeps the most advanced member.
 
-use super::election::{best_candidate, follow_others, start_election};
-use super::{
-    Action, Members, Observation, Role, Switchover, SwitchoverProblem, SwitchoverStep, WaitReason,
+use super::steps::{best_candidate, follow_others, start_election};
+use super::types::{
+    Action, ClusterView, Observation, Role, Switchover, SwitchoverProblem, SwitchoverStep,
+    WaitReason,
 };
+use super::view::Members;
+
+/// One step of a planned switchover to `target` (`None`: the most advanced replica). Call it
+/// again after running the actions until it returns `Done`, `Abandoned` or `Rejected`. Pass the
+/// target recorded in the first step's [`Action::BeginSwitchover`]: with `None` and a healthy
+/// primary a new switchover starts. While a switchover is recorded, [`decide`](super::decide) continues it too.
+pub fn plan_switchover(view: &ClusterView, target: Option<&str>) -> SwitchoverStep {
+    match Members::new(view) {
+        Ok(members) => plan(&members, target),
+        Err(problem) => SwitchoverStep::Rejected {
+            problem: SwitchoverProblem::InvalidInput { problem },
+        },
+    }
+}
 
 pub(super) enum Progress {
     Act(Vec<Action>),
     Abandon(SwitchoverProblem, Vec<Action>),
 }
 
-pub(super) fn plan(m: &Members, target: Option<&str>) -> SwitchoverStep {
+fn plan(m: &Members, target: Option<&str>) -> SwitchoverStep {
     if let Some(sw) = &m.coordinator.switchover {
         if target.is_some_and(|t| t != sw.to) {
             return rejected(SwitchoverProblem::OtherSwitchoverInProgress { to: sw.to.clone() });

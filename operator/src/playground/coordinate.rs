@@ -1,7 +1,9 @@
-//! The coordination loop: probe every node, decide, persist the coordinator record, then send
-//! the node commands, and report. Each cycle is level-based: a command that failed (or a crash
-//! of the playground half-way) is simply decided again on the next probe.
+//! The coordination loop: probe every node, let the coordinator runtime decide and act (record in
+//! the state file first, then the node commands), retire nodes that left the member list, and
+//! report. Each cycle is level-based: a command that failed (or a crash of the playground
+//! half-way) is simply decided again on the next probe.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,23 +11,25 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::act::{self, Choice};
 use super::control::Shared;
 use super::probe::Prober;
-use super::report::{self, PlaygroundMetrics, StatusInput};
-use super::state::{Folder, Saved};
-use super::supervisor::{Event, ProcessInfo, Supervisor};
-use super::tracker::{self, FailedPrimary, Tracker};
+use super::report::{self, Node, PlaygroundMetrics, StatusInput};
+use super::state::{Folder, Saved, StateStore};
+use super::supervisor::{Event, Supervisor};
 use super::ui::{self, Ui};
 use super::{Error, Member, ack_name, now_ms};
-use crate::failover::{Action, ClusterView, Settings};
+use crate::coordinator::{
+    self, Completed, FailoverCount, Measured, Plan, Probe, Runtime, Stepped, Unsent,
+};
+use crate::failover::{Action, ClusterView, Coordinator, Settings};
 use crate::metrics::Outcome;
-use crate::nodes::NodeClient;
-use crate::nodes::{self, CommandResult};
+use crate::nodes::{Addressed, CommandResult, MemberUrls, NodeClient};
 
 /// Everything the loop is built from.
 pub struct Setup {
+    /// `members`: the desired ones (`--replicas`).
     pub settings: Settings,
+    /// The nodes the playground runs: the desired ones and any the member list still holds.
     pub members: Vec<Member>,
     pub folder: Folder,
     pub saved: Saved,
@@ -42,16 +46,22 @@ pub struct Setup {
 /// How long the primary may be ready while some replica is not before the cluster is announced
 /// anyway.
 const ANNOUNCE_AFTER_MS: u64 = 10_000;
+/// How long a node that left the member list may take to stop before it is killed.
+const RETIRE_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Loop {
     s: Setup,
     prober: Prober,
     commands: NodeClient,
-    tracker: Tracker,
+    runtime: Runtime,
+    /// The latest probe round, for the table and `/status`.
+    probes: Vec<Probe>,
     ui: Ui,
     decisions: File,
     last_signature: String,
     last_actions: Vec<Action>,
+    /// The last note about a switchover request, so a waiting request is told once.
+    last_note: Option<String>,
     announced: bool,
     primary_ready_since: Option<u64>,
 }
@@ -62,23 +72,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Loop {
     pub fn new(s: Setup) -> Result<Loop, Error> {
-        let urls: Vec<(String, String)> = s
-            .members
-            .iter()
-            .map(|m| (m.name.clone(), m.url.clone()))
-            .collect();
-        let prober = Prober::new(NodeClient::new(&s.secret, s.probe_timeout), &urls);
+        let prober = Prober::new(NodeClient::new(&s.secret, s.probe_timeout));
         let commands = NodeClient::new(&s.secret, Duration::from_secs(2));
         let decisions = s.folder.decision_log()?;
+        // The playground starts the nodes itself: the election that resumes a cluster after
+        // its start is not a failover.
+        let runtime = Runtime::new(FailoverCount::SeenHealthy, s.saved.history.clone());
         Ok(Loop {
             ui: Ui::new(s.quiet),
             s,
             prober,
             commands,
-            tracker: Tracker::default(),
+            runtime,
+            probes: Vec::new(),
             decisions,
             last_signature: String::new(),
             last_actions: Vec::new(),
+            last_note: None,
             announced: false,
             primary_ready_since: None,
         })
@@ -109,17 +119,29 @@ impl Loop {
         for e in events {
             self.process_event(e);
         }
-        self.prober.probe().await;
+        let probes = {
+            let sup = self.s.supervisor.clone();
+            let restarts = move |name: &str| lock(&sup).info(name).restarts;
+            self.prober.probe(&self.s.members, restarts).await
+        };
         let now = now_ms();
+        let (observations, measured) = self.runtime.observe(&probes, self.s.settings.ack, now);
+        self.probes = probes;
+        self.report_measured(measured, now);
+        let record = self.s.saved.coordinator.clone();
         let view = ClusterView {
             settings: self.s.settings.clone(),
-            coordinator: self.s.saved.coordinator.clone(),
-            observations: self.prober.observations(),
+            coordinator: record.clone(),
+            observations,
             now_ms: now,
         };
-        self.measure(now);
-        let choice = act::choose(&view, &self.prober.health, &self.s.saved.coordinator);
-        let (acted, ok) = self.apply(choice, now).await;
+        let plan = coordinator::plan(&view, None, &self.probes, true);
+        let (acted, ok) = self.act(&record, plan, now).await;
+        self.retire_members(now);
+        if self.runtime.history() != &self.s.saved.history {
+            self.s.saved.history = self.runtime.history().clone();
+            self.save_state(now);
+        }
         self.publish(now);
         let outcome = if ok { Outcome::Ok } else { Outcome::Error };
         self.s
@@ -129,13 +151,15 @@ impl Loop {
         acted
     }
 
-    fn procs(&self) -> Vec<ProcessInfo> {
-        let sup = lock(&self.s.supervisor);
-        self.s.members.iter().map(|m| sup.info(&m.name)).collect()
-    }
-
-    fn restarts(&self, name: &str) -> u64 {
-        lock(&self.s.supervisor).info(name).restarts
+    /// The member list promote and follow carry: the record's after `actions`, with the URLs the
+    /// nodes reach each other at.
+    fn peer_urls(&self, record: &Coordinator, actions: &[Action]) -> Option<MemberUrls> {
+        record
+            .after(actions)
+            .members
+            .iter()
+            .map(|name| Some((name.clone(), self.url(name)?.to_string())))
+            .collect()
     }
 
     fn url(&self, name: &str) -> Option<&str> {
@@ -144,6 +168,94 @@ impl Loop {
             .iter()
             .find(|m| m.name == name)
             .map(|m| m.url.as_str())
+    }
+
+    /// Let the runtime act, then log. Returns (commands were sent, everything succeeded).
+    async fn act(&mut self, record: &Coordinator, plan: Plan, now: u64) -> (bool, bool) {
+        let urls: BTreeMap<String, String> = self
+            .s
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.url.clone()))
+            .collect();
+        let peers = self.peer_urls(record, &plan.actions);
+        let nodes = Addressed {
+            client: &self.commands,
+            urls: &urls,
+            members: peers.as_ref(),
+        };
+        let mut store = StateStore {
+            folder: &self.s.folder,
+            saved: &mut self.s.saved,
+        };
+        let stepped = self
+            .runtime
+            .step(record, &plan, &mut store, &nodes, now)
+            .await;
+        let (results, persist_error) = match stepped {
+            Ok(Stepped {
+                results,
+                clear_errors,
+                completed,
+                ..
+            }) => {
+                for (node, e) in clear_errors {
+                    let text = format!("cannot clear the switchover request on {node}: {e}");
+                    self.record(now, "error", &text, json!({}));
+                }
+                self.report_completed(&completed, now);
+                (results, None)
+            }
+            // Nothing may be sent for a term that is not on disk.
+            Err(Unsent::Store(e)) => (Vec::new(), Some(e.to_string())),
+            Err(Unsent::Conflict) => (Vec::new(), Some("the state changed".to_string())),
+        };
+        if let Some(note) = ui::request_note(&plan, record) {
+            if self.last_note.as_ref() != Some(&note) {
+                self.record(now, "switchover", &note, json!({}));
+            }
+            self.last_note = Some(note);
+        } else {
+            self.last_note = None;
+        }
+        for node in plan
+            .clear
+            .iter()
+            .filter(|n| Some(*n) != record.primary.as_ref())
+        {
+            let text = format!(
+                "ignored a switchover request on {node}: it is not the primary, or a switchover is in progress"
+            );
+            self.record(now, "switchover", &text, json!({}));
+        }
+        let failed = results.iter().any(|r| r.outcome.is_err());
+        self.log_decision(now, &plan.actions, persist_error.as_deref(), &results);
+        self.last_actions = plan.actions;
+        (!results.is_empty(), !failed && persist_error.is_none())
+    }
+
+    /// Nodes that no member list holds any more stop for good.
+    fn retire_members(&mut self, now: u64) {
+        let running: Vec<String> = self.s.members.iter().map(|m| m.name.clone()).collect();
+        let keep = coordinator::keep_running(
+            &self.s.settings.members,
+            &self.s.saved.coordinator,
+            &running,
+        );
+        let leaving: Vec<String> = running
+            .iter()
+            .filter(|m| !keep.contains(m.as_str()))
+            .cloned()
+            .collect();
+        for name in leaving {
+            let retired = lock(&self.s.supervisor).retire(&name, RETIRE_GRACE);
+            if let Err(e) = retired {
+                self.record(now, "error", &format!("cannot stop {name}: {e}"), json!({}));
+            }
+            self.s.members.retain(|m| m.name != name);
+            let text = format!("{name} left the member list; its node stops");
+            self.record(now, "process", &text, json!({}));
+        }
     }
 
     /// Writes one line to the terminal and one JSON record to the decision log.
@@ -186,73 +298,10 @@ impl Loop {
         self.record(now, "process", &text, json!({}));
     }
 
-    /// Persist, act, log. Returns (commands were sent, everything succeeded).
-    async fn apply(&mut self, choice: Choice, now: u64) -> (bool, bool) {
-        let Choice {
-            actions,
-            note,
-            clear,
-        } = choice;
-        let before = self.s.saved.coordinator.clone();
-        let next = before.after(&actions);
-        let mut persist_error = None;
-        if next != before {
-            let previous = self.s.saved.clone();
-            self.s.saved.coordinator = next;
-            self.note_term_change(&before, &actions, now);
-            if let Err(e) = self.s.folder.save(&self.s.saved) {
-                // Nothing may be sent for a term that is not on disk.
-                self.s.saved = previous;
-                persist_error = Some(e.to_string());
-            }
-        }
-        let results = if persist_error.is_none() {
-            // The playground's members never change: the nodes have the list from their flags.
-            let urls = self
-                .s
-                .members
-                .iter()
-                .map(|m| (m.name.clone(), m.url.clone()))
-                .collect();
-            nodes::run_commands(&self.commands, &urls, &actions, None).await
-        } else {
-            Vec::new()
-        };
-        if persist_error.is_none() {
-            for node in &clear {
-                if let Some(url) = self.url(node).map(str::to_string)
-                    && let Err(e) = self
-                        .commands
-                        .clear_switchover(&url, self.s.saved.coordinator.term)
-                        .await
-                {
-                    self.record(
-                        now,
-                        "error",
-                        &format!("cannot clear the switchover request on {node}: {e}"),
-                        json!({}),
-                    );
-                }
-            }
-        }
-        for r in results
-            .iter()
-            .filter(|r| r.op == "promote" && r.outcome.is_ok())
-        {
-            self.prober.forget_failures(&r.node);
-        }
-        let failed = results.iter().any(|r| r.outcome.is_err());
-        self.log_decision(now, &actions, note, persist_error.as_deref(), &results);
-        self.after_commands(&before, &actions, &results, now);
-        self.last_actions = actions;
-        (!results.is_empty(), !failed && persist_error.is_none())
-    }
-
     fn log_decision(
         &mut self,
         now: u64,
         actions: &[Action],
-        note: Option<String>,
         persist_error: Option<&str>,
         results: &[CommandResult],
     ) {
@@ -264,9 +313,6 @@ impl Loop {
             .any(|a| matches!(a, Action::Wait { .. }));
         self.last_signature = signature;
         let acting = actions.iter().any(|a| !matches!(a, Action::Wait { .. }));
-        if let Some(n) = note {
-            self.record(now, "switchover", &n, json!({}));
-        }
         if actions.is_empty() {
             if changed && was_waiting {
                 self.record(
@@ -312,213 +358,105 @@ impl Loop {
         );
     }
 
-    /// Bookkeeping of elections and switchovers, before the record is saved.
-    fn note_term_change(
-        &mut self,
-        before: &crate::failover::Coordinator,
-        actions: &[Action],
-        now: u64,
-    ) {
-        for a in actions {
-            match a {
-                Action::BumpTerm { to } => {
-                    if let Some(sw) = &before.switchover {
-                        tracker::switchover_abandoned(
-                            &mut self.s.saved,
-                            format!("an election replaced the switchover to {}", sw.to),
-                        );
-                    }
-                    if before.term == 0 {
-                        continue;
-                    }
-                    let restarts = before.primary.as_deref().map_or(0, |p| self.restarts(p));
-                    // A primary never seen ready by this playground did not fail under it: this
-                    // is the election that resumes a cluster after a restart.
-                    let failed = before.primary.as_deref().and_then(|p| {
-                        let h = self.prober.get(p)?;
-                        Some(FailedPrimary {
-                            name: p,
-                            last_seen_ms: Some(h.last_ok_ms?),
-                            unhealthy_since_ms: h.unhealthy_since_ms,
-                            last_status: h.last_status.as_ref(),
-                            restarts,
-                        })
-                    });
-                    self.tracker
-                        .election_started(&mut self.s.saved, failed, *to, now);
-                }
-                Action::BeginSwitchover { from, to, term, .. } => {
-                    tracker::switchover_started(&mut self.s.saved, from, to, *term, now);
-                }
-                _ => {}
-            }
+    /// A promotion that ended a switchover or a failover.
+    fn report_completed(&mut self, done: &Completed, now: u64) {
+        if let Some(s) = &done.switchover {
+            let text = format!(
+                "switchover done: {} is primary in term {} ({} ms)",
+                s.to,
+                s.term,
+                s.duration_ms.unwrap_or(0)
+            );
+            self.record(now, "switchover", &text, json!({"switchover": s}));
+        }
+        if let Some(f) = &done.failover {
+            let took = Duration::from_millis(f.duration_ms().unwrap_or(0));
+            self.s.metrics.operator.record_failover(took);
+            let text = format!(
+                "failover: {} -> {} in term {}, {} ms after {} was last seen ready",
+                f.from,
+                f.to.as_deref().unwrap_or("?"),
+                f.term,
+                f.promotion_ms.unwrap_or(0),
+                f.from
+            );
+            self.record(now, "failover", &text, json!({"failover": f}));
         }
     }
 
-    /// Statistics after the node commands ran.
-    fn after_commands(
-        &mut self,
-        before: &crate::failover::Coordinator,
-        actions: &[Action],
-        results: &[CommandResult],
-        now: u64,
-    ) {
-        let mut changed = false;
-        for a in actions {
-            if let Action::ReportPossibleLoss { entries, .. } = a {
-                self.tracker.possible_loss(&mut self.s.saved, *entries);
-                changed = true;
-            }
-        }
-        for r in results.iter().filter(|r| r.op == "promote") {
-            let Ok(status) = &r.outcome else { continue };
-            changed = true;
-            let term = status.term;
-            if before.switchover.is_some() {
-                tracker::switchover_done(&mut self.s.saved, now);
-                let took = self
-                    .s
-                    .saved
-                    .last_switchover
-                    .as_ref()
-                    .and_then(|s| s.duration_ms);
-                self.record(
-                    now,
-                    "switchover",
-                    &format!(
-                        "switchover done: {} is primary in term {term} ({} ms)",
-                        r.node,
-                        took.unwrap_or(0)
-                    ),
-                    json!({"switchover": self.s.saved.last_switchover}),
-                );
-            } else if let Some(took) =
-                self.tracker
-                    .promoted(&mut self.s.saved, &r.node, term, status, now)
-            {
-                self.s
-                    .metrics
-                    .operator
-                    .record_failover(Duration::from_millis(took));
-                let from = self.s.saved.last_failover.as_ref().map(|f| f.from.clone());
-                self.record(
-                    now,
-                    "failover",
-                    &format!(
-                        "failover: {} -> {} in term {term}, {took} ms after {} was last seen ready",
-                        from.as_deref().unwrap_or("?"),
-                        r.node,
-                        from.as_deref().unwrap_or("the old primary")
-                    ),
-                    json!({"failover": self.s.saved.last_failover}),
-                );
-            }
-        }
-        if changed {
-            self.save_stats(now);
-        }
-    }
-
-    /// Time to first write and discarded entries, from the latest probes.
-    fn measure(&mut self, now: u64) {
-        let before = self.s.saved.last_failover.clone();
-        let restarts: Vec<(String, u64)> = {
-            let sup = lock(&self.s.supervisor);
-            self.s
-                .members
-                .iter()
-                .map(|m| (m.name.clone(), sup.info(&m.name).restarts))
-                .collect()
-        };
-        let prober = &self.prober;
-        let measured = self.tracker.observe(
-            &mut self.s.saved,
-            self.s.settings.ack,
-            |n| prober.get(n).and_then(|h| h.status.as_ref()),
-            |n| restarts.iter().find(|(m, _)| m == n).map_or(0, |(_, r)| *r),
-            now,
-        );
-        let after = self.s.saved.last_failover.clone();
-        if after == before {
+    /// Time to first write and discarded entries, measured from the latest probes.
+    fn report_measured(&mut self, measured: Measured, now: u64) {
+        let Some(f) = self.runtime.history().last_failover.clone() else {
             return;
-        }
-        let Some(f) = after else { return };
-        if let Some(ms) = measured {
+        };
+        if let Some(ms) = measured.first_write_ms {
             self.s.metrics.first_write.observe(ms as f64 / 1000.0);
-            self.record(
-                now,
-                "failover",
-                &format!(
-                    "{} acknowledges {} writes {ms} ms after {} was last seen ready",
-                    f.to.as_deref().unwrap_or("?"),
-                    ack_name(self.s.settings.ack),
-                    f.from
-                ),
-                json!({"failover": f}),
+            let text = format!(
+                "{} acknowledges {} writes {ms} ms after {} was last seen ready",
+                f.to.as_deref().unwrap_or("?"),
+                ack_name(self.s.settings.ack),
+                f.from
             );
+            self.record(now, "failover", &text, json!({"failover": f}));
         }
-        if before.as_ref().and_then(|b| b.entries_discarded).is_none()
-            && let Some(d) = f.entries_discarded
-            && f.to.as_deref() != Some(f.from.as_str())
-        {
-            self.record(
-                now,
-                "failover",
-                &format!("{} rejoined as a replica; it discarded {d} entries", f.from),
-                json!({"failover": f}),
-            );
+        if let Some(d) = measured.discarded {
+            let text = format!("{} rejoined as a replica; it discarded {d} entries", f.from);
+            self.record(now, "failover", &text, json!({"failover": f}));
         }
-        self.save_stats(now);
     }
 
-    fn save_stats(&mut self, now: u64) {
+    fn save_state(&mut self, now: u64) {
         if let Err(e) = self.s.folder.save(&self.s.saved) {
-            self.record(
-                now,
-                "error",
-                &format!("cannot save the state: {e}"),
-                json!({}),
-            );
+            let text = format!("cannot save the state: {e}");
+            self.record(now, "error", &text, json!({}));
         }
     }
 
     /// Updates `/status`, the table, the gauges, and announces the cluster once it is ready.
     fn publish(&mut self, now: u64) {
-        let procs = self.procs();
-        let health = &self.prober.health;
-        let phase = report::phase(&self.s.saved, health, &self.last_actions);
-        let co = self.s.saved.coordinator.clone();
-        let primary_health = co.primary.as_deref().and_then(|p| self.prober.get(p));
-        let primary_ok = primary_health.is_some_and(|h| {
-            h.ready()
-                && h.status
-                    .as_ref()
-                    .is_some_and(|s| s.role == "primary" && s.term == co.term)
+        let sup = lock(&self.s.supervisor);
+        let memory = self.runtime.memory();
+        let nodes: Vec<Node> = self
+            .s
+            .members
+            .iter()
+            .map(|m| Node {
+                member: m,
+                probe: self.probes.iter().find(|p| p.name == m.name),
+                seen: memory.get(&m.name),
+                process: sup.info(&m.name),
+            })
+            .collect();
+        drop(sup);
+        let phase = report::phase(&self.s.saved, &nodes, &self.last_actions);
+        let co = &self.s.saved.coordinator;
+        let primary_ok = co.primary.as_deref().is_some_and(|p| {
+            self.probes.iter().any(|q| {
+                q.name == p
+                    && q.ready()
+                    && q.status
+                        .as_ref()
+                        .is_some_and(|s| s.role == "primary" && s.term == co.term)
+            })
         });
+        let mut announce = false;
         if !self.announced && primary_ok {
             let since = *self.primary_ready_since.get_or_insert(now);
-            if health.iter().all(|h| h.ready()) || now - since >= ANNOUNCE_AFTER_MS {
-                self.announce(&co);
-            }
+            announce = self.probes.iter().all(Probe::ready) || now - since >= ANNOUNCE_AFTER_MS;
         } else if !primary_ok {
             self.primary_ready_since = None;
         }
         let dir = self.s.folder.dir.display().to_string();
         let doc = report::status_json(&StatusInput {
-            ready: self.announced,
+            ready: self.announced || announce,
             phase,
             control_url: &self.s.control_url,
             dir: &dir,
             settings: &self.s.settings,
             probe_interval_ms: self.s.probe_interval.as_millis() as u64,
             saved: &self.s.saved,
-            health: &self.prober.health,
-            procs: &procs,
+            nodes: &nodes,
         });
-        lock(&self.s.shared).status = doc;
-        let m = &self.s.metrics;
-        m.term.set(co.term as i64);
-        m.operator.set_clusters([phase]);
         let header = format!(
             "rcluster playground: {} nodes, ack {}, term {}, primary {}, {} | failovers {} | {}",
             self.s.members.len(),
@@ -526,15 +464,25 @@ impl Loop {
             co.term,
             co.primary.as_deref().unwrap_or("-"),
             phase.as_str(),
-            self.s.saved.failovers_total,
+            self.s.saved.history.failovers_total,
             self.s.control_url
         );
-        let rows = report::rows(&self.s.saved, &self.prober.health, &procs);
+        let rows = report::rows(&self.s.saved, &nodes);
+        let term = co.term;
+        drop(nodes);
+        lock(&self.s.shared).status = doc;
+        let m = &self.s.metrics;
+        m.term.set(term as i64);
+        m.operator.set_clusters([phase]);
+        if announce {
+            self.announce();
+        }
         self.ui.table(&header, &rows, Instant::now());
     }
 
-    fn announce(&mut self, co: &crate::failover::Coordinator) {
+    fn announce(&mut self) {
         self.announced = true;
+        let co = self.s.saved.coordinator.clone();
         let lines: Vec<String> = self
             .s
             .members

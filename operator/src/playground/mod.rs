@@ -1,12 +1,18 @@
-//! `rcluster-operator playground`: N local `rcluster-node` processes driven by the same failover
-//! decisions as the Kubernetes controller.
+//! `rcluster-operator playground`: N local `rcluster-node` processes driven by the same
+//! coordinator runtime (`crate::coordinator`) as the Kubernetes controller: its decisions, failure
+//! clocks, switchover requests and failover statistics. What is the playground's own:
 //!
-//! - [`supervisor`]: the child processes (start, restart after a crash, stop);
-//! - [`probe`]: `/v1/status` of every node, sub-second, and how long each has been failing;
-//! - [`coordinate`]: the loop: probe → decide → persist the coordinator record → send commands;
+//! - [`supervisor`]: the child processes (start, restart after a crash, stop, retire);
+//! - [`probe`]: `/v1/status` of every node, sub-second;
+//! - [`coordinate`]: the loop: probe → the runtime decides and acts (state file first, then the
+//!   node commands) → nodes that left the member list stop;
 //! - [`state`]: the folder (state file, secret, decision log, lock);
-//! - [`tracker`]: failover and switchover statistics;
-//! - [`ui`]: the status table and decision lines; [`control`]: the HTTP endpoint.
+//! - [`ui`], [`report`]: the status table, decision lines, `/status` and metrics;
+//!   [`control`]: the HTTP endpoint.
+//!
+//! `--replicas` may change when the same folder is started again: the member list follows in a
+//! new term (scale up and down, as on Kubernetes), and nodes that leave stop once the change is
+//! committed.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,22 +21,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 
+use crate::coordinator::keep_running;
 use crate::failover::{AckLevel, Settings, default_switchover_timeout_ms};
 
-mod act;
 pub mod control;
 pub mod coordinate;
 pub mod probe;
 pub mod report;
 pub mod state;
 pub mod supervisor;
-pub mod tracker;
 pub mod ui;
 
 /// Flags of `rcluster-operator playground`.
 #[derive(Debug, Clone, Args)]
 pub struct PlaygroundArgs {
-    /// Number of nodes (members n1..nN).
+    /// Number of members (n1..nN). May change when the same --dir is started again.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=99))]
     pub replicas: u16,
     /// Write acknowledgement level of the cluster: async, one, quorum or all.
@@ -144,15 +149,14 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
     let bin = node_bin(args.node_bin.as_deref())?;
     let folder = state::Folder::create(&args.dir)?;
     let _lock = folder.lock()?;
+    let desired = names(replicas);
     let saved = match folder.load()? {
-        Some(s) if s.replicas != replicas || s.base_port != args.base_port => {
+        Some(s) if s.base_port != args.base_port => {
             return Err(Error::Usage(format!(
-                "{} holds a cluster of {} nodes on base port {}; start it with --replicas {} \
-                 --base-port {}, or use another --dir",
+                "{} holds a cluster on base port {}; start it with --base-port {}, or use \
+                 another --dir",
                 folder.dir.display(),
-                s.replicas,
                 s.base_port,
-                s.replicas,
                 s.base_port
             )));
         }
@@ -163,19 +167,31 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
                 s.coordinator.term,
                 s.coordinator.primary.as_deref().unwrap_or("none")
             );
+            if s.coordinator.members.is_empty() {
+                // Written before the record carried the member list: the nodes run with the
+                // list of their flags.
+                s.coordinator.members = names(s.replicas);
+            }
+            if s.replicas != replicas {
+                println!(
+                    "members: {} asked, {} before; the member list follows once the new members run",
+                    replicas, s.replicas
+                );
+            }
+            s.replicas = replicas;
             s.ack = args.ack;
             s
         }
         None => {
-            let s = state::Saved::new(replicas, args.base_port, args.ack);
-            folder.save(&s)?;
             println!(
                 "new cluster of {replicas} nodes in {}",
                 folder.dir.display()
             );
-            s
+            state::Saved::new(replicas, args.base_port, args.ack, desired.clone())
         }
     };
+    // The member list the nodes start with is on disk before any of them hears of a term.
+    folder.save(&saved)?;
     let secret_path = folder.secret()?;
     let cluster_id = folder.cluster_id()?;
     let secret = std::fs::read_to_string(&secret_path)
@@ -186,7 +202,21 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         .trim()
         .to_string();
 
-    let members: Vec<Member> = (1..=replicas)
+    // Every desired member, and every member the record still holds (it leaves once the change
+    // that removes it is committed).
+    let running = keep_running(&desired, &saved.coordinator, &[])
+        .into_iter()
+        .filter_map(ordinal)
+        .max()
+        .unwrap_or(replicas)
+        .max(replicas);
+    if usize::from(args.base_port) + running > usize::from(u16::MAX) {
+        return Err(Error::Usage(format!(
+            "--base-port {} leaves no room for {running} node ports",
+            args.base_port
+        )));
+    }
+    let members: Vec<Member> = (1..=running)
         .map(|i| {
             let port = args.base_port + i as u16;
             Member {
@@ -240,7 +270,7 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
     ));
 
     let settings = Settings {
-        members: members.iter().map(|m| m.name.clone()).collect(),
+        members: desired,
         ack: args.ack,
         detection_window_ms: args.detection_window_ms,
         allow_lossy_promotion: args.allow_lossy_promotion,
@@ -274,6 +304,16 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
     let _ = server.await;
     println!("playground stopped");
     Ok(())
+}
+
+/// Members n1..nN.
+fn names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("n{i}")).collect()
+}
+
+/// `i` of member `ni`.
+fn ordinal(name: &str) -> Option<usize> {
+    name.strip_prefix('n')?.parse().ok()
 }
 
 fn port_error(port: u16, e: std::io::Error) -> Error {

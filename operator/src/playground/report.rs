@@ -4,13 +4,15 @@
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
 use serde_json::{Value, json};
 
-use super::probe::Health;
+use super::Member;
 use super::state::Saved;
 use super::supervisor::ProcessInfo;
 use super::ui::Row;
+use crate::coordinator::{Probe, Seen};
 use crate::crd::Phase;
 use crate::failover::{Action, Settings, WaitReason};
 use crate::metrics::Metrics;
+use crate::nodes::NodeStatus;
 
 #[derive(Clone)]
 pub struct PlaygroundMetrics {
@@ -56,8 +58,31 @@ impl PlaygroundMetrics {
     }
 }
 
+/// One running node as reported: its latest probe, what the coordinator remembers of it, and
+/// its process.
+pub struct Node<'a> {
+    pub member: &'a Member,
+    pub probe: Option<&'a Probe>,
+    pub seen: Option<&'a Seen>,
+    pub process: ProcessInfo,
+}
+
+impl Node<'_> {
+    fn name(&self) -> &str {
+        &self.member.name
+    }
+
+    fn status(&self) -> Option<&NodeStatus> {
+        self.probe.and_then(|p| p.status.as_ref())
+    }
+
+    fn ready(&self) -> bool {
+        self.probe.is_some_and(Probe::ready)
+    }
+}
+
 /// The phase of the cluster in the CRD's vocabulary, so dashboards read the same for both.
-pub fn phase(saved: &Saved, health: &[Health], last_actions: &[Action]) -> Phase {
+pub fn phase(saved: &Saved, nodes: &[Node], last_actions: &[Action]) -> Phase {
     let co = &saved.coordinator;
     let stuck = last_actions.iter().any(|a| {
         matches!(
@@ -72,10 +97,10 @@ pub fn phase(saved: &Saved, health: &[Health], last_actions: &[Action]) -> Phase
         None if stuck => Phase::Unavailable,
         None => Phase::FailingOver,
         Some(p) => {
-            let primary_ok = health.iter().any(|h| &h.name == p && h.ready());
+            let primary_ok = nodes.iter().any(|n| n.name() == p && n.ready());
             if !primary_ok {
                 Phase::FailingOver
-            } else if health.iter().all(Health::ready) {
+            } else if nodes.iter().all(Node::ready) {
                 Phase::Running
             } else {
                 Phase::Degraded
@@ -85,10 +110,10 @@ pub fn phase(saved: &Saved, health: &[Health], last_actions: &[Action]) -> Phase
 }
 
 /// Replication lag of `name` in entries, from the primary's view (or log positions).
-fn lag(health: &[Health], primary: Option<&str>, name: &str) -> Option<u64> {
-    let p = health.iter().find(|h| Some(h.name.as_str()) == primary)?;
-    let ps = p.status.as_ref()?;
-    if p.name == name {
+fn lag(nodes: &[Node], primary: Option<&str>, name: &str) -> Option<u64> {
+    let p = nodes.iter().find(|n| Some(n.name()) == primary)?;
+    let ps = p.status()?;
+    if p.name() == name {
         return Some(0);
     }
     let from_primary = ps
@@ -98,18 +123,18 @@ fn lag(health: &[Health], primary: Option<&str>, name: &str) -> Option<u64> {
         .and_then(|m| m.get("lag_entries"))
         .and_then(Value::as_u64);
     from_primary.or_else(|| {
-        let s = health.iter().find(|h| h.name == name)?.status.as_ref()?;
+        let s = nodes.iter().find(|n| n.name() == name)?.status()?;
         Some(ps.last_log_index.saturating_sub(s.last_log_index))
     })
 }
 
-pub fn rows(saved: &Saved, health: &[Health], procs: &[ProcessInfo]) -> Vec<Row> {
+pub fn rows(saved: &Saved, nodes: &[Node]) -> Vec<Row> {
     let primary = saved.coordinator.primary.as_deref();
-    health
+    nodes
         .iter()
-        .zip(procs)
-        .map(|(h, p)| {
-            let s = h.status.as_ref();
+        .map(|n| {
+            let s = n.status();
+            let p = &n.process;
             let role = match (s, p.held, p.pid) {
                 (Some(s), _, _) => s.role.clone(),
                 (None, true, _) => "stopped".into(),
@@ -117,14 +142,14 @@ pub fn rows(saved: &Saved, health: &[Health], procs: &[ProcessInfo]) -> Vec<Row>
                 (None, _, Some(_)) => "no answer".into(),
             };
             Row {
-                name: h.name.clone(),
-                url: h.url.clone(),
+                name: n.name().to_string(),
+                url: n.member.url.clone(),
                 pid: p.pid,
                 role,
                 term: s.map(|s| s.term),
                 applied: s.map(|s| s.applied_index),
-                lag: s.and_then(|_| lag(health, primary, &h.name)),
-                ready: h.ready(),
+                lag: s.and_then(|_| lag(nodes, primary, n.name())),
+                ready: n.ready(),
                 restarts: p.restarts,
             }
         })
@@ -139,45 +164,45 @@ pub struct StatusInput<'a> {
     pub settings: &'a Settings,
     pub probe_interval_ms: u64,
     pub saved: &'a Saved,
-    pub health: &'a [Health],
-    pub procs: &'a [ProcessInfo],
+    pub nodes: &'a [Node<'a>],
 }
 
 /// The `GET /status` document.
 pub fn status_json(i: &StatusInput) -> Value {
     let primary = i.saved.coordinator.primary.as_deref();
     let members: Vec<Value> = i
-        .health
+        .nodes
         .iter()
-        .zip(i.procs)
-        .map(|(h, p)| {
-            let s = h.status.as_ref();
+        .map(|n| {
+            let s = n.status();
+            let p = &n.process;
             json!({
-                "name": h.name,
-                "url": h.url,
+                "name": n.name(),
+                "url": n.member.url,
                 "pid": p.pid,
                 "restarts": p.restarts,
                 "held": p.held,
-                "reachable": h.reachable(),
-                "ready": h.ready(),
+                "reachable": s.is_some(),
+                "ready": n.ready(),
                 "role": s.map(|s| s.role.clone()),
                 "term": s.map(|s| s.term),
                 "last_log_index": s.map(|s| s.last_log_index),
                 "applied_index": s.map(|s| s.applied_index),
                 "commit_index": s.map(|s| s.commit_index),
-                "lag_entries": s.and_then(|_| lag(i.health, primary, &h.name)),
+                "lag_entries": s.and_then(|_| lag(i.nodes, primary, n.name())),
                 "entries_discarded": s.map(|s| s.entries_discarded),
-                "unhealthy_since_ms": h.unhealthy_since_ms,
-                "last_ok_ms": h.last_ok_ms,
-                "error": h.error,
+                "unhealthy_since_ms": n.seen.and_then(|s| s.unhealthy_since_ms),
+                "last_ok_ms": n.seen.and_then(|s| s.healthy_at_ms),
+                "error": n.probe.and_then(|p| p.error.clone()),
             })
         })
         .collect();
     let primary_url = i
-        .health
+        .nodes
         .iter()
-        .find(|h| Some(h.name.as_str()) == primary)
-        .map(|h| h.url.clone());
+        .find(|n| Some(n.name()) == primary)
+        .map(|n| n.member.url.clone());
+    let h = &i.saved.history;
     json!({
         "ready": i.ready,
         "phase": i.phase.as_str(),
@@ -193,10 +218,10 @@ pub fn status_json(i: &StatusInput) -> Value {
         "coordinator": i.saved.coordinator,
         "primary_url": primary_url,
         "members": members,
-        "failovers_total": i.saved.failovers_total,
-        "last_failover": i.saved.last_failover,
-        "switchovers_total": i.saved.switchovers_total,
-        "last_switchover": i.saved.last_switchover,
+        "failovers_total": h.failovers_total,
+        "last_failover": h.last_failover,
+        "switchovers_total": h.switchovers_total,
+        "last_switchover": h.last_switchover,
     })
 }
 
@@ -204,12 +229,19 @@ pub fn status_json(i: &StatusInput) -> Value {
 mod tests {
     use super::*;
     use crate::failover::AckLevel;
-    use crate::nodes::NodeStatus;
 
-    fn health(name: &str, role: &str, index: u64, ready: bool) -> Health {
-        Health {
+    fn member(name: &str) -> Member {
+        let port = 7000 + name[1..].parse::<u16>().unwrap();
+        Member {
             name: name.into(),
-            url: format!("http://127.0.0.1:700{}", &name[1..]),
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+        }
+    }
+
+    fn probe(name: &str, role: &str, index: u64, ready: bool) -> Probe {
+        Probe {
+            name: name.into(),
             status: Some(NodeStatus {
                 node: name.into(),
                 role: role.into(),
@@ -219,25 +251,36 @@ mod tests {
                 ready,
                 ..NodeStatus::default()
             }),
-            ..Health::default()
+            healthy: ready,
+            ..Probe::default()
         }
     }
 
     #[test]
     fn phase_and_lag_follow_the_members() {
-        let mut saved = Saved::new(3, 7000, AckLevel::Quorum);
-        let hs = vec![
-            health("n1", "primary", 10, true),
-            health("n2", "replica", 7, true),
-            health("n3", "replica", 10, false),
+        let mut saved = Saved::new(3, 7000, AckLevel::Quorum, Vec::new());
+        let members = [member("n1"), member("n2"), member("n3")];
+        let probes = [
+            probe("n1", "primary", 10, true),
+            probe("n2", "replica", 7, true),
+            probe("n3", "replica", 10, false),
         ];
-        assert_eq!(phase(&saved, &hs, &[]), Phase::Pending);
+        let nodes: Vec<Node> = members
+            .iter()
+            .zip(&probes)
+            .map(|(m, p)| Node {
+                member: m,
+                probe: Some(p),
+                seen: None,
+                process: ProcessInfo::default(),
+            })
+            .collect();
+        assert_eq!(phase(&saved, &nodes, &[]), Phase::Pending);
         saved.coordinator.term = 1;
-        assert_eq!(phase(&saved, &hs, &[]), Phase::FailingOver);
+        assert_eq!(phase(&saved, &nodes, &[]), Phase::FailingOver);
         saved.coordinator.primary = Some("n1".into());
-        assert_eq!(phase(&saved, &hs, &[]), Phase::Degraded);
-        let procs = vec![ProcessInfo::default(); 3];
-        let rows = rows(&saved, &hs, &procs);
+        assert_eq!(phase(&saved, &nodes, &[]), Phase::Degraded);
+        let rows = rows(&saved, &nodes);
         assert_eq!(
             rows.iter().map(|r| r.lag).collect::<Vec<_>>(),
             [Some(0), Some(3), Some(0)]
@@ -257,13 +300,13 @@ mod tests {
             settings: &settings,
             probe_interval_ms: 100,
             saved: &saved,
-            health: &hs,
-            procs: &procs,
+            nodes: &nodes,
         });
         assert_eq!(doc["primary_url"], "http://127.0.0.1:7001");
         assert_eq!(doc["members"][1]["lag_entries"], 3);
         assert_eq!(doc["coordinator"]["term"], 1);
         assert_eq!(doc["settings"]["ack"], "quorum");
+        assert_eq!(doc["failovers_total"], 0);
     }
 
     #[test]

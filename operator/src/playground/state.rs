@@ -1,5 +1,6 @@
-//! The playground's files in its folder: the durable coordinator record (`state.json`), the
-//! cluster secret and id, the decision log and a lock so two playgrounds never drive one cluster.
+//! The playground's files in its folder: the durable coordinator record (`state.json`, the
+//! coordinator runtime's record store), the cluster secret and id, the decision log and a lock so
+//! two playgrounds never drive one cluster.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Error;
-use super::tracker::{LastFailover, LastSwitchover};
+use crate::coordinator::{self, History, RecordStore, Stored};
 use crate::failover::{AckLevel, Coordinator};
 
 pub const STATE_FILE: &str = "state.json";
@@ -22,32 +23,49 @@ const LOCK_FILE: &str = "playground.pid";
 /// hears of a new term; the rest is history for `/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Saved {
+    /// The members asked for (`--replicas`): n1..nN.
     pub replicas: usize,
     pub base_port: u16,
     pub ack: AckLevel,
     pub coordinator: Coordinator,
-    #[serde(default)]
-    pub failovers_total: u64,
-    #[serde(default)]
-    pub switchovers_total: u64,
-    #[serde(default)]
-    pub last_failover: Option<LastFailover>,
-    #[serde(default)]
-    pub last_switchover: Option<LastSwitchover>,
+    /// Failover and switchover statistics (`failovers_total`, `last_failover`, ...).
+    #[serde(flatten)]
+    pub history: History,
 }
 
 impl Saved {
-    pub fn new(replicas: usize, base_port: u16, ack: AckLevel) -> Saved {
+    /// A new cluster: its nodes start with the member list `members`.
+    pub fn new(replicas: usize, base_port: u16, ack: AckLevel, members: Vec<String>) -> Saved {
         Saved {
             replicas,
             base_port,
             ack,
-            coordinator: Coordinator::default(),
-            failovers_total: 0,
-            switchovers_total: 0,
-            last_failover: None,
-            last_switchover: None,
+            coordinator: Coordinator {
+                members,
+                ..Coordinator::default()
+            },
+            history: History::default(),
         }
+    }
+}
+
+/// The state file as the coordinator runtime's record store. One playground owns the folder
+/// (the lock), so nobody else changes the record: a write always succeeds or fails outright.
+pub struct StateStore<'a> {
+    pub folder: &'a Folder,
+    pub saved: &'a mut Saved,
+}
+
+impl RecordStore for StateStore<'_> {
+    type Error = Error;
+
+    async fn store(&mut self, write: &coordinator::Write<'_>) -> Result<Stored, Error> {
+        let mut next = self.saved.clone();
+        next.coordinator = write.record.clone();
+        next.history = write.history.clone();
+        self.folder.save(&next)?;
+        *self.saved = next;
+        Ok(Stored::Written)
     }
 }
 
@@ -227,7 +245,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let folder = Folder::create(tmp.path()).unwrap();
         assert_eq!(folder.load().unwrap(), None);
-        let mut saved = Saved::new(3, 7000, AckLevel::Quorum);
+        let mut saved = Saved::new(3, 7000, AckLevel::Quorum, vec!["n1".into()]);
         saved.coordinator.term = 4;
         saved.coordinator.primary = Some("n2".into());
         folder.save(&saved).unwrap();
@@ -248,6 +266,31 @@ mod tests {
         );
         let other = Folder::create(&tmp.path().join("other")).unwrap();
         assert_ne!(other.cluster_id().unwrap(), id);
+    }
+
+    #[test]
+    fn the_statistics_sit_beside_the_record_as_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let folder = Folder::create(tmp.path()).unwrap();
+        // A state file of an earlier version: no member list, statistics at the top level.
+        let old = r#"{"replicas":3,"base_port":7000,"ack":"quorum",
+            "coordinator":{"term":2,"primary":"n1"},"failovers_total":4,"switchovers_total":1,
+            "last_failover":null,"last_switchover":null}"#;
+        fs::write(folder.path(STATE_FILE), old).unwrap();
+        let mut saved = folder.load().unwrap().unwrap();
+        assert_eq!(saved.history.failovers_total, 4);
+        assert!(saved.coordinator.members.is_empty());
+        saved.history.switchovers_total = 2;
+        folder.save(&saved).unwrap();
+        let text = fs::read_to_string(folder.path(STATE_FILE)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (
+                v["failovers_total"].as_u64(),
+                v["switchovers_total"].as_u64()
+            ),
+            (Some(4), Some(2))
+        );
     }
 
     #[test]

@@ -63,6 +63,9 @@ struct Slot {
     held: bool,
     restart_at: Option<Instant>,
     backoff: Duration,
+    /// Left the cluster: stopped for good, and forgotten once it exited (killed at this time if
+    /// it has not by then).
+    retiring: Option<Instant>,
 }
 
 /// A node as the control endpoint and the status table show it.
@@ -99,6 +102,7 @@ impl Supervisor {
                 held: false,
                 restart_at: Some(Instant::now()),
                 backoff: FIRST_BACKOFF,
+                retiring: None,
             })
             .collect();
         Supervisor {
@@ -112,6 +116,11 @@ impl Supervisor {
     pub fn poll(&mut self, now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
         for slot in &mut self.slots {
+            if let (Some(child), Some(deadline)) = (slot.child.as_mut(), slot.retiring)
+                && now >= deadline
+            {
+                let _ = child.start_kill();
+            }
             if let Some(child) = slot.child.as_mut() {
                 match child.try_wait() {
                     Ok(None) => continue,
@@ -169,7 +178,27 @@ impl Supervisor {
                 }
             }
         }
+        self.slots
+            .retain(|s| s.retiring.is_none() || s.child.is_some());
         events
+    }
+
+    /// Stops `name` for good (it left the cluster): SIGTERM now, SIGKILL after `grace`; the
+    /// node is forgotten once it exited.
+    pub fn retire(&mut self, name: &str, grace: Duration) -> Result<(), String> {
+        self.stop(name, Signal::Term, true)?;
+        let slot = self.slot(name)?;
+        slot.retiring.get_or_insert(Instant::now() + grace);
+        Ok(())
+    }
+
+    /// The nodes that run or are to run again (not those leaving).
+    pub fn names(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.retiring.is_none())
+            .map(|s| s.spec.name.clone())
+            .collect()
     }
 
     pub fn info(&self, name: &str) -> ProcessInfo {
@@ -243,6 +272,7 @@ fn spawn(bin: &PathBuf, spec: &NodeSpec) -> Result<Child, String> {
             .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))
     };
     let (out, err) = (open()?, open()?);
+    let parent = std::process::id();
     let mut cmd = Command::new(bin);
     cmd.args(&spec.args);
     if let Some(listener) = &spec.listener {
@@ -265,9 +295,29 @@ fn spawn(bin: &PathBuf, spec: &NodeSpec) -> Result<Child, String> {
         // Own process group: Ctrl-C in a terminal reaches only the playground, which then
         // stops the nodes in order instead of racing their restarts.
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    // SAFETY: the hook runs between fork and exec and makes only async-signal-safe calls.
+    unsafe {
+        cmd.pre_exec(move || die_with_parent(parent));
+    }
+    cmd.spawn()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))
+}
+
+/// In the child, before exec: the kernel kills the node when the playground dies, even by
+/// SIGKILL, so no node keeps running on a folder nobody coordinates (or that was deleted).
+/// The signal follows the thread that forked: the supervisor is polled from the coordination
+/// loop, which runs on the main thread (`block_on`) for the playground's whole life.
+fn die_with_parent(parent: u32) -> std::io::Result<()> {
+    // SAFETY: prctl and getppid are async-signal-safe and touch no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // A parent that died before the prctl sends nothing: the child is already orphaned.
+    if unsafe { libc::getppid() } as u32 != parent {
+        return Err(std::io::Error::other("the playground exited"));
+    }
+    Ok(())
 }
 
 fn send_term(pid: u32) -> Result<(), String> {
@@ -388,8 +438,18 @@ mod tests {
         poll_until(&mut sup, |e| matches!(e, Event::Started { .. })).await;
         assert!(sup.stop("zz", Signal::Term, false).is_err());
 
+        // A node that leaves the cluster stops and is forgotten.
+        sup.retire("b", Duration::from_secs(10)).unwrap();
+        assert_eq!(sup.names(), ["a"]);
+        poll_until(
+            &mut sup,
+            |e| matches!(e, Event::Exited { node, .. } if node == "b"),
+        )
+        .await;
+        assert!(sup.stop("b", Signal::Term, false).is_err(), "forgotten");
+
         let report = terminate(sup.take_children(), Duration::from_secs(10)).await;
-        assert_eq!(report.len(), 2, "{report:?}");
+        assert_eq!(report.len(), 1, "{report:?}");
         assert!(
             sup.poll(Instant::now() + Duration::from_secs(60))
                 .is_empty()

@@ -5,7 +5,8 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::failover::{Action, WaitReason};
+use crate::coordinator::{Plan, Source};
+use crate::failover::{Action, Coordinator, SwitchoverOutcome, WaitReason};
 
 /// One row of the status table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +171,35 @@ fn describe_one(a: &Action) -> String {
     }
 }
 
+/// A line about a switchover someone asked for (or one given up) in this step, if any.
+pub fn request_note(plan: &Plan, record: &Coordinator) -> Option<String> {
+    if let SwitchoverOutcome::Abandoned(problem) = &plan.switchover {
+        return Some(format!("switchover abandoned: {problem}"));
+    }
+    let req = plan.request.as_ref()?;
+    let target = req.target.as_deref().unwrap_or("the most advanced replica");
+    let primary = record.primary.as_deref().unwrap_or("the primary");
+    match &plan.switchover {
+        SwitchoverOutcome::Started { from, to } if req.source == Source::ScaleDown => Some(
+            format!("{from} leaves the member list: switchover to {to} first"),
+        ),
+        SwitchoverOutcome::Started { .. } => {
+            Some(format!("switchover requested on {primary} to {target}"))
+        }
+        SwitchoverOutcome::Done { primary } => Some(format!(
+            "switchover request: {primary} is already the primary (term {})",
+            record.term
+        )),
+        SwitchoverOutcome::Rejected(problem) => {
+            Some(format!("switchover to {target} rejected: {problem}"))
+        }
+        SwitchoverOutcome::Deferred => Some(format!(
+            "switchover to {target} waits: there is no healthy primary to hand over from"
+        )),
+        _ => None,
+    }
+}
+
 /// What identifies a decision for de-duplication in the log: the actions without the countdown
 /// of the detection window, which changes on every probe.
 pub fn signature(actions: &[Action]) -> String {
@@ -215,6 +245,46 @@ mod tests {
         assert_eq!(signature(&wait(100)), signature(&wait(900)));
         assert_ne!(signature(&wait(100)), signature(&actions));
         assert_eq!(clock(3_723_004), "01:02:03.004");
+    }
+
+    #[test]
+    fn switchover_requests_read_as_sentences() {
+        let record = Coordinator {
+            term: 2,
+            primary: Some("n1".into()),
+            ..Coordinator::default()
+        };
+        let mut plan = Plan {
+            actions: Vec::new(),
+            switchover: SwitchoverOutcome::Deferred,
+            failover_disabled: false,
+            request: Some(crate::coordinator::Request {
+                target: Some("n2".into()),
+                source: Source::Node,
+            }),
+            clear: Vec::new(),
+        };
+        assert_eq!(
+            request_note(&plan, &record).as_deref(),
+            Some("switchover to n2 waits: there is no healthy primary to hand over from")
+        );
+        plan.switchover = SwitchoverOutcome::Started {
+            from: "n1".into(),
+            to: "n2".into(),
+        };
+        assert_eq!(
+            request_note(&plan, &record).as_deref(),
+            Some("switchover requested on n1 to n2")
+        );
+        plan.switchover = SwitchoverOutcome::Waiting;
+        assert_eq!(request_note(&plan, &record), None);
+        plan.request = None;
+        plan.switchover =
+            SwitchoverOutcome::Abandoned(crate::failover::SwitchoverProblem::NoCandidate);
+        assert_eq!(
+            request_note(&plan, &record).as_deref(),
+            Some("switchover abandoned: no replica could take over")
+        );
     }
 
     #[test]

@@ -89,6 +89,11 @@ pub fn service_monitor_name(cluster: &str) -> String {
 pub fn pod_name(cluster: &str, ordinal: i32) -> String {
     format!("{cluster}-{ordinal}")
 }
+
+/// The ordinal of `pod` in `cluster`'s StatefulSet (the inverse of [`pod_name`]).
+pub fn ordinal(cluster: &str, pod: &str) -> Option<i32> {
+    pod.strip_prefix(cluster)?.strip_prefix('-')?.parse().ok()
+}
 /// URL of member `ordinal`, stable across restarts thanks to the headless Service.
 pub fn member_url(cluster: &str, namespace: &str, ordinal: i32) -> String {
     format!(
@@ -258,6 +263,10 @@ mod tests {
         assert_eq!(config_map_name("demo"), "demo-config");
         assert_eq!(secret_name("demo"), "demo-secret");
         assert_eq!(pod_name("demo", 2), "demo-2");
+        assert_eq!(ordinal("demo", "demo-3"), Some(3));
+        assert_eq!(ordinal("demo", "demo-x"), None);
+        assert_eq!(ordinal("demo", "demox-1"), None);
+        assert_eq!(ordinal("demo-2", "demo-2-0"), Some(0));
         assert_eq!(
             member_url("demo", "shop", 1),
             "http://demo-1.demo-headless.shop.svc:7000"

@@ -2,7 +2,7 @@
 //! member list, plus that a change recorded as committed leaves every acknowledged entry on a
 //! write quorum of the new list, and that the cluster settles on the desired members.
 
-use super::failover_sim::{Event, Sim, runtime};
+use super::failover_sim::{Event, Sim};
 use super::{ack, event};
 use proptest::prelude::*;
 use rcluster_operator::failover::*;
@@ -35,7 +35,7 @@ proptest! {
         for event in &events {
             sim.run(event)?;
         }
-        prop_assert!(sim.settle(30)?, "did not settle: {:?}", runtime::plan(&sim.observe()));
+        prop_assert!(sim.settle(30)?, "did not settle: {:?}", sim.decide(None).1.actions);
         sim.check_settled()?;
     }
 }
@@ -64,14 +64,7 @@ fn reconcile(sim: &mut Sim, times: usize) {
 }
 
 fn waits(sim: &mut Sim) -> Vec<WaitReason> {
-    let view = sim.observe();
-    runtime::plan(&view)
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::Wait { reason } => Some(reason),
-            _ => None,
-        })
-        .collect()
+    sim.decide(None).1.waits().cloned().collect()
 }
 
 fn holds_everything(sim: &Sim, name: &str) -> bool {
@@ -194,14 +187,13 @@ fn drive(sim: &mut Sim, rounds: usize) -> Vec<String> {
         for i in 0..sim.nodes.len() {
             sim.replicate(i, usize::MAX);
         }
-        let view = sim.observe();
-        let actions = runtime::plan(&view);
-        let Some(first) = actions.first() else {
+        let (view, plan) = sim.decide(None);
+        let Some(first) = plan.actions.first() else {
             return kinds;
         };
         let json = serde_json::to_value(first).expect("serializes");
         kinds.push(json["action"].as_str().unwrap_or_default().to_string());
-        sim.apply(&view, &actions).expect("properties hold");
+        sim.apply(&view, &plan).expect("properties hold");
         sim.now += 1_000;
     }
     panic!("did not settle: {kinds:?}");
@@ -219,7 +211,7 @@ fn a_shrink_that_removes_the_primary_switches_over_first() {
     run(&mut sim, &[Event::Write(0)]);
 
     run(&mut sim, &[Event::Scale(3, false)]);
-    let view = sim.observe();
+    let (view, _) = sim.observe();
     assert_eq!(plan_members(&view), vec![]);
     assert_eq!(decide(&view), vec![]);
     let mut without = view.clone();

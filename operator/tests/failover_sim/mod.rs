@@ -9,15 +9,24 @@
 //! probes, decides, and carries the actions out at a later `Act` event, so the cluster can move
 //! in between (as it does between a probe and the commands). Every action list is checked when
 //! it is carried out.
+//!
+//! The coordinator is the real coordinator runtime (`rcluster_operator::coordinator`), the one the
+//! controller and the playground run: its memory of the members, its request selection, and its
+//! step (record first, then the node commands). Only the record store and the nodes it commands
+//! are simulated (in `store`), and the simulated nodes answer probes with the node's own status
+//! report, so the conversion into observations is the real one too.
 
 mod checks;
 mod node;
 pub mod runtime;
+mod store;
 
 use std::collections::{BTreeSet, HashMap};
 
 use proptest::prelude::*;
+use rcluster_operator::coordinator::{self, FailoverCount, History, Plan, Probe, Request, Source};
 use rcluster_operator::failover::*;
+use rcluster_operator::nodes::NodeStatus;
 
 pub use checks::{check_shape, check_waits_with_too_few};
 pub use node::{Led, Node};
@@ -52,17 +61,20 @@ pub struct Sim {
     pub settings: Settings,
     pub coordinator: Coordinator,
     pub now: u64,
-    pub unhealthy_since: Vec<Option<u64>>,
-    pub last_seen: Vec<Option<Observation>>,
+    /// The coordinator runtime, as the controller runs it (`None` only while it acts).
+    pub runtime: Option<coordinator::Runtime>,
     /// (index, term) of every acknowledged entry.
     pub acked: BTreeSet<(u64, u64)>,
     pub promoted: HashMap<u64, usize>,
     /// A lossy promotion happened: acknowledged entries may be gone from then on.
     pub lossy_happened: bool,
     /// Decided but not yet carried out.
-    pub pending: Option<(ClusterView, Vec<Action>)>,
+    pub pending: Option<(ClusterView, Plan)>,
     /// Whether pods created again from now on start with an empty disk.
     pub wipe: bool,
+    /// The first property a node command found broken (commands report to the runtime in
+    /// plain text; the test fails with this).
+    pub violation: Option<TestCaseError>,
 }
 
 impl Sim {
@@ -96,13 +108,16 @@ impl Sim {
                 ..Coordinator::default()
             },
             now: 0,
-            unhealthy_since: vec![None; slots],
-            last_seen: vec![None; slots],
+            runtime: Some(coordinator::Runtime::new(
+                FailoverCount::Always,
+                History::default(),
+            )),
             acked: BTreeSet::new(),
             promoted: HashMap::new(),
             lossy_happened: false,
             pending: None,
             wipe: false,
+            violation: None,
         }
     }
 
@@ -152,26 +167,20 @@ impl Sim {
             }
             Event::Heal(sel) => self.nodes[sel % n].visible = self.nodes[sel % n].alive,
             Event::Tick(ms) => self.now += ms,
-            Event::Reconcile => {
-                let view = self.observe();
-                let actions = runtime::plan(&view);
-                self.pending = Some((view, actions));
-            }
+            Event::Reconcile => self.pending = Some(self.decide(None)),
             Event::Act => {
-                if let Some((view, actions)) = self.pending.take() {
-                    self.apply(&view, &actions)?;
+                if let Some((view, plan)) = self.pending.take() {
+                    self.apply(&view, &plan)?;
                 }
             }
             Event::Switchover(sel) => {
-                let view = self.observe();
+                // Someone asks for it (on Kubernetes: the annotation).
                 let desired = &self.settings.members;
-                let target = desired[sel % desired.len()].clone();
-                if let SwitchoverStep::Proceed { actions }
-                | SwitchoverStep::Abandoned { actions, .. } =
-                    plan_switchover(&view, Some(&target))
-                {
-                    self.pending = Some((view, actions));
-                }
+                let asked = Request {
+                    target: Some(desired[sel % desired.len()].clone()),
+                    source: Source::Annotation,
+                };
+                self.pending = Some(self.decide(Some(asked)));
             }
             Event::Scale(k, wipe) => {
                 self.settings.members = self.names[..k.clamp(1, n)].to_vec();
@@ -296,129 +305,102 @@ impl Sim {
                     node.restart();
                 }
             } else if i >= count && node.present {
+                // The runtime forgets members it no longer probes.
                 node.present = false;
                 node.alive = false;
                 node.visible = false;
-                // The controller forgets members it no longer probes.
-                self.last_seen[i] = None;
-                self.unhealthy_since[i] = None;
             }
         }
     }
 
-    /// What the controller sees: every pod's status, or for one that does not answer the
-    /// position it was last seen at.
-    pub fn observe(&mut self) -> ClusterView {
-        self.sync_pods();
-        let mut observations = Vec::new();
-        for i in 0..self.nodes.len() {
-            let node = &self.nodes[i];
-            if !node.present {
-                continue;
-            }
-            if node.reachable() {
-                self.unhealthy_since[i] = None;
-                let led = node.led.filter(|_| node.role == Role::Primary);
-                let commit = |ack| led.map_or(0, |led| self.commit_index(i, led, ack));
-                let o = Observation {
-                    name: self.names[i].clone(),
-                    reachable: true,
-                    role: node.role,
-                    term: node.term,
-                    last_log_term: node.log.last().copied().unwrap_or(0),
-                    last_log_index: node.log.len() as u64,
-                    applied_index: node.log.len() as u64,
-                    following: node.following.map(|f| self.names[f].clone()),
-                    unhealthy_since_ms: None,
-                    members: node.members.clone(),
-                    term_start: led.map_or(0, |l| l.start),
-                    commit_by_ack: led.map(|_| CommitByAck {
-                        async_: commit(AckLevel::Async),
-                        one: commit(AckLevel::One),
-                        quorum: commit(AckLevel::Quorum),
-                        all: commit(AckLevel::All),
-                    }),
-                };
-                self.last_seen[i] = Some(o.clone());
-                observations.push(o);
-            } else {
-                let since = *self.unhealthy_since[i].get_or_insert(self.now);
-                let mut o = rcluster_operator::nodes::unreachable(&self.names[i], Some(since));
-                if let Some(seen) = &self.last_seen[i] {
-                    o.term = seen.term;
-                    o.last_log_term = seen.last_log_term;
-                    o.last_log_index = seen.last_log_index;
-                    o.applied_index = seen.applied_index;
-                }
-                observations.push(o);
-            }
+    /// What a node's `/v1/status` says (the fields the coordinator reads).
+    pub fn status_of(&self, i: usize) -> NodeStatus {
+        let node = &self.nodes[i];
+        let led = node.led.filter(|_| node.role == Role::Primary);
+        let commit = |ack| led.map_or(0, |led| self.commit_index(i, led, ack));
+        let role = match node.role {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::Fenced => "fenced",
+            Role::Standalone => "standalone",
+            Role::Unknown => "unknown",
+        };
+        NodeStatus {
+            node: self.names[i].clone(),
+            role: role.to_string(),
+            term: node.term,
+            following: node.following.map(|f| self.names[f].clone()),
+            last_log_index: node.log.len() as u64,
+            last_log_term: node.log.last().copied().unwrap_or(0),
+            applied_index: node.log.len() as u64,
+            ready: true,
+            commit_by_ack: led.map(|_| CommitByAck {
+                async_: commit(AckLevel::Async),
+                one: commit(AckLevel::One),
+                quorum: commit(AckLevel::Quorum),
+                all: commit(AckLevel::All),
+            }),
+            members: node
+                .members
+                .iter()
+                .map(|m| serde_json::json!({ "name": m }))
+                .collect(),
+            term_start: led.map_or(0, |l| l.start),
+            ..NodeStatus::default()
         }
-        ClusterView {
+    }
+
+    /// A probe round over every pod, taken in by the runtime: the view it decides on, and the
+    /// probes (for the requests recorded on nodes).
+    pub fn observe(&mut self) -> (ClusterView, Vec<Probe>) {
+        self.sync_pods();
+        let probes: Vec<Probe> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].present)
+            .map(|i| {
+                let status = self.nodes[i].reachable().then(|| self.status_of(i));
+                Probe {
+                    name: self.names[i].clone(),
+                    healthy: status.is_some(),
+                    status,
+                    sent_ms: self.now,
+                    answered_ms: self.now,
+                    ..Probe::default()
+                }
+            })
+            .collect();
+        let runtime = self.runtime.as_mut().expect("the runtime");
+        let (observations, _) = runtime.observe(&probes, self.settings.ack, self.now);
+        let view = ClusterView {
             settings: self.settings.clone(),
             coordinator: self.coordinator.clone(),
             observations,
             now_ms: self.now,
-        }
+        };
+        (view, probes)
     }
 
-    pub fn apply(&mut self, view: &ClusterView, actions: &[Action]) -> Result<(), TestCaseError> {
-        check_shape(view, actions)?;
-        check_waits_with_too_few(view, actions)?;
-        if self.coordinator != view.coordinator {
-            // Optimistic concurrency: the record changed since the probe, so nothing runs.
-            return Ok(());
-        }
-        let lossy = actions
-            .iter()
-            .any(|a| matches!(a, Action::ReportPossibleLoss { .. }));
-        self.coordinator = self.coordinator.after(actions);
-        // Promote and follow carry the record's member list.
-        let list = self.coordinator.members.clone();
-        let mut promote_failed = false;
-        for action in actions {
-            match action {
-                Action::Fence { nodes, term } => {
-                    for name in nodes {
-                        let i = self.index(name);
-                        if self.nodes[i].reachable() {
-                            self.nodes[i].fence(*term);
-                        }
-                    }
-                }
-                Action::Promote { node, term } => {
-                    let i = self.index(node);
-                    if let Some(&other) = self.promoted.get(term) {
-                        prop_assert_eq!(other, i, "two nodes promoted in term {}", term);
-                    }
-                    self.promoted.insert(*term, i);
-                    self.lossy_happened |= lossy;
-                    self.check_holds_acked(i, "promoted")?;
-                    let n = &mut self.nodes[i];
-                    if n.reachable() && n.promote(node, *term, &list) {
-                        self.update_acks(i);
-                    } else {
-                        // Like the runtime: nobody follows a promote that failed.
-                        promote_failed = true;
-                    }
-                }
-                Action::Follow {
-                    node,
-                    primary,
-                    term,
-                } if !promote_failed => {
-                    let (i, p) = (self.index(node), self.index(primary));
-                    if self.nodes[i].reachable() {
-                        self.nodes[i].follow(node, (p, primary), *term, &list);
-                    }
-                }
-                Action::MembersCommitted => self.check_committed_list()?,
-                _ => {}
-            }
+    /// One reconcile's decision, as the controller makes it (a scale-down that would remove the
+    /// primary hands over first); `asked`: a switchover someone asked for.
+    pub fn decide(&mut self, asked: Option<Request>) -> (ClusterView, Plan) {
+        let (view, probes) = self.observe();
+        let plan = coordinator::plan(&view, asked, &probes, true);
+        (view, plan)
+    }
+
+    /// Carries `plan` out through the runtime's step, after checking its shape.
+    pub fn apply(&mut self, view: &ClusterView, plan: &Plan) -> Result<(), TestCaseError> {
+        check_shape(view, &plan.actions)?;
+        check_waits_with_too_few(view, &plan.actions)?;
+        store::step(self, view, plan)?;
+        if plan.actions.contains(&Action::MembersCommitted)
+            && self.coordinator == view.coordinator.after(&plan.actions)
+        {
+            self.check_committed_list()?;
         }
         Ok(())
     }
 
-    fn check_holds_acked(&self, i: usize, what: &str) -> Result<(), TestCaseError> {
+    pub fn check_holds_acked(&self, i: usize, what: &str) -> Result<(), TestCaseError> {
         if self.lossy_happened {
             return Ok(());
         }
@@ -495,12 +477,11 @@ impl Sim {
             for i in 0..self.nodes.len() {
                 self.replicate(i, usize::MAX);
             }
-            let view = self.observe();
-            let actions = runtime::plan(&view);
-            if actions.is_empty() {
+            let (view, plan) = self.decide(None);
+            if plan.actions.is_empty() {
                 return Ok(true);
             }
-            self.apply(&view, &actions)?;
+            self.apply(&view, &plan)?;
             self.now += 1_000;
         }
         Ok(false)

@@ -1,30 +1,18 @@
-//! The Kubernetes controller's side of the decisions: the shared coordinator decision with a
-//! scale-down that would remove the primary switching over first (as `controller::plan` calls
-//! it), and which pods exist, mirrored from `controller::observe::effective_replicas` (which
-//! works on pods).
+//! The Kubernetes controller's StatefulSet in the simulation: which pods (the first ordinals)
+//! exist, from the coordinator runtime's `keep_running` as `controller::observe::effective_replicas`
+//! uses it.
 
-use rcluster_operator::failover::*;
-
-/// The actions of one reconcile.
-pub fn plan(view: &ClusterView) -> Vec<Action> {
-    let target = handover_target(view);
-    coordinate(view, target.as_deref().map(Some)).actions
-}
+use rcluster_operator::coordinator::keep_running;
+use rcluster_operator::failover::Coordinator;
 
 /// How many pods (the first ordinals) exist: the desired count, but a pod goes only once it is
 /// in no member list (nor the primary), and never while there is no primary.
 pub fn pods(slots: &[String], desired: usize, co: &Coordinator, existing: usize) -> usize {
-    let ordinal = |name: &String| slots.iter().position(|s| s == name);
-    let listed = co
-        .members
-        .iter()
-        .chain(co.previous_members.iter().flatten())
-        .chain(co.primary.iter())
+    let ordinal = |name: &str| slots.iter().position(|s| s == name);
+    let running = &slots[..existing.min(slots.len())];
+    keep_running(&slots[..desired.min(slots.len())], co, running)
+        .into_iter()
         .filter_map(ordinal)
         .map(|o| o + 1)
-        .fold(desired, usize::max);
-    match co.primary {
-        Some(_) => listed,
-        None => listed.max(existing),
-    }
+        .fold(desired, usize::max)
 }

@@ -1,8 +1,8 @@
 use super::*;
-use crate::controller::observe::PodInfo;
-use crate::failover::Role;
-use crate::failover::{AckLevel, Coordinator, Observation, Settings, SwitchoverProblem};
+use crate::failover::{AckLevel, Coordinator, Observation, Role, Settings, SwitchoverProblem};
 use crate::nodes::NodeStatus;
+
+type Outcome = SwitchoverOutcome;
 
 fn obs(name: &str, role: Role, term: u64, index: u64, following: Option<&str>) -> Observation {
     Observation {
@@ -55,25 +55,15 @@ fn healthy(n: usize) -> ClusterView {
     view(n, 3, Some("demo-0"), o)
 }
 
-fn member_of(o: &Observation) -> Member {
+fn probe_of(o: &Observation) -> Probe {
     let role = match o.role {
         Role::Primary => "primary",
         Role::Replica => "replica",
         _ => "fenced",
     };
-    Member {
+    Probe {
         name: o.name.clone(),
-        pod: Some(PodInfo {
-            name: o.name.clone(),
-            ready: true,
-            ip: None,
-            role_label: None,
-            terminating: false,
-            revision: None,
-            uid: None,
-        }),
-        url: None,
-        node: o.reachable.then(|| NodeStatus {
+        status: o.reachable.then(|| NodeStatus {
             node: o.name.clone(),
             role: role.to_string(),
             term: o.term,
@@ -83,33 +73,44 @@ fn member_of(o: &Observation) -> Member {
             ready: o.unhealthy_since_ms.is_none(),
             ..NodeStatus::default()
         }),
-        error: None,
+        healthy: o.reachable && o.unhealthy_since_ms.is_none(),
+        ..Probe::default()
     }
 }
 
-fn members(v: &ClusterView) -> Vec<Member> {
-    v.observations.iter().map(member_of).collect()
+fn probes(v: &ClusterView) -> Vec<Probe> {
+    v.observations.iter().map(probe_of).collect()
+}
+
+fn asked(target: &str) -> Option<Request> {
+    Some(Request {
+        target: Some(target.to_string()).filter(|t| !t.is_empty()),
+        source: Source::Annotation,
+    })
 }
 
 #[test]
-fn annotation_requests_a_switchover_and_empty_means_the_best_replica() {
+fn an_asked_switchover_comes_before_a_node_request() {
     let v = healthy(3);
-    let m = members(&v);
+    let mut p = probes(&v);
+    assert_eq!(select(&v, asked("demo-2"), &p), asked("demo-2"));
+    assert_eq!(select(&v, None, &p), None);
+    p[0].status.as_mut().unwrap().switchover_request =
+        Some(crate::nodes::SwitchoverRequest { to: None, at_ms: 5 });
+    assert_eq!(select(&v, asked("demo-2"), &p), asked("demo-2"));
     assert_eq!(
-        request("demo", 3, Some(" demo-2 "), &v, &m),
+        select(&v, None, &p),
         Some(Request {
-            target: Some("demo-2".into()),
-            source: Source::Annotation
+            target: None,
+            source: Source::Node
         })
     );
-    assert_eq!(request("demo", 3, Some(""), &v, &m).unwrap().target, None);
-    assert_eq!(request("demo", 3, None, &v, &m), None);
 }
 
 #[test]
 fn scale_down_hands_the_primary_to_the_best_replica_that_stays() {
     let mut v = healthy(5);
-    // The spec asks for three: the desired members are demo-0..2.
+    // The desired members are demo-0..2.
     v.settings.members.truncate(3);
     v.coordinator.primary = Some("demo-4".into());
     for o in &mut v.observations {
@@ -120,9 +121,9 @@ fn scale_down_hands_the_primary_to_the_best_replica_that_stays() {
     v.observations[0].last_log_index = 5;
     v.observations[0].last_log_term = 3;
     v.observations[3].last_log_index = 99; // ahead, but removed by the scale-down
-    let m = members(&v);
+    let p = probes(&v);
     assert_eq!(
-        request("demo", 3, Some("demo-3"), &v, &m),
+        select(&v, asked("demo-3"), &p),
         Some(Request {
             target: Some("demo-2".into()),
             source: Source::ScaleDown
@@ -132,16 +133,16 @@ fn scale_down_hands_the_primary_to_the_best_replica_that_stays() {
     for o in &mut v.observations[..3] {
         o.unhealthy_since_ms = Some(1);
     }
-    assert_eq!(request("demo", 3, None, &v, &members(&v)), None);
+    assert_eq!(select(&v, None, &probes(&v)), None);
 }
 
 #[test]
 fn without_a_request_the_failover_rules_decide() {
     let v = healthy(3);
-    let p = plan(&v, None, true);
+    let p = plan(&v, None, &probes(&v), true);
     assert_eq!(p.actions, crate::failover::decide(&v));
     assert_eq!(p.switchover, Outcome::None);
-    assert!(!p.failover_disabled);
+    assert!(!p.failover_disabled && p.in_place());
 }
 
 #[test]
@@ -149,15 +150,15 @@ fn disabled_failover_only_reports() {
     let mut v = healthy(3);
     v.observations[0].reachable = false;
     v.observations[0].unhealthy_since_ms = Some(1);
-    let enabled = plan(&v, None, true);
+    let enabled = plan(&v, None, &[], true);
     assert!(matches!(enabled.actions[0], Action::BumpTerm { to: 4 }));
-    let disabled = plan(&v, None, false);
+    let disabled = plan(&v, None, &[], false);
     assert!(disabled.actions.is_empty());
     assert!(disabled.failover_disabled);
 
     // The first election of a new cluster is not a failover: it runs regardless.
     let fresh = view(3, 0, None, vec![obs("demo-0", Role::Fenced, 0, 0, None)]);
-    let p = plan(&fresh, None, false);
+    let p = plan(&fresh, None, &[], false);
     assert!(matches!(p.actions[0], Action::BumpTerm { to: 1 }));
     assert!(!p.failover_disabled);
 }
@@ -165,11 +166,7 @@ fn disabled_failover_only_reports() {
 #[test]
 fn switchover_starts_by_fencing_the_primary_in_a_new_term() {
     let v = healthy(3);
-    let req = Request {
-        target: Some("demo-1".into()),
-        source: Source::Annotation,
-    };
-    let p = plan(&v, Some(&req), true);
+    let p = plan(&v, asked("demo-1"), &[], true);
     assert_eq!(
         p.switchover,
         Outcome::Started {
@@ -177,6 +174,7 @@ fn switchover_starts_by_fencing_the_primary_in_a_new_term() {
             to: "demo-1".into()
         }
     );
+    assert_eq!(p.request, asked("demo-1"));
     assert!(matches!(
         &p.actions[0],
         Action::BeginSwitchover { term: 4, .. }
@@ -187,26 +185,19 @@ fn switchover_starts_by_fencing_the_primary_in_a_new_term() {
 #[test]
 fn switchover_to_the_primary_is_done_and_bad_targets_are_rejected() {
     let v = healthy(3);
-    let to = |t: &str| Request {
-        target: Some(t.into()),
-        source: Source::Annotation,
-    };
-    let done = plan(&v, Some(&to("demo-0")), true);
+    let done = plan(&v, asked("demo-0"), &[], true);
     assert_eq!(
         done.switchover,
         Outcome::Done {
             primary: "demo-0".into()
         }
     );
-    assert!(annotation_finished(Some("demo-0"), &done.switchover));
-
-    let rejected = plan(&v, Some(&to("demo-7")), true);
+    let rejected = plan(&v, asked("demo-7"), &[], true);
     assert!(matches!(
         rejected.switchover,
         Outcome::Rejected(SwitchoverProblem::NotAMember { .. })
     ));
     assert_eq!(rejected.actions, crate::failover::decide(&v));
-    assert!(annotation_finished(Some("demo-7"), &rejected.switchover));
 }
 
 #[test]
@@ -222,18 +213,13 @@ fn switchover_waits_for_a_primary() {
             obs("demo-2", Role::Fenced, 4, 20, None),
         ],
     );
-    let req = Request {
-        target: Some("demo-2".into()),
-        source: Source::Annotation,
-    };
-    let p = plan(&v, Some(&req), true);
+    let p = plan(&v, asked("demo-2"), &[], true);
     assert_eq!(p.switchover, Outcome::Deferred);
     assert!(
         p.actions
             .iter()
             .any(|a| matches!(a, Action::Promote { .. }))
     );
-    assert!(!annotation_finished(Some("demo-2"), &p.switchover));
 }
 
 #[test]
@@ -256,7 +242,7 @@ fn a_recorded_switchover_goes_on_until_the_target_is_promoted() {
         to: "demo-1".into(),
         started_ms: 49_000,
     });
-    let p = plan(&v, None, true);
+    let p = plan(&v, None, &[], true);
     assert_eq!(
         p.switchover,
         Outcome::Continuing {
@@ -270,43 +256,22 @@ fn a_recorded_switchover_goes_on_until_the_target_is_promoted() {
     );
 }
 
-#[test]
-fn annotation_is_removed_only_when_its_switchover_ended() {
-    let done = Outcome::Done {
-        primary: "demo-1".into(),
-    };
-    assert!(annotation_finished(Some("demo-1"), &done));
-    assert!(annotation_finished(Some(""), &done));
-    assert!(!annotation_finished(Some("demo-2"), &done));
-    assert!(!annotation_finished(None, &done));
-    for pending in [
-        Outcome::None,
-        Outcome::Waiting,
-        Outcome::Deferred,
-        Outcome::Continuing {
-            to: "demo-1".into(),
-        },
-    ] {
-        assert!(
-            !annotation_finished(Some("demo-1"), &pending),
-            "{pending:?}"
-        );
+fn with_requests(v: &ClusterView, on: &[(usize, &str)]) -> Vec<Probe> {
+    let mut p = probes(v);
+    for (i, to) in on {
+        p[*i].status.as_mut().unwrap().switchover_request = Some(crate::nodes::SwitchoverRequest {
+            to: Some(to.to_string()),
+            at_ms: 5,
+        });
     }
-    let given_up = Outcome::Abandoned(SwitchoverProblem::NoCandidate);
-    assert!(annotation_finished(Some("demo-1"), &given_up));
+    p
 }
 
 #[test]
 fn a_request_on_the_primary_node_is_used_up_once_acted_on() {
     let v = healthy(3);
-    let mut m = members(&v);
-    for (i, to) in [(0, "demo-2"), (1, "demo-1")] {
-        m[i].node.as_mut().unwrap().switchover_request = Some(crate::nodes::SwitchoverRequest {
-            to: Some(to.into()),
-            at_ms: 5,
-        });
-    }
-    let req = request("demo", 3, None, &v, &m).unwrap();
+    let p = with_requests(&v, &[(0, "demo-2"), (1, "demo-1")]);
+    let req = select(&v, None, &p).unwrap();
     assert_eq!(
         req,
         Request {
@@ -315,10 +280,7 @@ fn a_request_on_the_primary_node_is_used_up_once_acted_on() {
         }
     );
     let used = |outcome: &Outcome, req: Option<&Request>| -> Vec<String> {
-        used_node_requests(&m, Some("demo-0"), req, outcome)
-            .iter()
-            .map(|m| m.name.clone())
-            .collect()
+        used_node_requests(&p, Some("demo-0"), req, outcome)
     };
     // Started, finished or refused: the primary's request is used up. A replica's request is
     // never acted on and always goes.
@@ -332,8 +294,36 @@ fn a_request_on_the_primary_node_is_used_up_once_acted_on() {
     // The target is not ready yet, or there is no healthy primary: the request stays.
     assert_eq!(used(&Outcome::Waiting, Some(&req)), ["demo-1"]);
     assert_eq!(used(&Outcome::Deferred, Some(&req)), ["demo-1"]);
-    // The annotation goes first: the node's request waits its turn.
-    let annotated = request("demo", 3, Some("demo-1"), &v, &m).unwrap();
+    // An asked switchover goes first: the node's request waits its turn.
+    let annotated = select(&v, asked("demo-1"), &p).unwrap();
     assert_eq!(annotated.source, Source::Annotation);
     assert_eq!(used(&started, Some(&annotated)), ["demo-1"]);
+    // The whole step: started, so both requests are used up.
+    let step = plan(&v, None, &p, true);
+    assert_eq!(step.request, Some(req));
+    assert_eq!(step.clear, ["demo-0", "demo-1"]);
+}
+
+#[test]
+fn a_request_on_an_unhealthy_primary_is_kept_until_it_recovers() {
+    // demo-0 answers with the request but is not ready (cut off from its replicas): there is no
+    // healthy primary to hand over from, and no failover before the detection window ends.
+    let mut v = healthy(3);
+    v.observations[0].unhealthy_since_ms = Some(49_900);
+    let p = with_requests(&v, &[(0, "demo-1")]);
+    let step = plan(&v, None, &p, true);
+    assert_eq!(step.switchover, Outcome::Deferred);
+    assert!(step.clear.is_empty(), "{:?}", step.clear);
+    assert!(
+        step.waits()
+            .any(|w| matches!(w, WaitReason::WithinDetectionWindow { .. })),
+        "{:?}",
+        step.actions
+    );
+    // Recovered: the switchover starts, and the request is used up.
+    v.observations[0].unhealthy_since_ms = None;
+    let p = with_requests(&v, &[(0, "demo-1")]);
+    let step = plan(&v, None, &p, true);
+    assert!(matches!(step.switchover, Outcome::Started { .. }));
+    assert_eq!(step.clear, ["demo-0"]);
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{INFINITY, Interner, Operation, Step};
+use super::history::{INFINITY, Interner, Operation, Step};
 
 /// One operation of a key's sub-history.
 pub(super) struct Op {
