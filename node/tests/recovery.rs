@@ -225,7 +225,7 @@ fn a_damaged_snapshot_is_replaced_only_when_the_log_covers_it() {
         s["recovery"]["damaged_snapshots"][0]["file"],
         json!(snap.to_str().unwrap())
     );
-    assert!(!snap.exists(), "set aside");
+    // Set aside (a fresh snapshot of the same index may take its name once the node runs).
     assert!(PathBuf::from(format!("{}.damaged", snap.display())).exists());
     for i in [1, 60, 120] {
         assert_eq!(value(&n, &format!("k{i}")), Some(json!(i)));

@@ -49,6 +49,8 @@ pub struct Playground {
     pub names: Vec<String>,
     pub urls: Vec<String>,
     out: Arc<Mutex<String>>,
+    /// Output streams (stdout, stderr) read to their end.
+    ended: Arc<AtomicU16>,
     pids: Mutex<BTreeSet<u32>>,
 }
 
@@ -114,6 +116,7 @@ impl Playground {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
         let out = Arc::new(Mutex::new(String::new()));
+        let ended = Arc::new(AtomicU16::new(0));
         let (tx, rx) = mpsc::channel::<bool>();
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
@@ -121,7 +124,7 @@ impl Playground {
             (Box::new(stdout) as Box<dyn std::io::Read + Send>, true),
             (Box::new(stderr), false),
         ] {
-            let (out, tx) = (out.clone(), tx.clone());
+            let (out, tx, ended) = (out.clone(), tx.clone(), ended.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     let ready = is_stdout && line.starts_with("playground ready:");
@@ -134,6 +137,7 @@ impl Playground {
                         let _ = tx.send(true);
                     }
                 }
+                ended.fetch_add(1, Ordering::SeqCst);
                 let _ = tx.send(false);
             });
         }
@@ -151,6 +155,7 @@ impl Playground {
             names,
             urls,
             out,
+            ended,
             pids: Mutex::new(BTreeSet::new()),
         };
         // `false`: a stream ended (the process exited); an error: the deadline passed.
@@ -343,6 +348,11 @@ impl Playground {
                 }
             }
         };
+        // Its last lines may still be on their way through the reader threads.
+        let read = Instant::now() + DEADLINE;
+        while self.ended.load(Ordering::SeqCst) < 2 && Instant::now() < read {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // A playground that could not stop its nodes must not leave them running.
         // Only processes that are still this playground's nodes (pids get reused).
         let dir = self.dir.display().to_string();
