@@ -188,11 +188,7 @@ fn revert_members(m: &Members, best: &Observation, loss: Option<Action>) -> Vec<
     actions
 }
 
-/// The most advanced member; among equals a healthy one, else the one unhealthy for the
-/// shortest time, then the first in member order. Members fenced by the election are unhealthy
-/// since it began, while the primary that failed has been so for the detection window: a
-/// recreated primary pod that came back in time is not promoted over the replicas that kept
-/// running.
+/// The most advanced member; among equals a healthy one, then the first in member order.
 pub(super) fn best_candidate<'a>(
     m: &Members,
     among: &[&'a Observation],
@@ -200,7 +196,7 @@ pub(super) fn best_candidate<'a>(
     among.iter().copied().max_by_key(|o| {
         (
             o.log_position(),
-            o.unhealthy_since_ms.unwrap_or(u64::MAX),
+            o.unhealthy_since_ms.is_none(),
             std::cmp::Reverse(m.rank(&o.name)),
         )
     })

@@ -230,20 +230,6 @@ fn elections() {
             vec![promote("n3", 5), follow("n2", "n3", 5)],
         ),
         (
-            // A deleted primary pod is back within seconds, fenced: by the end of the detection
-            // window every member is fenced and unhealthy, but the old primary for longest.
-            "equal logs: the member unhealthy for the shortest time beats the failed primary",
-            q3(5)
-                .with(fenced("n1", 5, 4, 9).unhealthy(1_000))
-                .with(fenced("n2", 5, 4, 9).unhealthy(11_000))
-                .with(fenced("n3", 5, 4, 9).unhealthy(11_000)),
-            vec![
-                promote("n2", 5),
-                follow("n1", "n2", 5),
-                follow("n3", "n2", 5),
-            ],
-        ),
-        (
             "the old primary is promoted back when it is the best",
             q3(5)
                 .with(fenced("n1", 5, 4, 11))
