@@ -8,7 +8,8 @@
 # Sourced by control-plane.sh. Needs: RUN, K8S_BIN, KUBECTL, KWOK_MODULE_DIR, log, die, start_bg.
 # Sets: KUBECONFIG (admin), API_URL, CA_CRT.
 
-POD_CIDR_PREFIX=127.20         # node i gets 127.20.i.0/24; every pod IP is a loopback address
+# Node i gets PREFIX.i.0/24: every pod IP is a loopback address. Two runs at once need two prefixes.
+POD_CIDR_PREFIX=${K8S_POD_CIDR_PREFIX:-127.20}
 SERVICE_CIDR=127.96.0.0/16     # ClusterIPs are virtual: nothing listens on them
 FAKE_NODES=${FAKE_NODES:-3}
 

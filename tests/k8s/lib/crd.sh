@@ -40,7 +40,8 @@ check_crd() {
 
   check_storage_transition_rule
   check_printer_columns
-  "$KUBECTL" delete namespace "$CRD_NS" --wait=false >/dev/null
+  # Gone before the operator starts: it would reconcile what is left in a terminating namespace.
+  "$KUBECTL" delete namespace "$CRD_NS" --wait=true --timeout 120s >/dev/null
 }
 
 # `storage` is immutable: a transition rule (oldSelf) that only an update on the server evaluates.

@@ -141,7 +141,7 @@ failover_after() {
   local took who
   took=$(python3 -c "print(f'{$t1 - $t0:.1f}')")
   if [[ $primary == "$old" ]]; then
-    who="$old again (its recreated pod, back before the election; the replicas' logs were no longer)"
+    who="$old again: its new process was back before the detection window ended, with a log as long as the replicas'"
   else
     who="the replica $primary"
   fi
