@@ -106,8 +106,10 @@ def write_items(folder, data, items, mode, decode):
             raise RuntimeError(f"key {key} missing")
         target = os.path.join(folder, path)
         content = base64.b64decode(data[key]) if decode else data[key].encode()
-        if os.path.exists(target) and open(target, "rb").read() == content:
-            continue
+        if os.path.exists(target):
+            with open(target, "rb") as f:
+                if f.read() == content:
+                    continue
         os.makedirs(os.path.dirname(target), exist_ok=True)
         # Replaced by a rename, as the kubelet's atomic writer does: a reader never sees half a file.
         with open(target + ".tmp", "wb") as f:
