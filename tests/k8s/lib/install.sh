@@ -88,6 +88,9 @@ check_helm_install() {
 }
 
 check_kustomize_install() {
+  # Helm deletes the chart's RBAC while the operator pods are still stopping, so their last
+  # requests (releasing the Lease) may be refused: check_no_forbidden excuses those.
+  date -u +%Y-%m-%dT%H:%M:%S.%6NZ >"$RUN/helm-uninstall-started"
   "$HELM" uninstall rcluster -n "$OP_NS" --wait --timeout 2m
   wait_until 60 "the chart's operator pods are gone" bash -c "[[ -z \$(\"$KUBECTL\" get pods -n $OP_NS \
     -l app.kubernetes.io/instance=rcluster -o name) ]]"
@@ -121,9 +124,10 @@ check_kustomize_install() {
 
 check_no_forbidden() {
   [[ -s $RUN/logs/audit.log ]] || die "the audit log is empty: the operators' requests were not recorded"
-  python3 - "$RUN/logs/audit.log" <<'EOF'
+  python3 - "$RUN/logs/audit.log" "$(cat "$RUN/helm-uninstall-started" 2>/dev/null)" <<'EOF'
 import collections, json, sys
-calls, denied = collections.Counter(), []
+calls, denied, excused = collections.Counter(), [], []
+uninstall = sys.argv[2] if len(sys.argv) > 2 else ""
 for line in open(sys.argv[1]):
     e = json.loads(line)
     user = e["user"]["username"]
@@ -134,7 +138,12 @@ for line in open(sys.argv[1]):
         (f'/{ref["subresource"]}' if ref.get("subresource") else "")
     calls[user.rsplit(":", 1)[1]] += 1
     if e.get("responseStatus", {}).get("code") == 403:
-        denied.append(f'{user}: {what} in {ref.get("namespace", "-")}: {e["responseStatus"].get("message", "")}')
+        line = f'{user}: {what} in {ref.get("namespace", "-")}: {e["responseStatus"].get("message", "")}'
+        # Timestamps have the same fixed format, so they compare as text.
+        late = uninstall and user.endswith(":rcluster") and e["requestReceivedTimestamp"] >= uninstall
+        (excused if late else denied).append(line)
+for d in sorted(set(excused)):
+    print("forbidden after helm uninstall removed the chart's RBAC (excused):", d)
 for d in sorted(set(denied)):
     print("FORBIDDEN:", d)
 if not calls:
@@ -142,7 +151,4 @@ if not calls:
 print("requests by ServiceAccount:", dict(calls))
 sys.exit(1 if denied else 0)
 EOF
-  if grep -l -i '"forbidden\|is forbidden' "$RUN"/pods/"$OP_NS"_*.log 2>/dev/null; then
-    die "an operator logged a forbidden request"
-  fi
 }
