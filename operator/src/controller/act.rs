@@ -43,8 +43,14 @@ pub async fn write_status(
     let api: Api<ReplicatedCluster> = Api::namespaced(client.clone(), &ns);
     let mut next = cluster.clone();
     next.status = Some(status);
+    // Named like the server-side applies, so the status fields are owned by the operator
+    // (without it the API server records the manager "unknown").
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
     match api
-        .replace_status(&cluster.name_any(), &PostParams::default(), &next)
+        .replace_status(&cluster.name_any(), &params, &next)
         .await
     {
         Ok(obj) => Ok(Written::Ok(Box::new(obj))),

@@ -2,7 +2,8 @@
 //! `enum`, numeric and length bounds, `pattern`, `required`, `properties` (unknown fields are
 //! errors, as with kubectl's default strict field validation), `additionalProperties`, `items`,
 //! `x-kubernetes-int-or-string` and `x-kubernetes-preserve-unknown-fields`.
-//! Messages follow the API server's shape: `<path>: <problem>`.
+//! Messages are the API server's (kube-apiserver v1.35, as tests/k8s/control-plane.sh sees them), so
+//! a fixture's `# expect:` text holds offline and on the server.
 
 use regex::Regex;
 use serde_json::Value;
@@ -23,6 +24,11 @@ fn type_name(v: &Value) -> &'static str {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     }
+}
+
+/// A value as the API server prints it in a message: strings quoted, numbers bare.
+fn shown(v: &Value) -> String {
+    v.to_string()
 }
 
 fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
@@ -46,7 +52,7 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
         let ok = got == want || (want == "number" && got == "integer");
         if !ok {
             errors.push(format!(
-                "{at}: Invalid value: must be of type {want}, not {got}"
+                "{at}: Invalid value: \"{got}\": {at} in body must be of type {want}: \"{got}\""
             ));
             return;
         }
@@ -54,8 +60,10 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
     if let Some(options) = schema["enum"].as_array()
         && !options.contains(value)
     {
+        let options: Vec<String> = options.iter().map(shown).collect();
         errors.push(format!(
-            "{at}: Unsupported value: {value}: supported values: {options:?}"
+            "{at}: Unsupported value: {value}: supported values: {}",
+            options.join(", ")
         ));
     }
     if let Some(n) = value.as_f64() {
@@ -63,14 +71,14 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
             && n < min
         {
             errors.push(format!(
-                "{at}: Invalid value: should be greater than or equal to {min}"
+                "{at}: Invalid value: {value}: {at} in body should be greater than or equal to {min}"
             ));
         }
         if let Some(max) = schema["maximum"].as_f64()
             && n > max
         {
             errors.push(format!(
-                "{at}: Invalid value: should be less than or equal to {max}"
+                "{at}: Invalid value: {value}: {at} in body should be less than or equal to {max}"
             ));
         }
     }
@@ -78,7 +86,7 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
         let len = s.chars().count() as u64;
         if schema["minLength"].as_u64().is_some_and(|m| len < m) {
             errors.push(format!(
-                "{at}: Invalid value: should be at least {} chars long",
+                "{at}: Invalid value: {value}: {at} in body should be at least {} chars long",
                 schema["minLength"]
             ));
         }
@@ -91,7 +99,9 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
         if let Some(p) = schema["pattern"].as_str() {
             let re = Regex::new(p).unwrap_or_else(|e| panic!("bad pattern {p:?} in schema: {e}"));
             if !re.is_match(s) {
-                errors.push(format!("{at}: Invalid value: should match '{p}'"));
+                errors.push(format!(
+                    "{at}: Invalid value: {value}: {at} in body should match '{p}'"
+                ));
             }
         }
     }
@@ -100,13 +110,13 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
             for req in schema["required"].as_array().into_iter().flatten() {
                 let key = req.as_str().unwrap_or_default();
                 if !map.contains_key(key) {
-                    errors.push(format!("{path}.{key}: Required value"));
+                    errors.push(format!("{}: Required value", join(path, key)));
                 }
             }
             let props = schema["properties"].as_object();
             let preserve = schema["x-kubernetes-preserve-unknown-fields"] == Value::Bool(true);
             for (key, child) in map {
-                let child_path = format!("{path}.{key}");
+                let child_path = join(path, key);
                 if let Some(sub) = props.and_then(|p| p.get(key)) {
                     walk(sub, child, &child_path, errors);
                 } else if schema["additionalProperties"].is_object() {
@@ -116,7 +126,9 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
                 {
                     // The API server validates these itself; CRD schemas leave them out.
                 } else if props.is_some() && !preserve {
-                    errors.push(format!("{child_path}: unknown field \"{key}\""));
+                    // With kubectl's default (strict) field validation the server names the
+                    // whole path.
+                    errors.push(format!("unknown field \"{child_path}\""));
                 }
             }
         }
@@ -126,5 +138,14 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
             }
         }
         _ => {}
+    }
+}
+
+/// `spec` + `replicas` -> `spec.replicas`: the server's paths have no leading dot.
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
     }
 }

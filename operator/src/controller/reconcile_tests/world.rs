@@ -222,22 +222,26 @@ pub fn write_status(
     check: impl FnOnce(&ReplicatedClusterStatus) + Send + 'static,
 ) -> Expect {
     let (w, log) = (w.clone(), log.clone());
-    Expect::put(&format!("{CLUSTERS}/demo/status")).respond(move |body| {
-        let sent: ReplicatedCluster = serde_json::from_value(body).unwrap();
-        let mut world = w.lock().unwrap();
-        if sent.metadata.resource_version != world.cluster.metadata.resource_version {
-            return (409, status_error(409, "Conflict"));
-        }
-        let status = sent.status.clone().expect("a status");
-        super::fixtures::log_push(
-            &log,
-            format!("status term {} primary {:?}", status.term, status.primary),
-        );
-        check(&status);
-        world.cluster.status = Some(status);
-        bump_resource_version(&mut world.cluster);
-        (200, serde_json::to_value(&world.cluster).unwrap())
-    })
+    // The operator's field manager, as on its server-side applies: without it the API server
+    // records the status as written by "unknown".
+    Expect::put(&format!("{CLUSTERS}/demo/status"))
+        .query("fieldManager=rcluster-operator")
+        .respond(move |body| {
+            let sent: ReplicatedCluster = serde_json::from_value(body).unwrap();
+            let mut world = w.lock().unwrap();
+            if sent.metadata.resource_version != world.cluster.metadata.resource_version {
+                return (409, status_error(409, "Conflict"));
+            }
+            let status = sent.status.clone().expect("a status");
+            super::fixtures::log_push(
+                &log,
+                format!("status term {} primary {:?}", status.term, status.primary),
+            );
+            check(&status);
+            world.cluster.status = Some(status);
+            bump_resource_version(&mut world.cluster);
+            (200, serde_json::to_value(&world.cluster).unwrap())
+        })
 }
 
 /// The role label of `pod` moves to `role`.
