@@ -3,6 +3,7 @@
 //! report. Each cycle is level-based: a command that failed (or a crash of the playground
 //! half-way) is simply decided again on the next probe.
 
+use crate::failover::Role;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
@@ -436,7 +437,7 @@ impl Loop {
                     && q.ready()
                     && q.status
                         .as_ref()
-                        .is_some_and(|s| s.role == "primary" && s.term == co.term)
+                        .is_some_and(|s| s.role == Role::Primary && s.term == co.term)
             })
         });
         let mut announce = false;

@@ -119,9 +119,8 @@ fn lag(nodes: &[Node], primary: Option<&str>, name: &str) -> Option<u64> {
     let from_primary = ps
         .members
         .iter()
-        .find(|m| m.get("name").and_then(Value::as_str) == Some(name))
-        .and_then(|m| m.get("lag_entries"))
-        .and_then(Value::as_u64);
+        .find(|m| m.name == name)
+        .and_then(|m| m.lag_entries);
     from_primary.or_else(|| {
         let s = nodes.iter().find(|n| n.name() == name)?.status()?;
         Some(ps.last_log_index.saturating_sub(s.last_log_index))
@@ -136,7 +135,7 @@ pub fn rows(saved: &Saved, nodes: &[Node]) -> Vec<Row> {
             let s = n.status();
             let p = &n.process;
             let role = match (s, p.held, p.pid) {
-                (Some(s), _, _) => s.role.clone(),
+                (Some(s), _, _) => s.role.to_string(),
                 (None, true, _) => "stopped".into(),
                 (None, _, None) => "down".into(),
                 (None, _, Some(_)) => "no answer".into(),
@@ -184,7 +183,7 @@ pub fn status_json(i: &StatusInput) -> Value {
                 "held": p.held,
                 "reachable": s.is_some(),
                 "ready": n.ready(),
-                "role": s.map(|s| s.role.clone()),
+                "role": s.map(|s| s.role),
                 "term": s.map(|s| s.term),
                 "last_log_index": s.map(|s| s.last_log_index),
                 "applied_index": s.map(|s| s.applied_index),
