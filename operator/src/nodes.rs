@@ -172,6 +172,23 @@ impl NodeClient {
             .await
             .map(|_| ())
     }
+
+    /// Sends the node the cluster map (slot map, shards, their primaries). The node keeps the
+    /// newest it has heard of, so a repeated or late push changes nothing.
+    pub async fn push_cluster_map(
+        &self,
+        base_url: &str,
+        map: &rcluster_proto::ClusterMap,
+    ) -> Result<(), NodeError> {
+        let url = format!("{base_url}/internal/v1/cluster-map");
+        let body = serde_json::to_string(map).map_err(|e| NodeError::Transport {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        self.call(Method::POST, url, true, Some(body))
+            .await
+            .map(|_| ())
+    }
 }
 
 /// Member name → the URL other nodes reach it at.
