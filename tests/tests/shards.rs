@@ -457,3 +457,76 @@ fn marketplace_and_registers_stay_exact_across_primary_kills_in_every_shard() {
         assert_eq!(got.expect("the record").value, json!("seen-b"));
     });
 }
+
+/// Requests forwarded by any node so far (`rcluster_forwarded_requests_total`, all shards).
+fn forwarded(pg: &Playground) -> u64 {
+    pg.names
+        .iter()
+        .map(|n| {
+            let addr = pg.url(n).trim_start_matches("http://").to_string();
+            let text = http(&addr, "GET", "/metrics", None)
+                .map(|r| r.1)
+                .unwrap_or_default();
+            text.lines()
+                .filter(|l| l.starts_with("rcluster_forwarded_requests_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        })
+        .sum()
+}
+
+#[test]
+fn the_client_sends_each_request_straight_to_its_shard() {
+    let _turn = serial();
+    let pg = sharded();
+    cluster_map(&pg, "n1");
+    let rt = runtime();
+    let client = pg.client();
+    rt.block_on(async {
+        // The first answer starts discovery, which fetches the cluster map.
+        let (opts, zero) = (PutOptions::default(), json!(0));
+        until_known(RESOLVE, || client.put("warm-up", &zero, &opts))
+            .await
+            .expect("first write");
+    });
+    wait_for("the client to learn every shard", DEADLINE, || {
+        (client.endpoints().len() == pg.names.len()).then_some(())
+    });
+    let before = forwarded(&pg);
+    rt.block_on(async {
+        for i in 0..100 {
+            let key = format!("direct/{i}");
+            let v = json!(i);
+            let opts = PutOptions::default();
+            until_known(RESOLVE, || client.put(&key, &v, &opts))
+                .await
+                .expect("put");
+            let got = client.get(&key, None).await.expect("get").expect("record");
+            assert_eq!(got.value, json!(i));
+        }
+    });
+    let after = forwarded(&pg);
+    assert_eq!(
+        after, before,
+        "every request went to its shard's primary directly"
+    );
+    // After a failover the cached map names a dead primary: requests still succeed (the client
+    // falls back to any node, which forwards) and the map is corrected.
+    let (primary, term) = pg.healthy_shard(1).expect("shard 1 healthy");
+    pg.kill9(&primary);
+    pg.wait_shard_primary_after(1, term);
+    let map = cluster_map(&pg, "n1");
+    let keys = names_on(&map, "after/", 1, 10);
+    let one = json!(1);
+    rt.block_on(async {
+        for key in &keys {
+            let opts = PutOptions {
+                write: quorum(format!("after-{key}")),
+                ..PutOptions::default()
+            };
+            until_known(RESOLVE, || client.put(key, &one, &opts))
+                .await
+                .expect("a write to the failed-over shard");
+        }
+    });
+}
