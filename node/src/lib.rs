@@ -18,6 +18,7 @@ pub mod replication;
 pub mod routing;
 pub mod server;
 pub mod shipper;
+pub mod slot_state;
 pub mod snapshot;
 pub mod state;
 pub mod value;

@@ -101,6 +101,111 @@ pub enum Op {
         name: String,
         max: u32,
     },
+    // Slot migration (docs/SHARDS.md "Resharding"): the source shard fences, hands off and
+    // finally drops a range; the target imports it and then owns it. Every step is an entry, so a
+    // new primary of either shard knows exactly how far a migration got.
+    /// Source: from here on writes to `start..=end` are refused (`slot_migrating`).
+    SlotsFence {
+        start: u32,
+        end: u32,
+        to: u32,
+    },
+    /// Source: an aborted migration; the range takes writes again.
+    SlotsUnfence {
+        start: u32,
+        end: u32,
+    },
+    /// Source: the coordinator recorded `to` as the owner at `epoch`; the range is not served here.
+    SlotsHandoff {
+        start: u32,
+        end: u32,
+        to: u32,
+        epoch: u64,
+    },
+    /// Source: the handed-off range's data is removed.
+    SlotsDrop {
+        start: u32,
+        end: u32,
+    },
+    /// Target: the range is being imported from shard `from`; it is not served until `ImportEnd`.
+    ImportBegin {
+        start: u32,
+        end: u32,
+        from: u32,
+    },
+    /// Target: part of the source's consistent copy taken at source index `at`; `last` ends it.
+    ImportCopy {
+        at: u64,
+        records: Vec<ImportedRecord>,
+        topics: Vec<ImportedTopic>,
+        idem: Vec<ImportedIdem>,
+        last: bool,
+    },
+    /// Target: the source's committed entries touching the range, up to source index `upto`.
+    ImportEntries {
+        entries: Vec<Entry>,
+        upto: u64,
+    },
+    /// Target: the coordinator recorded this shard as the range's owner at `epoch`.
+    ImportEnd {
+        start: u32,
+        end: u32,
+        epoch: u64,
+    },
+    /// Target: an aborted import; whatever was copied is removed.
+    ImportAbort {
+        start: u32,
+        end: u32,
+    },
+}
+
+/// A record as it travels between shards: its version and times stay what they were.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportedRecord {
+    pub key: String,
+    pub value: Json,
+    pub version: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// A topic with its messages, subscriptions and cursors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportedTopic {
+    pub name: String,
+    pub retention: Retention,
+    pub first_offset: u64,
+    /// (value, published_at_ms) from `first_offset` on.
+    pub messages: Vec<(Json, u64)>,
+    pub subscriptions: Vec<(String, u64)>,
+}
+
+/// A remembered idempotency key of a write to the range, so a retry after the move is still
+/// applied once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportedIdem {
+    pub key: String,
+    pub fingerprint: u64,
+    pub ts_ms: u64,
+    /// The result, postcard-encoded as the source keeps it.
+    pub result: Vec<u8>,
+}
+
+impl Op {
+    /// The record keys or topic names the operation touches (their slots decide its shard).
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key, .. } | Op::Incr { key, .. } => vec![key],
+            Op::Expire { keys } => keys.iter().map(|(k, _)| k.as_str()).collect(),
+            Op::CreateTopic { topic, .. }
+            | Op::DeleteTopic { topic }
+            | Op::Publish { topic, .. }
+            | Op::Trim { topic }
+            | Op::Subscribe { topic, .. }
+            | Op::Unsubscribe { topic, .. }
+            | Op::Pull { topic, .. } => vec![topic],
+            _ => Vec::new(),
+        }
+    }
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -4,7 +4,7 @@
 //! Written to a temporary name, fsynced and renamed, so a crash never leaves a half snapshot in place.
 
 use crate::log::{self, FrameRead, Retention};
-use crate::state::{IdemRecord, Message, Record, State, Topic};
+use crate::state::{IdemRecord, Message, Record, SlotState, State, Topic};
 use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
@@ -35,6 +35,15 @@ enum Item {
         messages: u64,
         idem: u64,
     },
+    // Added after the first format: an older snapshot has none of these (then no migration ran,
+    // versions are log indexes and every idempotency key's slot is unknown).
+    /// Slot migrations in progress and the version floor.
+    Slots {
+        state: SlotState,
+        version_floor: u64,
+    },
+    /// The slot of each idempotency key.
+    IdemSlots(Vec<(std::sync::Arc<str>, u16)>),
 }
 
 pub fn snapshot_path(dir: &Path, index: u64) -> PathBuf {
@@ -119,6 +128,18 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
     for part in idem.chunks(CHUNK) {
         frame(&mut w, &Item::Idem(part.to_vec()))?;
     }
+    let slots: Vec<(std::sync::Arc<str>, u16)> =
+        idem.iter().map(|(k, r)| (k.clone(), r.slot)).collect();
+    for part in slots.chunks(CHUNK) {
+        frame(&mut w, &Item::IdemSlots(part.to_vec()))?;
+    }
+    frame(
+        &mut w,
+        &Item::Slots {
+            state: state.slots.clone(),
+            version_floor: state.version_floor,
+        },
+    )?;
     frame(
         &mut w,
         &Item::End {
@@ -195,6 +216,20 @@ pub fn load(path: &Path) -> io::Result<State> {
                 None => return Err(bad(at, "messages without a topic")),
             },
             Item::Idem(items) => state.idem.extend(items),
+            Item::IdemSlots(items) => {
+                for (k, slot) in items {
+                    if let Some(r) = state.idem.get_mut(&k) {
+                        r.slot = slot;
+                    }
+                }
+            }
+            Item::Slots {
+                state: slots,
+                version_floor,
+            } => {
+                state.slots = slots;
+                state.version_floor = version_floor;
+            }
             Item::End {
                 records,
                 topics,

@@ -6,7 +6,9 @@
 //! Collections are persistent (imbl) so a snapshot is an O(1) clone taken without stalling writers.
 
 use crate::log::{Entry, Fnv, Json, Op, Retention, Start};
+pub use crate::slot_state::{SlotState, Versions};
 use imbl::{OrdMap, Vector};
+use rcluster_proto::{DEFAULT_SLOTS, slot_of};
 use serde::{Deserialize, Serialize};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -92,6 +94,17 @@ pub struct IdemRecord {
     pub index: u64,
     pub ts_ms: u64,
     pub result: OpResult,
+    /// The hash slot of the write (its key or topic), so the key moves with the slot; snapshots
+    /// keep it in frames of their own ([`NO_SLOT`] when unknown: written before slots moved).
+    #[serde(skip, default = "no_slot")]
+    pub slot: u16,
+}
+
+/// The slot of an idempotency record that predates slot tracking: it moves with every range.
+pub const NO_SLOT: u16 = u16::MAX;
+
+fn no_slot() -> u16 {
+    NO_SLOT
 }
 
 /// The result of an applied operation: what the client is told, and what a retry with the same
@@ -162,6 +175,10 @@ pub enum ApplyError {
     SubscriptionNotFound,
     #[error("offset {start} is past the topic's end; the next offset is {next}")]
     OffsetOutOfRange { start: u64, next: u64 },
+    #[error("slot {slot} is moving to another shard; nothing was applied, retry shortly")]
+    SlotMigrating { slot: u32 },
+    #[error("slots {start}-{end} are being imported already; one migration at a time")]
+    ImportBusy { start: u32, end: u32 },
 }
 
 /// A change to a record, pushed to watchers once committed.
@@ -204,9 +221,16 @@ pub struct State {
     pub idem: OrdMap<Arc<str>, IdemRecord>,
     /// Derived indexes, rebuilt from the maps above when a snapshot is loaded.
     pub(crate) expiring: OrdMap<(u64, String), u64>,
-    pub(crate) idem_by_index: OrdMap<u64, Arc<str>>,
+    /// Idempotency keys by the index of the entry that stored them, oldest first (imported keys
+    /// share their import entry's index, hence the pair).
+    pub(crate) idem_by_index: OrdMap<(u64, Arc<str>), ()>,
     pub applied_index: u64,
     pub applied_term: u64,
+    /// Slot migrations this shard takes part in (replicated, like everything here).
+    pub slots: SlotState,
+    /// The least version the next write gets. Normally the next log index; an import raises it
+    /// above every imported version, so a key's versions keep increasing across a move.
+    pub version_floor: u64,
 }
 
 fn unchanged(result: OpResult) -> Result<Applied, ApplyError> {
@@ -257,10 +281,13 @@ impl State {
     }
 
     /// Records whose expiry time has passed, oldest first, for the primary's purge entries.
+    /// Records of a slot that is moving are left alone: the shard that owns them afterwards
+    /// purges them.
     pub fn expired_keys(&self, now_ms: u64, max: usize) -> Vec<(String, u64)> {
         self.expiring
             .iter()
             .take_while(|((at, _), _)| *at <= now_ms)
+            .filter(|((_, k), _)| self.slots.writable(k))
             .take(max)
             .map(|((_, k), v)| (k.clone(), *v))
             .collect()
@@ -270,12 +297,13 @@ impl State {
     pub fn topics_to_trim(&self, now_ms: u64) -> Vec<String> {
         self.topics
             .iter()
-            .filter(|(_, t)| {
-                t.retention.max_age_ms.is_some_and(|age| {
-                    t.messages
-                        .front()
-                        .is_some_and(|m| m.published_at_ms.saturating_add(age) <= now_ms)
-                })
+            .filter(|(n, t)| {
+                self.slots.writable(n)
+                    && t.retention.max_age_ms.is_some_and(|age| {
+                        t.messages
+                            .front()
+                            .is_some_and(|m| m.published_at_ms.saturating_add(age) <= now_ms)
+                    })
             })
             .map(|(n, _)| n.clone())
             .collect()
@@ -298,6 +326,29 @@ impl State {
     /// Validates and applies `e.op`. On error or `changed == false` nothing was modified; then the
     /// caller must not log the entry. After a changing apply the caller must call [`State::finish`].
     pub fn apply_op(&mut self, e: &Entry) -> Result<Applied, ApplyError> {
+        if let Some(applied) = self.apply_slot_op(e) {
+            return applied;
+        }
+        self.check_slots(&e.op)?;
+        self.apply_data(e, Versions::Next)
+    }
+
+    /// The next version of a write at log index `index` (see [`State::version_floor`]).
+    fn stamp(&mut self, index: u64, versions: Versions) -> u64 {
+        let v = match versions {
+            Versions::Next => index.max(self.version_floor),
+            Versions::Exact => index,
+        };
+        self.version_floor = self.version_floor.max(v + 1);
+        v
+    }
+
+    /// Applies a data operation (not a slot migration step).
+    pub(crate) fn apply_data(
+        &mut self,
+        e: &Entry,
+        versions: Versions,
+    ) -> Result<Applied, ApplyError> {
         let now = e.ts_ms;
         let mut events = Vec::new();
         let result = match &e.op {
@@ -315,10 +366,11 @@ impl State {
                     return Err(ApplyError::VersionMismatch { current });
                 }
                 let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
-                self.set_record(key, value.clone(), e.index, expires_at_ms);
+                let version = self.stamp(e.index, versions);
+                self.set_record(key, value.clone(), version, expires_at_ms);
                 events.push(event(e.index, KvEventKind::Put, key, Some(value.clone())));
                 OpResult::Put {
-                    version: e.index,
+                    version,
                     expires_at_ms,
                 }
             }
@@ -334,7 +386,9 @@ impl State {
                 }
                 self.remove_record(key);
                 events.push(event(e.index, KvEventKind::Delete, key, None));
-                OpResult::Delete { version: e.index }
+                OpResult::Delete {
+                    version: self.stamp(e.index, versions),
+                }
             }
             Op::Incr {
                 key,
@@ -357,11 +411,12 @@ impl State {
                     return Err(ApplyError::OutOfBounds);
                 }
                 let value: Json = next.to_string().into();
-                self.set_record(key, value.clone(), e.index, expires);
+                let version = self.stamp(e.index, versions);
+                self.set_record(key, value.clone(), version, expires);
                 events.push(event(e.index, KvEventKind::Put, key, Some(value)));
                 OpResult::Incr {
                     value: next,
-                    version: e.index,
+                    version,
                 }
             }
             Op::Expire { keys } => {
@@ -511,6 +566,16 @@ impl State {
                 t.subscriptions.insert(name.clone(), cursor);
                 OpResult::Pull { messages, cursor }
             }
+            // Migration steps are applied by `apply_slot_op`, never as data.
+            Op::SlotsFence { .. }
+            | Op::SlotsUnfence { .. }
+            | Op::SlotsHandoff { .. }
+            | Op::SlotsDrop { .. }
+            | Op::ImportBegin { .. }
+            | Op::ImportCopy { .. }
+            | Op::ImportEntries { .. }
+            | Op::ImportEnd { .. }
+            | Op::ImportAbort { .. } => return unchanged(OpResult::Noop),
         };
         Ok(Applied {
             result,
@@ -523,39 +588,60 @@ impl State {
     /// the applied position.
     pub fn finish(&mut self, e: &Entry, result: &OpResult) {
         if let Some(tag) = &e.idem {
-            let key: Arc<str> = tag.key.as_str().into();
-            let old = self.idem.insert(
-                key.clone(),
+            let slot =
+                e.op.names()
+                    .first()
+                    .map_or(NO_SLOT, |n| slot_of(n, DEFAULT_SLOTS) as u16);
+            self.remember(
+                &tag.key,
                 IdemRecord {
                     fingerprint: tag.fingerprint,
                     index: e.index,
                     ts_ms: e.ts_ms,
                     result: result.clone(),
+                    slot,
                 },
             );
-            if let Some(old) = old {
-                self.idem_by_index.remove(&old.index);
-            }
-            self.idem_by_index.insert(e.index, key);
         }
-        let horizon = e.ts_ms.saturating_sub(IDEM_TTL_MS);
-        while let Some((index, key)) = self.idem_by_index.get_min().map(|(i, k)| (*i, k.clone())) {
+        self.forget_old_keys(e.ts_ms);
+        self.applied_index = e.index;
+        self.applied_term = e.term;
+    }
+
+    /// Stores an idempotency key's record.
+    pub(crate) fn remember(&mut self, key: &str, rec: IdemRecord) {
+        let key: Arc<str> = key.into();
+        let index = rec.index;
+        if let Some(old) = self.idem.insert(key.clone(), rec) {
+            self.idem_by_index.remove(&(old.index, key.clone()));
+        }
+        self.idem_by_index.insert((index, key), ());
+    }
+
+    /// Forgets idempotency keys older than a day of log time, or beyond the bound.
+    fn forget_old_keys(&mut self, now_ms: u64) {
+        let horizon = now_ms.saturating_sub(IDEM_TTL_MS);
+        while let Some((index, key)) = self.idem_by_index.get_min().map(|(k, _)| k.clone()) {
             let stale = self.idem.get(&key).is_none_or(|r| r.ts_ms < horizon);
             if !stale && self.idem_by_index.len() <= IDEM_MAX_KEYS {
                 break;
             }
-            self.idem_by_index.remove(&index);
+            self.idem_by_index.remove(&(index, key.clone()));
             self.idem.remove(&key);
         }
-        self.applied_index = e.index;
-        self.applied_term = e.term;
     }
 
     fn version_at(&self, key: &str, now_ms: u64) -> u64 {
         self.get(key, now_ms).map_or(0, |r| r.version)
     }
 
-    fn set_record(&mut self, key: &str, value: Json, version: u64, expires_at_ms: Option<u64>) {
+    pub(crate) fn set_record(
+        &mut self,
+        key: &str,
+        value: Json,
+        version: u64,
+        expires_at_ms: Option<u64>,
+    ) {
         let record = Record {
             value,
             version,
@@ -572,7 +658,7 @@ impl State {
         }
     }
 
-    fn remove_record(&mut self, key: &str) {
+    pub(crate) fn remove_record(&mut self, key: &str) {
         if let Some(old) = self.records.remove(key)
             && let Some(at) = old.expires_at_ms
         {
@@ -590,7 +676,7 @@ impl State {
         self.idem_by_index = self
             .idem
             .iter()
-            .map(|(k, r)| (r.index, k.clone()))
+            .map(|(k, r)| ((r.index, k.clone()), ()))
             .collect();
     }
 

@@ -6,4 +6,5 @@ pub mod failover;
 pub mod metrics;
 pub mod nodes;
 pub mod playground;
+pub mod reshard;
 pub mod resources;

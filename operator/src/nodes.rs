@@ -191,6 +191,36 @@ impl NodeClient {
     }
 }
 
+impl NodeClient {
+    /// An internal call whose answer's headers matter too (slot migration): `op_query` is
+    /// `slots-copy?start=…`; `body` is sent as it is. Any answer but 200 is an error.
+    pub async fn internal(
+        &self,
+        base_url: &str,
+        op_query: &str,
+        body: Option<bytes::Bytes>,
+        timeout: Duration,
+    ) -> Result<rcluster_client::transport::Response, NodeError> {
+        let url = format!("{base_url}/internal/v1/{op_query}");
+        let resp = self
+            .transport
+            .request(Method::POST, &url, self.auth.clone(), body, Some(timeout))
+            .await
+            .map_err(|e| NodeError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        if resp.status != StatusCode::OK {
+            return Err(NodeError::Refused {
+                url,
+                status: resp.status.as_u16(),
+                body: String::from_utf8_lossy(&resp.body).into_owned(),
+            });
+        }
+        Ok(resp)
+    }
+}
+
 /// Member name → the URL other nodes reach it at.
 pub type MemberUrls = BTreeMap<String, String>;
 

@@ -52,6 +52,8 @@ impl From<ApplyError> for ApiError {
             ApplyError::TopicNotFound => (StatusCode::NOT_FOUND, "topic_not_found"),
             ApplyError::SubscriptionNotFound => (StatusCode::NOT_FOUND, "subscription_not_found"),
             ApplyError::OffsetOutOfRange { .. } => (StatusCode::BAD_REQUEST, "offset_out_of_range"),
+            ApplyError::SlotMigrating { .. } => (StatusCode::SERVICE_UNAVAILABLE, "slot_migrating"),
+            ApplyError::ImportBusy { .. } => (StatusCode::CONFLICT, "conflict"),
         };
         ApiError::new(status, code, e.to_string())
     }

@@ -30,7 +30,7 @@ pub fn unauthorized() -> ApiError {
 pub fn params(op: &str) -> &'static [&'static str] {
     match op {
         "install-snapshot" => &["term", "from"],
-        _ => &[],
+        op => super::slots::params(op).unwrap_or(&[]),
     }
 }
 
@@ -131,6 +131,7 @@ pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError
             *engine.switchover_request.lock().unwrap() = None;
             Ok(status_reply(ctx))
         }
+        op if super::slots::params(op).is_some() => super::slots::handle(ctx, req, op).await,
         _ => Err(ApiError::not_found(
             "route_not_found",
             format!("no internal endpoint {op:?}"),

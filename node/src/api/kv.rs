@@ -117,8 +117,14 @@ pub async fn get(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         let r = core.state.get(&key, now_ms()).cloned();
         (r, core.state.applied_index)
     };
-    // A present record only needs its own write committed; an absent one, everything seen.
-    after_read(ctx, c, record.as_ref().map_or(observed, |r| r.version)).await?;
+    // A present record only needs its own write committed; an absent one, everything seen. A
+    // version is at least its write's log index, but may be more (versions keep growing across
+    // a slot migration, and an imported record keeps the source's): never wait past `observed`.
+    // An imported record was committed here before its slot was served.
+    let seen = record
+        .as_ref()
+        .map_or(observed, |r| r.version.min(observed));
+    after_read(ctx, c, seen).await?;
     match record {
         Some(r) => Ok(ok_with_token(render::record(&key, &r), observed)),
         None => Err(ApiError::not_found(

@@ -14,6 +14,7 @@ mod placement;
 mod render;
 mod request;
 mod routes;
+mod slots;
 mod stream;
 mod topics;
 

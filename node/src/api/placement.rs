@@ -1,6 +1,7 @@
 //! Which node serves a request (docs/SHARDS.md "Routing"): this one, another shard's primary, this
 //! shard's primary, or every shard (reads that span shards). Decided before any handler runs, from
-//! the path, the method and the cluster map; nothing here touches the state.
+//! the path, the method, the cluster map and, during a slot migration, this shard's own record of
+//! it (which is newer than any map until the coordinator pushes the next one).
 
 use super::fanout::{self, Listing};
 use super::forward::{Target, forward, forward_stream};
@@ -93,7 +94,10 @@ pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
         }
         Place::WatchEverywhere => Some(fanout::watch_everywhere(ctx, req).await),
         Place::Stream(name) => {
-            let owner = ctx.routing.owner_of(&name);
+            let owner = match owner(ctx, &name) {
+                Ok(owner) => owner,
+                Err(e) => return Some(Err(e)),
+            };
             if owner == ctx.routing.shard {
                 return None;
             }
@@ -123,7 +127,10 @@ pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
             Some(fanout::gather(ctx, req, listing, limit, serve_here, local).await)
         }
         Place::Name(name) => {
-            let owner = ctx.routing.owner_of(&name);
+            let owner = match owner(ctx, &name) {
+                Ok(owner) => owner,
+                Err(e) => return Some(Err(e)),
+            };
             let mine = ctx.routing.shard;
             if owner != mine {
                 if direct {
@@ -153,6 +160,27 @@ pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
             )
         }
     }
+}
+
+/// The shard that serves `name`: the map's owner, unless this shard's log knows of a migration
+/// newer than the map (a range handed off, or adopted). A range still being imported here is
+/// served by nobody yet: `slot_migrating`, nothing applied, retry shortly.
+fn owner(ctx: &Ctx, name: &str) -> Result<ShardId, ApiError> {
+    let by_map = ctx.routing.owner_of(name);
+    let mine = ctx.routing.shard;
+    let slot = slots::slot_of(name, rcluster_proto::DEFAULT_SLOTS);
+    let core = ctx.engine.core();
+    let migration = &core.state.slots;
+    if migration.is_empty() {
+        return Ok(by_map);
+    }
+    if let Some(newer) = migration.owner_after(slot, ctx.routing.epoch(), mine) {
+        return Ok(newer);
+    }
+    if by_map == mine && !migration.readable(slot) {
+        return Err(crate::state::ApplyError::SlotMigrating { slot }.into());
+    }
+    Ok(by_map)
 }
 
 /// `421 moved`: the sender routed by a stale map. Nothing was applied.

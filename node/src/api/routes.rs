@@ -98,7 +98,7 @@ impl Route {
             Route::Put | Route::Publish => max_body,
             Route::Incr | Route::CreateTopic | Route::Switchover => max_body.min(SMALL_BODY),
             Route::Internal => match path.rsplit('/').next().unwrap_or_default() {
-                "append" => shipper::max_append_bytes(&ctx.limits),
+                "append" | "slots-import" => shipper::max_append_bytes(&ctx.limits),
                 "install-snapshot" => SNAPSHOT_BODY,
                 _ => COMMAND_BODY,
             },

@@ -18,6 +18,7 @@ mod replica;
 mod requests;
 mod roles;
 mod ship;
+mod slots;
 mod status;
 
 pub use locked::{Cached, Core, CoreGuard, assert_unlocked};
@@ -143,6 +144,9 @@ pub struct Engine {
     /// the failover coordinator carries it out and clears it. Not replicated: it is a request to
     /// the coordinator, not cluster state.
     pub switchover_request: Mutex<Option<(Option<String>, u64)>>,
+    /// The committed state a slot range is being copied from (one migration at a time): every
+    /// page of one copy comes from this one clone, so the copy is consistent at its index.
+    export: Mutex<Option<slots::Export>>,
 }
 
 impl Engine {
@@ -201,6 +205,7 @@ impl Engine {
             outbound,
             outbound_rx: Mutex::new(Some(outbound_rx)),
             switchover_request: Mutex::new(None),
+            export: Mutex::new(None),
         });
         engine
             .metrics

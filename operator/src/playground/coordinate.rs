@@ -29,6 +29,9 @@ use crate::metrics::Outcome;
 use crate::nodes::{Addressed, CommandResult, MemberUrls, NodeClient};
 use rcluster_proto::{ClusterMap, ShardInfo};
 
+#[path = "resharding.rs"]
+mod resharding;
+
 /// One shard as the loop is built with it.
 pub struct GroupSetup {
     /// `members`: the desired ones (`--replicas`).
@@ -85,6 +88,11 @@ pub struct Loop {
     pushed: BTreeMap<String, ClusterMap>,
     announced: bool,
     primary_ready_since: Option<u64>,
+    /// The migration step running now, and the mover between steps.
+    moving: Option<resharding::Moving>,
+    mover: Option<crate::reshard::Mover>,
+    /// Migration steps failed in a row (the first of a streak is reported).
+    reshard_failures: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,6 +131,9 @@ impl Loop {
             pushed: BTreeMap::new(),
             announced: false,
             primary_ready_since: None,
+            moving: None,
+            mover: None,
+            reshard_failures: 0,
         })
     }
 
@@ -182,6 +193,7 @@ impl Loop {
             self.retire_members(g, now);
         }
         self.push_cluster_map(now).await;
+        self.reshard_tick(now).await;
         self.publish(now);
         let outcome = if ok { Outcome::Ok } else { Outcome::Error };
         self.s
@@ -638,6 +650,7 @@ impl Loop {
         doc["phase"] = json!(report::worst(&phases).as_str());
         doc["shards"] = json!(docs);
         doc["slot_map"] = json!(slots);
+        doc["reshard"] = self.reshard_status();
         let co = &self.s.saved.coordinator;
         let header = if self.groups.len() == 1 {
             format!(

@@ -190,14 +190,11 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
                 s.base_port
             )));
         }
-        Some(s) if s.shard_count() != shards => {
-            return Err(Error::Usage(format!(
-                "{} holds a cluster of {} shard(s); changing --shards means moving slots between \
-                 shards, which this playground cannot do yet: start it with --shards {}",
-                folder.dir.display(),
-                s.shard_count(),
-                s.shard_count()
-            )));
+        Some(s)
+            if s.shard_count() != shards
+                || s.reshard.as_ref().is_some_and(|r| r.shards != shards) =>
+        {
+            reshard(&folder, s, shards, replicas)?
         }
         Some(mut s) => {
             println!(
@@ -233,6 +230,10 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
             state::Saved::new(replicas, args.base_port, args.ack, desired.clone())
         }
     };
+    // During a scale-in the shards that give their slots away run until they own none.
+    let shards = saved.shard_count();
+    let desired: Vec<Vec<String>> = (0..shards).map(|k| names(k, replicas)).collect();
+    check_ports(args.base_port, shards, replicas)?;
     // The member lists and the slot map are on disk before any node hears of a term.
     folder.save(&saved)?;
     let secret_path = folder.secret()?;
@@ -354,6 +355,70 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
     let _ = server.await;
     println!("playground stopped");
     Ok(())
+}
+
+/// Starts a change of the shard count: new shards get records (and empty data folders) and own
+/// no slot yet; the coordinator then moves slots one range at a time until the shards are even
+/// and the shards beyond `shards` own none.
+fn reshard(
+    folder: &state::Folder,
+    mut s: state::Saved,
+    shards: usize,
+    replicas: usize,
+) -> Result<state::Saved, Error> {
+    let have = s.shard_count();
+    if s.slot_map().slots != rcluster_proto::DEFAULT_SLOTS {
+        return Err(Error::Usage(format!(
+            "{} holds a slot map of {} slots; resharding needs {}",
+            folder.dir.display(),
+            s.slot_map().slots,
+            rcluster_proto::DEFAULT_SLOTS
+        )));
+    }
+    println!(
+        "resharding the cluster in {}: {have} shard(s) now, {shards} asked; slots move while it serves",
+        folder.dir.display()
+    );
+    for k in have..shards {
+        for name in names(k, replicas) {
+            // A shard removed earlier may have left its folder: a new shard starts empty.
+            let dir = folder.path(&name);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|source| Error::Io {
+                    what: format!("cannot clear {}", dir.display()),
+                    source,
+                })?;
+            }
+        }
+        s.shards.push(state::ShardRecord {
+            coordinator: crate::failover::Coordinator {
+                members: names(k, replicas),
+                ..Default::default()
+            },
+            history: Default::default(),
+        });
+    }
+    if shards > have {
+        let map = s
+            .slot_map()
+            .with_shards(shards as u32)
+            .map_err(|e| Error::Usage(e.to_string()))?;
+        s.slots = Some(map);
+    }
+    for k in 0..s.shard_count() {
+        if s.record(k).members.is_empty() {
+            s.record_mut(k).members = names(k, s.replicas);
+        }
+    }
+    let moved = s.reshard.as_ref().map_or(0, |r| r.moved_slots);
+    let migration = s.reshard.take().and_then(|r| r.migration);
+    s.reshard = Some(state::Reshard {
+        shards,
+        migration,
+        moved_slots: moved,
+    });
+    s.replicas = replicas;
+    Ok(s)
 }
 
 /// The members of `shard` in a shard of `n`.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::Error;
 use crate::coordinator::{self, History, RecordStore, Stored};
 use crate::failover::{AckLevel, Coordinator};
-use rcluster_proto::{DEFAULT_SLOTS, SlotMap};
+use rcluster_proto::{DEFAULT_SLOTS, Migration, SlotMap};
 
 pub const STATE_FILE: &str = "state.json";
 pub const SECRET_FILE: &str = "secret";
@@ -42,6 +42,21 @@ pub struct Saved {
     /// owning every slot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<SlotMap>,
+    /// A change of the shard count under way: slots still moving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reshard: Option<Reshard>,
+}
+
+/// A resharding: the shard count asked for and the range moving now. Saved before each of its
+/// steps acts (docs/SHARDS.md "Resharding").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reshard {
+    pub shards: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<Migration>,
+    /// Slots moved so far in this resharding.
+    #[serde(default)]
+    pub moved_slots: u32,
 }
 
 /// The coordinator record and statistics of one shard beyond the first.
@@ -89,6 +104,7 @@ impl Saved {
             slots: (count > 1).then(|| {
                 SlotMap::even(DEFAULT_SLOTS, count as u32).expect("shard counts are validated")
             }),
+            reshard: None,
         }
     }
 

@@ -1,0 +1,434 @@
+//! Slot migration in the state machine (docs/SHARDS.md "Resharding"): which ranges this shard is
+//! giving away or taking in, and the log operations that move them. Everything here is replicated:
+//! a shard's new primary knows exactly how far a migration got from its own log.
+//!
+//! A source range is *fenced* (no writes: they answer `slot_migrating`, nothing applied), then
+//! *handed off* (not served at all: the owner is another shard), then *dropped*. A target range is
+//! *imported* (a consistent copy of the source's range, then the source's entries for it, applied
+//! with their original versions and times) and served only from `ImportEnd` on. So at no moment do
+//! two shards accept writes for one slot.
+
+use crate::log::{self, Entry, ImportedIdem, ImportedRecord, ImportedTopic, Op};
+use crate::state::{Applied, ApplyError, IdemRecord, Message, NO_SLOT, OpResult, State, Topic};
+use imbl::{OrdMap, Vector};
+pub use rcluster_proto::migration::{
+    ADOPTED_KEPT, Adopted, DROPPED_KEPT, Incoming, Outgoing, SlotState, within,
+};
+use rcluster_proto::{DEFAULT_SLOTS, slot_of};
+
+fn slot(name: &str) -> u32 {
+    slot_of(name, DEFAULT_SLOTS)
+}
+
+/// How a write's version is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versions {
+    /// The log index, or more when an import raised the floor: versions of a key only grow.
+    Next,
+    /// The entry's own index: an imported source entry keeps the version the source gave it.
+    Exact,
+}
+
+/// A copy page stops after this many bytes of keys and values (it must fit a replication batch
+/// on the target).
+const PAGE_BYTES: usize = 2 << 20;
+
+fn changed() -> Result<Applied, ApplyError> {
+    Ok(Applied {
+        result: OpResult::Noop,
+        changed: true,
+        events: Vec::new(),
+    })
+}
+
+fn unchanged() -> Result<Applied, ApplyError> {
+    Ok(Applied {
+        result: OpResult::Noop,
+        changed: false,
+        events: Vec::new(),
+    })
+}
+
+impl State {
+    /// Refuses a data operation that touches a slot a migration blocks.
+    pub(crate) fn check_slots(&self, op: &Op) -> Result<(), ApplyError> {
+        if self.slots.is_idle() {
+            return Ok(());
+        }
+        for name in op.names() {
+            if let Some(slot) = self.slots.blocking(slot(name)) {
+                return Err(ApplyError::SlotMigrating { slot });
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a slot migration step; `None` for any other operation.
+    pub(crate) fn apply_slot_op(&mut self, e: &Entry) -> Option<Result<Applied, ApplyError>> {
+        Some(match &e.op {
+            Op::SlotsFence { start, end, to } => {
+                if self.slots.outgoing(*start, *end).is_some() {
+                    return Some(unchanged());
+                }
+                self.slots.outgoing.push(Outgoing {
+                    start: *start,
+                    end: *end,
+                    to: *to,
+                    fence_index: e.index,
+                    handed_off: None,
+                    dropped: false,
+                });
+                changed()
+            }
+            Op::SlotsUnfence { start, end } => {
+                let before = self.slots.outgoing.len();
+                // Only a range not handed off yet: after the handoff a migration only goes on.
+                self.slots.outgoing.retain(|o| {
+                    (o.start, o.end) != (*start, *end) || o.handed_off.is_some() || o.dropped
+                });
+                if self.slots.outgoing.len() == before {
+                    unchanged()
+                } else {
+                    changed()
+                }
+            }
+            Op::SlotsHandoff {
+                start,
+                end,
+                to,
+                epoch,
+            } => {
+                match self
+                    .slots
+                    .outgoing
+                    .iter_mut()
+                    .find(|o| !o.dropped && (o.start, o.end) == (*start, *end))
+                {
+                    Some(o) if o.handed_off.is_some() => return Some(unchanged()),
+                    Some(o) => o.handed_off = Some(*epoch),
+                    None => self.slots.outgoing.push(Outgoing {
+                        start: *start,
+                        end: *end,
+                        to: *to,
+                        fence_index: e.index,
+                        handed_off: Some(*epoch),
+                        dropped: false,
+                    }),
+                }
+                changed()
+            }
+            Op::SlotsDrop { start, end } => {
+                let Some(o) = self
+                    .slots
+                    .outgoing
+                    .iter_mut()
+                    .find(|o| !o.dropped && (o.start, o.end) == (*start, *end))
+                else {
+                    return Some(unchanged());
+                };
+                // Only a range handed off: before that, this shard still serves it.
+                if o.handed_off.is_none() {
+                    return Some(unchanged());
+                }
+                o.dropped = true;
+                self.remove_range(*start, *end);
+                let dropped = self.slots.outgoing.iter().filter(|o| o.dropped).count();
+                if dropped > DROPPED_KEPT
+                    && let Some(oldest) = self.slots.outgoing.iter().position(|o| o.dropped)
+                {
+                    self.slots.outgoing.remove(oldest);
+                }
+                changed()
+            }
+            Op::ImportBegin { start, end, from } => match &self.slots.incoming {
+                Some(i) if (i.start, i.end, i.from) == (*start, *end, *from) => unchanged(),
+                Some(i) => Err(ApplyError::ImportBusy {
+                    start: i.start,
+                    end: i.end,
+                }),
+                None => {
+                    self.slots.incoming = Some(Incoming {
+                        start: *start,
+                        end: *end,
+                        from: *from,
+                        copy_at: None,
+                        copied: false,
+                        source_index: 0,
+                    });
+                    changed()
+                }
+            },
+            Op::ImportCopy {
+                at,
+                records,
+                topics,
+                idem,
+                last,
+            } => self.import_copy(e.index, *at, records, topics, idem, *last),
+            Op::ImportEntries { entries, upto } => self.import_entries(e.index, entries, *upto),
+            Op::ImportEnd { start, end, epoch } => {
+                match &self.slots.incoming {
+                    Some(i) if (i.start, i.end) == (*start, *end) && i.copied => {}
+                    _ => return Some(unchanged()),
+                }
+                self.slots.incoming = None;
+                // The range is back here: what this shard once gave away of it is obsolete.
+                self.slots
+                    .outgoing
+                    .retain(|o| !(o.dropped && o.start <= *end && *start <= o.end));
+                self.slots.adopted.push(Adopted {
+                    start: *start,
+                    end: *end,
+                    epoch: *epoch,
+                });
+                if self.slots.adopted.len() > ADOPTED_KEPT {
+                    self.slots.adopted.remove(0);
+                }
+                changed()
+            }
+            Op::ImportAbort { start, end } => {
+                match &self.slots.incoming {
+                    Some(i) if (i.start, i.end) == (*start, *end) => {}
+                    _ => return Some(unchanged()),
+                }
+                self.slots.incoming = None;
+                self.remove_range(*start, *end);
+                changed()
+            }
+            _ => return None,
+        })
+    }
+
+    fn import_copy(
+        &mut self,
+        index: u64,
+        at: u64,
+        records: &[ImportedRecord],
+        topics: &[ImportedTopic],
+        idem: &[ImportedIdem],
+        last: bool,
+    ) -> Result<Applied, ApplyError> {
+        let Some(inc) = self.slots.incoming.clone() else {
+            return unchanged();
+        };
+        if inc.copied {
+            return unchanged();
+        }
+        if inc.copy_at.is_some_and(|a| a != at) {
+            // A new copy (the source's primary changed): the old pages may hold keys the new
+            // copy lacks, so they go first.
+            self.remove_range(inc.start, inc.end);
+        }
+        for r in records {
+            self.set_record(&r.key, r.value.clone(), r.version, r.expires_at_ms);
+            self.version_floor = self.version_floor.max(r.version + 1);
+        }
+        for t in topics {
+            let topic = Topic {
+                retention: t.retention,
+                first_offset: t.first_offset,
+                messages: t
+                    .messages
+                    .iter()
+                    .map(|(value, at)| Message {
+                        value: value.clone(),
+                        published_at_ms: *at,
+                    })
+                    .collect::<Vector<_>>(),
+                subscriptions: t.subscriptions.iter().cloned().collect::<OrdMap<_, _>>(),
+            };
+            self.topics.insert(t.name.clone(), topic);
+        }
+        for i in idem {
+            if let Ok(result) = log::decode::<OpResult>(&i.result) {
+                self.remember(
+                    &i.key,
+                    IdemRecord {
+                        fingerprint: i.fingerprint,
+                        // The import entry's index: a retry's session token then names this
+                        // shard's log, not the source's.
+                        index,
+                        ts_ms: i.ts_ms,
+                        result,
+                        slot: NO_SLOT,
+                    },
+                );
+            }
+        }
+        let inc = self.slots.incoming.as_mut().expect("checked above");
+        inc.copy_at = Some(at);
+        if last {
+            inc.copied = true;
+            inc.source_index = at;
+        }
+        changed()
+    }
+
+    fn import_entries(
+        &mut self,
+        index: u64,
+        entries: &[Entry],
+        upto: u64,
+    ) -> Result<Applied, ApplyError> {
+        let Some(inc) = self.slots.incoming.clone() else {
+            return unchanged();
+        };
+        if !inc.copied || upto <= inc.source_index {
+            return unchanged();
+        }
+        for inner in entries.iter().filter(|x| x.index > inc.source_index) {
+            // The source applied it; applied here with its version and time it has the same
+            // effect. Watchers hear nothing: they heard it from the source.
+            if let Ok(applied) = self.apply_data(inner, Versions::Exact)
+                && applied.changed
+                && let Some(tag) = &inner.idem
+            {
+                self.remember(
+                    &tag.key,
+                    IdemRecord {
+                        fingerprint: tag.fingerprint,
+                        index,
+                        ts_ms: inner.ts_ms,
+                        result: applied.result,
+                        slot: NO_SLOT,
+                    },
+                );
+            }
+        }
+        if let Some(i) = self.slots.incoming.as_mut() {
+            i.source_index = upto;
+        }
+        changed()
+    }
+
+    /// Removes every record, topic and idempotency key of slots `start..=end`.
+    fn remove_range(&mut self, start: u32, end: u32) {
+        let keys: Vec<String> = self
+            .records
+            .keys()
+            .filter(|k| within(slot(k), start, end))
+            .cloned()
+            .collect();
+        for k in keys {
+            self.remove_record(&k);
+        }
+        let topics: Vec<String> = self
+            .topics
+            .keys()
+            .filter(|t| within(slot(t), start, end))
+            .cloned()
+            .collect();
+        for t in topics {
+            self.topics.remove(&t);
+        }
+        let idem: Vec<_> = self
+            .idem
+            .iter()
+            .filter(|(_, r)| r.slot != NO_SLOT && within(u32::from(r.slot), start, end))
+            .map(|(k, r)| (k.clone(), r.index))
+            .collect();
+        for (k, index) in idem {
+            self.idem.remove(&k);
+            self.idem_by_index.remove(&(index, k));
+        }
+    }
+
+    /// One page of a consistent copy of slots `start..=end`: records after `after` (at most
+    /// `limit`); the first page also carries the range's topics and idempotency keys.
+    pub fn export_range(
+        &self,
+        start: u32,
+        end: u32,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (
+        Vec<ImportedRecord>,
+        Vec<ImportedTopic>,
+        Vec<ImportedIdem>,
+        Option<String>,
+    ) {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.to_string()),
+            None => Bound::Unbounded,
+        };
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        let mut next = None;
+        for (k, r) in self.records.range((lower, Bound::Unbounded)) {
+            if !within(slot(k), start, end) {
+                continue;
+            }
+            if records.len() == limit || bytes >= PAGE_BYTES {
+                next = records.last().map(|r: &ImportedRecord| r.key.clone());
+                break;
+            }
+            bytes += k.len() + r.value.len();
+            records.push(ImportedRecord {
+                key: k.clone(),
+                value: r.value.clone(),
+                version: r.version,
+                expires_at_ms: r.expires_at_ms,
+            });
+        }
+        if after.is_some() {
+            return (records, Vec::new(), Vec::new(), next);
+        }
+        let topics = self
+            .topics
+            .iter()
+            .filter(|(n, _)| within(slot(n), start, end))
+            .map(|(n, t)| ImportedTopic {
+                name: n.clone(),
+                retention: t.retention,
+                first_offset: t.first_offset,
+                messages: t
+                    .messages
+                    .iter()
+                    .map(|m| (m.value.clone(), m.published_at_ms))
+                    .collect(),
+                subscriptions: t
+                    .subscriptions
+                    .iter()
+                    .map(|(s, c)| (s.clone(), *c))
+                    .collect(),
+            })
+            .collect();
+        let idem = self
+            .idem
+            .iter()
+            .filter(|(_, r)| r.slot == NO_SLOT || within(u32::from(r.slot), start, end))
+            .map(|(k, r)| ImportedIdem {
+                key: k.to_string(),
+                fingerprint: r.fingerprint,
+                ts_ms: r.ts_ms,
+                result: log::encode(&r.result),
+            })
+            .collect();
+        (records, topics, idem, next)
+    }
+}
+
+/// The part of `e` that touches slots `start..=end`, if any (for the source's log tail).
+pub fn entry_in_range(e: &Entry, start: u32, end: u32) -> Option<Entry> {
+    let inside = |n: &str| within(slot(n), start, end);
+    match &e.op {
+        Op::Expire { keys } => {
+            let keys: Vec<(String, u64)> =
+                keys.iter().filter(|(k, _)| inside(k)).cloned().collect();
+            (!keys.is_empty()).then(|| Entry {
+                op: Op::Expire { keys },
+                ..e.clone()
+            })
+        }
+        op => op
+            .names()
+            .first()
+            .is_some_and(|n| inside(n))
+            .then(|| e.clone()),
+    }
+}
+
+#[cfg(test)]
+#[path = "slot_state_tests.rs"]
+mod tests;

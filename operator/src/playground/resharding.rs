@@ -1,0 +1,199 @@
+//! The playground's resharding (docs/SHARDS.md "Resharding"): one range at a time, each step of
+//! the migration done by a task beside the coordination loop (a copy of many keys must not hold
+//! up any shard's failover), every phase change saved in the state file before it acts.
+
+use super::{Loop, lock};
+use crate::reshard::{MoveError, Mover, Step};
+use rcluster_proto::{Migration, Phase};
+use serde_json::json;
+use std::time::Duration;
+
+/// How long a removed shard's nodes may take to stop before they are killed.
+const RETIRE_GRACE: Duration = Duration::from_secs(10);
+
+/// A migration step running beside the loop; it hands the mover back.
+pub type Moving = tokio::task::JoinHandle<(Mover, Result<Step, MoveError>)>;
+
+impl Loop {
+    /// Advances a resharding by at most one step per cycle; never waits for a step to finish.
+    pub(super) async fn reshard_tick(&mut self, now: u64) {
+        let Some(plan) = self.s.saved.reshard.clone() else {
+            return;
+        };
+        if let Some(moving) = self.moving.take() {
+            if !moving.is_finished() {
+                self.moving = Some(moving);
+                return;
+            }
+            match moving.await {
+                Ok((mover, result)) => {
+                    self.mover = Some(mover);
+                    self.step_done(result, now);
+                }
+                Err(e) => self.reshard_error(now, &format!("the migration task failed: {e}")),
+            }
+            return;
+        }
+        let Some(m) = plan.migration.clone() else {
+            self.next_move(plan.shards, now);
+            return;
+        };
+        let (Some(source), Some(target)) = (self.primary_url(m.from), self.primary_url(m.to))
+        else {
+            // A shard without a primary: its failover comes first; the migration waits.
+            return;
+        };
+        let mut mover = self
+            .mover
+            .take()
+            .unwrap_or_else(|| Mover::new(self.commands.clone()));
+        self.moving = Some(tokio::spawn(async move {
+            let result = async {
+                let step = mover.next(&m, &source, &target).await?;
+                if !matches!(step, Step::Record(_) | Step::Finished) {
+                    mover.perform(&m, &step, &source, &target).await?;
+                }
+                Ok(step)
+            }
+            .await;
+            (mover, result)
+        }));
+    }
+
+    fn primary_url(&self, shard: u32) -> Option<String> {
+        let g = self.groups.iter().position(|g| g.shard == shard as usize)?;
+        let primary = self.s.saved.record(shard as usize).primary.clone()?;
+        self.url(g, &primary).map(str::to_string)
+    }
+
+    fn migration(&mut self) -> Option<&mut Migration> {
+        self.s.saved.reshard.as_mut()?.migration.as_mut()
+    }
+
+    fn step_done(&mut self, result: Result<Step, MoveError>, now: u64) {
+        self.reshard_failures = match &result {
+            Err(_) => self.reshard_failures + 1,
+            Ok(_) => 0,
+        };
+        let Some(m) = self.migration().cloned() else {
+            return;
+        };
+        match result {
+            Ok(Step::Record(phase)) => {
+                let phase = match phase {
+                    Phase::Owned { .. } => {
+                        // The map naming the target is saved before any node hears of it.
+                        let map = match self.s.saved.slot_map().with_owner(m.start, m.end, m.to) {
+                            Ok(map) => map,
+                            Err(e) => return self.reshard_error(now, &e.to_string()),
+                        };
+                        let epoch = map.epoch;
+                        self.s.saved.slots = Some(map);
+                        Phase::Owned { epoch }
+                    }
+                    p => p,
+                };
+                if let Some(rec) = self.migration() {
+                    rec.phase = phase;
+                }
+                self.save_state(now);
+                let text = format!("resharding: {}", Migration { phase, ..m });
+                self.record(
+                    now,
+                    "reshard",
+                    &text,
+                    json!({ "migration": Migration { phase, ..m } }),
+                );
+            }
+            Ok(Step::Finished) => {
+                if let Some(r) = self.s.saved.reshard.as_mut() {
+                    r.migration = None;
+                    if m.phase != Phase::Aborting {
+                        r.moved_slots += m.slots();
+                    }
+                }
+                self.save_state(now);
+                let text = format!("resharding: moved {m}");
+                self.record(now, "reshard", &text, json!({ "migration": m }));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // Retried on the next cycle, from what the nodes' logs say; said once per streak.
+                if self.reshard_failures == 1 {
+                    self.reshard_error(now, &format!("{m}: {e} (retrying)"));
+                }
+            }
+        }
+    }
+
+    /// Starts the next range move, or ends the resharding when the slots are where they belong.
+    fn next_move(&mut self, shards: usize, now: u64) {
+        let map = self.s.saved.slot_map();
+        if let Some(mv) = map.balance_moves(shards as u32).first() {
+            let m = Migration::new(mv.start, mv.end, mv.from, mv.to);
+            if let Some(r) = self.s.saved.reshard.as_mut() {
+                r.migration = Some(m.clone());
+            }
+            self.save_state(now);
+            self.record(
+                now,
+                "reshard",
+                &format!("resharding: {m}"),
+                json!({ "migration": m }),
+            );
+            return;
+        }
+        // Every slot is on a shard below `shards`: the others go, their nodes stop.
+        let count = self.s.saved.shard_count();
+        if shards < count {
+            match map.with_shards(shards as u32) {
+                Ok(map) => self.s.saved.slots = Some(map),
+                Err(e) => return self.reshard_error(now, &e.to_string()),
+            }
+            self.s.saved.shards.truncate(shards - 1);
+        }
+        self.s.saved.reshard = None;
+        self.save_state(now);
+        let gone: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|g| g.shard >= shards)
+            .flat_map(|g| g.members.iter().map(|m| m.name.clone()))
+            .collect();
+        {
+            let mut sup = lock(&self.s.supervisor);
+            for name in &gone {
+                let _ = sup.retire(name, RETIRE_GRACE);
+            }
+        }
+        self.groups.retain(|g| g.shard < shards);
+        self.pushed.retain(|name, _| !gone.contains(name));
+        let text = format!("resharding done: {shards} shard(s)");
+        self.record(now, "reshard", &text, json!({ "shards": shards }));
+    }
+
+    fn reshard_error(&mut self, now: u64, text: &str) {
+        self.record(now, "error", &format!("resharding: {text}"), json!({}));
+    }
+
+    /// What `/status` shows of a resharding.
+    pub(super) fn reshard_status(&self) -> serde_json::Value {
+        match &self.s.saved.reshard {
+            None => serde_json::Value::Null,
+            Some(r) => {
+                let map = self.s.saved.slot_map();
+                let remaining: u32 = map
+                    .balance_moves(r.shards as u32)
+                    .iter()
+                    .map(|m| m.count())
+                    .sum();
+                json!({
+                    "shards": r.shards,
+                    "migration": r.migration,
+                    "moved_slots": r.moved_slots,
+                    "remaining_slots": remaining,
+                })
+            }
+        }
+    }
+}
