@@ -1,7 +1,7 @@
 //! Resharding end to end (docs/SHARDS.md "Resharding"): a playground of 2 shards is started again
 //! with `--shards 3`, then with `--shards 2`; slots move one range at a time while a writer keeps
 //! acknowledging quorum writes, and the primaries of a migration's source and target are killed
-//! with -9 in the middle of it. Nothing acknowledged may be lost, every key and topic must be at
+//! with -9 in the middle of it, and so is the playground. Nothing acknowledged may be lost, every key and topic must be at
 //! exactly one shard, the slots even, and the removed shard's nodes stopped.
 
 use std::collections::BTreeSet;
@@ -228,7 +228,16 @@ fn resharding_2_to_3_to_2_under_writes_and_kills_loses_nothing() {
     let s2: Vec<String> = pg.shard_names(2);
     assert!(pg.stop(), "the playground stops cleanly");
 
-    // Scale in: 3 -> 2; shard 2's nodes stop once it owns nothing.
+    // Scale in: 3 -> 2; shard 2's nodes stop once it owns nothing. The playground itself is
+    // killed with -9 during the first move and started again: it goes on from its record and the
+    // shards' logs.
+    let mut pg = Playground::start_in(&dir, opts(2), Some(base));
+    wait_for("the first move under way", RESHARD_DEADLINE, || {
+        let r = reshard_status(&pg);
+        (r["moved_slots"] == 0 && !r["migration"].is_null()).then_some(())
+    });
+    assert!(pg.kill9_playground());
+    drop(pg);
     let pg = Playground::start_in(&dir, opts(2), Some(base));
     let stop = Arc::new(AtomicBool::new(false));
     let load = writer(pg.url("n1"), stop.clone(), written.clone());
