@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::identity::{self, Identity};
 use crate::random;
 use crate::retry::{Decision, RetryPolicy, RetryState};
+use crate::tls::Trust;
 use crate::transport::{EventStream, Streamed, Transport, TransportConfig};
 use crate::types::Consistency;
 use rcluster_proto::SessionToken;
@@ -61,6 +62,17 @@ pub struct ClientBuilder {
     retry: RetryPolicy,
     discover: bool,
     cluster_id: Option<String>,
+    access_token: Option<Redacted>,
+}
+
+/// A secret that `Debug` output does not show.
+#[derive(Clone)]
+struct Redacted(String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl ClientBuilder {
@@ -75,7 +87,21 @@ impl ClientBuilder {
             retry: RetryPolicy::default(),
             discover: true,
             cluster_id: None,
+            access_token: None,
         }
+    }
+
+    /// The access token sent with every request (`Authorization: Bearer TOKEN`), for nodes
+    /// started with `--auth-file`. Its role decides what the client may do.
+    pub fn access_token(mut self, token: Option<String>) -> Self {
+        self.access_token = token.filter(|t| !t.trim().is_empty()).map(Redacted);
+        self
+    }
+
+    /// The server certificates accepted on `https://` endpoints (default: the system's CAs).
+    pub fn trust(mut self, trust: Trust) -> Self {
+        self.transport.trust = trust;
+        self
     }
 
     /// The cluster the client may talk to. Without one, the client takes the cluster of the
@@ -131,6 +157,19 @@ impl ClientBuilder {
             .collect::<Result<Vec<_>, _>>()?;
         let mut retry = self.retry;
         retry.attempts = retry.attempts.max(1);
+        let authorization = match &self.access_token {
+            Some(Redacted(t)) => {
+                let mut v =
+                    HeaderValue::from_str(&format!("Bearer {}", t.trim())).map_err(|_| {
+                        Error::InvalidArgument(
+                            "the access token must be visible ASCII characters".into(),
+                        )
+                    })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 transport: Transport::new(self.transport),
@@ -142,16 +181,25 @@ impl ClientBuilder {
                 token: Mutex::new(SessionToken::new()),
                 retry,
                 identity: Identity::new(self.cluster_id),
+                authorization,
             }),
         })
     }
 }
 
-/// Checks an endpoint is `http://HOST:PORT` (optionally with a trailing `/`).
+/// Checks an endpoint is `http://HOST:PORT` or `https://HOST:PORT` (optionally with a trailing
+/// `/`).
 pub fn normalize_endpoint(e: &str) -> Result<String, Error> {
     let e = e.trim().trim_end_matches('/');
-    let bad = || Error::InvalidArgument(format!("endpoint {e:?}: expected http://HOST:PORT"));
-    let rest = e.strip_prefix("http://").ok_or_else(bad)?;
+    let bad = || {
+        Error::InvalidArgument(format!(
+            "endpoint {e:?}: expected http://HOST:PORT or https://HOST:PORT"
+        ))
+    };
+    let rest = e
+        .strip_prefix("http://")
+        .or_else(|| e.strip_prefix("https://"))
+        .ok_or_else(bad)?;
     if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
         return Err(bad());
     }
@@ -183,6 +231,8 @@ struct Inner {
     token: Mutex<SessionToken>,
     retry: RetryPolicy,
     identity: Identity,
+    /// `Bearer TOKEN`, sent with every request when the client has an access token.
+    authorization: Option<HeaderValue>,
 }
 
 impl Client {
@@ -274,7 +324,7 @@ impl Client {
                 continue;
             }
             let url = format!("{endpoint}/v1/status");
-            let mut headers = HeaderMap::new();
+            let mut headers = self.auth_headers();
             self.inner.identity.add_header(&mut headers);
             let resp = match self
                 .inner
@@ -368,8 +418,17 @@ impl Client {
             && self.known_primary().is_none_or(|p| id.is_foreign(&p))
     }
 
-    fn headers(&self, call: &Call, idempotency_key: Option<&str>) -> HeaderMap {
+    /// The access token's header, when there is one.
+    fn auth_headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
+        if let Some(v) = &self.inner.authorization {
+            h.insert(http::header::AUTHORIZATION, v.clone());
+        }
+        h
+    }
+
+    fn headers(&self, call: &Call, idempotency_key: Option<&str>) -> HeaderMap {
+        let mut h = self.auth_headers();
         if let Some(k) = idempotency_key.and_then(|k| HeaderValue::from_str(k).ok()) {
             h.insert(HeaderName::from_static(IDEMPOTENCY_HEADER), k);
         }
@@ -579,9 +638,14 @@ mod tests {
             normalize_endpoint(" http://node-0.svc:7000 ").unwrap(),
             "http://node-0.svc:7000"
         );
+        assert_eq!(
+            normalize_endpoint("https://node-0.svc:7000/").unwrap(),
+            "https://node-0.svc:7000"
+        );
         for bad in [
             "127.0.0.1:7001",
-            "https://a:1",
+            "ftp://a:1",
+            "https://",
             "http://",
             "http://a:1/v1",
             "http:// a",

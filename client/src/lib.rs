@@ -22,6 +22,7 @@ mod output;
 mod random;
 pub mod retry;
 pub mod sse;
+pub mod tls;
 pub mod transport;
 pub mod types;
 

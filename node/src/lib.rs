@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod engine;
@@ -18,5 +19,6 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod tls;
 pub mod value;
 pub mod wal;

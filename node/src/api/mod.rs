@@ -1,6 +1,7 @@
 //! HTTP routing: one catch-all warp filter hands every request to `handle`. Everything that can be
 //! decided from the request head is decided before a byte of the body is read (the target, the
-//! cluster id, the route from `routes.rs`, the secret of internal calls, the parameters); then
+//! cluster id, the route from `routes.rs`, the secret of internal calls or the access token's
+//! role, the parameters); then
 //! the body is read within its route's limit and time, and `dispatch` calls the handler. Routing
 //! by hand gives exact 404/405 answers as JSON and keeps compile times low; per-API metrics are
 //! recorded in one place.
@@ -38,6 +39,8 @@ pub use rcluster_proto::headers::{IDEMPOTENCY_KEY as IDEMPOTENCY_HEADER, TOKEN a
 
 pub struct Ctx {
     pub engine: Arc<Engine>,
+    /// Access tokens and their roles (open when the node has no `--auth-file`).
+    pub auth: Arc<crate::auth::Auth>,
     /// Which shard owns what, and how to reach it.
     pub routing: Arc<crate::routing::Routing>,
     pub limits: Limits,
@@ -134,6 +137,9 @@ fn prepare(
     if route == Route::Internal && !internal::authorized(ctx, headers) {
         return Err(internal::unauthorized());
     }
+    if let Some(need) = route.role() {
+        ctx.auth.check(headers, need)?;
+    }
     let query = request::parse_query(query)?;
     let allowed = match route {
         Route::Internal => internal::params(segs.get(2).copied().unwrap_or_default()),
@@ -172,12 +178,7 @@ pub fn bearer_matches(secret: Option<&str>, header: &[u8]) -> bool {
         return false;
     };
     let given = header.strip_prefix(b"Bearer ").unwrap_or_default();
-    given.len() == secret.len()
-        && given
-            .iter()
-            .zip(secret.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    crate::auth::constant_time_eq(given, secret.as_bytes())
 }
 
 async fn read_body<S, B>(
