@@ -76,6 +76,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
         tls.clone(),
         Duration::from_millis(args.reload_interval_ms.max(10)),
     ));
+    tokio::spawn(crate::shipper::run(engine.clone()));
     let routing = Arc::new(
         crate::routing::Routing::open(&args.data_dir, resolved.shard)
             .map_err(|e| format!("cannot read the cluster map: {e}"))?,

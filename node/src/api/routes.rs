@@ -4,7 +4,7 @@
 
 use super::{ApiError, Ctx};
 use crate::auth::Role;
-use crate::replication::sender;
+use crate::shipper;
 use http::{Method, StatusCode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl Route {
             Route::Put | Route::Publish => max_body,
             Route::Incr | Route::CreateTopic | Route::Switchover => max_body.min(SMALL_BODY),
             Route::Internal => match path.rsplit('/').next().unwrap_or_default() {
-                "append" => sender::max_append_bytes(&ctx.limits),
+                "append" => shipper::max_append_bytes(&ctx.limits),
                 "install-snapshot" => SNAPSHOT_BODY,
                 _ => COMMAND_BODY,
             },
