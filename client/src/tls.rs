@@ -88,14 +88,36 @@ pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
         if s.is::<rustls::Error>() {
             return true;
         }
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
+        // An I/O error's `source()` skips the error it wraps (it returns that error's source),
+        // and the connector wraps rustls' I/O error in another one: look inside each.
+        if let Some(inner) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
         {
-            return true;
+            source = Some(inner);
+            continue;
         }
         source = s.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rustls_error_is_found_inside_nested_io_errors() {
+        let handshake = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::General("unknown issuer".into()),
+        );
+        assert!(is_tls_error(&handshake));
+        // How the https connector hands it on.
+        let wrapped = std::io::Error::other(handshake);
+        assert!(is_tls_error(&wrapped));
+        let refused =
+            std::io::Error::other(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(!is_tls_error(&refused));
+    }
 }
