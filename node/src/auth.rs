@@ -14,11 +14,9 @@
 //! failover coordinator and the operator, which hold it, can read `/v1/status` of a node that
 //! requires tokens.
 
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-
-use crate::api::ApiError;
 
 /// What a token may do; each role includes the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -169,9 +167,9 @@ impl Auth {
         Ok(true)
     }
 
-    /// Allows a request whose `Authorization` header carries a token of at least `need`: 401
-    /// `unauthenticated` without a known token, 403 `forbidden` when its role is too low.
-    pub fn check(&self, headers: &HeaderMap, need: Role) -> Result<(), ApiError> {
+    /// Allows a request whose `Authorization` header carries a token of at least `need`;
+    /// otherwise says why not (the API answers 401 `unauthenticated` or 403 `forbidden`).
+    pub fn check(&self, headers: &HeaderMap, need: Role) -> Result<(), Refusal> {
         if !self.enabled() {
             return Ok(());
         }
@@ -181,9 +179,7 @@ impl Auth {
             .and_then(|v| v.strip_prefix(b"Bearer "))
             .map(|t| t.trim_ascii());
         let Some(given) = given.filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_BYTES) else {
-            return Err(unauthenticated(
-                "this node requires an access token: send `Authorization: Bearer TOKEN`",
-            ));
+            return Err(Refusal::NoToken);
         };
         let from_file = self.tokens().role_of(given);
         let secret = self
@@ -192,28 +188,44 @@ impl Auth {
             .is_some_and(|s| constant_time_eq(s, given))
             .then_some(Role::Admin);
         match from_file.max(secret) {
-            None => Err(unauthenticated(
-                "the access token is not known to this node",
-            )),
-            Some(role) if role < need => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "this request needs the {} role; the token has {}",
-                    need.name(),
-                    role.name()
-                ),
-            )),
+            None => Err(Refusal::UnknownToken),
+            Some(role) if role < need => Err(Refusal::RoleTooLow { need, has: role }),
             Some(_) => Ok(()),
         }
     }
 }
 
-fn unauthenticated(message: &str) -> ApiError {
-    let mut e = ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message);
-    e.headers
-        .push(("www-authenticate", "Bearer realm=\"rcluster\"".into()));
-    e
+/// Why a request was not allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NoToken,
+    UnknownToken,
+    RoleTooLow { need: Role, has: Role },
+}
+
+impl Refusal {
+    /// The API error code: `unauthenticated` (401) or `forbidden` (403).
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::NoToken | Refusal::UnknownToken => "unauthenticated",
+            Refusal::RoleTooLow { .. } => "forbidden",
+        }
+    }
+
+    /// Never names the token.
+    pub fn message(self) -> String {
+        match self {
+            Refusal::NoToken => {
+                "this node requires an access token: send `Authorization: Bearer TOKEN`".into()
+            }
+            Refusal::UnknownToken => "the access token is not known to this node".into(),
+            Refusal::RoleTooLow { need, has } => format!(
+                "this request needs the {} role; the token has {}",
+                need.name(),
+                has.name()
+            ),
+        }
+    }
 }
 
 fn read(path: &Path) -> Result<String, String> {
@@ -266,7 +278,7 @@ mod tests {
         let file = dir.path().join("auth");
         std::fs::write(&file, "r read\nw write\na admin\n").unwrap();
         let auth = Auth::open(Some(&file), Some("cluster-secret")).unwrap();
-        let code = |t: Option<&str>, need| auth.check(&headers(t), need).map_err(|e| e.code);
+        let code = |t: Option<&str>, need| auth.check(&headers(t), need).map_err(|e| e.code());
         assert_eq!(code(None, Role::Read), Err("unauthenticated"));
         assert_eq!(code(Some("nope"), Role::Read), Err("unauthenticated"));
         assert_eq!(code(Some("r"), Role::Read), Ok(()));
@@ -281,7 +293,7 @@ mod tests {
             HeaderValue::from_static("Basic cg=="),
         );
         assert_eq!(
-            auth.check(&basic, Role::Read).map_err(|e| e.code),
+            auth.check(&basic, Role::Read).map_err(|e| e.code()),
             Err("unauthenticated")
         );
         let open = Auth::open(None, None).unwrap();

@@ -138,7 +138,7 @@ fn prepare(
         return Err(internal::unauthorized());
     }
     if let Some(need) = route.role() {
-        ctx.auth.check(headers, need)?;
+        ctx.auth.check(headers, need).map_err(refused)?;
     }
     let query = request::parse_query(query)?;
     let allowed = match route {
@@ -169,6 +169,17 @@ fn check_cluster(ctx: &Ctx, headers: &http::HeaderMap) -> Result<(), ApiError> {
         CLUSTER_MISMATCH,
         message,
     ))
+}
+
+/// 403 for a known token whose role is too low; otherwise 401 with the scheme to use.
+fn refused(r: crate::auth::Refusal) -> ApiError {
+    if let crate::auth::Refusal::RoleTooLow { .. } = r {
+        return ApiError::new(StatusCode::FORBIDDEN, r.code(), r.message());
+    }
+    let mut e = ApiError::new(StatusCode::UNAUTHORIZED, r.code(), r.message());
+    e.headers
+        .push(("www-authenticate", "Bearer realm=\"rcluster\"".into()));
+    e
 }
 
 /// Whether an `Authorization` header value carries the cluster secret (`Bearer <secret>`),
