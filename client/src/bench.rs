@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 pub use stats::{ApiStats, Summary, summarize, table};
 
 use crate::calls::{self, Call};
-use crate::cli::client_for;
+use crate::cli::{Access, client_for};
 use crate::types::*;
 use crate::{Client, Error, RetryPolicy, random};
 
@@ -359,11 +359,12 @@ pub struct Report {
 pub async fn run(
     endpoints: &[String],
     timeout: f64,
+    access: &Access,
     args: BenchArgs,
     json: bool,
 ) -> Result<(), Error> {
     let mix = args.mix();
-    let setup = client_for(endpoints, timeout, RetryPolicy::default(), None)?;
+    let setup = client_for(endpoints, timeout, RetryPolicy::default(), None, access)?;
     let duration = match (args.duration, args.requests) {
         (Some(d), _) => Duration::from_secs_f64(d),
         (None, Some(_)) => MAX_RUN,
@@ -392,11 +393,11 @@ pub async fn run(
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         // One idle connection per worker and no retries: each request is measured once.
-        let client = Client::builder(endpoints.iter().cloned())
+        let builder = Client::builder(endpoints.iter().cloned())
             .request_timeout(Duration::from_secs_f64(timeout))
             .max_idle_per_host(1)
-            .retry(RetryPolicy::no_retry())
-            .build()?;
+            .retry(RetryPolicy::no_retry());
+        let client = access.apply(builder)?.build()?;
         tasks.push(tokio::spawn(worker(client, plan.clone(), issued.clone())));
     }
     let mut merged: BTreeMap<BenchApi, ApiStats> = BTreeMap::new();

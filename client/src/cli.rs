@@ -12,8 +12,9 @@ use serde_json::{Value, json};
 use crate::bench::{self, BenchArgs};
 use crate::calls::{self, Call};
 use crate::output;
+use crate::tls::Trust;
 use crate::types::*;
-use crate::{Client, Error, RetryPolicy};
+use crate::{Client, ClientBuilder, Error, RetryPolicy};
 
 const VALUE_HELP: &str = "JSON value; text that is not valid JSON is stored as a JSON string \
     (`hello` = `\"hello\"`, while `42` is a number and `'\"42\"'` a string). \
@@ -45,6 +46,8 @@ pub struct Cli {
     /// one; either way no request goes to, and no redirect is followed to, another cluster's node.
     #[arg(long, global = true, env = "RCLUSTER_CLUSTER_ID", value_name = "ID")]
     pub cluster_id: Option<String>,
+    #[command(flatten)]
+    pub access: Access,
     /// Print the raw JSON responses (one JSON document per line for streams).
     #[arg(long, global = true)]
     pub json: bool,
@@ -53,6 +56,38 @@ pub struct Cli {
     pub timeout: f64,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Who the client is (an access token) and which servers it trusts (`https://` endpoints).
+#[derive(Debug, Args, Clone, Default)]
+pub struct Access {
+    /// Access token, for nodes started with `--auth-file`; its role (read, write or admin)
+    /// decides what the commands may do.
+    #[arg(
+        long = "token",
+        global = true,
+        env = "RCLUSTER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// PEM file of the CA certificates that `https://` endpoints must be issued by
+    /// [default: the system's CAs].
+    #[arg(long, global = true, env = "RCLUSTER_CACERT", value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+}
+
+impl Access {
+    /// Gives `builder` the token and the trusted CAs.
+    pub fn apply(&self, builder: ClientBuilder) -> Result<ClientBuilder, Error> {
+        let mut builder = builder.access_token(self.token.clone());
+        if let Some(path) = &self.cacert {
+            let trust = Trust::from_pem_file(path)
+                .map_err(|e| Error::InvalidArgument(format!("--cacert {e}")))?;
+            builder = builder.trust(trust);
+        }
+        Ok(builder)
+    }
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -306,12 +341,13 @@ pub fn client_for(
     timeout_secs: f64,
     retry: RetryPolicy,
     cluster_id: Option<String>,
+    access: &Access,
 ) -> Result<Client, Error> {
-    Client::builder(endpoints.iter().cloned())
+    let builder = Client::builder(endpoints.iter().cloned())
         .request_timeout(Duration::from_secs_f64(timeout_secs))
         .retry(retry)
-        .cluster_id(cluster_id)
-        .build()
+        .cluster_id(cluster_id);
+    access.apply(builder)?.build()
 }
 
 async fn execute(cli: Cli) -> Result<(), Error> {
@@ -320,10 +356,13 @@ async fn execute(cli: Cli) -> Result<(), Error> {
         cli.timeout,
         RetryPolicy::default(),
         cli.cluster_id.clone(),
+        &cli.access,
     )?;
     let json = cli.json;
     let call = match cli.command {
-        Command::Bench(args) => return bench::run(&cli.endpoints, cli.timeout, args, json).await,
+        Command::Bench(args) => {
+            return bench::run(&cli.endpoints, cli.timeout, &cli.access, args, json).await;
+        }
         Command::Watch { prefix, count } => {
             let events = client.open_stream(&calls::watch(prefix.as_deref())).await?;
             return output::print_events(events, count, json, output::watch_line).await;

@@ -15,6 +15,7 @@ use crate::identity::{self, Identity};
 use crate::random;
 use crate::retry::{Decision, RetryPolicy, RetryState};
 use crate::routing::{Direct, Routes};
+use crate::tls::Trust;
 use crate::transport::TransportErrorKind;
 use crate::transport::{EventStream, Streamed, Transport, TransportConfig};
 use crate::types::Consistency;
@@ -63,6 +64,17 @@ pub struct ClientBuilder {
     retry: RetryPolicy,
     discover: bool,
     cluster_id: Option<String>,
+    access_token: Option<Redacted>,
+}
+
+/// A secret that `Debug` output does not show.
+#[derive(Clone)]
+struct Redacted(String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl ClientBuilder {
@@ -77,7 +89,21 @@ impl ClientBuilder {
             retry: RetryPolicy::default(),
             discover: true,
             cluster_id: None,
+            access_token: None,
         }
+    }
+
+    /// The access token sent with every request (`Authorization: Bearer TOKEN`), for nodes
+    /// started with `--auth-file`. Its role decides what the client may do.
+    pub fn access_token(mut self, token: Option<String>) -> Self {
+        self.access_token = token.filter(|t| !t.trim().is_empty()).map(Redacted);
+        self
+    }
+
+    /// The server certificates accepted on `https://` endpoints (default: the system's CAs).
+    pub fn trust(mut self, trust: Trust) -> Self {
+        self.transport.trust = trust;
+        self
     }
 
     /// The cluster the client may talk to. Without one, the client takes the cluster of the
@@ -133,6 +159,19 @@ impl ClientBuilder {
             .collect::<Result<Vec<_>, _>>()?;
         let mut retry = self.retry;
         retry.attempts = retry.attempts.max(1);
+        let authorization = match &self.access_token {
+            Some(Redacted(t)) => {
+                let mut v =
+                    HeaderValue::from_str(&format!("Bearer {}", t.trim())).map_err(|_| {
+                        Error::InvalidArgument(
+                            "the access token must be visible ASCII characters".into(),
+                        )
+                    })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 transport: Transport::new(self.transport),
@@ -144,6 +183,7 @@ impl ClientBuilder {
                 token: Mutex::new(SessionToken::new()),
                 retry,
                 identity: Identity::new(self.cluster_id),
+                authorization,
                 routes: Routes::default(),
             }),
         })
@@ -154,11 +194,19 @@ impl ClientBuilder {
 /// any node forward it instead.
 const MAX_CORRECTIONS: u32 = 3;
 
-/// Checks an endpoint is `http://HOST:PORT` (optionally with a trailing `/`).
+/// Checks an endpoint is `http://HOST:PORT` or `https://HOST:PORT` (optionally with a trailing
+/// `/`).
 pub fn normalize_endpoint(e: &str) -> Result<String, Error> {
     let e = e.trim().trim_end_matches('/');
-    let bad = || Error::InvalidArgument(format!("endpoint {e:?}: expected http://HOST:PORT"));
-    let rest = e.strip_prefix("http://").ok_or_else(bad)?;
+    let bad = || {
+        Error::InvalidArgument(format!(
+            "endpoint {e:?}: expected http://HOST:PORT or https://HOST:PORT"
+        ))
+    };
+    let rest = e
+        .strip_prefix("http://")
+        .or_else(|| e.strip_prefix("https://"))
+        .ok_or_else(bad)?;
     if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
         return Err(bad());
     }
@@ -190,6 +238,8 @@ struct Inner {
     token: Mutex<SessionToken>,
     retry: RetryPolicy,
     identity: Identity,
+    /// `Bearer TOKEN`, sent with every request when the client has an access token.
+    authorization: Option<HeaderValue>,
     /// The cluster map, for sending requests straight to the shard that owns them.
     routes: Routes,
 }
@@ -283,7 +333,7 @@ impl Client {
                 continue;
             }
             let url = format!("{endpoint}/v1/status");
-            let mut headers = HeaderMap::new();
+            let mut headers = self.auth_headers();
             self.inner.identity.add_header(&mut headers);
             let resp = match self
                 .inner
@@ -450,8 +500,17 @@ impl Client {
             && self.known_primary().is_none_or(|p| id.is_foreign(&p))
     }
 
-    fn headers(&self, call: &Call, idempotency_key: Option<&str>) -> HeaderMap {
+    /// The access token's header, when there is one.
+    fn auth_headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
+        if let Some(v) = &self.inner.authorization {
+            h.insert(http::header::AUTHORIZATION, v.clone());
+        }
+        h
+    }
+
+    fn headers(&self, call: &Call, idempotency_key: Option<&str>) -> HeaderMap {
+        let mut h = self.auth_headers();
         if let Some(k) = idempotency_key.and_then(|k| HeaderValue::from_str(k).ok()) {
             h.insert(HeaderName::from_static(IDEMPOTENCY_HEADER), k);
         }
@@ -706,9 +765,14 @@ mod tests {
             normalize_endpoint(" http://node-0.svc:7000 ").unwrap(),
             "http://node-0.svc:7000"
         );
+        assert_eq!(
+            normalize_endpoint("https://node-0.svc:7000/").unwrap(),
+            "https://node-0.svc:7000"
+        );
         for bad in [
             "127.0.0.1:7001",
-            "https://a:1",
+            "ftp://a:1",
+            "https://",
             "http://",
             "http://a:1/v1",
             "http:// a",

@@ -23,6 +23,7 @@ mod random;
 pub mod retry;
 mod routing;
 pub mod sse;
+pub mod tls;
 pub mod transport;
 pub mod types;
 

@@ -119,7 +119,11 @@ impl RetryState {
     ) -> Decision {
         let rotate = match err {
             Error::Transport(t) => {
-                if t.kind == TransportErrorKind::InvalidUrl {
+                // A bad URL or a certificate that does not verify: retrying cannot help.
+                if matches!(
+                    t.kind,
+                    TransportErrorKind::InvalidUrl | TransportErrorKind::Tls
+                ) {
                     return Decision::GiveUp;
                 }
                 self.maybe_applied |= t.maybe_sent();

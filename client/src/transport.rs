@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 client: a keep-alive pool, a short connect timeout (so an unreachable
 //! node is noticed in about a second, never after the kernel's SYN retries) and a timeout
-//! on every request. Plus a streaming variant for server-sent events.
+//! on every request. Plus a streaming variant for server-sent events. `https://` URLs go over TLS
+//! with the configured [`Trust`].
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -9,11 +10,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::sse::{Event, SseParser};
+use crate::tls::{self, Trust};
 
 /// Connection and timeout settings.
 #[derive(Debug, Clone)]
@@ -25,6 +28,8 @@ pub struct TransportConfig {
     /// default), so a connection is not reused just as the node closes it.
     pub pool_idle_timeout: Duration,
     pub max_idle_per_host: usize,
+    /// Server certificates accepted on `https://` URLs.
+    pub trust: Trust,
 }
 
 impl Default for TransportConfig {
@@ -34,6 +39,7 @@ impl Default for TransportConfig {
             request_timeout: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(30),
             max_idle_per_host: 32,
+            trust: Trust::System,
         }
     }
 }
@@ -43,6 +49,9 @@ impl Default for TransportConfig {
 pub enum TransportErrorKind {
     /// The TCP connection could not be made: the request was certainly not sent.
     Connect,
+    /// The TLS handshake failed (e.g. a server certificate no trusted CA issued): nothing was
+    /// sent, and trying again will not help until the trust or the certificate changes.
+    Tls,
     /// No complete response in time: the request may or may not have been applied.
     Timeout,
     /// The connection failed after the request may have been sent.
@@ -135,7 +144,7 @@ impl EventStream {
 /// The pooled HTTP client. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct Transport {
-    client: HyperClient<HttpConnector, Full<Bytes>>,
+    client: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     config: TransportConfig,
 }
 
@@ -144,7 +153,12 @@ impl Transport {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
-        connector.enforce_http(true);
+        connector.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(config.trust.client_config())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.max_idle_per_host)
@@ -254,10 +268,10 @@ fn build_request(
     let uri: http::Uri = url
         .parse()
         .map_err(|e| TransportError::new(TransportErrorKind::InvalidUrl, format!("{url}: {e}")))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
         return Err(TransportError::new(
             TransportErrorKind::InvalidUrl,
-            format!("{url}: expected http://HOST:PORT"),
+            format!("{url}: expected http://HOST:PORT or https://HOST:PORT"),
         ));
     }
     let has_body = body.is_some();
@@ -277,7 +291,9 @@ fn build_request(
 }
 
 fn hyper_error(url: &str, e: hyper_util::client::legacy::Error) -> TransportError {
-    let kind = if e.is_connect() {
+    let kind = if tls::is_tls_error(&e) {
+        TransportErrorKind::Tls
+    } else if e.is_connect() {
         TransportErrorKind::Connect
     } else {
         TransportErrorKind::Io
@@ -351,7 +367,7 @@ mod tests {
     #[tokio::test]
     async fn bad_urls_are_rejected_before_sending() {
         let t = Transport::new(TransportConfig::default());
-        for url in ["not a url", "https://127.0.0.1:1/", "/relative"] {
+        for url in ["not a url", "ftp://127.0.0.1:1/", "/relative"] {
             let err = t
                 .request(Method::GET, url, HeaderMap::new(), None, None)
                 .await

@@ -4,6 +4,7 @@ use crate::engine::{Consistency, EngineConfig};
 use crate::replication::{AckLevel, Cluster};
 use crate::wal::{FsyncMode, WalConfig};
 use clap::Parser;
+use rcluster_client::tls::Trust;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -115,6 +116,27 @@ pub struct NodeArgs {
     /// File holding the cluster secret that internal endpoints require.
     #[arg(long, env = "RCLUSTER_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
+    /// File of access tokens, one `TOKEN ROLE` per line (roles: read, write, admin; `#` starts a
+    /// comment). Client requests then need `Authorization: Bearer TOKEN` with a role at least
+    /// the route's. Without it the node serves anyone who reaches it. Read again on SIGHUP and
+    /// when it changes; a file that does not parse then keeps the tokens in force.
+    #[arg(long, env = "RCLUSTER_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`), for clients and other
+    /// nodes alike; members' URLs are then `https://…`. Read again on SIGHUP and when it changes.
+    #[arg(long, env = "RCLUSTER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "RCLUSTER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of the CA certificates this node trusts when it calls other nodes over
+    /// `https://` (replication, forwarding) [default: the system's].
+    #[arg(long, env = "RCLUSTER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// How often the node looks for a changed `--auth-file` or TLS file (milliseconds); SIGHUP
+    /// reloads them at once.
+    #[arg(long, env = "RCLUSTER_RELOAD_INTERVAL_MS", default_value_t = 10_000)]
+    pub reload_interval_ms: u64,
     /// The cluster's id (generated once when the cluster is created). The node reports it,
     /// sends it with its internal requests and refuses requests that name another cluster.
     #[arg(long, env = "RCLUSTER_CLUSTER_ID")]
@@ -280,6 +302,10 @@ impl NodeArgs {
             lease: Duration::from_millis(self.lease_ms.max(1)),
             ready_lag: self.ready_lag,
         };
+        let trust = match &self.tls_ca {
+            Some(p) => Trust::from_pem_file(p).map_err(|e| format!("--tls-ca {e}"))?,
+            None => Trust::System,
+        };
         let fsync = self.fsync.or(file.fsync).unwrap_or(FsyncMode::Always);
         let interval = self
             .fsync_interval_ms
@@ -287,13 +313,18 @@ impl NodeArgs {
             .unwrap_or(10);
         Ok(Resolved {
             shard: self.shard.or(file.shard).unwrap_or(0),
-            engine: self.engine_config(fsync, interval),
+            engine: self.engine_config(fsync, interval, trust),
             cluster,
             consistency,
         })
     }
 
-    fn engine_config(&self, fsync: FsyncMode, fsync_interval_ms: u64) -> EngineConfig {
+    fn engine_config(
+        &self,
+        fsync: FsyncMode,
+        fsync_interval_ms: u64,
+        trust: Trust,
+    ) -> EngineConfig {
         EngineConfig {
             wal: WalConfig {
                 dir: self.data_dir.clone(),
@@ -306,6 +337,7 @@ impl NodeArgs {
             ack_timeout: Duration::from_millis(self.ack_timeout_ms),
             session_wait: Duration::from_millis(self.session_wait_ms),
             accept_data_loss: self.accept_data_loss,
+            trust,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod engine;
@@ -21,5 +22,6 @@ pub mod shipper;
 pub mod slot_state;
 pub mod snapshot;
 pub mod state;
+pub mod tls;
 pub mod value;
 pub mod wal;

@@ -1,4 +1,5 @@
 //! rcluster operator library.
+pub mod certs;
 pub mod controller;
 pub mod coordinator;
 pub mod crd;

@@ -6,6 +6,7 @@ pub use crate::failover::CommitByAck;
 use crate::failover::{Action, Observation, Role};
 use futures_util::future::join_all;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use rcluster_client::tls::Trust;
 use rcluster_client::transport::{Transport, TransportConfig};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -74,12 +75,19 @@ pub struct NodeClient {
 }
 
 impl NodeClient {
+    /// A client for nodes on plain `http://` URLs (or `https://` ones the system's CAs verify).
     pub fn new(secret: &str, timeout: Duration) -> NodeClient {
+        Self::with_trust(secret, timeout, Trust::System)
+    }
+
+    /// A client that verifies `https://` nodes against `trust` (the cluster's CA).
+    pub fn with_trust(secret: &str, timeout: Duration, trust: Trust) -> NodeClient {
         let transport = Transport::new(TransportConfig {
             connect_timeout: timeout.min(Duration::from_millis(500)),
             request_timeout: timeout,
             pool_idle_timeout: Duration::from_secs(30),
             max_idle_per_host: 2,
+            trust,
         });
         let mut auth = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&format!("Bearer {secret}")) {
@@ -134,7 +142,8 @@ impl NodeClient {
     }
 
     pub async fn status(&self, base_url: &str) -> Result<NodeStatus, NodeError> {
-        self.call_status(Method::GET, format!("{base_url}/v1/status"), false, None)
+        // The secret counts as an admin token on nodes that require access tokens.
+        self.call_status(Method::GET, format!("{base_url}/v1/status"), true, None)
             .await
     }
 

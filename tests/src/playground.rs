@@ -24,6 +24,10 @@ pub struct Options {
     pub probe_interval_ms: u64,
     /// Passed to every node after `--`.
     pub node_args: Vec<String>,
+    /// `--tls`: the nodes serve https with a certificate of the folder's CA.
+    pub tls: bool,
+    /// `--auth`: the nodes require access tokens (the folder's `token-*` files).
+    pub auth: bool,
 }
 
 impl Default for Options {
@@ -37,6 +41,8 @@ impl Default for Options {
             node_args: ["--ack-timeout-ms", "2000", "--session-wait-ms", "2000"]
                 .map(String::from)
                 .to_vec(),
+            tls: false,
+            auth: false,
         }
     }
 }
@@ -129,6 +135,8 @@ impl Playground {
             .args(["--probe-interval-ms", &opts.probe_interval_ms.to_string()])
             .arg("--node-bin")
             .arg(bin("rcluster-node"))
+            .args(opts.tls.then_some("--tls"))
+            .args(opts.auth.then_some("--auth"))
             .arg("--")
             .args(&opts.node_args)
             .stdin(Stdio::null())
@@ -161,11 +169,12 @@ impl Playground {
                 let _ = tx.send(false);
             });
         }
+        let scheme = if opts.tls { "https" } else { "http" };
         let (mut names, mut urls) = (Vec::new(), Vec::new());
         for k in 0..opts.shards {
             for i in 1..=opts.replicas {
                 names.push(member_name(k, i));
-                urls.push(format!("http://127.0.0.1:{}", base + 100 * k + i));
+                urls.push(format!("{scheme}://127.0.0.1:{}", base + 100 * k + i));
             }
         }
         let mut pg = Playground {
@@ -375,6 +384,33 @@ impl Playground {
             .retry_deadline(Duration::from_secs(10))
             .build()
             .expect("client")
+    }
+
+    /// The CA certificate of a `--tls` playground.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls").join("ca.crt")
+    }
+
+    /// The access token of `role` (read, write, admin) of an `--auth` playground.
+    pub fn token(&self, role: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("token-{role}")))
+            .expect("token file")
+            .trim()
+            .to_string()
+    }
+
+    /// A client of every node, trusting the playground's CA (with `--tls`) and using the token of
+    /// `role` (with `--auth`; `None`: no token).
+    pub fn client_as(&self, role: Option<&str>) -> rcluster_client::Client {
+        let mut b = rcluster_client::Client::builder(self.urls.clone())
+            .request_timeout(Duration::from_secs(3))
+            .retry_deadline(Duration::from_secs(20))
+            .access_token(role.map(|r| self.token(r)));
+        if self.opts.tls {
+            let trust = rcluster_client::tls::Trust::from_pem_file(&self.ca_file()).expect("CA");
+            b = b.trust(trust);
+        }
+        b.build().expect("client")
     }
 
     pub fn secret(&self) -> String {

@@ -94,7 +94,15 @@ pub async fn forward(ctx: &Ctx, req: &Req, target: Target) -> Result<Response, A
                 }
                 return Ok(passthrough(resp.status, &resp.headers, resp.body));
             }
-            Err(e) if e.kind == TransportErrorKind::Connect => continue,
+            // Not sent (no connection, or a certificate that did not verify): the next member.
+            Err(e)
+                if matches!(
+                    e.kind,
+                    TransportErrorKind::Connect | TransportErrorKind::Tls
+                ) =>
+            {
+                continue;
+            }
             Err(e) if write && e.maybe_sent() => {
                 return Err(ApiError::unavailable(
                     "outcome_unknown",

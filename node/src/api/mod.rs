@@ -1,6 +1,7 @@
 //! HTTP routing: one catch-all warp filter hands every request to `handle`. Everything that can be
 //! decided from the request head is decided before a byte of the body is read (the target, the
-//! cluster id, the route from `routes.rs`, the secret of internal calls, the parameters); then
+//! cluster id, the route from `routes.rs`, the secret of internal calls or the access token's
+//! role, the parameters); then
 //! the body is read within its route's limit and time, and `dispatch` calls the handler. Routing
 //! by hand gives exact 404/405 answers as JSON and keeps compile times low; per-API metrics are
 //! recorded in one place.
@@ -39,6 +40,8 @@ pub use rcluster_proto::headers::{IDEMPOTENCY_KEY as IDEMPOTENCY_HEADER, TOKEN a
 
 pub struct Ctx {
     pub engine: Arc<Engine>,
+    /// Access tokens and their roles (open when the node has no `--auth-file`).
+    pub auth: Arc<crate::auth::Auth>,
     /// Which shard owns what, and how to reach it.
     pub routing: Arc<crate::routing::Routing>,
     pub limits: Limits,
@@ -135,6 +138,9 @@ fn prepare(
     if route == Route::Internal && !internal::authorized(ctx, headers) {
         return Err(internal::unauthorized());
     }
+    if let Some(need) = route.role() {
+        ctx.auth.check(headers, need).map_err(refused)?;
+    }
     let query = request::parse_query(query)?;
     let allowed = match route {
         Route::Internal => internal::params(segs.get(2).copied().unwrap_or_default()),
@@ -166,6 +172,17 @@ fn check_cluster(ctx: &Ctx, headers: &http::HeaderMap) -> Result<(), ApiError> {
     ))
 }
 
+/// 403 for a known token whose role is too low; otherwise 401 with the scheme to use.
+fn refused(r: crate::auth::Refusal) -> ApiError {
+    if let crate::auth::Refusal::RoleTooLow { .. } = r {
+        return ApiError::new(StatusCode::FORBIDDEN, r.code(), r.message());
+    }
+    let mut e = ApiError::new(StatusCode::UNAUTHORIZED, r.code(), r.message());
+    e.headers
+        .push(("www-authenticate", "Bearer realm=\"rcluster\"".into()));
+    e
+}
+
 /// Whether an `Authorization` header value carries the cluster secret (`Bearer <secret>`),
 /// compared in constant time so the secret cannot be guessed byte by byte from timings.
 pub fn bearer_matches(secret: Option<&str>, header: &[u8]) -> bool {
@@ -173,12 +190,7 @@ pub fn bearer_matches(secret: Option<&str>, header: &[u8]) -> bool {
         return false;
     };
     let given = header.strip_prefix(b"Bearer ").unwrap_or_default();
-    given.len() == secret.len()
-        && given
-            .iter()
-            .zip(secret.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    crate::auth::constant_time_eq(given, secret.as_bytes())
 }
 
 async fn read_body<S, B>(

@@ -3,6 +3,7 @@
 //! nothing is read for a request that will be refused.
 
 use super::{ApiError, Ctx};
+use crate::auth::Role;
 use crate::shipper;
 use http::{Method, StatusCode};
 
@@ -64,6 +65,32 @@ impl Route {
             Route::Unsubscribe => "unsubscribe",
             Route::Pull => "pull",
             Route::Watch => "watch",
+        })
+    }
+
+    /// The least role a client's access token needs (`auth.rs`); `None` for the probes and
+    /// `/metrics` (open to Kubernetes and Prometheus) and for internal calls (the cluster secret).
+    pub fn role(self) -> Option<Role> {
+        Some(match self {
+            Route::Livez | Route::Readyz | Route::Metrics | Route::Internal => return None,
+            Route::Status
+            | Route::Cluster
+            | Route::List
+            | Route::Get
+            | Route::ListTopics
+            | Route::Read
+            | Route::Stream
+            | Route::Watch => Role::Read,
+            Route::Put
+            | Route::Delete
+            | Route::Incr
+            | Route::CreateTopic
+            | Route::DeleteTopic
+            | Route::Publish
+            | Route::Subscribe
+            | Route::Unsubscribe
+            | Route::Pull => Role::Write,
+            Route::Switchover => Role::Admin,
         })
     }
 
@@ -218,5 +245,17 @@ mod tests {
         }
         assert!(Route::Put.params().contains(&"ttl"));
         assert!(!Route::Get.params().contains(&"ack"));
+    }
+
+    #[test]
+    fn each_route_needs_its_role() {
+        assert_eq!(Route::Get.role(), Some(Role::Read));
+        assert_eq!(Route::Watch.role(), Some(Role::Read));
+        assert_eq!(Route::Pull.role(), Some(Role::Write), "pull moves a cursor");
+        assert_eq!(Route::Put.role(), Some(Role::Write));
+        assert_eq!(Route::Switchover.role(), Some(Role::Admin));
+        for open in [Route::Livez, Route::Readyz, Route::Metrics, Route::Internal] {
+            assert_eq!(open.role(), None, "{open:?}");
+        }
     }
 }

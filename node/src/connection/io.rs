@@ -49,9 +49,34 @@ impl LineScan {
     }
 }
 
+/// A connection's byte stream: the TCP socket itself, or TLS over it. The guard reaches the
+/// socket underneath for the lingering close.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn tcp(&self) -> &TcpStream;
+    fn into_tcp(self) -> TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+    fn into_tcp(self) -> TcpStream {
+        self
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+    fn into_tcp(self) -> TcpStream {
+        self.into_inner().0
+    }
+}
+
 /// The socket as hyper sees it.
-pub struct GuardedIo {
-    stream: Option<TcpStream>,
+pub struct GuardedIo<S: Socket> {
+    stream: Option<S>,
     /// Bytes read before hyper took over (the reserved lane reads a head to classify it).
     prefix: Bytes,
     shared: Arc<Shared>,
@@ -70,9 +95,9 @@ pub struct GuardedIo {
     peer_closed: bool,
 }
 
-impl GuardedIo {
+impl<S: Socket> GuardedIo<S> {
     pub fn new(
-        stream: TcpStream,
+        stream: S,
         prefix: Bytes,
         shared: Arc<Shared>,
         timeouts: Timeouts,
@@ -95,7 +120,7 @@ impl GuardedIo {
         }
     }
 
-    fn stream(&mut self) -> &mut TcpStream {
+    fn stream(&mut self) -> &mut S {
         self.stream
             .as_mut()
             .expect("the stream is taken only on drop")
@@ -201,7 +226,7 @@ impl GuardedIo {
     }
 }
 
-impl AsyncRead for GuardedIo {
+impl<S: Socket> AsyncRead for GuardedIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -249,7 +274,7 @@ impl AsyncRead for GuardedIo {
     }
 }
 
-impl AsyncWrite for GuardedIo {
+impl<S: Socket> AsyncWrite for GuardedIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -288,61 +313,81 @@ impl AsyncWrite for GuardedIo {
     }
 }
 
-impl Drop for GuardedIo {
+impl<S: Socket> Drop for GuardedIo<S> {
     fn drop(&mut self) {
         self.metrics.open.dec();
         if let Some(stream) = self.stream.take()
             && !self.peer_closed
-            && unread_input(&stream)
+            && unread_input(stream.tcp())
         {
-            linger(stream);
+            linger(stream.into_tcp());
         }
     }
 }
 
 /// Whether the client sent bytes we have not read (closing now would send a reset).
-fn unread_input(stream: &TcpStream) -> bool {
+pub fn unread_input(stream: &TcpStream) -> bool {
     let mut buf = [0u8; 4096];
     matches!(stream.try_read(&mut buf), Ok(n) if n > 0)
 }
 
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
 
+/// A place among the few connections being closed slowly (lingering, or refused over TLS, which
+/// takes a handshake to say why): bounded, so such closes cannot use up descriptors.
+pub struct ClosingSlot(());
+
+impl ClosingSlot {
+    pub fn take() -> Option<ClosingSlot> {
+        if LINGERING.fetch_add(1, Ordering::Relaxed) >= fds::LINGERING {
+            LINGERING.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ClosingSlot(()))
+    }
+}
+
+impl Drop for ClosingSlot {
+    fn drop(&mut self) {
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Closes our side and drains what the client still sends for a moment before releasing the
 /// socket: closing with unread input makes the kernel send a reset, which can destroy the
 /// answer before the client reads it. Bounded in count, time and bytes; without a free slot
 /// it reads what already arrived and closes.
 pub fn linger(stream: TcpStream) {
-    if LINGERING.fetch_add(1, Ordering::Relaxed) >= fds::LINGERING {
-        LINGERING.fetch_sub(1, Ordering::Relaxed);
+    let Some(slot) = ClosingSlot::take() else {
         for _ in 0..16 {
             if !unread_input(&stream) {
                 break;
             }
         }
         return;
-    }
+    };
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        LINGERING.fetch_sub(1, Ordering::Relaxed);
         return;
     };
     rt.spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _slot = slot;
         let mut stream = stream;
-        let drain = async {
-            let _ = stream.shutdown().await;
-            let mut buf = vec![0u8; 16 << 10];
-            let mut left = 1usize << 20;
-            while left > 0 {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => left = left.saturating_sub(n),
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
-        LINGERING.fetch_sub(1, Ordering::Relaxed);
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain(&mut stream)).await;
     });
+}
+
+/// Ends our side of the stream, then reads (and drops) what the client still sends, up to 1 MiB.
+pub async fn drain<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut left = 1usize << 20;
+    while left > 0 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
 }
 
 /// A complete JSON error response that closes the connection.

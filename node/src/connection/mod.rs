@@ -16,7 +16,7 @@
 
 mod io;
 
-pub use io::{GuardedIo, error_bytes, linger};
+pub use io::{ClosingSlot, GuardedIo, Socket, drain, error_bytes, linger, unread_input};
 
 use http::{Request, Response};
 use std::future::Future;
@@ -95,6 +95,23 @@ impl Shared {
         }
     }
 
+    /// Resolves once the admission registry asked the connection to give way. Awaited while a
+    /// TLS handshake runs, before the socket guard (which watches the request otherwise) exists.
+    pub async fn evicted(&self) {
+        std::future::poll_fn(|cx| {
+            if self.evict.load(Ordering::Relaxed) {
+                return Poll::Ready(());
+            }
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            if self.evict.load(Ordering::Relaxed) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     #[cfg(test)]
     pub fn begin_request_for_test(self: &Arc<Self>) -> BusyGuard {
         self.begin_request().0
@@ -147,6 +164,7 @@ impl ConnMetrics {
         "header_timeout",
         "idle_timeout",
         "bad_request",
+        "tls_handshake",
     ];
 
     pub fn register(registry: &prometheus::Registry) -> ConnMetrics {
@@ -159,7 +177,7 @@ impl ConnMetrics {
             prometheus::Opts::new(
                 "rcluster_connections_closed_total",
                 "Connections the node closed: refused at the limit, evicted for a newcomer, \
-                 timed out, or unparsable",
+                 timed out, unparsable, or a failed TLS handshake",
             ),
             &["reason"],
         )

@@ -49,6 +49,8 @@ pub struct EngineConfig {
     pub session_wait: Duration,
     /// Recovery may cut damaged data even when intact entries follow it (`--accept-data-loss`).
     pub accept_data_loss: bool,
+    /// Certificates this node accepts from other nodes on `https://` member URLs (`--tls-ca`).
+    pub trust: rcluster_client::tls::Trust,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +188,7 @@ impl Engine {
             request_timeout: Duration::from_secs(2),
             pool_idle_timeout: Duration::from_secs(30),
             max_idle_per_host: 4,
+            trust: cfg.trust.clone(),
         });
         let engine = Arc::new(Engine {
             cfg,

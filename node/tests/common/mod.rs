@@ -30,6 +30,8 @@ pub struct Node {
     refuser: Option<Refuser>,
     args: Vec<String>,
     log: Arc<Mutex<String>>,
+    /// Set for a node that serves HTTPS: how the harness's requests verify it.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// While a node is down, takes each connection from its socket and closes it at once: clients
@@ -87,6 +89,7 @@ impl Node {
             refuser: None,
             args: extra.iter().map(|s| s.to_string()).collect(),
             log: Arc::new(Mutex::new(String::new())),
+            tls: None,
         };
         node.spawn();
         node
@@ -169,7 +172,10 @@ impl Node {
         });
         match rx.recv_timeout(DEADLINE) {
             Ok(Some(url)) => {
-                self.addr = url.trim_start_matches("http://").to_string();
+                self.addr = url
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .to_string();
                 self.url = url;
                 self.child = Some(child);
                 Ok(())
@@ -228,9 +234,22 @@ impl Node {
     pub fn resume(&self) {
         signal(self.pid(), "-CONT");
     }
+    /// SIGHUP: reload the auth file and the TLS certificate.
+    pub fn hangup(&self) {
+        signal(self.pid(), "-HUP");
+    }
 
+    /// `/v1/status` with the digest. Sent with the cluster secret, which counts as an admin
+    /// token on nodes that require tokens (and is ignored by those that do not).
     pub fn status(&self) -> Value {
-        self.req("GET", "/v1/status?digest=true", None).json()
+        let auth = format!("Bearer {SECRET}");
+        self.req_h(
+            "GET",
+            "/v1/status?digest=true",
+            None,
+            &[("Authorization", &auth)],
+        )
+        .json()
     }
 
     pub fn pid(&self) -> u32 {
@@ -238,7 +257,7 @@ impl Node {
     }
 
     pub fn req(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
-        http(&self.addr, method, path, body, &[])
+        self.req_h(method, path, body, &[])
     }
 
     pub fn req_h(
@@ -248,7 +267,22 @@ impl Node {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Resp {
-        http(&self.addr, method, path, body, headers)
+        match &self.tls {
+            None => http(&self.addr, method, path, body, headers),
+            Some(tls) => try_https(
+                &self.addr,
+                tls,
+                method,
+                path,
+                body.map(str::as_bytes),
+                headers,
+            )
+            .unwrap_or(Resp {
+                status: 0,
+                headers: vec![],
+                body: String::new(),
+            }),
+        }
     }
 }
 
@@ -311,8 +345,49 @@ pub fn try_http(
     body: Option<&[u8]>,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect(addr)?;
+    let s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(DEADLINE))?;
+    exchange(s, addr, method, path, body, headers)
+}
+
+/// [`try_http`] over TLS, verified with `tls`.
+pub fn try_https(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Resp> {
+    exchange(tls_connect(addr, tls)?, addr, method, path, body, headers)
+}
+
+/// A TLS connection to `addr` (its certificate must be valid for 127.0.0.1), handshake done.
+pub fn tls_connect(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(DEADLINE))?;
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
+    let name = rustls::pki_types::ServerName::try_from(host).map_err(std::io::Error::other)?;
+    let conn = rustls::ClientConnection::new(tls.clone(), name).map_err(std::io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}
+
+/// Sends one request on `s` and reads the answer to the end of the connection.
+fn exchange<S: Read + Write>(
+    mut s: S,
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Resp> {
     let body = body.unwrap_or_default();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -325,11 +400,17 @@ pub fn try_http(
     s.write_all(head.as_bytes())?;
     s.write_all(body)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse_response(&raw).ok_or_else(|| std::io::Error::other("incomplete response"))
+    // A TLS peer that closes without close_notify ends with an error after the whole answer.
+    let read = s.read_to_end(&mut raw);
+    match parse_response(&raw) {
+        Some(r) => Ok(r),
+        None => Err(read
+            .err()
+            .unwrap_or_else(|| std::io::Error::other("incomplete response"))),
+    }
 }
 
-fn parse_response(raw: &[u8]) -> Option<Resp> {
+pub fn parse_response(raw: &[u8]) -> Option<Resp> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;
     let mut lines = head.split("\r\n");
@@ -453,10 +534,21 @@ pub struct Cluster {
     pub dirs: Vec<tempfile::TempDir>,
     pub names: Vec<String>,
     pub term: u64,
+    /// TLS flags every node gets, and how the harness verifies them (none: plain HTTP).
+    tls_args: Vec<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Cluster {
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Self::start_opts(n, extra, None)
+    }
+
+    /// Like [`Cluster::start`], serving HTTPS with `pki`'s certificate when given (members'
+    /// URLs are then `https://…` and the nodes verify each other with its CA).
+    pub fn start_opts(n: usize, extra: &[&str], pki: Option<&Pki>) -> Cluster {
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let tls_args = pki.map(Pki::node_args).unwrap_or_default();
         let secret_dir = tempfile::tempdir().unwrap();
         let secret = secret_dir.path().join("secret");
         std::fs::write(&secret, SECRET).unwrap();
@@ -465,7 +557,7 @@ impl Cluster {
         let members: Vec<String> = names
             .iter()
             .zip(&listeners)
-            .map(|(name, l)| format!("{name}=http://{}", l.local_addr().unwrap()))
+            .map(|(name, l)| format!("{name}={scheme}://{}", l.local_addr().unwrap()))
             .collect();
         let mut dirs = vec![secret_dir];
         let mut nodes = Vec::new();
@@ -481,9 +573,12 @@ impl Cluster {
                 args.push("--member".into());
                 args.push(m.clone());
             }
+            args.extend(tls_args.iter().cloned());
             args.extend(extra.iter().map(|s| s.to_string()));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            nodes.push(Node::start_on(dir.path(), listener, &args));
+            let mut node = Node::start_on(dir.path(), listener, &args);
+            node.tls = pki.map(|p| p.client.clone());
+            nodes.push(node);
             dirs.push(dir);
         }
         Cluster {
@@ -491,6 +586,8 @@ impl Cluster {
             dirs,
             names,
             term: 0,
+            tls_args,
+            tls: pki.map(|p| p.client.clone()),
         }
     }
 
@@ -536,12 +633,19 @@ impl Cluster {
             args.push("--member".into());
             args.push(format!("{n}={}", node.url));
         }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         args.push("--member".into());
-        args.push(format!("{name}=http://{}", listener.local_addr().unwrap()));
+        args.push(format!(
+            "{name}={scheme}://{}",
+            listener.local_addr().unwrap()
+        ));
+        args.extend(self.tls_args.iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let dir = tempfile::tempdir().unwrap();
-        self.nodes.push(Node::start_on(dir.path(), listener, &args));
+        let mut node = Node::start_on(dir.path(), listener, &args);
+        node.tls = self.tls.clone();
+        self.nodes.push(node);
         self.dirs.push(dir);
         self.names.push(name);
         self.nodes.len() - 1
@@ -587,5 +691,63 @@ impl Cluster {
             });
             same.then(|| s[0]["digest"].as_str().unwrap().to_string())
         })
+    }
+}
+
+/// A test CA and a certificate it issued for 127.0.0.1 and `localhost`, as PEM files, plus the
+/// harness's client settings that trust that CA only.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |file: &str, text: String| {
+            let p = dir.path().join(file);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let ca = write("ca.crt", ca_cert.pem());
+        let cert = write("tls.crt", cert.pem());
+        let key = write("tls.key", key.serialize_pem());
+        let trust = rcluster_client::tls::Trust::from_pem_file(&ca).unwrap();
+        let client = Arc::new(trust.client_config());
+        Pki {
+            dir,
+            ca,
+            cert,
+            key,
+            client,
+        }
+    }
+
+    /// The node flags that serve this certificate and trust this CA.
+    pub fn node_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.cert.display().to_string(),
+            "--tls-key".into(),
+            self.key.display().to_string(),
+            "--tls-ca".into(),
+            self.ca.display().to_string(),
+        ]
     }
 }

@@ -55,6 +55,10 @@ pub struct Setup {
     pub metrics: PlaygroundMetrics,
     pub quiet: bool,
     pub control_url: String,
+    /// Which certificates the nodes' `https://` URLs must have (`--tls`: the folder's CA).
+    pub trust: rcluster_client::tls::Trust,
+    /// How to connect (`--tls`, `--auth`), printed with the member list.
+    pub hints: Vec<String>,
 }
 
 /// How long the primary may be ready while some replica is not before the cluster is announced
@@ -101,8 +105,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Loop {
     pub fn new(s: Setup) -> Result<Loop, Error> {
-        let prober = Prober::new(NodeClient::new(&s.secret, s.probe_timeout));
-        let commands = NodeClient::new(&s.secret, Duration::from_secs(2));
+        let prober = Prober::new(NodeClient::with_trust(
+            &s.secret,
+            s.probe_timeout,
+            s.trust.clone(),
+        ));
+        let commands = NodeClient::with_trust(&s.secret, Duration::from_secs(2), s.trust.clone());
         let decisions = s.folder.decision_log()?;
         let mut s = s;
         let groups = std::mem::take(&mut s.groups)
@@ -712,6 +720,9 @@ impl Loop {
             "control {} (GET /status, /decisions, /metrics)",
             self.s.control_url
         ));
+        for hint in self.s.hints.clone() {
+            self.ui.line(&hint);
+        }
         self.ui.line(&format!(
             "try: rcluster --endpoint {first} put greeting hello && rcluster --endpoint {first} status"
         ));

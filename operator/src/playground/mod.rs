@@ -7,6 +7,7 @@
 //! - [`coordinate`]: the loop: probe → the runtime decides and acts (state file first, then the
 //!   node commands) → nodes that left the member list stop;
 //! - [`state`]: the folder (state file, secret, decision log, lock);
+//! - [`security`]: `--tls` and `--auth` (certificates and access tokens in the folder);
 //! - [`ui`], [`report`]: the status table, decision lines, `/status` and metrics;
 //!   [`control`]: the HTTP endpoint.
 //!
@@ -32,6 +33,7 @@ pub mod control;
 pub mod coordinate;
 pub mod probe;
 pub mod report;
+pub mod security;
 pub mod state;
 pub mod supervisor;
 pub mod ui;
@@ -70,6 +72,13 @@ pub struct PlaygroundArgs {
     /// No live status table (decisions are still printed).
     #[arg(long)]
     pub quiet: bool,
+    /// Serve HTTPS: a CA and a node certificate are made in the folder (kept, renewed when a
+    /// third of its lifetime remains) and the playground says how to trust the CA.
+    #[arg(long)]
+    pub tls: bool,
+    /// Require access tokens: one per role (read, write, admin) is made in the folder.
+    #[arg(long)]
+    pub auth: bool,
     /// Extra arguments for every node, after `--` (e.g. `-- --fsync interval`).
     #[arg(last = true, value_name = "NODE_ARGS")]
     pub node_args: Vec<String>,
@@ -126,11 +135,12 @@ pub struct Member {
 }
 
 impl Member {
-    fn new(base_port: u16, shard: usize, i: usize) -> Member {
+    fn new(base_port: u16, shard: usize, i: usize, tls: bool) -> Member {
         let port = base_port + (100 * shard + i) as u16;
+        let scheme = if tls { "https" } else { "http" };
         Member {
             name: member_name(shard, i),
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             port,
             shard,
         }
@@ -238,6 +248,7 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
     folder.save(&saved)?;
     let secret_path = folder.secret()?;
     let cluster_id = folder.cluster_id()?;
+    let (security_args, trust, hints) = security_setup(&folder, &args)?;
     let secret = std::fs::read_to_string(&secret_path)
         .map_err(|source| Error::Io {
             what: format!("cannot read {}", secret_path.display()),
@@ -257,7 +268,7 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
                 .unwrap_or(replicas)
                 .max(replicas);
             (1..=running)
-                .map(|i| Member::new(args.base_port, k, i))
+                .map(|i| Member::new(args.base_port, k, i, args.tls))
                 .collect()
         })
         .collect();
@@ -279,7 +290,7 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         for m in group {
             let l = std::net::TcpListener::bind(("127.0.0.1", m.port))
                 .map_err(|e| port_error(m.port, e))?;
-            let spec = node_spec(
+            let mut spec = node_spec(
                 &folder,
                 m,
                 Arc::new(l),
@@ -288,6 +299,9 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
                 &cluster_id,
                 &args,
             )?;
+            // Before the user's `-- NODE_ARGS`, which may override them.
+            let at = spec.args.len() - args.node_args.len();
+            spec.args.splice(at..at, security_args.iter().cloned());
             specs.push(spec);
         }
     }
@@ -342,6 +356,8 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         metrics,
         quiet: args.quiet,
         control_url,
+        trust,
+        hints,
     })?;
     looper.run(stop_rx).await;
 
@@ -419,6 +435,39 @@ fn reshard(
     });
     s.replicas = replicas;
     Ok(s)
+}
+
+/// The node flags, the coordinator's trust and the lines telling the user how to connect, for
+/// `--tls` and `--auth`.
+fn security_setup(
+    folder: &state::Folder,
+    args: &PlaygroundArgs,
+) -> Result<(Vec<String>, rcluster_client::tls::Trust, Vec<String>), Error> {
+    let mut node_args = Vec::new();
+    let mut trust = rcluster_client::tls::Trust::System;
+    let mut hints = Vec::new();
+    if args.tls {
+        let (files, renewed) = security::prepare_tls(folder, now_ms() / 1000)?;
+        if renewed {
+            println!("issued a node certificate: {}", files.cert.display());
+        }
+        trust = rcluster_client::tls::Trust::from_pem_file(&files.ca).map_err(Error::Usage)?;
+        node_args.extend(files.node_args());
+        hints.push(format!(
+            "TLS: the nodes serve https; trust their CA: export RCLUSTER_CACERT={}",
+            files.ca.display()
+        ));
+    }
+    if args.auth {
+        let file = security::prepare_auth(folder)?;
+        node_args.extend(["--auth-file".to_string(), file.display().to_string()]);
+        hints.push(format!(
+            "auth: tokens for the read, write and admin roles in {}/token-*: export RCLUSTER_TOKEN=$(cat {})",
+            folder.dir.display(),
+            folder.path("token-admin").display()
+        ));
+    }
+    Ok((node_args, trust, hints))
 }
 
 /// The members of `shard` in a shard of `n`.
@@ -581,9 +630,9 @@ mod tests {
 
     #[test]
     fn shard_members_have_names_and_ports_of_their_own() {
-        let m = Member::new(7000, 0, 2);
+        let m = Member::new(7000, 0, 2, false);
         assert_eq!((m.name.as_str(), m.port, m.shard), ("n2", 7002, 0));
-        let m = Member::new(7000, 3, 1);
+        let m = Member::new(7000, 3, 1, true);
         assert_eq!((m.name.as_str(), m.port, m.shard), ("s3n1", 7301, 3));
         assert_eq!(ordinal("n12"), Some(12));
         assert_eq!(ordinal("s3n7"), Some(7));

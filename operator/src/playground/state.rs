@@ -308,7 +308,7 @@ impl Drop for Lock {
     }
 }
 
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), Error> {
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), Error> {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
     let what = || format!("cannot write {}", path.display());
