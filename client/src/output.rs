@@ -105,6 +105,9 @@ pub fn human(api: &str, reply: &Reply) -> Result<String, Error> {
                 r.first_offset,
                 r.next_offset
             );
+            if let Some(end) = r.end_offset {
+                let _ = write!(out, ", end_offset {end}");
+            }
             out
         }
         "status" => status_text(&reply.json),

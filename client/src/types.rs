@@ -200,7 +200,11 @@ pub struct Pulled {
 pub struct ReadResult {
     pub messages: Vec<Message>,
     pub first_offset: u64,
+    /// Where the next page starts (pass it as `from`).
     pub next_offset: u64,
+    /// Where the topic ends: the offset its next message will get.
+    #[serde(default)]
+    pub end_offset: Option<u64>,
 }
 
 /// A `watch` event's data (`event:` is put, delete or expire).

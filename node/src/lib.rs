@@ -18,5 +18,6 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod txn;
 pub mod value;
 pub mod wal;

@@ -3,6 +3,7 @@
 //! Every mutation is an [`Entry`]; the state is what applying entries in index order produces, so the
 //! encoding must be deterministic and stable across versions (postcard, no maps with random order).
 
+pub use crate::txn::{Compare, TxnOp};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -100,6 +101,13 @@ pub enum Op {
         topic: String,
         name: String,
         max: u32,
+    },
+    /// A transaction (`POST /v1/txn`): `success` when every comparison holds, else `failure`,
+    /// all or nothing, in this one entry.
+    Txn {
+        compare: Vec<Compare>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
     },
 }
 

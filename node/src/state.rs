@@ -6,6 +6,7 @@
 //! Collections are persistent (imbl) so a snapshot is an O(1) clone taken without stalling writers.
 
 use crate::log::{Entry, Fnv, Json, Op, Retention, Start};
+use crate::txn::TxnResult;
 use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 use std::ops::Bound;
@@ -22,6 +23,12 @@ pub struct Record {
     pub value: Json,
     pub version: u64,
     pub expires_at_ms: Option<u64>,
+    /// Time of the entry that created the key (the primary's clock): kept by later writes, new
+    /// after the key was deleted or expired. 0 for records loaded from a snapshot written before
+    /// records had times.
+    pub created_ms: u64,
+    /// Time of the entry that wrote the current value.
+    pub modified_ms: u64,
 }
 
 impl Record {
@@ -34,6 +41,26 @@ impl Record {
 pub struct Message {
     pub value: Json,
     pub published_at_ms: u64,
+    /// The log index of the entry that published it: orders messages of different topics of
+    /// one shard (a multi-topic stream delivers them in log order). 0 when loaded from a
+    /// snapshot written before messages kept it.
+    pub index: u64,
+}
+
+/// A message as a pull delivered it (and as a retried pull's idempotency record keeps it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pulled {
+    pub value: Json,
+    pub published_at_ms: u64,
+}
+
+impl Message {
+    pub fn pulled(&self) -> Pulled {
+        Pulled {
+            value: self.value.clone(),
+            published_at_ms: self.published_at_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +89,7 @@ impl Topic {
             .collect()
     }
 
-    fn enforce_retention(&mut self, now_ms: u64) -> u64 {
+    pub(crate) fn enforce_retention(&mut self, now_ms: u64) -> u64 {
         let mut dropped = 0;
         if let Some(max) = self.retention.max_messages {
             while self.messages.len() as u64 > max {
@@ -141,8 +168,15 @@ pub enum OpResult {
         name: String,
     },
     Pull {
-        messages: Vec<(u64, Message)>,
+        messages: Vec<(u64, Pulled)>,
         cursor: u64,
+    },
+    /// A transaction: which branch ran (and, when the failure branch ran, the first comparison
+    /// that did not hold) and each operation's result in order.
+    Txn {
+        succeeded: bool,
+        failed_compare: Option<u32>,
+        results: Vec<TxnResult>,
     },
 }
 
@@ -162,15 +196,29 @@ pub enum ApplyError {
     SubscriptionNotFound,
     #[error("offset {start} is past the topic's end; the next offset is {next}")]
     OffsetOutOfRange { start: u64, next: u64 },
+    /// An operation of a transaction failed; nothing of the transaction was applied.
+    #[error("transaction operation {op} ({what}): {source}; nothing was applied")]
+    InTxn {
+        op: u32,
+        what: String,
+        source: Box<ApplyError>,
+    },
 }
 
 /// A change to a record, pushed to watchers once committed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvEvent {
+    /// The log index of the entry (several events may share one: a transaction, an expiry).
     pub index: u64,
     pub kind: KvEventKind,
     pub key: String,
     pub value: Option<Json>,
+    /// The record's version after a put; the entry's index for a delete or an expiry.
+    pub version: u64,
+    /// The entry's time.
+    pub modified_ms: u64,
+    /// After a put: when the key was created.
+    pub created_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,10 +363,11 @@ impl State {
                     return Err(ApplyError::VersionMismatch { current });
                 }
                 let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
-                self.set_record(key, value.clone(), e.index, expires_at_ms);
-                events.push(event(e.index, KvEventKind::Put, key, Some(value.clone())));
+                let ev = self.write_record(e, key, value.clone(), expires_at_ms);
+                let version = ev.version;
+                events.push(ev);
                 OpResult::Put {
-                    version: e.index,
+                    version,
                     expires_at_ms,
                 }
             }
@@ -332,8 +381,7 @@ impl State {
                 {
                     return Err(ApplyError::VersionMismatch { current });
                 }
-                self.remove_record(key);
-                events.push(event(e.index, KvEventKind::Delete, key, None));
+                events.push(self.erase_record(e, key, KvEventKind::Delete));
                 OpResult::Delete { version: e.index }
             }
             Op::Incr {
@@ -342,27 +390,10 @@ impl State {
                 min,
                 max,
             } => {
-                let live = self.get(key, now);
-                let current = match live {
-                    None => 0,
-                    Some(r) => r
-                        .value
-                        .trim()
-                        .parse::<i64>()
-                        .map_err(|_| ApplyError::NotANumber)?,
-                };
-                let expires = live.and_then(|r| r.expires_at_ms);
-                let next = current.checked_add(*delta).ok_or(ApplyError::OutOfBounds)?;
-                if min.is_some_and(|m| next < m) || max.is_some_and(|m| next > m) {
-                    return Err(ApplyError::OutOfBounds);
-                }
-                let value: Json = next.to_string().into();
-                self.set_record(key, value.clone(), e.index, expires);
-                events.push(event(e.index, KvEventKind::Put, key, Some(value)));
-                OpResult::Incr {
-                    value: next,
-                    version: e.index,
-                }
+                let (value, ev) = self.incr(e, key, *delta, *min, *max)?;
+                let version = ev.version;
+                events.push(ev);
+                OpResult::Incr { value, version }
             }
             Op::Expire { keys } => {
                 let mut count = 0;
@@ -371,8 +402,7 @@ impl State {
                         r.version == *version && r.expires_at_ms.is_some_and(|t| t <= now)
                     });
                     if due {
-                        self.remove_record(key);
-                        events.push(event(e.index, KvEventKind::Expire, key, None));
+                        events.push(self.erase_record(e, key, KvEventKind::Expire));
                         count += 1;
                     }
                 }
@@ -428,6 +458,7 @@ impl State {
                     t.messages.push_back(Message {
                         value: v.clone(),
                         published_at_ms: now,
+                        index: e.index,
                     });
                 }
                 t.enforce_retention(now);
@@ -500,7 +531,11 @@ impl State {
                     .subscriptions
                     .get(name)
                     .ok_or(ApplyError::SubscriptionNotFound)?;
-                let messages = t.read(cursor, *max as usize);
+                let messages: Vec<(u64, Pulled)> = t
+                    .read(cursor, *max as usize)
+                    .into_iter()
+                    .map(|(o, m)| (o, m.pulled()))
+                    .collect();
                 let Some((last, _)) = messages.last() else {
                     return unchanged(OpResult::Pull {
                         messages,
@@ -511,6 +546,11 @@ impl State {
                 t.subscriptions.insert(name.clone(), cursor);
                 OpResult::Pull { messages, cursor }
             }
+            Op::Txn {
+                compare,
+                success,
+                failure,
+            } => return self.apply_txn(e, compare, success, failure),
         };
         Ok(Applied {
             result,
@@ -555,11 +595,50 @@ impl State {
         self.get(key, now_ms).map_or(0, |r| r.version)
     }
 
-    fn set_record(&mut self, key: &str, value: Json, version: u64, expires_at_ms: Option<u64>) {
+    /// Adds `delta` to the integer at `key` (a missing key counts as 0) within `[min, max]`.
+    pub(crate) fn incr(
+        &mut self,
+        e: &Entry,
+        key: &str,
+        delta: i64,
+        min: Option<i64>,
+        max: Option<i64>,
+    ) -> Result<(i64, KvEvent), ApplyError> {
+        let live = self.get(key, e.ts_ms);
+        let current = match live {
+            None => 0,
+            Some(r) => r
+                .value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| ApplyError::NotANumber)?,
+        };
+        let expires = live.and_then(|r| r.expires_at_ms);
+        let next = current.checked_add(delta).ok_or(ApplyError::OutOfBounds)?;
+        if min.is_some_and(|m| next < m) || max.is_some_and(|m| next > m) {
+            return Err(ApplyError::OutOfBounds);
+        }
+        let ev = self.write_record(e, key, next.to_string().into(), expires);
+        Ok((next, ev))
+    }
+
+    /// Writes `key` in entry `e`: the one place where a record's version and times are decided.
+    /// The key keeps its creation time unless it was absent (or expired).
+    pub(crate) fn write_record(
+        &mut self,
+        e: &Entry,
+        key: &str,
+        value: Json,
+        expires_at_ms: Option<u64>,
+    ) -> KvEvent {
+        let created_ms = self.get(key, e.ts_ms).map_or(e.ts_ms, |r| r.created_ms);
+        let version = e.index;
         let record = Record {
-            value,
+            value: value.clone(),
             version,
             expires_at_ms,
+            created_ms,
+            modified_ms: e.ts_ms,
         };
         // One walk of the map: the old record comes back from the insert.
         if let Some(old) = self.records.insert(key.to_string(), record)
@@ -570,13 +649,32 @@ impl State {
         if let Some(at) = expires_at_ms {
             self.expiring.insert((at, key.to_string()), version);
         }
+        KvEvent {
+            index: e.index,
+            kind: KvEventKind::Put,
+            key: key.to_string(),
+            value: Some(value),
+            version,
+            modified_ms: e.ts_ms,
+            created_ms: Some(created_ms),
+        }
     }
 
-    fn remove_record(&mut self, key: &str) {
+    /// Removes `key` in entry `e` (deleted or expired).
+    pub(crate) fn erase_record(&mut self, e: &Entry, key: &str, kind: KvEventKind) -> KvEvent {
         if let Some(old) = self.records.remove(key)
             && let Some(at) = old.expires_at_ms
         {
             self.expiring.remove(&(at, key.to_string()));
+        }
+        KvEvent {
+            index: e.index,
+            kind,
+            key: key.to_string(),
+            value: None,
+            version: e.index,
+            modified_ms: e.ts_ms,
+            created_ms: None,
         }
     }
 
@@ -602,6 +700,8 @@ impl State {
             h.write_field(r.value.as_bytes());
             h.write(&r.version.to_le_bytes());
             h.write(&r.expires_at_ms.unwrap_or(0).to_le_bytes());
+            h.write(&r.created_ms.to_le_bytes());
+            h.write(&r.modified_ms.to_le_bytes());
         }
         for (name, t) in &self.topics {
             h.write_field(name.as_bytes());
@@ -611,6 +711,7 @@ impl State {
             for m in &t.messages {
                 h.write_field(m.value.as_bytes());
                 h.write(&m.published_at_ms.to_le_bytes());
+                h.write(&m.index.to_le_bytes());
             }
             for (s, c) in &t.subscriptions {
                 h.write_field(s.as_bytes());
@@ -623,15 +724,6 @@ impl State {
             h.write(&r.index.to_le_bytes());
         }
         h.finish()
-    }
-}
-
-fn event(index: u64, kind: KvEventKind, key: &str, value: Option<Json>) -> KvEvent {
-    KvEvent {
-        index,
-        kind,
-        key: key.to_string(),
-        value,
     }
 }
 

@@ -22,10 +22,13 @@ fn records_put_get_cas_delete_and_tokens() {
     let v1 = r.json()["version"].as_u64().unwrap();
     assert_eq!(r.header("rcluster-token").unwrap(), v1.to_string());
 
-    let g = n.req("GET", "/v1/kv/users/42", None);
+    let g = n.req("GET", "/v1/kv/users/42", None).json();
+    let t = g["created_ms"].clone();
+    assert!(t.as_u64().is_some_and(|t| t > 0), "{g}");
     assert_eq!(
-        g.json(),
-        json!({"key":"users/42","value":{"name":"ann","tags":[1,2]},"version":v1})
+        g,
+        json!({"key":"users/42","value":{"name":"ann","tags":[1,2]},"version":v1,
+            "created_ms":t,"modified_ms":t})
     );
     for c in ["linearizable", "session", "eventual"] {
         let g = n.req("GET", &format!("/v1/kv/users/42?consistency={c}"), None);
@@ -264,7 +267,11 @@ fn topics_publish_subscribe_pull_read() {
             .collect::<Vec<_>>(),
         vec![json!(6), json!(7)]
     );
-    assert_eq!(r["next_offset"], json!(9));
+    assert_eq!(
+        (r["next_offset"].clone(), r["end_offset"].clone()),
+        (json!(8), json!(9)),
+        "the next page, and where the topic ends"
+    );
 
     let list = n.req("GET", "/v1/topics", None).json();
     let t = &list["topics"][0];

@@ -41,6 +41,11 @@ fn place(req: &Req) -> Place {
             // The handler answers the bad key.
             Err(_) => Place::Node,
         },
+        // A transaction's keys and topics share one slot (the handler refuses it otherwise).
+        ["v1", "txn"] => match super::txn::first_name(&req.body) {
+            Some(name) => Place::Name(name),
+            None => Place::Node,
+        },
         ["v1", "topics"] if req.method == Method::GET => Place::Everywhere(Listing::Topics),
         ["v1", "topics", _, "stream"] => match req.segment(2) {
             Ok(topic) => Place::Stream(topic),
@@ -84,13 +89,13 @@ fn needs_primary(ctx: &Ctx, req: &Req) -> bool {
 /// `Some(answer)` when the request is not this node's to serve alone; `None` to serve it here.
 pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
     let direct = req.headers.contains_key(headers::DIRECT);
+    let single = ctx.routing.shards().len() == 1;
     match place(req) {
         Place::Node => None,
-        Place::Everywhere(_) | Place::WatchEverywhere
-            if direct || ctx.routing.shards().len() == 1 =>
-        {
-            None
-        }
+        Place::WatchEverywhere if direct || single => None,
+        Place::Everywhere(_) if direct => None,
+        // One shard: a listing is this shard's to serve, by its primary when it must be.
+        Place::Everywhere(_) if single => to_own_primary(ctx, req).await,
         Place::WatchEverywhere => Some(fanout::watch_everywhere(ctx, req).await),
         Place::Stream(name) => {
             let owner = ctx.routing.owner_of(&name);
@@ -134,25 +139,26 @@ pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
                     Err(e) => Err(e),
                 });
             }
-            if direct || !needs_primary(ctx, req) {
+            if direct {
                 return None;
             }
-            // A replica that knows its primary sends writes and linearizable reads there; a
-            // node that knows none answers itself (`not_primary`, nothing applied).
-            let primary = ctx.engine.primary_if_elsewhere()?;
-            Some(
-                forward(
-                    ctx,
-                    req,
-                    Target {
-                        shard: mine,
-                        urls: vec![primary],
-                    },
-                )
-                .await,
-            )
+            to_own_primary(ctx, req).await
         }
     }
+}
+
+/// A replica that knows its primary sends writes and linearizable reads there; a node that knows
+/// none answers itself (`not_primary`, nothing applied).
+async fn to_own_primary(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
+    if !needs_primary(ctx, req) {
+        return None;
+    }
+    let primary = ctx.engine.primary_if_elsewhere()?;
+    let target = Target {
+        shard: ctx.routing.shard,
+        urls: vec![primary],
+    };
+    Some(forward(ctx, req, target).await)
 }
 
 /// `421 moved`: the sender routed by a stale map. Nothing was applied.

@@ -195,7 +195,10 @@ fn topics_publish_read_subscribe_pull_stream() {
         (msgs.len(), msgs[0]["offset"].as_u64(), &msgs[1]["value"]),
         (2, Some(1), &serde_json::json!({"id":3}))
     );
-    assert_eq!(read["next_offset"], 4);
+    assert_eq!(
+        (read["next_offset"].clone(), read["end_offset"].clone()),
+        (3.into(), 4.into())
+    );
     let read = node.rc(&["topic", "read", "orders"]).ok();
     assert!(read.stdout.starts_with("0: \"first\"\n"), "{read:?}");
 

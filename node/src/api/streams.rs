@@ -1,0 +1,7 @@
+//! `GET /v1/stream` (placeholder).
+use super::{ApiError, Ctx, Req};
+use warp::reply::Response;
+
+pub async fn streams(_ctx: &Ctx, _req: &Req) -> Result<Response, ApiError> {
+    Err(ApiError::not_found("route_not_found", "not yet"))
+}
