@@ -335,7 +335,7 @@ fn streams_push_committed_changes_in_order() {
     n.req("PUT", "/v1/topics/feed", None);
     n.req("POST", "/v1/topics/feed/messages", Some(r#""before""#));
     let topic = sse_events(&n.addr, "/v1/topics/feed/stream?from=0", 3);
-    let watch = sse_events(&n.addr, "/v1/watch?prefix=w/", 3);
+    let watch = sse_events(&n.addr, "/v1/watch?prefix=w/", 4);
     n.req("POST", "/v1/topics/feed/messages", Some(r#""a""#));
     n.req("PUT", "/v1/kv/other", Some("0"));
     n.req("PUT", "/v1/kv/w/1", Some(r#"{"x":1}"#));
@@ -354,6 +354,9 @@ fn streams_push_committed_changes_in_order() {
         got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>(),
         ["0", "1", "2"]
     );
+    // The watch opens with its position (`progress`), then the changes.
+    let opened = watch.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(opened.0, "progress");
     let changes: Vec<_> = (0..3)
         .map(|_| watch.recv_timeout(DEADLINE).unwrap())
         .collect();

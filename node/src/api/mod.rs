@@ -11,6 +11,7 @@ mod forward;
 mod internal;
 mod kv;
 mod merged;
+mod multistream;
 mod placement;
 mod render;
 mod request;

@@ -78,6 +78,13 @@ pub fn message(offset: u64, m: &Message) -> String {
     message_obj(offset, &m.value, m.published_at_ms).done()
 }
 
+/// A message as a multi-topic stream sends it: with its topic.
+pub fn topic_message(topic: &str, offset: u64, m: &Message) -> String {
+    message_obj(offset, &m.value, m.published_at_ms)
+        .str("topic", topic)
+        .done()
+}
+
 fn message_obj(offset: u64, value: &str, published_at_ms: u64) -> Obj {
     Obj::new()
         .num("offset", offset)

@@ -295,8 +295,8 @@ impl Engine {
             wal,
             cache: VecDeque::new(),
             cache_bytes: 0,
-            events: VecDeque::new(),
-            events_evicted_upto: loaded.last_index,
+            events: loaded.events,
+            events_evicted_upto: loaded.events_from,
             entries_since_snapshot: loaded.replayed,
             bytes_since_snapshot: 0,
         };
@@ -687,9 +687,10 @@ impl Engine {
         }
     }
 
-    /// Committed record changes after `after` whose key starts with `prefix`, and the position they
-    /// reach. `None` when the watcher fell so far behind that changes were dropped from the buffer.
-    pub fn events_after(&self, after: u64, prefix: &str) -> Option<(Vec<KvEvent>, u64)> {
+    /// Committed record changes after `after` whose key starts with one of `prefixes` (any key when
+    /// there are none), and the position they reach. `None` when changes after `after` are no longer
+    /// kept: they fell out of the buffer, or this node started (or rebuilt its log) after them.
+    pub fn events_after(&self, after: u64, prefixes: &[String]) -> Option<(Vec<KvEvent>, u64)> {
         let commit = self.commit_index();
         let core = self.core();
         if after < core.events_evicted_upto {
@@ -700,10 +701,15 @@ impl Engine {
             .events
             .range(start..)
             .take_while(|e| e.index <= commit)
-            .filter(|e| e.key.starts_with(prefix))
+            .filter(|e| prefixes.is_empty() || prefixes.iter().any(|p| e.key.starts_with(p)))
             .cloned()
             .collect();
-        Some((events, commit.min(core.last_index)))
+        Some((events, commit.min(core.last_index).max(after)))
+    }
+
+    /// The oldest position a watch can resume from here: changes up to it are not kept.
+    pub fn history_start(&self) -> u64 {
+        self.core().events_evicted_upto
     }
 
     /// Records a switchover request on the primary (`to`: a replica, or the most advanced one).
