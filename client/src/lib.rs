@@ -21,6 +21,7 @@ mod identity;
 mod output;
 mod random;
 pub mod retry;
+mod routing;
 pub mod sse;
 pub mod transport;
 pub mod types;

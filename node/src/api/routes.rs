@@ -3,7 +3,7 @@
 //! nothing is read for a request that will be refused.
 
 use super::{ApiError, Ctx};
-use crate::replication::sender;
+use crate::shipper;
 use http::{Method, StatusCode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +118,7 @@ impl Route {
             Route::Put | Route::Publish | Route::Txn => max_body,
             Route::Incr | Route::CreateTopic | Route::Switchover => max_body.min(SMALL_BODY),
             Route::Internal => match path.rsplit('/').next().unwrap_or_default() {
-                "append" => sender::max_append_bytes(&ctx.limits),
+                "append" => shipper::max_append_bytes(&ctx.limits),
                 "install-snapshot" => SNAPSHOT_BODY,
                 _ => COMMAND_BODY,
             },

@@ -67,7 +67,7 @@ pub fn load(dir: &Path, accept_loss: bool) -> io::Result<Loaded> {
         match state.apply_logged(&e) {
             Ok(applied) => {
                 for ev in applied.events {
-                    if events.len() == super::EVENT_BUFFER
+                    if events.len() == super::locked::EVENT_BUFFER
                         && let Some(old) = events.pop_front()
                     {
                         events_from = old.index;
