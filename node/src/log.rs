@@ -3,7 +3,6 @@
 //! Every mutation is an [`Entry`]; the state is what applying entries in index order produces, so the
 //! encoding must be deterministic and stable across versions (postcard, no maps with random order).
 
-pub use crate::txn::{Compare, TxnOp};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -241,4 +240,65 @@ mod tests {
             FrameRead::Bad("checksum mismatch")
         ));
     }
+}
+
+// Transactions (`crate::txn`). Part of the log format: change them only by adding variants at the
+// end.
+
+/// A condition on one record; every test it names must hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: String,
+    /// The record exists (`true`) or does not (`false`).
+    pub exists: Option<bool>,
+    /// The record's version equals this (0: the record does not exist).
+    pub version: Option<u64>,
+    /// The record's value equals this JSON value (as JSON: `{"a":1}` equals `{ "a": 1 }`).
+    pub value: Option<Json>,
+    /// The value is an integer and at least this...
+    pub min: Option<i64>,
+    /// ...and at most this.
+    pub max: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put {
+        key: String,
+        value: Json,
+        ttl_ms: Option<u64>,
+    },
+    /// Removes the record if it exists (a missing record is no error: `deleted: false`).
+    Delete {
+        key: String,
+    },
+    Incr {
+        key: String,
+        delta: i64,
+        min: Option<i64>,
+        max: Option<i64>,
+    },
+    Publish {
+        topic: String,
+        value: Json,
+    },
+}
+
+/// What one operation did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TxnResult {
+    Put {
+        version: u64,
+        expires_at_ms: Option<u64>,
+    },
+    Delete {
+        deleted: bool,
+    },
+    Incr {
+        value: i64,
+        version: u64,
+    },
+    Publish {
+        offset: u64,
+    },
 }

@@ -5,8 +5,7 @@
 //! order with `apply_logged`, and the same log gives the same state (time comes from the entry).
 //! Collections are persistent (imbl) so a snapshot is an O(1) clone taken without stalling writers.
 
-use crate::log::{Entry, Fnv, Json, Op, Retention, Start};
-use crate::txn::TxnResult;
+use crate::log::{Entry, Fnv, Json, Op, Retention, Start, TxnResult};
 use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 use std::ops::Bound;

@@ -7,69 +7,11 @@
 //! the state is put back as it was: the maps are persistent (imbl), so keeping the old ones costs
 //! three pointer copies, not a copy of the data.
 //!
-//! These types are part of the log format: change them only by adding variants at the end.
+//! The types are part of the log format, so they live in `crate::log`.
 
-use crate::log::{Entry, Json};
+use crate::log::Entry;
+pub use crate::log::{Compare, TxnOp, TxnResult};
 use crate::state::{Applied, ApplyError, KvEvent, KvEventKind, Message, OpResult, State};
-use serde::{Deserialize, Serialize};
-
-/// A condition on one record; every test it names must hold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Compare {
-    pub key: String,
-    /// The record exists (`true`) or does not (`false`).
-    pub exists: Option<bool>,
-    /// The record's version equals this (0: the record does not exist).
-    pub version: Option<u64>,
-    /// The record's value equals this JSON value (as JSON: `{"a":1}` equals `{ "a": 1 }`).
-    pub value: Option<Json>,
-    /// The value is an integer and at least this...
-    pub min: Option<i64>,
-    /// ...and at most this.
-    pub max: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum TxnOp {
-    Put {
-        key: String,
-        value: Json,
-        ttl_ms: Option<u64>,
-    },
-    /// Removes the record if it exists (a missing record is no error: `deleted: false`).
-    Delete {
-        key: String,
-    },
-    Incr {
-        key: String,
-        delta: i64,
-        min: Option<i64>,
-        max: Option<i64>,
-    },
-    Publish {
-        topic: String,
-        value: Json,
-    },
-}
-
-/// What one operation did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum TxnResult {
-    Put {
-        version: u64,
-        expires_at_ms: Option<u64>,
-    },
-    Delete {
-        deleted: bool,
-    },
-    Incr {
-        value: i64,
-        version: u64,
-    },
-    Publish {
-        offset: u64,
-    },
-}
 
 impl TxnOp {
     /// The record key or topic name the operation touches.

@@ -29,6 +29,10 @@ pub const MAX_SOURCES: usize = 128;
 /// A quiet watch reports how far the log moved on at most this often, so a resume never has to
 /// start from (possibly evicted) history it has already looked at.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// A stream with nothing to send sends its position this often anyway: a client that hears
+/// nothing for several of these knows its node stopped (a paused or cut-off node keeps the
+/// connection open) and resumes elsewhere.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// One server-sent event before it is encoded (warp's `Event` cannot be read back, and a merged
 /// stream must read ids to rewrite them).
@@ -249,7 +253,8 @@ pub async fn watch_local(
     if tx.send(progress(after)).await.is_err() {
         return;
     }
-    let (mut reported, mut reported_at) = (after, Instant::now());
+    // `reported`: the position the client last got as an id; `sent`: when it last got anything.
+    let (mut reported, mut sent) = (after, Instant::now());
     let (mut changed, mut durable) = (engine.changed_watch(), engine.durable_watch());
     loop {
         changed.borrow_and_update();
@@ -272,7 +277,7 @@ pub async fn watch_local(
             {
                 return;
             }
-            (after, reported, reported_at) = (now, now, Instant::now());
+            (after, reported, sent) = (now, now, Instant::now());
             continue;
         };
         for (i, e) in events.iter().enumerate() {
@@ -282,29 +287,27 @@ pub async fn watch_local(
             if tx.send(ev).await.is_err() {
                 return;
             }
-            if !more {
-                (reported, reported_at) = (e.index, Instant::now());
-            }
+            (reported, sent) = (id, Instant::now());
         }
         after = after.max(upto);
         if !events.is_empty() {
             continue;
         }
-        let due = after > reported && reported_at.elapsed() >= PROGRESS_EVERY;
-        if due {
+        let moved_on = after > reported && sent.elapsed() >= PROGRESS_EVERY;
+        if moved_on || sent.elapsed() >= HEARTBEAT {
             if tx.send(progress(after)).await.is_err() {
                 return;
             }
-            (reported, reported_at) = (after, Instant::now());
+            (reported, sent) = (after, Instant::now());
         }
+        // Wake for new changes, or when a progress report or a heartbeat falls due.
+        let due = if after > reported {
+            PROGRESS_EVERY
+        } else {
+            HEARTBEAT
+        };
         let wait = engine.progress_changed(&mut changed, &mut durable);
-        if after > reported {
-            // Report the position once the interval is over, even if nothing else happens.
-            let left = PROGRESS_EVERY.saturating_sub(reported_at.elapsed());
-            if let Ok(false) = tokio::time::timeout(left, wait).await {
-                return;
-            }
-        } else if !wait.await {
+        if let Ok(false) = tokio::time::timeout(due.saturating_sub(sent.elapsed()), wait).await {
             return;
         }
     }

@@ -12,7 +12,7 @@ use super::fanout::shard_target;
 use super::multistream::{Positions, Source, merge, refusal};
 use super::render::{self, Obj};
 use super::request::validate_name;
-use super::stream::{Ev, MAX_SOURCES, resume_point, sse};
+use super::stream::{Ev, HEARTBEAT, MAX_SOURCES, resume_point, sse};
 use super::{ApiError, Ctx, Req};
 use crate::engine::Engine;
 use crate::state::Message;
@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use warp::reply::Response;
 
@@ -208,6 +209,7 @@ async fn stream_local(engine: Arc<Engine>, mut at: TopicPositions, tx: mpsc::Sen
         return;
     }
     let (mut changed, mut durable) = (engine.changed_watch(), engine.durable_watch());
+    let mut sent = Instant::now();
     loop {
         changed.borrow_and_update();
         durable.borrow_and_update();
@@ -231,7 +233,19 @@ async fn stream_local(engine: Arc<Engine>, mut at: TopicPositions, tx: mpsc::Sen
             }
         }
         if batch.is_empty() {
-            if !engine.progress_changed(&mut changed, &mut durable).await {
+            if sent.elapsed() >= HEARTBEAT {
+                if tx
+                    .send(Ev::new("progress", id(&at), "{}".into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                sent = Instant::now();
+            }
+            let wait = engine.progress_changed(&mut changed, &mut durable);
+            let left = HEARTBEAT.saturating_sub(sent.elapsed());
+            if let Ok(false) = tokio::time::timeout(left, wait).await {
                 return;
             }
             continue;
@@ -239,6 +253,7 @@ async fn stream_local(engine: Arc<Engine>, mut at: TopicPositions, tx: mpsc::Sen
         if !engine.wait_committed(seen).await {
             return;
         }
+        sent = Instant::now();
         for (topic, offset, m) in batch {
             at.0.insert(topic.clone(), offset + 1);
             let data = render::topic_message(&topic, offset, &m);
