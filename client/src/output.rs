@@ -56,6 +56,31 @@ pub fn human(api: &str, reply: &Reply) -> Result<String, Error> {
             let r: IncrResult = reply.parse()?;
             format!("incr {} -> {} (version {})", r.key, r.value, r.version)
         }
+        "txn" => {
+            let r: crate::TxnResult = reply.parse()?;
+            let branch = if r.succeeded { "success" } else { "failure" };
+            let mut out = format!("txn -> {branch}");
+            if let Some(i) = r.failed_compare {
+                let _ = write!(out, " (comparison {i} did not hold)");
+            }
+            for o in &r.results {
+                let name = o.key.as_deref().or(o.topic.as_deref()).unwrap_or("");
+                let _ = write!(out, "\n  {} {name}", o.op);
+                if let Some(v) = o.value {
+                    let _ = write!(out, " -> {v}");
+                }
+                if let Some(v) = o.version {
+                    let _ = write!(out, " (version {v})");
+                }
+                if let Some(d) = o.deleted {
+                    let _ = write!(out, " deleted: {d}");
+                }
+                if let Some(off) = o.offset {
+                    let _ = write!(out, " -> offset {off}");
+                }
+            }
+            out
+        }
         "create_topic" => {
             let r: TopicCreated = reply.parse()?;
             let what = if r.created {
