@@ -314,6 +314,17 @@ pub fn message_event_line(ev: &Event) -> Result<Option<String>, Error> {
 
 /// A watch event as text: `put k = v (version N)`, `delete k (version N)`.
 pub fn watch_line(ev: &Event) -> Result<Option<String>, Error> {
+    match ev.event.as_str() {
+        // Positions only (the opening one, heartbeats): nothing changed.
+        "progress" => return Ok(None),
+        "reset" => {
+            let id = ev.id.as_deref().unwrap_or("?");
+            return Ok(Some(format!(
+                "reset at {id}: history before it is gone here; re-read what you watch"
+            )));
+        }
+        _ => {}
+    }
     let d: WatchData = serde_json::from_str(&ev.data).map_err(|e| {
         Error::InvalidResponse(format!("bad {} event ({e}): {}", ev.event, ev.data))
     })?;

@@ -455,3 +455,23 @@ fn with_two_shards_a_merged_watch_and_stream_resume_every_shard() {
         "only the new messages, one per topic"
     );
 }
+
+#[test]
+fn quiet_streams_send_a_heartbeat_so_a_client_can_tell_a_silent_node() {
+    let c = Cluster::with_primary(1, FAST);
+    let n = &c.nodes[0];
+    assert_eq!(n.req("PUT", "/v1/topics/quiet", Some("{}")).status, 200);
+    for path in ["/v1/watch?prefix=q/", "/v1/stream?topic=quiet"] {
+        let s = events::open(&n.addr, path, &[]).expect("stream");
+        let first = s.next().expect("the opening event");
+        // Nothing happens; the stream must still speak well within the clients' idle timeout
+        // (15 s by default).
+        let beat = s
+            .next_within(std::time::Duration::from_secs(12))
+            .unwrap_or_else(|_| panic!("{path}: silent for 12 s"))
+            .expect("the stream is open");
+        assert_eq!(beat.event, "progress", "{path}");
+        assert_eq!(beat.id, first.id, "{path}: the position did not move");
+        s.close();
+    }
+}
