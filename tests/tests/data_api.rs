@@ -222,7 +222,11 @@ fn streams_resume_without_gap_or_duplicate_across_twenty_kills_of_their_node() {
                 stream.endpoint()
             };
             let victim = name_of(&pg, url.expect("an open stream"));
-            pg.kill9(&victim);
+            let pid = pg.kill9(&victim);
+            // One node down at a time: the next kill waits for the playground's restart.
+            wait_for("the killed node's restart", DEADLINE, || {
+                pg.pid(&victim).filter(|p| *p != pid)
+            });
             wait_for("the cluster after the kill", DEADLINE, || {
                 pg.healthy().filter(|(_, t)| *t >= term)
             });
