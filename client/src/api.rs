@@ -5,8 +5,8 @@ use serde_json::Value;
 use crate::calls;
 use crate::client::Client;
 use crate::error::Error;
-use crate::sse::Event;
-use crate::transport::EventStream;
+use crate::push::{TopicStream, WatchOptions, WatchStream};
+use crate::txn::{Txn, TxnResult};
 use crate::types::*;
 
 impl Client {
@@ -157,83 +157,51 @@ impl Client {
             .parse()
     }
 
-    /// Streams a topic's committed messages from `from` (the next offset when `None`).
-    pub async fn stream(&self, topic: &str, from: Option<u64>) -> Result<MessageStream, Error> {
-        let events = self.open_stream(&calls::stream(topic, from)?).await?;
-        Ok(MessageStream { events })
+    /// Streams a topic's committed messages from offset `from` (its end when `None`), resumed
+    /// across node losses.
+    pub fn stream(&self, topic: &str, from: Option<u64>) -> TopicStream {
+        TopicStream::new(
+            self.clone(),
+            vec![topic.to_string()],
+            from.map(|f| format!("{topic}:{f}")),
+        )
     }
 
-    /// Streams changes to keys under `prefix` (all keys when `None`).
-    pub async fn watch(&self, prefix: Option<&str>) -> Result<WatchStream, Error> {
-        let events = self.open_stream(&calls::watch(prefix)).await?;
-        Ok(WatchStream { events })
+    /// One stream over several topics, in log order, from `from` (a position a stream gave:
+    /// `TopicStream::position`), resumed across node losses.
+    pub fn stream_topics(&self, topics: &[&str], from: Option<&str>) -> TopicStream {
+        TopicStream::new(
+            self.clone(),
+            topics.iter().map(|t| t.to_string()).collect(),
+            from.map(str::to_string),
+        )
+    }
+
+    /// Streams changes to keys under `prefix` (all keys when `None`) from now on, resumed
+    /// across node losses.
+    pub fn watch(&self, prefix: Option<&str>) -> WatchStream {
+        self.watch_with(WatchOptions {
+            prefixes: prefix.map(str::to_string).into_iter().collect(),
+            from: None,
+        })
+    }
+
+    /// A watch over several prefixes, or resumed from a position.
+    pub fn watch_with(&self, opts: WatchOptions) -> WatchStream {
+        WatchStream::new(self.clone(), opts)
+    }
+
+    /// Applies a transaction (see [`Txn`]).
+    pub async fn txn(&self, txn: &Txn, opts: &WriteOptions) -> Result<TxnResult, Error> {
+        self.execute(&calls::txn(txn, opts)?).await?.parse()
+    }
+
+    /// One page of the records under several prefixes, newest first.
+    pub async fn merged(&self, opts: &MergedOptions) -> Result<MergedPage, Error> {
+        self.execute(&calls::merged(opts)?).await?.parse()
     }
 
     pub async fn status(&self) -> Result<Status, Error> {
         self.execute(&calls::status()).await?.parse()
-    }
-}
-
-fn parse_event<T: serde::de::DeserializeOwned>(ev: &Event) -> Result<T, Error> {
-    serde_json::from_str(&ev.data)
-        .map_err(|e| Error::InvalidResponse(format!("bad {} event ({e}): {}", ev.event, ev.data)))
-}
-
-/// Messages of a topic stream.
-pub struct MessageStream {
-    events: EventStream,
-}
-
-impl MessageStream {
-    /// The next message; `None` when the server closed the stream.
-    pub async fn next(&mut self) -> Option<Result<Message, Error>> {
-        loop {
-            let ev = match self.events.next().await? {
-                Ok(ev) => ev,
-                Err(e) => return Some(Err(e.into())),
-            };
-            if ev.event == "message" {
-                return Some(parse_event(&ev));
-            }
-        }
-    }
-
-    /// The raw events underneath.
-    pub fn into_events(self) -> EventStream {
-        self.events
-    }
-}
-
-/// What happened to a key, from `watch`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WatchEvent {
-    /// `put`, `delete` or `expire`.
-    pub kind: String,
-    /// The log index (the event id).
-    pub index: Option<u64>,
-    pub data: WatchData,
-}
-
-/// Changes from `watch`.
-pub struct WatchStream {
-    events: EventStream,
-}
-
-impl WatchStream {
-    /// The next change; `None` when the server closed the stream.
-    pub async fn next(&mut self) -> Option<Result<WatchEvent, Error>> {
-        let ev = match self.events.next().await? {
-            Ok(ev) => ev,
-            Err(e) => return Some(Err(e.into())),
-        };
-        Some(parse_event(&ev).map(|data| WatchEvent {
-            index: ev.id.as_deref().and_then(|i| i.parse().ok()),
-            kind: ev.event,
-            data,
-        }))
-    }
-
-    pub fn into_events(self) -> EventStream {
-        self.events
     }
 }

@@ -37,6 +37,8 @@ pub enum BenchApi {
     Read,
     Pull,
     Status,
+    /// A transaction writing two keys of one slot (a put and an increment).
+    Txn,
 }
 
 impl BenchApi {
@@ -51,6 +53,7 @@ impl BenchApi {
             BenchApi::Read => "read",
             BenchApi::Pull => "pull",
             BenchApi::Status => "status",
+            BenchApi::Txn => "txn",
         }
     }
 }
@@ -196,6 +199,8 @@ impl Plan {
         // Counters live apart from the other records, so `incr` never meets a string.
         match api {
             BenchApi::Incr => format!("{}n/{i}", self.key_prefix),
+            // One hash tag per transaction's pair of keys (`/v` and `/n` are appended).
+            BenchApi::Txn => format!("{{{}t{i}}}", self.key_prefix),
             _ => format!("{}{i}", self.key_prefix),
         }
     }
@@ -236,6 +241,12 @@ impl Plan {
                 calls::pull(&self.topic, SUBSCRIPTION, Some(self.pull_max), Some(0), &w)
             }
             BenchApi::Status => Ok(calls::status()),
+            BenchApi::Txn => calls::txn(
+                &crate::Txn::new()
+                    .then(crate::TxnOp::put(&format!("{key}/v"), self.value.clone()))
+                    .then(crate::TxnOp::incr(&format!("{key}/n"), 1)),
+                &w,
+            ),
         }
     }
 }

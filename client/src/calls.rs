@@ -9,6 +9,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use crate::error::Error;
+use crate::txn::Txn;
 use crate::types::*;
 
 /// A request to the API, independent of the endpoint it is sent to.
@@ -332,6 +333,64 @@ pub fn watch(prefix: Option<&str>) -> Call {
     let mut q = Query::default();
     q.opt("prefix", prefix);
     Call::new("watch", Method::GET, "/v1/watch".into()).finish(q)
+}
+
+/// A watch over `prefixes` (every key when empty) resuming after `from` (a position the
+/// stream gave).
+pub fn watch_from(prefixes: &[String], from: Option<&str>) -> Result<Call, Error> {
+    let mut q = Query::default();
+    for p in prefixes {
+        q.opt("prefix", Some(p));
+    }
+    q.opt("from", from);
+    Ok(Call::new("watch", Method::GET, "/v1/watch".into()).finish(q))
+}
+
+/// One stream over several topics, from `from` (a position the stream gave: every topic's next
+/// offset, `a:18,b:5`).
+pub fn streams(topics: &[String], from: Option<&str>) -> Result<Call, Error> {
+    if topics.is_empty() {
+        return Err(Error::InvalidArgument("name at least one topic".into()));
+    }
+    let mut q = Query::default();
+    for t in topics {
+        check_name("topic", t)?;
+        q.opt("topic", Some(t));
+    }
+    q.opt("from", from);
+    Ok(Call::new("stream", Method::GET, "/v1/stream".into()).finish(q))
+}
+
+/// A transaction, sent to the shard of its first key or topic (the node routes it the same way;
+/// all of them must share one hash slot).
+pub fn txn(txn: &Txn, opts: &WriteOptions) -> Result<Call, Error> {
+    let mut q = Query::default();
+    let body = serde_json::to_value(txn).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let mut call = Call::new("txn", Method::POST, "/v1/txn".into())
+        .write(opts, &mut q)
+        .json(&body);
+    if let Some(first) = txn.first_name() {
+        call = call.about(first);
+    }
+    Ok(call.finish(q))
+}
+
+/// The records under several prefixes, newest first (one page).
+pub fn merged(opts: &MergedOptions) -> Result<Call, Error> {
+    if opts.prefixes.is_empty() {
+        return Err(Error::InvalidArgument("name at least one prefix".into()));
+    }
+    let mut q = Query::default();
+    for p in &opts.prefixes {
+        q.opt("prefix", Some(p));
+    }
+    q.opt("order", opts.order.map(MergeOrder::as_str));
+    q.opt("limit", opts.limit);
+    q.opt("cursor", opts.cursor.as_deref());
+    q.opt("consistency", opts.consistency.map(Consistency::as_str));
+    let mut c = Call::new("merged", Method::GET, "/v1/merged".into());
+    c.consistency = opts.consistency;
+    Ok(c.finish(q))
 }
 
 pub fn status() -> Call {

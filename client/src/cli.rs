@@ -14,7 +14,7 @@ use crate::calls::{self, Call};
 use crate::output;
 use crate::tls::Trust;
 use crate::types::*;
-use crate::{Client, ClientBuilder, Error, RetryPolicy};
+use crate::{Client, ClientBuilder, Error, RetryPolicy, Txn};
 
 const VALUE_HELP: &str = "JSON value; text that is not valid JSON is stored as a JSON string \
     (`hello` = `\"hello\"`, while `42` is a number and `'\"42\"'` a string). \
@@ -155,6 +155,14 @@ pub enum Command {
         /// Fail (and change nothing) if the result would be above N.
         #[arg(long, allow_hyphen_values = true, value_name = "N")]
         max: Option<i64>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Apply a transaction: the JSON body of `POST /v1/txn` (docs/API.md) from FILE, or stdin
+    /// with `-`.
+    Txn {
+        #[arg(value_name = "FILE")]
+        file: String,
         #[command(flatten)]
         write: WriteArgs,
     },
@@ -401,6 +409,18 @@ async fn execute(cli: Cli) -> Result<(), Error> {
     Ok(())
 }
 
+/// A transaction request from a file, or stdin for `-`.
+fn read_txn(file: &str) -> Result<Txn, Error> {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
+    }
+    .map_err(|e| Error::InvalidArgument(format!("cannot read {file}: {e}")))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::InvalidArgument(format!("{file} is not a transaction: {e}")))
+}
+
 /// The single-request commands as API calls.
 fn build_call(cmd: Command) -> Result<Call, Error> {
     Ok(match cmd {
@@ -437,6 +457,7 @@ fn build_call(cmd: Command) -> Result<Call, Error> {
             max,
             write,
         } => calls::incr(&key, delta, min, max, &write.options())?,
+        Command::Txn { file, write } => calls::txn(&read_txn(&file)?, &write.options())?,
         Command::Subscribe {
             topic,
             name,

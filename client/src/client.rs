@@ -695,8 +695,24 @@ impl Client {
     }
 
     /// Opens a server-sent event stream (`stream` or `watch` calls). Connecting is retried
-    /// like a read; a stream that breaks later is not reopened.
+    /// like a read; a stream that breaks later is not reopened (the resumable streams of
+    /// `watch` and `stream` do that).
     pub async fn open_stream(&self, call: &Call) -> Result<EventStream, Error> {
+        self.open_stream_at(call).await.map(|(events, _)| events)
+    }
+
+    /// The retry policy calls follow.
+    pub(crate) fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
+    /// Stops preferring `endpoint` (it went silent): the next call goes elsewhere.
+    pub(crate) fn move_away_from(&self, endpoint: &str) {
+        self.rotate(endpoint);
+    }
+
+    /// [`Client::open_stream`], also saying which endpoint serves the stream.
+    pub(crate) async fn open_stream_at(&self, call: &Call) -> Result<(EventStream, String), Error> {
         let headers = self.headers(call, None);
         let mut state = RetryState::new(self.inner.retry.clone(), Instant::now());
         let mut target = self.current_endpoint();
@@ -711,7 +727,7 @@ impl Client {
                         .identity
                         .screen(&target, events.headers(), None, None)
                     {
-                        (None, _) => return Ok(events),
+                        (None, _) => return Ok((events, target)),
                         (Some(e), p) => (e, p),
                     }
                 }

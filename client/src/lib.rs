@@ -19,21 +19,24 @@ mod client;
 mod error;
 mod identity;
 mod output;
+pub mod push;
 mod random;
 pub mod retry;
 mod routing;
 pub mod sse;
 pub mod tls;
 pub mod transport;
+pub mod txn;
 pub mod types;
 
-pub use api::{MessageStream, WatchEvent, WatchStream};
 pub use client::{
     Client, ClientBuilder, IDEMPOTENCY_HEADER, PRIMARY_HEADER, Reply, TOKEN_HEADER,
     normalize_endpoint,
 };
 pub use error::Error;
 pub use identity::{CLUSTER_ID_HEADER, CLUSTER_MISMATCH};
+pub use push::{Change, TopicEvent, TopicStream, WatchEvent, WatchOptions, WatchStream};
 pub use random::idempotency_key;
 pub use retry::RetryPolicy;
+pub use txn::{Compare, Txn, TxnOp, TxnOpResult, TxnResult};
 pub use types::*;

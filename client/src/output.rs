@@ -56,6 +56,31 @@ pub fn human(api: &str, reply: &Reply) -> Result<String, Error> {
             let r: IncrResult = reply.parse()?;
             format!("incr {} -> {} (version {})", r.key, r.value, r.version)
         }
+        "txn" => {
+            let r: crate::TxnResult = reply.parse()?;
+            let branch = if r.succeeded { "success" } else { "failure" };
+            let mut out = format!("txn -> {branch}");
+            if let Some(i) = r.failed_compare {
+                let _ = write!(out, " (comparison {i} did not hold)");
+            }
+            for o in &r.results {
+                let name = o.key.as_deref().or(o.topic.as_deref()).unwrap_or("");
+                let _ = write!(out, "\n  {} {name}", o.op);
+                if let Some(v) = o.value {
+                    let _ = write!(out, " -> {v}");
+                }
+                if let Some(v) = o.version {
+                    let _ = write!(out, " (version {v})");
+                }
+                if let Some(d) = o.deleted {
+                    let _ = write!(out, " deleted: {d}");
+                }
+                if let Some(off) = o.offset {
+                    let _ = write!(out, " -> offset {off}");
+                }
+            }
+            out
+        }
         "create_topic" => {
             let r: TopicCreated = reply.parse()?;
             let what = if r.created {
@@ -105,6 +130,9 @@ pub fn human(api: &str, reply: &Reply) -> Result<String, Error> {
                 r.first_offset,
                 r.next_offset
             );
+            if let Some(end) = r.end_offset {
+                let _ = write!(out, ", end_offset {end}");
+            }
             out
         }
         "status" => status_text(&reply.json),
@@ -286,6 +314,17 @@ pub fn message_event_line(ev: &Event) -> Result<Option<String>, Error> {
 
 /// A watch event as text: `put k = v (version N)`, `delete k (version N)`.
 pub fn watch_line(ev: &Event) -> Result<Option<String>, Error> {
+    match ev.event.as_str() {
+        // Positions only (the opening one, heartbeats): nothing changed.
+        "progress" => return Ok(None),
+        "reset" => {
+            let id = ev.id.as_deref().unwrap_or("?");
+            return Ok(Some(format!(
+                "reset at {id}: history before it is gone here; re-read what you watch"
+            )));
+        }
+        _ => {}
+    }
     let d: WatchData = serde_json::from_str(&ev.data).map_err(|e| {
         Error::InvalidResponse(format!("bad {} event ({e}): {}", ev.event, ev.data))
     })?;

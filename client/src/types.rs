@@ -98,6 +98,12 @@ pub struct Record {
     pub version: u64,
     #[serde(default)]
     pub expires_at_ms: Option<u64>,
+    /// When the key was created (the primary's clock; 0 when unknown).
+    #[serde(default)]
+    pub created_ms: u64,
+    /// When the current value was written.
+    #[serde(default)]
+    pub modified_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -200,7 +206,11 @@ pub struct Pulled {
 pub struct ReadResult {
     pub messages: Vec<Message>,
     pub first_offset: u64,
+    /// Where the next page starts (pass it as `from`).
     pub next_offset: u64,
+    /// Where the topic ends: the offset its next message will get.
+    #[serde(default)]
+    pub end_offset: Option<u64>,
 }
 
 /// A `watch` event's data (`event:` is put, delete or expire).
@@ -210,6 +220,47 @@ pub struct WatchData {
     #[serde(default)]
     pub value: Option<Value>,
     pub version: u64,
+    #[serde(default)]
+    pub modified_ms: u64,
+    #[serde(default)]
+    pub created_ms: Option<u64>,
+}
+
+/// What a merged read sorts by, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MergeOrder {
+    /// The time of the last write (`modified_ms`).
+    #[default]
+    Modified,
+    Version,
+}
+
+impl MergeOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeOrder::Modified => "modified",
+            MergeOrder::Version => "version",
+        }
+    }
+}
+
+/// A merged read: the records under several prefixes in one page, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct MergedOptions {
+    pub prefixes: Vec<String>,
+    pub order: Option<MergeOrder>,
+    pub limit: Option<u32>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
+    pub consistency: Option<Consistency>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MergedPage {
+    pub items: Vec<Record>,
+    /// Pass as `cursor` for the next page; `None` on the last one.
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 /// `GET /v1/status`: the wire contract's report.

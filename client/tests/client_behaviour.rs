@@ -392,43 +392,134 @@ async fn get_of_a_missing_key_is_none() {
     assert_eq!(client.get("nope", None).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn watch_events_are_parsed() {
+/// What an SSE server does on one connection: send `body` (split into writes at `|`), then close
+/// or stay silent.
+struct SseConn {
+    body: &'static str,
+    close: bool,
+}
+
+/// An event-stream server: connection `i` follows `script[i]` (the last one repeats); returns
+/// its URL and the request lines it got.
+async fn sse_server(script: Vec<SseConn>) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let (mut conn, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 4096];
-        let _ = conn.read(&mut buf).await;
-        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n";
-        conn.write_all(head.as_bytes()).await.unwrap();
-        // Events in separate writes, split mid-line, then the server closes.
-        conn.write_all(b"event: put\nid: 3\ndata: {\"key\":\"a\",\"val")
-            .await
-            .unwrap();
-        conn.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        conn.write_all(b"ue\":1,\"version\":3}\n\n: ping\n\nevent: delete\nid: 4\ndata: {\"key\":\"a\",\"version\":4}\n\n")
-            .await
-            .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let step = &script[n.min(script.len() - 1)];
+            n += 1;
+            let mut buf = [0u8; 4096];
+            let got = conn.read(&mut buf).await.unwrap_or(0);
+            let line = String::from_utf8_lossy(&buf[..got])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            seen2.lock().unwrap().push(line);
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n";
+            let _ = conn.write_all(head.as_bytes()).await;
+            for part in step.body.split('|') {
+                let _ = conn.write_all(part.as_bytes()).await;
+                let _ = conn.flush().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if !step.close {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    drop(conn);
+                });
+            }
+        }
     });
-    let client = Client::builder([url]).retry(fast_retry(1)).build().unwrap();
-    let mut watch = client.watch(Some("a")).await.unwrap();
-    let first = watch.next().await.unwrap().unwrap();
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_watch_resumes_after_its_last_complete_change() {
+    let (url, seen) = sse_server(vec![
+        // Split mid-line; an entry's first change arrives, its last does not.
+        SseConn {
+            body: "event: progress\nid: 2\ndata: {}\n\nevent: put\nid: 3\ndata: {\"key\":\"a\",\"val|ue\":1,\"version\":3,\"modified_ms\":9}\n\n: ping\n\nevent: put\nid: 3\ndata: {\"key\":\"b\",\"version\":4,\"more\":true}\n\n",
+            close: true,
+        },
+        SseConn {
+            body: "event: progress\nid: 3\ndata: {}\n\nevent: put\nid: 3\ndata: {\"key\":\"b\",\"version\":4,\"more\":true}\n\n|event: delete\nid: 4\ndata: {\"key\":\"c\",\"version\":4}\n\nevent: reset\nid: 9\ndata: {\"code\":\"history_gone\",\"message\":\"gone\",\"position\":9}\n\n",
+            close: false,
+        },
+    ])
+    .await;
+    let client = Client::builder([url]).retry(fast_retry(3)).build().unwrap();
+    let mut watch = client.watch(Some("a"));
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        match watch.next().await.unwrap() {
+            rcluster_client::WatchEvent::Change(c) => got.push((c.kind, c.key, c.position)),
+            other => panic!("{other:?}"),
+        }
+    }
     assert_eq!(
-        (first.kind.as_str(), first.index, first.data.value),
-        ("put", Some(3), Some(json!(1)))
+        got,
+        [
+            ("put".into(), "a".into(), "3".into()),
+            ("put".into(), "b".into(), "3".into()),
+            ("delete".into(), "c".into(), "4".into())
+        ],
+        "b once, after a cut inside its entry"
     );
-    let second = watch.next().await.unwrap().unwrap();
+    match watch.next().await.unwrap() {
+        rcluster_client::WatchEvent::Reset { position, message } => {
+            assert_eq!((position.as_str(), message.as_str()), ("9", "gone"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(watch.position(), Some("9"));
+    let lines = seen.lock().unwrap().clone();
+    assert_eq!(lines[0], "GET /v1/watch?prefix=a HTTP/1.1");
     assert_eq!(
-        (second.kind.as_str(), second.index, second.data.version),
-        ("delete", Some(4), 4)
+        lines[1], "GET /v1/watch?prefix=a&from=3 HTTP/1.1",
+        "resumed after a"
     );
-    assert!(
-        watch.next().await.is_none(),
-        "the stream ends when the server closes it"
-    );
-    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_stream_moves_to_another_node() {
+    let (silent, _) = sse_server(vec![SseConn {
+        body: "event: progress\nid: a:0\ndata: {}\n\n",
+        close: false,
+    }])
+    .await;
+    let (live, seen) = sse_server(vec![SseConn {
+        body: "event: message\nid: a:6\ndata: {\"topic\":\"a\",\"offset\":5,\"value\":\"x\",\"published_at_ms\":1}\n\n",
+        close: false,
+    }])
+    .await;
+    let client = Client::builder([silent, live])
+        .discover_members(false)
+        .retry(fast_retry(3))
+        .build()
+        .unwrap();
+    let mut stream = client
+        .stream("a", Some(0))
+        .idle_timeout(Duration::from_millis(300));
+    match stream.next().await.unwrap() {
+        rcluster_client::TopicEvent::Message {
+            topic,
+            message,
+            position,
+        } => {
+            assert_eq!(
+                (topic.as_str(), message.offset, position.as_str()),
+                ("a", 5, "a:6")
+            );
+            assert_eq!(message.value, json!("x"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let lines = seen.lock().unwrap().clone();
+    assert_eq!(lines[0], "GET /v1/stream?topic=a&from=a%3A0 HTTP/1.1");
 }
 
 #[tokio::test]

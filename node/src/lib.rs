@@ -23,5 +23,6 @@ pub mod slot_state;
 pub mod snapshot;
 pub mod state;
 pub mod tls;
+pub mod txn;
 pub mod value;
 pub mod wal;

@@ -101,6 +101,13 @@ pub enum Op {
         name: String,
         max: u32,
     },
+    /// A transaction (`POST /v1/txn`): `success` when every comparison holds, else `failure`,
+    /// all or nothing, in this one entry.
+    Txn {
+        compare: Vec<Compare>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    },
     // Slot migration (docs/SHARDS.md "Resharding"): the source shard fences, hands off and
     // finally drops a range; the target imports it and then owns it. Every step is an entry, so a
     // new primary of either shard knows exactly how far a migration got.
@@ -166,6 +173,8 @@ pub struct ImportedRecord {
     pub value: Json,
     pub version: u64,
     pub expires_at_ms: Option<u64>,
+    pub created_ms: u64,
+    pub modified_ms: u64,
 }
 
 /// A topic with its messages, subscriptions and cursors.
@@ -203,6 +212,15 @@ impl Op {
             | Op::Subscribe { topic, .. }
             | Op::Unsubscribe { topic, .. }
             | Op::Pull { topic, .. } => vec![topic],
+            Op::Txn {
+                compare,
+                success,
+                failure,
+            } => compare
+                .iter()
+                .map(|c| c.key.as_str())
+                .chain(success.iter().chain(failure).map(TxnOp::name))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -338,4 +356,65 @@ mod tests {
             FrameRead::Bad("checksum mismatch")
         ));
     }
+}
+
+// Transactions (`crate::txn`). Part of the log format: change them only by adding variants at the
+// end.
+
+/// A condition on one record; every test it names must hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: String,
+    /// The record exists (`true`) or does not (`false`).
+    pub exists: Option<bool>,
+    /// The record's version equals this (0: the record does not exist).
+    pub version: Option<u64>,
+    /// The record's value equals this JSON value (as JSON: `{"a":1}` equals `{ "a": 1 }`).
+    pub value: Option<Json>,
+    /// The value is an integer and at least this...
+    pub min: Option<i64>,
+    /// ...and at most this.
+    pub max: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put {
+        key: String,
+        value: Json,
+        ttl_ms: Option<u64>,
+    },
+    /// Removes the record if it exists (a missing record is no error: `deleted: false`).
+    Delete {
+        key: String,
+    },
+    Incr {
+        key: String,
+        delta: i64,
+        min: Option<i64>,
+        max: Option<i64>,
+    },
+    Publish {
+        topic: String,
+        value: Json,
+    },
+}
+
+/// What one operation did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TxnResult {
+    Put {
+        version: u64,
+        expires_at_ms: Option<u64>,
+    },
+    Delete {
+        deleted: bool,
+    },
+    Incr {
+        value: i64,
+        version: u64,
+    },
+    Publish {
+        offset: u64,
+    },
 }

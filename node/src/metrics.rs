@@ -25,6 +25,8 @@ pub const APIS: &[&str] = &[
     "status",
     "switchover",
     "cluster",
+    "txn",
+    "merged",
 ];
 
 pub struct Metrics {

@@ -71,6 +71,15 @@ impl Routing {
         }
     }
 
+    /// The hash slot of `name`: by the map's slot count, or the default one before any map
+    /// arrives (so what is refused as cross-slot never depends on whether shards exist yet).
+    pub fn slot_of(&self, name: &str) -> u32 {
+        match self.map() {
+            Some(m) => m.slots.slot_of(name),
+            None => rcluster_proto::slot_of(name, DEFAULT_SLOTS),
+        }
+    }
+
     pub fn is_local(&self, name: &str) -> bool {
         self.owner_of(name) == self.shard
     }

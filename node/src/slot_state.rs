@@ -9,7 +9,9 @@
 //! two shards accept writes for one slot.
 
 use crate::log::{self, Entry, ImportedIdem, ImportedRecord, ImportedTopic, Op};
-use crate::state::{Applied, ApplyError, IdemRecord, Message, NO_SLOT, OpResult, State, Topic};
+use crate::state::{
+    Applied, ApplyError, IdemRecord, Message, NO_SLOT, OpResult, Record, State, Topic,
+};
 use imbl::{OrdMap, Vector};
 pub use rcluster_proto::migration::{
     ADOPTED_KEPT, Adopted, DROPPED_KEPT, Incoming, Outgoing, SlotState, within,
@@ -21,9 +23,10 @@ fn slot(name: &str) -> u32 {
 }
 
 /// How a write's version is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Versions {
     /// The log index, or more when an import raised the floor: versions of a key only grow.
+    #[default]
     Next,
     /// The entry's own index: an imported source entry keeps the version the source gave it.
     Exact,
@@ -220,7 +223,16 @@ impl State {
             self.remove_range(inc.start, inc.end);
         }
         for r in records {
-            self.set_record(&r.key, r.value.clone(), r.version, r.expires_at_ms);
+            self.set_record(
+                &r.key,
+                Record {
+                    value: r.value.clone(),
+                    version: r.version,
+                    expires_at_ms: r.expires_at_ms,
+                    created_ms: r.created_ms,
+                    modified_ms: r.modified_ms,
+                },
+            );
             self.version_floor = self.version_floor.max(r.version + 1);
         }
         for t in topics {
@@ -233,6 +245,8 @@ impl State {
                     .map(|(value, at)| Message {
                         value: value.clone(),
                         published_at_ms: *at,
+                        // Positions in this shard's log: the import entry's.
+                        index,
                     })
                     .collect::<Vector<_>>(),
                 subscriptions: t.subscriptions.iter().cloned().collect::<OrdMap<_, _>>(),
@@ -369,6 +383,8 @@ impl State {
                 value: r.value.clone(),
                 version: r.version,
                 expires_at_ms: r.expires_at_ms,
+                created_ms: r.created_ms,
+                modified_ms: r.modified_ms,
             });
         }
         if after.is_some() {

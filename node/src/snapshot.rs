@@ -14,20 +14,23 @@ use std::path::{Path, PathBuf};
 const MAGIC: &[u8; 8] = b"RCSNAP01";
 const CHUNK: usize = 4096;
 
+/// Frames of a snapshot. Items are only ever added at the end, so every older snapshot still
+/// loads: `Records` and `Messages` are the forms written before records had times and messages
+/// their log index.
 #[derive(Serialize, Deserialize)]
 enum Item {
     Meta {
         index: u64,
         term: u64,
     },
-    Records(Vec<(String, Record)>),
+    Records(Vec<(String, RecordV1)>),
     Topic {
         name: String,
         retention: Retention,
         first_offset: u64,
         subscriptions: Vec<(String, u64)>,
     },
-    Messages(Vec<Message>),
+    Messages(Vec<MessageV1>),
     Idem(Vec<(std::sync::Arc<str>, IdemRecord)>),
     End {
         records: u64,
@@ -35,6 +38,8 @@ enum Item {
         messages: u64,
         idem: u64,
     },
+    TimedRecords(Vec<(String, Record)>),
+    IndexedMessages(Vec<Message>),
     // Added after the first format: an older snapshot has none of these (then no migration ran,
     // versions are log indexes and every idempotency key's slot is unknown).
     /// Slot migrations in progress and the version floor.
@@ -44,6 +49,43 @@ enum Item {
     },
     /// The slot of each idempotency key.
     IdemSlots(Vec<(std::sync::Arc<str>, u16)>),
+}
+
+/// A record as snapshots stored it before records had times (which then read as 0: unknown).
+#[derive(Serialize, Deserialize)]
+struct RecordV1 {
+    value: crate::log::Json,
+    version: u64,
+    expires_at_ms: Option<u64>,
+}
+
+impl From<RecordV1> for Record {
+    fn from(r: RecordV1) -> Record {
+        Record {
+            value: r.value,
+            version: r.version,
+            expires_at_ms: r.expires_at_ms,
+            created_ms: 0,
+            modified_ms: 0,
+        }
+    }
+}
+
+/// A message as snapshots stored it before messages kept their log index (which then reads as 0).
+#[derive(Serialize, Deserialize)]
+struct MessageV1 {
+    value: crate::log::Json,
+    published_at_ms: u64,
+}
+
+impl From<MessageV1> for Message {
+    fn from(m: MessageV1) -> Message {
+        Message {
+            value: m.value,
+            published_at_ms: m.published_at_ms,
+            index: 0,
+        }
+    }
 }
 
 pub fn snapshot_path(dir: &Path, index: u64) -> PathBuf {
@@ -93,11 +135,11 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
     for (k, r) in &state.records {
         chunk.push((k.clone(), r.clone()));
         if chunk.len() == CHUNK {
-            frame(&mut w, &Item::Records(std::mem::take(&mut chunk)))?;
+            frame(&mut w, &Item::TimedRecords(std::mem::take(&mut chunk)))?;
         }
     }
     if !chunk.is_empty() {
-        frame(&mut w, &Item::Records(chunk))?;
+        frame(&mut w, &Item::TimedRecords(chunk))?;
     }
     let mut messages = 0u64;
     for (name, t) in &state.topics {
@@ -116,7 +158,7 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
         )?;
         let all: Vec<Message> = t.messages.iter().cloned().collect();
         for part in all.chunks(CHUNK) {
-            frame(&mut w, &Item::Messages(part.to_vec()))?;
+            frame(&mut w, &Item::IndexedMessages(part.to_vec()))?;
         }
         messages += t.messages.len() as u64;
     }
@@ -193,7 +235,10 @@ pub fn load(path: &Path) -> io::Result<State> {
                 state.applied_index = index;
                 state.applied_term = term;
             }
-            Item::Records(rs) => state.records.extend(rs),
+            Item::TimedRecords(rs) => state.records.extend(rs),
+            Item::Records(rs) => state
+                .records
+                .extend(rs.into_iter().map(|(k, r)| (k, Record::from(r)))),
             Item::Topic {
                 name,
                 retention,
@@ -211,8 +256,12 @@ pub fn load(path: &Path) -> io::Result<State> {
                 };
                 current = Some((name, t));
             }
-            Item::Messages(ms) => match current.as_mut() {
+            Item::IndexedMessages(ms) => match current.as_mut() {
                 Some((_, t)) => t.messages.extend(ms),
+                None => return Err(bad(at, "messages without a topic")),
+            },
+            Item::Messages(ms) => match current.as_mut() {
+                Some((_, t)) => t.messages.extend(ms.into_iter().map(Message::from)),
                 None => return Err(bad(at, "messages without a topic")),
             },
             Item::Idem(items) => state.idem.extend(items),
@@ -368,5 +417,51 @@ mod tests {
         let (state, damaged) = load_newest(d.path()).unwrap();
         assert!(state.is_none());
         assert_eq!(damaged[0].index, s.applied_index);
+    }
+
+    #[test]
+    fn snapshots_written_before_record_times_still_load() {
+        let d = tempfile::tempdir().unwrap();
+        let path = snapshot_path(d.path(), 7);
+        let mut buf = MAGIC.to_vec();
+        let items = [
+            Item::Meta { index: 7, term: 2 },
+            Item::Records(vec![(
+                "k".into(),
+                RecordV1 {
+                    value: "1".into(),
+                    version: 5,
+                    expires_at_ms: None,
+                },
+            )]),
+            Item::Topic {
+                name: "t".into(),
+                retention: Retention::default(),
+                first_offset: 3,
+                subscriptions: vec![],
+            },
+            Item::Messages(vec![MessageV1 {
+                value: "\"m\"".into(),
+                published_at_ms: 9,
+            }]),
+            Item::End {
+                records: 1,
+                topics: 1,
+                messages: 1,
+                idem: 0,
+            },
+        ];
+        for item in &items {
+            log::put_frame(&mut buf, &log::encode(item));
+        }
+        fs::write(&path, buf).unwrap();
+        let s = load(&path).unwrap();
+        let r = s.get("k", 0).unwrap();
+        assert_eq!((r.version, r.created_ms, r.modified_ms), (5, 0, 0));
+        let t = &s.topics["t"];
+        assert_eq!((t.next_offset(), t.messages[0].index), (4, 0));
+        // Written again, it is in today's form and loads the same.
+        let again = load(&write(d.path(), &s).unwrap()).unwrap();
+        assert_eq!(again.digest(), s.digest());
     }
 }

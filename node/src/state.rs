@@ -5,7 +5,7 @@
 //! order with `apply_logged`, and the same log gives the same state (time comes from the entry).
 //! Collections are persistent (imbl) so a snapshot is an O(1) clone taken without stalling writers.
 
-use crate::log::{Entry, Fnv, Json, Op, Retention, Start};
+use crate::log::{Entry, Fnv, Json, Op, Retention, Start, TxnResult};
 pub use crate::slot_state::{SlotState, Versions};
 use imbl::{OrdMap, Vector};
 use rcluster_proto::{DEFAULT_SLOTS, slot_of};
@@ -24,6 +24,12 @@ pub struct Record {
     pub value: Json,
     pub version: u64,
     pub expires_at_ms: Option<u64>,
+    /// Time of the entry that created the key (the primary's clock): kept by later writes, new
+    /// after the key was deleted or expired. 0 for records loaded from a snapshot written before
+    /// records had times.
+    pub created_ms: u64,
+    /// Time of the entry that wrote the current value.
+    pub modified_ms: u64,
 }
 
 impl Record {
@@ -36,6 +42,26 @@ impl Record {
 pub struct Message {
     pub value: Json,
     pub published_at_ms: u64,
+    /// The log index of the entry that published it: orders messages of different topics of
+    /// one shard (a multi-topic stream delivers them in log order). 0 when loaded from a
+    /// snapshot written before messages kept it.
+    pub index: u64,
+}
+
+/// A message as a pull delivered it (and as a retried pull's idempotency record keeps it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pulled {
+    pub value: Json,
+    pub published_at_ms: u64,
+}
+
+impl Message {
+    pub fn pulled(&self) -> Pulled {
+        Pulled {
+            value: self.value.clone(),
+            published_at_ms: self.published_at_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +90,7 @@ impl Topic {
             .collect()
     }
 
-    fn enforce_retention(&mut self, now_ms: u64) -> u64 {
+    pub(crate) fn enforce_retention(&mut self, now_ms: u64) -> u64 {
         let mut dropped = 0;
         if let Some(max) = self.retention.max_messages {
             while self.messages.len() as u64 > max {
@@ -154,8 +180,15 @@ pub enum OpResult {
         name: String,
     },
     Pull {
-        messages: Vec<(u64, Message)>,
+        messages: Vec<(u64, Pulled)>,
         cursor: u64,
+    },
+    /// A transaction: which branch ran (and, when the failure branch ran, the first comparison
+    /// that did not hold) and each operation's result in order.
+    Txn {
+        succeeded: bool,
+        failed_compare: Option<u32>,
+        results: Vec<TxnResult>,
     },
 }
 
@@ -179,15 +212,29 @@ pub enum ApplyError {
     SlotMigrating { slot: u32 },
     #[error("slots {start}-{end} are being imported already; one migration at a time")]
     ImportBusy { start: u32, end: u32 },
+    /// An operation of a transaction failed; nothing of the transaction was applied.
+    #[error("transaction operation {op} ({what}): {source}; nothing was applied")]
+    InTxn {
+        op: u32,
+        what: String,
+        source: Box<ApplyError>,
+    },
 }
 
 /// A change to a record, pushed to watchers once committed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvEvent {
+    /// The log index of the entry (several events may share one: a transaction, an expiry).
     pub index: u64,
     pub kind: KvEventKind,
     pub key: String,
     pub value: Option<Json>,
+    /// The record's version after a put; the entry's index for a delete or an expiry.
+    pub version: u64,
+    /// The entry's time.
+    pub modified_ms: u64,
+    /// After a put: when the key was created.
+    pub created_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +278,8 @@ pub struct State {
     /// The least version the next write gets. Normally the next log index; an import raises it
     /// above every imported version, so a key's versions keep increasing across a move.
     pub version_floor: u64,
+    /// How the entry being applied stamps versions (not state: set around each application).
+    applying: Versions,
 }
 
 fn unchanged(result: OpResult) -> Result<Applied, ApplyError> {
@@ -349,6 +398,13 @@ impl State {
         e: &Entry,
         versions: Versions,
     ) -> Result<Applied, ApplyError> {
+        let before = std::mem::replace(&mut self.applying, versions);
+        let r = self.apply_data_as(e);
+        self.applying = before;
+        r
+    }
+
+    fn apply_data_as(&mut self, e: &Entry) -> Result<Applied, ApplyError> {
         let now = e.ts_ms;
         let mut events = Vec::new();
         let result = match &e.op {
@@ -366,9 +422,9 @@ impl State {
                     return Err(ApplyError::VersionMismatch { current });
                 }
                 let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
-                let version = self.stamp(e.index, versions);
-                self.set_record(key, value.clone(), version, expires_at_ms);
-                events.push(event(e.index, KvEventKind::Put, key, Some(value.clone())));
+                let ev = self.write_record(e, key, value.clone(), expires_at_ms);
+                let version = ev.version;
+                events.push(ev);
                 OpResult::Put {
                     version,
                     expires_at_ms,
@@ -384,11 +440,10 @@ impl State {
                 {
                     return Err(ApplyError::VersionMismatch { current });
                 }
-                self.remove_record(key);
-                events.push(event(e.index, KvEventKind::Delete, key, None));
-                OpResult::Delete {
-                    version: self.stamp(e.index, versions),
-                }
+                let ev = self.erase_record(e, key, KvEventKind::Delete);
+                let version = ev.version;
+                events.push(ev);
+                OpResult::Delete { version }
             }
             Op::Incr {
                 key,
@@ -396,28 +451,10 @@ impl State {
                 min,
                 max,
             } => {
-                let live = self.get(key, now);
-                let current = match live {
-                    None => 0,
-                    Some(r) => r
-                        .value
-                        .trim()
-                        .parse::<i64>()
-                        .map_err(|_| ApplyError::NotANumber)?,
-                };
-                let expires = live.and_then(|r| r.expires_at_ms);
-                let next = current.checked_add(*delta).ok_or(ApplyError::OutOfBounds)?;
-                if min.is_some_and(|m| next < m) || max.is_some_and(|m| next > m) {
-                    return Err(ApplyError::OutOfBounds);
-                }
-                let value: Json = next.to_string().into();
-                let version = self.stamp(e.index, versions);
-                self.set_record(key, value.clone(), version, expires);
-                events.push(event(e.index, KvEventKind::Put, key, Some(value)));
-                OpResult::Incr {
-                    value: next,
-                    version,
-                }
+                let (value, ev) = self.incr(e, key, *delta, *min, *max)?;
+                let version = ev.version;
+                events.push(ev);
+                OpResult::Incr { value, version }
             }
             Op::Expire { keys } => {
                 let mut count = 0;
@@ -426,8 +463,7 @@ impl State {
                         r.version == *version && r.expires_at_ms.is_some_and(|t| t <= now)
                     });
                     if due {
-                        self.remove_record(key);
-                        events.push(event(e.index, KvEventKind::Expire, key, None));
+                        events.push(self.erase_record(e, key, KvEventKind::Expire));
                         count += 1;
                     }
                 }
@@ -483,6 +519,7 @@ impl State {
                     t.messages.push_back(Message {
                         value: v.clone(),
                         published_at_ms: now,
+                        index: e.index,
                     });
                 }
                 t.enforce_retention(now);
@@ -555,7 +592,11 @@ impl State {
                     .subscriptions
                     .get(name)
                     .ok_or(ApplyError::SubscriptionNotFound)?;
-                let messages = t.read(cursor, *max as usize);
+                let messages: Vec<(u64, Pulled)> = t
+                    .read(cursor, *max as usize)
+                    .into_iter()
+                    .map(|(o, m)| (o, m.pulled()))
+                    .collect();
                 let Some((last, _)) = messages.last() else {
                     return unchanged(OpResult::Pull {
                         messages,
@@ -576,6 +617,11 @@ impl State {
             | Op::ImportEntries { .. }
             | Op::ImportEnd { .. }
             | Op::ImportAbort { .. } => return unchanged(OpResult::Noop),
+            Op::Txn {
+                compare,
+                success,
+                failure,
+            } => return self.apply_txn(e, compare, success, failure),
         };
         Ok(Applied {
             result,
@@ -635,17 +681,50 @@ impl State {
         self.get(key, now_ms).map_or(0, |r| r.version)
     }
 
-    pub(crate) fn set_record(
+    /// Adds `delta` to the integer at `key` (a missing key counts as 0) within `[min, max]`.
+    pub(crate) fn incr(
         &mut self,
+        e: &Entry,
+        key: &str,
+        delta: i64,
+        min: Option<i64>,
+        max: Option<i64>,
+    ) -> Result<(i64, KvEvent), ApplyError> {
+        let live = self.get(key, e.ts_ms);
+        let current = match live {
+            None => 0,
+            Some(r) => r
+                .value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| ApplyError::NotANumber)?,
+        };
+        let expires = live.and_then(|r| r.expires_at_ms);
+        let next = current.checked_add(delta).ok_or(ApplyError::OutOfBounds)?;
+        if min.is_some_and(|m| next < m) || max.is_some_and(|m| next > m) {
+            return Err(ApplyError::OutOfBounds);
+        }
+        let ev = self.write_record(e, key, next.to_string().into(), expires);
+        Ok((next, ev))
+    }
+
+    /// Writes `key` in entry `e`: the one place where a record's version and times are decided.
+    /// The key keeps its creation time unless it was absent (or expired).
+    pub(crate) fn write_record(
+        &mut self,
+        e: &Entry,
         key: &str,
         value: Json,
-        version: u64,
         expires_at_ms: Option<u64>,
-    ) {
+    ) -> KvEvent {
+        let created_ms = self.get(key, e.ts_ms).map_or(e.ts_ms, |r| r.created_ms);
+        let version = self.stamp(e.index, self.applying);
         let record = Record {
-            value,
+            value: value.clone(),
             version,
             expires_at_ms,
+            created_ms,
+            modified_ms: e.ts_ms,
         };
         // One walk of the map: the old record comes back from the insert.
         if let Some(old) = self.records.insert(key.to_string(), record)
@@ -656,13 +735,51 @@ impl State {
         if let Some(at) = expires_at_ms {
             self.expiring.insert((at, key.to_string()), version);
         }
+        KvEvent {
+            index: e.index,
+            kind: KvEventKind::Put,
+            key: key.to_string(),
+            value: Some(value),
+            version,
+            modified_ms: e.ts_ms,
+            created_ms: Some(created_ms),
+        }
     }
 
+    /// Removes `key` in entry `e` (deleted or expired).
+    pub(crate) fn erase_record(&mut self, e: &Entry, key: &str, kind: KvEventKind) -> KvEvent {
+        self.remove_record(key);
+        KvEvent {
+            index: e.index,
+            kind,
+            key: key.to_string(),
+            value: None,
+            version: self.stamp(e.index, self.applying),
+            modified_ms: e.ts_ms,
+            created_ms: None,
+        }
+    }
+
+    /// Removes `key`, with its expiry.
     pub(crate) fn remove_record(&mut self, key: &str) {
         if let Some(old) = self.records.remove(key)
             && let Some(at) = old.expires_at_ms
         {
             self.expiring.remove(&(at, key.to_string()));
+        }
+    }
+
+    /// Stores a record as it is (an imported one keeps its version and times).
+    pub(crate) fn set_record(&mut self, key: &str, record: Record) {
+        let expires = record.expires_at_ms;
+        let version = record.version;
+        if let Some(old) = self.records.insert(key.to_string(), record)
+            && let Some(at) = old.expires_at_ms
+        {
+            self.expiring.remove(&(at, key.to_string()));
+        }
+        if let Some(at) = expires {
+            self.expiring.insert((at, key.to_string()), version);
         }
     }
 
@@ -688,6 +805,8 @@ impl State {
             h.write_field(r.value.as_bytes());
             h.write(&r.version.to_le_bytes());
             h.write(&r.expires_at_ms.unwrap_or(0).to_le_bytes());
+            h.write(&r.created_ms.to_le_bytes());
+            h.write(&r.modified_ms.to_le_bytes());
         }
         for (name, t) in &self.topics {
             h.write_field(name.as_bytes());
@@ -697,6 +816,7 @@ impl State {
             for m in &t.messages {
                 h.write_field(m.value.as_bytes());
                 h.write(&m.published_at_ms.to_le_bytes());
+                h.write(&m.index.to_le_bytes());
             }
             for (s, c) in &t.subscriptions {
                 h.write_field(s.as_bytes());
@@ -709,15 +829,6 @@ impl State {
             h.write(&r.index.to_le_bytes());
         }
         h.finish()
-    }
-}
-
-fn event(index: u64, kind: KvEventKind, key: &str, value: Option<Json>) -> KvEvent {
-    KvEvent {
-        index,
-        kind,
-        key: key.to_string(),
-        value,
     }
 }
 

@@ -22,10 +22,13 @@ fn records_put_get_cas_delete_and_tokens() {
     let v1 = r.json()["version"].as_u64().unwrap();
     assert_eq!(r.header("rcluster-token").unwrap(), v1.to_string());
 
-    let g = n.req("GET", "/v1/kv/users/42", None);
+    let g = n.req("GET", "/v1/kv/users/42", None).json();
+    let t = g["created_ms"].clone();
+    assert!(t.as_u64().is_some_and(|t| t > 0), "{g}");
     assert_eq!(
-        g.json(),
-        json!({"key":"users/42","value":{"name":"ann","tags":[1,2]},"version":v1})
+        g,
+        json!({"key":"users/42","value":{"name":"ann","tags":[1,2]},"version":v1,
+            "created_ms":t,"modified_ms":t})
     );
     for c in ["linearizable", "session", "eventual"] {
         let g = n.req("GET", &format!("/v1/kv/users/42?consistency={c}"), None);
@@ -264,7 +267,11 @@ fn topics_publish_subscribe_pull_read() {
             .collect::<Vec<_>>(),
         vec![json!(6), json!(7)]
     );
-    assert_eq!(r["next_offset"], json!(9));
+    assert_eq!(
+        (r["next_offset"].clone(), r["end_offset"].clone()),
+        (json!(8), json!(9)),
+        "the next page, and where the topic ends"
+    );
 
     let list = n.req("GET", "/v1/topics", None).json();
     let t = &list["topics"][0];
@@ -328,7 +335,7 @@ fn streams_push_committed_changes_in_order() {
     n.req("PUT", "/v1/topics/feed", None);
     n.req("POST", "/v1/topics/feed/messages", Some(r#""before""#));
     let topic = sse_events(&n.addr, "/v1/topics/feed/stream?from=0", 3);
-    let watch = sse_events(&n.addr, "/v1/watch?prefix=w/", 3);
+    let watch = sse_events(&n.addr, "/v1/watch?prefix=w/", 4);
     n.req("POST", "/v1/topics/feed/messages", Some(r#""a""#));
     n.req("PUT", "/v1/kv/other", Some("0"));
     n.req("PUT", "/v1/kv/w/1", Some(r#"{"x":1}"#));
@@ -347,6 +354,9 @@ fn streams_push_committed_changes_in_order() {
         got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>(),
         ["0", "1", "2"]
     );
+    // The watch opens with its position (`progress`), then the changes.
+    let opened = watch.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(opened.0, "progress");
     let changes: Vec<_> = (0..3)
         .map(|_| watch.recv_timeout(DEADLINE).unwrap())
         .collect();

@@ -137,9 +137,10 @@ fn a_body_that_stops_arriving_is_cut_after_the_body_timeout() {
 #[test]
 fn connections_over_the_limit_get_a_prompt_answer() {
     let (_d, n) = secret_node(&["--max-connections", "6"]);
-    // Six streams hold every slot with a request in service.
+    // Six streams hold every slot with a request in service (read on for as long as they last: a
+    // watch opens with a progress event and sends heartbeats).
     let streams: Vec<_> = (0..6)
-        .map(|_| sse_events(&n.addr, "/v1/watch", 1))
+        .map(|_| sse_events(&n.addr, "/v1/watch", usize::MAX))
         .collect();
     let r = http(&n.addr, "GET", "/v1/status", None, &[]);
     assert_eq!(

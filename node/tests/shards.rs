@@ -286,7 +286,10 @@ fn streams_and_watches_work_from_any_node() {
                 .unwrap()
         })
         .collect();
-    let watch = sse_events(&c.node(1, 0).addr, "/v1/watch?prefix=w", 2);
+    // A watch opens with a `progress` event (its starting position), then the changes.
+    let watch = sse_events(&c.node(1, 0).addr, "/v1/watch?prefix=w", 3);
+    let (event, _, _) = watch.recv_timeout(DEADLINE).expect("the opening event");
+    assert_eq!(event, "progress");
     for k in &keys {
         assert_eq!(
             c.node(0, 0)

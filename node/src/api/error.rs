@@ -42,20 +42,25 @@ impl ApiError {
 
 impl From<ApplyError> for ApiError {
     fn from(e: ApplyError) -> Self {
-        let (status, code) = match e {
-            ApplyError::VersionMismatch { .. } => {
-                (StatusCode::PRECONDITION_FAILED, "version_mismatch")
-            }
-            ApplyError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ApplyError::NotANumber => (StatusCode::CONFLICT, "not_a_number"),
-            ApplyError::OutOfBounds => (StatusCode::CONFLICT, "out_of_bounds"),
-            ApplyError::TopicNotFound => (StatusCode::NOT_FOUND, "topic_not_found"),
-            ApplyError::SubscriptionNotFound => (StatusCode::NOT_FOUND, "subscription_not_found"),
-            ApplyError::OffsetOutOfRange { .. } => (StatusCode::BAD_REQUEST, "offset_out_of_range"),
-            ApplyError::SlotMigrating { .. } => (StatusCode::SERVICE_UNAVAILABLE, "slot_migrating"),
-            ApplyError::ImportBusy { .. } => (StatusCode::CONFLICT, "conflict"),
-        };
+        let (status, code) = apply_status(&e);
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// A transaction's failed operation answers with that operation's status and code; the message
+/// says which operation it was.
+fn apply_status(e: &ApplyError) -> (StatusCode, &'static str) {
+    match e {
+        ApplyError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
+        ApplyError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        ApplyError::NotANumber => (StatusCode::CONFLICT, "not_a_number"),
+        ApplyError::OutOfBounds => (StatusCode::CONFLICT, "out_of_bounds"),
+        ApplyError::TopicNotFound => (StatusCode::NOT_FOUND, "topic_not_found"),
+        ApplyError::SubscriptionNotFound => (StatusCode::NOT_FOUND, "subscription_not_found"),
+        ApplyError::OffsetOutOfRange { .. } => (StatusCode::BAD_REQUEST, "offset_out_of_range"),
+        ApplyError::SlotMigrating { .. } => (StatusCode::SERVICE_UNAVAILABLE, "slot_migrating"),
+        ApplyError::ImportBusy { .. } => (StatusCode::CONFLICT, "conflict"),
+        ApplyError::InTxn { source, .. } => apply_status(source),
     }
 }
 

@@ -1,26 +1,25 @@
-//! Reads that span shards: `list` by prefix and `list topics` ask every shard (this node's own
-//! directly, the others through [`forward`]) and merge the answers in key order. Paging stays
-//! exact: each shard returns its first `limit` keys after `start_after`, the merged page is the
-//! first `limit` of their union, and any key a shard did not return sorts after the page's last.
-//! A shard that cannot answer fails the whole read: a silently partial list would look complete.
+//! Reads that span shards: `list` by prefix, `list topics` and the merged read ask every shard
+//! (this node's own directly, the others through [`forward`]) and merge the answers in key order
+//! (the merged read: newest first). Paging stays exact: each shard returns its first `limit` items
+//! after the cursor, the merged page is the first `limit` of their union, and any item a shard did
+//! not return sorts after the page's last. A shard that cannot answer fails the whole read: a
+//! silently partial list would look complete.
 
-use super::forward::{Target, forward, open_stream, relay};
+use super::forward::{Target, forward};
+use super::merged::{Cursor, Order};
 use super::render::{self, Obj};
-use super::stream::{Ev, sse, watch_local};
 use super::{ApiError, Ctx, Req, error_response, json_response};
 use futures_util::future::join_all;
 use http::{HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use rcluster_client::transport::Streamed;
 use rcluster_proto::{SessionToken, ShardId, headers};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use warp::reply::Response;
 
-/// One shard's answer, parsed.
+/// One shard's answer, parsed: each item with its sort value (merged reads) and key.
 struct Part {
-    items: Vec<(String, Box<RawValue>)>,
+    items: Vec<((u64, String), Box<RawValue>)>,
     more: bool,
     token: SessionToken,
 }
@@ -37,13 +36,19 @@ struct ListBody {
 struct Sortable {
     #[serde(alias = "name")]
     key: String,
+    #[serde(default)]
+    version: u64,
+    #[serde(default)]
+    modified_ms: u64,
 }
 
-/// What is merged: records (`items`, by `key`, paged) or topics (`topics`, by `name`, whole).
+/// What is merged: records (`items`, by `key`, paged), topics (`topics`, by `name`, whole) or a
+/// merged read (`items`, newest first by the order, paged by cursor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listing {
     Records,
     Topics,
+    Merged(Order),
 }
 
 /// Asks every shard and merges. `local` serves this node's shard when `serve_here` (a replica asked
@@ -70,14 +75,14 @@ where
     let remote = join_all(others.iter().map(|s| async move {
         let target = shard_target(ctx, *s)?;
         let resp = forward(ctx, req, target).await?;
-        Ok::<_, ApiError>(parse(resp, *s).await)
+        Ok::<_, ApiError>(parse(resp, *s, listing).await)
     }));
     let here = async {
         if !serve_here {
             return None;
         }
         Some(match local().await {
-            Ok(resp) => Ok(parse(resp, mine).await),
+            Ok(resp) => Ok(parse(resp, mine, listing).await),
             Err(e) => Err(e),
         })
     };
@@ -115,7 +120,7 @@ pub fn shard_target(ctx: &Ctx, shard: ShardId) -> Result<Target, ApiError> {
 }
 
 /// A shard's part, or (`Err`) its refusal to pass on unchanged.
-async fn parse(resp: Response, shard: ShardId) -> Result<Part, Response> {
+async fn parse(resp: Response, shard: ShardId, listing: Listing) -> Result<Part, Response> {
     let status = resp.status();
     let token = resp
         .headers()
@@ -144,10 +149,14 @@ async fn parse(resp: Response, shard: ShardId) -> Result<Part, Response> {
     let body: ListBody = serde_json::from_slice(&bytes).map_err(|e| unexpected(e.to_string()))?;
     let mut items = Vec::with_capacity(body.items.len());
     for raw in body.items {
-        let key = serde_json::from_str::<Sortable>(raw.get())
-            .map(|s| s.key)
-            .map_err(|e| unexpected(e.to_string()))?;
-        items.push((key, raw));
+        let s =
+            serde_json::from_str::<Sortable>(raw.get()).map_err(|e| unexpected(e.to_string()))?;
+        let value = match listing {
+            Listing::Merged(Order::Modified) => s.modified_ms,
+            Listing::Merged(Order::Version) => s.version,
+            _ => 0,
+        };
+        items.push(((value, s.key), raw));
     }
     Ok(Part {
         items,
@@ -165,7 +174,10 @@ fn merge(parts: Vec<Part>, listing: Listing, limit: usize) -> Response {
         more |= p.more;
         items.extend(p.items);
     }
-    items.sort_by(|a, b| a.0.cmp(&b.0));
+    match listing {
+        Listing::Merged(_) => items.sort_by(|a, b| b.0.cmp(&a.0)),
+        _ => items.sort_by(|a, b| a.0.1.cmp(&b.0.1)),
+    }
     let body = match listing {
         Listing::Topics => Obj::new()
             .raw(
@@ -173,10 +185,20 @@ fn merge(parts: Vec<Part>, listing: Listing, limit: usize) -> Response {
                 &render::array(items.iter().map(|(_, r)| r.get().to_string())),
             )
             .done(),
-        Listing::Records => {
+        Listing::Records | Listing::Merged(_) => {
             more |= items.len() > limit;
             items.truncate(limit);
-            let next = items.last().map(|(k, _)| k.clone()).filter(|_| more);
+            let next = items
+                .last()
+                .filter(|_| more)
+                .map(|((value, key), _)| match listing {
+                    Listing::Merged(order) => Cursor {
+                        value: *value,
+                        key: key.clone(),
+                    }
+                    .text(order),
+                    _ => key.clone(),
+                });
             let body = Obj::new().raw(
                 "items",
                 &render::array(items.iter().map(|(_, r)| r.get().to_string())),
@@ -193,78 +215,4 @@ fn merge(parts: Vec<Part>, listing: Listing, limit: usize) -> Response {
         r.headers_mut().insert(headers::TOKEN, v);
     }
     r
-}
-
-/// A watch over every shard: each shard's committed changes, as they arrive, in each shard's log
-/// order. An event's `id` is a session token holding the position reached in every shard, so a
-/// client can resume all of them at once. The stream ends when any shard's part ends (a lost node):
-/// the client reconnects as after any node loss.
-pub async fn watch_everywhere(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
-    let prefix = req.param("prefix").unwrap_or_default().to_string();
-    let mine = ctx.routing.shard;
-    let mut sources = Vec::new();
-    for shard in ctx.routing.shards() {
-        if shard == mine {
-            continue;
-        }
-        let target = shard_target(ctx, shard)?;
-        match open_stream(ctx, req, &target).await? {
-            Streamed::Events(events) => sources.push((shard, events)),
-            Streamed::Response(r) => {
-                let mut refused = Response::new(r.body.into());
-                *refused.status_mut() = r.status;
-                *refused.headers_mut() = r.headers;
-                return Ok(refused);
-            }
-        }
-    }
-    let engine = ctx.engine.clone();
-    let after = engine.commit_index();
-    Ok(sse(move |out| async move {
-        let (tx, mut rx) = mpsc::channel::<(ShardId, Ev)>(256);
-        let mut parts = tokio::task::JoinSet::new();
-        {
-            let (local_tx, mut local_rx) = mpsc::channel::<Ev>(256);
-            let tx = tx.clone();
-            parts.spawn(watch_local(engine, prefix, after, local_tx));
-            parts.spawn(async move {
-                while let Some(ev) = local_rx.recv().await {
-                    if tx.send((mine, ev)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        for (shard, events) in sources {
-            let (part_tx, mut part_rx) = mpsc::channel::<Ev>(256);
-            let tx = tx.clone();
-            parts.spawn(relay(events, part_tx, Some));
-            parts.spawn(async move {
-                while let Some(ev) = part_rx.recv().await {
-                    if tx.send((shard, ev)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut position = SessionToken::new();
-        loop {
-            tokio::select! {
-                next = rx.recv() => {
-                    let Some((shard, mut ev)) = next else { return };
-                    if let Some(index) = ev.id.as_deref().and_then(|i| i.parse::<u64>().ok()) {
-                        position.observe(shard, index);
-                        ev.id = Some(position.to_string());
-                    }
-                    let ended = ev.event == "error";
-                    if out.send(ev).await.is_err() || ended {
-                        return;
-                    }
-                }
-                // Any part ending (its node gone) ends the whole stream.
-                Some(_) = parts.join_next() => return,
-            }
-        }
-    }))
 }

@@ -174,7 +174,7 @@ fn passthrough(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response
 /// Opens the same event stream on the target and relays its events unchanged. The relay ends when
 /// the upstream does; the client reconnects as it would after any node loss.
 pub async fn forward_stream(ctx: &Ctx, req: &Req, target: Target) -> Result<Response, ApiError> {
-    let upstream = open_stream(ctx, req, &target).await?;
+    let upstream = open_stream(ctx, req, &target, &req.path_and_query()).await?;
     let events = match upstream {
         Streamed::Events(events) => events,
         Streamed::Response(r) => return Ok(passthrough(r.status, &r.headers, r.body)),
@@ -182,9 +182,14 @@ pub async fn forward_stream(ctx: &Ctx, req: &Req, target: Target) -> Result<Resp
     Ok(super::stream::sse(move |tx| relay(events, tx, Some)))
 }
 
-/// Connects to the first reachable URL of `target` for the stream `req` asks for.
-pub async fn open_stream(ctx: &Ctx, req: &Req, target: &Target) -> Result<Streamed, ApiError> {
-    let path_and_query = req.path_and_query();
+/// Connects to the first reachable URL of `target` for `path_and_query` (the stream `req` asks
+/// for, or the part of it that shard serves), with the client's headers.
+pub async fn open_stream(
+    ctx: &Ctx,
+    req: &Req,
+    target: &Target,
+    path_and_query: &str,
+) -> Result<Streamed, ApiError> {
     let mut headers = forwarded_headers(ctx, &req.headers);
     headers.insert(
         HeaderName::from_static(headers::DIRECT),

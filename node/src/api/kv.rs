@@ -12,16 +12,7 @@ const MAX_TTL_SECS: f64 = 10.0 * 365.0 * 86400.0;
 pub async fn put(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let key = req.key(0, ctx.limits.max_key_bytes)?;
     let value = req.json_value(ctx.limits.max_value_bytes)?;
-    let ttl_ms = match req.parse::<f64>("ttl")? {
-        None => None,
-        Some(t) if t > 0.0 && t <= MAX_TTL_SECS => Some((t * 1000.0).ceil() as u64),
-        Some(t) => {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
-                format!("ttl must be > 0 and at most {MAX_TTL_SECS} seconds, got {t}"),
-            ));
-        }
-    };
+    let ttl_ms = req.parse::<f64>("ttl")?.map(ttl_ms).transpose()?;
     let op = Op::Put {
         key,
         value,
@@ -29,6 +20,18 @@ pub async fn put(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         if_version: req.parse("if_version")?,
     };
     write(ctx, req, op).await
+}
+
+/// A time to live in seconds (fractions allowed) as milliseconds.
+pub fn ttl_ms(t: f64) -> Result<u64, ApiError> {
+    if t > 0.0 && t <= MAX_TTL_SECS {
+        Ok((t * 1000.0).ceil() as u64)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("ttl must be > 0 and at most {MAX_TTL_SECS} seconds, got {t}"),
+        ))
+    }
 }
 
 pub async fn delete(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {

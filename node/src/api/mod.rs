@@ -11,13 +11,17 @@ mod fanout;
 mod forward;
 mod internal;
 mod kv;
+mod merged;
+mod multistream;
 mod placement;
 mod render;
 mod request;
 mod routes;
 mod slots;
 mod stream;
+mod streams;
 mod topics;
+mod txn;
 
 pub use error::ApiError;
 pub use request::Req;
@@ -146,7 +150,7 @@ fn prepare(
         Route::Internal => internal::params(segs.get(2).copied().unwrap_or_default()),
         r => r.params(),
     };
-    request::only_params(&query, allowed)?;
+    request::only_params(&query, allowed, route.repeatable())?;
     Ok((route, query))
 }
 
@@ -350,6 +354,9 @@ async fn dispatch(ctx: &Ctx, route: Route, req: Req) -> Routed {
         Route::Pull => topics::pull(ctx, &req).await,
         Route::Stream => stream::topic_stream(ctx, &req).await,
         Route::Watch => stream::watch(ctx, &req).await,
+        Route::Txn => txn::txn(ctx, &req).await,
+        Route::Merged => merged::merged(ctx, &req).await,
+        Route::Streams => streams::streams(ctx, &req).await,
         Route::Livez | Route::Readyz | Route::Metrics | Route::Internal => {
             unreachable!("routes without an api label are handled above")
         }

@@ -5,6 +5,7 @@
 
 use super::fanout::{self, Listing};
 use super::forward::{Target, forward, forward_stream};
+use super::merged::Order;
 use super::{ApiError, Ctx, Req};
 use http::{Method, StatusCode};
 use rcluster_proto::{Consistency, ShardId, headers, slots};
@@ -25,7 +26,7 @@ enum Place {
     Stream(String),
 }
 
-fn place(req: &Req) -> Place {
+fn place(ctx: &Ctx, req: &Req) -> Place {
     let segs = req.segments();
     match segs.as_slice() {
         ["v1", "kv"] if req.method == Method::GET => {
@@ -42,19 +43,26 @@ fn place(req: &Req) -> Place {
             // The handler answers the bad key.
             Err(_) => Place::Node,
         },
+        // A transaction's keys and topics share one slot (the handler refuses it otherwise).
+        ["v1", "txn"] => match super::txn::first_name(&req.body) {
+            Some(name) => Place::Name(name),
+            None => Place::Node,
+        },
         ["v1", "topics"] if req.method == Method::GET => Place::Everywhere(Listing::Topics),
+        ["v1", "merged"] => match (one_shard(ctx, &req.params("prefix")), Order::parse(req)) {
+            (Some(prefix), _) => Place::Name(prefix),
+            (None, Ok(order)) => Place::Everywhere(Listing::Merged(order)),
+            // The handler answers the bad order.
+            (None, Err(_)) => Place::Node,
+        },
         ["v1", "topics", _, "stream"] => match req.segment(2) {
             Ok(topic) => Place::Stream(topic),
             Err(_) => Place::Node,
         },
-        ["v1", "watch"] => {
-            let prefix = req.param("prefix").unwrap_or_default();
-            if tag_prefix(prefix) {
-                Place::Stream(prefix.to_string())
-            } else {
-                Place::WatchEverywhere
-            }
-        }
+        ["v1", "watch"] => match one_shard(ctx, &req.params("prefix")) {
+            Some(prefix) => Place::Stream(prefix),
+            None => Place::WatchEverywhere,
+        },
         ["v1", "topics", _, ..] => match req.segment(2) {
             Ok(topic) => Place::Name(topic),
             Err(_) => Place::Node,
@@ -65,6 +73,17 @@ fn place(req: &Req) -> Place {
 
 fn is_incr(req: &Req) -> bool {
     req.method == Method::POST && req.segments().last() == Some(&"incr")
+}
+
+/// The first of `prefixes` when every key under any of them lives on one shard (each prefix holds
+/// a whole hash tag, all of that shard); `None` when the keys may be anywhere.
+fn one_shard(ctx: &Ctx, prefixes: &[&str]) -> Option<String> {
+    let first = prefixes.first()?;
+    let owner = ctx.routing.owner_of(first);
+    prefixes
+        .iter()
+        .all(|p| tag_prefix(p) && ctx.routing.owner_of(p) == owner)
+        .then(|| first.to_string())
 }
 
 /// Whether every key starting with `prefix` hashes by a tag inside `prefix` itself.
@@ -85,14 +104,14 @@ fn needs_primary(ctx: &Ctx, req: &Req) -> bool {
 /// `Some(answer)` when the request is not this node's to serve alone; `None` to serve it here.
 pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
     let direct = req.headers.contains_key(headers::DIRECT);
-    match place(req) {
+    let single = ctx.routing.shards().len() == 1;
+    match place(ctx, req) {
         Place::Node => None,
-        Place::Everywhere(_) | Place::WatchEverywhere
-            if direct || ctx.routing.shards().len() == 1 =>
-        {
-            None
-        }
-        Place::WatchEverywhere => Some(fanout::watch_everywhere(ctx, req).await),
+        Place::WatchEverywhere if direct || single => None,
+        Place::Everywhere(_) if direct => None,
+        // One shard: a listing is this shard's to serve, by its primary when it must be.
+        Place::Everywhere(_) if single => to_own_primary(ctx, req).await,
+        Place::WatchEverywhere => Some(super::multistream::watch_everywhere(ctx, req).await),
         Place::Stream(name) => {
             let owner = match owner(ctx, &name) {
                 Ok(owner) => owner,
@@ -120,6 +139,7 @@ pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
                 match listing {
                     Listing::Records => super::kv::list(ctx, req).await,
                     Listing::Topics => super::topics::list(ctx, req).await,
+                    Listing::Merged(_) => super::merged::merged(ctx, req).await,
                 }
             };
             let serve_here =
@@ -141,23 +161,10 @@ pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
                     Err(e) => Err(e),
                 });
             }
-            if direct || !needs_primary(ctx, req) {
+            if direct {
                 return None;
             }
-            // A replica that knows its primary sends writes and linearizable reads there; a
-            // node that knows none answers itself (`not_primary`, nothing applied).
-            let primary = ctx.engine.primary_if_elsewhere()?;
-            Some(
-                forward(
-                    ctx,
-                    req,
-                    Target {
-                        shard: mine,
-                        urls: vec![primary],
-                    },
-                )
-                .await,
-            )
+            to_own_primary(ctx, req).await
         }
     }
 }
@@ -181,6 +188,20 @@ fn owner(ctx: &Ctx, name: &str) -> Result<ShardId, ApiError> {
         return Err(crate::state::ApplyError::SlotMigrating { slot }.into());
     }
     Ok(by_map)
+}
+
+/// A replica that knows its primary sends writes and linearizable reads there; a node that knows
+/// none answers itself (`not_primary`, nothing applied).
+async fn to_own_primary(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
+    if !needs_primary(ctx, req) {
+        return None;
+    }
+    let primary = ctx.engine.primary_if_elsewhere()?;
+    let target = Target {
+        shard: ctx.routing.shard,
+        urls: vec![primary],
+    };
+    Some(forward(ctx, req, target).await)
 }
 
 /// `421 moved`: the sender routed by a stale map. Nothing was applied.

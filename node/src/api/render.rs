@@ -2,6 +2,7 @@
 
 use crate::log::Retention;
 use crate::state::{Message, OpResult, Record};
+use crate::txn::{TxnOp, TxnResult};
 use std::fmt::Write;
 
 /// A tiny JSON object writer for hot paths.
@@ -68,15 +69,27 @@ pub fn record(key: &str, r: &Record) -> String {
         .raw("value", &r.value)
         .num("version", r.version)
         .opt("expires_at_ms", r.expires_at_ms)
+        .num("created_ms", r.created_ms)
+        .num("modified_ms", r.modified_ms)
         .done()
 }
 
 pub fn message(offset: u64, m: &Message) -> String {
+    message_obj(offset, &m.value, m.published_at_ms).done()
+}
+
+/// A message as a multi-topic stream sends it: with its topic.
+pub fn topic_message(topic: &str, offset: u64, m: &Message) -> String {
+    message_obj(offset, &m.value, m.published_at_ms)
+        .str("topic", topic)
+        .done()
+}
+
+fn message_obj(offset: u64, value: &str, published_at_ms: u64) -> Obj {
     Obj::new()
         .num("offset", offset)
-        .raw("value", &m.value)
-        .num("published_at_ms", m.published_at_ms)
-        .done()
+        .raw("value", value)
+        .num("published_at_ms", published_at_ms)
 }
 
 pub fn retention(r: &Retention) -> String {
@@ -147,9 +160,54 @@ pub fn result(r: &OpResult, key: &str) -> String {
         OpResult::Pull { messages, cursor } => Obj::new()
             .raw(
                 "messages",
-                &array(messages.iter().map(|(o, m)| message(*o, m))),
+                &array(
+                    messages
+                        .iter()
+                        .map(|(o, m)| message_obj(*o, &m.value, m.published_at_ms).done()),
+                ),
             )
             .num("cursor", cursor)
             .done(),
+        OpResult::Txn { .. } => txn(r, &[]),
     }
+}
+
+/// A transaction's answer; `ops` are the operations of the branch that ran (for their names).
+pub fn txn(r: &OpResult, ops: &[TxnOp]) -> String {
+    let OpResult::Txn {
+        succeeded,
+        failed_compare,
+        results,
+    } = r
+    else {
+        return "{}".into();
+    };
+    let items = results.iter().zip(ops).map(|(r, op)| {
+        let o = Obj::new().str("op", op.kind());
+        let o = match op {
+            TxnOp::Publish { topic, .. } => o.str("topic", topic),
+            _ => o.str("key", op.name()),
+        };
+        match r {
+            TxnResult::Put {
+                version,
+                expires_at_ms,
+            } => o
+                .num("version", version)
+                .opt("expires_at_ms", *expires_at_ms),
+            TxnResult::Delete { deleted } => o.bool("deleted", *deleted),
+            TxnResult::Incr { value, version } => o.num("value", value).num("version", version),
+            TxnResult::Publish { offset } => o.num("offset", offset),
+        }
+        .done()
+    });
+    let body = Obj::new()
+        .bool("succeeded", *succeeded)
+        .str("branch", if *succeeded { "success" } else { "failure" });
+    match failed_compare {
+        Some(i) => body.num("failed_compare", i),
+        None => body,
+    }
+    .raw("results", &array(items))
+    .done()
 }

@@ -79,6 +79,15 @@ impl Req {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a repeatable parameter, in the order given.
+    pub fn params(&self, name: &str) -> Vec<&str> {
+        self.query
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     pub fn parse<T: FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
         match self.param(name) {
             None | Some("") => Ok(None),
@@ -228,7 +237,11 @@ pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
 
 /// Refuses parameters the route does not know, and any given twice (which one would win is
 /// not something a client should have to guess).
-pub fn only_params(query: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
+pub fn only_params(
+    query: &[(String, String)],
+    allowed: &[&str],
+    repeatable: &[&str],
+) -> Result<(), ApiError> {
     for (i, (name, _)) in query.iter().enumerate() {
         if !allowed.contains(&name.as_str()) {
             let known = if allowed.is_empty() {
@@ -241,7 +254,7 @@ pub fn only_params(query: &[(String, String)], allowed: &[&str]) -> Result<(), A
                 format!("unknown parameter {name:?}: {known}"),
             ));
         }
-        if query[..i].iter().any(|(n, _)| n == name) {
+        if !repeatable.contains(&name.as_str()) && query[..i].iter().any(|(n, _)| n == name) {
             return Err(ApiError::bad_request(
                 "invalid_parameter",
                 format!("parameter {name:?} is given more than once"),

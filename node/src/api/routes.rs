@@ -31,6 +31,12 @@ pub enum Route {
     Unsubscribe,
     Pull,
     Watch,
+    /// `POST /v1/txn`: a transaction.
+    Txn,
+    /// `GET /v1/merged`: several prefixes in one page, newest first.
+    Merged,
+    /// `GET /v1/stream?topic=…`: one stream over several topics.
+    Streams,
     /// `/internal/v1/{op}`: the operation decides parameters and body (see `internal.rs`).
     Internal,
 }
@@ -60,11 +66,13 @@ impl Route {
             Route::DeleteTopic => "delete_topic",
             Route::Publish => "publish",
             Route::Read => "read",
-            Route::Stream => "stream",
+            Route::Stream | Route::Streams => "stream",
             Route::Subscribe => "subscribe",
             Route::Unsubscribe => "unsubscribe",
             Route::Pull => "pull",
             Route::Watch => "watch",
+            Route::Txn => "txn",
+            Route::Merged => "merged",
         })
     }
 
@@ -80,6 +88,8 @@ impl Route {
             | Route::ListTopics
             | Route::Read
             | Route::Stream
+            | Route::Streams
+            | Route::Merged
             | Route::Watch => Role::Read,
             Route::Put
             | Route::Delete
@@ -89,7 +99,8 @@ impl Route {
             | Route::Publish
             | Route::Subscribe
             | Route::Unsubscribe
-            | Route::Pull => Role::Write,
+            | Route::Pull
+            | Route::Txn => Role::Write,
             Route::Switchover => Role::Admin,
         })
     }
@@ -112,9 +123,21 @@ impl Route {
             Route::Publish => &["batch", "ack"],
             Route::Read => &["from", "limit", "consistency"],
             Route::Stream => &["from"],
+            Route::Streams => &["topic", "from"],
+            Route::Txn => &["ack"],
+            Route::Merged => &["prefix", "order", "limit", "cursor", "consistency"],
             Route::Subscribe => &["start", "ack"],
             Route::Pull => &["max", "wait_ms", "ack"],
-            Route::Watch => &["prefix"],
+            Route::Watch => &["prefix", "from"],
+        }
+    }
+
+    /// Parameters that may be given more than once (each adds a source).
+    pub fn repeatable(self) -> &'static [&'static str] {
+        match self {
+            Route::Watch | Route::Merged => &["prefix"],
+            Route::Streams => &["topic"],
+            _ => &[],
         }
     }
 
@@ -122,7 +145,7 @@ impl Route {
     pub fn body_limit(self, ctx: &Ctx, path: &str) -> usize {
         let max_body = ctx.limits.max_body_bytes;
         match self {
-            Route::Put | Route::Publish => max_body,
+            Route::Put | Route::Publish | Route::Txn => max_body,
             Route::Incr | Route::CreateTopic | Route::Switchover => max_body.min(SMALL_BODY),
             Route::Internal => match path.rsplit('/').next().unwrap_or_default() {
                 "append" | "slots-import" => shipper::max_append_bytes(&ctx.limits),
@@ -199,6 +222,9 @@ pub fn route(method: &Method, segs: &[&str]) -> Result<Route, ApiError> {
         },
         ["v1", "topics", _, "subscriptions", _, "pull"] => post(Route::Pull),
         ["v1", "watch"] => get(Route::Watch),
+        ["v1", "txn"] => post(Route::Txn),
+        ["v1", "merged"] => get(Route::Merged),
+        ["v1", "stream"] => get(Route::Streams),
         ["internal", "v1", _] => post(Route::Internal),
         _ => Err(ApiError::not_found(
             "route_not_found",

@@ -1,18 +1,38 @@
-//! Server-sent event streams: new messages of a topic, and record changes under a prefix. Both
-//! send only committed data, in log order.
+//! Server-sent event streams: new messages of a topic, and record changes under prefixes. Both send
+//! only committed data, in log order, and every event carries an `id:` a client can resume from
+//! (`from=` or the `Last-Event-ID` header, on any node): exactly after it, with no gap and no
+//! duplicate, or with an explicit `reset` event when that history is gone here.
+//!
+//! Watch ids are log positions: everything matching up to the id has been sent. A `progress` event
+//! opens every watch (and follows when the log moved on without a matching change), so a client has
+//! a position to resume from before the first change. The changes of one log entry (a transaction,
+//! an expiry) are sent together; all but the last carry `"more":true` and the id of the position
+//! before the entry, so a stream cut inside an entry resumes at the entry's start.
 
 use super::render::{self, Obj};
 use super::{ApiError, Ctx, Req};
+use crate::engine::Engine;
+use crate::state::KvEvent;
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use warp::Reply;
 use warp::reply::Response;
 use warp::sse::Event;
 
 const READ_BATCH: usize = 256;
+/// Most prefixes of one watch, topics of one stream, prefixes of one merged read.
+pub const MAX_SOURCES: usize = 128;
+/// A quiet watch reports how far the log moved on at most this often, so a resume never has to
+/// start from (possibly evicted) history it has already looked at.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// A stream with nothing to send sends its position this often anyway: a client that hears
+/// nothing for several of these knows its node stopped (a paused or cut-off node keeps the
+/// connection open) and resumes elsewhere.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// One server-sent event before it is encoded (warp's `Event` cannot be read back, and a merged
 /// stream must read ids to rewrite them).
@@ -30,6 +50,11 @@ impl Ev {
             id,
             data,
         }
+    }
+
+    /// An event that is not the last of its log entry (`"more":true`).
+    pub fn has_more(&self) -> bool {
+        self.data.ends_with(",\"more\":true}")
     }
 }
 
@@ -70,16 +95,52 @@ impl futures_util::Stream for Events {
     }
 }
 
+/// Where a client asks to resume: the `Last-Event-ID` header (what an SSE client sends when it
+/// reconnects) wins over the `from` parameter it may still have in its URL.
+pub fn resume_point(req: &Req) -> Option<&str> {
+    req.headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .or_else(|| req.param("from").filter(|v| !v.is_empty()))
+}
+
+fn history_gone(message: String, extra: Obj) -> String {
+    extra
+        .str("code", "history_gone")
+        .str("message", &message)
+        .done()
+}
+
 pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let topic = super::topics::topic(ctx, req)?;
-    let from = req.parse::<u64>("from")?;
+    let bad = |v: &str, what: &str| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("{what} must be a message offset, got {v:?}"),
+        )
+    };
+    // `from` is the first offset to send; `Last-Event-ID` the last offset received.
+    let requested = match req
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(id) if !id.trim().is_empty() => {
+            let id = id.trim();
+            let last: u64 = id.parse().map_err(|_| bad(id, "Last-Event-ID"))?;
+            Some(last.saturating_add(1))
+        }
+        _ => req.parse::<u64>("from")?,
+    };
     let next = {
         let core = ctx.engine.core();
         let t =
             core.state.topics.get(&topic).ok_or_else(|| {
                 ApiError::not_found("topic_not_found", format!("no topic {topic:?}"))
             })?;
-        from.unwrap_or(t.next_offset())
+        requested.unwrap_or(t.next_offset())
     };
     let engine = ctx.engine.clone();
     Ok(sse(move |tx| async move {
@@ -88,14 +149,30 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         loop {
             changed.borrow_and_update();
             durable.borrow_and_update();
-            let (batch, seen) = {
+            let (batch, first, seen) = {
                 let core = engine.core();
                 // The topic was deleted: end the stream.
                 let Some(t) = core.state.topics.get(&topic) else {
                     return;
                 };
-                (t.read(next, READ_BATCH), core.state.applied_index)
+                (
+                    t.read(next, READ_BATCH),
+                    t.first_offset,
+                    core.state.applied_index,
+                )
             };
+            // Retention dropped messages the client has not had: say so, then go on.
+            if next < first {
+                let data = history_gone(
+                    format!("messages {next}..{first} of {topic:?} are gone (retention)"),
+                    Obj::new().num("from", next).num("first_offset", first),
+                );
+                let ev = Ev::new("reset", Some((first - 1).to_string()), data);
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+                next = first;
+            }
             if batch.is_empty() {
                 if !engine.progress_changed(&mut changed, &mut durable).await {
                     return;
@@ -120,48 +197,134 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     }))
 }
 
-pub async fn watch(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
-    let prefix = req.param("prefix").unwrap_or_default().to_string();
-    let engine = ctx.engine.clone();
-    let after = engine.commit_index();
-    Ok(sse(move |tx| watch_local(engine, prefix, after, tx)))
+/// The prefixes of a watch or merged read (`prefix`, repeatable; none or `""` means every key).
+pub fn prefixes(req: &Req) -> Result<Vec<String>, ApiError> {
+    let given = req.params("prefix");
+    if given.len() > MAX_SOURCES {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("at most {MAX_SOURCES} prefixes, got {}", given.len()),
+        ));
+    }
+    if given.contains(&"") {
+        return Ok(Vec::new());
+    }
+    Ok(given.into_iter().map(str::to_string).collect())
 }
 
-/// Sends this node's committed record changes under `prefix` after log position `after`, ids being
-/// log indexes, until the receiver goes away or the watcher lags too far (an `error` event).
+/// The position a watch starts after on this node's shard: the client's resume point, or the
+/// commit index now.
+pub fn watch_start(ctx: &Ctx, req: &Req) -> Result<Option<u64>, ApiError> {
+    match resume_point(req) {
+        None => Ok(None),
+        Some(p) => {
+            let token: rcluster_proto::SessionToken = p.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!(
+                        "a watch resumes from an event id (a log position, or SHARD:POSITION,… \
+                         for a watch over several shards), got {:?}",
+                        p.chars().take(64).collect::<String>()
+                    ),
+                )
+            })?;
+            Ok(Some(token.get(ctx.routing.shard)))
+        }
+    }
+}
+
+pub async fn watch(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
+    let prefixes = prefixes(req)?;
+    let from = watch_start(ctx, req)?;
+    let engine = ctx.engine.clone();
+    Ok(sse(move |tx| watch_local(engine, prefixes, from, tx)))
+}
+
+/// Sends this node's committed record changes under `prefixes` after log position `from` (or from
+/// the commit index now), until the receiver goes away.
 pub async fn watch_local(
-    engine: std::sync::Arc<crate::engine::Engine>,
-    prefix: String,
-    mut after: u64,
+    engine: Arc<Engine>,
+    prefixes: Vec<String>,
+    from: Option<u64>,
     tx: mpsc::Sender<Ev>,
 ) {
+    let mut after = from.unwrap_or_else(|| engine.commit_index());
+    let progress = |at: u64| Ev::new("progress", Some(at.to_string()), "{}".into());
+    if tx.send(progress(after)).await.is_err() {
+        return;
+    }
+    // `reported`: the position the client last got as an id; `sent`: when it last got anything.
+    let (mut reported, mut sent) = (after, Instant::now());
     let (mut changed, mut durable) = (engine.changed_watch(), engine.durable_watch());
     loop {
         changed.borrow_and_update();
         durable.borrow_and_update();
-        let Some((events, upto)) = engine.events_after(after, &prefix) else {
-            // Changes were dropped while this watcher lagged: tell the client to resync
-            // (list, then watch again) rather than silently skipping them.
-            let data = Obj::new()
-                .str("code", "lagged")
-                .str("message", "changes were dropped; list and watch again")
-                .done();
-            let _ = tx.send(Ev::new("error", None, data)).await;
-            return;
-        };
-        for e in &events {
-            let mut data = Obj::new().str("key", &e.key).num("version", e.index);
-            if let Some(v) = &e.value {
-                data = data.raw("value", v);
+        let Some((events, upto)) = engine.events_after(after, &prefixes) else {
+            // Changes after `after` are not kept here (evicted, or before this node's start):
+            // tell the client to re-read, then go on from the present.
+            let now = engine.commit_index().max(after).max(engine.history_start());
+            let data = history_gone(
+                format!(
+                    "changes after position {after} are no longer kept on this node; re-read \
+                     what you watch (at position {now} or later), then apply the events that follow"
+                ),
+                Obj::new().num("from", after).num("position", now),
+            );
+            if tx
+                .send(Ev::new("reset", Some(now.to_string()), data))
+                .await
+                .is_err()
+            {
+                return;
             }
-            let ev = Ev::new(e.kind.as_str(), Some(e.index.to_string()), data.done());
+            (after, reported, sent) = (now, now, Instant::now());
+            continue;
+        };
+        for (i, e) in events.iter().enumerate() {
+            let more = events.get(i + 1).is_some_and(|n| n.index == e.index);
+            let id = if more { e.index - 1 } else { e.index };
+            let ev = Ev::new(e.kind.as_str(), Some(id.to_string()), change(e, more));
             if tx.send(ev).await.is_err() {
                 return;
             }
+            (reported, sent) = (id, Instant::now());
         }
         after = after.max(upto);
-        if events.is_empty() && !engine.progress_changed(&mut changed, &mut durable).await {
+        if !events.is_empty() {
+            continue;
+        }
+        let moved_on = after > reported && sent.elapsed() >= PROGRESS_EVERY;
+        if moved_on || sent.elapsed() >= HEARTBEAT {
+            if tx.send(progress(after)).await.is_err() {
+                return;
+            }
+            (reported, sent) = (after, Instant::now());
+        }
+        // Wake for new changes, or when a progress report or a heartbeat falls due.
+        let due = if after > reported {
+            PROGRESS_EVERY
+        } else {
+            HEARTBEAT
+        };
+        let wait = engine.progress_changed(&mut changed, &mut durable);
+        if let Ok(false) = tokio::time::timeout(due.saturating_sub(sent.elapsed()), wait).await {
             return;
         }
     }
+}
+
+/// A change's data: the record as it is after the change (`value` and `created_ms` for puts).
+fn change(e: &KvEvent, more: bool) -> String {
+    let mut data = Obj::new().str("key", &e.key).num("version", e.version);
+    if let Some(v) = &e.value {
+        data = data.raw("value", v);
+    }
+    data = data.num("modified_ms", e.modified_ms);
+    if let Some(c) = e.created_ms {
+        data = data.num("created_ms", c);
+    }
+    if more {
+        data = data.bool("more", true);
+    }
+    data.done()
 }

@@ -196,18 +196,20 @@ pub async fn read(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let (found, observed) = {
         let core = ctx.engine.core();
         let found = core.state.topics.get(&topic).map(|t| {
-            let from = from.unwrap_or(t.first_offset);
-            (t.read(from, limit), t.first_offset, t.next_offset())
+            let from = from.unwrap_or(t.first_offset).max(t.first_offset);
+            (from, t.read(from, limit), t.first_offset, t.next_offset())
         });
         (found, core.state.applied_index)
     };
     after_read(ctx, c, observed).await?;
-    let Some((messages, first, next)) = found else {
+    let Some((from, messages, first, end)) = found else {
         return Err(ApiError::not_found(
             "topic_not_found",
             format!("no topic {topic:?}"),
         ));
     };
+    // The next page starts after the last message returned; `end_offset` is where the topic ends.
+    let next = messages.last().map_or(from, |(o, _)| o + 1);
     let body = Obj::new()
         .raw(
             "messages",
@@ -215,6 +217,7 @@ pub async fn read(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         )
         .num("first_offset", first)
         .num("next_offset", next)
+        .num("end_offset", end)
         .done();
     Ok(ok_with_token(body, observed))
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Record changes kept for watchers that fall behind briefly.
-const EVENT_BUFFER: usize = 65_536;
+pub(super) const EVENT_BUFFER: usize = 65_536;
 /// Encoded entries kept in memory for shipping to replicas without reading the WAL files.
 const CACHE_BYTES: usize = 64 << 20;
 
@@ -66,6 +66,19 @@ impl Core {
             entries_since_snapshot: replayed,
             bytes_since_snapshot: 0,
         }
+    }
+
+    /// The record changes recovery replayed, so a watch can resume on a restarted node from any
+    /// position since its snapshot; changes up to `from` are not among them.
+    pub(super) fn with_events(mut self, events: VecDeque<KvEvent>, from: u64) -> Core {
+        self.events = events;
+        self.events_evicted_upto = from;
+        self
+    }
+
+    /// The oldest position a watch can resume from here: changes up to it are not kept.
+    pub fn history_start(&self) -> u64 {
+        self.events_evicted_upto
     }
 
     pub fn term_at(&self, index: u64) -> Option<u64> {
@@ -155,7 +168,7 @@ impl Core {
         &self,
         after: u64,
         upto: u64,
-        prefix: &str,
+        prefixes: &[String],
     ) -> Option<Vec<KvEvent>> {
         if after < self.events_evicted_upto {
             return None;
@@ -165,7 +178,7 @@ impl Core {
             self.events
                 .range(start..)
                 .take_while(|e| e.index <= upto)
-                .filter(|e| e.key.starts_with(prefix))
+                .filter(|e| prefixes.is_empty() || prefixes.iter().any(|p| e.key.starts_with(p)))
                 .cloned()
                 .collect(),
         )

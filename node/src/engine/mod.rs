@@ -181,7 +181,8 @@ impl Engine {
         let applied_term = loaded.state.applied_term;
         let log = (loaded.last_index, loaded.runs);
         let node = Node::start(&cluster.me, members, &record, log, applied_term);
-        let core = Core::new(node, loaded.state, wal, loaded.replayed);
+        let core = Core::new(node, loaded.state, wal, loaded.replayed)
+            .with_events(loaded.events, loaded.events_from);
         let (outbound, outbound_rx) = mpsc::unbounded_channel();
         let transport = Transport::new(TransportConfig {
             connect_timeout: Duration::from_millis(500),

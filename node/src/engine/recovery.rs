@@ -7,8 +7,9 @@
 
 use crate::replication::TermRuns;
 use crate::snapshot::{self, Damaged};
-use crate::state::State;
+use crate::state::{KvEvent, State};
 use crate::wal::{self, RecoverError, Recovery, Truncation};
+use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
 
@@ -19,6 +20,11 @@ pub struct Loaded {
     pub recovery: Recovery,
     pub report: Report,
     pub replayed: u64,
+    /// The record changes of the replayed entries (the newest `EVENT_BUFFER`), so a watch can
+    /// resume on a restarted node from any position since its snapshot.
+    pub events: VecDeque<KvEvent>,
+    /// Changes up to this index are not in `events`.
+    pub events_from: u64,
 }
 
 /// What recovery had to repair, shown in `/v1/status` under `recovery`.
@@ -54,10 +60,24 @@ pub fn load(dir: &Path, accept_loss: bool) -> io::Result<Loaded> {
     };
     let mut runs = TermRuns::new(snap_index, state.applied_term);
     let mut replayed = 0u64;
+    let mut events: VecDeque<KvEvent> = VecDeque::new();
+    let mut events_from = snap_index;
     let recovered = wal::recover(dir, snap_index, accept_loss, |e| {
         runs.push(e.index, e.term);
-        if let Err(err) = state.apply_logged(&e) {
-            tracing::warn!(index = e.index, error = %err, "log entry did not apply cleanly");
+        match state.apply_logged(&e) {
+            Ok(applied) => {
+                for ev in applied.events {
+                    if events.len() == super::locked::EVENT_BUFFER
+                        && let Some(old) = events.pop_front()
+                    {
+                        events_from = old.index;
+                    }
+                    events.push_back(ev);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(index = e.index, error = %err, "log entry did not apply cleanly")
+            }
         }
         replayed += 1;
     });
@@ -136,5 +156,7 @@ pub fn load(dir: &Path, accept_loss: bool) -> io::Result<Loaded> {
         recovery,
         report,
         replayed,
+        events,
+        events_from,
     })
 }

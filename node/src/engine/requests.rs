@@ -235,12 +235,18 @@ impl Engine {
         }
     }
 
-    /// Committed record changes after `after` whose key starts with `prefix`, and the position they
-    /// reach. `None` when the watcher fell so far behind that changes were dropped from the buffer.
-    pub fn events_after(&self, after: u64, prefix: &str) -> Option<(Vec<KvEvent>, u64)> {
+    /// Committed record changes after `after` whose key starts with one of `prefixes` (any key when
+    /// there are none), and the position they reach. `None` when changes after `after` are no longer
+    /// kept: they fell out of the buffer, or this node started (or rebuilt its log) after them.
+    pub fn events_after(&self, after: u64, prefixes: &[String]) -> Option<(Vec<KvEvent>, u64)> {
         let commit = self.commit_index();
         let core = self.core();
-        let events = core.events_between(after, commit, prefix)?;
-        Some((events, commit.min(core.node.last_index)))
+        let events = core.events_between(after, commit, prefixes)?;
+        Some((events, commit.min(core.node.last_index).max(after)))
+    }
+
+    /// The oldest position a watch can resume from here: changes up to it are not kept.
+    pub fn history_start(&self) -> u64 {
+        self.core().history_start()
     }
 }

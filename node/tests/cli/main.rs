@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::*;
 
 fn version_of(v: &Value) -> u64 {
@@ -112,6 +112,47 @@ fn incr_with_bounds_and_negative_deltas() {
 }
 
 #[test]
+fn txn_from_a_file_runs_one_branch() {
+    let node = Node::start();
+    node.rc(&["put", "{p}/stock", "1"]).ok();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("buy.json");
+    let body = r#"{"compare":[{"key":"{p}/stock","min":1}],
+        "success":[{"op":"incr","key":"{p}/stock","delta":-1,"min":0},
+                   {"op":"put","key":"{p}/orders/1","value":"ann"}],
+        "failure":[{"op":"incr","key":"{p}/refused"}]}"#;
+    std::fs::write(&file, body).unwrap();
+    let path = file.to_str().unwrap();
+    let r = node.rc(&["txn", path, "--ack", "quorum"]).ok();
+    assert!(
+        r.stdout
+            .starts_with("txn -> success\n  incr {p}/stock -> 0 (version "),
+        "{r:?}"
+    );
+    let r = node.rc(&["txn", path, "--json"]).ok().json();
+    assert_eq!(
+        (&r["succeeded"], &r["failed_compare"]),
+        (&json!(false), &json!(0))
+    );
+    assert_eq!(r["results"][0]["value"], 1, "the failure branch ran");
+    let r = node.rc(&["get", "{p}/orders/1", "--json"]).ok().json();
+    assert_eq!(r["value"], "ann");
+    std::fs::write(
+        &file,
+        r#"{"success":[{"op":"put","key":"{a}x","value":1},{"op":"put","key":"{b}y","value":1}]}"#,
+    )
+    .unwrap();
+    node.rc(&["txn", path]).api_error("cross_slot");
+    std::fs::write(&file, r#"{"sucess":[]}"#).unwrap();
+    let r = node.rc(&["txn", path]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.starts_with("error: ") && r.stderr.lines().count() == 1,
+        "{r:?}"
+    );
+}
+
+#[test]
 fn idempotency_key_applies_a_write_once() {
     let node = Node::start();
     let args = ["incr", "n", "--idempotency-key", "once-1", "--json"];
@@ -195,7 +236,10 @@ fn topics_publish_read_subscribe_pull_stream() {
         (msgs.len(), msgs[0]["offset"].as_u64(), &msgs[1]["value"]),
         (2, Some(1), &serde_json::json!({"id":3}))
     );
-    assert_eq!(read["next_offset"], 4);
+    assert_eq!(
+        (read["next_offset"].clone(), read["end_offset"].clone()),
+        (3.into(), 4.into())
+    );
     let read = node.rc(&["topic", "read", "orders"]).ok();
     assert!(read.stdout.starts_with("0: \"first\"\n"), "{read:?}");
 
