@@ -207,7 +207,20 @@ fn an_import_reproduces_the_source_range_with_its_versions_and_keys() {
     }
     assert!(dst.state.records.get("{u}/k4").is_none());
     assert!(dst.state.records.get("elsewhere").is_none());
-    assert_eq!(dst.state.topics.get("{u}t"), src.state.topics.get("{u}t"));
+    // A topic moves with its messages and cursors; the messages' log positions become the
+    // target's (they order a multi-topic stream of the target's log).
+    let (t, u) = (&dst.state.topics["{u}t"], &src.state.topics["{u}t"]);
+    let msgs = |t: &Topic| -> Vec<(String, u64)> {
+        t.messages
+            .iter()
+            .map(|m| (m.value.to_string(), m.published_at_ms))
+            .collect()
+    };
+    assert_eq!(msgs(t), msgs(u));
+    assert_eq!(
+        (&t.subscriptions, t.first_offset, &t.retention),
+        (&u.subscriptions, u.first_offset, &u.retention)
+    );
     let src_late = &src.state.idem.get("late").unwrap().result;
     assert_eq!(&dst.state.idem.get("late").unwrap().result, src_late);
     assert_eq!(
@@ -337,4 +350,57 @@ fn entries_outside_the_range_are_not_shipped() {
         other => panic!("{other:?}"),
     }
     assert!(entry_in_range(&entry(4, 0, Op::Noop), start, end).is_none());
+}
+
+#[test]
+fn a_listing_shows_a_moving_key_at_exactly_one_shard_or_none() {
+    let listed = |s: &Shard, key: &str| {
+        s.state
+            .list("", None, 100, 1_000)
+            .0
+            .iter()
+            .any(|(k, _)| k == key)
+    };
+    let mut src = Shard::new();
+    src.run(put("a", "1")).unwrap();
+    let range = range_of("a");
+    let (start, end) = range;
+    let mut dst = Shard::new();
+    dst.run(Op::ImportBegin {
+        start,
+        end,
+        from: 0,
+    })
+    .unwrap();
+    import(&src, &mut dst, range, 10);
+    assert!(
+        listed(&src, "a") && !listed(&dst, "a"),
+        "importing: only the source"
+    );
+    src.run(Op::SlotsFence { start, end, to: 1 }).unwrap();
+    src.run(Op::SlotsHandoff {
+        start,
+        end,
+        to: 1,
+        epoch: 2,
+    })
+    .unwrap();
+    assert!(
+        !listed(&src, "a") && !listed(&dst, "a"),
+        "between handoff and end"
+    );
+    dst.run(Op::ImportEnd {
+        start,
+        end,
+        epoch: 2,
+    })
+    .unwrap();
+    assert!(
+        !listed(&src, "a") && listed(&dst, "a"),
+        "moved: only the target"
+    );
+    assert!(
+        src.state.records.contains_key("a"),
+        "the source's copy waits for its drop"
+    );
 }

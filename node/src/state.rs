@@ -280,6 +280,8 @@ pub struct State {
     pub version_floor: u64,
     /// How the entry being applied stamps versions (not state: set around each application).
     applying: Versions,
+    /// The local entry last stamped and its version.
+    stamped: (u64, u64),
 }
 
 fn unchanged(result: OpResult) -> Result<Applied, ApplyError> {
@@ -313,7 +315,7 @@ impl State {
             if !k.starts_with(prefix) {
                 break;
             }
-            if !r.live_at(now_ms) {
+            if !r.live_at(now_ms) || !self.serves(k) {
                 continue;
             }
             if items.len() == limit {
@@ -323,6 +325,16 @@ impl State {
             items.push((k.clone(), r.clone()));
         }
         (items, more)
+    }
+
+    /// Whether this shard serves `name` by its own record of migrations: not a range it handed
+    /// off (its copy waits to be dropped) nor one it is still importing. Listings skip the rest,
+    /// so a key is never listed by two shards.
+    pub fn serves(&self, name: &str) -> bool {
+        self.slots.is_empty()
+            || self
+                .slots
+                .readable(rcluster_proto::slot_of(name, rcluster_proto::DEFAULT_SLOTS))
     }
 
     pub fn idempotent_result(&self, key: &str) -> Option<&IdemRecord> {
@@ -383,12 +395,18 @@ impl State {
     }
 
     /// The next version of a write at log index `index` (see [`State::version_floor`]).
+    /// Every write of one entry (a transaction) gets the same version.
     fn stamp(&mut self, index: u64, versions: Versions) -> u64 {
         let v = match versions {
+            // Local entries come in index order: a repeat is the same entry.
+            Versions::Next if self.stamped.0 == index && index > 0 => return self.stamped.1,
             Versions::Next => index.max(self.version_floor),
             Versions::Exact => index,
         };
         self.version_floor = self.version_floor.max(v + 1);
+        if versions == Versions::Next {
+            self.stamped = (index, v);
+        }
         v
     }
 

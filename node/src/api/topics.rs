@@ -85,6 +85,7 @@ pub async fn list(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
             .state
             .topics
             .iter()
+            .filter(|(name, _)| core.state.serves(name))
             .map(|(name, t)| {
                 let subs = t
                     .subscriptions

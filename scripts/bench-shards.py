@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Shard and resharding figures on this machine (loopback only, every run bounded in time).
+
+    scripts/bench-shards.py [--keys 300000] [--value-size 1024] [--seconds 5]
+
+1. Redis (appendfsync always) SET/GET with redis-benchmark: the reference of the same run.
+2. A release playground of 2 shards x 2 nodes, seeded with --keys records of --value-size bytes at
+   ack=quorum (`rcluster bench`).
+3. wrk, 32 connections, quorum PUTs of keys one shard owns: sent to that shard's primary directly
+   (Rcluster-Direct) and through a node of the other shard (forwarded); GETs the same two ways.
+4. The playground is started again with --shards 3: slots move 2 -> 3 while a probe writes 256 keys
+   round robin (ack=quorum) and wrk loads the shard the current move does not touch. Reported: each
+   move's duration and keys moved, the longest gap between two acknowledged writes of one key (the
+   write pause), and the untouched shard's rate during the move against its rate before.
+
+Needs wrk and redis-server (installed with apt-get when missing). Run it on a quiet machine: no
+build, test or other load; it prints the figures and writes them to bench-shards.json.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+BASE = 17600
+WRK_LUA = r"""
+local list = {}
+for k in string.gmatch(os.getenv("BENCH_KEYS"), "[^,]+") do table.insert(list, k) end
+local method = os.getenv("BENCH_METHOD")
+local body = '"' .. string.rep("x", tonumber(os.getenv("BENCH_SIZE")) - 2) .. '"'
+local i = 0
+request = function()
+  i = i + 1
+  local key = list[(i % #list) + 1]
+  if method == "PUT" then
+    return wrk.format("PUT", "/v1/kv/" .. key .. "?ack=quorum", nil, body)
+  end
+  return wrk.format("GET", "/v1/kv/" .. key)
+end
+"""
+
+
+def need(tool, package):
+    if shutil.which(tool):
+        return
+    print(f"installing {package}", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "-q", package], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def get(url, timeout=2.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def request(port, method, path, body=None, headers=None, timeout=5.0):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def wait(what, f, deadline=120):
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            v = f()
+            if v:
+                return v
+        except OSError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"timed out waiting for {what}")
+
+
+class Playground:
+    def __init__(self, folder, shards):
+        self.shards = shards
+        self.log = open(os.path.join(folder, f"playground-{shards}.out"), "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(REL, "rcluster-operator"), "playground", "--dir", folder, "--quiet",
+             "--replicas", "2", "--shards", str(shards), "--base-port", str(BASE),
+             "--node-bin", os.path.join(REL, "rcluster-node")],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait("the playground", lambda: self.status().get("ready"))
+
+    def status(self):
+        return get(f"http://127.0.0.1:{BASE}/status")
+
+    def primary_port(self, shard):
+        doc = self.status()["shards"][shard]
+        name = doc["coordinator"]["primary"]
+        url = next(m["url"] for m in doc["members"] if m["name"] == name)
+        return int(url.rsplit(":", 1)[1])
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+def wrk(port, keys, method, size, seconds, direct):
+    env = dict(os.environ, BENCH_KEYS=",".join(keys), BENCH_METHOD=method, BENCH_SIZE=str(size))
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_LUA)
+    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "-s", f.name]
+    if direct:
+        cmd += ["-H", "Rcluster-Direct: 1"]
+    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}"], env=env, capture_output=True,
+                         text=True, timeout=seconds + 30).stdout
+    os.unlink(f.name)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rate, int(bad.group(1)) if bad else 0
+
+
+def owned_keys(port, n, prefix):
+    """Keys the shard behind `port` owns: a direct GET answers 404 (or 200), not 421."""
+    keys, i = [], 0
+    while len(keys) < n:
+        status, _ = request(port, "GET", f"/v1/kv/{prefix}{i}", headers={"Rcluster-Direct": "1"})
+        if status in (200, 404):
+            keys.append(f"{prefix}{i}")
+        i += 1
+    return keys
+
+
+def redis(seconds):
+    port = 16399
+    d = tempfile.mkdtemp()
+    p = subprocess.Popen(["redis-server", "--port", str(port), "--dir", d, "--save", "",
+                          "--appendonly", "yes", "--appendfsync", "always"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait("redis", lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"],
+                                             capture_output=True, text=True).stdout.strip() == "PONG")
+        out = subprocess.run(["redis-benchmark", "-p", str(port), "-c", "32", "-n", "200000",
+                              "-d", "1024", "-t", "set,get", "-q"],
+                             capture_output=True, text=True, timeout=seconds * 20).stdout
+        rates = dict((m.group(1), float(m.group(2)))
+                     for m in re.finditer(r"(SET|GET): ([\d.]+) requests per second", out))
+        return rates
+    finally:
+        p.terminate()
+        p.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+class Probe(threading.Thread):
+    """Writes k0..k255 in turn; the longest gap between two acknowledged writes of one key."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port, self.stop, self.gap, self.errors, self.acked = port, False, 0.0, {}, 0
+
+    def run(self):
+        last = {}
+        n = 0
+        while not self.stop:
+            k = f"probe{n % 256}"
+            n += 1
+            try:
+                status, body = request(self.port, "PUT", f"/v1/kv/{k}?ack=quorum", body=str(n))
+            except OSError as e:
+                status, body = 0, str(e).encode()
+            now = time.time()
+            if status == 200:
+                self.acked += 1
+                if k in last:
+                    self.gap = max(self.gap, now - last[k])
+                last[k] = now
+            else:
+                code = re.search(rb'"code":"(\w+)"', body)
+                c = code.group(1).decode() if code else str(status)
+                self.errors[c] = self.errors.get(c, 0) + 1
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keys", type=int, default=300000)
+    ap.add_argument("--value-size", type=int, default=1024)
+    ap.add_argument("--seconds", type=int, default=5)
+    a = ap.parse_args()
+    need("wrk", "wrk")
+    need("redis-server", "redis-server")
+    subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
+    results = {"redis": redis(a.seconds)}
+    print("redis", results["redis"], flush=True)
+    folder = tempfile.mkdtemp(prefix="bench-shards-")
+    pg = Playground(folder, 2)
+    entry = int(pg.status()["shards"][0]["members"][0]["url"].rsplit(":", 1)[1])
+    seed = subprocess.run(
+        [os.path.join(REL, "rcluster"), "bench", "--endpoint", f"http://127.0.0.1:{entry}",
+         "--api", "put", "--keys", str(a.keys), "--key-prefix", "seed", "--requests",
+         str(a.keys), "--value-size", str(a.value_size), "--ack", "quorum", "--concurrency", "32"],
+        capture_output=True, text=True, timeout=1800)
+    print(seed.stdout[-600:], flush=True)
+    # Routing: quorum puts and gets of shard 1's keys, at its primary and through shard 0.
+    owner, other = pg.primary_port(1), pg.primary_port(0)
+    keys = owned_keys(owner, 64, "route")
+    routing = {}
+    for method in ("PUT", "GET"):
+        routing[method] = {
+            "direct": wrk(owner, keys, method, a.value_size, a.seconds, True),
+            "forwarded": wrk(other, keys, method, a.value_size, a.seconds, False),
+        }
+        print(method, routing[method], flush=True)
+    results["routing"] = routing
+    untouched_keys = {k: owned_keys(pg.primary_port(k), 64, f"u{k}-") for k in (0, 1)}
+    before = {k: wrk(pg.primary_port(k), untouched_keys[k], "PUT", a.value_size, a.seconds,
+                     True)[0] for k in (0, 1)}
+    pg.stop()
+
+    # 2 -> 3 shards, under the probe; wrk on the untouched shard during the first move.
+    started = time.time()
+    pg = Playground(folder, 3)
+    probe = Probe(entry)
+    probe.start()
+    m = wait("the first move", lambda: (pg.status().get("reshard") or {}).get("migration"))
+    untouched = ({0, 1} - {m["from"]}).pop()
+    during = wrk(pg.primary_port(untouched), untouched_keys[untouched], "PUT", a.value_size,
+                 a.seconds, True)
+    now = (pg.status().get("reshard") or {}).get("migration") or {}
+    still = now.get("start") == m["start"]
+    wait("the resharding", lambda: pg.status().get("reshard") is None, deadline=1800)
+    total = time.time() - started
+    probe.stop = True
+    probe.join()
+    moves = [d for d in get(f"http://127.0.0.1:{BASE}/decisions")["decisions"]
+             if d.get("kind") == "reshard"]
+    spans = []
+    for d in moves:
+        mig = d.get("migration")
+        if mig and d["text"].endswith("(copying)") and "moved" not in d["text"]:
+            spans.append({"range": f"{mig['start']}-{mig['end']}", "from": mig["from"],
+                          "to": mig["to"], "started_ms": d["at_ms"]})
+        elif mig and "moved" in d["text"]:
+            for s in spans:
+                if s["range"] == f"{mig['start']}-{mig['end']}":
+                    s["seconds"] = (d["at_ms"] - s["started_ms"]) / 1000
+    records = [get(f"http://127.0.0.1:{pg.primary_port(k)}/v1/status")["records"]
+               for k in range(3)]
+    results["reshard"] = {
+        "moves": spans, "total_seconds": total, "records_per_shard": records,
+        "longest_write_pause_s": probe.gap, "probe_acked": probe.acked,
+        "probe_errors": probe.errors,
+        "untouched_shard": untouched, "untouched_put_rate_before": before[untouched],
+        "untouched_put_rate_during": during[0], "move_still_running_after_wrk": still,
+    }
+    pg.stop()
+    print(json.dumps(results, indent=2))
+    with open(os.path.join(ROOT, "bench-shards.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
