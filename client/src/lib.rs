@@ -1,5 +1,6 @@
-//! rcluster client library, the `rcluster` command line ([`cli`]) and its load
-//! generator ([`bench`]).
+//! rcluster client library: it finds the primary, follows redirects, carries the session token,
+//! and retries writes under one idempotency key, reporting "outcome unknown" rather than failure
+//! when no retry settles a write. The `rcluster` command line is the `rcluster-cli` crate.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), rcluster_client::Error> {
@@ -12,14 +13,11 @@
 //! ```
 
 mod api;
-pub mod bench;
 pub mod calls;
-pub mod cli;
 mod client;
 mod error;
 mod identity;
-mod output;
-mod random;
+pub mod random;
 pub mod retry;
 pub mod sse;
 pub mod transport;

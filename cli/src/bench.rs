@@ -16,10 +16,9 @@ use serde_json::{Value, json};
 
 pub use stats::{ApiStats, Summary, summarize, table};
 
-use crate::calls::{self, Call};
-use crate::cli::client_for;
-use crate::types::*;
-use crate::{Client, Error, RetryPolicy, random};
+use rcluster_client::calls::{self, Call};
+use rcluster_client::types::*;
+use rcluster_client::{Client, Error, RetryPolicy, random};
 
 /// The time bound when only `--requests` is given.
 const MAX_RUN: Duration = Duration::from_secs(600);
@@ -359,11 +358,11 @@ pub struct Report {
 pub async fn run(
     endpoints: &[String],
     timeout: f64,
+    setup: &Client,
     args: BenchArgs,
     json: bool,
 ) -> Result<(), Error> {
     let mix = args.mix();
-    let setup = client_for(endpoints, timeout, RetryPolicy::default(), None)?;
     let duration = match (args.duration, args.requests) {
         (Some(d), _) => Duration::from_secs_f64(d),
         (None, Some(_)) => MAX_RUN,
@@ -382,7 +381,7 @@ pub async fn run(
         end: Instant::now(),
         requests: args.requests,
     };
-    prepare(&setup, &args, &plan).await?;
+    prepare(setup, &args, &plan).await?;
 
     let warmup = Duration::from_secs_f64(args.warmup);
     plan.measure_start = Instant::now() + warmup;

@@ -5,11 +5,10 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::client::Reply;
-use crate::error::Error;
-use crate::sse::Event;
-use crate::transport::EventStream;
-use crate::types::*;
+use rcluster_client::sse::Event;
+use rcluster_client::transport::EventStream;
+use rcluster_client::types::*;
+use rcluster_client::{Error, Reply};
 
 /// Compact JSON of a value.
 fn v(value: &Value) -> String {

@@ -9,11 +9,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::bench::{self, BenchArgs};
-use crate::calls::{self, Call};
-use crate::output;
-use crate::types::*;
-use crate::{Client, Error, RetryPolicy};
+use crate::bench::BenchArgs;
+use rcluster_client::calls::{self, Call};
+use rcluster_client::types::*;
+use rcluster_client::{Client, Error, RetryPolicy};
 
 const VALUE_HELP: &str = "JSON value; text that is not valid JSON is stored as a JSON string \
     (`hello` = `\"hello\"`, while `42` is a number and `'\"42\"'` a string). \
@@ -323,7 +322,9 @@ async fn execute(cli: Cli) -> Result<(), Error> {
     )?;
     let json = cli.json;
     let call = match cli.command {
-        Command::Bench(args) => return bench::run(&cli.endpoints, cli.timeout, args, json).await,
+        Command::Bench(args) => {
+            return bench::run(&cli.endpoints, cli.timeout, &client, args, json).await;
+        }
         Command::Watch { prefix, count } => {
             let events = client.open_stream(&calls::watch(prefix.as_deref())).await?;
             return output::print_events(events, count, json, output::watch_line).await;
@@ -500,6 +501,9 @@ async fn list(client: &Client, mut opts: ListOptions, all: bool, json: bool) -> 
     Ok(())
 }
 
+pub mod bench;
+mod output;
 mod switchover;
+
 #[cfg(test)]
-mod tests;
+mod args_tests;

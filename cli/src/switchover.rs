@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::{Client, Error, calls};
+use rcluster_client::{Client, Error, calls};
 
 /// Whether the switchover is done, given the primary a node reports now.
 fn finished(old: Option<&str>, target: Option<&str>, now: Option<&str>) -> bool {
