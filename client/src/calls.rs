@@ -27,6 +27,9 @@ pub struct Call {
     pub consistency: Option<Consistency>,
     /// Added to the request timeout (a long-polling `pull` waits on the server).
     pub extra_timeout: Duration,
+    /// The record key or topic the call is about: the client sends it straight to the shard
+    /// that owns it.
+    pub route: Option<String>,
 }
 
 impl Call {
@@ -40,7 +43,14 @@ impl Call {
             idempotency_key: None,
             consistency: None,
             extra_timeout: Duration::ZERO,
+            route: None,
         }
+    }
+
+    /// The call is about `name` (a key or a topic).
+    fn about(mut self, name: &str) -> Self {
+        self.route = Some(name.to_string());
+        self
     }
 
     fn write(mut self, opts: &WriteOptions, query: &mut Query) -> Self {
@@ -137,6 +147,7 @@ pub fn put(key: &str, value: &Value, opts: &PutOptions) -> Result<Call, Error> {
     q.opt("ttl", opts.ttl);
     q.opt("if_version", opts.if_version);
     Ok(Call::new("put", Method::PUT, kv_path(key)?)
+        .about(key)
         .write(&opts.write, &mut q)
         .json(value)
         .finish(q))
@@ -145,7 +156,7 @@ pub fn put(key: &str, value: &Value, opts: &PutOptions) -> Result<Call, Error> {
 pub fn get(key: &str, consistency: Option<Consistency>) -> Result<Call, Error> {
     let mut q = Query::default();
     q.opt("consistency", consistency.map(Consistency::as_str));
-    let mut c = Call::new("get", Method::GET, kv_path(key)?);
+    let mut c = Call::new("get", Method::GET, kv_path(key)?).about(key);
     c.consistency = consistency;
     Ok(c.finish(q))
 }
@@ -154,6 +165,7 @@ pub fn delete(key: &str, opts: &DeleteOptions) -> Result<Call, Error> {
     let mut q = Query::default();
     q.opt("if_version", opts.if_version);
     Ok(Call::new("delete", Method::DELETE, kv_path(key)?)
+        .about(key)
         .write(&opts.write, &mut q)
         .finish(q))
 }
@@ -175,6 +187,7 @@ pub fn incr(
     }
     let path = format!("{}/incr", kv_path(key)?);
     Ok(Call::new("incr", Method::POST, path)
+        .about(key)
         .write(opts, &mut q)
         .json(&body)
         .finish(q))
@@ -200,6 +213,7 @@ pub fn create_topic(
     let body =
         serde_json::to_value(retention).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     Ok(Call::new("create_topic", Method::PUT, topic_path(topic)?)
+        .about(topic)
         .write(opts, &mut q)
         .json(&body)
         .finish(q))
@@ -209,6 +223,7 @@ pub fn delete_topic(topic: &str, opts: &WriteOptions) -> Result<Call, Error> {
     let mut q = Query::default();
     Ok(
         Call::new("delete_topic", Method::DELETE, topic_path(topic)?)
+            .about(topic)
             .write(opts, &mut q)
             .finish(q),
     )
@@ -222,6 +237,7 @@ pub fn publish(topic: &str, value: &Value, opts: &WriteOptions) -> Result<Call, 
     let mut q = Query::default();
     let path = format!("{}/messages", topic_path(topic)?);
     Ok(Call::new("publish", Method::POST, path)
+        .about(topic)
         .write(opts, &mut q)
         .json(value)
         .finish(q))
@@ -232,6 +248,7 @@ pub fn publish_batch(topic: &str, values: &[Value], opts: &WriteOptions) -> Resu
     q.opt("batch", Some("true"));
     let path = format!("{}/messages", topic_path(topic)?);
     Ok(Call::new("publish", Method::POST, path)
+        .about(topic)
         .write(opts, &mut q)
         .json(&Value::Array(values.to_vec()))
         .finish(q))
@@ -246,6 +263,7 @@ pub fn subscribe(
     let mut q = Query::default();
     q.opt("start", start);
     Ok(Call::new("subscribe", Method::PUT, sub_path(topic, sub)?)
+        .about(topic)
         .write(opts, &mut q)
         .finish(q))
 }
@@ -254,6 +272,7 @@ pub fn unsubscribe(topic: &str, sub: &str, opts: &WriteOptions) -> Result<Call, 
     let mut q = Query::default();
     Ok(
         Call::new("unsubscribe", Method::DELETE, sub_path(topic, sub)?)
+            .about(topic)
             .write(opts, &mut q)
             .finish(q),
     )
@@ -270,7 +289,9 @@ pub fn pull(
     q.opt("max", max);
     q.opt("wait_ms", wait_ms);
     let path = format!("{}/pull", sub_path(topic, sub)?);
-    let mut c = Call::new("pull", Method::POST, path).write(opts, &mut q);
+    let mut c = Call::new("pull", Method::POST, path)
+        .about(topic)
+        .write(opts, &mut q);
     c.extra_timeout = Duration::from_millis(wait_ms.unwrap_or(0));
     Ok(c.finish(q))
 }
@@ -289,7 +310,8 @@ pub fn read(
         "read",
         Method::GET,
         format!("{}/messages", topic_path(topic)?),
-    );
+    )
+    .about(topic);
     c.consistency = consistency;
     Ok(c.finish(q))
 }
@@ -302,6 +324,7 @@ pub fn stream(topic: &str, from: Option<u64>) -> Result<Call, Error> {
         Method::GET,
         format!("{}/stream", topic_path(topic)?),
     )
+    .about(topic)
     .finish(q))
 }
 

@@ -14,6 +14,8 @@ use crate::error::Error;
 use crate::identity::{self, Identity};
 use crate::random;
 use crate::retry::{Decision, RetryPolicy, RetryState};
+use crate::routing::{Direct, Routes};
+use crate::transport::TransportErrorKind;
 use crate::transport::{EventStream, Streamed, Transport, TransportConfig};
 use crate::types::Consistency;
 use rcluster_proto::SessionToken;
@@ -142,10 +144,15 @@ impl ClientBuilder {
                 token: Mutex::new(SessionToken::new()),
                 retry,
                 identity: Identity::new(self.cluster_id),
+                routes: Routes::default(),
             }),
         })
     }
 }
+
+/// How often one call follows a stale route's correction (`moved`, a new primary) before it lets
+/// any node forward it instead.
+const MAX_CORRECTIONS: u32 = 3;
 
 /// Checks an endpoint is `http://HOST:PORT` (optionally with a trailing `/`).
 pub fn normalize_endpoint(e: &str) -> Result<String, Error> {
@@ -183,6 +190,8 @@ struct Inner {
     token: Mutex<SessionToken>,
     retry: RetryPolicy,
     identity: Identity,
+    /// The cluster map, for sending requests straight to the shard that owns them.
+    routes: Routes,
 }
 
 impl Client {
@@ -306,16 +315,89 @@ impl Client {
             };
             let status: Value = serde_json::from_slice(&resp.body)
                 .map_err(|e| Error::InvalidResponse(format!("{url}: body is not JSON: {e}")))?;
-            let urls = status
+            let urls: Vec<String> = status
                 .get("members")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
                 .filter_map(|m| m.get("url").and_then(Value::as_str))
-                .map(str::to_string);
-            return Ok(self.learn(urls));
+                .map(str::to_string)
+                .collect();
+            // Every shard's members too: any of them serves any request.
+            let _ = self.refresh_map(&endpoint).await;
+            let shards = self.inner.routes.member_urls();
+            return Ok(self.learn(urls.into_iter().chain(shards)));
         }
         Err(last)
+    }
+
+    /// Fetches the cluster map from `endpoint` (`GET /v1/cluster`) and merges it into the cached
+    /// one; only a node of this client's cluster is believed.
+    async fn refresh_map(&self, endpoint: &str) -> Result<(), Error> {
+        let url = format!("{endpoint}/v1/cluster");
+        let mut headers = HeaderMap::new();
+        self.inner.identity.add_header(&mut headers);
+        let resp = self
+            .inner
+            .transport
+            .request(http::Method::GET, &url, headers, None, None)
+            .await
+            .map_err(Error::Transport)?;
+        if !resp.status.is_success() {
+            return Err(Error::from_response(resp.status.as_u16(), &resp.body));
+        }
+        self.inner.identity.check(endpoint, &resp.headers)?;
+        let map: rcluster_proto::ClusterMap = serde_json::from_slice(&resp.body)
+            .map_err(|e| Error::InvalidResponse(format!("{url}: not a cluster map: {e}")))?;
+        self.inner.routes.learn(map);
+        Ok(())
+    }
+
+    /// After an answer to a request sent straight to a shard: where to send it next, if the
+    /// answer said nothing was applied because the route was stale (`421 moved`: the map is
+    /// refreshed from the node that answered; `503 not_primary` naming the shard's primary).
+    /// `None`: the answer stands (or the direct route is given up, see the caller).
+    async fn reroute(
+        &self,
+        direct: &Direct,
+        name: &str,
+        status: u16,
+        headers: &HeaderMap,
+        err: &Error,
+    ) -> Option<Direct> {
+        match (status, err.code()) {
+            (421, _) => {
+                let _ = self.refresh_map(&direct.url).await;
+                self.inner.routes.direct(name)
+            }
+            (503, Some("not_primary")) => {
+                let hint = primary_hint(headers)?;
+                self.inner
+                    .routes
+                    .primary_moved(direct.shard, &hint)
+                    .then(|| self.inner.routes.direct(name))
+                    .flatten()
+            }
+            _ => None,
+        }
+    }
+
+    /// A node routing by a newer slot map than the client's: fetch it (in the background).
+    fn note_epoch(&self, headers: &HeaderMap) {
+        let newer = headers
+            .get(rcluster_proto::headers::EPOCH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|e| e > self.inner.routes.epoch());
+        if newer {
+            self.discover_soon_again();
+        }
+    }
+
+    /// Runs discovery again soon (the cluster map or the members changed).
+    fn discover_soon_again(&self) {
+        self.inner.discovered.store(false, Ordering::Relaxed);
+        self.discover_soon();
     }
 
     /// Runs discovery in the background after the first answer from the cluster.
@@ -405,12 +487,28 @@ impl Client {
         let headers = self.headers(call, key.as_deref());
         let timeout = self.inner.transport.config().request_timeout + call.extra_timeout;
         let mut state = RetryState::new(self.inner.retry.clone(), Instant::now());
-        let mut target = self.current_endpoint();
+        // Straight to the owning shard when the map says where (several shards); a stale route
+        // costs a refusal that applied nothing, and is corrected a bounded number of times.
+        let name = call.route.as_deref().unwrap_or_default();
+        let mut direct = call
+            .route
+            .as_deref()
+            .and_then(|n| self.inner.routes.direct(n));
+        let mut corrections = 0;
+        let mut target = direct
+            .as_ref()
+            .map_or_else(|| self.current_endpoint(), |d| d.url.clone());
         loop {
             let url = format!("{target}{}", call.path);
             // The cluster id may have been learned by an earlier attempt of this call.
             let mut headers = headers.clone();
             self.inner.identity.add_header(&mut headers);
+            if direct.is_some() {
+                headers.insert(
+                    HeaderName::from_static(rcluster_proto::headers::DIRECT),
+                    HeaderValue::from_static("1"),
+                );
+            }
             let result = self
                 .inner
                 .transport
@@ -422,8 +520,10 @@ impl Client {
                     Some(timeout),
                 )
                 .await;
+            let mut last_headers = HeaderMap::new();
             let (err, primary) = match result {
                 Ok(resp) => {
+                    last_headers = resp.headers.clone();
                     let (err, primary) = if resp.status.is_success() {
                         (None, None)
                     } else {
@@ -438,6 +538,7 @@ impl Client {
                         (err.unwrap_or_else(|| unreachable!()), None)
                     } else {
                         let token = self.observe_headers(&resp.headers);
+                        self.note_epoch(&resp.headers);
                         match err {
                             Some(e) => (e, primary),
                             None => {
@@ -461,10 +562,36 @@ impl Client {
                         }
                     }
                 }
-                Err(t) => (Error::Transport(t), None),
+                Err(t) => {
+                    // A shard's primary that cannot be reached: any node forwards the request
+                    // (and the map is fetched again on the way).
+                    if direct.take().is_some() && t.kind == TransportErrorKind::Connect {
+                        self.discover_soon_again();
+                        target = self.current_endpoint();
+                        continue;
+                    }
+                    (Error::Transport(t), None)
+                }
             };
             if identity::is_mismatch(&err) && self.all_foreign() {
                 return Err(err);
+            }
+            if let Some(d) = direct.take() {
+                if let Error::Api { status, .. } = &err
+                    && corrections < MAX_CORRECTIONS
+                    && let Some(next) = self.reroute(&d, name, *status, &last_headers, &err).await
+                {
+                    corrections += 1;
+                    target = next.url.clone();
+                    direct = Some(next);
+                    continue;
+                }
+                // A route still stale after the corrections: any node forwards the request. (Both
+                // answers applied nothing; every other answer goes to the retry policy below.)
+                if matches!(err.code(), Some("moved" | "not_primary")) {
+                    target = self.current_endpoint();
+                    continue;
+                }
             }
             match state.next(
                 &err,

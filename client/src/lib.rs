@@ -19,6 +19,7 @@ mod error;
 mod identity;
 pub mod random;
 pub mod retry;
+mod routing;
 pub mod sse;
 pub mod transport;
 pub mod types;

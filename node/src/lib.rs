@@ -1,8 +1,9 @@
 //! rcluster data node: a replicated log of key-value and pub/sub operations served over HTTP/JSON.
 //!
 //! Layers, from the edge in: `api` (HTTP parsing, validation, rendering) → `engine` (ordering,
-//! durability waits, background duties) → `state` (the pure state machine) and `wal`/`snapshot`
-//! (the files).
+//! durability waits, background duties; performs what `replication`, the pure replication core,
+//! decides) → `state` (the pure state machine) and `wal`/`snapshot` (the files). `shipper` carries
+//! the primary's log to its replicas through a narrow engine API.
 
 pub mod admission;
 pub mod api;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod replication;
 pub mod routing;
 pub mod server;
+pub mod shipper;
 pub mod snapshot;
 pub mod state;
 pub mod value;

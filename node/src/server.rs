@@ -41,6 +41,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let addr = listener.local_addr()?;
     tokio::spawn(engine.clone().run_maintenance());
+    tokio::spawn(crate::shipper::run(engine.clone()));
     let routing = Arc::new(
         crate::routing::Routing::open(&args.data_dir, resolved.shard)
             .map_err(|e| format!("cannot read the cluster map: {e}"))?,

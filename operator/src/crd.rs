@@ -215,14 +215,22 @@ pub enum AckMode {
     All,
 }
 
+/// The CRD's spelling of the wire contract's ack level (a separate type only because the CRD schema
+/// is generated from it).
+impl From<AckMode> for rcluster_proto::AckLevel {
+    fn from(a: AckMode) -> Self {
+        match a {
+            AckMode::Async => rcluster_proto::AckLevel::Async,
+            AckMode::One => rcluster_proto::AckLevel::One,
+            AckMode::Quorum => rcluster_proto::AckLevel::Quorum,
+            AckMode::All => rcluster_proto::AckLevel::All,
+        }
+    }
+}
+
 impl AckMode {
     pub fn as_str(self) -> &'static str {
-        match self {
-            AckMode::Async => "async",
-            AckMode::One => "one",
-            AckMode::Quorum => "quorum",
-            AckMode::All => "all",
-        }
+        rcluster_proto::AckLevel::from(self).as_str()
     }
 }
 

@@ -7,87 +7,31 @@ use crate::failover::{Action, Observation, Role};
 use futures_util::future::join_all;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use rcluster_client::transport::{Transport, TransportConfig};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// What a node's `/v1/status` says, beyond the failover observation.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct NodeStatus {
-    pub node: String,
-    #[serde(default)]
-    pub role: String,
-    #[serde(default)]
-    pub term: u64,
-    #[serde(default)]
-    pub primary: Option<String>,
-    #[serde(default)]
-    pub following: Option<String>,
-    #[serde(default)]
-    pub last_log_index: u64,
-    #[serde(default)]
-    pub last_log_term: u64,
-    #[serde(default)]
-    pub applied_index: u64,
-    #[serde(default)]
-    pub commit_index: u64,
-    #[serde(default)]
-    pub ready: bool,
-    #[serde(default)]
-    pub isolated: bool,
-    #[serde(default)]
-    pub entries_discarded: u64,
-    /// Commit index per ack level; only a primary (or a standalone node) reports it.
-    #[serde(default)]
-    pub commit_by_ack: Option<CommitByAck>,
-    /// A planned switchover asked for through `POST /v1/switchover` on this node.
-    #[serde(default)]
-    pub switchover_request: Option<SwitchoverRequest>,
-    #[serde(default)]
-    pub members: Vec<serde_json::Value>,
-    /// A primary: the index of its term's first entry.
-    #[serde(default)]
-    pub term_start: u64,
-}
+/// What a node's `/v1/status` says: the wire contract's report.
+pub use rcluster_proto::{NodeStatus, SwitchoverRequest};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct SwitchoverRequest {
-    pub to: Option<String>,
-    pub at_ms: u64,
-}
-
-impl NodeStatus {
-    /// The failover input for this node. `unhealthy_since_ms` is the caller's to track.
-    pub fn observation(&self, name: &str, unhealthy_since_ms: Option<u64>) -> Observation {
-        let role = match self.role.as_str() {
-            "primary" => Role::Primary,
-            "replica" => Role::Replica,
-            "fenced" => Role::Fenced,
-            "standalone" => Role::Standalone,
-            _ => Role::Unknown,
-        };
-        Observation {
-            name: name.to_string(),
-            reachable: true,
-            role,
-            term: self.term,
-            last_log_term: self.last_log_term,
-            last_log_index: self.last_log_index,
-            applied_index: self.applied_index,
-            following: self.following.clone(),
-            unhealthy_since_ms,
-            members: self.member_names(),
-            term_start: self.term_start,
-            commit_by_ack: self.commit_by_ack,
-        }
-    }
-
-    /// Names in the node's member list.
-    pub fn member_names(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .filter_map(|m| m["name"].as_str().map(str::to_string))
-            .collect()
+/// The failover input for a node that answered. `unhealthy_since_ms` is the caller's to track.
+pub fn observation(
+    status: &NodeStatus,
+    name: &str,
+    unhealthy_since_ms: Option<u64>,
+) -> Observation {
+    Observation {
+        name: name.to_string(),
+        reachable: true,
+        role: status.role,
+        term: status.term,
+        last_log_term: status.last_log_term,
+        last_log_index: status.last_log_index,
+        applied_index: status.applied_index,
+        following: status.following.clone(),
+        unhealthy_since_ms,
+        members: status.member_names(),
+        term_start: status.term_start,
+        commit_by_ack: status.commit_by_ack,
     }
 }
 
@@ -224,6 +168,23 @@ impl NodeClient {
     pub async fn clear_switchover(&self, base_url: &str, term: u64) -> Result<(), NodeError> {
         let url = format!("{base_url}/internal/v1/clear-switchover");
         let body = serde_json::json!({ "term": term }).to_string();
+        self.call(Method::POST, url, true, Some(body))
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends the node the cluster map (slot map, shards, their primaries). The node keeps the
+    /// newest it has heard of, so a repeated or late push changes nothing.
+    pub async fn push_cluster_map(
+        &self,
+        base_url: &str,
+        map: &rcluster_proto::ClusterMap,
+    ) -> Result<(), NodeError> {
+        let url = format!("{base_url}/internal/v1/cluster-map");
+        let body = serde_json::to_string(map).map_err(|e| NodeError::Transport {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
         self.call(Method::POST, url, true, Some(body))
             .await
             .map(|_| ())
@@ -380,7 +341,7 @@ mod tests {
                 "commit_by_ack":{"async":40,"one":40,"quorum":39,"all":38}}"#,
         )
         .unwrap();
-        let o = s.observation("n2", None);
+        let o = observation(&s, "n2", None);
         assert_eq!(
             (o.role, o.term, o.log_position(), o.following.as_deref()),
             (Role::Replica, 3, (3, 40), Some("n1"))

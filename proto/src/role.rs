@@ -38,6 +38,17 @@ impl Role {
     }
 }
 
+/// A role from its wire name; a name this version does not know is `Unknown`, as when parsing a
+/// status report.
+impl From<&str> for Role {
+    fn from(s: &str) -> Role {
+        [Role::Primary, Role::Replica, Role::Fenced, Role::Standalone]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .unwrap_or(Role::Unknown)
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

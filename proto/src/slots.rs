@@ -1,7 +1,7 @@
 //! Hash slots: which shard owns a key or a topic.
 //!
 //! A cluster has a fixed number of slots, chosen at creation and never changed (resharding moves
-//! slots between shards; it never rehashes). `slot = crc32c(hashed part) % slots`, where the hashed
+//! slots between shards; it never rehashes). `slot = fmix32(crc32c(hashed part)) % slots`, where the hashed
 //! part of a name is the text inside its first `{…}` when that is non-empty (Redis Cluster's hash
 //! tags: `{user42}/profile` and `{user42}/posts/7` share a slot), else the whole name. Topics hash
 //! by their name with the same rule, and their subscriptions and cursors live with them.
@@ -33,8 +33,21 @@ pub fn hash_tag(name: &str) -> &str {
 }
 
 /// The slot of a record key or topic name in a cluster of `slots` slots.
+///
+/// CRC32C alone is linear over GF(2): keys that differ only in a counter suffix (`key1`, `key2`,
+/// …) land in slots with a visible pattern (30 %/20 % instead of 25 % each over four shards).
+/// murmur3's finalizer mixes every bit into every other before the modulo; it is a bijection, so
+/// it adds no collisions.
 pub fn slot_of(name: &str, slots: u32) -> u32 {
-    crc32c::crc32c(hash_tag(name).as_bytes()) % slots.max(1)
+    fmix32(crc32c::crc32c(hash_tag(name).as_bytes())) % slots.max(1)
+}
+
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }
 
 /// Slots `start..=end`, owned by `shard`.

@@ -19,6 +19,18 @@ fn hash_tags_follow_redis_rules() {
 }
 
 #[test]
+fn counter_suffixed_keys_spread_evenly() {
+    // The pattern CRC32C alone gives ([120, 80, 120, 80]) is gone: each shard of four gets a
+    // fair share of 4,000 such keys.
+    let m = SlotMap::even(4096, 4).unwrap();
+    let mut counts = [0u32; 4];
+    for i in 0..4000 {
+        counts[m.owner_of(&format!("key{i}")) as usize] += 1;
+    }
+    assert!(counts.iter().all(|c| (900..1100).contains(c)), "{counts:?}");
+}
+
+#[test]
 fn even_maps_split_equally() {
     let m = SlotMap::even(4096, 4).unwrap();
     assert_eq!(m.ranges.len(), 4);

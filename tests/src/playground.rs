@@ -16,7 +16,9 @@ use crate::{DEADLINE, alive, bin, get_json, http, signal, wait_for};
 /// Flags of the playground under test.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Members per shard.
     pub replicas: u16,
+    pub shards: u16,
     pub ack: &'static str,
     pub detection_window_ms: u64,
     pub probe_interval_ms: u64,
@@ -28,6 +30,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             replicas: 3,
+            shards: 1,
             ack: "quorum",
             detection_window_ms: 500,
             probe_interval_ms: 100,
@@ -57,15 +60,31 @@ pub struct Playground {
 /// Port ranges handed out by this process, so parallel tests never pick the same one.
 static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
 
-fn candidate_base(replicas: u16) -> u16 {
-    let slot = u32::from(NEXT_RANGE.fetch_add(1, Ordering::Relaxed));
-    let spread = std::process::id() % 400;
-    let width = u32::from(replicas + 2).max(10);
-    (20_000 + ((spread * 97 + slot * 13) % 400) * width).min(60_000) as u16
+/// Ports a playground of `o` spans: BASE_PORT and BASE_PORT+100·k+i for node i of shard k.
+fn span(o: &Options) -> u32 {
+    100 * u32::from(o.shards.saturating_sub(1)) + u32::from(o.replicas) + 2
 }
 
-fn ports_free(base: u16, replicas: u16) -> bool {
-    (0..=replicas).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+fn candidate_base(o: &Options) -> u16 {
+    let slot = u32::from(NEXT_RANGE.fetch_add(1, Ordering::Relaxed));
+    let spread = std::process::id() % 400;
+    let width = span(o).max(10);
+    let ranges = (40_000 / width).max(1);
+    (20_000 + ((spread * 97 + slot * 13) % ranges) * width).min(60_000) as u16
+}
+
+fn ports_free(base: u16, o: &Options) -> bool {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    free(base) && (0..o.shards).all(|k| (1..=o.replicas).all(|i| free(base + 100 * k + i)))
+}
+
+/// Member `i` (from 1) of `shard`, as the playground names it.
+pub fn member_name(shard: u16, i: u16) -> String {
+    if shard == 0 {
+        format!("n{i}")
+    } else {
+        format!("s{shard}n{i}")
+    }
 }
 
 impl Playground {
@@ -82,8 +101,8 @@ impl Playground {
     pub fn start_in(dir: &Path, opts: Options, base_port: Option<u16>) -> Playground {
         let mut last = String::new();
         for _ in 0..10 {
-            let base = base_port.unwrap_or_else(|| candidate_base(opts.replicas));
-            if base_port.is_none() && !ports_free(base, opts.replicas) {
+            let base = base_port.unwrap_or_else(|| candidate_base(&opts));
+            if base_port.is_none() && !ports_free(base, &opts) {
                 continue;
             }
             match Self::spawn(dir, &opts, base) {
@@ -101,6 +120,7 @@ impl Playground {
             .arg("--dir")
             .arg(dir)
             .args(["--quiet", "--replicas", &opts.replicas.to_string()])
+            .args(["--shards", &opts.shards.to_string()])
             .args(["--ack", opts.ack, "--base-port", &base.to_string()])
             .args([
                 "--detection-window-ms",
@@ -141,10 +161,13 @@ impl Playground {
                 let _ = tx.send(false);
             });
         }
-        let names: Vec<String> = (1..=opts.replicas).map(|i| format!("n{i}")).collect();
-        let urls = (1..=opts.replicas)
-            .map(|i| format!("http://127.0.0.1:{}", base + i))
-            .collect();
+        let (mut names, mut urls) = (Vec::new(), Vec::new());
+        for k in 0..opts.shards {
+            for i in 1..=opts.replicas {
+                names.push(member_name(k, i));
+                urls.push(format!("http://127.0.0.1:{}", base + 100 * k + i));
+            }
+        }
         let mut pg = Playground {
             child: Some(child),
             dir: dir.to_path_buf(),
@@ -180,16 +203,36 @@ impl Playground {
     /// `GET /status` of the playground (`Null` when it does not answer).
     pub fn status(&self) -> Value {
         let s = get_json(&self.control, "/status").unwrap_or(Value::Null);
-        if let Some(members) = s["members"].as_array() {
-            let mut pids = self.pids.lock().unwrap();
-            pids.extend(
-                members
-                    .iter()
-                    .filter_map(|m| m["pid"].as_u64())
-                    .map(|p| p as u32),
-            );
+        let mut pids = self.pids.lock().unwrap();
+        let shards = s["shards"].as_array().cloned().unwrap_or_default();
+        for doc in std::iter::once(&s).chain(shards.iter()) {
+            if let Some(members) = doc["members"].as_array() {
+                pids.extend(
+                    members
+                        .iter()
+                        .filter_map(|m| m["pid"].as_u64())
+                        .map(|p| p as u32),
+                );
+            }
         }
         s
+    }
+
+    /// The playground's status document of one shard (its coordinator, members, slots).
+    pub fn shard_status(&self, shard: u16) -> Value {
+        let s = self.status();
+        match s["shards"].get(usize::from(shard)) {
+            Some(doc) => doc.clone(),
+            None if shard == 0 => s,
+            None => Value::Null,
+        }
+    }
+
+    /// The member names of one shard.
+    pub fn shard_names(&self, shard: u16) -> Vec<String> {
+        (1..=self.opts.replicas)
+            .map(|i| member_name(shard, i))
+            .collect()
     }
 
     pub fn decisions(&self) -> Vec<Value> {
@@ -200,7 +243,12 @@ impl Playground {
 
     /// (primary, term) when every member is ready and the primary leads in the recorded term.
     pub fn healthy(&self) -> Option<(String, u64)> {
-        let s = self.status();
+        self.healthy_shard(0)
+    }
+
+    /// `healthy` of one shard.
+    pub fn healthy_shard(&self, shard: u16) -> Option<(String, u64)> {
+        let s = self.shard_status(shard);
         let primary = s["coordinator"]["primary"].as_str()?.to_string();
         let term = s["coordinator"]["term"].as_u64()?;
         let members = s["members"].as_array()?;
@@ -215,10 +263,24 @@ impl Playground {
         wait_for("every member ready", DEADLINE, || self.healthy())
     }
 
+    /// Waits until every shard is healthy; returns each shard's (primary, term).
+    pub fn wait_all_healthy(&self) -> Vec<(String, u64)> {
+        wait_for("every shard ready", DEADLINE, || {
+            (0..self.opts.shards)
+                .map(|k| self.healthy_shard(k))
+                .collect::<Option<Vec<_>>>()
+        })
+    }
+
     /// The new (primary, term) once a term after `old_term` has a ready primary.
     pub fn wait_primary_after(&self, old_term: u64) -> (String, u64) {
+        self.wait_shard_primary_after(0, old_term)
+    }
+
+    /// `wait_primary_after` for one shard.
+    pub fn wait_shard_primary_after(&self, shard: u16, old_term: u64) -> (String, u64) {
         wait_for("a new primary", DEADLINE, || {
-            let s = self.status();
+            let s = self.shard_status(shard);
             let term = s["coordinator"]["term"].as_u64()?;
             let primary = s["coordinator"]["primary"].as_str()?.to_string();
             let ok = s["members"].as_array()?.iter().any(|m| {
@@ -233,9 +295,11 @@ impl Playground {
 
     pub fn pid(&self, name: &str) -> Option<u32> {
         let s = self.status();
-        s["members"]
-            .as_array()?
-            .iter()
+        let shards = s["shards"].as_array().cloned().unwrap_or_default();
+        std::iter::once(&s)
+            .chain(shards.iter())
+            .filter_map(|doc| doc["members"].as_array())
+            .flatten()
             .find(|m| m["name"] == name)?["pid"]
             .as_u64()
             .map(|p| p as u32)
@@ -284,9 +348,14 @@ impl Playground {
 
     /// Waits until every member applied the same log; returns the common digest.
     pub fn wait_converged(&self) -> String {
+        self.wait_shard_converged(0)
+    }
+
+    /// Waits until every member of `shard` applied the same log; returns the shard's digest.
+    pub fn wait_shard_converged(&self, shard: u16) -> String {
+        let names = self.shard_names(shard);
         wait_for("every member to converge", DEADLINE, || {
-            let all: Vec<Value> = self
-                .names
+            let all: Vec<Value> = names
                 .iter()
                 .map(|n| self.node_status(n))
                 .collect::<Option<_>>()?;

@@ -36,7 +36,7 @@ pub fn params(op: &str) -> &'static [&'static str] {
 
 /// Refuses a command of a term older than this node's.
 fn current_term(ctx: &Ctx, term: u64) -> Result<(), ApiError> {
-    let current = ctx.engine.core().term;
+    let current = ctx.engine.term();
     if term < current {
         return Err(EngineError::StaleTerm {
             given: term,

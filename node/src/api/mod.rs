@@ -379,7 +379,8 @@ fn served_here(
 async fn cluster(ctx: &Ctx) -> Result<Response, ApiError> {
     let (members, primary, term) = {
         let core = ctx.engine.core();
-        ((*core.members).clone(), core.primary.clone(), core.term)
+        let node = &core.node;
+        ((*node.members).clone(), node.primary.clone(), node.term)
     };
     let map = ctx.routing.view(members, primary, term);
     Ok(json_response(StatusCode::OK, to_json(&map)))

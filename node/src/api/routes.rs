@@ -3,7 +3,7 @@
 //! nothing is read for a request that will be refused.
 
 use super::{ApiError, Ctx};
-use crate::replication::sender;
+use crate::shipper;
 use http::{Method, StatusCode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +98,7 @@ impl Route {
             Route::Put | Route::Publish => max_body,
             Route::Incr | Route::CreateTopic | Route::Switchover => max_body.min(SMALL_BODY),
             Route::Internal => match path.rsplit('/').next().unwrap_or_default() {
-                "append" => sender::max_append_bytes(&ctx.limits),
+                "append" => shipper::max_append_bytes(&ctx.limits),
                 "install-snapshot" => SNAPSHOT_BODY,
                 _ => COMMAND_BODY,
             },

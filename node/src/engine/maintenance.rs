@@ -1,7 +1,7 @@
 //! Background duties: purging expired records and aged messages through the log (primary only),
 //! snapshots and log compaction (every node).
 
-use super::{Engine, Role};
+use super::{Engine, Role, assert_unlocked};
 use crate::log::Op;
 use crate::replication::AckLevel;
 use crate::snapshot;
@@ -30,7 +30,7 @@ impl Engine {
                 } else {
                     Vec::new()
                 };
-                (leads, expired, topics, core.known_commit)
+                (leads, expired, topics, core.node.known_commit)
             };
             if leads && !expired.is_empty() {
                 let ack = self.cluster.default_ack;
@@ -84,7 +84,7 @@ impl Engine {
             let mut core = self.core();
             core.entries_since_snapshot = 0;
             core.bytes_since_snapshot = 0;
-            (core.state.clone(), core.role)
+            (core.state.clone(), core.node.role)
         };
         let index = state.applied_index;
         // A snapshot must never hold an entry that could still be discarded: wait until it is
@@ -96,7 +96,7 @@ impl Engine {
             let committed = match role {
                 Role::Standalone => self.durable_index(),
                 Role::Primary => self.commit_for(AckLevel::Quorum).min(self.durable_index()),
-                _ => self.core().known_commit.min(self.durable_index()),
+                _ => self.core().node.known_commit.min(self.durable_index()),
             };
             if committed >= index {
                 break;
@@ -115,7 +115,7 @@ impl Engine {
             let started = std::time::Instant::now();
             snapshot::write(&dir, &state)?;
             snapshot::prune(&dir, 2)?;
-            let removed = engine.core().wal.compact(index)?;
+            let removed = engine.compact(index)?;
             engine.metrics.snapshots.inc();
             engine.metrics.snapshot_index.set(index as i64);
             tracing::info!(
@@ -130,7 +130,17 @@ impl Engine {
         .map_err(std::io::Error::other)?
     }
 
+    /// Drops the log segments a snapshot at `index` covers. Serialized with truncations and
+    /// snapshot installs, which replace the log files.
+    fn compact(&self, index: u64) -> std::io::Result<usize> {
+        let _steps = self.steps();
+        let wal = self.core().wal.clone();
+        assert_unlocked("compacting the log");
+        wal.compact(index)
+    }
+
     pub fn newest_snapshot_index(&self) -> u64 {
+        assert_unlocked("listing snapshots");
         snapshot::list(&self.cfg.wal.dir)
             .ok()
             .and_then(|l| l.first().map(|(i, _)| *i))

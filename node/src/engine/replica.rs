@@ -1,14 +1,14 @@
-//! The replica side of replication: accept appends from the primary (matching, truncating a
-//! divergent suffix, persisting before acknowledging) and install snapshots.
+//! The replica side of replication, performed: appends from the primary (the core matches them
+//! with the log; a divergent suffix is truncated without the core lock; nothing is acknowledged
+//! before it is durable) and snapshots installed in place of the log.
 
-use super::{Core, Engine, EngineError, Role, recovery};
+use super::disk::{self, Writer};
+use super::{Core, Engine, EngineError};
 use crate::log::{self, Entry, FrameRead};
-use crate::replication::{AppendHeader, AppendResponse, TermRuns};
-use crate::snapshot;
-use crate::wal::{self, Wal};
+use crate::replication::{AppendHeader, AppendResponse, Contact, Matching, Refusal};
 use bytes::Bytes;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// An append's header and its entries with their encoded bytes.
 type Batch = (AppendHeader, Vec<(Entry, Vec<u8>)>);
@@ -34,108 +34,56 @@ fn parse_append(body: &[u8]) -> Result<Batch, EngineError> {
     Ok((header, entries))
 }
 
+fn io(e: std::io::Error) -> EngineError {
+    EngineError::Io(e.to_string())
+}
+
+/// Matching passes per append: a truncation shortens the log, after which the entries match.
+const MATCH_PASSES: usize = 3;
+
 impl Engine {
     fn reply(&self, core: &Core, ok: bool) -> AppendResponse {
         AppendResponse {
-            term: core.term,
+            term: core.node.term,
             ok,
-            last_index: core.last_index,
+            last_index: core.node.last_index,
             durable_index: self.durable_index(),
             applied_index: core.state.applied_index,
             ..Default::default()
         }
     }
 
+    fn refuse(&self, core: &Core, refusal: Refusal) -> AppendResponse {
+        let mut r = self.reply(core, false);
+        match refusal {
+            Refusal::Error(why) => r.error = Some(why),
+            Refusal::RetryFrom(from) => r.retry_from = Some(from),
+            Refusal::NeedSnapshot => r.need_snapshot = true,
+        }
+        r
+    }
+
+    fn writer(&self) -> Writer<'_> {
+        Writer {
+            cfg: &self.cfg.wal,
+            durable: &self.durable,
+            metrics: &self.metrics,
+        }
+    }
+
     /// Handles one append request from a primary.
-    pub async fn handle_append(
-        self: &Arc<Self>,
-        body: Bytes,
-    ) -> Result<AppendResponse, EngineError> {
+    pub async fn handle_append(&self, body: Bytes) -> Result<AppendResponse, EngineError> {
         let (h, entries) = parse_append(&body)?;
         // Batches are pipelined: one may overtake the batch before it. Give that one a moment to
         // land instead of rejecting and making the primary resend both.
-        let ahead = {
-            let core = self.core();
-            h.term >= core.term && h.prev_index > core.last_index
-        };
-        if ahead {
+        if self.core().node.append_is_ahead(&h) {
             let mut applied = self.applied.subscribe();
             let wait = applied.wait_for(|v| *v >= h.prev_index);
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), wait).await;
+            let _ = tokio::time::timeout(Duration::from_millis(200), wait).await;
         }
-        let upto = {
-            let mut core = self.core();
-            if h.term < core.term {
-                let mut r = self.reply(&core, false);
-                r.error = Some(format!("stale term {} < {}", h.term, core.term));
-                return Ok(r);
-            }
-            let other_primary = core.primary.as_ref().is_some_and(|p| *p != h.from);
-            if h.term == core.term && (core.role == Role::Primary || other_primary) {
-                let mut r = self.reply(&core, false);
-                r.error = Some(format!("{:?} leads term {}", core.primary, h.term));
-                return Ok(r);
-            }
-            self.observe_term(&mut core, h.term, Some(h.from.clone()))?;
-            core.last_contact = Some(Instant::now());
-            core.primary_last_index = h.primary_last_index;
-            if h.prev_index > core.last_index {
-                let mut r = self.reply(&core, false);
-                r.retry_from = Some(core.last_index + 1);
-                return Ok(r);
-            }
-            match core.term_at(h.prev_index) {
-                Some(t) if t != h.prev_term => {
-                    let mut r = self.reply(&core, false);
-                    r.retry_from = Some(core.runs.run_start(h.prev_index).min(h.prev_index));
-                    return Ok(r);
-                }
-                // Below our snapshot: committed, and so equal to the primary's.
-                _ => {}
-            }
-            let mut matched = h.prev_index;
-            for (e, payload) in entries {
-                if e.index <= core.last_index {
-                    match core.term_at(e.index) {
-                        Some(t) if t != e.term => {
-                            if let Some(refusal) = self.truncate_from(&mut core, e.index)? {
-                                return Ok(refusal);
-                            }
-                            if core.last_index == 0 && e.index > 1 {
-                                let mut r = self.reply(&core, false);
-                                r.need_snapshot = true;
-                                return Ok(r);
-                            }
-                        }
-                        _ => {
-                            matched = e.index;
-                            continue;
-                        }
-                    }
-                }
-                if e.index != core.last_index + 1 {
-                    break;
-                }
-                let applied = match core.state.apply_logged(&e) {
-                    Ok(a) => a.events,
-                    Err(err) => {
-                        tracing::warn!(index = e.index, error = %err, "replicated entry did not apply cleanly");
-                        Vec::new()
-                    }
-                };
-                core.last_ts = core.last_ts.max(e.ts_ms);
-                core.append(&e, payload, applied);
-                matched = e.index;
-            }
-            let commit = h.commit.min(matched);
-            if commit > core.known_commit {
-                core.known_commit = commit;
-            }
-            core.synced = true;
-            self.update_gauges(&core);
-            self.metrics.commit_index.set(core.known_commit as i64);
-            self.applied.send_replace(core.state.applied_index);
-            matched
+        let upto = match self.append(&h, entries)? {
+            Ok(upto) => upto,
+            Err(refused) => return Ok(refused),
         };
         self.bump();
         // Acknowledge only what is durable here.
@@ -148,84 +96,85 @@ impl Engine {
         Ok(r)
     }
 
-    /// Discards entries from `index` on: a suffix written by an old primary that the new primary's
-    /// log replaced. Refuses to discard anything known to be committed. The state is rebuilt from
-    /// the newest snapshot before `index` and the log; without one the replica starts empty and
-    /// asks for a snapshot.
-    fn truncate_from(
+    /// Applies the term rules and log matching to an append and performs what they decide.
+    /// Returns the index matched through, or the refusal to answer with.
+    fn append(
         &self,
-        core: &mut Core,
-        index: u64,
-    ) -> Result<Option<AppendResponse>, EngineError> {
-        if index <= core.known_commit {
-            tracing::error!(
-                index,
-                known_commit = core.known_commit,
-                "refusing to discard committed entries"
-            );
-            let mut r = self.reply(core, false);
-            r.error = Some(format!(
-                "entry {index} is committed here; refusing to discard it"
-            ));
-            return Ok(Some(r));
+        h: &AppendHeader,
+        mut entries: Vec<(Entry, Vec<u8>)>,
+    ) -> Result<Result<u64, AppendResponse>, EngineError> {
+        let _steps = self.steps();
+        let contact = self.core().node.contact(h)?;
+        match contact {
+            Contact::Refuse(refusal) => return Ok(Err(self.refuse(&self.core(), refusal))),
+            Contact::Accept(Some(change)) => self.change_role(change)?,
+            Contact::Accept(None) => {}
         }
-        let io = |e: std::io::Error| EngineError::Io(e.to_string());
-        let dir = self.cfg.wal.dir.clone();
-        let old_last = core.last_index;
-        core.wal.close();
-        // Snapshots holding the suffix go first: a crash between the two steps then leaves the
-        // suffix in the log, to be discarded again, never in a snapshot above a shorter log.
-        for (i, p) in snapshot::list(&dir).map_err(io)? {
-            if i >= index {
-                std::fs::remove_file(p).map_err(io)?;
-            }
-        }
-        wal::sync_dir(&dir).map_err(io)?;
-        wal::truncate_after(&dir, index - 1).map_err(io)?;
-        let loaded = match recovery::load(&dir, self.cfg.accept_data_loss) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot rebuild below the snapshot; starting empty to fetch a snapshot");
-                wal::remove_all(&dir).map_err(io)?;
-                for (_, p) in snapshot::list(&dir).map_err(io)? {
-                    std::fs::remove_file(p).map_err(io)?;
+        let ids: Vec<(u64, u64)> = entries.iter().map(|(e, _)| (e.index, e.term)).collect();
+        for _ in 0..MATCH_PASSES {
+            let mut core = self.core();
+            core.last_contact = Some(Instant::now());
+            core.primary_last_index = h.primary_last_index;
+            match core.node.match_append(h, &ids) {
+                Matching::Refuse(refusal) => return Ok(Err(self.refuse(&core, refusal))),
+                Matching::Truncate(from) => {
+                    drop(core);
+                    if let Some(refusal) = self.truncate_from(from)? {
+                        return Ok(Err(self.refuse(&self.core(), refusal)));
+                    }
                 }
-                recovery::load(&dir, self.cfg.accept_data_loss).map_err(io)?
+                Matching::Append { new, matched } => {
+                    for (e, payload) in entries.drain(new) {
+                        let events = match core.state.apply_logged(&e) {
+                            Ok(a) => a.events,
+                            Err(err) => {
+                                tracing::warn!(index = e.index, error = %err, "replicated entry did not apply cleanly");
+                                Vec::new()
+                            }
+                        };
+                        core.last_ts = core.last_ts.max(e.ts_ms);
+                        core.append(&e, payload, events);
+                    }
+                    core.node.matched(h.commit, matched);
+                    self.update_gauges(&core);
+                    self.metrics.commit_index.set(core.node.known_commit as i64);
+                    self.applied.send_replace(core.state.applied_index);
+                    return Ok(Ok(matched));
+                }
             }
+        }
+        Err(EngineError::Conflict(
+            "the log did not match the append after truncating".into(),
+        ))
+    }
+
+    /// Discards entries from `index` on: a suffix written by an old primary that the new
+    /// primary's log replaced (the core checked it holds nothing known to be committed).
+    fn truncate_from(&self, index: u64) -> Result<Option<Refusal>, EngineError> {
+        let (wal, old_last) = {
+            let core = self.core();
+            (core.wal.clone(), core.node.last_index)
         };
-        let discarded = old_last - loaded.last_index;
-        core.wal = Wal::start(
-            self.cfg.wal.clone(),
-            loaded.recovery.log_end,
-            loaded.last_index,
-            self.durable.clone(),
-            self.metrics.clone(),
-        )
-        .map_err(io)?;
+        let (loaded, new_wal) =
+            disk::truncate_from(&self.writer(), &wal, index, self.cfg.accept_data_loss)
+                .map_err(io)?;
+        let discarded = old_last.saturating_sub(loaded.last_index);
+        let mut core = self.core();
+        core.wal = Arc::new(new_wal);
         core.state = loaded.state;
-        core.runs = loaded.runs;
-        core.last_index = loaded.last_index;
-        self.reset_caches(core, old_last);
+        let refusal = core.node.truncated(index, loaded.last_index, loaded.runs);
+        core.reset_caches(old_last);
         core.discarded_total += discarded;
+        self.applied.send_replace(core.state.applied_index);
+        self.update_gauges(&core);
         self.metrics.entries_discarded.inc_by(discarded);
         tracing::warn!(
             discarded,
             from = index,
-            last_index = core.last_index,
+            last_index = core.node.last_index,
             "discarded divergent log entries"
         );
-        Ok(None)
-    }
-
-    fn reset_caches(&self, core: &mut Core, old_last: u64) {
-        core.cache.clear();
-        core.cache_bytes = 0;
-        core.events.clear();
-        // Every watcher is behind this point and must resync.
-        core.events_evicted_upto = old_last.max(core.last_index) + 1;
-        core.entries_since_snapshot = 0;
-        self.applied.send_replace(core.state.applied_index);
-        self.update_gauges(core);
+        Ok(refusal)
     }
 
     /// Replaces this replica's state and log with the primary's snapshot.
@@ -236,80 +185,34 @@ impl Engine {
         body: Bytes,
     ) -> Result<AppendResponse, EngineError> {
         {
-            let mut core = self.core();
-            if term < core.term {
-                return Err(EngineError::StaleTerm {
-                    given: term,
-                    current: core.term,
-                });
+            let _steps = self.steps();
+            let change = self.core().node.snapshot_contact(term, from)?;
+            if let Some(change) = change {
+                self.change_role(change)?;
             }
-            self.observe_term(&mut core, term, Some(from.to_string()))?;
         }
-        let io = |e: std::io::Error| EngineError::Io(e.to_string());
         let dir = self.cfg.wal.dir.clone();
-        let tmp = dir.join("incoming.snap.part");
-        let state = {
-            let (tmp, body) = (tmp.clone(), body.clone());
-            tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-                std::fs::write(&tmp, &body)?;
-                std::fs::File::open(&tmp)?.sync_all()?;
-                snapshot::load(&tmp)
-            })
+        let (tmp, state) = tokio::task::spawn_blocking(move || disk::receive_snapshot(&dir, &body))
             .await
             .map_err(|e| EngineError::Io(e.to_string()))?
-            .map_err(|e| EngineError::Conflict(format!("bad snapshot: {e}")))?
-        };
+            .map_err(|e| EngineError::Conflict(format!("bad snapshot: {e}")))?;
         let index = state.applied_index;
+        let _steps = self.steps();
+        let (wal, old_last) = {
+            let core = self.core();
+            core.node.check_snapshot(term, from, index)?;
+            (core.wal.clone(), core.node.last_index)
+        };
+        let new_wal = disk::install_snapshot(&self.writer(), &wal, &tmp, index).map_err(io)?;
         let mut core = self.core();
-        if core.term != term || core.primary.as_deref() != Some(from) {
-            return Err(EngineError::Conflict(
-                "the primary changed during the transfer".into(),
-            ));
-        }
-        if index < core.known_commit {
-            return Err(EngineError::Conflict(format!(
-                "snapshot at {index} is older than the committed index {} here",
-                core.known_commit
-            )));
-        }
-        let old_last = core.last_index;
-        core.wal.close();
-        // The new snapshot is in place (and the folder fsynced) before anything old goes: a
-        // crash in between must not leave a replica without the entries it acknowledged.
-        let path = snapshot::snapshot_path(&dir, index);
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        wal::sync_dir(&dir).map_err(io)?;
-        wal::remove_all(&dir).map_err(io)?;
-        for (_, p) in snapshot::list(&dir).map_err(io)? {
-            if p != path {
-                std::fs::remove_file(p).map_err(io)?;
-            }
-        }
-        wal::sync_dir(&dir).map_err(io)?;
-        core.runs = TermRuns::new(index, state.applied_term);
+        core.node.installed(index, state.applied_term);
         core.state = state;
-        core.last_index = index;
-        core.wal = Wal::start(
-            self.cfg.wal.clone(),
-            0,
-            index,
-            self.durable.clone(),
-            self.metrics.clone(),
-        )
-        .map_err(io)?;
-        core.known_commit = core.known_commit.max(index);
-        core.synced = true;
-        self.reset_caches(&mut core, old_last);
+        core.wal = Arc::new(new_wal);
+        core.reset_caches(old_last);
+        self.applied.send_replace(core.state.applied_index);
+        self.update_gauges(&core);
         self.metrics.snapshot_index.set(index as i64);
         tracing::info!(index, from, "installed a snapshot from the primary");
         Ok(self.reply(&core, true))
-    }
-
-    /// Called by a replica on the primary: answer a poke so its shipper reconnects now.
-    pub fn hello_from(&self, term: u64) {
-        let core = self.core();
-        if core.role == Role::Primary && core.term == term {
-            self.poke.notify_waiters();
-        }
     }
 }

@@ -1,7 +1,7 @@
 //! The node's view of itself and its cluster, for `/v1/status`, `/readyz` and the coordinator.
 
 use super::{Engine, Role};
-use crate::replication::commit;
+use crate::replication::{PeerProgress, commit};
 use rcluster_proto::{CommitByAck, MemberReport, NodeStatus, SwitchoverRequest};
 use std::time::Instant;
 
@@ -12,15 +12,11 @@ impl Engine {
             return false;
         }
         let need = commit::quorum(self.members().len()) - 1;
-        let lease = self.cluster.lease;
         let fresh = self
             .progress
             .lock()
             .unwrap()
-            .peers
-            .values()
-            .filter(|p| p.acked_sent_at.is_some_and(|t| t.elapsed() < lease))
-            .count();
+            .fresh(Instant::now(), self.cluster.lease);
         fresh < need
     }
 
@@ -28,18 +24,18 @@ impl Engine {
     /// the primary recently and is within the lag bound.
     pub fn ready(&self) -> bool {
         let core = self.core();
-        match core.role {
+        match core.node.role {
             Role::Standalone => true,
             Role::Primary => {
                 drop(core);
                 !self.isolated()
             }
             Role::Replica => {
-                core.synced
+                core.node.synced
                     && core
                         .last_contact
                         .is_some_and(|t| t.elapsed() < self.cluster.lease * 2)
-                    && core.primary_last_index.saturating_sub(core.last_index)
+                    && core.primary_last_index.saturating_sub(core.node.last_index)
                         <= self.cluster.ready_lag
             }
             Role::Fenced | Role::Unknown => false,
@@ -49,10 +45,12 @@ impl Engine {
     /// The `/v1/status` report and the log position it reflects (the session token).
     pub fn status(&self, with_digest: bool) -> (NodeStatus, u64) {
         let ready = self.ready();
-        let isolated = self.core().role == Role::Primary && self.isolated();
+        let isolated = self.core().node.role == Role::Primary && self.isolated();
         let commits = CommitByAck::from_fn(|a| self.commit_for(a));
         let commit = self.commit_index();
-        let (progress, term_start): (Vec<(String, super::PeerProgress)>, u64) = {
+        // Listed before the core lock: no file access under it.
+        let snapshot_index = self.newest_snapshot_index();
+        let (progress, term_start): (Vec<(String, PeerProgress)>, u64) = {
             let p = self.progress.lock().unwrap();
             let peers = p
                 .peers
@@ -64,16 +62,17 @@ impl Engine {
         self.metrics.ready.set(i64::from(ready));
         let core = self.core();
         let s = &core.state;
-        let leads = core.role == Role::Primary;
+        let node = &core.node;
+        let leads = node.role == Role::Primary;
         let mut members = Vec::new();
-        for (name, url) in core.members.iter() {
+        for (name, url) in node.members.iter() {
             let mut m = MemberReport {
                 name: name.clone(),
                 url: url.clone(),
                 ..MemberReport::default()
             };
             if *name == self.cluster.me {
-                m.role = Some(core.role);
+                m.role = Some(node.role);
                 m.durable_index = Some(self.durable_index());
                 m.applied_index = Some(s.applied_index);
                 m.lag_entries = Some(0);
@@ -81,10 +80,10 @@ impl Engine {
                 m.role = Some(Role::Replica);
                 m.durable_index = Some(p.durable);
                 m.applied_index = Some(p.applied);
-                m.lag_entries = Some(core.last_index.saturating_sub(p.durable));
+                m.lag_entries = Some(node.last_index.saturating_sub(p.durable));
                 m.lag_seconds = Some(
                     core.entry_ts(p.durable + 1)
-                        .filter(|_| p.durable < core.last_index)
+                        .filter(|_| p.durable < node.last_index)
                         .map_or(0.0, |ts| super::now_ms().saturating_sub(ts) as f64 / 1000.0),
                 );
                 m.last_ack_ms = p
@@ -98,30 +97,30 @@ impl Engine {
             node: self.cluster.me.clone(),
             cluster_id: self.cluster.id.clone(),
             shard: 0,
-            role: core.role,
-            term: core.term,
-            primary: core.primary.clone(),
-            following: if core.role == Role::Replica {
-                core.primary.clone()
+            role: node.role,
+            term: node.term,
+            primary: node.primary.clone(),
+            following: if node.role == Role::Replica {
+                node.primary.clone()
             } else {
                 None
             },
-            primary_url: self.primary_url(&core),
-            last_log_index: core.last_index,
-            last_log_term: core.term_at(core.last_index).unwrap_or(0),
+            primary_url: super::primary_url(node),
+            last_log_index: node.last_index,
+            last_log_term: node.term_at(node.last_index).unwrap_or(0),
             commit_index: commit,
             term_start: if leads { term_start } else { 0 },
-            commit_by_ack: (leads || core.role == Role::Standalone).then_some(commits),
+            commit_by_ack: (leads || node.role == Role::Standalone).then_some(commits),
             durable_index: self.durable_index(),
             applied_index: s.applied_index,
-            known_commit: core.known_commit,
-            snapshot_index: self.newest_snapshot_index(),
+            known_commit: node.known_commit,
+            snapshot_index,
             wal_segments: core.wal.segment_count() as u64,
             records: s.records.len() as u64,
             topics: s.topics.len() as u64,
             ready,
             isolated,
-            synced: core.synced,
+            synced: node.synced,
             entries_discarded: core.discarded_total,
             default_ack: Some(self.cluster.default_ack),
             members,

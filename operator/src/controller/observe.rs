@@ -200,12 +200,7 @@ pub async fn probe(
 }
 
 pub fn ack_level(ack: AckMode) -> AckLevel {
-    match ack {
-        AckMode::Async => AckLevel::Async,
-        AckMode::One => AckLevel::One,
-        AckMode::Quorum => AckLevel::Quorum,
-        AckMode::All => AckLevel::All,
-    }
+    ack.into()
 }
 
 pub fn settings(spec: &ReplicatedClusterSpec, members: Vec<String>) -> Settings {

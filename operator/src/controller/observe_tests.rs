@@ -17,7 +17,7 @@ pub fn pod(name: &str, ready: bool) -> PodInfo {
 pub fn node(name: &str, role: &str, term: u64, index: u64, ready: bool) -> NodeStatus {
     NodeStatus {
         node: name.to_string(),
-        role: role.to_string(),
+        role: role.into(),
         term,
         last_log_term: term,
         last_log_index: index,

@@ -2,6 +2,7 @@
 //! `status` — phase, members, conditions. Condition transition times are kept while a
 //! condition does not change, so an unchanged cluster produces an identical status (and no write).
 
+use crate::failover::Role;
 use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -60,7 +61,7 @@ fn acting_primary<'a>(record: &Coordinator, members: &'a [Member]) -> Option<&'a
         m.healthy()
             && m.node
                 .as_ref()
-                .is_some_and(|n| n.role == "primary" && n.term == record.term)
+                .is_some_and(|n| n.role == Role::Primary && n.term == record.term)
     })
 }
 

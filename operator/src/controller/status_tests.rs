@@ -297,10 +297,13 @@ fn last_failover_is_kept_until_replaced() {
 #[test]
 fn member_changes_and_outdated_member_lists_degrade() {
     let c = cluster(None);
-    let list = |names: &[&str]| -> Vec<serde_json::Value> {
+    let list = |names: &[&str]| -> Vec<rcluster_proto::MemberReport> {
         names
             .iter()
-            .map(|n| serde_json::json!({"name": n}))
+            .map(|n| rcluster_proto::MemberReport {
+                name: n.to_string(),
+                ..Default::default()
+            })
             .collect()
     };
     let three = ["demo-0", "demo-1", "demo-2"];

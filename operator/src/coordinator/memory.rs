@@ -74,7 +74,7 @@ impl Memory {
                 match &p.status {
                     Some(status) => {
                         seen.last = Some(status.clone());
-                        status.observation(&p.name, since)
+                        nodes::observation(status, &p.name, since)
                     }
                     None => {
                         let mut obs = nodes::unreachable(&p.name, since);

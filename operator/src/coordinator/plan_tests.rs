@@ -57,15 +57,14 @@ fn healthy(n: usize) -> ClusterView {
 
 fn probe_of(o: &Observation) -> Probe {
     let role = match o.role {
-        Role::Primary => "primary",
-        Role::Replica => "replica",
-        _ => "fenced",
+        Role::Primary | Role::Replica => o.role,
+        _ => Role::Fenced,
     };
     Probe {
         name: o.name.clone(),
         status: o.reachable.then(|| NodeStatus {
             node: o.name.clone(),
-            role: role.to_string(),
+            role,
             term: o.term,
             last_log_term: o.last_log_term,
             last_log_index: o.last_log_index,

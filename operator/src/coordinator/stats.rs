@@ -8,6 +8,7 @@
 //! at or past the first entry of its term (the no-op a promotion appends): from then on it
 //! acknowledges writes at that level. Probe-based, so late by up to one probe interval.
 
+use crate::failover::Role;
 use serde::{Deserialize, Serialize};
 
 use super::memory::{Memory, Probe};
@@ -315,7 +316,7 @@ impl Stats {
         if !p.discards_known
             && let Some(s) = status(&p.from)
             && s.term >= term
-            && s.role == "replica"
+            && s.role == Role::Replica
             && s.ready
         {
             p.discards_known = true;

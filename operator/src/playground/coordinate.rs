@@ -1,8 +1,11 @@
-//! The coordination loop: probe every node, let the coordinator runtime decide and act (record in
-//! the state file first, then the node commands), retire nodes that left the member list, and
-//! report. Each cycle is level-based: a command that failed (or a crash of the playground
-//! half-way) is simply decided again on the next probe.
+//! The coordination loop: probe every node, let each shard's coordinator runtime decide and act
+//! (record in the state file first, then the node commands), retire nodes that left a member
+//! list, push the cluster map to every node, and report. Each cycle is level-based: a command that
+//! failed (or a crash of the playground half-way) is simply decided again on the next probe. One
+//! shard's election never waits for another's: every shard decides from its own probes in every
+//! cycle, and the commands of one shard do not depend on another's.
 
+use crate::failover::Role;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
@@ -24,13 +27,21 @@ use crate::coordinator::{
 use crate::failover::{Action, ClusterView, Coordinator, Settings};
 use crate::metrics::Outcome;
 use crate::nodes::{Addressed, CommandResult, MemberUrls, NodeClient};
+use rcluster_proto::{ClusterMap, ShardInfo};
+
+/// One shard as the loop is built with it.
+pub struct GroupSetup {
+    /// `members`: the desired ones (`--replicas`).
+    pub settings: Settings,
+    /// The nodes the playground runs for the shard: the desired ones and any its member list
+    /// still holds.
+    pub members: Vec<Member>,
+}
 
 /// Everything the loop is built from.
 pub struct Setup {
-    /// `members`: the desired ones (`--replicas`).
-    pub settings: Settings,
-    /// The nodes the playground runs: the desired ones and any the member list still holds.
-    pub members: Vec<Member>,
+    /// One per shard, in shard order.
+    pub groups: Vec<GroupSetup>,
     pub folder: Folder,
     pub saved: Saved,
     pub secret: String,
@@ -49,19 +60,29 @@ const ANNOUNCE_AFTER_MS: u64 = 10_000;
 /// How long a node that left the member list may take to stop before it is killed.
 const RETIRE_GRACE: Duration = Duration::from_secs(10);
 
-pub struct Loop {
-    s: Setup,
-    prober: Prober,
-    commands: NodeClient,
+/// One shard's coordination: its settings, nodes, runtime and what was last decided.
+struct Group {
+    shard: usize,
+    settings: Settings,
+    members: Vec<Member>,
     runtime: Runtime,
     /// The latest probe round, for the table and `/status`.
     probes: Vec<Probe>,
-    ui: Ui,
-    decisions: File,
     last_signature: String,
     last_actions: Vec<Action>,
     /// The last note about a switchover request, so a waiting request is told once.
     last_note: Option<String>,
+}
+
+pub struct Loop {
+    s: Setup,
+    groups: Vec<Group>,
+    prober: Prober,
+    commands: NodeClient,
+    ui: Ui,
+    decisions: File,
+    /// The cluster map each node last accepted; a node that restarts is sent it again.
+    pushed: BTreeMap<String, ClusterMap>,
     announced: bool,
     primary_ready_since: Option<u64>,
 }
@@ -75,20 +96,31 @@ impl Loop {
         let prober = Prober::new(NodeClient::new(&s.secret, s.probe_timeout));
         let commands = NodeClient::new(&s.secret, Duration::from_secs(2));
         let decisions = s.folder.decision_log()?;
-        // The playground starts the nodes itself: the election that resumes a cluster after
-        // its start is not a failover.
-        let runtime = Runtime::new(FailoverCount::SeenHealthy, s.saved.history.clone());
+        let mut s = s;
+        let groups = std::mem::take(&mut s.groups)
+            .into_iter()
+            .enumerate()
+            .map(|(shard, g)| Group {
+                shard,
+                settings: g.settings,
+                members: g.members,
+                // The playground starts the nodes itself: the election that resumes a cluster
+                // after its start is not a failover.
+                runtime: Runtime::new(FailoverCount::SeenHealthy, s.saved.history(shard).clone()),
+                probes: Vec::new(),
+                last_signature: String::new(),
+                last_actions: Vec::new(),
+                last_note: None,
+            })
+            .collect();
         Ok(Loop {
             ui: Ui::new(s.quiet),
             s,
+            groups,
             prober,
             commands,
-            runtime,
-            probes: Vec::new(),
             decisions,
-            last_signature: String::new(),
-            last_actions: Vec::new(),
-            last_note: None,
+            pushed: BTreeMap::new(),
             announced: false,
             primary_ready_since: None,
         })
@@ -119,29 +151,37 @@ impl Loop {
         for e in events {
             self.process_event(e);
         }
-        let probes = {
+        let all: Vec<Member> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.members.iter().cloned())
+            .collect();
+        let mut probes = {
             let sup = self.s.supervisor.clone();
             let restarts = move |name: &str| lock(&sup).info(name).restarts;
-            self.prober.probe(&self.s.members, restarts).await
+            self.prober.probe(&all, restarts).await
         };
         let now = now_ms();
-        let (observations, measured) = self.runtime.observe(&probes, self.s.settings.ack, now);
-        self.probes = probes;
-        self.report_measured(measured, now);
-        let record = self.s.saved.coordinator.clone();
-        let view = ClusterView {
-            settings: self.s.settings.clone(),
-            coordinator: record.clone(),
-            observations,
-            now_ms: now,
-        };
-        let plan = coordinator::plan(&view, None, &self.probes, true);
-        let (acted, ok) = self.act(&record, plan, now).await;
-        self.retire_members(now);
-        if self.runtime.history() != &self.s.saved.history {
-            self.s.saved.history = self.runtime.history().clone();
-            self.save_state(now);
+        let (mut acted, mut ok) = (false, true);
+        for g in 0..self.groups.len() {
+            let mine: Vec<Probe> = {
+                let names: Vec<&str> = self.groups[g]
+                    .members
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect();
+                let (mine, rest) = probes
+                    .drain(..)
+                    .partition(|p| names.contains(&p.name.as_str()));
+                probes = rest;
+                mine
+            };
+            let (a, o) = self.step_group(g, mine, now).await;
+            acted |= a;
+            ok &= o;
+            self.retire_members(g, now);
         }
+        self.push_cluster_map(now).await;
         self.publish(now);
         let outcome = if ok { Outcome::Ok } else { Outcome::Error };
         self.s
@@ -151,34 +191,121 @@ impl Loop {
         acted
     }
 
+    /// One shard: observe its probes, plan, act, keep its statistics.
+    async fn step_group(&mut self, g: usize, probes: Vec<Probe>, now: u64) -> (bool, bool) {
+        let shard = self.groups[g].shard;
+        let group = &mut self.groups[g];
+        let (observations, measured) = group.runtime.observe(&probes, group.settings.ack, now);
+        group.probes = probes;
+        self.report_measured(g, measured, now);
+        let record = self.s.saved.record(shard).clone();
+        let group = &self.groups[g];
+        let view = ClusterView {
+            settings: group.settings.clone(),
+            coordinator: record.clone(),
+            observations,
+            now_ms: now,
+        };
+        let plan = coordinator::plan(&view, None, &group.probes, true);
+        let result = self.act(g, &record, plan, now).await;
+        let history = self.groups[g].runtime.history().clone();
+        if &history != self.s.saved.history(shard) {
+            *self.s.saved.history_mut(shard) = history;
+            self.save_state(now);
+        }
+        result
+    }
+
+    /// The cluster map as the state file records it: the slot map, and per shard its members,
+    /// the primary and the term.
+    fn cluster_map(&self) -> ClusterMap {
+        ClusterMap {
+            slots: self.s.saved.slot_map(),
+            shards: self
+                .groups
+                .iter()
+                .map(|g| {
+                    let record = self.s.saved.record(g.shard);
+                    ShardInfo {
+                        shard: g.shard as u32,
+                        members: g
+                            .members
+                            .iter()
+                            .map(|m| (m.name.clone(), m.url.clone()))
+                            .collect(),
+                        primary: record.primary.clone(),
+                        term: record.term,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Sends every node the cluster map, when it changed since the node last took it (or the
+    /// node restarted). The map is built from the state file, which is saved before any node
+    /// hears of what it records, so no node routes by something the playground could forget.
+    async fn push_cluster_map(&mut self, now: u64) {
+        let map = self.cluster_map();
+        let due: Vec<Member> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.members.iter())
+            .filter(|m| self.pushed.get(&m.name) != Some(&map))
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let client = &self.commands;
+        let sent = futures_util::future::join_all(
+            due.iter().map(|m| client.push_cluster_map(&m.url, &map)),
+        )
+        .await;
+        for (m, r) in due.iter().zip(sent) {
+            match r {
+                Ok(()) => {
+                    self.pushed.insert(m.name.clone(), map.clone());
+                }
+                // A node that is down gets it when it answers again.
+                Err(e) if self.pushed.contains_key(&m.name) => {
+                    let text = format!("cannot send the cluster map to {}: {e}", m.name);
+                    self.record(now, "error", &text, json!({}));
+                    self.pushed.remove(&m.name);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
     /// The member list promote and follow carry: the record's after `actions`, with the URLs the
     /// nodes reach each other at.
-    fn peer_urls(&self, record: &Coordinator, actions: &[Action]) -> Option<MemberUrls> {
+    fn peer_urls(&self, g: usize, record: &Coordinator, actions: &[Action]) -> Option<MemberUrls> {
         record
             .after(actions)
             .members
             .iter()
-            .map(|name| Some((name.clone(), self.url(name)?.to_string())))
+            .map(|name| Some((name.clone(), self.url(g, name)?.to_string())))
             .collect()
     }
 
-    fn url(&self, name: &str) -> Option<&str> {
-        self.s
+    fn url(&self, g: usize, name: &str) -> Option<&str> {
+        self.groups[g]
             .members
             .iter()
             .find(|m| m.name == name)
             .map(|m| m.url.as_str())
     }
 
-    /// Let the runtime act, then log. Returns (commands were sent, everything succeeded).
-    async fn act(&mut self, record: &Coordinator, plan: Plan, now: u64) -> (bool, bool) {
-        let urls: BTreeMap<String, String> = self
-            .s
+    /// Let the shard's runtime act, then log. Returns (commands were sent, everything
+    /// succeeded).
+    async fn act(&mut self, g: usize, record: &Coordinator, plan: Plan, now: u64) -> (bool, bool) {
+        let shard = self.groups[g].shard;
+        let urls: BTreeMap<String, String> = self.groups[g]
             .members
             .iter()
             .map(|m| (m.name.clone(), m.url.clone()))
             .collect();
-        let peers = self.peer_urls(record, &plan.actions);
+        let peers = self.peer_urls(g, record, &plan.actions);
         let nodes = Addressed {
             client: &self.commands,
             urls: &urls,
@@ -187,8 +314,9 @@ impl Loop {
         let mut store = StateStore {
             folder: &self.s.folder,
             saved: &mut self.s.saved,
+            shard,
         };
-        let stepped = self
+        let stepped = self.groups[g]
             .runtime
             .step(record, &plan, &mut store, &nodes, now)
             .await;
@@ -203,7 +331,7 @@ impl Loop {
                     let text = format!("cannot clear the switchover request on {node}: {e}");
                     self.record(now, "error", &text, json!({}));
                 }
-                self.report_completed(&completed, now);
+                self.report_completed(g, &completed, now);
                 (results, None)
             }
             // Nothing may be sent for a term that is not on disk.
@@ -211,12 +339,12 @@ impl Loop {
             Err(Unsent::Conflict) => (Vec::new(), Some("the state changed".to_string())),
         };
         if let Some(note) = ui::request_note(&plan, record) {
-            if self.last_note.as_ref() != Some(&note) {
-                self.record(now, "switchover", &note, json!({}));
+            if self.groups[g].last_note.as_ref() != Some(&note) {
+                self.record_shard(g, now, "switchover", &note, json!({}));
             }
-            self.last_note = Some(note);
+            self.groups[g].last_note = Some(note);
         } else {
-            self.last_note = None;
+            self.groups[g].last_note = None;
         }
         for node in plan
             .clear
@@ -226,20 +354,21 @@ impl Loop {
             let text = format!(
                 "ignored a switchover request on {node}: it is not the primary, or a switchover is in progress"
             );
-            self.record(now, "switchover", &text, json!({}));
+            self.record_shard(g, now, "switchover", &text, json!({}));
         }
         let failed = results.iter().any(|r| r.outcome.is_err());
-        self.log_decision(now, &plan.actions, persist_error.as_deref(), &results);
-        self.last_actions = plan.actions;
+        self.log_decision(g, now, &plan.actions, persist_error.as_deref(), &results);
+        self.groups[g].last_actions = plan.actions;
         (!results.is_empty(), !failed && persist_error.is_none())
     }
 
     /// Nodes that no member list holds any more stop for good.
-    fn retire_members(&mut self, now: u64) {
-        let running: Vec<String> = self.s.members.iter().map(|m| m.name.clone()).collect();
+    fn retire_members(&mut self, g: usize, now: u64) {
+        let group = &self.groups[g];
+        let running: Vec<String> = group.members.iter().map(|m| m.name.clone()).collect();
         let keep = coordinator::keep_running(
-            &self.s.settings.members,
-            &self.s.saved.coordinator,
+            &group.settings.members,
+            self.s.saved.record(group.shard),
             &running,
         );
         let leaving: Vec<String> = running
@@ -252,10 +381,30 @@ impl Loop {
             if let Err(e) = retired {
                 self.record(now, "error", &format!("cannot stop {name}: {e}"), json!({}));
             }
-            self.s.members.retain(|m| m.name != name);
+            self.groups[g].members.retain(|m| m.name != name);
+            self.pushed.remove(&name);
             let text = format!("{name} left the member list; its node stops");
             self.record(now, "process", &text, json!({}));
         }
+    }
+
+    /// A record about one shard: its lines say which shard when there are several.
+    fn record_shard(&mut self, g: usize, now: u64, kind: &str, text: &str, extra: Value) {
+        let shard = self.groups[g].shard;
+        let record = self.s.saved.record(shard);
+        let (term, primary) = (record.term, record.primary.clone());
+        let text = if self.groups.len() > 1 {
+            format!("shard {shard}: {text}")
+        } else {
+            text.to_string()
+        };
+        let mut extra = extra;
+        if let Value::Object(o) = &mut extra {
+            o.insert("shard".into(), json!(shard));
+            o.insert("term".into(), json!(term));
+            o.insert("primary".into(), json!(primary));
+        }
+        self.record(now, kind, &text, extra);
     }
 
     /// Writes one line to the terminal and one JSON record to the decision log.
@@ -282,6 +431,9 @@ impl Loop {
                 if *restart {
                     self.s.metrics.restarts.with_label_values(&[node]).inc();
                 }
+                // A restarted node is sent the cluster map again (it keeps it on disk, but a
+                // newer one may have been recorded while it was down).
+                self.pushed.remove(node);
                 let verb = if *restart { "restarted" } else { "started" };
                 format!("{node} {verb} (pid {pid})")
             }
@@ -300,22 +452,24 @@ impl Loop {
 
     fn log_decision(
         &mut self,
+        g: usize,
         now: u64,
         actions: &[Action],
         persist_error: Option<&str>,
         results: &[CommandResult],
     ) {
         let signature = ui::signature(actions);
-        let changed = signature != self.last_signature;
-        let was_waiting = self
+        let changed = signature != self.groups[g].last_signature;
+        let was_waiting = self.groups[g]
             .last_actions
             .iter()
             .any(|a| matches!(a, Action::Wait { .. }));
-        self.last_signature = signature;
+        self.groups[g].last_signature = signature;
         let acting = actions.iter().any(|a| !matches!(a, Action::Wait { .. }));
         if actions.is_empty() {
             if changed && was_waiting {
-                self.record(
+                self.record_shard(
+                    g,
                     now,
                     "decision",
                     "no action needed: the cluster is healthy",
@@ -350,7 +504,8 @@ impl Loop {
                 "error": r.outcome.as_ref().err()})
             })
             .collect();
-        self.record(
+        self.record_shard(
+            g,
             now,
             "decision",
             &text,
@@ -359,7 +514,7 @@ impl Loop {
     }
 
     /// A promotion that ended a switchover or a failover.
-    fn report_completed(&mut self, done: &Completed, now: u64) {
+    fn report_completed(&mut self, g: usize, done: &Completed, now: u64) {
         if let Some(s) = &done.switchover {
             let text = format!(
                 "switchover done: {} is primary in term {} ({} ms)",
@@ -367,7 +522,7 @@ impl Loop {
                 s.term,
                 s.duration_ms.unwrap_or(0)
             );
-            self.record(now, "switchover", &text, json!({"switchover": s}));
+            self.record_shard(g, now, "switchover", &text, json!({"switchover": s}));
         }
         if let Some(f) = &done.failover {
             let took = Duration::from_millis(f.duration_ms().unwrap_or(0));
@@ -380,13 +535,13 @@ impl Loop {
                 f.promotion_ms.unwrap_or(0),
                 f.from
             );
-            self.record(now, "failover", &text, json!({"failover": f}));
+            self.record_shard(g, now, "failover", &text, json!({"failover": f}));
         }
     }
 
     /// Time to first write and discarded entries, measured from the latest probes.
-    fn report_measured(&mut self, measured: Measured, now: u64) {
-        let Some(f) = self.runtime.history().last_failover.clone() else {
+    fn report_measured(&mut self, g: usize, measured: Measured, now: u64) {
+        let Some(f) = self.groups[g].runtime.history().last_failover.clone() else {
             return;
         };
         if let Some(ms) = measured.first_write_ms {
@@ -394,14 +549,14 @@ impl Loop {
             let text = format!(
                 "{} acknowledges {} writes {ms} ms after {} was last seen ready",
                 f.to.as_deref().unwrap_or("?"),
-                ack_name(self.s.settings.ack),
+                ack_name(self.groups[g].settings.ack),
                 f.from
             );
-            self.record(now, "failover", &text, json!({"failover": f}));
+            self.record_shard(g, now, "failover", &text, json!({"failover": f}));
         }
         if let Some(d) = measured.discarded {
             let text = format!("{} rejoined as a replica; it discarded {d} entries", f.from);
-            self.record(now, "failover", &text, json!({"failover": f}));
+            self.record_shard(g, now, "failover", &text, json!({"failover": f}));
         }
     }
 
@@ -415,65 +570,113 @@ impl Loop {
     /// Updates `/status`, the table, the gauges, and announces the cluster once it is ready.
     fn publish(&mut self, now: u64) {
         let sup = lock(&self.s.supervisor);
-        let memory = self.runtime.memory();
-        let nodes: Vec<Node> = self
-            .s
-            .members
-            .iter()
-            .map(|m| Node {
-                member: m,
-                probe: self.probes.iter().find(|p| p.name == m.name),
-                seen: memory.get(&m.name),
-                process: sup.info(&m.name),
-            })
-            .collect();
+        let mut docs = Vec::new();
+        let mut rows = Vec::new();
+        let mut phases = Vec::new();
+        let mut all_primaries_ok = true;
+        let mut all_ready = true;
+        let dir = self.s.folder.dir.display().to_string();
+        let slots = self.s.saved.slot_map();
+        for g in &self.groups {
+            let memory = g.runtime.memory();
+            let nodes: Vec<Node> = g
+                .members
+                .iter()
+                .map(|m| Node {
+                    member: m,
+                    probe: g.probes.iter().find(|p| p.name == m.name),
+                    seen: memory.get(&m.name),
+                    process: sup.info(&m.name),
+                })
+                .collect();
+            let co = self.s.saved.record(g.shard);
+            let phase = report::phase(co, &nodes, &g.last_actions);
+            let primary_ok = co.primary.as_deref().is_some_and(|p| {
+                g.probes.iter().any(|q| {
+                    q.name == p
+                        && q.ready()
+                        && q.status
+                            .as_ref()
+                            .is_some_and(|s| s.role == Role::Primary && s.term == co.term)
+                })
+            });
+            all_primaries_ok &= primary_ok;
+            all_ready &= g.probes.iter().all(Probe::ready);
+            let mut doc = report::status_json(&StatusInput {
+                ready: false,
+                phase,
+                control_url: &self.s.control_url,
+                dir: &dir,
+                settings: &g.settings,
+                probe_interval_ms: self.s.probe_interval.as_millis() as u64,
+                record: co,
+                history: self.s.saved.history(g.shard),
+                nodes: &nodes,
+            });
+            doc["shard"] = json!(g.shard);
+            doc["slots"] = json!(slots.describe(g.shard as u32));
+            docs.push(doc);
+            rows.extend(report::rows(co, &nodes));
+            phases.push(phase);
+        }
         drop(sup);
-        let phase = report::phase(&self.s.saved, &nodes, &self.last_actions);
-        let co = &self.s.saved.coordinator;
-        let primary_ok = co.primary.as_deref().is_some_and(|p| {
-            self.probes.iter().any(|q| {
-                q.name == p
-                    && q.ready()
-                    && q.status
-                        .as_ref()
-                        .is_some_and(|s| s.role == "primary" && s.term == co.term)
-            })
-        });
         let mut announce = false;
-        if !self.announced && primary_ok {
+        if !self.announced && all_primaries_ok {
             let since = *self.primary_ready_since.get_or_insert(now);
-            announce = self.probes.iter().all(Probe::ready) || now - since >= ANNOUNCE_AFTER_MS;
-        } else if !primary_ok {
+            announce = all_ready || now - since >= ANNOUNCE_AFTER_MS;
+        } else if !all_primaries_ok {
             self.primary_ready_since = None;
         }
-        let dir = self.s.folder.dir.display().to_string();
-        let doc = report::status_json(&StatusInput {
-            ready: self.announced || announce,
-            phase,
-            control_url: &self.s.control_url,
-            dir: &dir,
-            settings: &self.s.settings,
-            probe_interval_ms: self.s.probe_interval.as_millis() as u64,
-            saved: &self.s.saved,
-            nodes: &nodes,
-        });
-        let header = format!(
-            "rcluster playground: {} nodes, ack {}, term {}, primary {}, {} | failovers {} | {}",
-            self.s.members.len(),
-            ack_name(self.s.settings.ack),
-            co.term,
-            co.primary.as_deref().unwrap_or("-"),
-            phase.as_str(),
-            self.s.saved.history.failovers_total,
-            self.s.control_url
-        );
-        let rows = report::rows(&self.s.saved, &nodes);
+        let ready = self.announced || announce;
+        // Shard 0's document is the top level, as for a cluster without shards; every shard's
+        // (shard 0's too) is under `shards`, with the slot map.
+        let mut doc = docs[0].clone();
+        for d in docs.iter_mut() {
+            d["ready"] = json!(ready);
+        }
+        doc["ready"] = json!(ready);
+        doc["phase"] = json!(report::worst(&phases).as_str());
+        doc["shards"] = json!(docs);
+        doc["slot_map"] = json!(slots);
+        let co = &self.s.saved.coordinator;
+        let header = if self.groups.len() == 1 {
+            format!(
+                "rcluster playground: {} nodes, ack {}, term {}, primary {}, {} | failovers {} | {}",
+                self.groups[0].members.len(),
+                ack_name(self.groups[0].settings.ack),
+                co.term,
+                co.primary.as_deref().unwrap_or("-"),
+                phases[0].as_str(),
+                self.s.saved.history.failovers_total,
+                self.s.control_url
+            )
+        } else {
+            let primaries: Vec<String> = self
+                .groups
+                .iter()
+                .map(|g| {
+                    let r = self.s.saved.record(g.shard);
+                    format!("{}:{}", g.shard, r.primary.as_deref().unwrap_or("-"))
+                })
+                .collect();
+            let failovers: u64 = (0..self.groups.len())
+                .map(|k| self.s.saved.history(k).failovers_total)
+                .sum();
+            format!(
+                "rcluster playground: {} shards, ack {}, primaries {}, {} | failovers {} | {}",
+                self.groups.len(),
+                ack_name(self.groups[0].settings.ack),
+                primaries.join(" "),
+                report::worst(&phases).as_str(),
+                failovers,
+                self.s.control_url
+            )
+        };
         let term = co.term;
-        drop(nodes);
         lock(&self.s.shared).status = doc;
         let m = &self.s.metrics;
         m.term.set(term as i64);
-        m.operator.set_clusters([phase]);
+        m.operator.set_clusters(phases);
         if announce {
             self.announce();
         }
@@ -482,17 +685,16 @@ impl Loop {
 
     fn announce(&mut self) {
         self.announced = true;
-        let co = self.s.saved.coordinator.clone();
         let lines: Vec<String> = self
-            .s
-            .members
+            .groups
             .iter()
+            .flat_map(|g| g.members.iter())
             .map(|m| format!("{} {}", m.name, m.url))
             .collect();
         for l in lines {
             self.ui.line(&l);
         }
-        let first = self.s.members[0].url.clone();
+        let first = self.groups[0].members[0].url.clone();
         self.ui.line(&format!(
             "control {} (GET /status, /decisions, /metrics)",
             self.s.control_url
@@ -500,10 +702,19 @@ impl Loop {
         self.ui.line(&format!(
             "try: rcluster --endpoint {first} put greeting hello && rcluster --endpoint {first} status"
         ));
-        self.ui.line(&format!(
-            "playground ready: primary {} term {}",
-            co.primary.as_deref().unwrap_or("-"),
-            co.term
-        ));
+        let primaries: Vec<String> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let co = self.s.saved.record(g.shard);
+                format!(
+                    "primary {} term {}",
+                    co.primary.as_deref().unwrap_or("-"),
+                    co.term
+                )
+            })
+            .collect();
+        self.ui
+            .line(&format!("playground ready: {}", primaries.join(", ")));
     }
 }

@@ -10,9 +10,13 @@
 //! - [`ui`], [`report`]: the status table, decision lines, `/status` and metrics;
 //!   [`control`]: the HTTP endpoint.
 //!
-//! `--replicas` may change when the same folder is started again: the member list follows in a
-//! new term (scale up and down, as on Kubernetes), and nodes that leave stop once the change is
-//! committed.
+//! `--shards N` runs N replica groups, each with its own coordinator runtime and record, owning
+//! the hash slots of the slot map recorded in the state file (docs/SHARDS.md); shard 0's members
+//! are n1..nR (as in a cluster without shards), shard k's sKn1..sKnR.
+//!
+//! `--replicas` may change when the same folder is started again: each shard's member list
+//! follows in a new term (scale up and down, as on Kubernetes), and nodes that leave stop once the
+//! change is committed.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,16 +39,20 @@ pub mod ui;
 /// Flags of `rcluster-operator playground`.
 #[derive(Debug, Clone, Args)]
 pub struct PlaygroundArgs {
-    /// Number of members (n1..nN). May change when the same --dir is started again.
+    /// Members per shard (n1..nN). May change when the same --dir is started again.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=99))]
     pub replicas: u16,
+    /// Shards (replica groups), each owning an equal share of the hash slots.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_SHARDS as i64))]
+    pub shards: u16,
     /// Write acknowledgement level of the cluster: async, one, quorum or all.
     #[arg(long, default_value = "quorum", value_parser = parse_ack)]
     pub ack: AckLevel,
     /// Folder for the node data, the state file, the secret and the logs.
     #[arg(long, default_value = "./rcluster-playground")]
     pub dir: PathBuf,
-    /// Node i listens on BASE_PORT+i; the playground's status/metrics endpoint on BASE_PORT.
+    /// Node i of shard k listens on BASE_PORT+100·k+i; the playground's status/metrics endpoint
+    /// on BASE_PORT.
     #[arg(long, default_value_t = 7000)]
     pub base_port: u16,
     /// How long the primary must fail (unreachable or not ready) before a failover.
@@ -105,12 +113,38 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The most shards a playground runs (ports stay below BASE_PORT+1700).
+pub const MAX_SHARDS: usize = 16;
+
 /// One member: name, URL, port and data folder.
 #[derive(Debug, Clone)]
 pub struct Member {
     pub name: String,
     pub url: String,
     pub port: u16,
+    pub shard: usize,
+}
+
+impl Member {
+    fn new(base_port: u16, shard: usize, i: usize) -> Member {
+        let port = base_port + (100 * shard + i) as u16;
+        Member {
+            name: member_name(shard, i),
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            shard,
+        }
+    }
+}
+
+/// Member `i` (from 1) of `shard`: n1.. for shard 0, as a cluster without shards names them;
+/// sKn1.. for shard K.
+pub fn member_name(shard: usize, i: usize) -> String {
+    if shard == 0 {
+        format!("n{i}")
+    } else {
+        format!("s{shard}n{i}")
+    }
 }
 
 /// Entry point of the subcommand; the exit code is 0 after a clean stop.
@@ -140,16 +174,12 @@ pub fn main(args: PlaygroundArgs) -> ExitCode {
 
 async fn run(args: PlaygroundArgs) -> Result<(), Error> {
     let replicas = usize::from(args.replicas);
-    if usize::from(args.base_port) + replicas > usize::from(u16::MAX) || args.base_port == 0 {
-        return Err(Error::Usage(format!(
-            "--base-port {} leaves no room for {replicas} node ports",
-            args.base_port
-        )));
-    }
+    let shards = usize::from(args.shards);
+    check_ports(args.base_port, shards, replicas)?;
     let bin = node_bin(args.node_bin.as_deref())?;
     let folder = state::Folder::create(&args.dir)?;
     let _lock = folder.lock()?;
-    let desired = names(replicas);
+    let desired: Vec<Vec<String>> = (0..shards).map(|k| names(k, replicas)).collect();
     let saved = match folder.load()? {
         Some(s) if s.base_port != args.base_port => {
             return Err(Error::Usage(format!(
@@ -160,6 +190,15 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
                 s.base_port
             )));
         }
+        Some(s) if s.shard_count() != shards => {
+            return Err(Error::Usage(format!(
+                "{} holds a cluster of {} shard(s); changing --shards means moving slots between \
+                 shards, which this playground cannot do yet: start it with --shards {}",
+                folder.dir.display(),
+                s.shard_count(),
+                s.shard_count()
+            )));
+        }
         Some(mut s) => {
             println!(
                 "resuming the cluster in {} (term {}, primary {})",
@@ -167,10 +206,12 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
                 s.coordinator.term,
                 s.coordinator.primary.as_deref().unwrap_or("none")
             );
-            if s.coordinator.members.is_empty() {
-                // Written before the record carried the member list: the nodes run with the
-                // list of their flags.
-                s.coordinator.members = names(s.replicas);
+            for k in 0..shards {
+                if s.record(k).members.is_empty() {
+                    // Written before the record carried the member list: the nodes run with
+                    // the list of their flags.
+                    s.record_mut(k).members = names(k, s.replicas);
+                }
             }
             if s.replicas != replicas {
                 println!(
@@ -183,14 +224,16 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
             s
         }
         None => {
-            println!(
-                "new cluster of {replicas} nodes in {}",
-                folder.dir.display()
-            );
+            let what = if shards == 1 {
+                format!("{replicas} nodes")
+            } else {
+                format!("{shards} shards of {replicas} nodes")
+            };
+            println!("new cluster of {what} in {}", folder.dir.display());
             state::Saved::new(replicas, args.base_port, args.ack, desired.clone())
         }
     };
-    // The member list the nodes start with is on disk before any of them hears of a term.
+    // The member lists and the slot map are on disk before any node hears of a term.
     folder.save(&saved)?;
     let secret_path = folder.secret()?;
     let cluster_id = folder.cluster_id()?;
@@ -202,30 +245,26 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         .trim()
         .to_string();
 
-    // Every desired member, and every member the record still holds (it leaves once the change
-    // that removes it is committed).
-    let running = keep_running(&desired, &saved.coordinator, &[])
-        .into_iter()
-        .filter_map(ordinal)
-        .max()
-        .unwrap_or(replicas)
-        .max(replicas);
-    if usize::from(args.base_port) + running > usize::from(u16::MAX) {
-        return Err(Error::Usage(format!(
-            "--base-port {} leaves no room for {running} node ports",
-            args.base_port
-        )));
-    }
-    let members: Vec<Member> = (1..=running)
-        .map(|i| {
-            let port = args.base_port + i as u16;
-            Member {
-                name: format!("n{i}"),
-                url: format!("http://127.0.0.1:{port}"),
-                port,
-            }
+    // Per shard: every desired member, and every member the record still holds (it leaves once
+    // the change that removes it is committed).
+    let members: Vec<Vec<Member>> = (0..shards)
+        .map(|k| {
+            let running = keep_running(&desired[k], saved.record(k), &[])
+                .into_iter()
+                .filter_map(ordinal)
+                .max()
+                .unwrap_or(replicas)
+                .max(replicas);
+            (1..=running)
+                .map(|i| Member::new(args.base_port, k, i))
+                .collect()
         })
         .collect();
+    check_ports(
+        args.base_port,
+        shards,
+        members.iter().map(Vec::len).max().unwrap_or(0),
+    )?;
     let control_addr = format!("127.0.0.1:{}", args.base_port);
     let listener = tokio::net::TcpListener::bind(&control_addr)
         .await
@@ -234,18 +273,23 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
     // (`--listen-fd`). A restarted node gets its port back with no moment in which another
     // program's connection could take it. (std binds with SO_REUSEADDR, so connections of a node
     // that just stopped, in TIME_WAIT, do not count as the port being in use.)
-    let mut listeners = Vec::new();
-    for m in &members {
-        let l = std::net::TcpListener::bind(("127.0.0.1", m.port))
-            .map_err(|e| port_error(m.port, e))?;
-        listeners.push(Arc::new(l));
+    let mut specs = Vec::new();
+    for group in &members {
+        for m in group {
+            let l = std::net::TcpListener::bind(("127.0.0.1", m.port))
+                .map_err(|e| port_error(m.port, e))?;
+            let spec = node_spec(
+                &folder,
+                m,
+                Arc::new(l),
+                group,
+                &secret_path,
+                &cluster_id,
+                &args,
+            )?;
+            specs.push(spec);
+        }
     }
-
-    let specs = members
-        .iter()
-        .zip(listeners)
-        .map(|(m, l)| node_spec(&folder, m, l, &members, &secret_path, &cluster_id, &args))
-        .collect::<Result<Vec<_>, Error>>()?;
     let supervisor = Arc::new(Mutex::new(supervisor::Supervisor::new(bin, specs)));
     let shared = Arc::new(Mutex::new(control::Shared::default()));
     let metrics = report::PlaygroundMetrics::new().map_err(|e| Error::Io {
@@ -269,18 +313,24 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         },
     ));
 
-    let settings = Settings {
-        members: desired,
-        ack: args.ack,
-        detection_window_ms: args.detection_window_ms,
-        allow_lossy_promotion: args.allow_lossy_promotion,
-        switchover_timeout_ms: default_switchover_timeout_ms(),
-    };
+    let groups = members
+        .into_iter()
+        .zip(desired)
+        .map(|(members, desired)| coordinate::GroupSetup {
+            settings: Settings {
+                members: desired,
+                ack: args.ack,
+                detection_window_ms: args.detection_window_ms,
+                allow_lossy_promotion: args.allow_lossy_promotion,
+                switchover_timeout_ms: default_switchover_timeout_ms(),
+            },
+            members,
+        })
+        .collect();
     let probe_timeout = Duration::from_millis((args.detection_window_ms / 2).clamp(50, 1000));
     let control_url = format!("http://{control_addr}");
     let looper = coordinate::Loop::new(coordinate::Setup {
-        settings,
-        members,
+        groups,
         folder,
         saved,
         secret,
@@ -306,14 +356,29 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Members n1..nN.
-fn names(n: usize) -> Vec<String> {
-    (1..=n).map(|i| format!("n{i}")).collect()
+/// The members of `shard` in a shard of `n`.
+fn names(shard: usize, n: usize) -> Vec<String> {
+    (1..=n).map(|i| member_name(shard, i)).collect()
 }
 
-/// `i` of member `ni`.
+/// `i` of member `ni` or `sKni`.
 fn ordinal(name: &str) -> Option<usize> {
-    name.strip_prefix('n')?.parse().ok()
+    let rest = match name.strip_prefix('s') {
+        Some(r) => &r[r.find('n')?..],
+        None => name,
+    };
+    rest.strip_prefix('n')?.parse().ok()
+}
+
+/// Every node port (BASE_PORT+100·k+i) must fit.
+fn check_ports(base_port: u16, shards: usize, replicas: usize) -> Result<(), Error> {
+    let highest = usize::from(base_port) + 100 * shards.saturating_sub(1) + replicas;
+    if base_port == 0 || highest > usize::from(u16::MAX) {
+        return Err(Error::Usage(format!(
+            "--base-port {base_port} leaves no room for {shards} shard(s) of {replicas} node ports"
+        )));
+    }
+    Ok(())
 }
 
 fn port_error(port: u16, e: std::io::Error) -> Error {
@@ -340,6 +405,8 @@ fn node_spec(
     let mut a: Vec<String> = vec![
         "--name".into(),
         m.name.clone(),
+        "--shard".into(),
+        m.shard.to_string(),
         "--data-dir".into(),
         data_dir.display().to_string(),
         "--secret-file".into(),
@@ -445,6 +512,22 @@ mod tests {
         assert_eq!(cli.args.detection_window_ms, 1000);
         assert!(Cli::try_parse_from(["x", "--ack", "most"]).is_err());
         assert!(Cli::try_parse_from(["x", "--replicas", "0"]).is_err());
+    }
+
+    #[test]
+    fn shard_members_have_names_and_ports_of_their_own() {
+        let m = Member::new(7000, 0, 2);
+        assert_eq!((m.name.as_str(), m.port, m.shard), ("n2", 7002, 0));
+        let m = Member::new(7000, 3, 1);
+        assert_eq!((m.name.as_str(), m.port, m.shard), ("s3n1", 7301, 3));
+        assert_eq!(ordinal("n12"), Some(12));
+        assert_eq!(ordinal("s3n7"), Some(7));
+        assert_eq!(ordinal("x"), None);
+        assert!(check_ports(7000, MAX_SHARDS, 99).is_ok());
+        assert!(check_ports(65000, 8, 3).is_err());
+        let cli = Cli::try_parse_from(["x", "--shards", "4", "--replicas", "2"]).unwrap();
+        assert_eq!((cli.args.shards, cli.args.replicas), (4, 2));
+        assert!(Cli::try_parse_from(["x", "--shards", "0"]).is_err());
     }
 
     #[test]

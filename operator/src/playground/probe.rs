@@ -66,6 +66,7 @@ mod tests {
             name: "n1".into(),
             url: format!("http://127.0.0.1:{port}"),
             port,
+            shard: 0,
         };
         let prober = Prober::new(NodeClient::new("s", Duration::from_millis(500)));
         let probes = prober.probe(&[member], |_| 2).await;

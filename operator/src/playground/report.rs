@@ -5,12 +5,11 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
 use serde_json::{Value, json};
 
 use super::Member;
-use super::state::Saved;
 use super::supervisor::ProcessInfo;
 use super::ui::Row;
-use crate::coordinator::{Probe, Seen};
+use crate::coordinator::{History, Probe, Seen};
 use crate::crd::Phase;
-use crate::failover::{Action, Settings, WaitReason};
+use crate::failover::{Action, Coordinator, Settings, WaitReason};
 use crate::metrics::Metrics;
 use crate::nodes::NodeStatus;
 
@@ -81,9 +80,8 @@ impl Node<'_> {
     }
 }
 
-/// The phase of the cluster in the CRD's vocabulary, so dashboards read the same for both.
-pub fn phase(saved: &Saved, nodes: &[Node], last_actions: &[Action]) -> Phase {
-    let co = &saved.coordinator;
+/// The phase of one shard in the CRD's vocabulary, so dashboards read the same for both.
+pub fn phase(co: &Coordinator, nodes: &[Node], last_actions: &[Action]) -> Phase {
     let stuck = last_actions.iter().any(|a| {
         matches!(
             a,
@@ -119,24 +117,39 @@ fn lag(nodes: &[Node], primary: Option<&str>, name: &str) -> Option<u64> {
     let from_primary = ps
         .members
         .iter()
-        .find(|m| m.get("name").and_then(Value::as_str) == Some(name))
-        .and_then(|m| m.get("lag_entries"))
-        .and_then(Value::as_u64);
+        .find(|m| m.name == name)
+        .and_then(|m| m.lag_entries);
     from_primary.or_else(|| {
         let s = nodes.iter().find(|n| n.name() == name)?.status()?;
         Some(ps.last_log_index.saturating_sub(s.last_log_index))
     })
 }
 
-pub fn rows(saved: &Saved, nodes: &[Node]) -> Vec<Row> {
-    let primary = saved.coordinator.primary.as_deref();
+/// The worst of the shards' phases: the cluster is as well as its least well shard.
+pub fn worst(phases: &[Phase]) -> Phase {
+    let rank = |p: &Phase| match p {
+        Phase::Running => 0,
+        Phase::Degraded => 1,
+        Phase::Pending => 2,
+        Phase::FailingOver => 3,
+        _ => 4,
+    };
+    phases
+        .iter()
+        .copied()
+        .max_by_key(rank)
+        .unwrap_or(Phase::Pending)
+}
+
+pub fn rows(co: &Coordinator, nodes: &[Node]) -> Vec<Row> {
+    let primary = co.primary.as_deref();
     nodes
         .iter()
         .map(|n| {
             let s = n.status();
             let p = &n.process;
             let role = match (s, p.held, p.pid) {
-                (Some(s), _, _) => s.role.clone(),
+                (Some(s), _, _) => s.role.to_string(),
                 (None, true, _) => "stopped".into(),
                 (None, _, None) => "down".into(),
                 (None, _, Some(_)) => "no answer".into(),
@@ -163,13 +176,14 @@ pub struct StatusInput<'a> {
     pub dir: &'a str,
     pub settings: &'a Settings,
     pub probe_interval_ms: u64,
-    pub saved: &'a Saved,
+    pub record: &'a Coordinator,
+    pub history: &'a History,
     pub nodes: &'a [Node<'a>],
 }
 
 /// The `GET /status` document.
 pub fn status_json(i: &StatusInput) -> Value {
-    let primary = i.saved.coordinator.primary.as_deref();
+    let primary = i.record.primary.as_deref();
     let members: Vec<Value> = i
         .nodes
         .iter()
@@ -184,7 +198,7 @@ pub fn status_json(i: &StatusInput) -> Value {
                 "held": p.held,
                 "reachable": s.is_some(),
                 "ready": n.ready(),
-                "role": s.map(|s| s.role.clone()),
+                "role": s.map(|s| s.role),
                 "term": s.map(|s| s.term),
                 "last_log_index": s.map(|s| s.last_log_index),
                 "applied_index": s.map(|s| s.applied_index),
@@ -202,7 +216,7 @@ pub fn status_json(i: &StatusInput) -> Value {
         .iter()
         .find(|n| Some(n.name()) == primary)
         .map(|n| n.member.url.clone());
-    let h = &i.saved.history;
+    let h = i.history;
     json!({
         "ready": i.ready,
         "phase": i.phase.as_str(),
@@ -215,7 +229,7 @@ pub fn status_json(i: &StatusInput) -> Value {
             "probe_interval_ms": i.probe_interval_ms,
             "allow_lossy_promotion": i.settings.allow_lossy_promotion,
         },
-        "coordinator": i.saved.coordinator,
+        "coordinator": i.record,
         "primary_url": primary_url,
         "members": members,
         "failovers_total": h.failovers_total,
@@ -236,6 +250,7 @@ mod tests {
             name: name.into(),
             url: format!("http://127.0.0.1:{port}"),
             port,
+            shard: 0,
         }
     }
 
@@ -258,7 +273,7 @@ mod tests {
 
     #[test]
     fn phase_and_lag_follow_the_members() {
-        let mut saved = Saved::new(3, 7000, AckLevel::Quorum, Vec::new());
+        let mut saved = super::super::state::Saved::new(3, 7000, AckLevel::Quorum, Vec::new());
         let members = [member("n1"), member("n2"), member("n3")];
         let probes = [
             probe("n1", "primary", 10, true),
@@ -275,12 +290,12 @@ mod tests {
                 process: ProcessInfo::default(),
             })
             .collect();
-        assert_eq!(phase(&saved, &nodes, &[]), Phase::Pending);
+        assert_eq!(phase(&saved.coordinator, &nodes, &[]), Phase::Pending);
         saved.coordinator.term = 1;
-        assert_eq!(phase(&saved, &nodes, &[]), Phase::FailingOver);
+        assert_eq!(phase(&saved.coordinator, &nodes, &[]), Phase::FailingOver);
         saved.coordinator.primary = Some("n1".into());
-        assert_eq!(phase(&saved, &nodes, &[]), Phase::Degraded);
-        let rows = rows(&saved, &nodes);
+        assert_eq!(phase(&saved.coordinator, &nodes, &[]), Phase::Degraded);
+        let rows = rows(&saved.coordinator, &nodes);
         assert_eq!(
             rows.iter().map(|r| r.lag).collect::<Vec<_>>(),
             [Some(0), Some(3), Some(0)]
@@ -299,7 +314,8 @@ mod tests {
             dir: "/tmp/x",
             settings: &settings,
             probe_interval_ms: 100,
-            saved: &saved,
+            record: &saved.coordinator,
+            history: &saved.history,
             nodes: &nodes,
         });
         assert_eq!(doc["primary_url"], "http://127.0.0.1:7001");

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::Error;
 use crate::coordinator::{self, History, RecordStore, Stored};
 use crate::failover::{AckLevel, Coordinator};
+use rcluster_proto::{DEFAULT_SLOTS, SlotMap};
 
 pub const STATE_FILE: &str = "state.json";
 pub const SECRET_FILE: &str = "secret";
@@ -19,11 +20,14 @@ pub const CLUSTER_ID_FILE: &str = "cluster-id";
 pub const DECISIONS_FILE: &str = "decisions.log";
 const LOCK_FILE: &str = "playground.pid";
 
-/// Everything `state.json` holds. The coordinator record must reach the disk before any node
-/// hears of a new term; the rest is history for `/status`.
+/// Everything `state.json` holds. Every coordinator record (one per shard) and the slot map must
+/// reach the disk before any node hears of them; the rest is history for `/status`.
+///
+/// Shard 0's record and statistics sit at the top level, where a cluster without shards has always
+/// kept them, so older state files load unchanged; shards 1.. follow in `shards`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Saved {
-    /// The members asked for (`--replicas`): n1..nN.
+    /// The members asked for per shard (`--replicas`).
     pub replicas: usize,
     pub base_port: u16,
     pub ack: AckLevel,
@@ -31,29 +35,111 @@ pub struct Saved {
     /// Failover and switchover statistics (`failovers_total`, `last_failover`, ...).
     #[serde(flatten)]
     pub history: History,
+    /// Shards 1.. (shard 0 is the top level).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardRecord>,
+    /// Which shard owns each hash slot; `None` for a cluster created without shards (one shard
+    /// owning every slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<SlotMap>,
+}
+
+/// The coordinator record and statistics of one shard beyond the first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    pub coordinator: Coordinator,
+    #[serde(flatten)]
+    pub history: History,
 }
 
 impl Saved {
-    /// A new cluster: its nodes start with the member list `members`.
-    pub fn new(replicas: usize, base_port: u16, ack: AckLevel, members: Vec<String>) -> Saved {
+    /// A new cluster of `members.len()` shards: shard k's nodes start with the member list
+    /// `members[k]`; with several shards the slots are spread evenly.
+    pub fn new(
+        replicas: usize,
+        base_port: u16,
+        ack: AckLevel,
+        mut members: Vec<Vec<String>>,
+    ) -> Saved {
+        let count = members.len().max(1);
+        let first = if members.is_empty() {
+            Vec::new()
+        } else {
+            members.remove(0)
+        };
         Saved {
             replicas,
             base_port,
             ack,
             coordinator: Coordinator {
-                members,
+                members: first,
                 ..Coordinator::default()
             },
             history: History::default(),
+            shards: members
+                .into_iter()
+                .map(|m| ShardRecord {
+                    coordinator: Coordinator {
+                        members: m,
+                        ..Coordinator::default()
+                    },
+                    history: History::default(),
+                })
+                .collect(),
+            slots: (count > 1).then(|| {
+                SlotMap::even(DEFAULT_SLOTS, count as u32).expect("shard counts are validated")
+            }),
         }
+    }
+
+    /// How many shards the cluster has.
+    pub fn shard_count(&self) -> usize {
+        1 + self.shards.len()
+    }
+
+    pub fn record(&self, shard: usize) -> &Coordinator {
+        match shard {
+            0 => &self.coordinator,
+            k => &self.shards[k - 1].coordinator,
+        }
+    }
+
+    pub fn record_mut(&mut self, shard: usize) -> &mut Coordinator {
+        match shard {
+            0 => &mut self.coordinator,
+            k => &mut self.shards[k - 1].coordinator,
+        }
+    }
+
+    pub fn history(&self, shard: usize) -> &History {
+        match shard {
+            0 => &self.history,
+            k => &self.shards[k - 1].history,
+        }
+    }
+
+    pub fn history_mut(&mut self, shard: usize) -> &mut History {
+        match shard {
+            0 => &mut self.history,
+            k => &mut self.shards[k - 1].history,
+        }
+    }
+
+    /// The slot map in force: the recorded one, or one shard owning every slot.
+    pub fn slot_map(&self) -> SlotMap {
+        self.slots
+            .clone()
+            .unwrap_or_else(|| SlotMap::single(DEFAULT_SLOTS))
     }
 }
 
-/// The state file as the coordinator runtime's record store. One playground owns the folder
-/// (the lock), so nobody else changes the record: a write always succeeds or fails outright.
+/// The state file as the coordinator runtime's record store, for one shard's runtime. One
+/// playground owns the folder (the lock), so nobody else changes the record: a write always
+/// succeeds or fails outright.
 pub struct StateStore<'a> {
     pub folder: &'a Folder,
     pub saved: &'a mut Saved,
+    pub shard: usize,
 }
 
 impl RecordStore for StateStore<'_> {
@@ -61,8 +147,8 @@ impl RecordStore for StateStore<'_> {
 
     async fn store(&mut self, write: &coordinator::Write<'_>) -> Result<Stored, Error> {
         let mut next = self.saved.clone();
-        next.coordinator = write.record.clone();
-        next.history = write.history.clone();
+        *next.record_mut(self.shard) = write.record.clone();
+        *next.history_mut(self.shard) = write.history.clone();
         self.folder.save(&next)?;
         *self.saved = next;
         Ok(Stored::Written)
@@ -245,7 +331,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let folder = Folder::create(tmp.path()).unwrap();
         assert_eq!(folder.load().unwrap(), None);
-        let mut saved = Saved::new(3, 7000, AckLevel::Quorum, vec!["n1".into()]);
+        let mut saved = Saved::new(3, 7000, AckLevel::Quorum, vec![vec!["n1".into()]]);
         saved.coordinator.term = 4;
         saved.coordinator.primary = Some("n2".into());
         folder.save(&saved).unwrap();
@@ -291,6 +377,38 @@ mod tests {
             ),
             (Some(4), Some(2))
         );
+    }
+
+    #[test]
+    fn shards_keep_a_record_each_and_the_slot_map() {
+        let tmp = tempfile::tempdir().unwrap();
+        let folder = Folder::create(tmp.path()).unwrap();
+        let one = Saved::new(2, 7000, AckLevel::Quorum, vec![vec!["n1".into()]]);
+        assert_eq!(one.shard_count(), 1);
+        assert_eq!(one.slots, None, "a cluster without shards records no map");
+        let text = serde_json::to_value(&one).unwrap();
+        assert!(text.get("shards").is_none() && text.get("slots").is_none());
+        let mut three = Saved::new(
+            2,
+            7000,
+            AckLevel::Quorum,
+            vec![
+                vec!["n1".into(), "n2".into()],
+                vec!["s1n1".into(), "s1n2".into()],
+                vec!["s2n1".into(), "s2n2".into()],
+            ],
+        );
+        assert_eq!(three.shard_count(), 3);
+        assert_eq!(three.record(2).members, ["s2n1", "s2n2"]);
+        three.record_mut(1).term = 7;
+        three.history_mut(2).failovers_total = 1;
+        folder.save(&three).unwrap();
+        let back = folder.load().unwrap().unwrap();
+        assert_eq!(back.record(1).term, 7);
+        assert_eq!(back.history(2).failovers_total, 1);
+        let map = back.slot_map();
+        map.validate().unwrap();
+        assert_eq!((map.shards, map.slot_count(1)), (3, 1365));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use proptest::prelude::*;
 use rcluster_operator::coordinator::{self, FailoverCount, History, Plan, Probe, Request, Source};
 use rcluster_operator::failover::*;
 use rcluster_operator::nodes::NodeStatus;
+use rcluster_proto::MemberReport;
 
 pub use checks::{check_shape, check_waits_with_too_few};
 pub use node::{Led, Node};
@@ -318,16 +319,9 @@ impl Sim {
         let node = &self.nodes[i];
         let led = node.led.filter(|_| node.role == Role::Primary);
         let commit = |ack| led.map_or(0, |led| self.commit_index(i, led, ack));
-        let role = match node.role {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-            Role::Fenced => "fenced",
-            Role::Standalone => "standalone",
-            Role::Unknown => "unknown",
-        };
         NodeStatus {
             node: self.names[i].clone(),
-            role: role.to_string(),
+            role: node.role,
             term: node.term,
             following: node.following.map(|f| self.names[f].clone()),
             last_log_index: node.log.len() as u64,
@@ -343,7 +337,10 @@ impl Sim {
             members: node
                 .members
                 .iter()
-                .map(|m| serde_json::json!({ "name": m }))
+                .map(|m| MemberReport {
+                    name: m.clone(),
+                    ..MemberReport::default()
+                })
                 .collect(),
             term_start: led.map_or(0, |l| l.start),
             ..NodeStatus::default()

@@ -1,0 +1,122 @@
+//! The engine's file work besides the WAL writer's: the role record, discarding a divergent log
+//! suffix, installing a primary's snapshot. Every function here runs without the core lock (checked
+//! in debug builds), so a slow disk stalls the step that needs it, not every request.
+
+use super::locked::assert_unlocked;
+use super::recovery::{self, Loaded};
+use crate::metrics::Metrics;
+use crate::replication::RoleRecord;
+use crate::snapshot;
+use crate::state::State;
+use crate::wal::{self, Wal, WalConfig};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+const RECORD_FILE: &str = "role.json";
+const INCOMING_SNAPSHOT: &str = "incoming.snap.part";
+
+pub fn load_record(dir: &Path) -> io::Result<RoleRecord> {
+    match std::fs::read(dir.join(RECORD_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(RoleRecord::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the role record durably: a new file, fsynced, renamed over the old one.
+pub fn save_record(dir: &Path, record: &RoleRecord) -> io::Result<()> {
+    assert_unlocked("writing the role record");
+    let tmp = dir.join("role.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(record).map_err(io::Error::other)?)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(RECORD_FILE))?;
+    wal::sync_dir(dir)
+}
+
+/// Where the log writer of a rebuilt log reports durability.
+pub struct Writer<'a> {
+    pub cfg: &'a WalConfig,
+    pub durable: &'a Arc<watch::Sender<u64>>,
+    pub metrics: &'a Arc<Metrics>,
+}
+
+impl Writer<'_> {
+    fn start(&self, log_end: u64, last_index: u64) -> io::Result<Wal> {
+        Wal::start(
+            self.cfg.clone(),
+            log_end,
+            last_index,
+            self.durable.clone(),
+            self.metrics.clone(),
+        )
+    }
+}
+
+/// Discards the log from `index` on, after stopping `old` (the writer of that log). The state is
+/// rebuilt from the newest snapshot before `index` and the log; without one the replica starts
+/// empty and asks for a snapshot. Returns the rebuilt state and the new log's writer.
+pub fn truncate_from(
+    w: &Writer,
+    old: &Wal,
+    index: u64,
+    accept_data_loss: bool,
+) -> io::Result<(Loaded, Wal)> {
+    assert_unlocked("truncating the log");
+    let dir = &w.cfg.dir;
+    old.close();
+    // Snapshots holding the suffix go first: a crash between the two steps then leaves the
+    // suffix in the log, to be discarded again, never in a snapshot above a shorter log.
+    for (i, p) in snapshot::list(dir)? {
+        if i >= index {
+            std::fs::remove_file(p)?;
+        }
+    }
+    wal::sync_dir(dir)?;
+    wal::truncate_after(dir, index - 1)?;
+    let loaded = match recovery::load(dir, accept_data_loss) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot rebuild below the snapshot; starting empty to fetch a snapshot");
+            wal::remove_all(dir)?;
+            for (_, p) in snapshot::list(dir)? {
+                std::fs::remove_file(p)?;
+            }
+            recovery::load(dir, accept_data_loss)?
+        }
+    };
+    let wal = w.start(loaded.recovery.log_end, loaded.last_index)?;
+    Ok((loaded, wal))
+}
+
+/// Writes a snapshot received from the primary to a side file, durably, and loads it.
+pub fn receive_snapshot(dir: &Path, body: &[u8]) -> io::Result<(PathBuf, State)> {
+    assert_unlocked("receiving a snapshot");
+    let tmp = dir.join(INCOMING_SNAPSHOT);
+    std::fs::write(&tmp, body)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    let state = snapshot::load(&tmp)?;
+    Ok((tmp, state))
+}
+
+/// Replaces the log with the received snapshot `tmp` at `index`, after stopping `old`; returns the
+/// new log's writer.
+pub fn install_snapshot(w: &Writer, old: &Wal, tmp: &Path, index: u64) -> io::Result<Wal> {
+    assert_unlocked("installing a snapshot");
+    let dir = &w.cfg.dir;
+    old.close();
+    // The new snapshot is in place (and the folder fsynced) before anything old goes: a crash in
+    // between must not leave a replica without the entries it acknowledged.
+    let path = snapshot::snapshot_path(dir, index);
+    std::fs::rename(tmp, &path)?;
+    wal::sync_dir(dir)?;
+    wal::remove_all(dir)?;
+    for (_, p) in snapshot::list(dir)? {
+        if p != path {
+            std::fs::remove_file(p)?;
+        }
+    }
+    wal::sync_dir(dir)?;
+    w.start(0, index)
+}

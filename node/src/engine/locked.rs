@@ -1,0 +1,246 @@
+//! What the engine's core mutex guards, and the guard that proves no file I/O runs under it.
+//!
+//! The mutex holds the replication core, the state machine and the in-memory ends of the log (the
+//! WAL writer's queue, the shipping cache, the watchers' event buffer): applying an entry and
+//! queueing it must happen in one order. Everything that touches files (the role record, log
+//! truncation, snapshots) runs without it; `assert_unlocked` checks that in debug builds.
+
+use crate::log::Entry;
+use crate::replication::Node;
+use crate::state::{KvEvent, State};
+use crate::wal::Wal;
+use bytes::Bytes;
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// Record changes kept for watchers that fall behind briefly.
+const EVENT_BUFFER: usize = 65_536;
+/// Encoded entries kept in memory for shipping to replicas without reading the WAL files.
+const CACHE_BYTES: usize = 64 << 20;
+
+/// An encoded entry kept for shipping.
+#[derive(Clone)]
+pub struct Cached {
+    pub index: u64,
+    pub term: u64,
+    pub ts_ms: u64,
+    pub payload: Bytes,
+}
+
+pub struct Core {
+    /// The replication core: role, term, members, the log's shape, the known commit.
+    pub node: Node,
+    pub state: State,
+    pub primary_last_index: u64,
+    pub last_contact: Option<Instant>,
+    pub discarded_total: u64,
+    pub(super) wal: Arc<Wal>,
+    pub(super) last_ts: u64,
+    cache: VecDeque<Cached>,
+    cache_bytes: usize,
+    events: VecDeque<KvEvent>,
+    /// Highest index of an event that fell out of `events`; watchers behind it must resync.
+    events_evicted_upto: u64,
+    pub(super) entries_since_snapshot: u64,
+    pub(super) bytes_since_snapshot: u64,
+}
+
+impl Core {
+    pub(super) fn new(node: Node, state: State, wal: Wal, replayed: u64) -> Core {
+        let last = node.last_index;
+        Core {
+            node,
+            state,
+            primary_last_index: 0,
+            last_contact: None,
+            discarded_total: 0,
+            wal: Arc::new(wal),
+            last_ts: 0,
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+            events: VecDeque::new(),
+            events_evicted_upto: last,
+            entries_since_snapshot: replayed,
+            bytes_since_snapshot: 0,
+        }
+    }
+
+    pub fn term_at(&self, index: u64) -> Option<u64> {
+        self.node.term_at(index)
+    }
+
+    pub fn leads(&self) -> bool {
+        self.node.leads()
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.node.last_index
+    }
+
+    /// Queues an applied entry to the WAL writer and keeps it for shipping and watchers.
+    pub(super) fn append(&mut self, e: &Entry, payload: Vec<u8>, events: Vec<KvEvent>) {
+        self.wal.append(e.index, &payload);
+        self.node.appended(e.index, e.term);
+        self.entries_since_snapshot += 1;
+        self.bytes_since_snapshot += payload.len() as u64;
+        self.cache_bytes += payload.len();
+        self.cache.push_back(Cached {
+            index: e.index,
+            term: e.term,
+            ts_ms: e.ts_ms,
+            payload: payload.into(),
+        });
+        while self.cache_bytes > CACHE_BYTES
+            && let Some(old) = self.cache.pop_front()
+        {
+            self.cache_bytes -= old.payload.len();
+        }
+        for ev in events {
+            if self.events.len() == EVENT_BUFFER
+                && let Some(old) = self.events.pop_front()
+            {
+                self.events_evicted_upto = old.index;
+            }
+            self.events.push_back(ev);
+        }
+    }
+
+    /// The log was replaced below the caches (truncated, or a snapshot installed): forget them.
+    pub(super) fn reset_caches(&mut self, old_last: u64) {
+        self.cache.clear();
+        self.cache_bytes = 0;
+        self.events.clear();
+        // Every watcher is behind this point and must resync.
+        self.events_evicted_upto = old_last.max(self.node.last_index) + 1;
+        self.entries_since_snapshot = 0;
+    }
+
+    /// Cached entries from `from`, or `None` when `from` is older than the cache.
+    pub fn cached_from(&self, from: u64, max: usize, max_bytes: usize) -> Option<Vec<Cached>> {
+        let first = self
+            .cache
+            .front()
+            .map_or(self.node.last_index + 1, |c| c.index);
+        if from < first && from <= self.node.last_index {
+            return None;
+        }
+        let skip = from.saturating_sub(first) as usize;
+        let mut bytes = 0;
+        Some(
+            self.cache
+                .iter()
+                .skip(skip)
+                .take(max)
+                .take_while(|c| {
+                    bytes += c.payload.len();
+                    bytes <= max_bytes || bytes == c.payload.len()
+                })
+                .cloned()
+                .collect(),
+        )
+    }
+
+    pub fn entry_ts(&self, index: u64) -> Option<u64> {
+        let first = self.cache.front()?.index;
+        self.cache
+            .get(index.checked_sub(first)? as usize)
+            .map(|c| c.ts_ms)
+    }
+
+    /// Buffered record changes after `after` up to `upto`, or `None` when some were evicted.
+    pub(super) fn events_between(
+        &self,
+        after: u64,
+        upto: u64,
+        prefix: &str,
+    ) -> Option<Vec<KvEvent>> {
+        if after < self.events_evicted_upto {
+            return None;
+        }
+        let start = self.events.partition_point(|e| e.index <= after);
+        Some(
+            self.events
+                .range(start..)
+                .take_while(|e| e.index <= upto)
+                .filter(|e| e.key.starts_with(prefix))
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+thread_local! {
+    /// Core guards alive on this thread. A std guard cannot cross an `.await` in a task that may
+    /// move, so the count is exact.
+    static HELD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The core lock, held: counts itself so file I/O can check it is not under it.
+pub type CoreGuard<'a> = Held<'a, Core>;
+
+/// A held lock that counts itself on its thread (see `assert_unlocked`).
+pub struct Held<'a, T>(MutexGuard<'a, T>);
+
+impl<'a, T> Held<'a, T> {
+    pub(super) fn lock(m: &'a Mutex<T>) -> Held<'a, T> {
+        let g = m.lock().unwrap();
+        HELD.with(|h| h.set(h.get() + 1));
+        Held(g)
+    }
+}
+
+impl<T> Drop for Held<'_, T> {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get() - 1));
+    }
+}
+
+impl<T> Deref for Held<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> DerefMut for Held<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+/// In debug builds, panics when this thread holds the core lock: `what` (an fsync, a rename, a
+/// directory listing) would stall every request while it runs.
+pub fn assert_unlocked(what: &str) {
+    debug_assert_eq!(
+        HELD.with(|h| h.get()),
+        0,
+        "{what} while the core lock is held"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "an fsync while the core lock is held")]
+    #[cfg(debug_assertions)]
+    fn file_io_under_the_core_lock_is_caught() {
+        let m = Mutex::new(());
+        let _held = Held::lock(&m);
+        assert_unlocked("an fsync");
+    }
+
+    #[test]
+    fn file_io_after_the_lock_is_released_is_fine() {
+        let m = Mutex::new(());
+        drop(Held::lock(&m));
+        {
+            let _a = Held::lock(&m);
+        }
+        assert_unlocked("an fsync");
+    }
+}

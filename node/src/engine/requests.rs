@@ -1,0 +1,246 @@
+//! A client's requests: a write is applied and queued under the core lock, then waits for its
+//! ack level outside it; a read waits for what its consistency level promises.
+
+use super::{Consistency, Core, Engine, EngineError, Proposed, Role, now_ms, primary_url};
+use crate::log::{self, Entry, IdemTag, Op};
+use crate::replication::{AckLevel, commit};
+use crate::state::KvEvent;
+use std::time::Instant;
+
+impl Engine {
+    /// Appends `op` to the log and returns once `ack` is met.
+    pub async fn propose(
+        &self,
+        op: Op,
+        idem: Option<IdemTag>,
+        ack: AckLevel,
+    ) -> Result<Proposed, EngineError> {
+        let (outcome, lead_term) = {
+            let mut core = self.core();
+            if !core.leads() {
+                let primary = primary_url(&core.node);
+                return Err(EngineError::NotPrimary { primary });
+            }
+            let term = core.node.term;
+            (self.propose_locked(&mut core, op, idem), term)
+        };
+        if !self.standalone() {
+            self.poke.notify_waiters();
+        }
+        match outcome {
+            Ok((p, term, in_log)) => {
+                let waited = self.wait_ack(p.index, term, ack, lead_term).await;
+                match waited {
+                    Err(EngineError::NotPrimary { primary }) if in_log => {
+                        Err(self.fate_after_stepping_down(p.index, term, primary))
+                    }
+                    Err(e) => Err(e),
+                    Ok(()) => Ok(p),
+                }
+            }
+            Err((err, observed)) => {
+                // A refusal is based on state that may not be committed yet; wait so a client is
+                // never refused because of a write that a failover or crash could still take back.
+                let term = self.core().node.term_at(observed).unwrap_or(0);
+                self.wait_ack(observed, term, ack, lead_term).await?;
+                Err(err)
+            }
+        }
+    }
+
+    /// What to answer for a write whose entry (`index`, `term`) is in the log when this node
+    /// stops leading: discarded when a newer term already replaced it, else unknown. Never
+    /// `NotPrimary`, which tells a client that nothing was applied.
+    fn fate_after_stepping_down(
+        &self,
+        index: u64,
+        term: u64,
+        primary: Option<String>,
+    ) -> EngineError {
+        match self.core().node.term_at(index) {
+            Some(t) if t != term => EngineError::Discarded { index },
+            _ => EngineError::OutcomeUnknown { index, primary },
+        }
+    }
+
+    /// Applies and logs `op`. On success returns the answer, the term of the entry it waits for
+    /// and whether that entry holds the request (a new entry, or the first one of a retried
+    /// idempotency key) rather than merely the state the answer observed.
+    #[allow(clippy::type_complexity)]
+    fn propose_locked(
+        &self,
+        core: &mut Core,
+        op: Op,
+        idem: Option<IdemTag>,
+    ) -> Result<(Proposed, u64, bool), (EngineError, u64)> {
+        let observed = core.state.applied_index;
+        if let Some(tag) = &idem
+            && let Some(rec) = core.state.idempotent_result(&tag.key)
+        {
+            if rec.fingerprint != tag.fingerprint {
+                return Err((EngineError::IdempotencyKeyReused, observed));
+            }
+            let p = Proposed {
+                result: rec.result.clone(),
+                index: rec.index,
+            };
+            let term = core.node.term_at(rec.index).unwrap_or(0);
+            return Ok((p, term, true));
+        }
+        let ts = now_ms().max(core.last_ts);
+        let e = Entry {
+            term: core.node.term,
+            index: core.node.last_index + 1,
+            ts_ms: ts,
+            idem,
+            op,
+        };
+        let applied = core
+            .state
+            .apply_op(&e)
+            .map_err(|err| (err.into(), observed))?;
+        if !applied.changed {
+            let term = core.node.term_at(observed).unwrap_or(0);
+            let p = Proposed {
+                result: applied.result,
+                index: observed,
+            };
+            return Ok((p, term, false));
+        }
+        core.state.finish(&e, &applied.result);
+        core.last_ts = ts;
+        core.append(&e, log::encode(&e), applied.events);
+        self.update_gauges(core);
+        self.applied.send_replace(e.index);
+        Ok((
+            Proposed {
+                result: applied.result,
+                index: e.index,
+            },
+            e.term,
+            true,
+        ))
+    }
+
+    /// Waits until entry `index` of `term` reaches `ack`, while this node leads in `lead_term`.
+    /// `NotPrimary` when it stops leading first: callers whose request is in the log must not
+    /// pass that on as it is (see `fate_after_stepping_down`).
+    pub async fn wait_ack(
+        &self,
+        index: u64,
+        term: u64,
+        ack: AckLevel,
+        lead_term: u64,
+    ) -> Result<(), EngineError> {
+        let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
+        let mut changed = self.changed.subscribe();
+        let mut durable = self.durable.subscribe();
+        loop {
+            changed.borrow_and_update();
+            durable.borrow_and_update();
+            if self.commit_for(ack) >= index {
+                let core = self.core();
+                // Compacted entries were committed; otherwise the entry must still be ours.
+                return match core.node.term_at(index) {
+                    Some(t) if t != term => Err(EngineError::Discarded { index }),
+                    _ => Ok(()),
+                };
+            }
+            {
+                let core = self.core();
+                if !core.leads() || core.node.term != lead_term {
+                    let primary = primary_url(&core.node);
+                    return Err(EngineError::NotPrimary { primary });
+                }
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = durable.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(EngineError::AckTimeout { index, ack: ack.as_str(), timeout: self.cfg.ack_timeout });
+                }
+            }
+        }
+    }
+
+    /// Before a read: a linearizable read needs this node to lead and (in a cluster) a quorum to
+    /// confirm it still does; a session read waits for the client's token; an eventual read needs
+    /// a node that is not serving a stale log.
+    pub async fn before_read(&self, c: Consistency, token: u64) -> Result<(), EngineError> {
+        let (role, synced, primary) = {
+            let core = self.core();
+            (core.node.role, core.node.synced, primary_url(&core.node))
+        };
+        match c {
+            Consistency::Linearizable => match role {
+                Role::Standalone => Ok(()),
+                Role::Primary => self.confirm_primary().await,
+                _ => Err(EngineError::NotPrimary { primary }),
+            },
+            Consistency::Session | Consistency::Eventual => {
+                if matches!(role, Role::Fenced) || (role == Role::Replica && !synced) {
+                    return Err(EngineError::NotSynced { primary });
+                }
+                if c == Consistency::Session {
+                    self.wait_applied(token).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// After a read that saw log position `seen`: a linearizable read answers only once that
+    /// position is committed at quorum.
+    pub async fn after_read(&self, c: Consistency, seen: u64) -> Result<(), EngineError> {
+        if c != Consistency::Linearizable {
+            return Ok(());
+        }
+        let (term, lead_term) = {
+            let core = self.core();
+            (core.node.term_at(seen).unwrap_or(0), core.node.term)
+        };
+        self.wait_ack(seen, term, AckLevel::Quorum, lead_term).await
+    }
+
+    /// A heartbeat round: returns once a quorum answered a request sent after this call began.
+    async fn confirm_primary(&self) -> Result<(), EngineError> {
+        let start = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
+        let need = commit::quorum(self.members().len());
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let confirmed = 1 + self.progress.lock().unwrap().confirmed_since(start);
+            if confirmed >= need {
+                return Ok(());
+            }
+            if !self.core().leads() {
+                return Err(EngineError::NotPrimary { primary: None });
+            }
+            self.poke.notify_waiters();
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(EngineError::Unconfirmed),
+            }
+        }
+    }
+
+    /// Waits until this node has applied `token` (session consistency).
+    pub async fn wait_applied(&self, token: u64) -> Result<(), EngineError> {
+        let mut rx = self.applied.subscribe();
+        let timeout = self.cfg.session_wait;
+        match tokio::time::timeout(timeout, rx.wait_for(|v| *v >= token)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(EngineError::SessionTimeout { token, timeout }),
+        }
+    }
+
+    /// Committed record changes after `after` whose key starts with `prefix`, and the position they
+    /// reach. `None` when the watcher fell so far behind that changes were dropped from the buffer.
+    pub fn events_after(&self, after: u64, prefix: &str) -> Option<(Vec<KvEvent>, u64)> {
+        let commit = self.commit_index();
+        let core = self.core();
+        let events = core.events_between(after, commit, prefix)?;
+        Some((events, commit.min(core.node.last_index)))
+    }
+}
