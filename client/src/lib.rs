@@ -17,6 +17,8 @@ pub mod calls;
 mod client;
 mod error;
 mod identity;
+mod locate;
+mod notice;
 pub mod random;
 pub mod retry;
 mod routing;
@@ -31,6 +33,8 @@ pub use client::{
 };
 pub use error::Error;
 pub use identity::{CLUSTER_ID_HEADER, CLUSTER_MISMATCH};
+pub use locate::Located;
+pub use notice::Notice;
 pub use random::idempotency_key;
 pub use retry::RetryPolicy;
 pub use types::*;
