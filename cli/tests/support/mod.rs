@@ -31,11 +31,15 @@ impl Node {
         Self::start_with(&[])
     }
 
-    /// Starts a node with extra flags and waits for its ready line. The listening socket is bound
-    /// here and handed down (`--listen-fd`), so the port cannot be taken in between.
+    /// Starts a node with extra flags and waits for its ready line.
     pub fn start_with(extra: &[&str]) -> Node {
+        Self::start_on(bound().0, extra)
+    }
+
+    /// Starts a node on `listener`, which is handed down (`--listen-fd`) so that the port
+    /// cannot be taken in between; waits for its ready line.
+    pub fn start_on(listener: TcpListener, extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let fd = listener.as_raw_fd();
         let mut cmd = Command::new(rcluster_e2e::bin("rcluster-node"));
         cmd.arg("--data-dir")
@@ -96,6 +100,42 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A listening socket on a free port of 127.0.0.1, and its URL.
+pub fn bound() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", l.local_addr().unwrap());
+    (l, url)
+}
+
+/// One HTTP/1.1 request with extra headers on a fresh connection: (status, body).
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = addr.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw[9..12].parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
 }
 
 #[derive(Debug)]
