@@ -34,6 +34,7 @@ pub mod probe;
 pub mod report;
 pub mod state;
 pub mod supervisor;
+pub mod traffic;
 pub mod ui;
 
 /// Flags of `rcluster-operator playground`.
@@ -302,6 +303,7 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
+    tokio::spawn(traffic::scrape(shared.clone(), stop_rx.clone()));
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(control::serve(
         listener,
