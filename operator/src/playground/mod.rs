@@ -303,7 +303,12 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
-    tokio::spawn(traffic::scrape(shared.clone(), stop_rx.clone()));
+    let (from, to) = (shared.clone(), shared.clone());
+    tokio::spawn(traffic::scrape(
+        move || from.lock().unwrap_or_else(|p| p.into_inner()).node_urls(),
+        move |p| to.lock().unwrap_or_else(|p| p.into_inner()).traffic.push(p),
+        stop_rx.clone(),
+    ));
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(control::serve(
         listener,

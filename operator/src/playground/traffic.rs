@@ -5,14 +5,11 @@
 //! `histogram_quantile` does). The last two minutes are kept.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use rcluster_client::transport::{Transport, TransportConfig};
-
-use super::control::Shared;
 
 /// Points kept: two minutes at one a second.
 pub const KEPT: usize = 120;
@@ -197,7 +194,7 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    fn push(&mut self, p: Point) {
+    pub fn push(&mut self, p: Point) {
         if self.points.len() >= KEPT {
             self.points.pop_front();
         }
@@ -205,10 +202,13 @@ impl Traffic {
     }
 }
 
-/// Reads every node's metrics once a second until `stop`; the nodes are those of the published
-/// status (they change as members come and go).
-pub async fn scrape(shared: Arc<Mutex<Shared>>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let lock = |s: &Mutex<Shared>| s.lock().unwrap_or_else(|p| p.into_inner()).node_urls();
+/// Reads every node's metrics once a second until `stop`: `urls` names the nodes of the moment
+/// (members come and go), `publish` receives each second's point.
+pub async fn scrape(
+    urls: impl Fn() -> Vec<String> + Send + 'static,
+    publish: impl Fn(Point) + Send + 'static,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let transport = Transport::new(TransportConfig {
         connect_timeout: Duration::from_millis(300),
         request_timeout: Duration::from_millis(800),
@@ -223,8 +223,7 @@ pub async fn scrape(shared: Arc<Mutex<Shared>>, mut stop: tokio::sync::watch::Re
         }
         let mut grown = Vec::new();
         let mut seen = BTreeMap::new();
-        let urls = lock(&shared);
-        for url in urls {
+        for url in urls() {
             let answer = transport
                 .request(
                     http::Method::GET,
@@ -252,11 +251,7 @@ pub async fn scrape(shared: Arc<Mutex<Shared>>, mut stop: tokio::sync::watch::Re
         last_at = std::time::Instant::now();
         last = seen;
         let p = point(super::now_ms(), secs, &grown);
-        shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .traffic
-            .push(p);
+        publish(p);
     }
 }
 
