@@ -66,6 +66,7 @@ const playground = spawn(
   { stdio: ["ignore", log, log] },
 );
 let browser;
+let userDataDir;
 let stopWriter = () => {};
 let code = 0;
 try {
@@ -88,7 +89,7 @@ try {
     } catch {}
   }, 500).unref();
 
-  const userDataDir = mkdtempSync(join(tmpdir(), "rcluster-chromium-"));
+  userDataDir = mkdtempSync(join(tmpdir(), "rcluster-chromium-"));
   browser = await chromium.launchPersistentContext(userDataDir, {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
@@ -133,13 +134,13 @@ try {
     (await rows()).some(([n, role]) => n === oldPrimary && role === "primary"));
   await waitFor("the switchover on the timeline", () => page.$('#events li[data-kind="switchover"]'));
   console.log(`switched over to ${oldPrimary} from the page`);
-  rmSync(userDataDir, { recursive: true, force: true });
 } catch (e) {
   console.error(`dashboard check failed: ${e.message} (playground log: ${join(dir, "playground.log")})`);
   code = 1;
 } finally {
   stopWriter();
   if (browser) await browser.close();
+  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
   playground.kill("SIGTERM");
   await waitFor("the playground to stop", () => playground.exitCode !== null || playground.signalCode !== null)
     .catch(() => playground.kill("SIGKILL"));
