@@ -16,7 +16,7 @@ COPY . .
 # source change compiles only the workspace crates.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p rcluster-node -p rcluster-operator --bins \
+    cargo build --release --locked -p rcluster-node -p rcluster-operator -p rcluster-cli --bins \
     && mkdir -p /out/data \
     && cp target/release/rcluster-node target/release/rcluster target/release/rcluster-operator /out/
 

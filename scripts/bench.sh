@@ -13,7 +13,7 @@ BASE_PORT=${BASE_PORT:-17100}
 NODE=$ROOT/target/release/rcluster-node
 CLI=$ROOT/target/release/rcluster
 if [ ! -x "$NODE" ] || [ ! -x "$CLI" ]; then
-  cargo build --release -p rcluster-node --bins
+  cargo build --release -p rcluster-node -p rcluster-cli --bins
 fi
 mkdir -p "$OUT"
 WORK=$(mktemp -d)

@@ -204,4 +204,10 @@ impl Client {
     pub async fn status(&self) -> Result<Status, Error> {
         self.execute(&calls::status()).await?.parse()
     }
+
+    /// The cluster map as the node that answers knows it: which shard owns each slot, and every
+    /// shard's members, primary and term.
+    pub async fn cluster_map(&self) -> Result<rcluster_proto::ClusterMap, Error> {
+        self.execute(&calls::cluster()).await?.parse()
+    }
 }

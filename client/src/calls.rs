@@ -397,6 +397,11 @@ pub fn status() -> Call {
     Call::new("status", Method::GET, "/v1/status".into())
 }
 
+/// `GET /v1/cluster`: the cluster map (slots, shards, members, primaries) as the node knows it.
+pub fn cluster() -> Call {
+    Call::new("cluster", Method::GET, "/v1/cluster".into())
+}
+
 /// Asks the primary for a planned switchover (to `to`, or the most advanced replica). Not a
 /// write: it only records a request, so repeating it is harmless.
 pub fn switchover(to: Option<&str>) -> Result<Call, Error> {

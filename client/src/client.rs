@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::calls::Call;
 use crate::error::Error;
 use crate::identity::{self, Identity};
+use crate::notice::{Notice, NoticeFn};
 use crate::random;
 use crate::retry::{Decision, RetryPolicy, RetryState};
 use crate::routing::{Direct, Routes};
@@ -34,6 +35,9 @@ fn primary_hint(headers: &http::HeaderMap) -> Option<String> {
         .filter(|p| normalize_endpoint(p).is_ok())
         .map(|p| p.trim().trim_end_matches('/').to_string())
 }
+
+/// How long an attempt may go unanswered before a notice handler hears of it.
+const SLOW_AFTER: Duration = Duration::from_secs(1);
 
 /// A successful response.
 #[derive(Debug, Clone)]
@@ -64,6 +68,9 @@ pub struct ClientBuilder {
     retry: RetryPolicy,
     discover: bool,
     cluster_id: Option<String>,
+    locate: bool,
+    unreachable_deadline: Option<Duration>,
+    notify: Option<NoticeFn>,
     access_token: Option<Redacted>,
 }
 
@@ -89,8 +96,33 @@ impl ClientBuilder {
             retry: RetryPolicy::default(),
             discover: true,
             cluster_id: None,
+            locate: false,
+            unreachable_deadline: None,
+            notify: None,
             access_token: None,
         }
+    }
+
+    /// Before its first request, ask every endpoint for its status at once and start with the
+    /// primary they name and a node that answered (see [`Client::locate`]): a hung or dead node
+    /// early in the endpoint list then costs nothing. Off by default.
+    pub fn locate_primary(mut self, on: bool) -> Self {
+        self.locate = on;
+        self
+    }
+
+    /// Gives up on a call after `d` when no attempt reached any node (every connection refused
+    /// or unanswered), instead of retrying for the whole retry deadline.
+    pub fn give_up_unreachable_after(mut self, d: Duration) -> Self {
+        self.unreachable_deadline = Some(d);
+        self
+    }
+
+    /// Called when a call waits: before each retry, and when an attempt has had no answer for a
+    /// second (see [`Notice`]). A command line prints these so that a wait is never silent.
+    pub fn on_notice(mut self, f: impl Fn(&Notice<'_>) + Send + Sync + 'static) -> Self {
+        self.notify = Some(NoticeFn(Arc::new(f)));
+        self
     }
 
     /// The access token sent with every request (`Authorization: Bearer TOKEN`), for nodes
@@ -185,6 +217,10 @@ impl ClientBuilder {
                 identity: Identity::new(self.cluster_id),
                 authorization,
                 routes: Routes::default(),
+                locate: self.locate,
+                located: AtomicBool::new(false),
+                unreachable_deadline: self.unreachable_deadline,
+                notify: self.notify,
             }),
         })
     }
@@ -194,54 +230,68 @@ impl ClientBuilder {
 /// any node forward it instead.
 const MAX_CORRECTIONS: u32 = 3;
 
-/// Checks an endpoint is `http://HOST:PORT` or `https://HOST:PORT` (optionally with a trailing
-/// `/`).
+/// Checks an endpoint is `HOST:PORT`, `http://HOST:PORT` or `https://HOST:PORT` (optionally
+/// with a trailing `/`) and returns it with its scheme (`http://` when none was given).
 pub fn normalize_endpoint(e: &str) -> Result<String, Error> {
-    let e = e.trim().trim_end_matches('/');
+    let raw = e.trim();
+    // The scheme is looked for before trailing slashes go: `http://` alone is no endpoint.
+    let has_scheme = raw.contains("://");
+    let e = raw.trim_end_matches('/');
     let bad = || {
         Error::InvalidArgument(format!(
-            "endpoint {e:?}: expected http://HOST:PORT or https://HOST:PORT"
+            "endpoint {e:?}: expected HOST:PORT, http://HOST:PORT or https://HOST:PORT"
         ))
     };
-    let rest = e
+    // A bare `HOST:PORT` means plain HTTP; any other scheme is refused below.
+    let full = if has_scheme {
+        e.to_string()
+    } else {
+        format!("http://{e}")
+    };
+    let rest = full
         .strip_prefix("http://")
-        .or_else(|| e.strip_prefix("https://"))
+        .or_else(|| full.strip_prefix("https://"))
         .ok_or_else(bad)?;
     if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
         return Err(bad());
     }
-    let uri: http::Uri = e.parse().map_err(|_| bad())?;
-    if uri.host().is_none() {
+    let uri: http::Uri = full.parse().map_err(|_| bad())?;
+    if uri.host().is_none_or(str::is_empty) {
         return Err(bad());
     }
-    Ok(e.to_string())
+    Ok(full)
 }
 
 /// The rcluster client. Cheap to clone; clones share connections, the known primary and
 /// the session token.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    transport: Transport,
+pub(crate) struct Inner {
+    pub(crate) transport: Transport,
     /// The configured endpoints, then members learned from `/v1/status` and redirects.
     endpoints: Mutex<Vec<String>>,
     discover: bool,
     /// Discovery ran (or is running); reset when it failed, so it is tried again.
     discovered: AtomicBool,
-    current: AtomicUsize,
+    pub(crate) current: AtomicUsize,
     /// The primary a `not_primary` answer named; preferred until it fails.
     primary: Mutex<Option<String>>,
     /// The newest position seen on every shard.
     token: Mutex<SessionToken>,
     retry: RetryPolicy,
-    identity: Identity,
+    pub(crate) identity: Identity,
     /// `Bearer TOKEN`, sent with every request when the client has an access token.
     authorization: Option<HeaderValue>,
     /// The cluster map, for sending requests straight to the shard that owns them.
     routes: Routes,
+    pub(crate) locate: bool,
+    /// `locate` ran (or runs) for this client.
+    pub(crate) located: AtomicBool,
+    unreachable_deadline: Option<Duration>,
+    notify: Option<NoticeFn>,
 }
 
 impl Client {
@@ -297,7 +347,7 @@ impl Client {
         endpoints[i].clone()
     }
 
-    fn endpoint_list(&self) -> MutexGuard<'_, Vec<String>> {
+    pub(crate) fn endpoint_list(&self) -> MutexGuard<'_, Vec<String>> {
         self.inner
             .endpoints
             .lock()
@@ -310,7 +360,7 @@ impl Client {
     }
 
     /// Adds endpoints not known yet; returns how many were new.
-    fn learn<I: IntoIterator<Item = String>>(&self, urls: I) -> usize {
+    pub(crate) fn learn<I: IntoIterator<Item = String>>(&self, urls: I) -> usize {
         let mut list = self.endpoint_list();
         let mut added = 0;
         for url in urls {
@@ -467,7 +517,7 @@ impl Client {
         });
     }
 
-    fn set_primary(&self, url: Option<String>) {
+    pub(crate) fn set_primary(&self, url: Option<String>) {
         *self.inner.primary.lock().unwrap_or_else(|p| p.into_inner()) = url;
     }
 
@@ -543,9 +593,10 @@ impl Client {
                 .clone()
                 .unwrap_or_else(random::idempotency_key)
         });
+        self.locate_once().await;
         let headers = self.headers(call, key.as_deref());
         let timeout = self.inner.transport.config().request_timeout + call.extra_timeout;
-        let mut state = RetryState::new(self.inner.retry.clone(), Instant::now());
+        let mut state = self.retry_state();
         // Straight to the owning shard when the map says where (several shards); a stale route
         // costs a refusal that applied nothing, and is corrected a bounded number of times.
         let name = call.route.as_deref().unwrap_or_default();
@@ -568,17 +619,14 @@ impl Client {
                     HeaderValue::from_static("1"),
                 );
             }
-            let result = self
-                .inner
-                .transport
-                .request(
-                    call.method.clone(),
-                    &url,
-                    headers,
-                    call.body.clone(),
-                    Some(timeout),
-                )
-                .await;
+            let request = self.inner.transport.request(
+                call.method.clone(),
+                &url,
+                headers,
+                call.body.clone(),
+                Some(timeout),
+            );
+            let result = self.noting_slow(call.api, &target, request).await;
             let mut last_headers = HeaderMap::new();
             let (err, primary) = match result {
                 Ok(resp) => {
@@ -665,6 +713,7 @@ impl Client {
                     target = p;
                 }
                 Decision::Retry { after, rotate } => {
+                    self.note_retry(call.api, &target, &err, &state, after);
                     if rotate {
                         self.rotate(&target);
                     }
@@ -673,6 +722,54 @@ impl Client {
                 }
                 Decision::GiveUp => return Err(self.give_up(call, key, &state, err)),
             }
+        }
+    }
+
+    fn retry_state(&self) -> RetryState {
+        RetryState::new(self.inner.retry.clone(), Instant::now())
+            .give_up_unreachable_after(self.inner.unreachable_deadline)
+    }
+
+    /// Awaits one attempt; with a notice handler, says so when it has had no answer for a while.
+    async fn noting_slow<T>(
+        &self,
+        api: &str,
+        endpoint: &str,
+        attempt: impl std::future::Future<Output = T>,
+    ) -> T {
+        let Some(notify) = &self.inner.notify else {
+            return attempt.await;
+        };
+        let mut attempt = std::pin::pin!(attempt);
+        match tokio::time::timeout(SLOW_AFTER, &mut attempt).await {
+            Ok(v) => v,
+            Err(_) => {
+                notify(&Notice::Slow {
+                    api,
+                    endpoint,
+                    waited: SLOW_AFTER,
+                });
+                attempt.await
+            }
+        }
+    }
+
+    fn note_retry(
+        &self,
+        api: &str,
+        endpoint: &str,
+        error: &Error,
+        state: &RetryState,
+        after: Duration,
+    ) {
+        if let Some(notify) = &self.inner.notify {
+            notify(&Notice::Retrying {
+                api,
+                endpoint,
+                error,
+                attempt: state.attempts(),
+                after,
+            });
         }
     }
 
@@ -713,14 +810,16 @@ impl Client {
 
     /// [`Client::open_stream`], also saying which endpoint serves the stream.
     pub(crate) async fn open_stream_at(&self, call: &Call) -> Result<(EventStream, String), Error> {
+        self.locate_once().await;
         let headers = self.headers(call, None);
-        let mut state = RetryState::new(self.inner.retry.clone(), Instant::now());
+        let mut state = self.retry_state();
         let mut target = self.current_endpoint();
         loop {
             let url = format!("{target}{}", call.path);
             let mut headers = headers.clone();
             self.inner.identity.add_header(&mut headers);
-            let (err, primary) = match self.inner.transport.stream(&url, headers, None).await {
+            let opening = self.inner.transport.stream(&url, headers, None);
+            let (err, primary) = match self.noting_slow(call.api, &target, opening).await {
                 Ok(Streamed::Events(events)) => {
                     match self
                         .inner
@@ -755,6 +854,7 @@ impl Client {
             ) {
                 Decision::Redirect(p) => target = p,
                 Decision::Retry { after, rotate } => {
+                    self.note_retry(call.api, &target, &err, &state, after);
                     if rotate {
                         self.rotate(&target);
                     }
@@ -768,57 +868,5 @@ impl Client {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_are_validated() {
-        assert_eq!(
-            normalize_endpoint("http://127.0.0.1:7001/").unwrap(),
-            "http://127.0.0.1:7001"
-        );
-        assert_eq!(
-            normalize_endpoint(" http://node-0.svc:7000 ").unwrap(),
-            "http://node-0.svc:7000"
-        );
-        assert_eq!(
-            normalize_endpoint("https://node-0.svc:7000/").unwrap(),
-            "https://node-0.svc:7000"
-        );
-        for bad in [
-            "127.0.0.1:7001",
-            "ftp://a:1",
-            "https://",
-            "http://",
-            "http://a:1/v1",
-            "http:// a",
-        ] {
-            assert!(normalize_endpoint(bad).is_err(), "{bad}");
-        }
-        assert!(Client::new(Vec::<String>::new()).is_err());
-    }
-
-    #[test]
-    fn rotation_walks_the_endpoints_and_forgets_a_failed_primary() {
-        let c = Client::new(["http://127.0.0.1:1", "http://127.0.0.1:2"]).unwrap();
-        assert_eq!(c.current_endpoint(), "http://127.0.0.1:1");
-        c.rotate("http://127.0.0.1:1");
-        assert_eq!(c.current_endpoint(), "http://127.0.0.1:2");
-        c.set_primary(Some("http://127.0.0.1:3".into()));
-        assert_eq!(c.current_endpoint(), "http://127.0.0.1:3");
-        c.rotate("http://127.0.0.1:3");
-        assert_eq!(c.known_primary(), None);
-        assert_eq!(c.current_endpoint(), "http://127.0.0.1:2");
-        c.rotate("http://127.0.0.1:2");
-        assert_eq!(c.current_endpoint(), "http://127.0.0.1:1");
-    }
-
-    #[test]
-    fn token_only_grows() {
-        let c = Client::new(["http://127.0.0.1:1"]).unwrap();
-        c.observe_token(&SessionToken::at(0, 5));
-        c.observe_token(&SessionToken::at(0, 3));
-        c.observe_token(&SessionToken::at(2, 1));
-        assert_eq!(c.token().to_string(), "0:5,2:1");
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

@@ -1,5 +1,6 @@
-//! rcluster client library, the `rcluster` command line ([`cli`]) and its load
-//! generator ([`bench`]).
+//! rcluster client library: it finds the primary, follows redirects, carries the session token,
+//! and retries writes under one idempotency key, reporting "outcome unknown" rather than failure
+//! when no retry settles a write. The `rcluster` command line is the `rcluster-cli` crate.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), rcluster_client::Error> {
@@ -12,15 +13,14 @@
 //! ```
 
 mod api;
-pub mod bench;
 pub mod calls;
-pub mod cli;
 mod client;
 mod error;
 mod identity;
-mod output;
+mod locate;
+mod notice;
 pub mod push;
-mod random;
+pub mod random;
 pub mod retry;
 mod routing;
 pub mod sse;
@@ -35,6 +35,8 @@ pub use client::{
 };
 pub use error::Error;
 pub use identity::{CLUSTER_ID_HEADER, CLUSTER_MISMATCH};
+pub use locate::Located;
+pub use notice::Notice;
 pub use push::{Change, TopicEvent, TopicStream, WatchEvent, WatchOptions, WatchStream};
 pub use random::idempotency_key;
 pub use retry::RetryPolicy;

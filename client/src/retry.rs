@@ -76,6 +76,10 @@ pub struct RetryState {
     attempts: u32,
     redirects: u32,
     maybe_applied: bool,
+    /// Some node answered (or may have received the request) during this call.
+    answered: bool,
+    /// The shorter deadline of a call that has reached no node at all.
+    unreachable_deadline: Option<Duration>,
 }
 
 impl RetryState {
@@ -86,7 +90,22 @@ impl RetryState {
             attempts: 1,
             redirects: 0,
             maybe_applied: false,
+            answered: false,
+            unreachable_deadline: None,
         }
+    }
+
+    /// Gives up after `d` (instead of the policy's deadline) while no attempt has reached any
+    /// node: every connection was refused or timed out. A cluster in a failover still has nodes
+    /// that answer, so this only shortens the wait when nothing listens at all.
+    pub fn give_up_unreachable_after(mut self, d: Option<Duration>) -> Self {
+        self.unreachable_deadline = d;
+        self
+    }
+
+    /// Attempts made so far, the first included.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
     }
 
     /// True once an attempt failed in a way that may have applied the request (timeout or
@@ -117,6 +136,11 @@ impl RetryState {
         now: Instant,
         jitter: f64,
     ) -> Decision {
+        // Only a refused (or unanswered) connection shows that nothing was reached.
+        self.answered |= !matches!(
+            err,
+            Error::Transport(t) if t.kind == TransportErrorKind::Connect
+        );
         let rotate = match err {
             Error::Transport(t) => {
                 // A bad URL or a certificate that does not verify: retrying cannot help.
@@ -164,7 +188,11 @@ impl RetryState {
             return Decision::GiveUp;
         }
         let after = self.policy.backoff(self.attempts, jitter);
-        if now.saturating_duration_since(self.started) + after > self.policy.deadline {
+        let deadline = match self.unreachable_deadline {
+            Some(d) if !self.answered => d.min(self.policy.deadline),
+            _ => self.policy.deadline,
+        };
+        if now.saturating_duration_since(self.started) + after > deadline {
             return Decision::GiveUp;
         }
         self.attempts += 1;
@@ -359,6 +387,37 @@ mod tests {
             Decision::Retry { rotate: true, .. }
         ));
         assert!(!s.maybe_applied(), "the node refused before doing anything");
+    }
+
+    #[test]
+    fn a_call_that_reached_no_node_gives_up_sooner() {
+        let t0 = Instant::now();
+        let refused = transport(TransportErrorKind::Connect);
+        let later = t0 + Duration::from_millis(1500);
+        let mut s = RetryState::new(policy(100), t0)
+            .give_up_unreachable_after(Some(Duration::from_secs(1)));
+        assert!(matches!(
+            s.next(&refused, "a", None, t0, 0.0),
+            Decision::Retry { .. }
+        ));
+        assert_eq!(s.next(&refused, "a", None, later, 0.0), Decision::GiveUp);
+        // Once a node answered (here: "not the primary"), the full deadline applies again.
+        let mut s = RetryState::new(policy(100), t0)
+            .give_up_unreachable_after(Some(Duration::from_secs(1)));
+        s.next(&api(503, "unavailable"), "b", None, t0, 0.0);
+        assert!(matches!(
+            s.next(&refused, "a", None, later, 0.0),
+            Decision::Retry { .. }
+        ));
+        // A timeout may have reached a node: no shortcut either.
+        let mut s = RetryState::new(policy(100), t0)
+            .give_up_unreachable_after(Some(Duration::from_secs(1)));
+        s.next(&transport(TransportErrorKind::Timeout), "a", None, t0, 0.0);
+        assert!(matches!(
+            s.next(&refused, "a", None, later, 0.0),
+            Decision::Retry { .. }
+        ));
+        assert_eq!(s.attempts(), 3);
     }
 
     #[test]

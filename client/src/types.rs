@@ -266,26 +266,10 @@ pub struct MergedPage {
 /// `GET /v1/status`: the wire contract's report.
 pub use rcluster_proto::NodeStatus as Status;
 
-/// Parses a command-line value: JSON when it is valid JSON, else the text as a JSON string
-/// (so `hello` and `"hello"` both store the string hello, while `42` stores a number).
-pub fn parse_value_arg(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn value_args_fall_back_to_strings() {
-        assert_eq!(parse_value_arg("hello"), json!("hello"));
-        assert_eq!(parse_value_arg("\"hello\""), json!("hello"));
-        assert_eq!(parse_value_arg("42"), json!(42));
-        assert_eq!(parse_value_arg("{\"a\":[1,true]}"), json!({"a":[1,true]}));
-        assert_eq!(parse_value_arg("{broken"), json!("{broken"));
-        assert_eq!(parse_value_arg(""), json!(""));
-    }
 
     #[test]
     fn start_parses() {

@@ -155,7 +155,8 @@ pub struct NodeArgs {
     /// an fsync every interval (`interval`) [default: always].
     #[arg(long, env = "RCLUSTER_FSYNC", value_enum)]
     pub fsync: Option<FsyncMode>,
-    #[arg(long, env = "RCLUSTER_FSYNC_INTERVAL_MS")]
+    /// With `--fsync interval`: milliseconds between fsyncs [default: 10].
+    #[arg(long, env = "RCLUSTER_FSYNC_INTERVAL_MS", value_name = "MS")]
     pub fsync_interval_ms: Option<u64>,
     /// How often an idle primary sends heartbeats to replicas.
     #[arg(long, env = "RCLUSTER_HEARTBEAT_MS", default_value_t = 50)]
@@ -339,5 +340,31 @@ impl NodeArgs {
             accept_data_loss: self.accept_data_loss,
             trust,
         }
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `rcluster-node --help` explains every flag, defaults included.
+    #[test]
+    fn every_flag_has_help() {
+        let cmd = NodeArgs::command();
+        let missing: Vec<&str> = cmd
+            .get_arguments()
+            .filter(|a| !["help", "version"].contains(&a.get_id().as_str()))
+            .filter(|a| a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|a| a.get_id().as_str())
+            .collect();
+        assert!(missing.is_empty(), "flags without help: {missing:?}");
+        let help = NodeArgs::command().render_help().to_string();
+        let line = help
+            .lines()
+            .skip_while(|l| !l.contains("--fsync-interval-ms"))
+            .take(3)
+            .collect::<String>();
+        assert!(line.contains("[default: 10]"), "{line}");
     }
 }

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use common::*;
 use serde_json::json;
 use std::path::Path;
-use std::process::Command;
+use std::time::Duration;
 
 const ID_HEADER: &str = "rcluster-cluster-id";
 
@@ -176,20 +176,25 @@ fn a_node_of_another_cluster_refuses_replication_traffic() {
     assert_eq!((r.status, r.code().as_str()), (409, "cluster_mismatch"));
 }
 
-fn rcluster(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rcluster"))
-        .args(args)
-        .env_remove("RCLUSTER_ENDPOINTS")
-        .env_remove("RCLUSTER_CLUSTER_ID")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run rcluster");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+/// A put through the client library (what the `rcluster` CLI runs; its flags are tested in
+/// `cli/tests`) with these endpoints and, when given, a configured cluster id.
+fn client_put(
+    endpoints: &[&str],
+    cluster_id: Option<&str>,
+    key: &str,
+) -> Result<u64, rcluster_client::Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = rcluster_client::Client::builder(endpoints.iter().map(|e| e.to_string()))
+            .request_timeout(Duration::from_secs(3))
+            .cluster_id(cluster_id.map(str::to_string))
+            .build()?;
+        let put = client.put(key, &json!(1), &Default::default()).await?;
+        Ok(put.version)
+    })
 }
 
 /// Cluster A: a1 primary, a2 its replica.
@@ -232,12 +237,11 @@ fn the_client_never_follows_a_redirect_into_another_cluster() {
     assert_eq!(forwarded.code(), "cluster_mismatch", "{}", forwarded.body);
 
     let a2_url = format!("http://{a2_addr}");
-    let (code, out) = rcluster(
-        &["--endpoint", &a2_url, "--timeout", "3", "put", "k", "2"],
-        &[],
+    let err = client_put(&[&a2_url], None, "k").expect_err("the write cannot succeed");
+    assert!(
+        err.to_string().contains("cluster"),
+        "the error names the cause: {err}"
     );
-    assert_ne!(code, 0, "the write cannot succeed: {out}");
-    assert!(out.contains("cluster"), "the error names the cause: {out}");
     assert_eq!(
         b.req("GET", "/v1/kv/k", None).status,
         404,
@@ -252,18 +256,10 @@ fn a_configured_cluster_id_keeps_the_client_off_other_clusters() {
     let dir = tempfile::tempdir().unwrap();
     let b = Node::start(dir.path(), &["--cluster-id", "cluster-b"]);
     // B's node comes first in the endpoint list.
-    let endpoints = format!("{},http://{a2_addr}", b.url);
-    let (code, out) = rcluster(
-        &["--cluster-id", "cluster-a", "put", "k", "1"],
-        &[("RCLUSTER_ENDPOINTS", &endpoints)],
-    );
-    assert_eq!(code, 0, "{out}");
-    let (code, out) = rcluster(
-        &["--endpoint", &b.url, "put", "k2", "1"],
-        &[("RCLUSTER_CLUSTER_ID", "cluster-a")],
-    );
-    assert_ne!(code, 0, "{out}");
-    assert!(out.contains("cluster_mismatch"), "{out}");
+    let a2_url = format!("http://{a2_addr}");
+    client_put(&[&b.url, &a2_url], Some("cluster-a"), "k").expect("A's node takes the write");
+    let err = client_put(&[&b.url], Some("cluster-a"), "k2").expect_err("B is refused");
+    assert_eq!(err.code(), Some("cluster_mismatch"), "{err}");
     assert_eq!(b.status()["records"], json!(0), "nothing was written to B");
     assert_eq!(a1.node.req("GET", "/v1/kv/k", None).status, 200);
 }

@@ -7,9 +7,7 @@ mod rawhttp;
 
 use common::*;
 use rawhttp::*;
-use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use serde_json::json;
 
 fn node(extra: &[&str]) -> (tempfile::TempDir, Node) {
     let dir = tempfile::tempdir().unwrap();
@@ -67,82 +65,8 @@ fn values_a_client_cannot_parse_are_refused() {
     assert_eq!(read["next_offset"], json!(0), "nothing was published");
 }
 
-fn rcluster(url: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rcluster"))
-        .arg("--endpoint")
-        .arg(url)
-        .args(args)
-        .env_remove("RCLUSTER_ENDPOINTS")
-        .output()
-        .expect("run rcluster");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[test]
-fn values_at_the_limits_round_trip_through_the_client() {
-    let (_d, n) = node(&[]);
-    let good = [
-        nested(MAX_DEPTH),
-        "1e308".into(),
-        "-1.7976931348623157e308".into(),
-        r#""\ud83d\ude00 \u0000""#.into(),
-        r#"{"\ud83d\ude00":[1e-400]}"#.into(),
-    ];
-    for (i, v) in good.iter().enumerate() {
-        let r = n.req("PUT", &format!("/v1/kv/good/{i}"), Some(v));
-        assert_eq!(r.status, 200, "{v}: {}", r.body);
-    }
-    let stored: Value = serde_json::from_str(&good[0]).unwrap();
-    let (code, out, err) = rcluster(&n.url, &["get", "good/0", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let got: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(got["value"], stored);
-    let (code, out, err) = rcluster(&n.url, &["list", "--prefix", "good/", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let page: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(page["items"].as_array().unwrap().len(), good.len(), "{out}");
-
-    // A watcher keeps going through values at the limit.
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_rcluster"))
-        .args([
-            "--endpoint",
-            &n.url,
-            "watch",
-            "--prefix",
-            "w/",
-            "--count",
-            "2",
-        ])
-        .args(["--json"])
-        .env_remove("RCLUSTER_ENDPOINTS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in lines.by_ref().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    // The watch starts at the commit index when it connects: write until it has seen two.
-    let mut seen = Vec::new();
-    let mut i = 0;
-    wait_for("the watcher to print two events", || {
-        i += 1;
-        let r = n.req("PUT", &format!("/v1/kv/w/{i}"), Some(&good[i % 2]));
-        assert_eq!(r.status, 200);
-        seen.extend(rx.try_iter());
-        (seen.len() >= 2).then_some(())
-    });
-    let status = watch.wait().unwrap();
-    assert!(status.success(), "watch failed: {seen:?}");
-}
+// Values at these limits round-trip through the client and the CLI: see
+// `cli/tests/cli.rs::values_at_the_limits_round_trip_through_the_cli`.
 
 #[test]
 fn errors_of_the_http_layer_are_json() {

@@ -210,10 +210,13 @@ fn a_tls_cluster_replicates_fails_over_and_forwards_with_the_clients_token() {
     assert_eq!(status.json()["primary"], "n2");
 }
 
-const CLI_BIN: &str = env!("CARGO_BIN_EXE_rcluster");
+/// The CLI lives in rcluster-cli: its binary is found (or built) like the end-to-end tests' are.
+fn cli_bin() -> std::path::PathBuf {
+    rcluster_e2e::bin("rcluster")
+}
 
 fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(CLI_BIN)
+    let out = Command::new(cli_bin())
         .args(args)
         .env_remove("RCLUSTER_TOKEN")
         .env_remove("RCLUSTER_CACERT")
@@ -249,7 +252,7 @@ fn the_cli_uses_cacert_and_token_and_refuses_a_certificate_of_another_ca() {
     assert!(out.contains("hello"), "{out}");
 
     // The token from the environment, as RCLUSTER_TOKEN.
-    let out = Command::new(CLI_BIN)
+    let out = Command::new(cli_bin())
         .args(base)
         .args(["get", "greeting"])
         .env("RCLUSTER_TOKEN", READ)

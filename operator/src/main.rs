@@ -1,5 +1,6 @@
 //! `rcluster-operator`: the ReplicatedCluster controller binary.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -37,13 +38,20 @@ fn main() -> ExitCode {
         Command::Playground(args) => return rcluster_operator::playground::main(args),
         Command::Run(args) => return rcluster_operator::controller::run::main(args),
     };
-    match output {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+    let text = match output {
+        Ok(text) => text,
         Err(e) => {
             eprintln!("rcluster-operator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`rcluster-operator crd | head -1`): stop quietly, as Unix tools do.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rcluster-operator: cannot write the output: {e}");
             ExitCode::FAILURE
         }
     }

@@ -67,7 +67,7 @@ trap cleanup EXIT
 log "building images and the rcluster CLI"
 docker build --target node -t "$NODE_IMAGE" .
 docker build --target operator -t "$OPERATOR_IMAGE" .
-cargo build --release -p rcluster-node --bin rcluster
+cargo build --release -p rcluster-cli --bin rcluster
 
 if ! kind get clusters | grep -qx "$KIND_CLUSTER"; then
   log "creating kind cluster $KIND_CLUSTER"

@@ -167,7 +167,7 @@ rcluster_binaries() {
   BIN_DIR=${RCLUSTER_BIN_DIR:-$(mkdir -p "$target" && cd "$target" && pwd)/debug}
   if [[ ! -x $BIN_DIR/rcluster-node || ! -x $BIN_DIR/rcluster-operator || ! -x $BIN_DIR/rcluster ]]; then
     log "building the rcluster binaries (cargo build)"
-    cargo build -p rcluster-node -p rcluster-operator --bins
+    cargo build -p rcluster-node -p rcluster-operator -p rcluster-cli --bins
   fi
 }
 

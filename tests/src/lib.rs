@@ -4,7 +4,7 @@
 //! [`linearizability`] checker for the histories the tests record.
 //!
 //! The binaries come from the same target folder as the running test. They are rebuilt with
-//! `$CARGO build -p rcluster-node -p rcluster-operator --bins` when missing or older than the
+//! `$CARGO build -p rcluster-node -p rcluster-operator -p rcluster-cli --bins` when missing or older than the
 //! sources (cargo does not build other packages' binaries for an integration test).
 
 use std::io::{Read, Write};
@@ -58,7 +58,7 @@ fn newest_source() -> SystemTime {
     }
     let root = workspace_root();
     let mut newest = SystemTime::UNIX_EPOCH;
-    for part in ["node", "client", "operator"] {
+    for part in ["proto", "node", "client", "cli", "operator"] {
         walk(&root.join(part).join("src"), &mut newest);
         walk(&root.join(part).join("Cargo.toml"), &mut newest);
     }
@@ -109,6 +109,8 @@ pub fn bin(name: &str) -> PathBuf {
             "rcluster-node",
             "-p",
             "rcluster-operator",
+            "-p",
+            "rcluster-cli",
             "--bins",
         ]);
         match dir.file_name().and_then(|n| n.to_str()) {
@@ -121,7 +123,7 @@ pub fn bin(name: &str) -> PathBuf {
             }
             None => {}
         }
-        eprintln!("building the node and operator binaries: {cmd:?}");
+        eprintln!("building the node, operator and CLI binaries: {cmd:?}");
         let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
         if status.success() {
             Ok(())

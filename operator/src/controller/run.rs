@@ -320,8 +320,13 @@ pub fn main(args: RunArgs) -> std::process::ExitCode {
     match runtime.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "rcluster-operator stopped");
-            eprintln!("rcluster-operator: {e}");
+            // Once logging is set up the error goes to the log (JSON with --log-json), once;
+            // before that (a bad --log-level) to stderr.
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!(error = %e, "rcluster-operator stopped");
+            } else {
+                eprintln!("rcluster-operator: {e}");
+            }
             std::process::ExitCode::FAILURE
         }
     }

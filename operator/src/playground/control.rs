@@ -3,7 +3,11 @@
 //! - `GET /decisions`: the recent decision log (the full log is `DIR/decisions.log`);
 //! - `GET /metrics`: Prometheus text (the operator's metric names, so one dashboard fits both);
 //! - `POST /members/{name}/stop[?signal=kill]`: stop a node and keep it down;
-//! - `POST /members/{name}/start`: let a stopped node run again.
+//! - `POST /members/{name}/start`: let a stopped node run again;
+//! - `POST /switchover?shard=K[&to=NAME]`: ask shard K's primary for a planned switchover;
+//! - `GET /`: the dashboard (static files compiled in, refreshed by polling the endpoints above);
+//! - `GET /traffic`: per-API throughput and latency over the last two minutes (from the nodes'
+//!   `/metrics`, see [`super::traffic`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -15,6 +19,7 @@ use warp::Filter;
 use warp::http::StatusCode;
 
 use super::supervisor::{Signal, Supervisor};
+use super::traffic::Traffic;
 use crate::metrics::Metrics;
 
 /// How many decisions `/decisions` keeps.
@@ -25,6 +30,40 @@ pub const DECISIONS_KEPT: usize = 1000;
 pub struct Shared {
     pub status: Value,
     pub decisions: VecDeque<Value>,
+    pub traffic: Traffic,
+}
+
+impl Shared {
+    /// Every node's URL in the published status (all shards).
+    pub fn node_urls(&self) -> Vec<String> {
+        let shards = match self.status.get("shards").and_then(Value::as_array) {
+            Some(list) => list.iter().collect(),
+            None => vec![&self.status],
+        };
+        shards.into_iter().flat_map(shard_urls).collect()
+    }
+
+    /// Shard `k`'s member URLs (shard 0 is the top level when there are no shards).
+    fn shard_member_urls(&self, k: u64) -> Vec<String> {
+        match self.status.get("shards").and_then(Value::as_array) {
+            Some(list) => list
+                .iter()
+                .find(|s| s.get("shard").and_then(Value::as_u64) == Some(k))
+                .map(shard_urls)
+                .unwrap_or_default(),
+            None if k == 0 => shard_urls(&self.status),
+            None => Vec::new(),
+        }
+    }
+}
+
+fn shard_urls(doc: &Value) -> Vec<String> {
+    doc.get("members")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("url").and_then(Value::as_str).map(str::to_string))
+        .collect()
 }
 
 impl Shared {
@@ -50,6 +89,42 @@ struct StopQuery {
     signal: Option<String>,
 }
 
+#[derive(serde::Deserialize)]
+struct SwitchoverQuery {
+    #[serde(default)]
+    shard: u64,
+    to: Option<String>,
+}
+
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// Asks shard `q.shard`'s primary for a planned switchover, as `rcluster switchover` does.
+async fn switchover(shared: Arc<Mutex<Shared>>, q: SwitchoverQuery) -> warp::reply::Response {
+    let urls = lock(&shared).shard_member_urls(q.shard);
+    if urls.is_empty() {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": {"code": "not_found", "message": format!("no shard {}", q.shard)}}),
+        );
+    }
+    let client = rcluster_client::Client::builder(urls)
+        .discover_members(false)
+        .retry_deadline(std::time::Duration::from_secs(5))
+        .build();
+    let call = rcluster_client::calls::switchover(q.to.as_deref());
+    let result = match (client, call) {
+        (Ok(c), Ok(call)) => c.execute(&call).await.map(|r| r.json),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    match result {
+        Ok(body) => reply(StatusCode::OK, json!({"shard": q.shard, "reply": body})),
+        Err(e) => reply(
+            StatusCode::BAD_GATEWAY,
+            json!({"error": {"code": "switchover_failed", "message": e.to_string()}}),
+        ),
+    }
+}
+
 pub fn routes(
     shared: Arc<Mutex<Shared>>,
     supervisor: Arc<Mutex<Supervisor>>,
@@ -59,6 +134,21 @@ pub fn routes(
     let status = warp::path!("status")
         .and(warp::get())
         .map(move || reply(StatusCode::OK, lock(&s).status.clone()));
+    let s = shared.clone();
+    let traffic = warp::path!("traffic").and(warp::get()).map(move || {
+        let doc = json!({ "points": lock(&s).traffic.points });
+        reply(StatusCode::OK, doc)
+    });
+    let page = warp::path::end().and(warp::get()).map(|| {
+        use warp::Reply;
+        warp::reply::with_header(DASHBOARD_HTML, "content-type", "text/html; charset=utf-8")
+            .into_response()
+    });
+    let s = shared.clone();
+    let switch = warp::path!("switchover")
+        .and(warp::post())
+        .and(warp::query::<SwitchoverQuery>())
+        .then(move |q| switchover(s.clone(), q));
     let s = shared;
     let decisions = warp::path!("decisions").and(warp::get()).map(move || {
         let list: Vec<Value> = lock(&s).decisions.iter().cloned().collect();
@@ -106,6 +196,12 @@ pub fn routes(
         .unify()
         .or(start)
         .unify()
+        .or(traffic)
+        .unify()
+        .or(page)
+        .unify()
+        .or(switch)
+        .unify()
 }
 
 fn member_result(name: &str, r: Result<(), String>) -> warp::reply::Response {
@@ -152,7 +248,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_status_decisions_metrics_and_member_commands() {
+    async fn serves_status_decisions_metrics_dashboard_and_member_commands() {
         let shared = Arc::new(Mutex::new(Shared::default()));
         lock(&shared).status = json!({"ready": true});
         lock(&shared).push_decision(json!({"n": 1}));
@@ -188,6 +284,18 @@ mod tests {
             400
         );
         assert_eq!(call(addr, "GET", "/nope").await.0, 404);
+        let (code, page) = call(addr, "GET", "/").await;
+        assert_eq!(code, 200);
+        assert!(
+            page.contains("<title>rcluster playground</title>"),
+            "{page}"
+        );
+        assert_eq!(
+            call(addr, "GET", "/traffic").await,
+            (200, r#"{"points":[]}"#.into())
+        );
+        // No shard 3 in the published status: nothing to ask.
+        assert_eq!(call(addr, "POST", "/switchover?shard=3").await.0, 404);
 
         stop.send(()).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(10), server)

@@ -36,6 +36,7 @@ pub mod report;
 pub mod security;
 pub mod state;
 pub mod supervisor;
+pub mod traffic;
 pub mod ui;
 
 /// Flags of `rcluster-operator playground`.
@@ -317,6 +318,12 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
+    let (from, to) = (shared.clone(), shared.clone());
+    tokio::spawn(traffic::scrape(
+        move || from.lock().unwrap_or_else(|p| p.into_inner()).node_urls(),
+        move |p| to.lock().unwrap_or_else(|p| p.into_inner()).traffic.push(p),
+        stop_rx.clone(),
+    ));
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(control::serve(
         listener,

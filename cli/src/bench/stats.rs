@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Latencies are recorded in microseconds, from 1 µs to 10 minutes, 3 significant digits.
 const MAX_MICROS: u64 = 600_000_000;
@@ -42,6 +42,17 @@ impl ApiStats {
         self.errors.values().sum()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.ok == 0 && self.errors.is_empty()
+    }
+
+    /// Back to nothing recorded, keeping the histogram's memory.
+    pub fn reset(&mut self) {
+        self.ok = 0;
+        self.errors.clear();
+        self.latency.reset();
+    }
+
     pub fn merge(&mut self, other: &ApiStats) {
         self.ok += other.ok;
         for (code, n) in &other.errors {
@@ -53,21 +64,25 @@ impl ApiStats {
 }
 
 /// One row of the report.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     pub api: String,
     /// Requests completed (ok + errors).
     pub count: u64,
     pub ok: u64,
     pub errors: u64,
+    #[serde(default)]
     pub error_codes: BTreeMap<String, u64>,
     /// Completed requests per second.
     pub throughput: f64,
     /// Latency of successful requests, microseconds.
+    #[serde(default)]
     pub mean_us: f64,
     pub p50_us: u64,
+    #[serde(default)]
     pub p90_us: u64,
     pub p99_us: u64,
+    #[serde(default)]
     pub max_us: u64,
 }
 
@@ -100,6 +115,15 @@ pub fn summarize(api: &str, s: &ApiStats, elapsed_secs: f64) -> Summary {
     }
 }
 
+/// `850 µs`, `1.25 ms`, `3.1 s`.
+pub fn micros(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us} µs"),
+        1_000..=999_999 => format!("{:.2} ms", us as f64 / 1000.0),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
+}
+
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -108,13 +132,20 @@ fn round2(x: f64) -> f64 {
 pub fn table(rows: &[Summary]) -> String {
     let mut out = format!(
         "{:<13} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}\n",
-        "api", "count", "errors", "req/s", "p50 µs", "p90 µs", "p99 µs", "max µs"
+        "api", "count", "errors", "req/s", "p50", "p90", "p99", "max"
     );
     for r in rows {
         let _ = writeln!(
             out,
             "{:<13} {:>9} {:>7} {:>10.1} {:>9} {:>9} {:>9} {:>9}",
-            r.api, r.count, r.errors, r.throughput, r.p50_us, r.p90_us, r.p99_us, r.max_us
+            r.api,
+            r.count,
+            r.errors,
+            r.throughput,
+            micros(r.p50_us),
+            micros(r.p90_us),
+            micros(r.p99_us),
+            micros(r.max_us)
         );
     }
     for r in rows.iter().filter(|r| r.errors > 0) {
@@ -179,5 +210,10 @@ mod tests {
         let t = table(&rows);
         assert_eq!(t.lines().count(), 5, "{t}");
         assert!(t.contains("get errors: not_found=1"), "{t}");
+        assert!(t.contains("100 µs"), "{t}");
+        assert_eq!(
+            (micros(1_250), micros(3_100_000)),
+            ("1.25 ms".into(), "3.10 s".into())
+        );
     }
 }

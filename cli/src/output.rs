@@ -1,33 +1,35 @@
-//! Human-readable output of the CLI. Pure functions from responses to text, except for
-//! [`print_events`], which drains a stream to stdout.
+//! Human-readable output of the CLI. Pure functions from responses to text (times relative to a
+//! `now` they are given), except for [`print_events`], which drains a stream to stdout.
 
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::client::Reply;
-use crate::error::Error;
-use crate::sse::Event;
-use crate::transport::EventStream;
-use crate::types::*;
+use rcluster_client::sse::Event;
+use rcluster_client::transport::EventStream;
+use rcluster_client::types::*;
+use rcluster_client::{Error, Reply};
+
+use crate::failure::Failure;
+use crate::{term, time};
 
 /// Compact JSON of a value.
 fn v(value: &Value) -> String {
     value.to_string()
 }
 
-fn expiry(e: Option<u64>) -> String {
-    e.map(|e| format!(", expires_at_ms {e}"))
+fn expiry(e: Option<u64>, now_ms: u64) -> String {
+    e.map(|e| format!(", expires {}", time::moment(e, now_ms)))
         .unwrap_or_default()
 }
 
-fn record_line(r: &Record) -> String {
+fn record_line(r: &Record, now_ms: u64) -> String {
     format!(
         "{} = {} (version {}{})",
         r.key,
         v(&r.value),
         r.version,
-        expiry(r.expires_at_ms)
+        expiry(r.expires_at_ms, now_ms)
     )
 }
 
@@ -35,8 +37,8 @@ fn message_line(m: &Message) -> String {
     format!("{}: {}", m.offset, v(&m.value))
 }
 
-/// The text for a single-request command's reply, by API name.
-pub fn human(api: &str, reply: &Reply) -> Result<String, Error> {
+/// The text for a single-request command's reply, by API name; times relative to `now_ms`.
+pub fn human(api: &str, reply: &Reply, now_ms: u64) -> Result<String, Error> {
     Ok(match api {
         "put" => {
             let r: PutResult = reply.parse()?;
@@ -44,10 +46,10 @@ pub fn human(api: &str, reply: &Reply) -> Result<String, Error> {
                 "put {} -> version {}{}",
                 r.key,
                 r.version,
-                expiry(r.expires_at_ms)
+                expiry(r.expires_at_ms, now_ms)
             )
         }
-        "get" => record_line(&reply.parse()?),
+        "get" => record_line(&reply.parse()?, now_ms),
         "delete" => {
             let r: DeleteResult = reply.parse()?;
             format!("delete {} -> version {}", r.key, r.version)
@@ -57,7 +59,7 @@ pub fn human(api: &str, reply: &Reply) -> Result<String, Error> {
             format!("incr {} -> {} (version {})", r.key, r.value, r.version)
         }
         "txn" => {
-            let r: crate::TxnResult = reply.parse()?;
+            let r: rcluster_client::TxnResult = reply.parse()?;
             let branch = if r.succeeded { "success" } else { "failure" };
             let mut out = format!("txn -> {branch}");
             if let Some(i) = r.failed_compare {
@@ -135,7 +137,7 @@ pub fn human(api: &str, reply: &Reply) -> Result<String, Error> {
             }
             out
         }
-        "status" => status_text(&reply.json),
+        "status" => status_text(&reply.json, now_ms),
         _ => reply.json.to_string(),
     })
 }
@@ -156,11 +158,15 @@ fn retention(r: &Retention) -> String {
 }
 
 fn publish_line(json: &Value) -> Result<String, Error> {
-    // A batch answer may carry `offset` as well, so `offsets` is checked first.
+    // The node answers `offset` (the first) and `offsets` (all) to both kinds of publish.
     if let Ok(b) = serde_json::from_value::<PublishedBatch>(json.clone()) {
-        return Ok(match (b.offsets.first(), b.offsets.last()) {
-            (Some(a), Some(z)) => format!("published {} -> offsets {a}..={z}", b.offsets.len()),
-            _ => "published 0 messages".to_string(),
+        return Ok(match b.offsets.as_slice() {
+            [] => "published 0 messages".to_string(),
+            [one] => format!("published -> offset {one}"),
+            [a, .., z] => format!(
+                "published {} messages -> offsets {a} to {z}",
+                b.offsets.len()
+            ),
         });
     }
     let p: Published = serde_json::from_value(json.clone()).map_err(|e| {
@@ -207,7 +213,8 @@ fn topics_table(list: &TopicList) -> String {
     out
 }
 
-fn status_text(json: &Value) -> String {
+/// A node's own report (`status --local`), known fields first; times are made readable.
+pub fn status_text(json: &Value, now_ms: u64) -> String {
     const ORDER: [&str; 13] = [
         "node",
         "role",
@@ -229,7 +236,7 @@ fn status_text(json: &Value) -> String {
     let show = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
-        other => other.to_string(),
+        other => readable_times(other, now_ms).to_string(),
     };
     let mut out = Vec::new();
     for k in ORDER {
@@ -257,6 +264,29 @@ fn status_text(json: &Value) -> String {
     out.join("\n")
 }
 
+/// Replaces every `*_ms` number that is a point in time (after 2001) inside `v` by a readable
+/// time; durations such as `last_ack_ms` stay numbers.
+pub fn readable_times(v: &Value, now_ms: u64) -> Value {
+    const AFTER_2001_MS: u64 = 1_000_000_000_000;
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, val)| {
+                    let val = match val.as_u64() {
+                        Some(ms) if k.ends_with("_ms") && ms > AFTER_2001_MS => {
+                            Value::String(time::moment(ms, now_ms))
+                        }
+                        _ => readable_times(val, now_ms),
+                    };
+                    (k.clone(), val)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|x| readable_times(x, now_ms)).collect()),
+        other => other.clone(),
+    }
+}
+
 /// One member of a status: `n2  http://127.0.0.1:7002  replica  applied 40  lag 2`. A primary
 /// knows its replicas' progress; other nodes list names and URLs only.
 fn member_line(m: &Value) -> String {
@@ -280,6 +310,9 @@ fn member_line(m: &Value) -> String {
     {
         parts.push(format!("({s:.2} s behind)"));
     }
+    if let Some(a) = obj.get("last_ack_ms").and_then(Value::as_u64) {
+        parts.push(format!("last answer {} ago", time::span(a)));
+    }
     if let Some(e) = obj.get("error").and_then(Value::as_str) {
         parts.push(format!("error: {e}"));
     }
@@ -291,10 +324,10 @@ fn member_line(m: &Value) -> String {
 }
 
 /// The lines of a `list` page; with `show_next`, a final hint about the next page.
-pub fn list_lines(page: &ListPage, show_next: bool) -> String {
+pub fn list_lines(page: &ListPage, show_next: bool, now_ms: u64) -> String {
     let mut out = String::new();
     for r in &page.items {
-        let _ = writeln!(out, "{}", record_line(r));
+        let _ = writeln!(out, "{}", record_line(r, now_ms));
     }
     if let Some(n) = page.next.as_ref().filter(|_| show_next) {
         let _ = writeln!(out, "(more: --start-after {n})");
@@ -352,19 +385,19 @@ pub async fn print_events(
     count: Option<u64>,
     json: bool,
     line: fn(&Event) -> Result<Option<String>, Error>,
-) -> Result<(), Error> {
+) -> Result<(), Failure> {
     let mut printed = 0u64;
     while count.is_none_or(|c| printed < c) {
         let Some(ev) = events.next().await else {
             return Ok(());
         };
-        let ev = ev?;
+        let ev = ev.map_err(Error::from)?;
         let text = match line(&ev)? {
             Some(_) if json => event_json(&ev).to_string(),
             Some(t) => t,
             None => continue,
         };
-        println!("{text}");
+        term::line(text)?;
         printed += 1;
     }
     Ok(())
@@ -386,40 +419,45 @@ mod tests {
     #[test]
     fn record_commands() {
         let r = reply(json!({"key":"k","version":12}));
-        assert_eq!(human("put", &r).unwrap(), "put k -> version 12");
-        let r = reply(json!({"key":"k","version":12,"expires_at_ms":99}));
+        assert_eq!(human("put", &r, 0).unwrap(), "put k -> version 12");
+        let r = reply(json!({"key":"k","version":12,"expires_at_ms":1_795_954_049_970u64}));
         assert_eq!(
-            human("put", &r).unwrap(),
-            "put k -> version 12, expires_at_ms 99"
+            human("put", &r, 1_795_954_049_970 - 3_600_000).unwrap(),
+            "put k -> version 12, expires 2026-11-29 12:07:29 UTC (in 1h 0m)"
         );
         let r = reply(json!({"key":"k","value":"hi","version":3}));
-        assert_eq!(human("get", &r).unwrap(), "k = \"hi\" (version 3)");
+        assert_eq!(human("get", &r, 0).unwrap(), "k = \"hi\" (version 3)");
         let r = reply(json!({"key":"n","value":-4,"version":7}));
-        assert_eq!(human("incr", &r).unwrap(), "incr n -> -4 (version 7)");
-        assert!(human("put", &reply(json!({"unexpected":1}))).is_err());
+        assert_eq!(human("incr", &r, 0).unwrap(), "incr n -> -4 (version 7)");
+        assert!(human("put", &reply(json!({"unexpected":1})), 0).is_err());
     }
 
     #[test]
     fn topic_commands() {
         assert_eq!(
-            human("publish", &reply(json!({"offset":3}))).unwrap(),
+            human("publish", &reply(json!({"offset":3})), 0).unwrap(),
             "published -> offset 3"
         );
+        // What the node answers to a single publish: no `0..=0` range.
         assert_eq!(
-            human("publish", &reply(json!({"offset":4,"offsets":[4,5,6]}))).unwrap(),
-            "published 3 -> offsets 4..=6"
+            human("publish", &reply(json!({"offset":0,"offsets":[0]})), 0).unwrap(),
+            "published -> offset 0"
+        );
+        assert_eq!(
+            human("publish", &reply(json!({"offset":4,"offsets":[4,5,6]})), 0).unwrap(),
+            "published 3 messages -> offsets 4 to 6"
         );
         let r =
             reply(json!({"messages":[{"offset":0,"value":"a","published_at_ms":1}],"cursor":1}));
         assert_eq!(
-            human("pull", &r).unwrap(),
+            human("pull", &r, 0).unwrap(),
             "0: \"a\"\n1 message(s), cursor 1"
         );
         let r = reply(
             json!({"topics":[{"name":"t","retention":{"max_messages":5},"first_offset":0,
             "next_offset":2,"subscriptions":[{"name":"s","cursor":1}]}]}),
         );
-        let table = human("list_topics", &r).unwrap();
+        let table = human("list_topics", &r, 0).unwrap();
         assert!(
             table.contains("s@1") && table.contains("max_messages 5"),
             "{table}"
@@ -462,19 +500,34 @@ mod tests {
     fn status_lists_known_fields_first() {
         let text = status_text(
             &json!({"role":"primary","node":"n1","term":2,"members":[{"name":"n2"}],"zeta":1}),
+            0,
         );
         assert_eq!(
             text,
             "node: n1\nrole: primary\nterm: 2\nmembers:\n  n2\nzeta: 1"
         );
-        let text = status_text(&json!({"members":[
+        let text = status_text(
+            &json!({"members":[
             {"name":"n1","url":"http://127.0.0.1:7001","role":"primary","applied_index":9,"lag_entries":0},
             {"name":"n2","url":"http://127.0.0.1:7002","role":"replica","applied_index":7,
-             "lag_entries":2,"lag_seconds":0.25,"error":null}]}));
+             "lag_entries":2,"lag_seconds":0.25,"error":null}]}),
+            0,
+        );
         assert_eq!(
             text,
             "members:\n  n1  http://127.0.0.1:7001  primary  applied 9  lag 0\n  \
              n2  http://127.0.0.1:7002  replica  applied 7  lag 2  (0.25 s behind)"
         );
+        // Points in time become readable; durations and small numbers stay.
+        let text = status_text(
+            &json!({"switchover_request":{"to":"n2","at_ms":1_795_954_049_970u64},
+                    "recovery":{"took_ms":12}}),
+            1_795_954_049_970 + 3_000,
+        );
+        assert!(
+            text.contains("\"at_ms\":\"2026-11-29 12:07:29 UTC (3.0 s ago)\""),
+            "{text}"
+        );
+        assert!(text.contains("\"took_ms\":12"), "{text}");
     }
 }

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::{Client, Error, calls};
+use rcluster_client::{Client, Error, calls};
+
+use crate::failure::Failure;
+use crate::term;
 
 /// Whether the switchover is done, given the primary a node reports now.
 fn finished(old: Option<&str>, target: Option<&str>, now: Option<&str>) -> bool {
@@ -22,12 +25,11 @@ pub async fn run(
     to: Option<&str>,
     wait: Duration,
     json_out: bool,
-) -> Result<(), Error> {
+) -> Result<(), Failure> {
     let before = client.status().await?;
     let old = before.primary.clone();
     if to.is_some() && to == old.as_deref() {
-        print(json_out, old.as_deref(), old.as_deref(), before.term, true);
-        return Ok(());
+        return print(json_out, old.as_deref(), old.as_deref(), before.term, true);
     }
     client.execute(&calls::switchover(to)?).await?;
     let deadline = Instant::now() + wait;
@@ -37,34 +39,42 @@ pub async fn run(
         if let Ok(s) = client.status().await {
             let now = s.primary.clone();
             if s.term > before.term && finished(old.as_deref(), to, now.as_deref()) {
-                print(json_out, old.as_deref(), now.as_deref(), s.term, false);
-                return Ok(());
+                return print(json_out, old.as_deref(), now.as_deref(), s.term, false);
             }
         }
         if Instant::now() >= deadline {
-            return Err(Error::Timeout(format!(
+            return Err(Failure::Client(Error::Timeout(format!(
                 "no new primary within {:.1} s (it was {}); the coordinator may have refused \
                  the switchover: see its decision log",
                 wait.as_secs_f64(),
                 old.as_deref().unwrap_or("unknown")
-            )));
+            ))));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 
-fn print(json_out: bool, from: Option<&str>, to: Option<&str>, term: u64, already: bool) {
+fn print(
+    json_out: bool,
+    from: Option<&str>,
+    to: Option<&str>,
+    term_no: u64,
+    already: bool,
+) -> Result<(), Failure> {
     if json_out {
-        println!("{}", json!({"from": from, "to": to, "term": term}));
+        term::line(json!({"from": from, "to": to, "term": term_no}))
     } else if already {
-        println!("{} is already the primary (term {term})", to.unwrap_or("-"));
+        term::line(format!(
+            "{} is already the primary (term {term_no})",
+            to.unwrap_or("-")
+        ))
     } else {
-        println!(
-            "switchover done: primary {} (was {}), term {term}",
+        term::line(format!(
+            "switchover done: primary {} (was {}), term {term_no}",
             to.unwrap_or("-"),
             from.unwrap_or("-")
-        );
+        ))
     }
 }
 

@@ -1,0 +1,3 @@
+fn main() {
+    rcluster_cli::main()
+}

@@ -1,3 +1,0 @@
-fn main() {
-    rcluster_client::cli::main()
-}
