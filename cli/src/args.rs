@@ -167,6 +167,8 @@ pub enum Command {
     /// Apply a transaction: the JSON body of `POST /v1/txn` (docs/API.md) from FILE, or stdin
     /// with `-`.
     Txn {
+        /// The request: a file holding `{"compare":[…],"success":[…],"failure":[…]}`, or `-`
+        /// for stdin.
         #[arg(value_name = "FILE")]
         file: String,
         #[command(flatten)]

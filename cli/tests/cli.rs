@@ -434,10 +434,11 @@ fn exit_codes_for_usage_and_unreachable() {
     assert_eq!(rcluster(&["--help"]).ok().code, 0);
     let r = rcluster(&["--endpoint", "not a url", "status"]);
     assert_eq!(r.code, 2, "{r:?}");
-    let r = rcluster(&["--endpoint", "https://127.0.0.1:1", "status"]);
+    let r = rcluster(&["--endpoint", "ftp://127.0.0.1:1", "status"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
-        r.stderr.contains("expected HOST:PORT or http://HOST:PORT"),
+        r.stderr
+            .contains("expected HOST:PORT, http://HOST:PORT or https://HOST:PORT"),
         "{r:?}"
     );
 

@@ -21,8 +21,12 @@ fn endpoints_are_validated() {
         normalize_endpoint("127.0.0.1:7001/").unwrap(),
         "http://127.0.0.1:7001"
     );
+    assert_eq!(
+        normalize_endpoint("https://node-0.svc:7000/").unwrap(),
+        "https://node-0.svc:7000"
+    );
     for bad in [
-        "https://a:1",
+        "https://",
         "ftp://a:1",
         ":7001",
         "a:1/v1",

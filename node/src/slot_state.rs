@@ -10,7 +10,7 @@
 
 use crate::log::{self, Entry, ImportedIdem, ImportedRecord, ImportedTopic, Op};
 use crate::state::{
-    Applied, ApplyError, IdemRecord, Message, NO_SLOT, OpResult, Record, State, Topic,
+    Applied, ApplyError, IdemRecord, Message, NO_SLOT, OpResult, Record, State, Topic, Versions,
 };
 use imbl::{OrdMap, Vector};
 pub use rcluster_proto::migration::{
@@ -20,16 +20,6 @@ use rcluster_proto::{DEFAULT_SLOTS, slot_of};
 
 fn slot(name: &str) -> u32 {
     slot_of(name, DEFAULT_SLOTS)
-}
-
-/// How a write's version is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Versions {
-    /// The log index, or more when an import raised the floor: versions of a key only grow.
-    #[default]
-    Next,
-    /// The entry's own index: an imported source entry keeps the version the source gave it.
-    Exact,
 }
 
 /// A copy page stops after this many bytes of keys and values (it must fit a replication batch

@@ -6,7 +6,17 @@
 //! Collections are persistent (imbl) so a snapshot is an O(1) clone taken without stalling writers.
 
 use crate::log::{Entry, Fnv, Json, Op, Retention, Start, TxnResult};
-pub use crate::slot_state::{SlotState, Versions};
+pub use rcluster_proto::migration::SlotState;
+
+/// How a write's version is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Versions {
+    /// The log index, or more when an import raised the floor: versions of a key only grow.
+    #[default]
+    Next,
+    /// The entry's own index: an imported source entry keeps the version the source gave it.
+    Exact,
+}
 use imbl::{OrdMap, Vector};
 use rcluster_proto::{DEFAULT_SLOTS, slot_of};
 use serde::{Deserialize, Serialize};

@@ -245,7 +245,7 @@ fn the_cli_uses_cacert_and_token_and_refuses_a_certificate_of_another_ca() {
         cli(&args)
     };
 
-    let (code, out, err) = run(&["--token", WRITE, "put", "greeting", "hello"]);
+    let (code, out, err) = run(&["--token", WRITE, "put", "greeting", "hello", "--string"]);
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = run(&["--token", READ, "get", "greeting"]);
     assert_eq!(code, 0, "{err}");

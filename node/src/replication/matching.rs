@@ -121,7 +121,12 @@ impl Node {
     /// The append matched through `matched`; the primary's commit index was `commit`.
     pub fn matched(&mut self, commit: u64, matched: u64) {
         self.known_commit = self.known_commit.max(commit.min(matched));
-        self.synced = true;
+        // Entries after `matched` are not confirmed by the primary: after a restart they may be
+        // a divergent suffix of an old primary, which must never be read. In sync only once the
+        // log ends where the primary's match does.
+        if matched >= self.last_index {
+            self.synced = true;
+        }
     }
 
     /// The term rules for a snapshot from `from` in `term`: an older term is refused.

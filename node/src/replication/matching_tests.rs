@@ -195,3 +195,15 @@ fn a_snapshot_must_come_from_the_current_primary_and_cover_the_known_commit() {
     );
     assert!(n.synced);
 }
+
+#[test]
+fn a_log_with_entries_past_what_the_primary_matched_is_not_in_sync() {
+    // A restarted old primary: entry 3 may be a divergent suffix nobody else holds. Until the
+    // primary's log covers (or replaces) it, the node must not serve reads from it.
+    let mut n = replica(&[1, 1, 2]);
+    n.synced = false;
+    n.matched(10, 2);
+    assert!(!n.synced, "entry 3 is unconfirmed");
+    n.matched(10, 3);
+    assert!(n.synced);
+}

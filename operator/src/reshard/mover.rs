@@ -2,7 +2,7 @@
 //! and the target's primaries (node/src/api/slots.rs). Copy pages and log stretches travel as
 //! the nodes wrote them: the coordinator never decodes data.
 
-use super::step::Step;
+use super::step::{Step, next_step};
 use crate::nodes::{NodeClient, NodeError};
 use rcluster_proto::migration::{Migration, SlotState};
 use std::time::Duration;
@@ -67,7 +67,7 @@ impl Mover {
     /// The next step, from both shards' states as their primaries report them.
     pub async fn next(&self, m: &Migration, source: &str, target: &str) -> Result<Step, MoveError> {
         let (s, t) = tokio::try_join!(self.state(source), self.state(target))?;
-        Ok(super::next_step(m, &s, &t, self.caught_up))
+        Ok(next_step(m, &s, &t, self.caught_up))
     }
 
     async fn step(&self, primary: &str, query: String) -> Result<(), MoveError> {
