@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 mod shards;
 
-pub use shards::{SHARD_LABEL, ShardStatus, SlotMapStatus, SlotRangeStatus};
+pub use shards::{SHARD_LABEL, SlotMapStatus, SlotRangeStatus};
 
 /// API group of every rcluster resource and label.
 pub const GROUP: &str = "rcluster.dev";
@@ -496,6 +496,45 @@ pub struct ReplicatedClusterStatus {
     /// slot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_map: Option<SlotMapStatus>,
+}
+
+/// One shard: its coordinator record, its members as last observed, and the slots it owns.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    /// The shard's number, `0 <= shard < shards`.
+    pub shard: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Pod name of the shard's current primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// The shard's current term (terms of different shards are unrelated).
+    #[serde(default)]
+    pub term: i64,
+    /// The shard's member pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// The shard's members that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// The hash slots the shard owns, as ranges: `0-2047`, or `-` for none.
+    #[serde(default)]
+    pub slots: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub members: Vec<MemberStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<LastFailover>,
+    /// The member list in force since `term`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_list: Vec<String>,
+    /// While a member change is not committed yet: the list before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_member_list: Option<Vec<String>>,
+    /// A planned switchover in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<SwitchoverStatus>,
 }
 
 /// A planned switchover in progress.

@@ -1,57 +1,16 @@
-//! The status of a cluster's shards: one coordinator record per shard and the slot map.
+//! The slot map as the status records it, and the shard label. (Each shard's record,
+//! `ShardStatus`, is in the parent module beside the types it is made of.)
 //!
 //! Shaped so that resharding can add its own record beside them (the migration in progress, every
 //! step recorded before the nodes act) without changing these: a shard's record is the same
 //! whether or not slots move, and the slot map is replaced as a whole at the next epoch.
 
-use kube::KubeSchema;
 use rcluster_proto::{SlotMap, SlotRange};
 use serde::{Deserialize, Serialize};
-
-use super::{LastFailover, MemberStatus, Phase, SwitchoverStatus};
 
 /// Label on every member pod: the shard it belongs to (`0`, `1`, ...). Per-shard Services, the
 /// PodDisruptionBudgets and the metrics' `shard` label select on it.
 pub const SHARD_LABEL: &str = "rcluster.dev/shard";
-
-/// One shard: its coordinator record, its members as last observed, and the slots it owns.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ShardStatus {
-    /// The shard's number, `0 <= shard < shards`.
-    pub shard: i32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<Phase>,
-    /// Pod name of the shard's current primary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary: Option<String>,
-    /// The shard's current term (terms of different shards are unrelated).
-    #[serde(default)]
-    pub term: i64,
-    /// The shard's member pods that exist.
-    #[serde(default)]
-    pub replicas: i32,
-    /// The shard's members that are ready.
-    #[serde(default)]
-    pub ready_replicas: i32,
-    /// The hash slots the shard owns, as ranges: `0-2047`, or `-` for none.
-    #[serde(default)]
-    pub slots: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
-    pub members: Vec<MemberStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_failover: Option<LastFailover>,
-    /// The member list in force since `term`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub member_list: Vec<String>,
-    /// While a member change is not committed yet: the list before it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_member_list: Option<Vec<String>>,
-    /// A planned switchover in progress.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub switchover: Option<SwitchoverStatus>,
-}
 
 /// The slot map as recorded: which shard owns each hash slot, at an epoch that grows with every
 /// change of ownership.
