@@ -13,7 +13,12 @@
 //!   acknowledged write is lost by a failover, and promoting without proof would break that.
 //! - `storage` cannot change after creation: StatefulSet volume claim templates are immutable.
 //! - The cluster name is a DNS-1035 label of at most 52 characters, so that `<name>-headless` and
-//!   the StatefulSet's pod and revision names stay valid.
+//!   the StatefulSet's pod and revision names stay valid; at most 48 with several shards, for the
+//!   same reason (shard k's StatefulSet is `<name>-s<k>`).
+//! - `shards` is 1 to 16. Changing it on a live cluster is resharding, which the operator does not
+//!   do yet: it refuses the change with the `ShardsChangeRefused` condition and keeps the shard
+//!   count recorded in `status.slotMap` (a CEL transition rule would also block the change, but
+//!   it would block the future resharding too, and the condition says what to do).
 
 use std::collections::BTreeMap;
 
@@ -23,12 +28,20 @@ use kube::core::Duration;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+mod shards;
+
+pub use shards::{SHARD_LABEL, SlotMapStatus, SlotRangeStatus};
+
 /// API group of every rcluster resource and label.
 pub const GROUP: &str = "rcluster.dev";
 /// Label the operator puts on node pods: `primary` or `replica`; the Services select on it.
 pub const ROLE_LABEL: &str = "rcluster.dev/role";
 /// Longest cluster name whose derived object names all stay valid.
 pub const MAX_NAME_LEN: usize = 52;
+/// Longest name of a cluster with several shards (`<name>-s15` must fit [`MAX_NAME_LEN`]).
+pub const MAX_SHARDED_NAME_LEN: usize = 48;
+/// Most shards a cluster may have.
+pub const MAX_SHARDS: i32 = 16;
 
 /// Condition types written to `status.conditions`.
 pub mod condition {
@@ -40,8 +53,17 @@ pub mod condition {
     pub const FAILING_OVER: &str = "FailingOver";
     /// Some members are missing, not ready or lagging.
     pub const DEGRADED: &str = "Degraded";
+    /// `spec.shards` differs from the shard count the cluster was created with; the operator keeps
+    /// running the recorded count (resharding is not supported yet).
+    pub const SHARDS_CHANGE_REFUSED: &str = "ShardsChangeRefused";
     /// All condition types, in the order they are reported.
-    pub const ALL: [&str; 4] = [READY, AVAILABLE, FAILING_OVER, DEGRADED];
+    pub const ALL: [&str; 5] = [
+        READY,
+        AVAILABLE,
+        FAILING_OVER,
+        DEGRADED,
+        SHARDS_CHANGE_REFUSED,
+    ];
 }
 
 /// Desired state of a replicated rcluster deployment.
@@ -56,13 +78,14 @@ pub mod condition {
     shortname = "rcl",
     shortname = "rcluster",
     category = "rcluster",
-    doc = "A replicated rcluster data service: a StatefulSet of rcluster-node pods with one primary, \
-           replicas that stream its log, and operator-driven failover.",
+    doc = "A replicated rcluster data service: per shard, a StatefulSet of rcluster-node pods with one \
+           primary, replicas that stream its log, and operator-driven failover.",
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
+    printcolumn(name = "Shards", type_ = "integer", json_path = ".spec.shards"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Primary", type_ = "string", json_path = ".status.primary"),
@@ -72,7 +95,9 @@ pub mod condition {
     validation = Rule::new("size(self.metadata.name) <= 52")
         .message("metadata.name must be at most 52 characters (pod and Service names derive from it)"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
-        .message("metadata.name must be a DNS-1035 label: lower case letters, digits and '-', starting with a letter")
+        .message("metadata.name must be a DNS-1035 label: lower case letters, digits and '-', starting with a letter"),
+    validation = Rule::new("!has(self.spec.shards) || self.spec.shards <= 1 || size(self.metadata.name) <= 48")
+        .message("metadata.name must be at most 48 characters when spec.shards > 1 (shard k's StatefulSet is NAME-s<k>, and pod and revision names derive from it)")
 )]
 #[x_kube(
     validation = Rule::new("!(self.replication.ack in ['one', 'all']) || self.replicas >= 2")
@@ -82,10 +107,18 @@ pub mod condition {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicatedClusterSpec {
-    /// Number of members (pods). One is the primary, the others replicate its log.
+    /// Number of members (pods) of each shard. One is the shard's primary, the others replicate
+    /// its log.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 15))]
     pub replicas: i32,
+    /// Number of shards: replica groups of `replicas` members each, every one with its own log,
+    /// primary and failover, that split the hash slots between them; any node answers any
+    /// request. Fixed at creation: a change is refused (condition `ShardsChangeRefused`) until
+    /// resharding is supported.
+    #[serde(default = "default_shards")]
+    #[schemars(range(min = 1, max = 16))]
+    pub shards: i32,
     /// Container image of rcluster-node. Its entrypoint must be the `rcluster-node` binary.
     #[serde(default = "default_image")]
     #[schemars(length(min = 1))]
@@ -135,6 +168,7 @@ impl Default for ReplicatedClusterSpec {
     fn default() -> Self {
         ReplicatedClusterSpec {
             replicas: default_replicas(),
+            shards: default_shards(),
             image: default_image(),
             image_pull_policy: PullPolicy::default(),
             replication: ReplicationSpec::default(),
@@ -154,6 +188,10 @@ impl Default for ReplicatedClusterSpec {
 
 fn default_replicas() -> i32 {
     3
+}
+
+fn default_shards() -> i32 {
+    1
 }
 
 /// Default node image: the rcluster-node image of the operator's own version.
@@ -391,51 +429,110 @@ pub struct ServiceMonitorSpec {
 }
 
 /// Observed state, written by the operator only.
+///
+/// The coordinator record of shard 0 (term, primary, member lists, switchover, last failover) sits
+/// at the top level, where a cluster without shards has always kept it; every shard's record,
+/// shard 0's included, is in `shards`. A status without `shards` is read as one shard whose
+/// record is the top level, so a cluster created before shards keeps its terms. The observed
+/// fields at the top level (phase, replica counts, members, conditions) cover every shard.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicatedClusterStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The worst phase of any shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Pod name of the current primary.
+    /// Pod name of shard 0's current primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<String>,
-    /// Current term. Stored here before any promotion, so a new primary is never chosen twice
-    /// for one term.
+    /// Shard 0's current term. Stored here before any promotion, so a new primary is never chosen
+    /// twice for one term.
     #[serde(default)]
     pub term: i64,
-    /// Member pods that exist (the scale subresource reads this).
+    /// Member pods that exist, in every shard (the scale subresource reads this).
     #[serde(default)]
     pub replicas: i32,
-    /// Members that are ready.
+    /// Members that are ready, in every shard.
     #[serde(default)]
     pub ready_replicas: i32,
-    /// Members running the StatefulSet's current pod template. Below `replicas` while a
-    /// template change rolls out (replicas first, the primary last after a switchover).
+    /// Members running their StatefulSet's current pod template, in every shard. Below `replicas`
+    /// while a template change rolls out (replicas first, the primary last after a switchover).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_replicas: Option<i32>,
     /// Label selector of the member pods, in string form (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// Every member of every shard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub members: Vec<MemberStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// Shard 0's most recent failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<LastFailover>,
-    /// The member list in force: what the nodes count write quorums over since `term`. Changed
-    /// by a scale in a new term, once the joining members run.
+    /// Shard 0's member list in force: what its nodes count write quorums over since `term`.
+    /// Changed by a scale in a new term, once the joining members run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub member_list: Vec<String>,
-    /// While a member change is not committed yet: the list before it (elections must hear
-    /// from enough members of both; members leaving are removed only after this is cleared).
+    /// While a member change of shard 0 is not committed yet: the list before it (elections must
+    /// hear from enough members of both; members leaving are removed only after this is cleared).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_member_list: Option<Vec<String>>,
-    /// A planned switchover in progress (writes on `from` are stopped while `to` catches up).
+    /// A planned switchover of shard 0 in progress (writes on `from` are stopped while `to`
+    /// catches up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<SwitchoverStatus>,
+    /// Every shard: its coordinator record (stored before its nodes hear of it), its members and
+    /// the slots it owns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["shard".into()]))]
+    pub shards: Vec<ShardStatus>,
+    /// Which shard owns each hash slot, recorded before any node is told of it. Absent only on a
+    /// cluster created before shards that has not been reconciled since (one shard owns every
+    /// slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_map: Option<SlotMapStatus>,
+}
+
+/// One shard: its coordinator record, its members as last observed, and the slots it owns.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    /// The shard's number, `0 <= shard < shards`.
+    pub shard: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Pod name of the shard's current primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// The shard's current term (terms of different shards are unrelated).
+    #[serde(default)]
+    pub term: i64,
+    /// The shard's member pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// The shard's members that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// The hash slots the shard owns, as ranges: `0-2047`, or `-` for none.
+    #[serde(default)]
+    pub slots: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub members: Vec<MemberStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<LastFailover>,
+    /// The member list in force since `term`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_list: Vec<String>,
+    /// While a member change is not committed yet: the list before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_member_list: Option<Vec<String>>,
+    /// A planned switchover in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switchover: Option<SwitchoverStatus>,
 }

@@ -212,6 +212,7 @@ fn cel_rules_are_where_they_belong() {
         [
             "size(self.metadata.name) <= 52",
             "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+            "!has(self.spec.shards) || self.spec.shards <= 1 || size(self.metadata.name) <= 48",
         ]
     );
     let spec = &s["properties"]["spec"];
@@ -323,6 +324,7 @@ fn names_subresources_and_columns() {
         })
         .collect();
     let expected = [
+        ("Shards", "integer", ".spec.shards"),
         ("Replicas", "integer", ".spec.replicas"),
         ("Ready", "integer", ".status.readyReplicas"),
         ("Primary", "string", ".status.primary"),

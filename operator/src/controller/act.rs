@@ -10,10 +10,11 @@ use serde_json::json;
 use super::annotation::SWITCHOVER_ANNOTATION;
 use super::error::{Error, is_status};
 use super::observe::{Member, PodInfo};
-use super::status;
+use super::{shards, status};
 use crate::coordinator::{RecordStore, Stored, Write};
 use crate::crd::{MemberRole, ROLE_LABEL, ReplicatedCluster, ReplicatedClusterStatus};
 use crate::resources::FIELD_MANAGER;
+use rcluster_proto::{ShardId, SlotMap};
 
 fn merge_params() -> PatchParams {
     PatchParams {
@@ -59,23 +60,31 @@ pub async fn write_status(
     }
 }
 
-/// The coordinator's record in the ReplicatedCluster's status (with everything else the status
-/// says at that moment).
+/// One shard's coordinator record in the ReplicatedCluster's status (with everything else the
+/// status says about the shard at that moment). The shards of a cluster share the resource: each
+/// writes its own entry over the resource as last read or written by any of them, so their writes
+/// follow each other in this process, and a change by anyone else still fails the write (409).
 pub struct StatusStore<'a> {
     pub client: &'a Client,
+    pub shard: ShardId,
+    pub slots: &'a SlotMap,
     /// The resource as last read or written: its resourceVersion guards the next write.
-    pub current: ReplicatedCluster,
+    pub current: &'a tokio::sync::Mutex<ReplicatedCluster>,
     pub members: &'a [Member],
     pub updated: Option<i32>,
     pub now_ms: u64,
+    /// The shard's record was read without a member list.
+    pub stale: bool,
 }
 
 impl RecordStore for StatusStore<'_> {
     type Error = Error;
 
     async fn store(&mut self, write: &Write<'_>) -> Result<Stored, Error> {
+        let mut current = self.current.lock().await;
+        let view = shards::cluster_view(&current, self.shard);
         let status = status::build(&status::Input {
-            cluster: &self.current,
+            cluster: &view,
             record: write.record,
             members: self.members,
             plan: write.plan,
@@ -84,9 +93,11 @@ impl RecordStore for StatusStore<'_> {
             updated: self.updated,
             now: status::time_from_ms(self.now_ms),
         });
-        match write_status(self.client, &self.current, status).await? {
+        let full = current.status.clone().unwrap_or_default();
+        let status = shards::merge(&full, self.shard, status, self.slots);
+        match write_status(self.client, &current, status).await? {
             Written::Ok(obj) => {
-                self.current = *obj;
+                *current = *obj;
                 Ok(Stored::Written)
             }
             Written::Conflict => Ok(Stored::Changed),
@@ -96,10 +107,7 @@ impl RecordStore for StatusStore<'_> {
     /// A status written before it carried the member list (or none yet): the list the nodes
     /// run with is recorded before any of them hears of a term.
     fn stale(&self) -> bool {
-        self.current
-            .status
-            .as_ref()
-            .is_none_or(|s| s.member_list.is_empty())
+        self.stale
     }
 }
 

@@ -31,19 +31,14 @@ pub async fn existing_secret(
         .await
 }
 
-/// The desired objects for `replicas` members (which may differ from the spec while a
-/// scale-down waits for the primary to move).
+/// The desired objects for `replicas[k]` members in shard k (which may differ from the spec
+/// while a scale-down waits for the primary to move).
 pub fn desired(
     cluster: &ReplicatedCluster,
-    replicas: i32,
+    replicas: &[i32],
     existing: Option<&Secret>,
 ) -> Result<Desired, BuildError> {
-    if cluster.spec.replicas == replicas {
-        return resources::build_all(cluster, existing, secret::generate_token);
-    }
-    let mut held = cluster.clone();
-    held.spec.replicas = replicas;
-    resources::build_all(&held, existing, secret::generate_token)
+    resources::build_all(cluster, replicas, existing, secret::generate_token)
 }
 
 /// The cluster token the nodes were given.
@@ -72,8 +67,8 @@ where
         })
 }
 
-/// Applies every object, in an order where dependencies come first (the ConfigMap and Secret
-/// the pods mount before the StatefulSet). Keeps going after a failure so one bad object does
+/// Applies every object, in an order where dependencies come first (the Secret and each shard's
+/// ConfigMap the pods mount before the shard's StatefulSet). Keeps going after a failure so one bad object does
 /// not block the others — nor the failover stage after it.
 /// `delete_service_monitor`: whether a disabled ServiceMonitor may still exist (once it is known
 /// to be gone, the delete is not repeated on every reconcile).
@@ -85,21 +80,27 @@ pub async fn apply_all(
     delete_service_monitor: bool,
 ) -> Applied {
     let mut results = vec![
-        apply_one(client, ns, &d.config_map).await.map(drop),
         apply_one(client, ns, &d.secret).await.map(drop),
         apply_one(client, ns, &d.headless_service).await.map(drop),
-        apply_one(client, ns, &d.rw_service).await.map(drop),
-        apply_one(client, ns, &d.ro_service).await.map(drop),
+        apply_one(client, ns, &d.client_service).await.map(drop),
     ];
-    let statefulset = match apply_one(client, ns, &d.statefulset).await {
-        Ok(sts) => Some(sts),
-        Err(e) => {
-            results.push(Err(e));
-            None
-        }
-    };
-    results.extend([
-        apply_one(client, ns, &d.pdb).await.map(drop),
+    let mut statefulsets = Vec::new();
+    for shard in &d.shards {
+        results.extend([
+            apply_one(client, ns, &shard.config_map).await.map(drop),
+            apply_one(client, ns, &shard.rw_service).await.map(drop),
+            apply_one(client, ns, &shard.ro_service).await.map(drop),
+        ]);
+        statefulsets.push(match apply_one(client, ns, &shard.statefulset).await {
+            Ok(sts) => Some(sts),
+            Err(e) => {
+                results.push(Err(e));
+                None
+            }
+        });
+        results.push(apply_one(client, ns, &shard.pdb).await.map(drop));
+    }
+    results.push(
         service_monitor(
             client,
             ns,
@@ -108,18 +109,19 @@ pub async fn apply_all(
             delete_service_monitor,
         )
         .await,
-    ]);
+    );
     Applied {
         errors: results.into_iter().filter_map(Result::err).collect(),
-        statefulset,
+        statefulsets,
     }
 }
 
 pub struct Applied {
     /// The objects that could not be applied.
     pub errors: Vec<Error>,
-    /// The StatefulSet as the API server returned it (its status carries the update revision).
-    pub statefulset: Option<StatefulSet>,
+    /// Per shard, the StatefulSet as the API server returned it (its status carries the update
+    /// revision).
+    pub statefulsets: Vec<Option<StatefulSet>>,
 }
 
 /// Applies the ServiceMonitor, or deletes it when disabled. Without the prometheus-operator CRDs

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kube::Client;
 use kube::runtime::events::Reporter;
 
+use rcluster_proto::{ClusterMap, ShardId};
+
 use crate::coordinator::{FailoverCount, History, Runtime};
 use crate::metrics::Metrics;
 use crate::resources::NODE_PORT;
@@ -28,11 +30,11 @@ pub type PeerUrl = Arc<dyn Fn(&MemberAddress) -> Option<String> + Send + Sync>;
 
 /// The default: the pod's stable DNS name under the headless Service, as in the ConfigMap.
 pub fn headless_url(addr: &MemberAddress) -> Option<String> {
-    let ordinal = crate::resources::ordinal(addr.cluster, addr.pod)?;
+    crate::resources::member_of(addr.cluster, addr.pod)?;
     Some(crate::resources::member_url(
         addr.cluster,
         addr.namespace,
-        ordinal,
+        addr.pod,
     ))
 }
 
@@ -80,25 +82,35 @@ impl Default for NodeTimeouts {
 /// What the controller remembers about one cluster between reconciles. Lost on restart, which
 /// costs little: failure timers start again (a failover waits one more detection window). The
 /// term, primary, member list and a switchover in progress live in the resource status.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ClusterMemory {
-    /// The coordinator runtime of the cluster's replica group: failure clocks, last answers, the
+    /// Per shard, the coordinator runtime of its replica group: failure clocks, last answers, the
     /// failover being measured.
-    pub runtime: Runtime,
+    pub shards: BTreeMap<ShardId, ShardMemory>,
     /// The disabled ServiceMonitor is known to be gone (deleted, or never there).
     pub service_monitor_gone: bool,
+    /// The cluster map each node took, by pod, with the pod's uid: a new pod (or a changed map)
+    /// is sent it again.
+    pub pushed: BTreeMap<String, (String, ClusterMap)>,
+    /// A refused change of `spec.shards` was reported (once, when it begins).
+    pub shards_refused: bool,
+}
+
+/// What the controller remembers about one shard.
+#[derive(Debug)]
+pub struct ShardMemory {
+    pub runtime: Runtime,
     /// Lasting situations the last reconcile reported (`events::lasting`): each gets one
     /// event when it begins, not one per reconcile.
     pub reported: Vec<String>,
 }
 
-impl Default for ClusterMemory {
+impl Default for ShardMemory {
     fn default() -> Self {
-        ClusterMemory {
+        ShardMemory {
             // The nodes ran before this controller did: a primary that fails before it was seen
             // healthy is a failover all the same.
             runtime: Runtime::new(FailoverCount::Always, History::default()),
-            service_monitor_gone: false,
             reported: Vec::new(),
         }
     }

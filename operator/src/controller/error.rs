@@ -10,6 +10,9 @@ pub enum Error {
     Build(#[from] BuildError),
     #[error("ReplicatedCluster has no metadata.{0}")]
     MissingMetadata(&'static str),
+    /// `status.slotMap` does not give every slot exactly one owner; nothing is routed by it.
+    #[error("{0}")]
+    SlotMap(String),
     /// Server-side apply of owned objects failed; the failover stage still ran.
     #[error("cannot apply {object}: {source}")]
     Apply {
@@ -26,6 +29,7 @@ impl Error {
             Error::Build(_) => "build",
             Error::MissingMetadata(_) => "metadata",
             Error::Apply { .. } => "apply",
+            Error::SlotMap(_) => "slot-map",
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod reason {
     pub const MEMBERS_CHANGED: &str = "MembersChanged";
     pub const RESTARTING: &str = "RollingUpdate";
     pub const RESTART_FAILED: &str = "RollingUpdateFailed";
+    pub const SHARDS_CHANGE_REFUSED: &str = "ShardsChangeRefused";
 }
 
 fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
@@ -217,6 +218,18 @@ pub fn for_decision(
         out.push(warning(reason::APPLY_FAILED, "Apply", f.clone()));
     }
     out
+}
+
+/// `spec.shards` asks for `spec` shards; the cluster keeps the `running` it was created with.
+pub fn shards_refused(running: u32, spec: Option<i32>) -> Event {
+    warning(
+        reason::SHARDS_CHANGE_REFUSED,
+        "Reshard",
+        format!(
+            "spec.shards is {} but the cluster was created with {running}: resharding a live cluster is not supported yet; it keeps running {running} shards",
+            spec.unwrap_or_default()
+        ),
+    )
 }
 
 /// A member pod deleted so that the StatefulSet recreates it from the current template; or the

@@ -23,6 +23,15 @@
 //! controller deletes one outdated member pod at a time while the cluster is settled, replicas
 //! first; the primary hands over in a planned switchover and restarts last.
 //!
+//! Shards (`shards`): every shard is a replica group of its own, with its own StatefulSet, its own
+//! coordinator runtime in the controller's memory and its own record in `status.shards` (shard 0's
+//! also at the top level, where a cluster without shards keeps it). The shards decide and act
+//! concurrently, so one shard's election never waits on another's node commands; their record
+//! writes follow each other over the one resource. The slot map is recorded in `status.slotMap`
+//! before any node is told of it; the cluster map (slot map, each shard's members, primary and
+//! term) is then pushed to every node that has not taken it. The shard count is the recorded
+//! one: a changed `spec.shards` is refused with a condition until resharding exists.
+//!
 //! Planned switchovers are asked for with the `rcluster.dev/switchover-to` annotation, or on the
 //! primary node (`POST /v1/switchover`, `rcluster switchover`), as in the playground.
 
@@ -36,6 +45,7 @@ pub mod lease;
 mod observe;
 mod rollout;
 pub mod run;
+mod shards;
 mod status;
 mod telemetry;
 
@@ -53,11 +63,17 @@ pub use annotation::SWITCHOVER_ANNOTATION;
 pub use context::{Clock, Context, MemberAddress, NodeTimeouts, NodeUrl, pod_ip_url, system_clock};
 pub use error::Error;
 
+use rcluster_proto::{ClusterMap, ShardId, SlotMap};
+
 use crate::coordinator::{self, Probe, Request, Source, Unsent};
-use crate::crd::{Phase, ReplicatedCluster};
+use crate::crd::{Phase, ReplicatedCluster, ReplicatedClusterStatus, SlotMapStatus};
+use crate::failover::Coordinator;
 use crate::metrics::Outcome;
 use crate::nodes::{Addressed, MemberUrls, NodeClient};
+use crate::resources;
 use act::Written;
+use context::ShardMemory;
+use observe::PodInfo;
 
 /// After a 409 on the status the reconcile stops; it runs again on fresh data this soon.
 pub const CONFLICT_REQUEUE: Duration = Duration::from_millis(500);
@@ -134,19 +150,26 @@ pub async fn reconcile_cluster(
 
     let secret = apply::existing_secret(client, &ns, &name).await?;
     let pods = observe::list_pods(client, &ns, &name).await?;
-    let initial =
-        observe::initial_members(&name, cluster.spec.replicas, cluster.status.as_ref(), &pods);
-    let record = observe::coordinator(cluster.status.as_ref(), &initial);
-    let replicas = observe::effective_replicas(&name, cluster.spec.replicas, &record, &pods);
+    let count = shards::count(cluster);
+    let slots = shards::slot_map(cluster, count.running).map_err(Error::SlotMap)?;
+    let preps: Vec<Prep> = (0..count.running)
+        .map(|k| Prep::new(cluster, &name, k, &pods))
+        .collect();
+    let replicas: Vec<i32> = preps.iter().map(|p| p.replicas).collect();
 
-    let desired = apply::desired(cluster, replicas, secret.as_ref())?;
+    let desired = apply::desired(cluster, &replicas, secret.as_ref())?;
     let delete_sm = desired.service_monitor.is_none() && !memory.service_monitor_gone;
     let applied = apply::apply_all(client, &ns, &name, &desired, delete_sm).await;
     let apply_errors = applied.errors;
-    let revision = applied
-        .statefulset
-        .as_ref()
-        .and_then(rollout::update_revision);
+    let revisions: Vec<Option<String>> = (0..preps.len())
+        .map(|k| {
+            applied
+                .statefulsets
+                .get(k)
+                .and_then(Option::as_ref)
+                .and_then(rollout::update_revision)
+        })
+        .collect();
     let sm_ok = !apply_errors
         .iter()
         .any(|e| matches!(e, Error::Apply { object, .. } if object.starts_with("ServiceMonitor")));
@@ -154,130 +177,138 @@ pub async fn reconcile_cluster(
 
     let token = apply::token(&desired);
     let probes = NodeClient::new(&token, ctx.timeouts.probe);
-    let names = observe::member_names(&name, replicas);
-    let mut members = observe::probe(ctx, &probes, &ns, &name, &names, &pods).await;
-    let now = ctx.now_ms();
-    let probed: Vec<Probe> = members.iter().map(|m| m.probe(now)).collect();
-    let ack = observe::ack_level(cluster.spec.replication.ack);
-    let (observations, _) = memory.runtime.observe(&probed, ack, now);
-    let view = observe::view(&name, &cluster.spec, record.clone(), observations, now);
-
+    let commands = NodeClient::new(&token, ctx.timeouts.command);
     let annotation = cluster
         .annotations()
         .get(SWITCHOVER_ANNOTATION)
         .map(String::as_str);
-    let enabled = cluster.spec.failover.enabled;
-    let mut plan = coordinator::plan(&view, annotation::request(annotation), &probed, enabled);
-    let restart = rollout::step(
-        &name,
-        revision.as_deref(),
-        &record,
-        &members,
-        plan.in_place(),
-    );
-    if let (rollout::Step::Switchover { from }, None) = (&restart, &plan.request) {
-        tracing::info!(cluster = %key, primary = %from, "rollout: the primary hands over before its restart");
-        let handover = Request {
-            target: None,
-            source: Source::Rollout,
-        };
-        plan = coordinator::plan(&view, Some(handover), &probed, enabled);
-    }
-    let next = record.after(&plan.actions);
-    let updated = rollout::updated(revision.as_deref(), &next, &members);
-    tracing::debug!(cluster = %key, actions = ?plan.actions, "decided");
+    // The annotation names a pod: the switchover is its shard's (empty: shard 0's).
+    let annotated =
+        annotation.map(|a| resources::member_of(&name, a.trim()).map_or(0, |(shard, _)| shard));
 
-    // 1. The record, before any node hears of the new term or primary; 2. the nodes.
-    let commands = NodeClient::new(&token, ctx.timeouts.command);
-    let urls: BTreeMap<String, String> = members
-        .iter()
-        .filter_map(|m| Some((m.name.clone(), m.url.clone()?)))
-        .collect();
-    let peers = peer_urls(ctx, &ns, &name, &next);
-    let nodes = Addressed {
-        client: &commands,
-        urls: &urls,
-        members: peers.as_ref(),
+    // Every shard decides and acts at once: one shard's election never waits for another's
+    // node commands. Their record writes go one after the other over the shared resource.
+    let shared = tokio::sync::Mutex::new(cluster.clone());
+    let env = ShardEnv {
+        ctx,
+        cluster,
+        ns: &ns,
+        name: &name,
+        key: &key,
+        probes: &probes,
+        commands: &commands,
+        current: &shared,
+        slots: &slots,
     };
-    let mut store = act::StatusStore {
-        client,
-        current: cluster.clone(),
-        members: &members,
-        updated,
-        now_ms: now,
-    };
-    let stepped = match memory
-        .runtime
-        .step(&record, &plan, &mut store, &nodes, now)
-        .await
-    {
-        Ok(stepped) => stepped,
-        Err(Unsent::Conflict) => {
-            tracing::info!(cluster = %key, "status changed since it was read; deciding again");
-            return Ok(Reconciled {
-                requeue: Requeue::requeue(CONFLICT_REQUEUE),
-                apply_errors,
-            });
-        }
-        Err(Unsent::Store(e)) => return Err(e),
-    };
-    let current = store.current;
-    if stepped.stored {
-        tracing::info!(cluster = %key, term = next.term, primary = ?next.primary, "record written");
+    let mems = &mut memory.shards;
+    for k in 0..count.running {
+        mems.entry(k).or_default();
     }
-    let results = stepped.results;
-    for r in &results {
-        if let (Ok(s), Some(m)) = (&r.outcome, members.iter_mut().find(|m| m.name == r.node)) {
-            m.node = Some(s.clone());
+    let runs = futures_util::future::join_all(
+        mems.range_mut(0..count.running)
+            .zip(&preps)
+            .zip(&revisions)
+            .map(|(((k, mem), prep), revision)| {
+                let request = (annotated == Some(*k))
+                    .then(|| annotation::request(annotation))
+                    .flatten();
+                run_shard(&env, prep, mem, revision.as_deref(), request)
+            }),
+    )
+    .await;
+    let mut done = Vec::new();
+    let mut conflict = false;
+    for run in runs {
+        match run? {
+            Some(r) => done.push(r),
+            None => conflict = true,
         }
     }
-    let last_failover = stepped.completed.failover.as_ref().map(|f| {
-        let took = Duration::from_millis(f.duration_ms().unwrap_or(0));
-        ctx.metrics.record_failover(took);
-        status::last_failover(f)
-    });
+    let current = shared.into_inner();
+    if conflict {
+        tracing::info!(cluster = %key, "status changed since it was read; deciding again");
+        return Ok(Reconciled {
+            requeue: Requeue::requeue(CONFLICT_REQUEUE),
+            apply_errors,
+        });
+    }
 
     // 3. The labels the Services select on. From here on a failure is reported after the
     // events, so a promotion is never left unannounced.
-    let mut failure = act::relabel(
-        client,
-        &ns,
-        &act::desired_roles(&pods, next.primary.as_deref()),
-    )
-    .await
-    .err();
+    let mut failure = None;
+    for (prep, run) in preps.iter().zip(&done) {
+        let roles = act::desired_roles(&prep.pods, run.next.primary.as_deref());
+        if let Err(e) = act::relabel(client, &ns, &roles).await {
+            failure = failure.or(Some(e));
+        }
+    }
 
-    let status = status::build(&status::Input {
-        cluster: &current,
-        record: &next,
-        members: &members,
-        plan: &plan,
-        failing_over: memory.runtime.failing_over(),
-        last_failover,
-        updated,
-        now: status::time_from_ms(ctx.now_ms()),
-    });
+    let now = status::time_from_ms(ctx.now_ms());
+    let per_shard: Vec<ReplicatedClusterStatus> = done
+        .iter()
+        .enumerate()
+        .map(|(k, run)| {
+            status::build(&status::Input {
+                cluster: &shards::cluster_view(&current, k as ShardId),
+                record: &run.next,
+                members: &run.members,
+                plan: &run.plan,
+                failing_over: run.failing_over,
+                last_failover: run.last_failover.clone(),
+                updated: run.updated,
+                now: now.clone(),
+            })
+        })
+        .collect();
+    let refused = shards::refused_condition(&current, count, &now);
+    let status = shards::combine(per_shard, &slots, refused);
     let phase = status.phase;
     // A conflict here loses nothing: the record was written (or unchanged) and the nodes were
     // told; the next reconcile writes the observations again.
-    let mut conflict = false;
+    let mut recorded = current.status.clone();
     if current.status.as_ref() != Some(&status) {
-        match act::write_status(client, &current, status).await {
-            Ok(written) => conflict = matches!(written, Written::Conflict),
+        match act::write_status(client, &current, status.clone()).await {
+            Ok(Written::Ok(_)) => recorded = Some(status),
+            Ok(Written::Conflict) => conflict = true,
             Err(e) => failure = failure.or(Some(e)),
         }
     }
-    if annotation::finished(annotation, &plan.switchover)
-        && let Err(e) = act::remove_switchover_annotation(client, cluster).await
-    {
+
+    // 4. The cluster map, to every node that answers and has not taken it yet: only a slot map
+    // the status records is ever sent.
+    if recorded.as_ref().and_then(|s| s.slot_map.as_ref()) == Some(&SlotMapStatus::from(&slots)) {
+        let records: Vec<Coordinator> = done.iter().map(|r| r.next.clone()).collect();
+        let peer = |pod: &str| {
+            (ctx.peer_url)(&MemberAddress {
+                namespace: &ns,
+                cluster: &name,
+                pod,
+                pod_ip: None,
+            })
+        };
+        if let Some(map) = shards::cluster_map(&slots, &records, peer) {
+            let members: Vec<&observe::Member> = done.iter().flat_map(|r| &r.members).collect();
+            push_cluster_map(&commands, &mut memory.pushed, &members, &map).await;
+        }
+    }
+
+    let switchover_done = annotated
+        .and_then(|k| done.get(k as usize))
+        .is_some_and(|run| annotation::finished(annotation, &run.plan.switchover));
+    if switchover_done && let Err(e) = act::remove_switchover_annotation(client, cluster).await {
         failure = failure.or(Some(e));
     }
 
-    // 4. A rollout restart, once everything above is in place. Not after a conflict or a
-    // failure: the restart waits for a reconcile that saw the world as it is.
+    // 5. A rollout restart (one pod of the cluster at a time), once everything above is in
+    // place. Not after a conflict or a failure: the restart waits for a reconcile that saw the
+    // world as it is.
     let mut restarted = None;
-    if let (rollout::Step::Restart { pod, uid: pod_uid }, false, None) =
-        (&restart, conflict, &failure)
+    let restart = done
+        .iter()
+        .zip(&revisions)
+        .find(|(run, _)| matches!(run.restart, rollout::Step::Restart { .. }));
+    if let (Some((run, revision)), false, None) = (restart, conflict, &failure)
+        && let rollout::Step::Restart { pod, uid: pod_uid } = &run.restart
     {
         let outcome = act::delete_pod(client, &ns, pod, pod_uid.as_deref()).await;
         let note = outcome.as_ref().map(drop).map_err(ToString::to_string);
@@ -293,21 +324,42 @@ pub async fn reconcile_cluster(
     }
 
     let apply_failures: Vec<String> = apply_errors.iter().map(ToString::to_string).collect();
-    let lasting = events::lasting(&plan, &results, &apply_failures);
-    let reported = std::mem::replace(&mut memory.reported, lasting);
-    let mut evs = events::for_decision(&ns, &record, &plan, &results, &apply_failures, &reported);
+    let mut evs = Vec::new();
+    for (k, run) in done.iter().enumerate() {
+        // Objects shared by every shard: their failures are told once.
+        let failures: &[String] = if k == 0 { &apply_failures } else { &[] };
+        let lasting = events::lasting(&run.plan, &run.results, failures);
+        let mem = memory.shards.entry(k as ShardId).or_default();
+        let reported = std::mem::replace(&mut mem.reported, lasting);
+        evs.extend(events::for_decision(
+            &ns,
+            &run.record,
+            &run.plan,
+            &run.results,
+            failures,
+            &reported,
+        ));
+    }
+    let refused_now = count.refused.is_some();
+    if refused_now && !memory.shards_refused {
+        evs.push(events::shards_refused(count.running, count.refused));
+    }
+    memory.shards_refused = refused_now;
     evs.extend(restarted);
     events::publish(ctx, cluster, &evs).await;
     if let Some(e) = failure {
         return Err(e);
     }
 
-    let progress = if !results.is_empty() || next != record {
+    let acting = done
+        .iter()
+        .any(|r| !r.results.is_empty() || r.next != r.record);
+    let settled = done
+        .iter()
+        .all(|r| r.plan.in_place() && r.restart == rollout::Step::UpToDate);
+    let progress = if acting {
         Progress::Acting
-    } else if matches!(phase, Some(Phase::Running | Phase::Degraded))
-        && plan.in_place()
-        && restart == rollout::Step::UpToDate
-    {
+    } else if matches!(phase, Some(Phase::Running | Phase::Degraded)) && settled {
         Progress::Settled
     } else {
         Progress::Waiting
@@ -324,15 +376,208 @@ pub async fn reconcile_cluster(
     })
 }
 
+/// One shard as the reconcile finds it before deciding.
+struct Prep {
+    id: ShardId,
+    /// The shard's StatefulSet name, which its pods' names derive from.
+    set: String,
+    pods: Vec<PodInfo>,
+    /// The shard's record (or, new, its initial members).
+    record: Coordinator,
+    /// The record was read without a member list.
+    stale: bool,
+    /// Member pods the shard runs now.
+    replicas: i32,
+}
+
+impl Prep {
+    fn new(cluster: &ReplicatedCluster, name: &str, id: ShardId, pods: &[PodInfo]) -> Prep {
+        let set = resources::shard_name(name, id);
+        let pods: Vec<PodInfo> = pods
+            .iter()
+            .filter(|p| resources::member_of(name, &p.name).is_some_and(|(s, _)| s == id))
+            .cloned()
+            .collect();
+        let status = cluster.status.as_ref().and_then(|s| shards::view(s, id));
+        let spec_replicas = cluster.spec.replicas;
+        let initial = observe::initial_members(&set, spec_replicas, status.as_ref(), &pods);
+        let record = observe::coordinator(status.as_ref(), &initial);
+        let replicas = observe::effective_replicas(&set, spec_replicas, &record, &pods);
+        Prep {
+            id,
+            set,
+            pods,
+            record,
+            stale: status.is_none_or(|s| s.member_list.is_empty()),
+            replicas,
+        }
+    }
+}
+
+/// What every shard's decision shares.
+struct ShardEnv<'a> {
+    ctx: &'a Context,
+    cluster: &'a ReplicatedCluster,
+    ns: &'a str,
+    name: &'a str,
+    key: &'a str,
+    probes: &'a NodeClient,
+    commands: &'a NodeClient,
+    current: &'a tokio::sync::Mutex<ReplicatedCluster>,
+    slots: &'a SlotMap,
+}
+
+/// One shard's decision and what it did.
+struct ShardRun {
+    members: Vec<observe::Member>,
+    /// The record as read, and as in force after the step.
+    record: Coordinator,
+    next: Coordinator,
+    plan: coordinator::Plan,
+    restart: rollout::Step,
+    results: Vec<crate::nodes::CommandResult>,
+    last_failover: Option<crate::crd::LastFailover>,
+    updated: Option<i32>,
+    failing_over: bool,
+}
+
+/// Probes shard `prep`'s members, decides, records, commands its nodes. `None`: the status
+/// changed since it was read (409), nothing was sent.
+async fn run_shard(
+    env: &ShardEnv<'_>,
+    prep: &Prep,
+    mem: &mut ShardMemory,
+    revision: Option<&str>,
+    request: Option<Request>,
+) -> Result<Option<ShardRun>, Error> {
+    let ShardEnv { ctx, cluster, .. } = *env;
+    let names = observe::member_names(&prep.set, prep.replicas);
+    let mut members = observe::probe(ctx, env.probes, env.ns, env.name, &names, &prep.pods).await;
+    let now = ctx.now_ms();
+    let probed: Vec<Probe> = members.iter().map(|m| m.probe(now)).collect();
+    let ack = observe::ack_level(cluster.spec.replication.ack);
+    let (observations, _) = mem.runtime.observe(&probed, ack, now);
+    let view = observe::view(
+        &prep.set,
+        &cluster.spec,
+        prep.record.clone(),
+        observations,
+        now,
+    );
+    let enabled = cluster.spec.failover.enabled;
+    let mut plan = coordinator::plan(&view, request, &probed, enabled);
+    let restart = rollout::step(&prep.set, revision, &prep.record, &members, plan.in_place());
+    if let (rollout::Step::Switchover { from }, None) = (&restart, &plan.request) {
+        tracing::info!(cluster = %env.key, shard = prep.id, primary = %from, "rollout: the primary hands over before its restart");
+        let handover = Request {
+            target: None,
+            source: Source::Rollout,
+        };
+        plan = coordinator::plan(&view, Some(handover), &probed, enabled);
+    }
+    let next = prep.record.after(&plan.actions);
+    let updated = rollout::updated(revision, &next, &members);
+    tracing::debug!(cluster = %env.key, shard = prep.id, actions = ?plan.actions, "decided");
+
+    // 1. The record, before any node hears of the new term or primary; 2. the nodes.
+    let urls: BTreeMap<String, String> = members
+        .iter()
+        .filter_map(|m| Some((m.name.clone(), m.url.clone()?)))
+        .collect();
+    let peers = peer_urls(ctx, env.ns, env.name, &next);
+    let nodes = Addressed {
+        client: env.commands,
+        urls: &urls,
+        members: peers.as_ref(),
+    };
+    let mut store = act::StatusStore {
+        client: &ctx.client,
+        shard: prep.id,
+        slots: env.slots,
+        current: env.current,
+        members: &members,
+        updated,
+        now_ms: now,
+        stale: prep.stale,
+    };
+    let stepped = match mem
+        .runtime
+        .step(&prep.record, &plan, &mut store, &nodes, now)
+        .await
+    {
+        Ok(stepped) => stepped,
+        Err(Unsent::Conflict) => return Ok(None),
+        Err(Unsent::Store(e)) => return Err(e),
+    };
+    if stepped.stored {
+        tracing::info!(cluster = %env.key, shard = prep.id, term = next.term, primary = ?next.primary, "record written");
+    }
+    let results = stepped.results;
+    for r in &results {
+        if let (Ok(s), Some(m)) = (&r.outcome, members.iter_mut().find(|m| m.name == r.node)) {
+            m.node = Some(s.clone());
+        }
+    }
+    let last_failover = stepped.completed.failover.as_ref().map(|f| {
+        let took = Duration::from_millis(f.duration_ms().unwrap_or(0));
+        ctx.metrics.record_failover(took);
+        status::last_failover(f)
+    });
+    Ok(Some(ShardRun {
+        members,
+        record: prep.record.clone(),
+        next,
+        plan,
+        restart,
+        results,
+        last_failover,
+        updated,
+        failing_over: mem.runtime.failing_over(),
+    }))
+}
+
+/// Sends `map` to every member whose node answered and that has not taken it yet (a new pod,
+/// or a map that changed). A node that does not take it is sent it again next time.
+async fn push_cluster_map(
+    client: &NodeClient,
+    pushed: &mut BTreeMap<String, (String, ClusterMap)>,
+    members: &[&observe::Member],
+    map: &ClusterMap,
+) {
+    let due: Vec<(&str, &str, String)> = members
+        .iter()
+        .filter(|m| m.node.is_some())
+        .filter_map(|m| {
+            let uid = m.pod.as_ref()?.uid.clone().unwrap_or_default();
+            let url = m.url.as_deref()?;
+            let taken = pushed
+                .get(&m.name)
+                .is_some_and(|(u, sent)| *u == uid && sent == map);
+            (!taken).then_some((m.name.as_str(), url, uid))
+        })
+        .collect();
+    let sent = futures_util::future::join_all(
+        due.iter()
+            .map(|(_, url, _)| client.push_cluster_map(url, map)),
+    )
+    .await;
+    for ((name, _, uid), r) in due.into_iter().zip(sent) {
+        match r {
+            Ok(()) => {
+                pushed.insert(name.to_string(), (uid, map.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(node = %name, error = %e, "cannot send the cluster map");
+                pushed.remove(name);
+            }
+        }
+    }
+}
+
 /// The member list the nodes get with promote and follow: the record's, with the URLs nodes reach
 /// each other at. `None` (the nodes keep theirs) when a URL is unknown: a partial list would make
 /// a node count its quorums over too few members.
-fn peer_urls(
-    ctx: &Context,
-    ns: &str,
-    cluster: &str,
-    record: &crate::failover::Coordinator,
-) -> Option<MemberUrls> {
+fn peer_urls(ctx: &Context, ns: &str, cluster: &str, record: &Coordinator) -> Option<MemberUrls> {
     record
         .members
         .iter()

@@ -279,6 +279,10 @@ pub fn build(input: &Input) -> ReplicatedClusterStatus {
             to: sw.to.clone(),
             started_ms: sw.started_ms as i64,
         }),
+        // The shard entries and the slot map are the caller's (`shards::merge`): this builds one
+        // shard's status.
+        shards: Vec::new(),
+        slot_map: None,
     }
 }
 

@@ -2,6 +2,13 @@
 //!
 //! No I/O here. The controller applies the results with server-side apply under
 //! [`FIELD_MANAGER`]; tests compare the objects. One file per object kind.
+//!
+//! Per shard: a StatefulSet, its ConfigMap (the shard number and the shard's member list), the
+//! read-write and read-only Services and a PodDisruptionBudget. Shard 0's objects keep the names a
+//! cluster without shards has always had (`<cluster>`, `<cluster>-config`, `<cluster>-rw`, ...),
+//! so an existing cluster keeps its pods and volumes; shard k's are named after `<cluster>-s<k>`.
+//! Shared by every shard: the Secret, the headless Service (every pod's DNS name) and the client
+//! Service (every node: any node routes any request).
 
 use std::collections::BTreeMap;
 
@@ -12,7 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::core::DynamicObject;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{MAX_NAME_LEN, ReplicatedCluster};
+use crate::crd::{MAX_NAME_LEN, MAX_SHARDED_NAME_LEN, ReplicatedCluster, SHARD_LABEL};
+use rcluster_proto::ShardId;
 
 pub mod configmap;
 pub mod pdb;
@@ -61,44 +69,71 @@ pub enum BuildError {
     Random(String),
 }
 
-/// Names of every object and pod of a cluster.
-pub fn statefulset_name(cluster: &str) -> String {
-    cluster.to_string()
+/// The name shard `shard`'s StatefulSet, pods and per-shard objects derive from: the cluster's
+/// own for shard 0 (the names a cluster without shards has), `<cluster>-s<k>` for shard k.
+pub fn shard_name(cluster: &str, shard: ShardId) -> String {
+    match shard {
+        0 => cluster.to_string(),
+        k => format!("{cluster}-s{k}"),
+    }
+}
+pub fn statefulset_name(cluster: &str, shard: ShardId) -> String {
+    shard_name(cluster, shard)
 }
 pub fn headless_service_name(cluster: &str) -> String {
     format!("{cluster}-headless")
 }
-pub fn rw_service_name(cluster: &str) -> String {
-    format!("{cluster}-rw")
+/// The Service over every node of every shard: any node answers any request.
+pub fn client_service_name(cluster: &str) -> String {
+    format!("{cluster}-client")
 }
-pub fn ro_service_name(cluster: &str) -> String {
-    format!("{cluster}-ro")
+pub fn rw_service_name(cluster: &str, shard: ShardId) -> String {
+    format!("{}-rw", shard_name(cluster, shard))
 }
-pub fn config_map_name(cluster: &str) -> String {
-    format!("{cluster}-config")
+pub fn ro_service_name(cluster: &str, shard: ShardId) -> String {
+    format!("{}-ro", shard_name(cluster, shard))
+}
+pub fn config_map_name(cluster: &str, shard: ShardId) -> String {
+    format!("{}-config", shard_name(cluster, shard))
 }
 pub fn secret_name(cluster: &str) -> String {
     format!("{cluster}-secret")
 }
-pub fn pdb_name(cluster: &str) -> String {
-    cluster.to_string()
+pub fn pdb_name(cluster: &str, shard: ShardId) -> String {
+    shard_name(cluster, shard)
 }
 pub fn service_monitor_name(cluster: &str) -> String {
     cluster.to_string()
 }
-pub fn pod_name(cluster: &str, ordinal: i32) -> String {
-    format!("{cluster}-{ordinal}")
+/// Pod `ordinal` of the StatefulSet `set` (a [`shard_name`]).
+pub fn pod_name(set: &str, ordinal: i32) -> String {
+    format!("{set}-{ordinal}")
 }
 
-/// The ordinal of `pod` in `cluster`'s StatefulSet (the inverse of [`pod_name`]).
-pub fn ordinal(cluster: &str, pod: &str) -> Option<i32> {
-    pod.strip_prefix(cluster)?.strip_prefix('-')?.parse().ok()
+/// The ordinal of `pod` in the StatefulSet `set` (the inverse of [`pod_name`]).
+pub fn ordinal(set: &str, pod: &str) -> Option<i32> {
+    pod.strip_prefix(set)?.strip_prefix('-')?.parse().ok()
 }
-/// URL of member `ordinal`, stable across restarts thanks to the headless Service.
-pub fn member_url(cluster: &str, namespace: &str, ordinal: i32) -> String {
+
+/// The shard and ordinal of a member pod of `cluster`: `demo-2` is (0, 2), `demo-s1-2` is (1, 2).
+pub fn member_of(cluster: &str, pod: &str) -> Option<(ShardId, i32)> {
+    let rest = pod.strip_prefix(cluster)?.strip_prefix('-')?;
+    if let Ok(o) = rest.parse::<i32>() {
+        return Some((0, o));
+    }
+    let (shard, ordinal) = rest.strip_prefix('s')?.split_once('-')?;
+    let shard: ShardId = shard
+        .parse()
+        .ok()
+        .filter(|s| *s > 0 && !shard.starts_with('0'))?;
+    Some((shard, ordinal.parse().ok()?))
+}
+
+/// URL of member pod `pod`, stable across restarts thanks to the headless Service (shared by
+/// every shard).
+pub fn member_url(cluster: &str, namespace: &str, pod: &str) -> String {
     format!(
-        "http://{}.{}.{namespace}.svc:{NODE_PORT}",
-        pod_name(cluster, ordinal),
+        "http://{pod}.{}.{namespace}.svc:{NODE_PORT}",
         headless_service_name(cluster)
     )
 }
@@ -120,6 +155,18 @@ pub fn pod_selector(cluster: &str) -> BTreeMap<String, String> {
         (INSTANCE_LABEL.to_string(), cluster.to_string()),
         (COMPONENT_LABEL.to_string(), component::NODE.to_string()),
     ])
+}
+
+/// Labels that select the node pods of one shard (its Services and PodDisruptionBudget). In a
+/// cluster of one shard, the cluster's pod selector: the objects of a cluster created before
+/// shards stay exactly as they were (its pods get the shard label only when the operator labels
+/// them).
+pub fn shard_selector(cluster: &str, shard: ShardId, shards: u32) -> BTreeMap<String, String> {
+    let mut labels = pod_selector(cluster);
+    if shards > 1 {
+        labels.insert(SHARD_LABEL.to_string(), shard.to_string());
+    }
+    labels
 }
 
 /// [`pod_selector`] as a label selector string, for `status.selector` (scale subresource).
@@ -177,6 +224,15 @@ impl<'a> Owner<'a> {
             ..ObjectMeta::default()
         }
     }
+
+    /// Metadata of one shard's object: [`Owner::meta`] and the shard label.
+    pub fn shard_meta(&self, name: String, component: &str, shard: ShardId) -> ObjectMeta {
+        let mut meta = self.meta(name, component);
+        if let Some(labels) = meta.labels.as_mut() {
+            labels.insert(SHARD_LABEL.to_string(), shard.to_string());
+        }
+        meta
+    }
 }
 
 /// The CRD's CEL rules enforce the same; this guards objects that bypassed them.
@@ -201,36 +257,86 @@ fn validate_name(name: &str) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Every object a cluster should own, ready to apply.
+/// One shard as its builders need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub id: ShardId,
+    /// How many shards the cluster has.
+    pub count: u32,
+    /// How many member pods the shard runs (the spec's, or more while a scale-down waits).
+    pub replicas: i32,
+}
+
+impl Shard {
+    /// The StatefulSet name of the shard, which its pods' names derive from.
+    pub fn set_name(&self, cluster: &str) -> String {
+        shard_name(cluster, self.id)
+    }
+}
+
+/// The objects of one shard.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Desired {
+pub struct ShardObjects {
     pub config_map: ConfigMap,
-    pub secret: Secret,
-    pub headless_service: Service,
     pub rw_service: Service,
     pub ro_service: Service,
     pub statefulset: StatefulSet,
     pub pdb: PodDisruptionBudget,
+}
+
+/// Every object a cluster should own, ready to apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    pub secret: Secret,
+    pub headless_service: Service,
+    pub client_service: Service,
+    /// One per shard, in shard order.
+    pub shards: Vec<ShardObjects>,
     /// `None` when disabled; the controller then deletes any ServiceMonitor it created.
     pub service_monitor: Option<DynamicObject>,
 }
 
-/// Builds every owned object. `existing_secret` is the cluster Secret as read from the API
-/// server (if any), so its token and cluster id are kept; `new_token` (random hex) runs only for
-/// what it lacks.
+/// Builds every owned object: `replicas[k]` member pods for shard k (the number of shards is
+/// `replicas.len()`). `existing_secret` is the cluster Secret as read from the API server (if
+/// any), so its token and cluster id are kept; `new_token` (random hex) runs only for what it
+/// lacks.
 pub fn build_all(
     cluster: &ReplicatedCluster,
+    replicas: &[i32],
     existing_secret: Option<&Secret>,
     new_token: impl Fn() -> Result<String, BuildError>,
 ) -> Result<Desired, BuildError> {
+    let count = replicas.len().max(1) as u32;
+    let name = cluster.metadata.name.as_deref().unwrap_or_default();
+    if count > 1 && name.len() > MAX_SHARDED_NAME_LEN {
+        return Err(BuildError::InvalidName {
+            name: name.to_string(),
+            reason: "must be at most 48 characters with several shards",
+        });
+    }
+    let shards = replicas
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            let shard = Shard {
+                id: k as ShardId,
+                count,
+                replicas: *r,
+            };
+            Ok(ShardObjects {
+                config_map: configmap::build(cluster, shard)?,
+                rw_service: service::build_read_write(cluster, shard)?,
+                ro_service: service::build_read_only(cluster, shard)?,
+                statefulset: statefulset::build(cluster, shard)?,
+                pdb: pdb::build(cluster, shard)?,
+            })
+        })
+        .collect::<Result<Vec<_>, BuildError>>()?;
     Ok(Desired {
-        config_map: configmap::build(cluster)?,
         secret: secret::build(cluster, existing_secret, new_token)?,
         headless_service: service::build_headless(cluster)?,
-        rw_service: service::build_read_write(cluster)?,
-        ro_service: service::build_read_only(cluster)?,
-        statefulset: statefulset::build(cluster)?,
-        pdb: pdb::build(cluster)?,
+        client_service: service::build_client(cluster)?,
+        shards,
         service_monitor: servicemonitor::build(cluster)?,
     })
 }
@@ -256,11 +362,14 @@ mod tests {
 
     #[test]
     fn names_and_urls_are_stable() {
-        assert_eq!(statefulset_name("demo"), "demo");
+        // Shard 0 keeps the names of a cluster without shards.
+        assert_eq!(statefulset_name("demo", 0), "demo");
         assert_eq!(headless_service_name("demo"), "demo-headless");
-        assert_eq!(rw_service_name("demo"), "demo-rw");
-        assert_eq!(ro_service_name("demo"), "demo-ro");
-        assert_eq!(config_map_name("demo"), "demo-config");
+        assert_eq!(client_service_name("demo"), "demo-client");
+        assert_eq!(rw_service_name("demo", 0), "demo-rw");
+        assert_eq!(ro_service_name("demo", 0), "demo-ro");
+        assert_eq!(config_map_name("demo", 0), "demo-config");
+        assert_eq!(pdb_name("demo", 0), "demo");
         assert_eq!(secret_name("demo"), "demo-secret");
         assert_eq!(pod_name("demo", 2), "demo-2");
         assert_eq!(ordinal("demo", "demo-3"), Some(3));
@@ -268,9 +377,35 @@ mod tests {
         assert_eq!(ordinal("demo", "demox-1"), None);
         assert_eq!(ordinal("demo-2", "demo-2-0"), Some(0));
         assert_eq!(
-            member_url("demo", "shop", 1),
+            member_url("demo", "shop", "demo-1"),
             "http://demo-1.demo-headless.shop.svc:7000"
         );
+        // Shard k's are named after <cluster>-s<k>; pods of every shard share the headless Service.
+        assert_eq!(statefulset_name("demo", 3), "demo-s3");
+        assert_eq!(rw_service_name("demo", 1), "demo-s1-rw");
+        assert_eq!(ro_service_name("demo", 1), "demo-s1-ro");
+        assert_eq!(config_map_name("demo", 12), "demo-s12-config");
+        assert_eq!(pdb_name("demo", 1), "demo-s1");
+        assert_eq!(pod_name(&shard_name("demo", 1), 0), "demo-s1-0");
+        assert_eq!(
+            member_url("demo", "shop", "demo-s1-2"),
+            "http://demo-s1-2.demo-headless.shop.svc:7000"
+        );
+        assert_eq!(member_of("demo", "demo-2"), Some((0, 2)));
+        assert_eq!(member_of("demo", "demo-s1-2"), Some((1, 2)));
+        assert_eq!(member_of("demo", "demo-s12-0"), Some((12, 0)));
+        for not_ours in [
+            "demo-s0-1",
+            "demo-s01-1",
+            "demo-s1",
+            "demo-sx-1",
+            "demox-1",
+            "other-1",
+        ] {
+            assert_eq!(member_of("demo", not_ours), None, "{not_ours}");
+        }
+        // A cluster whose name looks like another's shard: its own pods are its shard 0.
+        assert_eq!(member_of("demo-s1", "demo-s1-0"), Some((0, 0)));
         assert_eq!(
             pod_selector_string("demo"),
             "app.kubernetes.io/component=node,app.kubernetes.io/instance=demo,app.kubernetes.io/name=rcluster"
@@ -319,18 +454,29 @@ mod tests {
     #[test]
     fn every_object_is_owned_by_the_cluster_and_labelled() {
         let c = cluster("metrics: {serviceMonitor: {enabled: true}}");
-        let d = build_all(&c, None, || Ok("t".into())).unwrap();
+        let d = build_all(&c, &[3, 3], None, || Ok("t".into())).unwrap();
         let sm = d.service_monitor.clone().unwrap();
-        let metas = [
-            &d.config_map.metadata,
+        let mut metas = vec![
             &d.secret.metadata,
             &d.headless_service.metadata,
-            &d.rw_service.metadata,
-            &d.ro_service.metadata,
-            &d.statefulset.metadata,
-            &d.pdb.metadata,
+            &d.client_service.metadata,
             &sm.metadata,
         ];
+        for (k, s) in d.shards.iter().enumerate() {
+            let per_shard = [
+                &s.config_map.metadata,
+                &s.rw_service.metadata,
+                &s.ro_service.metadata,
+                &s.statefulset.metadata,
+                &s.pdb.metadata,
+            ];
+            for meta in per_shard {
+                let labels = meta.labels.as_ref().unwrap();
+                assert_eq!(labels[SHARD_LABEL], k.to_string(), "{:?}", meta.name);
+            }
+            metas.extend(per_shard);
+        }
+        assert_eq!(metas.len(), 14);
         for meta in metas {
             let refs = meta.owner_references.as_ref().unwrap();
             assert_eq!(refs.len(), 1);
@@ -348,5 +494,79 @@ mod tests {
             assert_eq!(labels[MANAGED_BY_LABEL], "rcluster-operator");
             assert!(labels.contains_key(COMPONENT_LABEL));
         }
+    }
+
+    #[test]
+    fn each_shard_gets_its_own_objects_and_the_shared_ones_exist_once() {
+        let c = cluster("{replicas: 3, shards: 2}");
+        let d = build_all(&c, &[3, 4], None, || Ok("t".into())).unwrap();
+        let names: Vec<Vec<String>> = d
+            .shards
+            .iter()
+            .map(|s| {
+                [
+                    &s.config_map.metadata,
+                    &s.rw_service.metadata,
+                    &s.ro_service.metadata,
+                    &s.statefulset.metadata,
+                    &s.pdb.metadata,
+                ]
+                .iter()
+                .map(|m| m.name.clone().unwrap())
+                .collect()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ["demo-config", "demo-rw", "demo-ro", "demo", "demo"],
+                [
+                    "demo-s1-config",
+                    "demo-s1-rw",
+                    "demo-s1-ro",
+                    "demo-s1",
+                    "demo-s1"
+                ],
+            ]
+        );
+        // A shard keeps the members a scale-down still holds.
+        let replicas: Vec<Option<i32>> = d
+            .shards
+            .iter()
+            .map(|s| s.statefulset.spec.as_ref().unwrap().replicas)
+            .collect();
+        assert_eq!(replicas, [Some(3), Some(4)]);
+        assert_eq!(
+            d.headless_service.metadata.name.as_deref(),
+            Some("demo-headless")
+        );
+        assert_eq!(
+            d.client_service.metadata.name.as_deref(),
+            Some("demo-client")
+        );
+    }
+
+    #[test]
+    fn a_sharded_cluster_needs_a_shorter_name() {
+        let mut c = cluster("{shards: 2}");
+        c.metadata.name = Some("a".repeat(49));
+        assert!(matches!(
+            build_all(&c, &[3, 3], None, || Ok("t".into())),
+            Err(BuildError::InvalidName { .. })
+        ));
+        // One shard: the usual 52.
+        c.metadata.name = Some("a".repeat(52));
+        assert!(build_all(&c, &[3], None, || Ok("t".into())).is_ok());
+        c.metadata.name = Some("a".repeat(48));
+        assert!(build_all(&c, &[3, 3], None, || Ok("t".into())).is_ok());
+    }
+
+    #[test]
+    fn shard_selectors_add_the_shard_label_only_with_several_shards() {
+        assert_eq!(shard_selector("demo", 0, 1), pod_selector("demo"));
+        let s1 = shard_selector("demo", 1, 2);
+        assert_eq!(s1[SHARD_LABEL], "1");
+        assert_eq!(s1.len(), pod_selector("demo").len() + 1);
+        assert_eq!(shard_selector("demo", 0, 2)[SHARD_LABEL], "0");
     }
 }

@@ -12,7 +12,15 @@ use super::{
     BuildError, INSTANCE_LABEL, NAME_LABEL, Owner, PORT_NAME, SERVICE_LABEL, component,
     service::kind, service_monitor_name,
 };
-use crate::crd::ReplicatedCluster;
+use crate::crd::{ReplicatedCluster, SHARD_LABEL};
+
+/// A Kubernetes label name as Prometheus' service discovery spells it.
+fn prometheus_label(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
 
 /// The ServiceMonitor kind, for building `Api<DynamicObject>` in the controller.
 pub fn api_resource() -> ApiResource {
@@ -51,9 +59,13 @@ pub fn build(cluster: &ReplicatedCluster) -> Result<Option<DynamicObject>, Build
     };
     // The `rcluster` label names the cluster in every series, as the chart's PodMonitor does, so the
     // dashboard and alerts can group by cluster whichever way the nodes are scraped.
+    // And `shard` names the shard, for the per-shard panels and alerts.
     let relabel = json!([{
         "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
         "targetLabel": "rcluster"
+    }, {
+        "sourceLabels": [format!("__meta_kubernetes_pod_label_{}", prometheus_label(SHARD_LABEL))],
+        "targetLabel": "shard"
     }]);
     let mut endpoint =
         json!({"port": PORT_NAME, "path": "/metrics", "scheme": "http", "relabelings": relabel});
@@ -106,7 +118,8 @@ mod tests {
                     "rcluster.dev/service": "headless",
                 }},
                 "endpoints": [{"port": "http", "path": "/metrics", "scheme": "http",
-                    "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"], "targetLabel": "rcluster"}]}],
+                    "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"], "targetLabel": "rcluster"},
+                                    {"sourceLabels": ["__meta_kubernetes_pod_label_rcluster_dev_shard"], "targetLabel": "shard"}]}],
             })
         );
     }

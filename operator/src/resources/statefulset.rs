@@ -1,4 +1,10 @@
-//! StatefulSet `<cluster>`: one rcluster-node pod per member, each with its own volume.
+//! StatefulSet `<cluster>` (shard k ≥ 1: `<cluster>-s<k>`): one rcluster-node pod per member of
+//! the shard, each with its own volume. The shard number reaches the node in its shard's ConfigMap.
+//!
+//! With several shards the selector and the pod labels carry the shard (`rcluster.dev/shard`), so
+//! each shard's StatefulSet, Services and PodDisruptionBudget select only its own pods. A cluster of
+//! one shard keeps the selector and template it had before shards: the selector is immutable, and a
+//! changed template would restart every pod.
 //!
 //! - `podManagementPolicy: Parallel`: members start together; the operator, not pod order, decides
 //!   who is primary.
@@ -25,14 +31,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::configmap::CONFIG_KEY;
 use super::secret::{CLUSTER_ID_KEY, TOKEN_KEY};
 use super::{
-    BuildError, NODE_PORT, Owner, PORT_NAME, common_labels, component, config_map_name,
-    headless_service_name, pod_selector, secret_name, statefulset_name,
+    BuildError, NODE_PORT, Owner, PORT_NAME, Shard, common_labels, component, config_map_name,
+    headless_service_name, pod_selector, secret_name, shard_selector, statefulset_name,
 };
-use crate::crd::ReplicatedCluster;
+use crate::crd::{ReplicatedCluster, SHARD_LABEL};
 
 /// Name of the node container.
 pub const CONTAINER_NAME: &str = "node";
-/// Name of the volume claim template; PVCs are `data-<cluster>-<ordinal>`.
+/// Name of the volume claim template; PVCs are `data-<pod>` (`data-<cluster>-<ordinal>` in shard 0).
 pub const DATA_VOLUME: &str = "data";
 pub const DATA_DIR: &str = "/var/lib/rcluster";
 pub const CONFIG_DIR: &str = "/etc/rcluster";
@@ -71,16 +77,19 @@ pub fn node_args() -> Vec<String> {
     .collect()
 }
 
-pub fn build(cluster: &ReplicatedCluster) -> Result<StatefulSet, BuildError> {
+pub fn build(cluster: &ReplicatedCluster, shard: Shard) -> Result<StatefulSet, BuildError> {
     let owner = Owner::new(cluster)?;
-    let spec = &cluster.spec;
     Ok(StatefulSet {
-        metadata: owner.meta(statefulset_name(&owner.name), component::NODE),
+        metadata: owner.shard_meta(
+            statefulset_name(&owner.name, shard.id),
+            component::NODE,
+            shard.id,
+        ),
         spec: Some(StatefulSetSpec {
-            replicas: Some(spec.replicas),
+            replicas: Some(shard.replicas),
             service_name: Some(headless_service_name(&owner.name)),
             selector: LabelSelector {
-                match_labels: Some(pod_selector(&owner.name)),
+                match_labels: Some(shard_selector(&owner.name, shard.id, shard.count)),
                 ..LabelSelector::default()
             },
             pod_management_policy: Some("Parallel".to_string()),
@@ -92,7 +101,7 @@ pub fn build(cluster: &ReplicatedCluster) -> Result<StatefulSet, BuildError> {
                 when_deleted: Some("Retain".to_string()),
                 when_scaled: Some("Retain".to_string()),
             }),
-            template: pod_template(&owner),
+            template: pod_template(&owner, shard),
             volume_claim_templates: Some(vec![volume_claim(&owner)]),
             ..StatefulSetSpec::default()
         }),
@@ -100,20 +109,24 @@ pub fn build(cluster: &ReplicatedCluster) -> Result<StatefulSet, BuildError> {
     })
 }
 
-fn pod_template(owner: &Owner) -> PodTemplateSpec {
+fn pod_template(owner: &Owner, shard: Shard) -> PodTemplateSpec {
     let spec = &owner.cluster.spec;
+    let mut labels = common_labels(&owner.name, component::NODE);
+    if shard.count > 1 {
+        labels.insert(SHARD_LABEL.to_string(), shard.id.to_string());
+    }
     let affinity = spec
         .affinity
         .clone()
         .unwrap_or_else(|| default_affinity(&owner.name));
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
-            labels: Some(common_labels(&owner.name, component::NODE)),
+            labels: Some(labels),
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
             containers: vec![node_container(owner)],
-            volumes: Some(volumes(&owner.name)),
+            volumes: Some(volumes(&owner.name, shard)),
             affinity: Some(affinity),
             tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
             node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
@@ -257,7 +270,7 @@ fn node_container(owner: &Owner) -> Container {
     }
 }
 
-fn volumes(cluster: &str) -> Vec<Volume> {
+fn volumes(cluster: &str, shard: Shard) -> Vec<Volume> {
     let item = |key: &str| {
         Some(vec![KeyToPath {
             key: key.to_string(),
@@ -269,7 +282,7 @@ fn volumes(cluster: &str) -> Vec<Volume> {
         Volume {
             name: "config".to_string(),
             config_map: Some(ConfigMapVolumeSource {
-                name: config_map_name(cluster),
+                name: config_map_name(cluster, shard.id),
                 items: item(CONFIG_KEY),
                 ..ConfigMapVolumeSource::default()
             }),

@@ -3,7 +3,13 @@ use crate::resources::test_support::cluster;
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 
 fn sts(spec: &str) -> StatefulSet {
-    build(&cluster(spec)).unwrap()
+    let c = cluster(spec);
+    let shard = Shard {
+        id: 0,
+        count: 1,
+        replicas: c.spec.replicas,
+    };
+    build(&c, shard).unwrap()
 }
 
 fn pod_spec(s: &StatefulSet) -> PodSpec {
@@ -313,4 +319,40 @@ fn replication_and_fsync_settings_travel_in_the_config_map_only() {
     ] {
         assert_eq!(sts(spec), base, "{spec} changed the StatefulSet");
     }
+}
+
+#[test]
+fn shard_k_has_its_own_set_config_and_labels_and_one_shard_keeps_the_old_template() {
+    let c = cluster("{shards: 3, replicas: 2}");
+    let shard = Shard {
+        id: 2,
+        count: 3,
+        replicas: 2,
+    };
+    let s = build(&c, shard).unwrap();
+    assert_eq!(s.metadata.name.as_deref(), Some("demo-s2"));
+    let spec = s.spec.clone().unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(spec.service_name.as_deref(), Some("demo-headless"));
+    let selector = spec.selector.match_labels.unwrap();
+    assert_eq!(selector[SHARD_LABEL], "2");
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    for (k, v) in &selector {
+        assert_eq!(labels.get(k), Some(v), "the template matches the selector");
+    }
+    let config = pod_spec(&s)
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "config")
+        .unwrap();
+    assert_eq!(config.config_map.unwrap().name, "demo-s2-config");
+
+    // One shard: selector and pod labels as before shards (the selector is immutable, and a
+    // changed template would restart every pod of an existing cluster).
+    let one = sts("{}");
+    let spec = one.spec.unwrap();
+    assert_eq!(spec.selector.match_labels, Some(pod_selector("demo")));
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    assert!(!labels.contains_key(SHARD_LABEL));
 }

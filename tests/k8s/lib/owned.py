@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What the operator wrote for one ReplicatedCluster, as the API server stored it.
 
-- Every owned object (StatefulSet, the headless, rw and ro Services, ConfigMap, Secret,
+- Every owned object (StatefulSet, the headless, client, rw and ro Services, ConfigMap, Secret,
   PodDisruptionBudget) exists, was written by server-side apply under the field manager
   `rcluster-operator`, and has the cluster as its controller owner with blockOwnerDeletion.
 - The status was written through the status subresource by the same manager, is current
@@ -36,9 +36,9 @@ def main():
     cluster = kube("get", "rcl", name)
     uid, errors = cluster["metadata"]["uid"], []
 
-    owned = [("statefulset", name), ("service", f"{name}-headless"), ("service", f"{name}-rw"),
-             ("service", f"{name}-ro"), ("configmap", f"{name}-config"), ("secret", f"{name}-secret"),
-             ("poddisruptionbudget", name)]
+    owned = [("statefulset", name), ("service", f"{name}-headless"), ("service", f"{name}-client"),
+             ("service", f"{name}-rw"), ("service", f"{name}-ro"), ("configmap", f"{name}-config"),
+             ("secret", f"{name}-secret"), ("poddisruptionbudget", name)]
     for kind, obj_name in owned:
         obj = kube("get", kind, obj_name)
         where = f"{kind}/{obj_name}"

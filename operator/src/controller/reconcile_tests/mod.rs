@@ -16,5 +16,6 @@ mod failover_real;
 mod new_cluster;
 mod rollout;
 mod scale_real;
+mod shards;
 mod switchover;
 mod wiring;

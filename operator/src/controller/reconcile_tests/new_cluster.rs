@@ -82,7 +82,7 @@ async fn an_existing_secret_keeps_its_token_and_a_service_monitor_is_applied() {
     let mut script = vec![get_secret(&w), list_pods(&w)];
     let mut applies = apply_stage(&w, false, |_| {});
     let token = before.clone();
-    applies[1] = apply("/api/v1/namespaces/shop/secrets", "Secret", "demo-secret")
+    applies[0] = apply("/api/v1/namespaces/shop/secrets", "Secret", "demo-secret")
         .check(move |b| assert_eq!(b["data"]["token"], token, "token kept"));
     script.extend(applies);
     script.push(

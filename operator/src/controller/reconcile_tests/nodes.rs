@@ -343,6 +343,15 @@ impl FakeNode {
                         warp::http::StatusCode::UNAUTHORIZED,
                     );
                 }
+                if op == "cluster-map" {
+                    // Logged apart from the role commands, whose order the tests check.
+                    log_push(&log, format!("map {who} epoch {}", body["slots"]["epoch"]));
+                    cmd_state.lock().unwrap()["cluster_map"] = body;
+                    return warp::reply::with_status(
+                        warp::reply::json(&json!({})),
+                        warp::http::StatusCode::OK,
+                    );
+                }
                 log_push(&log, format!("node {who} {op} term {}", body["term"]));
                 let (code, reply) = command(&mut cmd_state.lock().unwrap(), &who, &op, &body);
                 warp::reply::with_status(

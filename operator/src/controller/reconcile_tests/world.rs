@@ -158,12 +158,13 @@ pub fn apply_stage(
     let stored = w.clone();
     let sts_world = w.clone();
     let mut v = vec![
-        apply(&format!("{core}/configmaps"), "ConfigMap", "demo-config"),
         apply(&format!("{core}/secrets"), "Secret", "demo-secret").respond(move |b| {
             stored.lock().unwrap().secret = Some(b.clone());
             (200, b)
         }),
         apply(&format!("{core}/services"), "Service", "demo-headless"),
+        apply(&format!("{core}/services"), "Service", "demo-client"),
+        apply(&format!("{core}/configmaps"), "ConfigMap", "demo-config"),
         apply(&format!("{core}/services"), "Service", "demo-rw"),
         apply(&format!("{core}/services"), "Service", "demo-ro"),
         apply(
