@@ -269,7 +269,7 @@ fn the_cli_uses_cacert_and_token_and_refuses_a_certificate_of_another_ca() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("unauthenticated"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    let (code, _, err) = run(&["--token", READ, "put", "greeting", "bye"]);
+    let (code, _, err) = run(&["--token", READ, "put", "greeting", "bye", "--string"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("forbidden"), "{err}");
 
