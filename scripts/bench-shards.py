@@ -88,6 +88,8 @@ def wait(what, f, deadline=120):
 
 
 class Playground:
+    running = []
+
     def __init__(self, folder, shards):
         self.shards = shards
         self.log = open(os.path.join(folder, f"playground-{shards}.out"), "w")
@@ -96,10 +98,12 @@ class Playground:
              "--replicas", "2", "--shards", str(shards), "--base-port", str(BASE),
              "--node-bin", os.path.join(REL, "rcluster-node")],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait("the playground", lambda: self.status().get("ready"))
+        Playground.running.append(self.proc)
+        # A restart replays every node's log first: minutes with a large data set.
+        wait("the playground", lambda: (self.status() or {}).get("ready"), deadline=900)
 
     def status(self):
-        return get(f"http://127.0.0.1:{BASE}/status")
+        return get(f"http://127.0.0.1:{BASE}/status") or {}
 
     def primary_port(self, shard):
         doc = self.status()["shards"][shard]
@@ -268,4 +272,10 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        for p in Playground.running:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=60)

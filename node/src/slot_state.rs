@@ -17,6 +17,7 @@ pub use rcluster_proto::migration::{
     ADOPTED_KEPT, Adopted, DROPPED_KEPT, Incoming, Outgoing, SlotState, within,
 };
 use rcluster_proto::{DEFAULT_SLOTS, slot_of};
+use std::sync::Arc;
 
 fn slot(name: &str) -> u32 {
     slot_of(name, DEFAULT_SLOTS)
@@ -337,8 +338,11 @@ impl State {
         }
     }
 
-    /// One page of a consistent copy of slots `start..=end`: records after `after` (at most
-    /// `limit`); the first page also carries the range's topics and idempotency keys.
+    /// One page of a consistent copy of slots `start..=end`, continuing after cursor `after`
+    /// (`None`: the first page). A copy walks the range's records, then its idempotency keys,
+    /// then its topics, each in key order; a page holds at most `limit` items of one kind and
+    /// about [`PAGE_BYTES`], so it always fits a replication batch on the target. The cursor of
+    /// the next page comes back (`None` after the last).
     pub fn export_range(
         &self,
         start: u32,
@@ -352,67 +356,109 @@ impl State {
         Option<String>,
     ) {
         use std::ops::Bound;
-        let lower = match after {
+        let (phase, from) = match after {
+            None => ('r', None),
+            Some(c) => {
+                let mut chars = c.chars();
+                let phase = chars.next().unwrap_or('r');
+                let rest = chars.as_str();
+                (phase, (!rest.is_empty()).then_some(rest))
+            }
+        };
+        let lower = |from: Option<&str>| match from {
             Some(a) => Bound::Excluded(a.to_string()),
             None => Bound::Unbounded,
         };
-        let mut records = Vec::new();
         let mut bytes = 0;
-        let mut next = None;
-        for (k, r) in self.records.range((lower, Bound::Unbounded)) {
-            if !within(slot(k), start, end) {
-                continue;
+        let (mut records, mut topics, mut idem) = (Vec::new(), Vec::new(), Vec::new());
+        let full = |n: usize, bytes: usize| n >= limit || bytes >= PAGE_BYTES;
+        match phase {
+            'r' => {
+                for (k, r) in self.records.range((lower(from), Bound::Unbounded)) {
+                    if !within(slot(k), start, end) {
+                        continue;
+                    }
+                    if full(records.len(), bytes) {
+                        let next = format!("r{}", last_key(&records));
+                        return (records, topics, idem, Some(next));
+                    }
+                    bytes += k.len() + r.value.len();
+                    records.push(ImportedRecord {
+                        key: k.clone(),
+                        value: r.value.clone(),
+                        version: r.version,
+                        expires_at_ms: r.expires_at_ms,
+                        created_ms: r.created_ms,
+                        modified_ms: r.modified_ms,
+                    });
+                }
+                (records, topics, idem, Some("i".to_string()))
             }
-            if records.len() == limit || bytes >= PAGE_BYTES {
-                next = records.last().map(|r: &ImportedRecord| r.key.clone());
-                break;
+            'i' => {
+                let from: Option<Arc<str>> = from.map(Into::into);
+                let lower = match &from {
+                    Some(a) => Bound::Excluded(a.clone()),
+                    None => Bound::Unbounded,
+                };
+                for (k, r) in self.idem.range((lower, Bound::Unbounded)) {
+                    // A key of unknown slot goes with every range: applied once either way.
+                    if r.slot != NO_SLOT && !within(u32::from(r.slot), start, end) {
+                        continue;
+                    }
+                    if full(idem.len(), bytes) {
+                        let last = idem.last().map_or("", |i: &ImportedIdem| i.key.as_str());
+                        let next = format!("i{last}");
+                        return (records, topics, idem, Some(next));
+                    }
+                    let result = log::encode(&r.result);
+                    bytes += k.len() + result.len() + 32;
+                    idem.push(ImportedIdem {
+                        key: k.to_string(),
+                        fingerprint: r.fingerprint,
+                        ts_ms: r.ts_ms,
+                        result,
+                    });
+                }
+                (records, topics, idem, Some("t".to_string()))
             }
-            bytes += k.len() + r.value.len();
-            records.push(ImportedRecord {
-                key: k.clone(),
-                value: r.value.clone(),
-                version: r.version,
-                expires_at_ms: r.expires_at_ms,
-                created_ms: r.created_ms,
-                modified_ms: r.modified_ms,
-            });
+            _ => {
+                for (n, t) in self.topics.range((lower(from), Bound::Unbounded)) {
+                    if !within(slot(n), start, end) {
+                        continue;
+                    }
+                    // A topic goes whole (its messages with it): at least one per page.
+                    if !topics.is_empty() && full(topics.len(), bytes) {
+                        let last = topics
+                            .last()
+                            .map_or("", |t: &ImportedTopic| t.name.as_str());
+                        let next = format!("t{last}");
+                        return (records, topics, idem, Some(next));
+                    }
+                    bytes += t.messages.iter().map(|m| m.value.len() + 16).sum::<usize>();
+                    topics.push(ImportedTopic {
+                        name: n.clone(),
+                        retention: t.retention,
+                        first_offset: t.first_offset,
+                        messages: t
+                            .messages
+                            .iter()
+                            .map(|m| (m.value.clone(), m.published_at_ms))
+                            .collect(),
+                        subscriptions: t
+                            .subscriptions
+                            .iter()
+                            .map(|(s, c)| (s.clone(), *c))
+                            .collect(),
+                    });
+                }
+                (records, topics, idem, None)
+            }
         }
-        if after.is_some() {
-            return (records, Vec::new(), Vec::new(), next);
-        }
-        let topics = self
-            .topics
-            .iter()
-            .filter(|(n, _)| within(slot(n), start, end))
-            .map(|(n, t)| ImportedTopic {
-                name: n.clone(),
-                retention: t.retention,
-                first_offset: t.first_offset,
-                messages: t
-                    .messages
-                    .iter()
-                    .map(|m| (m.value.clone(), m.published_at_ms))
-                    .collect(),
-                subscriptions: t
-                    .subscriptions
-                    .iter()
-                    .map(|(s, c)| (s.clone(), *c))
-                    .collect(),
-            })
-            .collect();
-        let idem = self
-            .idem
-            .iter()
-            .filter(|(_, r)| r.slot == NO_SLOT || within(u32::from(r.slot), start, end))
-            .map(|(k, r)| ImportedIdem {
-                key: k.to_string(),
-                fingerprint: r.fingerprint,
-                ts_ms: r.ts_ms,
-                result: log::encode(&r.result),
-            })
-            .collect();
-        (records, topics, idem, next)
     }
+}
+
+fn last_key(records: &[ImportedRecord]) -> &str {
+    records.last().map_or("", |r| r.key.as_str())
 }
 
 /// The part of `e` that touches slots `start..=end`, if any (for the source's log tail).

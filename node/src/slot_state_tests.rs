@@ -404,3 +404,48 @@ fn a_listing_shows_a_moving_key_at_exactly_one_shard_or_none() {
         "the source's copy waits for its drop"
     );
 }
+
+#[test]
+fn a_copy_of_many_idempotency_keys_comes_in_bounded_pages() {
+    // Every write of the client library carries an idempotency key: a range holds about as many
+    // keys as records. The first page once carried all of them (hundreds of MB with a large data
+    // set: the target refused the body and the copy never finished).
+    let mut src = Shard::new();
+    for i in 0..3000 {
+        src.run_idem(put(&format!("{{t}}k{i}"), "1"), Some(&format!("w{i}")))
+            .unwrap();
+    }
+    let range = range_of("{t}");
+    let (start, end) = range;
+    let mut after: Option<String> = None;
+    let (mut pages, mut idem) = (0, 0);
+    loop {
+        let (records, topics, keys, next) =
+            src.state.export_range(start, end, after.as_deref(), 500);
+        assert!(
+            records.len() <= 500 && keys.len() <= 500 && topics.len() <= 500,
+            "page {pages}: {} records, {} keys",
+            records.len(),
+            keys.len()
+        );
+        idem += keys.len();
+        pages += 1;
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(idem, 3000, "every key of the range, once");
+    assert!(pages >= 12, "{pages} pages");
+    let mut dst = Shard::new();
+    dst.run(Op::ImportBegin {
+        start,
+        end,
+        from: 0,
+    })
+    .unwrap();
+    import(&src, &mut dst, range, 500);
+    assert!(dst.state.slots.incoming.as_ref().is_some_and(|i| i.copied));
+    assert_eq!(dst.state.idem.len(), 3000);
+    assert_eq!(dst.state.records.len(), 3000);
+}
