@@ -97,6 +97,9 @@ pub struct Loop {
     mover: Option<crate::reshard::Mover>,
     /// Migration steps failed in a row (the first of a streak is reported).
     reshard_failures: u32,
+    /// Woken when a migration task ends, so its result is recorded (and the next phase started)
+    /// at once: the write pause of a move spans two such hand-overs.
+    step_done: Arc<tokio::sync::Notify>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -142,6 +145,7 @@ impl Loop {
             moving: None,
             mover: None,
             reshard_failures: 0,
+            step_done: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -157,9 +161,11 @@ impl Loop {
             } else {
                 self.s.probe_interval.saturating_sub(started.elapsed())
             };
+            let step_done = self.step_done.clone();
             tokio::select! {
                 _ = stop.changed() => {}
                 _ = tokio::time::sleep(pause) => {}
+                _ = step_done.notified() => {}
             }
         }
     }

@@ -8,6 +8,10 @@ use rcluster_proto::{Migration, Phase};
 use serde_json::json;
 use std::time::Duration;
 
+/// Steps one task takes before it reports back (a catch-up that never catches up must not hold
+/// the loop's view of the migration forever).
+const STEPS_PER_TASK: usize = 1000;
+
 /// How long a removed shard's nodes may take to stop before they are killed.
 const RETIRE_GRACE: Duration = Duration::from_secs(10);
 
@@ -47,15 +51,22 @@ impl Loop {
             .mover
             .take()
             .unwrap_or_else(|| Mover::new(self.commands.clone()));
+        let done = self.step_done.clone();
+        // The task goes through the steps of one phase by itself and comes back with the next
+        // record to save (or an error): the loop only ever saves the record.
         self.moving = Some(tokio::spawn(async move {
             let result = async {
-                let step = mover.next(&m, &source, &target).await?;
-                if !matches!(step, Step::Record(_) | Step::Finished) {
+                for _ in 0..STEPS_PER_TASK {
+                    let step = mover.next(&m, &source, &target).await?;
+                    if matches!(step, Step::Record(_) | Step::Finished) {
+                        return Ok(step);
+                    }
                     mover.perform(&m, &step, &source, &target).await?;
                 }
-                Ok(step)
+                Ok(Step::CatchUp { from: 0 })
             }
             .await;
+            done.notify_one();
             (mover, result)
         }));
     }
