@@ -9,9 +9,10 @@
 3. wrk, 32 connections, quorum PUTs of keys one shard owns: sent to that shard's primary directly
    (Rcluster-Direct) and through a node of the other shard (forwarded); GETs the same two ways.
 4. The playground is started again with --shards 3: slots move 2 -> 3 while a probe writes 256 keys
-   round robin (ack=quorum) and wrk loads the shard the current move does not touch. Reported: each
-   move's duration and keys moved, the longest gap between two acknowledged writes of one key (the
-   write pause), and the untouched shard's rate during the move against its rate before.
+   round robin (ack=quorum; a write refused as slot_migrating is retried at once) and wrk loads the shard
+   the current move does not touch. Reported: each move's duration and keys moved, the longest time
+   from a write's first slot_migrating refusal to its acknowledgement (the write pause a client sees),
+   and the untouched shard's rate during the move against its rate before.
 
 Needs wrk and redis-server (installed with apt-get when missing). Run it on a quiet machine: no
 build, test or other load; it prints the figures and writes them to bench-shards.json.
@@ -164,32 +165,39 @@ def redis(seconds):
 
 
 class Probe(threading.Thread):
-    """Writes k0..k255 in turn; the longest gap between two acknowledged writes of one key."""
+    """Writes probe0..probe255 in turn at ack=quorum. A write refused because its slot is moving
+    is retried at once until it is acknowledged, as a client would: the longest such wait is the
+    write pause a client sees (`pause`)."""
 
     def __init__(self, port):
         super().__init__(daemon=True)
-        self.port, self.stop, self.gap, self.errors, self.acked = port, False, 0.0, {}, 0
+        self.port, self.stop, self.pause, self.errors, self.acked = port, False, 0.0, {}, 0
+
+    def put(self, k, n):
+        try:
+            status, body = request(self.port, "PUT", f"/v1/kv/{k}?ack=quorum", body=str(n))
+        except OSError as e:
+            return 0, str(e)
+        code = re.search(rb'"code":"(\w+)"', body)
+        return status, (code.group(1).decode() if code else str(status))
 
     def run(self):
-        last = {}
         n = 0
         while not self.stop:
             k = f"probe{n % 256}"
             n += 1
-            try:
-                status, body = request(self.port, "PUT", f"/v1/kv/{k}?ack=quorum", body=str(n))
-            except OSError as e:
-                status, body = 0, str(e).encode()
-            now = time.time()
+            status, code = self.put(k, n)
+            if code == "slot_migrating":
+                refused_at = time.time()
+                while code == "slot_migrating" and time.time() - refused_at < 30:
+                    self.errors[code] = self.errors.get(code, 0) + 1
+                    status, code = self.put(k, n)
+                if status == 200:
+                    self.pause = max(self.pause, time.time() - refused_at)
             if status == 200:
                 self.acked += 1
-                if k in last:
-                    self.gap = max(self.gap, now - last[k])
-                last[k] = now
             else:
-                code = re.search(rb'"code":"(\w+)"', body)
-                c = code.group(1).decode() if code else str(status)
-                self.errors[c] = self.errors.get(c, 0) + 1
+                self.errors[code] = self.errors.get(code, 0) + 1
 
 
 def main():
@@ -259,7 +267,7 @@ def main():
                for k in range(3)]
     results["reshard"] = {
         "moves": spans, "total_seconds": total, "records_per_shard": records,
-        "longest_write_pause_s": probe.gap, "probe_acked": probe.acked,
+        "longest_write_pause_s": probe.pause, "probe_acked": probe.acked,
         "probe_errors": probe.errors,
         "untouched_shard": untouched, "untouched_put_rate_before": before[untouched],
         "untouched_put_rate_during": during[0], "move_still_running_after_wrk": still,
