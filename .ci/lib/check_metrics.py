@@ -22,7 +22,8 @@ import promql_parser
 import yaml
 
 # Labels that Prometheus or the PodMonitor/ServiceMonitor relabeling attaches to every series.
-TARGET_LABELS = {"namespace", "pod", "container", "endpoint", "service", "job", "instance", "rcluster"}
+TARGET_LABELS = {"namespace", "pod", "container", "endpoint", "service", "job", "instance", "rcluster",
+                 "shard"}
 # Series that Prometheus generates itself for every scrape target.
 SYNTHETIC_METRICS = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 # Values Grafana substitutes before sending a query; any valid duration parses the same way.

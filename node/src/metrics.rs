@@ -119,12 +119,15 @@ impl Metrics {
             IntCounterVec::new(
                 Opts::new(
                     "rcluster_forwarded_requests_total",
-                    "Requests forwarded to another node, by the shard that was asked",
+                    "Requests forwarded to another node, by the shard they were sent to",
                 ),
-                &["shard"],
+                // Not `shard`: Prometheus gives every series of a pod its own shard under that name.
+                &["to_shard"],
             )
             .unwrap(),
         );
+        // Exported from the start (a dashboard panel queries it before any forward happens).
+        forwarded.with_label_values(&["0"]);
         let gauge = |name: &str, help: &str| reg(&r, IntGauge::new(name, help).unwrap());
         let m = Metrics {
             forwarded,
