@@ -420,6 +420,38 @@ mod tests {
     }
 
     #[test]
+    fn a_migration_in_progress_survives_a_snapshot() {
+        let mut s = State::default();
+        let ops = vec![
+            Op::Put {
+                key: "k".into(),
+                value: "1".into(),
+                ttl_ms: None,
+                if_version: None,
+            },
+            // Giving slots 0-10 to shard 1 while taking 20-30 from shard 2.
+            Op::SlotsFence {
+                start: 0,
+                end: 10,
+                to: 1,
+            },
+            Op::ImportBegin {
+                start: 20,
+                end: 30,
+                from: 2,
+            },
+        ];
+        for (i, op) in ops.into_iter().enumerate() {
+            s.apply_logged(&entry(i as u64 + 1, 10, op)).unwrap();
+        }
+        assert!(!s.slots.is_idle());
+        let d = tempfile::tempdir().unwrap();
+        let loaded = load(&write(d.path(), &s).unwrap()).unwrap();
+        assert_eq!(loaded.slots, s.slots, "where the migration got to");
+        assert_eq!(loaded.version_floor, s.version_floor);
+    }
+
+    #[test]
     fn snapshots_written_before_record_times_still_load() {
         let d = tempfile::tempdir().unwrap();
         let path = snapshot_path(d.path(), 7);
