@@ -15,6 +15,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 pub mod linearizability;
+pub mod module_graph;
 pub mod ops;
 mod playground;
 pub use playground::{Options, Playground};

@@ -32,6 +32,12 @@ use rcluster_proto::{ClusterMap, ShardInfo};
 #[path = "resharding.rs"]
 mod resharding;
 
+/// A migration step running beside the loop (`resharding.rs`); it hands the mover back.
+type Moving = tokio::task::JoinHandle<(
+    crate::reshard::Mover,
+    Result<crate::reshard::Step, crate::reshard::MoveError>,
+)>;
+
 /// One shard as the loop is built with it.
 pub struct GroupSetup {
     /// `members`: the desired ones (`--replicas`).
@@ -93,7 +99,7 @@ pub struct Loop {
     announced: bool,
     primary_ready_since: Option<u64>,
     /// The migration step running now, and the mover between steps.
-    moving: Option<resharding::Moving>,
+    moving: Option<Moving>,
     mover: Option<crate::reshard::Mover>,
     /// Migration steps failed in a row (the first of a streak is reported).
     reshard_failures: u32,

@@ -15,9 +15,6 @@ const STEPS_PER_TASK: usize = 1000;
 /// How long a removed shard's nodes may take to stop before they are killed.
 const RETIRE_GRACE: Duration = Duration::from_secs(10);
 
-/// A migration step running beside the loop; it hands the mover back.
-pub type Moving = tokio::task::JoinHandle<(Mover, Result<Step, MoveError>)>;
-
 impl Loop {
     /// Advances a resharding by at most one step per cycle; never waits for a step to finish.
     pub(super) async fn reshard_tick(&mut self, now: u64) {
