@@ -46,6 +46,7 @@ fn event() -> impl Strategy<Value = Event> {
         30 => (any::<usize>(), 1usize..4).prop_map(|(s, k)| Event::Replicate(s, k)),
         5 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Event::Contact(a, b)),
         3 => any::<usize>().prop_map(Event::Crash),
+        3 => any::<usize>().prop_map(Event::Delete),
         5 => any::<usize>().prop_map(Event::Restart),
         3 => any::<usize>().prop_map(Event::Partition),
         4 => Just(Event::PartitionPrimary),
@@ -96,7 +97,7 @@ proptest! {
         term in 0u64..5,
         primary in prop::option::of(0usize..5),
         members in prop::collection::vec(
-            (any::<bool>(), 0u8..5, 0u64..7, 0u64..4, 0u64..8, prop::option::of(0usize..5), prop::option::of(0u64..3_000)),
+            (any::<bool>(), 0u8..5, 0u64..7, 0u64..4, 0u64..8, prop::option::of(0usize..5), prop::option::of(0u64..3_000), prop::bool::weighted(0.2)),
             5,
         ),
         now in 0u64..5_000,
@@ -107,7 +108,7 @@ proptest! {
             .iter()
             .take(n)
             .enumerate()
-            .map(|(i, &(reachable, role, t, last_term, index, following, since))| Observation {
+            .map(|(i, &(reachable, role, t, last_term, index, following, since, going_away))| Observation {
                 name: names[i].clone(),
                 reachable,
                 role: roles[role as usize],
@@ -117,6 +118,7 @@ proptest! {
                 applied_index: index,
                 following: following.filter(|&f| f < n).map(|f| names[f].clone()),
                 unhealthy_since_ms: since,
+                going_away,
                 members: Vec::new(),
                 term_start: 0,
                 commit_by_ack: None,
@@ -142,14 +144,16 @@ proptest! {
         check_shape(&view, &actions)?;
         check_waits_with_too_few(&view, &actions)?;
         // Whoever is promoted is at least as advanced as every member answering in the term
-        // (or already acts as primary in it, and only needs recording again).
+        // (or already acts as primary in it, and only needs recording again); members going
+        // away do not count unless one of them is chosen (the others were too few).
         for action in &actions {
             if let Action::Promote { node, .. } = action {
                 let chosen = view.observations.iter().find(|o| &o.name == node).expect("observed");
-                let in_term = view
-                    .observations
-                    .iter()
-                    .filter(|o| o.reachable && o.term == view.coordinator.term);
+                let in_term = view.observations.iter().filter(|o| {
+                    o.reachable
+                        && o.term == view.coordinator.term
+                        && (chosen.going_away || !o.going_away)
+                });
                 for o in in_term {
                     prop_assert!(
                         chosen.role == Role::Primary || chosen.log_position() >= o.log_position(),
@@ -189,6 +193,44 @@ fn entry_acknowledged_between_probe_and_promotion_survives() {
     let primary = sim.coordinator.primary.clone().expect("a new primary");
     assert_ne!(primary, "n1");
     assert!(sim.holds(sim.index(&primary), (3, 1)));
+}
+
+/// `kubectl delete pod` of the primary: it is replaced at once, without waiting out the
+/// detection window (no clock tick here), by a member that stays, and nothing is lost.
+#[test]
+fn a_primary_whose_pod_is_deleted_is_replaced_without_waiting() {
+    let mut sim = elected(AckLevel::Quorum);
+    run(
+        &mut sim,
+        &[
+            Event::Write(0),
+            Event::Replicate(1, 5),
+            Event::Replicate(2, 5),
+            Event::Write(0),
+            Event::Replicate(2, 5),
+            Event::Delete(0),
+        ],
+    );
+    let acked = sim.acked.len();
+    assert_eq!(acked, 3, "no-op and two writes");
+    run(
+        &mut sim,
+        &[Event::Reconcile, Event::Act, Event::Reconcile, Event::Act],
+    );
+    let primary = sim
+        .coordinator
+        .primary
+        .clone()
+        .expect("a new primary, no window waited");
+    assert_ne!(primary, "n1", "the member going away is passed over");
+    let p = sim.index(&primary);
+    for &(index, term) in &sim.acked {
+        assert!(
+            sim.holds(p, (index, term)),
+            "{primary} lacks ({index}, {term})"
+        );
+    }
+    assert_eq!(sim.acked.len(), acked);
 }
 
 /// A planned switchover at `quorum` while the primary takes writes: the old primary holds an

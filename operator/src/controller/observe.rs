@@ -87,6 +87,7 @@ impl Member {
             status: self.node.clone(),
             error: self.error.clone(),
             healthy: self.healthy(),
+            going_away: self.pod.as_ref().is_some_and(|p| p.terminating),
             sent_ms: now_ms,
             answered_ms: now_ms,
             restarts: 0,

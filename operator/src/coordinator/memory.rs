@@ -18,6 +18,8 @@ pub struct Probe {
     pub error: Option<String>,
     /// Answers and reports ready (on Kubernetes: and its pod is not going away).
     pub healthy: bool,
+    /// Certain to stop soon whatever it answers (on Kubernetes: its pod is being deleted).
+    pub going_away: bool,
     /// When the probe was sent and when it was answered (the caller's clock, ms).
     pub sent_ms: u64,
     pub answered_ms: u64,
@@ -71,7 +73,7 @@ impl Memory {
                     seen.unhealthy_since_ms.get_or_insert(p.sent_ms);
                 }
                 let since = seen.unhealthy_since_ms;
-                match &p.status {
+                let mut obs = match &p.status {
                     Some(status) => {
                         seen.last = Some(status.clone());
                         nodes::observation(status, &p.name, since)
@@ -86,7 +88,9 @@ impl Memory {
                         }
                         obs
                     }
-                }
+                };
+                obs.going_away = p.going_away;
+                obs
             })
             .collect()
     }

@@ -44,9 +44,17 @@ fn steady(m: &Members, primary: &str) -> Vec<Action> {
     let Some(p) = m.get(primary) else {
         return failing_primary(m, primary, None);
     };
-    if !p.reachable || p.unhealthy_since_ms.is_some() {
+    // The detection window guards against false failovers on a primary that may come back (a
+    // pause, a slow probe). A pod being deleted will not, so waiting it out only prolongs the
+    // outage; the election fences it like any other member, so it is as safe as a late one.
+    if p.going_away {
+        return start_election(m);
+    }
+    if !p.reachable {
         return failing_primary(m, primary, p.unhealthy_since_ms);
     }
+    // From here on it answers, and each of these answers is certain, not a symptom that may
+    // pass: they are acted on at once, ready or not.
     if p.term < term {
         // It answers but lost the term it was promoted in: its durable state is gone.
         return start_election(m);
@@ -58,8 +66,9 @@ fn steady(m: &Members, primary: &str) -> Vec<Action> {
         return start_election(m);
     }
     if p.role != Role::Primary {
-        // Promoted but not acting as primary (the promote was lost, or it restarted). Its log
-        // cannot have changed in this term unless it lost entries, which a follower would show.
+        // Promoted but not acting as primary (the promote was lost, or it restarted and came
+        // back fenced). Its log cannot have changed in this term unless it lost entries, which a
+        // follower would show.
         let ahead = m
             .reachable()
             .any(|o| o.term == term && o.log_position() > p.log_position());
@@ -72,6 +81,9 @@ fn steady(m: &Members, primary: &str) -> Vec<Action> {
         }];
         actions.extend(follow_others(m, primary));
         return actions;
+    }
+    if p.unhealthy_since_ms.is_some() {
+        return failing_primary(m, primary, p.unhealthy_since_ms);
     }
     follow_others(m, primary)
 }
@@ -104,23 +116,22 @@ fn elect(m: &Members) -> Vec<Action> {
         [] => {}
         _ => return start_election(m),
     }
-    let responders: Vec<&Observation> = m.reachable().filter(|o| o.term == term).collect();
     let stale: Vec<String> = m
         .reachable_any()
         .filter(|o| o.term < term)
         .map(|o| o.name.clone())
         .collect();
-    let mut need = m.failover_quorum();
-    let mut have = responders.len();
-    // An uncommitted member change: an acknowledged entry may sit on a write quorum of either
-    // list, so enough members of each must answer, and the candidate may be a leaving member.
-    if let Some((prev_have, prev_need)) = m.previous_responders(term)
-        && have >= need
-        && prev_have < prev_need
-    {
-        (have, need) = (prev_have, prev_need);
+    // Members going away are left out when the others alone are enough: the quorum argument
+    // then holds among those who stay, and the new primary is not deposed again at once.
+    let (mut have, mut need) = responders(m, term, false);
+    let with_going = have < need;
+    if with_going {
+        (have, need) = responders(m, term, true);
     }
-    let candidates: Vec<&Observation> = m.reachable_any().filter(|o| o.term == term).collect();
+    let candidates: Vec<&Observation> = m
+        .reachable_any()
+        .filter(|o| o.term == term && (with_going || !o.going_away))
+        .collect();
     let lossy = m.settings.allow_lossy_promotion && m.settings.ack.may_lose_writes();
 
     // While waiting, members still in an older term get the term, so they answer next time.
@@ -157,6 +168,22 @@ fn elect(m: &Members) -> Vec<Action> {
         return revert_members(m, best, loss);
     }
     promote(m, best, loss)
+}
+
+/// How many members answer in `term` and how many must (leaving `going_away` members out
+/// unless `with_going`). While a member change is uncommitted, an acknowledged entry may sit on
+/// a write quorum of either list, so enough members of each must answer, and the candidate may
+/// be a leaving member: the list that falls short is reported.
+fn responders(m: &Members, term: u64, with_going: bool) -> (usize, usize) {
+    let counts = |o: &Observation| o.term == term && (with_going || !o.going_away);
+    let have = m.reachable().filter(|o| counts(o)).count();
+    let need = m.failover_quorum();
+    match m.previous_responders(counts) {
+        Some((prev_have, prev_need)) if have >= need && prev_have < prev_need => {
+            (prev_have, prev_need)
+        }
+        _ => (have, need),
+    }
 }
 
 /// The most advanced responder left the member list in a change that never committed (no entry

@@ -158,6 +158,37 @@ fn failure_detection() {
             base().with(fenced("n1", 4, 4, 8)),
             vec![bump(5), fence(&["n1", "n2", "n3"], 5)],
         ),
+        // Certain failures are acted on at once, whatever the window says.
+        (
+            "primary whose pod is going away starts an election at once",
+            base().with(primary("n1", 4, 10).going_away().unhealthy(99_000)),
+            vec![bump(5), fence(&["n1", "n2", "n3"], 5)],
+        ),
+        (
+            "primary going away that no longer answers starts an election at once",
+            base().with(
+                primary("n1", 4, 10)
+                    .going_away()
+                    .unreachable()
+                    .unhealthy(99_000),
+            ),
+            vec![bump(5), fence(&["n2", "n3"], 5)],
+        ),
+        (
+            "restarted primary back fenced, not ready yet, is promoted again at once",
+            base().with(fenced("n1", 4, 4, 10).unhealthy(99_000)),
+            vec![promote("n1", 4)],
+        ),
+        (
+            "restarted primary back fenced and behind a follower starts an election at once",
+            base().with(fenced("n1", 4, 4, 8).unhealthy(99_000)),
+            vec![bump(5), fence(&["n1", "n2", "n3"], 5)],
+        ),
+        (
+            "unhealthy primary that lost its term is replaced at once",
+            base().with(fenced("n1", 0, 0, 0).unhealthy(99_000)),
+            vec![bump(5), fence(&["n1", "n2", "n3"], 5)],
+        ),
         (
             "primary removed from the members starts an election",
             base().coord(4, Some("n9")).with(primary("n1", 4, 10)),
@@ -228,6 +259,26 @@ fn elections() {
                 .with(fenced("n2", 5, 4, 9).unhealthy(1))
                 .with(fenced("n3", 5, 4, 9)),
             vec![promote("n3", 5), follow("n2", "n3", 5)],
+        ),
+        (
+            "a member going away is passed over while the others are enough",
+            q3(5)
+                .with(fenced("n1", 5, 4, 11).going_away())
+                .with(fenced("n2", 5, 4, 9))
+                .with(fenced("n3", 5, 4, 10)),
+            vec![
+                promote("n3", 5),
+                follow("n1", "n3", 5),
+                follow("n2", "n3", 5),
+            ],
+        ),
+        (
+            "a member going away is promoted when the others are too few",
+            q3(5)
+                .with(fenced("n1", 5, 4, 11).going_away())
+                .with(fenced("n2", 5, 4, 9))
+                .with(down("n3")),
+            vec![promote("n1", 5), follow("n2", "n1", 5)],
         ),
         (
             "the old primary is promoted back when it is the best",

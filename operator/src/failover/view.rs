@@ -159,14 +159,17 @@ impl<'a> Members<'a> {
         self.settings.ack.failover_quorum(self.config.len())
     }
 
-    /// While a member change is uncommitted: how many members of the previous list answer in
-    /// `term`, and how many must.
-    pub(super) fn previous_responders(&self, term: u64) -> Option<(usize, usize)> {
+    /// While a member change is uncommitted: how many members of the previous list answer and
+    /// `count`, and how many must.
+    pub(super) fn previous_responders(
+        &self,
+        count: impl Fn(&Observation) -> bool,
+    ) -> Option<(usize, usize)> {
         let (list, slots) = self.previous.as_ref()?;
         let have = slots
             .iter()
             .flatten()
-            .filter(|o| o.reachable && o.term == term)
+            .filter(|o| o.reachable && count(o))
             .count();
         Some((have, self.settings.ack.failover_quorum(list.len())))
     }

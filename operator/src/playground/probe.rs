@@ -38,6 +38,8 @@ impl Prober {
                 Probe {
                     name: m.name.clone(),
                     healthy: status.as_ref().is_some_and(|s| s.ready),
+                    // A node the playground stops or kills is restarted; none leaves for good.
+                    going_away: false,
                     status,
                     error,
                     sent_ms,

@@ -39,6 +39,9 @@ pub enum Event {
     /// The first node's shipper reaches the second (a member of its list).
     Contact(usize, usize),
     Crash(usize),
+    /// `kubectl delete pod`: it goes on running (and answering) until a `Crash` ends it or a
+    /// `Restart` brings it back in a new pod.
+    Delete(usize),
     Restart(usize),
     Partition(usize),
     /// Cut the node that acts as primary off from the coordinator (it keeps its replicas).
@@ -149,9 +152,13 @@ impl Sim {
                 self.nodes[sel % n].alive = false;
                 self.nodes[sel % n].visible = false;
             }
+            Event::Delete(sel) => {
+                let node = &mut self.nodes[sel % n];
+                node.going_away = node.present;
+            }
             Event::Restart(sel) => {
                 let node = &mut self.nodes[sel % n];
-                if node.present && !node.alive {
+                if node.present && (!node.alive || node.going_away) {
                     node.restart();
                 }
                 node.visible = true;
@@ -357,7 +364,8 @@ impl Sim {
                 let status = self.nodes[i].reachable().then(|| self.status_of(i));
                 Probe {
                     name: self.names[i].clone(),
-                    healthy: status.is_some(),
+                    healthy: status.is_some() && !self.nodes[i].going_away,
+                    going_away: self.nodes[i].going_away,
                     status,
                     sent_ms: self.now,
                     answered_ms: self.now,
@@ -459,7 +467,7 @@ impl Sim {
 
     pub fn heal_everything(&mut self) {
         for node in self.nodes.iter_mut().filter(|n| n.present) {
-            if !node.alive {
+            if !node.alive || node.going_away {
                 node.restart();
             }
             node.visible = true;

@@ -25,6 +25,8 @@ pub struct Node {
     pub visible: bool,
     /// The pod exists. A pod removed by a scale-down keeps its disk (the PVC stays).
     pub present: bool,
+    /// Its pod is being deleted: probes say so until the process ends and a new pod starts it.
+    pub going_away: bool,
     /// The member list it runs with: its flags until a promote or follow gives it another.
     pub members: Vec<String>,
     pub led: Option<Led>,
@@ -41,6 +43,7 @@ impl Node {
             alive: false,
             visible: false,
             present: false,
+            going_away: false,
             members: Vec::new(),
             led: None,
         }
@@ -52,6 +55,7 @@ impl Node {
             alive: true,
             visible: true,
             present: true,
+            going_away: false,
             members,
             ..Node::absent()
         }
@@ -68,6 +72,7 @@ impl Node {
     /// The process starts again on its disk (`initial_role`): a former primary comes back
     /// fenced, since another node may have been promoted meanwhile; a replica resumes.
     pub fn restart(&mut self) {
+        self.going_away = false;
         self.alive = true;
         self.visible = true;
         self.led = None;
