@@ -14,6 +14,12 @@
    from a write's first slot_migrating refusal to its acknowledgement (the write pause a client sees),
    and the untouched shard's rate during the move against its rate before.
 
+With --scale instead: the same 4 nodes as 1 x 4, 2 x 2 and 4 x 1 shards (fresh playgrounds, no
+seed). For each: quorum PUTs and quorum publishes sent to every shard's primary at once (one wrk per
+shard, 32 connections in all) and the same load through one node that must forward (a replica for one
+shard, a node of another shard otherwise); the aggregate rate, p99, and the nodes' CPU time per
+request (from /proc: the per-shard cost, which should stay flat while two cores bound the total).
+
 Needs wrk and redis-server (installed with apt-get when missing). Run it on a quiet machine: no
 build, test or other load; it prints the figures and writes them to bench-shards.json.
 """
@@ -33,7 +39,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REL = os.path.join(ROOT, "target", "release")
+# RCLUSTER_BENCH_BIN: a folder of already built binaries (a smoke run of this script); figures
+# count only from the release build it makes by default.
+REL = os.environ.get("RCLUSTER_BENCH_BIN") or os.path.join(ROOT, "target", "release")
 BASE = 17600
 WRK_LUA = r"""
 local list = {}
@@ -46,6 +54,9 @@ request = function()
   local key = list[(i % #list) + 1]
   if method == "PUT" then
     return wrk.format("PUT", "/v1/kv/" .. key .. "?ack=quorum", nil, body)
+  end
+  if method == "PUBLISH" then
+    return wrk.format("POST", "/v1/topics/" .. key .. "/messages?ack=quorum", nil, body)
   end
   return wrk.format("GET", "/v1/kv/" .. key)
 end
@@ -91,12 +102,12 @@ def wait(what, f, deadline=120):
 class Playground:
     running = []
 
-    def __init__(self, folder, shards):
+    def __init__(self, folder, shards, replicas=2):
         self.shards = shards
         self.log = open(os.path.join(folder, f"playground-{shards}.out"), "w")
         self.proc = subprocess.Popen(
             [os.path.join(REL, "rcluster-operator"), "playground", "--dir", folder, "--quiet",
-             "--replicas", "2", "--shards", str(shards), "--base-port", str(BASE),
+             "--replicas", str(replicas), "--shards", str(shards), "--base-port", str(BASE),
              "--node-bin", os.path.join(REL, "rcluster-node")],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         Playground.running.append(self.proc)
@@ -112,16 +123,23 @@ class Playground:
         url = next(m["url"] for m in doc["members"] if m["name"] == name)
         return int(url.rsplit(":", 1)[1])
 
+    def node_pids(self):
+        return [m["pid"] for sh in self.status()["shards"] for m in sh["members"] if m.get("pid")]
+
+    def node_ports(self, shard):
+        return [int(m["url"].rsplit(":", 1)[1]) for m in self.status()["shards"][shard]["members"]]
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
 
 
-def wrk(port, keys, method, size, seconds, direct):
+def wrk(port, keys, method, size, seconds, direct, connections=32, detail=False):
     env = dict(os.environ, BENCH_KEYS=",".join(keys), BENCH_METHOD=method, BENCH_SIZE=str(size))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_LUA)
-    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "-s", f.name]
+    threads = min(2, connections)
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name]
     if direct:
         cmd += ["-H", "Rcluster-Direct: 1"]
     out = subprocess.run(cmd + [f"http://127.0.0.1:{port}"], env=env, capture_output=True,
@@ -129,7 +147,89 @@ def wrk(port, keys, method, size, seconds, direct):
     os.unlink(f.name)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rate, int(bad.group(1)) if bad else 0
+    bad = int(bad.group(1)) if bad else 0
+    if not detail:
+        return rate, bad
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return {"rate": rate, "requests": total, "non_2xx": bad, "p99_ms": p99_ms}
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds the processes used so far (from /proc/PID/stat)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def owned_topics(port, n, prefix):
+    """Topics the shard behind `port` owns, created there with a bounded retention."""
+    topics, i = [], 0
+    while len(topics) < n:
+        name = f"{prefix}{i}"
+        status, _ = request(port, "PUT", f"/v1/topics/{name}", body='{"max_messages":5000}',
+                            headers={"Rcluster-Direct": "1"})
+        if status == 200:
+            topics.append(name)
+        i += 1
+    return topics
+
+
+def load(pg, method, size, seconds, forwarded):
+    """The load at every shard's primary at once, or all of it through one node that forwards
+    every request (one shard: a replica; more: shard 0's primary, with the other shards' keys):
+    the aggregate rate, the worst p99 and the nodes' CPU microseconds per acknowledged request."""
+    shards = pg.shards
+    owners = [pg.primary_port(k) for k in range(shards)]
+    keys = [owned_topics(owners[k], 16, f"s{k}t") if method == "PUBLISH"
+            else owned_keys(owners[k], 64, f"s{k}k") for k in range(shards)]
+    if not forwarded:
+        jobs = [(owners[k], keys[k], True) for k in range(shards)]
+    elif shards == 1:
+        jobs = [(next(p for p in pg.node_ports(0) if p != owners[0]), keys[0], False)]
+    else:
+        jobs = [(owners[0], [key for k in range(1, shards) for key in keys[k]], False)]
+    pids = pg.node_pids()
+    results, threads = [None] * len(jobs), []
+    conns = 32 // len(jobs)
+    cpu0 = cpu_seconds(pids)
+    for i, (port, ks, direct) in enumerate(jobs):
+        def one(i=i, port=port, ks=ks, direct=direct):
+            results[i] = wrk(port, ks, method, size, seconds, direct, conns, detail=True)
+        t = threading.Thread(target=one)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+    cpu = cpu_seconds(pids) - cpu0
+    ok = sum(r["requests"] - r["non_2xx"] for r in results)
+    return {
+        "rate": round(sum(r["rate"] for r in results)),
+        "p99_ms": max(r["p99_ms"] for r in results),
+        "non_2xx": sum(r["non_2xx"] for r in results),
+        "node_cpu_us_per_request": round(cpu * 1e6 / ok, 1) if ok else None,
+    }
+
+
+def scale(a, results):
+    """1 x 4, 2 x 2 and 4 x 1 shards x nodes: the same four nodes, sharded more each time."""
+    results["scale"] = {}
+    for shards in (1, 2, 4):
+        folder = tempfile.mkdtemp(prefix="bench-scale-")
+        pg = Playground(folder, shards, replicas=4 // shards)
+        figures = {}
+        for method in ("PUT", "PUBLISH"):
+            for how in ("direct", "forwarded"):
+                figures[f"{method} {how}"] = load(pg, method, a.value_size, a.seconds,
+                                                  how == "forwarded")
+                print(shards, "shards", method, how, figures[f"{method} {how}"], flush=True)
+        pg.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+        results["scale"][f"{shards}x{4 // shards}"] = figures
 
 
 def owned_keys(port, n, prefix):
@@ -154,7 +254,7 @@ def redis(seconds):
                                              capture_output=True, text=True).stdout.strip() == "PONG")
         out = subprocess.run(["redis-benchmark", "-p", str(port), "-c", "32", "-n", "200000",
                               "-d", "1024", "-t", "set,get", "-q"],
-                             capture_output=True, text=True, timeout=seconds * 20).stdout
+                             capture_output=True, text=True, timeout=max(300, seconds * 20)).stdout
         rates = dict((m.group(1), float(m.group(2)))
                      for m in re.finditer(r"(SET|GET): ([\d.]+) requests per second", out))
         return rates
@@ -205,12 +305,20 @@ def main():
     ap.add_argument("--keys", type=int, default=300000)
     ap.add_argument("--value-size", type=int, default=1024)
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--scale", action="store_true", help="1, 2 and 4 shards over 4 nodes")
     a = ap.parse_args()
     need("wrk", "wrk")
     need("redis-server", "redis-server")
-    subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
-    results = {"redis": redis(a.seconds)}
+    if not os.environ.get("RCLUSTER_BENCH_BIN"):
+        subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
+    results = {"redis": None if os.environ.get("RCLUSTER_BENCH_BIN") else redis(a.seconds)}
     print("redis", results["redis"], flush=True)
+    if a.scale:
+        scale(a, results)
+        print(json.dumps(results, indent=2))
+        with open(os.path.join(ROOT, "bench-shards-scale.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        return
     folder = tempfile.mkdtemp(prefix="bench-shards-")
     pg = Playground(folder, 2)
     entry = int(pg.status()["shards"][0]["members"][0]["url"].rsplit(":", 1)[1])
