@@ -3,6 +3,12 @@
 #   scripts/bench.sh single   one node: put (fsync always/interval), get, publish at 1/32/128 connections
 #   scripts/bench.sh cluster  three nodes: quorum and async puts, eventual gets from a replica, lag
 #   scripts/bench.sh memory   peak RSS of one node holding 1 million 100-byte records
+#   scripts/bench.sh compare  rcluster against Redis and etcd in one run, all driven by C or Go
+#                             load generators (wrk, redis-benchmark, the etcd Go client): one node
+#                             put/get vs Redis (appendfsync always), 3 nodes ack=quorum vs a
+#                             3-member etcd at 32 and 128 connections, RSS per record vs Redis
+#                             ($RECORDS, default 2000000), with ratios. Installs wrk, redis-server
+#                             and etcd-server (Debian) when missing; builds scripts/etcd-load (Go).
 # Results go to $OUT (default ./bench-results) as JSON plus a summary.md. Uses the release binaries
 # (built if missing). Every run is bounded by --duration.
 set -euo pipefail
@@ -88,13 +94,13 @@ single() {
   done
 }
 
-cluster() {
-  header "three nodes, 100-byte values, fsync always"
-  local secret=$WORK/secret members=()
+# Three nodes n1 (primary) n2 n3 on BASE_PORT+1..3, in folder prefix $1.
+start_cluster() {
+  local dir=$1 secret=$WORK/secret members=()
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
   for i in 1 2 3; do members+=(--member "n$i=http://127.0.0.1:$((BASE_PORT + i))"); done
   for i in 1 2 3; do
-    start_node "n$i" $((BASE_PORT + i)) "$WORK/c$i" --secret-file "$secret" "${members[@]}"
+    start_node "n$i" $((BASE_PORT + i)) "$dir$i" --secret-file "$secret" "${members[@]}"
   done
   local auth p=http://127.0.0.1:$((BASE_PORT + 1))
   auth="Authorization: Bearer $(cat "$secret")"
@@ -103,6 +109,12 @@ cluster() {
     curl -fsS -H "$auth" -X POST "http://127.0.0.1:$((BASE_PORT + i))/internal/v1/follow" -d '{"term":1,"primary":"n1"}' >/dev/null
   done
   until curl -fs "http://127.0.0.1:$((BASE_PORT + 3))/readyz" >/dev/null; do sleep 0.1; done
+}
+
+cluster() {
+  header "three nodes, 100-byte values, fsync always"
+  start_cluster "$WORK/c"
+  local p=http://127.0.0.1:$((BASE_PORT + 1))
   # Sample the primary's view of replica lag during the quorum run.
   (end=$((SECONDS + DURATION + 2)); while [ $SECONDS -lt $end ]; do
      curl -fs "$p/v1/status" | python3 -c 'import json,sys; print(" ".join(str(m.get("lag_entries",0)) for m in json.load(sys.stdin)["members"][1:]))' || true
@@ -132,11 +144,14 @@ memory() {
   stop_nodes
 }
 
+source "$ROOT/scripts/lib/compare.sh"
+
 case "${1:-single}" in
   single) single ;;
   cluster) cluster ;;
   memory) memory ;;
+  compare) compare ;;
   all) single; cluster; memory ;;
-  *) echo "usage: $0 single|cluster|memory|all" >&2; exit 2 ;;
+  *) echo "usage: $0 single|cluster|memory|compare|all" >&2; exit 2 ;;
 esac
 echo "results in $OUT/summary.md"

@@ -66,21 +66,13 @@ fn steady(m: &Members, primary: &str) -> Vec<Action> {
         return start_election(m);
     }
     if p.role != Role::Primary {
-        // Promoted but not acting as primary (the promote was lost, or it restarted and came
-        // back fenced). Its log cannot have changed in this term unless it lost entries, which a
-        // follower would show.
-        let ahead = m
-            .reachable()
-            .any(|o| o.term == term && o.log_position() > p.log_position());
-        if ahead {
-            return start_election(m);
-        }
-        let mut actions = vec![Action::Promote {
-            node: primary.to_string(),
-            term,
-        }];
-        actions.extend(follow_others(m, primary));
-        return actions;
+        // Not acting as primary in the term it was promoted in: its process restarted, or the
+        // promote never arrived. It is not promoted again in the same term: an entry of this
+        // term it lost before its fsync may sit on a replica that does not answer now, and a
+        // new entry at that index would give one (term, index) two different contents. A new
+        // election names the entries anew and chooses among a quorum of responders (often this
+        // very member again, when its log is the longest).
+        return start_election(m);
     }
     if p.unhealthy_since_ms.is_some() {
         return failing_primary(m, primary, p.unhealthy_since_ms);

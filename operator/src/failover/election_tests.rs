@@ -149,9 +149,9 @@ fn failure_detection() {
             vec![bump(5), fence(&["n1", "n2", "n3"], 5)],
         ),
         (
-            "recorded primary not acting as primary is promoted again",
+            "recorded primary not acting as primary gets a new election, not the same term",
             base().with(fenced("n1", 4, 4, 10)),
-            vec![promote("n1", 4)],
+            vec![bump(5), fence(&["n1", "n2", "n3"], 5)],
         ),
         (
             "recorded primary behind a follower of its term is not promoted again",
@@ -175,9 +175,9 @@ fn failure_detection() {
             vec![bump(5), fence(&["n2", "n3"], 5)],
         ),
         (
-            "restarted primary back fenced, not ready yet, is promoted again at once",
+            "restarted primary back fenced, not ready yet, starts an election at once",
             base().with(fenced("n1", 4, 4, 10).unhealthy(99_000)),
-            vec![promote("n1", 4)],
+            vec![bump(5), fence(&["n1", "n2", "n3"], 5)],
         ),
         (
             "restarted primary back fenced and behind a follower starts an election at once",
