@@ -226,5 +226,6 @@ start_control_plane() {
   start_controller_manager
   start_scheduler
   start_kwok
-  make_volumes 8
+  # quorum-3 keeps 4 claims, sharded-2x3 6, async-cache-2 2 (claims are retained).
+  make_volumes 14
 }
