@@ -22,8 +22,13 @@
 #      a node of the other shard (forwarded) read back through every node; one cluster map on every
 #      node; `kubectl delete pod` of shard 1's primary while shard 0 takes writes without one error;
 #      a changed spec.shards refused with the ShardsChangeRefused condition; garbage collection;
-#   5. `kubectl apply -k manifests/install`: the same RBAC check, and a second cluster reconciled to
-#      Running and collected on deletion.
+#   5. `helm uninstall`: the chart's pre-delete hook Job (`rcluster-operator stop-operators`, run by
+#      the test kubelet like any pod) scales the operator to 0 and waits until its pods are gone, so
+#      the leader releases its Lease while the chart's RBAC still exists;
+#   6. `kubectl apply -k manifests/install`: a leader at once (the Lease was released), the same
+#      RBAC check, and a second cluster reconciled to Running and collected on deletion; then the
+#      kustomize uninstall of docs/INSTALL.md (scale to 0, then `kubectl delete -k`);
+#   7. the audit log: no request of any operator (or of the hook) was refused, uninstalls included.
 #
 # usage: bash tests/k8s/control-plane.sh
 # Environment:
@@ -215,8 +220,10 @@ step "sharded-2x3: writes forwarded to their shard, one cluster map on every nod
 step "sharded-2x3: delete shard 1's primary pod while shard 0 takes writes" check_shards_failover
 step "sharded-2x3: a changed spec.shards is refused (ShardsChangeRefused)" check_shards_change_refused
 step "sharded-2x3: deletion garbage-collects both shards' objects" check_shards_garbage_collection
-step "helm uninstall, then kubectl apply -k manifests/install" check_kustomize_install
-step "no request of an operator was forbidden (audit log)" check_no_forbidden
+step "helm uninstall: the pre-delete hook stops the operators, the Lease is released" check_helm_uninstall
+step "kubectl apply -k manifests/install: a new leader at once, a second cluster" check_kustomize_install
+step "kustomize uninstall: scale to 0, then kubectl delete -k" check_kustomize_uninstall
+step "no request of an operator was forbidden (audit log), uninstalls included" check_no_forbidden
 
 log ""
 log "build ${BUILD_SECONDS} s, whole run $((SECONDS - TOTAL_START)) s"
