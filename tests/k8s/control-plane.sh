@@ -20,7 +20,9 @@
 #      operator's field manager and owned by the cluster; status.shards (a primary per shard) and
 #      status.slotMap (every slot one owner); the SHARDS column; writes of both shards' keys through
 #      a node of the other shard (forwarded) read back through every node; one cluster map on every
-#      node; `kubectl delete pod` of shard 1's primary while shard 0 takes writes without one error;
+#      node; `kubectl delete pod` of shard 1's primary, kill -9 of the next one's process, and
+#      SIGSTOP of the next one (a replica is promoted; SIGCONT: the old one comes back a replica),
+#      each while shard 0 takes writes without one error;
 #      a changed spec.shards refused with the ShardsChangeRefused condition; garbage collection;
 #   5. `helm uninstall`: the chart's pre-delete hook Job (`rcluster-operator stop-operators`, run by
 #      the test kubelet like any pod) scales the operator to 0 and waits until its pods are gone, so
@@ -218,6 +220,8 @@ step "quorum-3: deletion garbage-collects what the cluster owned" check_garbage_
 step "sharded-2x3: both shards' objects, status.shards and status.slotMap" check_shards_objects
 step "sharded-2x3: writes forwarded to their shard, one cluster map on every node" check_shards_data
 step "sharded-2x3: delete shard 1's primary pod while shard 0 takes writes" check_shards_failover
+step "sharded-2x3: kill -9 of shard 1's primary's process while shard 0 takes writes" check_shards_failover_kill
+step "sharded-2x3: shard 1's primary hangs (SIGSTOP), a replica is promoted, shard 0 writes on" check_shards_failover_pause
 step "sharded-2x3: a changed spec.shards is refused (ShardsChangeRefused)" check_shards_change_refused
 step "sharded-2x3: deletion garbage-collects both shards' objects" check_shards_garbage_collection
 step "helm uninstall: the pre-delete hook stops the operators, the Lease is released" check_helm_uninstall

@@ -173,7 +173,13 @@ EOF
   SHARD0_WRITER=$!
 }
 
-check_shards_failover() {
+# sh_failover delete|kill|pause: fails shard 1's primary (`kubectl delete pod`, SIGKILL of its
+# process, or SIGSTOP of it until a replica has been promoted, then SIGCONT) while a writer on shard
+# 0's nodes counts errors; then shard 1 has a primary of a newer term (with pause, another member),
+# shard 0 had no error and no change, the failed member is a caught-up replica of the new term, and
+# nothing acknowledged is lost.
+sh_failover() {
+  local mode=$1 what
   sh_keys 0 >"$RUN/shard0-keys.txt"
   local old term t0 t1 key shard0
   old=$(sh_shard_field 1 primary) term=$(sh_shard_field 1 term)
@@ -181,9 +187,25 @@ check_shards_failover() {
   rm -f "$RUN/shard0-writer".*
   start_shard0_writer
   wait_until 30 "the shard 0 writer has acknowledged writes" test -s "$RUN/shard0-writer.acked"
-  t0=$(date +%s.%N)
-  "$KUBECTL" delete pod "$old" -n "$SH_NS" --wait=false
-  log "deleted shard 1's primary $old (term $term) while shard 0 takes writes"
+  local pid
+  if [[ $mode == kill || $mode == pause ]]; then
+    pid=$(pod_pid "$SH_NS" "$old")
+    kill -0 "$pid" || die "no process for $old"
+    t0=$(date +%s.%N)
+    if [[ $mode == kill ]]; then
+      kill -KILL "$pid"
+      what="kill -9 of $old's process"
+    else
+      # A primary that hangs (and so cannot come back before the detection window ends).
+      kill -STOP "$pid"
+      what="SIGSTOP of $old's process"
+    fi
+  else
+    t0=$(date +%s.%N)
+    "$KUBECTL" delete pod "$old" -n "$SH_NS" --wait=false
+    what="deletion of pod $old"
+  fi
+  log "shard 1's primary (term $term): $what, while shard 0 takes writes"
   # The first write of a shard 1 key acknowledged by a primary of a newer term, sent through a
   # shard 0 node (forwarded by the map the operator pushed).
   local through deadline=$((SECONDS + 180)) n=0 now primary="" pod
@@ -192,20 +214,25 @@ check_shards_failover() {
   while ((SECONDS < deadline && n < 1000)); do
     now=$(sh_shard_field 1 term)/$(sh_shard_field 1 primary)
     primary=${now#*/}
-    if [[ -n $primary && ${now%%/*} -gt $term ]] && sh_put "$through" "$key" '"after-failover"'; then
+    if [[ -n $primary && ${now%%/*} -gt $term && ($mode != pause || $primary != "$old") ]] && sh_put "$through" "$key" "\"after-$mode\""; then
       t1=$(date +%s.%N)
       break
     fi
     n=$((n + 1))
     sleep 0.2
   done
-  [[ -n ${t1:-} ]] || die "no shard 1 write was acknowledged by a new primary within 180 s of deleting $old"
-  echo "$key \"after-failover\"" >>"$RUN/shard-acked.txt"
+  [[ -n ${t1:-} ]] || die "no shard 1 write was acknowledged by a new primary within 180 s of the $what"
+  echo "$key \"after-$mode\"" >>"$RUN/shard-acked.txt"
   local took
   took=$(python3 -c "print(f'{$t1 - $t0:.1f}')")
-  log "shard 1: term $term -> ${now%%/*}, primary $old -> $primary; first write $took s after the deletion"
-  echo "shard 1 failover (delete the primary's pod, shard 0 writing throughout): first shard 1 write after $took s" >>"$RUN/report.txt"
+  log "shard 1: term $term -> ${now%%/*}, primary $old -> $primary; first write $took s after the $what"
+  echo "shard 1 failover after the $what (shard 0 writing throughout): first shard 1 write after $took s, primary $primary" >>"$RUN/report.txt"
   [[ $(sh_shard_field 0 term) == "$(sh_field .status.term)" ]] || die "status.term is not shard 0's"
+  if [[ $mode == pause ]]; then
+    # The old primary wakes up in the old term; its nodes' term checks and the operator fence it.
+    kill -CONT "$pid"
+    log "$old's process continued (SIGCONT) in term $term, after $primary was promoted in term ${now%%/*}"
+  fi
   # Shard 0 keeps writing until the deleted pod is back as a caught-up member of shard 1.
   wait_until 180 "shard 1 has 3 ready members again" bash -c "[[ \$(\"$KUBECTL\" get rcl $SH_CL -n $SH_NS \
     -o jsonpath='{.status.shards[?(@.shard==1)].readyReplicas}') == 3 ]]"
@@ -216,7 +243,7 @@ check_shards_failover() {
   log "shard 0 writer during shard 1's failover: $result"
   python3 -c "import json,sys; r = json.loads(sys.argv[1]); sys.exit(0 if r['errors'] == 0 and r['writes'] > 0 else 1)" "$result" ||
     die "shard 0 writes failed during shard 1's failover: $result; $(head -3 "$RUN/logs/shard0-writer.log")"
-  echo "shard 0 writes during shard 1's failover: $result" >>"$RUN/report.txt"
+  echo "shard 0 writes during shard 1's failover ($mode): $result" >>"$RUN/report.txt"
   cat "$RUN/shard0-writer.acked" >>"$RUN/shard-acked.txt"
   [[ $(sh_shard_field 0 term)/$(sh_shard_field 0 primary) == "$shard0" ]] ||
     die "shard 0 changed from $shard0 to $(sh_shard_field 0 term)/$(sh_shard_field 0 primary) during shard 1's failover"
@@ -229,6 +256,10 @@ check_shards_failover() {
   done
   for pod in $(sh_pods); do sh_check_records "$pod"; done
 }
+
+check_shards_failover() { sh_failover delete; }
+check_shards_failover_kill() { sh_failover kill; }
+check_shards_failover_pause() { sh_failover pause; }
 
 # sh_caught_up_replica POD PRIMARY TERM: POD is a replica in TERM that has applied everything
 # PRIMARY committed.
