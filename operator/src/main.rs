@@ -26,6 +26,9 @@ enum Command {
     Playground(rcluster_operator::playground::PlaygroundArgs),
     /// Run the controller: reconcile ReplicatedClusters in the cluster (leader-elected).
     Run(rcluster_operator::controller::run::RunArgs),
+    /// Scale the operator's Deployment to zero and wait until its pods are gone (the chart's
+    /// pre-delete hook: the operators stop while their RBAC still exists).
+    StopOperators(rcluster_operator::controller::stop::StopArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
             .map_err(|e| format!("cannot build the metrics registry: {e}")),
         Command::Playground(args) => return rcluster_operator::playground::main(args),
         Command::Run(args) => return rcluster_operator::controller::run::main(args),
+        Command::StopOperators(args) => return rcluster_operator::controller::stop::main(args),
     };
     let text = match output {
         Ok(text) => text,

@@ -14,8 +14,11 @@ What a pod network namespace would give: a listen address `0.0.0.0:PORT` becomes
 and the names `HOSTNAME.SUBDOMAIN.NAMESPACE.svc[.cluster.local]` that cluster DNS would answer for
 a pod under a headless Service are written to the hosts file between marker lines.
 
-Like the kubelet: a pod that is deleted gets SIGTERM, then SIGKILL after its grace period; a process
-that exits while its pod stays is restarted after a back-off (10 s, doubling, at most 60 s).
+Like the kubelet: a pod that is deleted gets SIGTERM, then SIGKILL after its grace period, and only
+once its process has stopped is the pod object removed (so "the pod is gone" means "its process has
+stopped", as on a real node); a process that exits while its pod stays is restarted after a
+back-off (10 s, doubling, at most 60 s), unless the pod's restartPolicy is Never (or OnFailure and
+the exit was 0): then the pod's phase becomes Succeeded or Failed, which is how a Job's pod ends.
 Children die with this process (PR_SET_PDEATHSIG). The loop polls the API server every half second
 and stops after --max-seconds.
 """
@@ -169,6 +172,7 @@ class Pod:
         self.refreshed = 0.0
         self.restarts = 0
         self.next_start = 0.0
+        self.finished = False  # a run-to-completion pod whose process has ended
 
     @property
     def key(self):
@@ -270,6 +274,36 @@ class Kubelet:
         log(f"{p.key}: stopped pid {p.proc.pid} ({why}), exit {code}")
         p.proc = None
 
+    def finish(self, p, code):
+        """Reports the end of a run-to-completion pod's process as the pod's phase."""
+        m, container = p.pod["metadata"], p.pod["spec"]["containers"][0]
+        phase = "Succeeded" if code == 0 else "Failed"
+        status = {"status": {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"},
+                           {"type": "ContainersReady", "status": "False", "reason": "PodCompleted"}],
+            "containerStatuses": [{
+                "name": container["name"], "image": container["image"], "imageID": "", "ready": False,
+                "restartCount": p.restarts, "started": False,
+                "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}}}]}}
+        self.api.run("patch", "pod", m["name"], "-n", m["namespace"], "--subresource", "status",
+                     "--type", "strategic", "-p", json.dumps(status))
+        p.finished = True
+        log(f"{p.key}: exited with {code}; restartPolicy {p.pod['spec'].get('restartPolicy')}: pod {phase}")
+
+    def remove_deleted(self, pods):
+        """Removes the objects of deleted pods whose processes have stopped (all of this node's:
+        the processes of pods no longer wanted were stopped before this is called)."""
+        for pod in pods:
+            m = pod["metadata"]
+            if not m.get("deletionTimestamp") or m["uid"] in self.pods:
+                continue
+            try:
+                self.api.run("delete", "pod", m["name"], "-n", m["namespace"], "--grace-period=0", "--force",
+                             "--wait=false", "--ignore-not-found")
+            except RuntimeError as e:
+                log(f"{m['namespace']}_{m['name']}: cannot remove the deleted pod: {e}")
+
     def wanted(self, pods):
         out = {}
         for pod in pods:
@@ -286,14 +320,21 @@ class Kubelet:
         pods = json.loads(self.api.run("get", "pods", "-A", "-o", "json"))["items"]
         wanted = self.wanted(pods)
         for uid in [u for u in self.pods if u not in wanted]:
-            self.stop(self.pods.pop(uid), "pod deleted")
+            self.stop(self.pods.pop(uid), "pod deleted or ended")
+        self.remove_deleted(pods)
         now = time.monotonic()
         for uid, pod in wanted.items():
             p = self.pods.setdefault(uid, Pod(pod))
             p.pod = pod
+            if p.finished:
+                continue
             if p.proc is not None and p.proc.poll() is not None:
                 code = p.proc.returncode
                 p.proc = None
+                policy = pod["spec"].get("restartPolicy", "Always")
+                if policy == "Never" or (policy == "OnFailure" and code == 0):
+                    self.finish(p, code)
+                    continue
                 delay = min(10 * 2 ** p.restarts, 60)
                 p.restarts += 1
                 p.next_start = now + delay

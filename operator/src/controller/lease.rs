@@ -24,6 +24,7 @@ use kube::api::{Api, PostParams};
 use tokio::time::Instant;
 
 use super::error::is_status;
+use crate::resources::FIELD_MANAGER;
 
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -65,6 +66,15 @@ pub struct LeaderElector {
     cfg: LeaseConfig,
     /// The Lease's resourceVersion when last read, and when (local clock) it was first seen.
     observed: Option<(String, Instant)>,
+}
+
+/// The Lease is written under the operator's field manager, as everything it writes is (without
+/// one the server records the writer as "unknown").
+fn write_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    }
 }
 
 fn now_micro() -> MicroTime {
@@ -110,7 +120,7 @@ impl LeaderElector {
                     ..LeaseSpec::default()
                 }),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
+            return match self.api.create(&write_params(), &lease).await {
                 Ok(created) => {
                     self.observe(&created, now);
                     Ok(true)
@@ -143,7 +153,7 @@ impl LeaderElector {
         spec.lease_duration_seconds = Some(self.duration_secs());
         match self
             .api
-            .replace(&self.cfg.name, &PostParams::default(), &next)
+            .replace(&self.cfg.name, &write_params(), &next)
             .await
         {
             Ok(written) => {
@@ -199,7 +209,7 @@ impl LeaderElector {
         spec.renew_time = Some(now_micro());
         match self
             .api
-            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .replace(&self.cfg.name, &write_params(), &lease)
             .await
         {
             Ok(_) => Ok(()),

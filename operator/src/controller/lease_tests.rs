@@ -51,7 +51,9 @@ async fn creates_the_lease_when_there_is_none() {
         handle,
         vec![
             Expect::get(PATH).respond(|_| not_found()),
+            // Written under the operator's field manager, like everything it writes.
             Expect::post(COLLECTION)
+                .query("fieldManager=rcluster-operator")
                 .check(|b| {
                     assert_eq!(b["spec"]["holderIdentity"], "op-a");
                     assert_eq!(b["spec"]["leaseDurationSeconds"], 15);
@@ -128,6 +130,7 @@ async fn the_holder_renews_and_a_conflict_means_someone_else_won() {
         vec![
             Expect::get(PATH).reply(200, lease(Some("op-a"), "3", 1)),
             Expect::put(PATH)
+                .query("fieldManager=rcluster-operator")
                 .check(|b| {
                     assert_eq!(b["spec"]["holderIdentity"], "op-a");
                     assert_eq!(
@@ -160,6 +163,7 @@ async fn an_empty_holder_is_free_and_release_empties_it() {
                 .respond(stored("6")),
             Expect::get(PATH).reply(200, lease(Some("op-a"), "6", 5)),
             Expect::put(PATH)
+                .query("fieldManager=rcluster-operator")
                 .check(|b| {
                     assert!(b["spec"].get("holderIdentity").is_none(), "{b}");
                     assert_eq!(b["spec"]["leaseDurationSeconds"], 1);

@@ -47,6 +47,7 @@ mod rollout;
 pub mod run;
 mod shards;
 mod status;
+pub mod stop;
 mod telemetry;
 
 #[cfg(test)]

@@ -106,7 +106,9 @@ import json, re, sys
 events = [e for e in json.load(sys.stdin)["items"]
           if e["reason"] in ("FailedToUpdateEndpointSlices", "FailedToCreateEndpointSlices")]
 if events:
-    newest = max(events, key=lambda e: (e.get("lastTimestamp") or "", e.get("count") or 0))
+    # Timestamps have whole seconds and the controller retries several times a second: the newest
+    # write is the one with the highest resourceVersion (etcd revisions only grow).
+    newest = max(events, key=lambda e: int(e["metadata"]["resourceVersion"]))
     print(" ".join(sorted(set(re.findall(r"Invalid value: \"([0-9.]+)\"", newest["message"])))))'
 }
 

@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """What the operator wrote for one ReplicatedCluster, as the API server stored it.
 
-- Every owned object (StatefulSet, the headless, client, rw and ro Services, ConfigMap, Secret,
-  PodDisruptionBudget) exists, was written by server-side apply under the field manager
-  `rcluster-operator`, and has the cluster as its controller owner with blockOwnerDeletion.
+- Every owned object (per shard: StatefulSet, rw and ro Services, ConfigMap, PodDisruptionBudget;
+  once per cluster: the headless and client Services, Secret) exists, was written by server-side
+  apply under the field manager `rcluster-operator`, and has the cluster as its controller owner
+  with blockOwnerDeletion. Shard 0's objects carry the cluster's own name, shard k's `NAME-sK`.
+- With --shards N > 1: `status.shards` has N records, each naming a primary among that shard's
+  pods and a term; `status.slotMap` gives every slot exactly one owner among the N shards; and
+  every member pod carries its shard's label.
 - The status was written through the status subresource by the same manager, is current
   (observedGeneration), names a primary and a term, and carries the conditions.
 - The operator published events about the cluster.
@@ -25,20 +29,70 @@ def get(kubectl, *args):
     return json.loads(out.stdout)
 
 
+def shard_name(cluster, k):
+    return cluster if k == 0 else f"{cluster}-s{k}"
+
+
+def shard_errors(kube, name, shards, status):
+    """status.shards and status.slotMap of a cluster of SHARDS shards, and its pods' shard labels."""
+    errors = []
+    records = {s["shard"]: s for s in status.get("shards", [])}
+    if sorted(records) != list(range(shards)):
+        errors.append(f"status.shards has records for shards {sorted(records)}, not 0..{shards - 1}")
+    for k, rec in sorted(records.items()):
+        prefix = shard_name(name, k) + "-"
+        primary = rec.get("primary") or ""
+        # Shard 0's pods are NAME-<ordinal>; shard k's NAME-sK-<ordinal>.
+        if not primary.startswith(prefix) or not primary[len(prefix):].isdigit():
+            errors.append(f"shard {k}: primary {primary!r} is not one of its pods {prefix}<n>")
+        if int(rec.get("term", 0)) < 1:
+            errors.append(f"shard {k}: term {rec.get('term')}")
+    print("status.shards: " + ", ".join(f"shard {k} primary {r.get('primary')} term {r.get('term')} "
+                                        f"slots {r.get('slots')}" for k, r in sorted(records.items())))
+    m = status.get("slotMap") or {}
+    owner = {}
+    for r in m.get("ranges", []):
+        if not 0 <= r["shard"] < shards:
+            errors.append(f"status.slotMap: range {r} names no shard of the cluster")
+        for slot in range(r["start"], r["end"] + 1):
+            if slot in owner:
+                errors.append(f"status.slotMap: slot {slot} has two owners")
+                break
+            owner[slot] = r["shard"]
+    slots = m.get("slots", 0)
+    if slots < 1 or sorted(owner) != list(range(slots)):
+        errors.append(f"status.slotMap does not give each of its {slots} slots an owner: {m}")
+    if set(owner.values()) != set(range(shards)):
+        errors.append(f"status.slotMap leaves shards {set(range(shards)) - set(owner.values())} without slots")
+    if m.get("shards") != shards:
+        errors.append(f"status.slotMap.shards is {m.get('shards')}, not {shards}")
+    print(f"status.slotMap: epoch {m.get('epoch')}, {slots} slots, each owned by one of {shards} shards")
+    for pod in kube("get", "pods", "-l", f"app.kubernetes.io/instance={name}")["items"]:
+        label = pod["metadata"].get("labels", {}).get("rcluster.dev/shard")
+        pod_name = pod["metadata"]["name"]
+        want = next(k for k in reversed(range(shards)) if k == 0 or pod_name.startswith(shard_name(name, k) + "-"))
+        if label != str(want):
+            errors.append(f"pod {pod_name}: label rcluster.dev/shard={label}, not {want}")
+    return errors
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kubectl", required=True)
     ap.add_argument("--namespace", required=True)
     ap.add_argument("--cluster", required=True)
+    ap.add_argument("--shards", type=int, default=1)
     a = ap.parse_args()
     ns, name = a.namespace, a.cluster
     kube = lambda *args: get(a.kubectl, *args, "-n", ns)
     cluster = kube("get", "rcl", name)
     uid, errors = cluster["metadata"]["uid"], []
 
-    owned = [("statefulset", name), ("service", f"{name}-headless"), ("service", f"{name}-client"),
-             ("service", f"{name}-rw"), ("service", f"{name}-ro"), ("configmap", f"{name}-config"),
-             ("secret", f"{name}-secret"), ("poddisruptionbudget", name)]
+    owned = [("service", f"{name}-headless"), ("service", f"{name}-client"), ("secret", f"{name}-secret")]
+    for k in range(a.shards):
+        shard = shard_name(name, k)
+        owned += [("statefulset", shard), ("service", f"{shard}-rw"), ("service", f"{shard}-ro"),
+                  ("configmap", f"{shard}-config"), ("poddisruptionbudget", shard)]
     for kind, obj_name in owned:
         obj = kube("get", kind, obj_name)
         where = f"{kind}/{obj_name}"
@@ -69,6 +123,8 @@ def main():
                       f"{cluster['metadata']['generation']}")
     if not status.get("primary") or int(status.get("term", 0)) < 1:
         errors.append(f"status names no primary and term: {status}")
+    if a.shards > 1:
+        errors += shard_errors(kube, name, a.shards, status)
     types = {c["type"] for c in status.get("conditions", [])}
     if not CONDITIONS <= types:
         errors.append(f"conditions {sorted(types)} lack {sorted(CONDITIONS - types)}")
