@@ -46,6 +46,8 @@ fn bench_reports_per_api_latency_and_throughput() {
             "bench",
             "--concurrency",
             "2",
+            "--threads",
+            "2",
             "--requests",
             "200",
             "--mix",
@@ -70,10 +72,12 @@ fn bench_reports_per_api_latency_and_throughput() {
     check_summary(&report["total"]);
     assert_eq!(report["config"]["concurrency"], 2);
     assert!(report["elapsed_secs"].as_f64().unwrap() > 0.0);
-    assert!(
-        report["generator"]["cpu_us_per_request"].as_f64().unwrap() > 0.0,
-        "{report}"
-    );
+    // The generator's own CPU over the run, and the threads its workers ran on.
+    let g = &report["generator"];
+    assert!(g["cpu_secs"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(g["cpu_us_per_request"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(g["threads"], 2, "{report}");
+    assert!(g.get("warning").is_some(), "a warning or null: {report}");
 }
 
 /// All sixteen APIs in one run: each is measured, none fails, and what a run consumes (keys to

@@ -31,6 +31,9 @@ pub struct Call {
     /// The record key or topic the call is about: the client sends it straight to the shard
     /// that owns it.
     pub route: Option<String>,
+    /// Whether the client decodes a successful answer's body (else [`crate::Reply::json`] is
+    /// `null`): a caller that needs only the status, such as the load generator, saves the work.
+    pub parse_reply: bool,
 }
 
 impl Call {
@@ -45,6 +48,7 @@ impl Call {
             consistency: None,
             extra_timeout: Duration::ZERO,
             route: None,
+            parse_reply: true,
         }
     }
 

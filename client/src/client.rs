@@ -564,8 +564,8 @@ impl Client {
         if let Some(k) = idempotency_key.and_then(|k| HeaderValue::from_str(k).ok()) {
             h.insert(HeaderName::from_static(IDEMPOTENCY_HEADER), k);
         }
-        let token = self.token();
         if call.consistency == Some(Consistency::Session)
+            && let token = self.token()
             && !token.is_empty()
             && let Ok(v) = HeaderValue::from_str(&token.to_string())
         {
@@ -630,10 +630,11 @@ impl Client {
             let mut last_headers = HeaderMap::new();
             let (err, primary) = match result {
                 Ok(resp) => {
-                    last_headers = resp.headers.clone();
                     let (err, primary) = if resp.status.is_success() {
                         (None, None)
                     } else {
+                        // Only a refusal is rerouted by its headers.
+                        last_headers = resp.headers.clone();
                         let e = Error::from_response(resp.status.as_u16(), &resp.body);
                         (Some(e), primary_hint(&resp.headers))
                     };
@@ -649,7 +650,7 @@ impl Client {
                         match err {
                             Some(e) => (e, primary),
                             None => {
-                                let json = if resp.body.is_empty() {
+                                let json = if resp.body.is_empty() || !call.parse_reply {
                                     Value::Null
                                 } else {
                                     serde_json::from_slice(&resp.body).map_err(|e| {

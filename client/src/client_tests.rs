@@ -62,3 +62,49 @@ fn token_only_grows() {
     c.observe_token(&SessionToken::at(2, 1));
     assert_eq!(c.token().to_string(), "0:5,2:1");
 }
+
+/// A server on 127.0.0.1 that answers every request with `200` and a body that is not JSON.
+async fn not_json_server() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                // Keep-alive: answer each request head (none of these has a body).
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nnot json";
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, server)
+}
+
+#[tokio::test]
+async fn a_call_may_leave_the_reply_undecoded() {
+    let (url, server) = not_json_server().await;
+    let c = Client::builder([url.as_str()])
+        .discover_members(false)
+        .build()
+        .unwrap();
+    let mut call = crate::calls::status();
+    let err = c.execute(&call).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidResponse(_)), "{err}");
+    call.parse_reply = false;
+    let reply = c.execute(&call).await.unwrap();
+    assert_eq!((reply.status, reply.json), (200, Value::Null));
+    server.abort();
+}

@@ -48,6 +48,11 @@ fn bench_args_parse() {
 
 /// A report of a run of `seconds` seconds where puts always succeed and gets fail as given.
 fn made_up(seconds: u64, get_error: Option<&str>) -> Report {
+    made_up_with_cpu(seconds, get_error, 0.5)
+}
+
+/// [`made_up`], where the generator used `cpu_secs` of CPU on its one thread.
+fn made_up_with_cpu(seconds: u64, get_error: Option<&str>, cpu_secs: f64) -> Report {
     let rec: SharedRecorder = SharedRecorder::default();
     let mut totals = Totals::default();
     for s in 1..=seconds {
@@ -78,7 +83,8 @@ fn made_up(seconds: u64, get_error: Option<&str>) -> Report {
         totals: &totals,
         elapsed: seconds as f64,
         interrupted: false,
-        cpu_secs: 0.5,
+        cpu_secs,
+        threads: 1,
         refills: serde_json::json!({}),
         left_behind: 0,
     })
@@ -109,6 +115,38 @@ fn reports_have_a_series_and_a_verdict() {
     assert_eq!((f.exit_code(), f.code().as_str()), (3, "all_failed"));
     all_failed.total.error_codes = [("not_found".to_string(), 200)].into();
     assert_eq!(all_failed.verdict().unwrap_err().exit_code(), 1);
+}
+
+#[test]
+fn a_busy_generator_is_named_in_the_report() {
+    use super::report::busy_warning;
+    // 0.5 s of CPU over 3 s: a sixth of one thread.
+    let r = made_up(3, None);
+    assert_eq!(
+        r.generator["warning"],
+        serde_json::Value::Null,
+        "{}",
+        r.generator
+    );
+    assert!(!r.text().contains("warning"), "{}", r.text());
+    // Over 70 % of a core per thread: more threads would help while there are cores for them.
+    let w = busy_warning(8.0, 10.0, 1, 4).unwrap();
+    assert!(
+        w.contains("1 worker thread(s) 80 % busy") && w.contains("--threads 2"),
+        "{w}"
+    );
+    let w = busy_warning(15.0, 10.0, 2, 2).unwrap();
+    assert!(w.contains("a thread per core already"), "{w}");
+    assert!(busy_warning(6.9, 10.0, 1, 4).is_none());
+    // More threads than cores: the machine is the limit.
+    let w = busy_warning(15.0, 10.0, 4, 2).unwrap();
+    assert!(w.contains("75 % of this machine's 2 cores"), "{w}");
+    assert!(busy_warning(1.0, 0.0, 1, 1).is_none(), "nothing measured");
+    // The report carries the warning in its JSON and its text.
+    let busy = made_up_with_cpu(2, None, 1.8);
+    let w = busy.generator["warning"].as_str().unwrap_or_default();
+    assert!(w.contains("90 % busy"), "{}", busy.generator);
+    assert!(busy.text().contains(w), "{}", busy.text());
 }
 
 #[test]
@@ -178,6 +216,7 @@ fn incr_keys_are_kept_apart() {
         delivery_timeout: Duration::from_secs(1),
         backlog: AtomicI64::new(0),
         refills: Refills::default(),
+        prebuilt: Default::default(),
     };
     assert_eq!(plan.key(BenchApi::Put, 3), "b/3");
     assert_eq!(plan.key(BenchApi::Incr, 3), "b/n/3");
@@ -191,4 +230,50 @@ fn incr_keys_are_kept_apart() {
         plan.call(BenchApi::Delete).is_err(),
         "delete needs the worker's keys"
     );
+}
+
+#[test]
+fn requests_are_built_before_the_run() {
+    let mut plan = Plan {
+        mix: parse_mix("put=1,get=1,status=1,delete=1").unwrap(),
+        value: serde_json::json!("xyz"),
+        keys: 10,
+        key_prefix: "b/".into(),
+        topic: "t".into(),
+        pull_max: 1,
+        ack: None,
+        consistency: None,
+        delivery_timeout: Duration::from_secs(1),
+        backlog: AtomicI64::new(0),
+        refills: Refills::default(),
+        prebuilt: Default::default(),
+    };
+    plan.prebuild();
+    let puts = &plan.prebuilt[&BenchApi::Put];
+    let paths: Vec<&str> = puts.iter().map(|c| c.path.as_str()).collect();
+    let want: Vec<String> = (0..10).map(|i| format!("/v1/kv/b/{i}")).collect();
+    assert_eq!(paths, want);
+    // One body for every put, and only the status of each answer is looked at.
+    assert_eq!(puts[3].body.as_deref(), Some(&b"\"xyz\""[..]));
+    let first = puts[0].body.as_ref().unwrap().as_ptr();
+    assert!(
+        puts.iter()
+            .all(|c| c.body.as_ref().unwrap().as_ptr() == first)
+    );
+    assert!(puts.iter().all(|c| c.write && !c.parse_reply));
+    assert_eq!(plan.prebuilt[&BenchApi::Get].len(), 10);
+    assert_eq!(plan.prebuilt[&BenchApi::Status].len(), 1);
+    assert!(!plan.prebuilt.contains_key(&BenchApi::Delete));
+    for _ in 0..100 {
+        let c = plan.call(BenchApi::Put).unwrap();
+        assert!(matches!(c, std::borrow::Cow::Borrowed(_)));
+        assert!(want.contains(&c.path));
+    }
+    // A key space too large to build ahead: each request is built when it is sent.
+    plan.keys = 10_000_000;
+    plan.prebuild();
+    assert!(!plan.prebuilt.contains_key(&BenchApi::Put));
+    let c = plan.call(BenchApi::Put).unwrap();
+    assert!(matches!(c, std::borrow::Cow::Owned(_)) && !c.parse_reply);
+    assert!(c.path.starts_with("/v1/kv/b/"));
 }

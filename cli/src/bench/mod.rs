@@ -14,18 +14,19 @@ mod progress;
 mod record;
 mod report;
 mod stats;
+mod threads;
 mod workload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use rcluster_client::types::*;
-use rcluster_client::{Client, Error, random};
+use rcluster_client::{Client, Error};
 
 pub use api::{BenchApi, Mix, parse_mix};
 pub use compare::CompareArgs;
@@ -34,7 +35,8 @@ pub use stats::{ApiStats, Summary, summarize, table};
 
 use crate::failure::Failure;
 use record::{SharedRecorder, Totals, lock};
-use workload::{Plan, Refills, Worker, error_label};
+use threads::{Host, Job, Pacing};
+use workload::{Plan, Refills, Worker};
 
 /// The time bound when only `--requests` is given.
 const MAX_RUN: Duration = Duration::from_secs(600);
@@ -91,6 +93,10 @@ pub struct BenchArgs {
     /// Workers, each with its own connection.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
+    /// Threads that run the workers (at most one per worker). One is the cheapest per request;
+    /// raise it when the report warns that the generator was busy.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: u32,
     /// Measured run time (default 10 s unless --requests is given).
     #[arg(long, value_name = "SECS", value_parser = run_secs)]
     pub duration: Option<f64>,
@@ -186,7 +192,7 @@ pub struct Output {
 /// reports (stdout, `--output`, `--plot`). Fails when every request failed, and with
 /// [`Failure::Interrupted`] after reporting a run stopped by Ctrl-C.
 pub async fn run(clients: Clients, args: &BenchArgs, out: Output) -> Result<Report, Failure> {
-    let plan = Arc::new(Plan {
+    let mut plan = Plan {
         mix: args.mix(),
         value: Value::String("x".repeat(args.value_size)),
         keys: args.keys,
@@ -198,7 +204,10 @@ pub async fn run(clients: Clients, args: &BenchArgs, out: Output) -> Result<Repo
         delivery_timeout: Duration::from_secs(10),
         backlog: AtomicI64::new(0),
         refills: Refills::default(),
-    });
+        prebuilt: Default::default(),
+    };
+    plan.prebuild();
+    let plan = Arc::new(plan);
     prepare(&clients.setup, args, &plan).await?;
 
     let warmup = Duration::from_secs_f64(args.warmup);
@@ -207,9 +216,11 @@ pub async fn run(clients: Clients, args: &BenchArgs, out: Output) -> Result<Repo
     let stop = Arc::new(AtomicBool::new(false));
     let issued = Arc::new(AtomicU64::new(0));
     let n = clients.workers.len().max(1);
+    let running = Arc::new(AtomicUsize::new(clients.workers.len()));
     let period = args.rate.map(|r| Duration::from_secs_f64(n as f64 / r));
+    let threads = (args.threads as usize).clamp(1, n);
     let mut recorders: Vec<SharedRecorder> = Vec::new();
-    let mut tasks = Vec::new();
+    let mut jobs: Vec<Vec<Job>> = (0..threads).map(|_| Vec::new()).collect();
     for (id, (node, client)) in clients.workers.into_iter().enumerate() {
         let recorder = SharedRecorder::default();
         recorders.push(recorder.clone());
@@ -217,7 +228,7 @@ pub async fn run(clients: Clients, args: &BenchArgs, out: Output) -> Result<Repo
             next: Instant::now() + p.mul_f64(id as f64 / n as f64),
             period: p,
         });
-        let job = Job {
+        jobs[id % threads].push(Job {
             mix: plan.mix.clone(),
             worker: Worker::new(id, client, plan.clone()),
             node,
@@ -228,29 +239,44 @@ pub async fn run(clients: Clients, args: &BenchArgs, out: Output) -> Result<Repo
             issued: issued.clone(),
             stop: stop.clone(),
             pacing,
-        };
-        tasks.push(tokio::spawn(job.run()));
+            running: running.clone(),
+        });
+    }
+    let mut hosts = Vec::new();
+    for j in jobs {
+        match Host::start(j, stop.clone()) {
+            Ok(h) => hosts.push(h),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(Failure::Other {
+                    code: "io",
+                    message: format!("cannot start a bench thread: {e}"),
+                    exit: 1,
+                });
+            }
+        }
     }
 
-    let cpu_start = report::cpu_secs();
+    // The generator's CPU is counted over the measured run only (not the warmup).
+    let cpu_start = cpu_at(measure_start);
     let mut ticker = progress::Ticker::new(out, measure_start, args.duration());
     let mut totals = Totals::default();
     let interrupted = ticker
         .run(&mut totals, &recorders, &stop, || {
-            tasks.iter().all(|t| t.is_finished())
+            running.load(Ordering::Relaxed) == 0
         })
         .await;
     stop.store(true, Ordering::Relaxed);
-    // Workers stop at their next request; one stuck in a request is left after a grace period.
-    let grace = Instant::now() + Duration::from_secs(1);
-    let mut workers = Vec::new();
-    for t in tasks {
-        let left = grace.saturating_duration_since(Instant::now());
-        if let Ok(Ok(w)) = tokio::time::timeout(left, t).await {
-            workers.push(w);
-        }
+    for h in &mut hosts {
+        h.finished().await;
     }
-    let cpu = report::cpu_secs() - cpu_start;
+    // Stopped during the warmup: nothing was measured.
+    let cpu = if Instant::now() < measure_start {
+        cpu_start.abort();
+        0.0
+    } else {
+        report::cpu_secs() - cpu_start.await.unwrap_or_else(|_| report::cpu_secs())
+    };
     let last = recorders
         .iter()
         .filter_map(|r| lock(r).last_done)
@@ -258,7 +284,11 @@ pub async fn run(clients: Clients, args: &BenchArgs, out: Output) -> Result<Repo
         .unwrap_or(measure_start);
     let elapsed = last.saturating_duration_since(measure_start).as_secs_f64();
     ticker.finish(&mut totals, &recorders, elapsed);
-    let left = clean_up(workers).await;
+    let limit = Instant::now() + CLEAN_UP;
+    let mut left = 0;
+    for h in hosts {
+        left += h.clean_up(limit).await;
+    }
 
     let report = Report::build(report::Inputs {
         args,
@@ -268,6 +298,7 @@ pub async fn run(clients: Clients, args: &BenchArgs, out: Output) -> Result<Repo
         elapsed,
         interrupted,
         cpu_secs: cpu,
+        threads,
         refills: plan.refills.to_json(),
         left_behind: left,
     });
@@ -279,62 +310,12 @@ pub async fn run(clients: Clients, args: &BenchArgs, out: Output) -> Result<Repo
     Ok(report)
 }
 
-/// Open loop: when the worker's next request is due.
-struct Pacing {
-    next: Instant,
-    period: Duration,
-}
-
-/// One worker's run.
-struct Job {
-    mix: Mix,
-    worker: Worker,
-    node: usize,
-    recorder: SharedRecorder,
-    measure_start: Instant,
-    end: Instant,
-    requests: Option<u64>,
-    issued: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    pacing: Option<Pacing>,
-}
-
-impl Job {
-    async fn run(mut self) -> Worker {
-        loop {
-            let due = match &mut self.pacing {
-                Some(p) => {
-                    let due = p.next;
-                    p.next += p.period;
-                    tokio::time::sleep_until(due.into()).await;
-                    Some(due)
-                }
-                None => None,
-            };
-            let now = Instant::now();
-            if now >= self.end || self.stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let measured = now >= self.measure_start;
-            let over = |n: u64| self.issued.fetch_add(1, Ordering::Relaxed) >= n;
-            if measured && self.requests.is_some_and(over) {
-                break;
-            }
-            let api = self.mix.pick(random::unit());
-            let (took, result) = self.worker.step(api, due).await;
-            if !measured {
-                continue;
-            }
-            let mut r = lock(&self.recorder);
-            let s = r.stats.entry((self.node, api)).or_default();
-            match result {
-                Ok(()) => s.record_ok(took.as_micros() as u64),
-                Err(e) => s.record_error(&error_label(&e)),
-            }
-            r.last_done = Some(Instant::now());
-        }
-        self.worker
-    }
+/// This process's CPU time when the measured run begins (at once when it already has).
+fn cpu_at(when: Instant) -> tokio::task::JoinHandle<f64> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(when.into()).await;
+        report::cpu_secs()
+    })
 }
 
 /// Creates what the mix needs before the measured run: keys to read, the topic, the subscription
@@ -404,21 +385,6 @@ async fn prepare(client: &Client, args: &BenchArgs, plan: &Plan) -> Result<(), E
         }
     }
     Ok(())
-}
-
-/// Removes the topics and subscriptions the workers created and still hold, within [`CLEAN_UP`];
-/// returns how many were left.
-async fn clean_up(workers: Vec<Worker>) -> usize {
-    let limit = Instant::now() + CLEAN_UP;
-    let tasks: Vec<_> = workers
-        .into_iter()
-        .map(|mut w| tokio::spawn(async move { w.clean_up(limit).await }))
-        .collect();
-    let mut left = 0;
-    for t in tasks {
-        left += t.await.unwrap_or(0);
-    }
-    left
 }
 
 /// Runs `bench compare`.

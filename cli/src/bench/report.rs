@@ -71,6 +71,8 @@ pub struct Inputs<'a> {
     pub elapsed: f64,
     pub interrupted: bool,
     pub cpu_secs: f64,
+    /// Threads that ran the workers.
+    pub threads: usize,
     pub refills: Value,
     pub left_behind: usize,
 }
@@ -86,6 +88,47 @@ fn summaries(stats: &BTreeMap<BenchApi, ApiStats>, elapsed: f64) -> (Vec<Summary
         })
         .collect();
     (apis, summarize("total", &total, elapsed))
+}
+
+/// The share of a core above which a generator thread counts as busy. At 70 % a thread is idle
+/// less than a third of the time, so an answer often arrives while the thread is still busy
+/// with others' requests and waits: its latency then includes the generator's queue, and a
+/// closed loop sends less than the server could take.
+const BUSY: f64 = 0.7;
+
+/// A warning when the generator, not the server, may have set the pace: it used more than
+/// [`BUSY`] of a core per thread that runs workers, or of every core of the machine (its
+/// threads then took CPU from a server on the same machine).
+pub fn busy_warning(cpu_secs: f64, elapsed: f64, threads: usize, cores: usize) -> Option<String> {
+    if elapsed <= 0.0 {
+        return None;
+    }
+    let used = cpu_secs / elapsed;
+    let (threads, cores) = (threads.max(1), cores.max(1));
+    if used > BUSY * threads as f64 {
+        let hint = if threads < cores {
+            format!("try --threads {}", threads + 1)
+        } else {
+            "it has a thread per core already".to_string()
+        };
+        Some(format!(
+            "warning: the generator kept its {} worker thread(s) {:.0} % busy (over {:.0} %): \
+             it may have limited the rate and added to the latency; {hint}",
+            threads,
+            used / threads as f64 * 100.0,
+            BUSY * 100.0
+        ))
+    } else if used > BUSY * cores as f64 {
+        Some(format!(
+            "warning: the generator used {:.0} % of this machine's {} cores (over {:.0} %): a \
+             server on the same machine was left little CPU",
+            used / cores as f64 * 100.0,
+            cores,
+            BUSY * 100.0
+        ))
+    } else {
+        None
+    }
 }
 
 /// CPU time (user + system) this process has used, in seconds.
@@ -124,6 +167,8 @@ impl Report {
             Vec::new()
         };
         let weights: BTreeMap<&str, u32> = i.mix.0.iter().map(|(a, w)| (a.name(), *w)).collect();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let warning = busy_warning(i.cpu_secs, i.elapsed, i.threads, cores);
         let per_request = if total.count > 0 {
             i.cpu_secs * 1e6 / total.count as f64
         } else {
@@ -153,6 +198,9 @@ impl Report {
             generator: json!({
                 "cpu_secs": (i.cpu_secs * 1000.0).round() / 1000.0,
                 "cpu_us_per_request": (per_request * 100.0).round() / 100.0,
+                "threads": i.threads,
+                "cores": cores,
+                "warning": warning,
                 "left_behind": i.left_behind,
             }),
             refills: i.refills,
@@ -216,6 +264,10 @@ impl Report {
             g["cpu_secs"].as_f64().unwrap_or(0.0),
             g["cpu_us_per_request"].as_f64().unwrap_or(0.0),
         ));
+        if let Some(w) = g["warning"].as_str() {
+            out.push_str(w);
+            out.push('\n');
+        }
         out
     }
 

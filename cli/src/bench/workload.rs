@@ -4,6 +4,8 @@
 //! backlog is topped up by batch publishes), and `stream`/`watch` measure from the write to its
 //! delivery on the worker's own open stream.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +24,9 @@ use super::api::{BenchApi, Mix};
 pub const SUBSCRIPTION: &str = "bench";
 /// Messages per refill of the `pull` backlog (one log entry).
 const REFILL_BATCH: usize = 100;
+/// Key spaces up to this size get every request of a keyed API built before the run (a few
+/// tens of megabytes at most); larger ones build each request when it is sent.
+const PREBUILT_KEYS: u64 = 50_000;
 
 /// Everything fixed for the run.
 pub struct Plan {
@@ -40,6 +45,9 @@ pub struct Plan {
     pub backlog: AtomicI64,
     /// Unmeasured requests made to keep the run honest, by kind.
     pub refills: Refills,
+    /// The requests of [`Plan::call`], built before the run ([`Plan::prebuild`]): per API, one
+    /// per key, or the one request of an API without a key.
+    pub prebuilt: BTreeMap<BenchApi, Vec<Call>>,
 }
 
 #[derive(Debug, Default)]
@@ -88,11 +96,54 @@ impl Plan {
         }
     }
 
-    /// The request of the APIs that need no state of the worker.
-    pub fn call(&self, api: BenchApi) -> Result<Call, Error> {
-        let key = self.key(api, random::next_u64() % self.keys);
+    /// The request of an API that needs no state of the worker, for a random key: built before
+    /// the run when it could be.
+    pub fn call(&self, api: BenchApi) -> Result<Cow<'_, Call>, Error> {
+        let i = random::next_u64() % self.keys;
+        match self.prebuilt.get(&api) {
+            Some(calls) if !calls.is_empty() => Ok(Cow::Borrowed(&calls[i as usize % calls.len()])),
+            _ => self.build(api, i).map(Cow::Owned),
+        }
+    }
+
+    /// Builds the requests of [`Plan::call`] for the APIs of the mix, so that the workers only
+    /// send them: per key for the keyed APIs (when there are at most [`PREBUILT_KEYS`]), once for
+    /// the others. Values share one body. An API whose request cannot be built is left to fail
+    /// when it is sent.
+    pub fn prebuild(&mut self) {
+        use BenchApi::*;
+        let mut prebuilt = BTreeMap::new();
+        for (api, _) in &self.mix.0 {
+            let keys = match api {
+                Put | Get | Incr | Txn if self.keys <= PREBUILT_KEYS => self.keys,
+                List | ListTopics | Publish | Read | Status => 1,
+                _ => continue,
+            };
+            // The first request's body, shared by every later one that has the same.
+            let mut shared = None;
+            let built: Result<Vec<Call>, Error> = (0..keys)
+                .map(|i| {
+                    let mut c = self.build(*api, i)?;
+                    match &shared {
+                        None => shared = c.body.clone(),
+                        Some(b) if c.body.as_ref() == Some(b) => c.body = Some(b.clone()),
+                        Some(_) => {}
+                    }
+                    Ok(c)
+                })
+                .collect();
+            if let Ok(calls) = built {
+                prebuilt.insert(*api, calls);
+            }
+        }
+        self.prebuilt = prebuilt;
+    }
+
+    /// The request of `api` for key `i`. Only its status matters: the body is not decoded.
+    fn build(&self, api: BenchApi, i: u64) -> Result<Call, Error> {
+        let key = self.key(api, i);
         let w = self.write();
-        match api {
+        let mut call = match api {
             BenchApi::Put => calls::put(&key, &self.value, &self.put_opts()),
             BenchApi::Get => calls::get(&key, self.consistency),
             BenchApi::Incr => calls::incr(&key, 1, None, None, &w),
@@ -119,7 +170,9 @@ impl Plan {
                 "{} needs the worker's state",
                 other.name()
             ))),
-        }
+        }?;
+        call.parse_reply = false;
+        Ok(call)
     }
 }
 
