@@ -15,7 +15,11 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 const RECORD_FILE: &str = "role.json";
-const INCOMING_SNAPSHOT: &str = "incoming.snap.part";
+/// Received snapshots are written to `incoming-N.snap.part`, one name per reception: a primary
+/// that retries a slow transfer may send a second copy while the first is still being written or
+/// installed, and the two must not write into, or rename away, each other's file.
+const INCOMING_SNAPSHOT: &str = "incoming";
+static RECEPTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub fn load_record(dir: &Path) -> io::Result<RoleRecord> {
     match std::fs::read(dir.join(RECORD_FILE)) {
@@ -93,11 +97,41 @@ pub fn truncate_from(
 /// Writes a snapshot received from the primary to a side file, durably, and loads it.
 pub fn receive_snapshot(dir: &Path, body: &[u8]) -> io::Result<(PathBuf, State)> {
     assert_unlocked("receiving a snapshot");
-    let tmp = dir.join(INCOMING_SNAPSHOT);
-    std::fs::write(&tmp, body)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    let state = snapshot::load(&tmp)?;
-    Ok((tmp, state))
+    let n = RECEPTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{INCOMING_SNAPSHOT}-{n}.snap.part"));
+    let received = std::fs::write(&tmp, body)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| snapshot::load(&tmp));
+    match received {
+        Ok(state) => Ok((tmp, state)),
+        Err(e) => {
+            discard_received(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Removes a received snapshot that will not be installed (a bad one, or one overtaken by a
+/// newer term); a leftover only costs disk space, so a failure to remove it is just logged.
+pub fn discard_received(tmp: &Path) {
+    if let Err(e) = std::fs::remove_file(tmp)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(file = %tmp.display(), error = %e, "cannot remove a received snapshot");
+    }
+}
+
+/// Removes snapshots a previous process was receiving when it stopped (at start, before anything
+/// is received): each reception has its own file, so nothing else would ever reuse them.
+pub fn discard_partial_receptions(dir: &Path) -> io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let path = e?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with(INCOMING_SNAPSHOT) && name.ends_with(".snap.part") {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Replaces the log with the received snapshot `tmp` at `index`, after stopping `old`; returns the
@@ -119,4 +153,34 @@ pub fn install_snapshot(w: &Writer, old: &Wal, tmp: &Path, index: u64) -> io::Re
     }
     wal::sync_dir(dir)?;
     w.start(0, index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_received_snapshot_has_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = snapshot::write(dir.path(), &State::default()).unwrap();
+        let body = std::fs::read(written).unwrap();
+        let (first, _) = receive_snapshot(dir.path(), &body).unwrap();
+        let (second, _) = receive_snapshot(dir.path(), &body).unwrap();
+        // A second copy arriving while the first is installed must leave the first in place.
+        assert_ne!(first, second);
+        assert!(first.exists() && second.exists());
+        assert!(receive_snapshot(dir.path(), b"not a snapshot").is_err());
+        let parts = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("part".as_ref()))
+            .count();
+        assert_eq!(parts, 2, "a bad snapshot leaves no file behind");
+        discard_partial_receptions(dir.path()).unwrap();
+        assert!(!first.exists() && !second.exists());
+        assert_eq!(
+            snapshot::list(dir.path()).unwrap().len(),
+            1,
+            "snapshots stay"
+        );
+    }
 }

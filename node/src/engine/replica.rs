@@ -200,7 +200,10 @@ impl Engine {
         let _steps = self.steps();
         let (wal, old_last) = {
             let core = self.core();
-            core.node.check_snapshot(term, from, index)?;
+            if let Err(e) = core.node.check_snapshot(term, from, index) {
+                disk::discard_received(&tmp);
+                return Err(e.into());
+            }
             (core.wal.clone(), core.node.last_index)
         };
         let new_wal = disk::install_snapshot(&self.writer(), &wal, &tmp, index).map_err(io)?;

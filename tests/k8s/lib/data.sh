@@ -143,7 +143,7 @@ failover_after() {
   local took who
   took=$(python3 -c "print(f'{$t1 - $t0:.1f}')")
   if [[ $primary == "$old" ]]; then
-    who="$old again: its new process was back before the detection window ended, with a log as long as the replicas'"
+    who="$old again, in a new term: its new process answered the election with the longest log"
   else
     who="the replica $primary"
   fi
