@@ -209,6 +209,7 @@ mod tests {
         Error::Transport(TransportError {
             kind,
             message: "x".into(),
+            refused: false,
         })
     }
 

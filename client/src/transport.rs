@@ -65,6 +65,9 @@ pub enum TransportErrorKind {
 pub struct TransportError {
     pub kind: TransportErrorKind,
     pub message: String,
+    /// The host answered that nothing listens on the port (a `Connect` error): the server's
+    /// process is not running there, which a timeout cannot tell.
+    pub refused: bool,
 }
 
 impl TransportError {
@@ -72,6 +75,7 @@ impl TransportError {
         Self {
             kind,
             message: message.into(),
+            refused: false,
         }
     }
 
@@ -300,13 +304,20 @@ fn hyper_error(url: &str, e: hyper_util::client::legacy::Error) -> TransportErro
     };
     // The useful part (e.g. "Connection refused") is at the end of the source chain.
     let mut message = url.to_string();
+    let mut refused = false;
     let mut source: Option<&dyn std::error::Error> = Some(&e);
     while let Some(s) = source {
         message.push_str(": ");
         message.push_str(&s.to_string());
+        refused |= s
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
         source = s.source();
     }
-    TransportError::new(kind, message)
+    TransportError {
+        refused: refused && kind == TransportErrorKind::Connect,
+        ..TransportError::new(kind, message)
+    }
 }
 
 fn timed_out(url: &str, timeout: Duration) -> TransportError {
@@ -333,6 +344,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind, TransportErrorKind::Connect, "{err}");
+        assert!(err.refused, "nothing listens there: {err}");
         assert!(!err.maybe_sent());
     }
 

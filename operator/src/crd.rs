@@ -354,7 +354,8 @@ pub struct FailoverSpec {
     pub enabled: bool,
     /// How long the primary must be unreachable or not ready before a failover starts
     /// (Go duration, 1s to 10m). Not waited for when the failure is certain: the primary's pod
-    /// is being deleted, or it answers again after a restart without its role.
+    /// is being deleted or gone, nothing listens at its address, or it answers again after a
+    /// restart without its role.
     #[serde(default = "default_detection_window")]
     #[schemars(pattern(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('10m')")

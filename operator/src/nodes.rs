@@ -30,7 +30,7 @@ pub fn observation(
         applied_index: status.applied_index,
         following: status.following.clone(),
         unhealthy_since_ms,
-        going_away: false,
+        gone: false,
         members: status.member_names(),
         term_start: status.term_start,
         commit_by_ack: status.commit_by_ack,
@@ -49,7 +49,7 @@ pub fn unreachable(name: &str, unhealthy_since_ms: Option<u64>) -> Observation {
         applied_index: 0,
         following: None,
         unhealthy_since_ms,
-        going_away: false,
+        gone: false,
         members: Vec::new(),
         term_start: 0,
         commit_by_ack: None,
@@ -59,13 +59,26 @@ pub fn unreachable(name: &str, unhealthy_since_ms: Option<u64>) -> Observation {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("{url}: {message}")]
-    Transport { url: String, message: String },
+    Transport {
+        url: String,
+        message: String,
+        /// Nothing listens at the address: the node's process is not running there.
+        refused: bool,
+    },
     #[error("{url} answered {status}: {body}")]
     Refused {
         url: String,
         status: u16,
         body: String,
     },
+}
+
+impl NodeError {
+    /// Nothing listens at the node's address: its process is not running (a failure that a
+    /// detection window cannot undo, unlike a timeout).
+    pub fn refused(&self) -> bool {
+        matches!(self, NodeError::Transport { refused: true, .. })
+    }
 }
 
 /// A client for node status and role commands. Short timeouts: a coordinator must never wait on a
@@ -117,6 +130,7 @@ impl NodeClient {
             .await
             .map_err(|e| NodeError::Transport {
                 url: url.clone(),
+                refused: e.refused,
                 message: e.to_string(),
             })?;
         if resp.status != StatusCode::OK {
@@ -139,6 +153,7 @@ impl NodeClient {
         let bytes = self.call(method, url.clone(), auth, body).await?;
         serde_json::from_slice(&bytes).map_err(|e| NodeError::Transport {
             url,
+            refused: false,
             message: format!("bad status: {e}"),
         })
     }
@@ -193,6 +208,7 @@ impl NodeClient {
     ) -> Result<(), NodeError> {
         let url = format!("{base_url}/internal/v1/cluster-map");
         let body = serde_json::to_string(map).map_err(|e| NodeError::Transport {
+            refused: false,
             url: url.clone(),
             message: e.to_string(),
         })?;
@@ -219,6 +235,7 @@ impl NodeClient {
             .await
             .map_err(|e| NodeError::Transport {
                 url: url.clone(),
+                refused: e.refused,
                 message: e.to_string(),
             })?;
         if resp.status != StatusCode::OK {

@@ -108,7 +108,7 @@ proptest! {
             .iter()
             .take(n)
             .enumerate()
-            .map(|(i, &(reachable, role, t, last_term, index, following, since, going_away))| Observation {
+            .map(|(i, &(reachable, role, t, last_term, index, following, since, gone))| Observation {
                 name: names[i].clone(),
                 reachable,
                 role: roles[role as usize],
@@ -118,7 +118,7 @@ proptest! {
                 applied_index: index,
                 following: following.filter(|&f| f < n).map(|f| names[f].clone()),
                 unhealthy_since_ms: since,
-                going_away,
+                gone,
                 members: Vec::new(),
                 term_start: 0,
                 commit_by_ack: None,
@@ -152,7 +152,7 @@ proptest! {
                 let in_term = view.observations.iter().filter(|o| {
                     o.reachable
                         && o.term == view.coordinator.term
-                        && (chosen.going_away || !o.going_away)
+                        && (chosen.gone || !o.gone)
                 });
                 for o in in_term {
                     prop_assert!(

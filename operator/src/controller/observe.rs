@@ -66,6 +66,8 @@ pub struct Member {
     pub node: Option<NodeStatus>,
     /// Why the probe failed, for logs and status messages.
     pub error: Option<String>,
+    /// Nothing listened at the pod's address: its process is not running.
+    pub refused: bool,
 }
 
 impl Member {
@@ -73,6 +75,12 @@ impl Member {
     pub fn healthy(&self) -> bool {
         self.node.as_ref().is_some_and(|n| n.ready)
             && !self.pod.as_ref().is_some_and(|p| p.terminating)
+    }
+
+    /// Certain not to serve on: its pod is being deleted or does not exist, or its process is
+    /// not running (a restarted process comes back without its role).
+    pub fn gone(&self) -> bool {
+        self.refused || self.pod.as_ref().is_none_or(|p| p.terminating)
     }
 
     /// Ready for clients: the node says so and so does the pod (the Services route on the latter).
@@ -87,7 +95,7 @@ impl Member {
             status: self.node.clone(),
             error: self.error.clone(),
             healthy: self.healthy(),
-            going_away: self.pod.as_ref().is_some_and(|p| p.terminating),
+            gone: self.gone(),
             sent_ms: now_ms,
             answered_ms: now_ms,
             restarts: 0,
@@ -191,7 +199,10 @@ pub async fn probe(
                 (Some(_), None) => m.error = Some("pod has no IP yet".into()),
                 (Some(_), Some(url)) => match nodes.status(url).await {
                     Ok(s) => m.node = Some(s),
-                    Err(e) => m.error = Some(e.to_string()),
+                    Err(e) => {
+                        m.refused = e.refused();
+                        m.error = Some(e.to_string());
+                    }
                 },
             }
             m

@@ -33,8 +33,11 @@ pub fn member(name: &str, status: Option<NodeStatus>) -> Member {
         name: name.to_string(),
         pod: Some(pod(name, status.as_ref().is_some_and(|s| s.ready))),
         url: Some(format!("http://{name}")),
-        error: status.is_none().then(|| "connection refused".to_string()),
+        error: status
+            .is_none()
+            .then(|| "no response within 2.0s".to_string()),
         node: status,
+        refused: false,
     }
 }
 
@@ -121,7 +124,7 @@ fn scale_down_never_drops_the_primary_nor_a_listed_member_nor_shrinks_without_on
 }
 
 #[test]
-fn a_terminating_pod_is_probed_as_unhealthy() {
+fn a_terminating_pod_is_probed_as_unhealthy_and_gone() {
     let mut m = member("demo-1", Some(node("demo-1", "replica", 1, 5, true)));
     let p = m.probe(10);
     assert!(p.healthy && p.ready());
@@ -132,8 +135,22 @@ fn a_terminating_pod_is_probed_as_unhealthy() {
         !p.healthy && p.ready(),
         "the node answers ready, its pod goes away"
     );
+    assert!(p.gone, "a pod being deleted is certain to go");
     let silent = member("demo-0", None).probe(30);
     assert!(!silent.healthy && silent.status.is_none());
+    assert!(
+        !silent.gone,
+        "a silent node may be paused: the detection window decides"
+    );
+    let mut dead = member("demo-0", None);
+    dead.refused = true;
+    assert!(
+        dead.probe(40).gone,
+        "nothing listens: its process is not running"
+    );
+    let mut deleted = member("demo-0", None);
+    deleted.pod = None;
+    assert!(deleted.probe(50).gone, "no pod, no process");
 }
 
 #[test]

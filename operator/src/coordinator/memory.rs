@@ -18,8 +18,9 @@ pub struct Probe {
     pub error: Option<String>,
     /// Answers and reports ready (on Kubernetes: and its pod is not going away).
     pub healthy: bool,
-    /// Certain to stop soon whatever it answers (on Kubernetes: its pod is being deleted).
-    pub going_away: bool,
+    /// Certain not to serve on, whatever it answers: nothing listens at its address, or (on
+    /// Kubernetes) its pod is being deleted or does not exist.
+    pub gone: bool,
     /// When the probe was sent and when it was answered (the caller's clock, ms).
     pub sent_ms: u64,
     pub answered_ms: u64,
@@ -89,7 +90,7 @@ impl Memory {
                         obs
                     }
                 };
-                obs.going_away = p.going_away;
+                obs.gone = p.gone;
                 obs
             })
             .collect()

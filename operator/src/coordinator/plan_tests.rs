@@ -15,7 +15,7 @@ fn obs(name: &str, role: Role, term: u64, index: u64, following: Option<&str>) -
         applied_index: index,
         following: following.map(str::to_string),
         unhealthy_since_ms: None,
-        going_away: false,
+        gone: false,
         members: Vec::new(),
         term_start: 0,
         commit_by_ack: None,

@@ -47,7 +47,7 @@ fn steady(m: &Members, primary: &str) -> Vec<Action> {
     // The detection window guards against false failovers on a primary that may come back (a
     // pause, a slow probe). A pod being deleted will not, so waiting it out only prolongs the
     // outage; the election fences it like any other member, so it is as safe as a late one.
-    if p.going_away {
+    if p.gone {
         return start_election(m);
     }
     if !p.reachable {
@@ -122,7 +122,7 @@ fn elect(m: &Members) -> Vec<Action> {
     }
     let candidates: Vec<&Observation> = m
         .reachable_any()
-        .filter(|o| o.term == term && (with_going || !o.going_away))
+        .filter(|o| o.term == term && (with_going || !o.gone))
         .collect();
     let lossy = m.settings.allow_lossy_promotion && m.settings.ack.may_lose_writes();
 
@@ -162,12 +162,12 @@ fn elect(m: &Members) -> Vec<Action> {
     promote(m, best, loss)
 }
 
-/// How many members answer in `term` and how many must (leaving `going_away` members out
+/// How many members answer in `term` and how many must (leaving `gone` members out
 /// unless `with_going`). While a member change is uncommitted, an acknowledged entry may sit on
 /// a write quorum of either list, so enough members of each must answer, and the candidate may
 /// be a leaving member: the list that falls short is reported.
 fn responders(m: &Members, term: u64, with_going: bool) -> (usize, usize) {
-    let counts = |o: &Observation| o.term == term && (with_going || !o.going_away);
+    let counts = |o: &Observation| o.term == term && (with_going || !o.gone);
     let have = m.reachable().filter(|o| counts(o)).count();
     let need = m.failover_quorum();
     match m.previous_responders(counts) {

@@ -161,17 +161,12 @@ fn failure_detection() {
         // Certain failures are acted on at once, whatever the window says.
         (
             "primary whose pod is going away starts an election at once",
-            base().with(primary("n1", 4, 10).going_away().unhealthy(99_000)),
+            base().with(primary("n1", 4, 10).gone().unhealthy(99_000)),
             vec![bump(5), fence(&["n1", "n2", "n3"], 5)],
         ),
         (
             "primary going away that no longer answers starts an election at once",
-            base().with(
-                primary("n1", 4, 10)
-                    .going_away()
-                    .unreachable()
-                    .unhealthy(99_000),
-            ),
+            base().with(primary("n1", 4, 10).gone().unreachable().unhealthy(99_000)),
             vec![bump(5), fence(&["n2", "n3"], 5)],
         ),
         (
@@ -263,7 +258,7 @@ fn elections() {
         (
             "a member going away is passed over while the others are enough",
             q3(5)
-                .with(fenced("n1", 5, 4, 11).going_away())
+                .with(fenced("n1", 5, 4, 11).gone())
                 .with(fenced("n2", 5, 4, 9))
                 .with(fenced("n3", 5, 4, 10)),
             vec![
@@ -275,7 +270,7 @@ fn elections() {
         (
             "a member going away is promoted when the others are too few",
             q3(5)
-                .with(fenced("n1", 5, 4, 11).going_away())
+                .with(fenced("n1", 5, 4, 11).gone())
                 .with(fenced("n2", 5, 4, 9))
                 .with(down("n3")),
             vec![promote("n1", 5), follow("n2", "n1", 5)],

@@ -59,7 +59,7 @@ fn node(name: &str, role: Role, term: u64) -> Observation {
         applied_index: 0,
         following: None,
         unhealthy_since_ms: None,
-        going_away: false,
+        gone: false,
         members: Vec::new(),
         term_start: 0,
         commit_by_ack: None,
@@ -94,7 +94,7 @@ pub trait ObsExt {
     fn log(self, last_term: u64, index: u64) -> Self;
     fn unhealthy(self, since_ms: u64) -> Self;
     fn unreachable(self) -> Self;
-    fn going_away(self) -> Self;
+    fn gone(self) -> Self;
 }
 
 impl ObsExt for Observation {
@@ -112,8 +112,8 @@ impl ObsExt for Observation {
         self.reachable = false;
         self
     }
-    fn going_away(mut self) -> Self {
-        self.going_away = true;
+    fn gone(mut self) -> Self {
+        self.gone = true;
         self
     }
 }

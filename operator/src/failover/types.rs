@@ -68,11 +68,12 @@ pub struct Observation {
     /// breaks ties between equally advanced candidates.
     #[serde(default)]
     pub unhealthy_since_ms: Option<u64>,
-    /// Certain to fail soon, whatever it answers: its pod is being deleted. No detection window
-    /// is waited out for a primary going away, and it is promoted only when too few other
-    /// members answer to elect without it.
+    /// Certain not to serve on, whatever it answers: its pod is being deleted or gone, or
+    /// nothing listens at its address (its process is not running). No detection window is
+    /// waited out for such a primary, and a member going away that still answers is promoted
+    /// only when too few other members answer to elect without it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub going_away: bool,
+    pub gone: bool,
     /// The member list the node was given (empty: unknown).
     #[serde(default)]
     pub members: Vec<String>,

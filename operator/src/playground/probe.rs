@@ -31,15 +31,15 @@ impl Prober {
             .iter()
             .zip(answers)
             .map(|(m, (answer, answered_ms))| {
-                let (status, error) = match answer {
-                    Ok(s) => (Some(s), None),
-                    Err(e) => (None, Some(e.to_string())),
+                let (status, error, refused) = match answer {
+                    Ok(s) => (Some(s), None, false),
+                    Err(e) => (None, Some(e.to_string()), e.refused()),
                 };
                 Probe {
                     name: m.name.clone(),
                     healthy: status.as_ref().is_some_and(|s| s.ready),
-                    // A node the playground stops or kills is restarted; none leaves for good.
-                    going_away: false,
+                    // Killed or stopped: a restarted process would come back without its role.
+                    gone: refused,
                     status,
                     error,
                     sent_ms,

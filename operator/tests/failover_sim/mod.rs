@@ -365,7 +365,7 @@ impl Sim {
                 Probe {
                     name: self.names[i].clone(),
                     healthy: status.is_some() && !self.nodes[i].going_away,
-                    going_away: self.nodes[i].going_away,
+                    gone: self.nodes[i].going_away,
                     status,
                     sent_ms: self.now,
                     answered_ms: self.now,
