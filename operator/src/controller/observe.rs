@@ -164,6 +164,7 @@ pub async fn probe(
     nodes: &NodeClient,
     ns: &str,
     cluster: &str,
+    tls: bool,
     names: &[String],
     pods: &[PodInfo],
 ) -> Vec<Member> {
@@ -176,6 +177,7 @@ pub async fn probe(
                 cluster,
                 pod: name,
                 pod_ip: p.ip.as_deref(),
+                tls,
             })
         });
         async move {
