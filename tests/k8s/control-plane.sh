@@ -137,6 +137,7 @@ source "$ROOT/tests/k8s/lib/cluster.sh"
 source "$ROOT/tests/k8s/lib/crd.sh"
 source "$ROOT/tests/k8s/lib/install.sh"
 source "$ROOT/tests/k8s/lib/data.sh"
+source "$ROOT/tests/k8s/lib/secure.sh"
 
 # --- steps -------------------------------------------------------------------------------------
 
@@ -196,6 +197,7 @@ step "quorum-3: quorum writes, delete the primary pod, failover" check_failover_
 step "quorum-3: kill -9 of the primary's process, failover, re-fetch" check_failover_kill
 step "quorum-3: kubectl scale through the scale subresource" check_scale
 step "quorum-3: deletion garbage-collects what the cluster owned" check_garbage_collection
+step "secure-3: TLS and access tokens, https writes by role, failover over https" check_secure
 step "helm uninstall, then kubectl apply -k manifests/install" check_kustomize_install
 step "no request of an operator was forbidden (audit log)" check_no_forbidden
 

@@ -30,6 +30,8 @@ def main():
     ap.add_argument("--kubectl", required=True)
     ap.add_argument("--namespace", required=True)
     ap.add_argument("--cluster", required=True)
+    ap.add_argument("--also", action="append", default=[], metavar="KIND/NAME",
+                    help="another object the cluster must own (e.g. secret/NAME-tls)")
     a = ap.parse_args()
     ns, name = a.namespace, a.cluster
     kube = lambda *args: get(a.kubectl, *args, "-n", ns)
@@ -39,6 +41,7 @@ def main():
     owned = [("statefulset", name), ("service", f"{name}-headless"), ("service", f"{name}-client"),
              ("service", f"{name}-rw"), ("service", f"{name}-ro"), ("configmap", f"{name}-config"),
              ("secret", f"{name}-secret"), ("poddisruptionbudget", name)]
+    owned += [tuple(o.split("/", 1)) for o in a.also]
     for kind, obj_name in owned:
         obj = kube("get", kind, obj_name)
         where = f"{kind}/{obj_name}"
