@@ -139,7 +139,7 @@ pub fn auth_file(tokens: &[(&str, &str)]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -147,7 +147,7 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     /// Verifies `issued` for `name` at `now` against `ca`, as a node or client would.
-    fn verify(ca: &Ca, issued: &Issued, name: &str, now: u64) -> Result<(), String> {
+    pub(crate) fn verify(ca: &Ca, issued: &Issued, name: &str, now: u64) -> Result<(), String> {
         let trust = rcluster_client::tls::Trust::from_pem(ca.cert_pem.as_bytes())?;
         let rcluster_client::tls::Trust::Roots(roots) = trust else {
             unreachable!()

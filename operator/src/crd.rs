@@ -19,6 +19,9 @@
 //!   do yet: it refuses the change with the `ShardsChangeRefused` condition and keeps the shard
 //!   count recorded in `status.slotMap` (a CEL transition rule would also block the change, but
 //!   it would block the future resharding too, and the condition says what to do).
+//! - `tls.enabled` cannot change after creation: during the rollout that would switch it, members
+//!   speaking http and members speaking https could not replicate from each other. `secretName`
+//!   (of `tls` and `auth`) only with `enabled: true`.
 
 use std::collections::BTreeMap;
 
@@ -28,8 +31,10 @@ use kube::core::Duration;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+mod security;
 mod shards;
 
+pub use security::{AuthSpec, TlsSpec};
 pub use shards::{SHARD_LABEL, SlotMapStatus, SlotRangeStatus};
 
 /// API group of every rcluster resource and label.
@@ -103,7 +108,9 @@ pub mod condition {
     validation = Rule::new("!(self.replication.ack in ['one', 'all']) || self.replicas >= 2")
         .message("replication.ack 'one' and 'all' need replicas >= 2: a single member has no replica to acknowledge writes"),
     validation = Rule::new("!self.failover.allowDataLoss || self.replication.ack in ['async', 'one']")
-        .message("failover.allowDataLoss is only allowed with replication.ack 'async' or 'one': 'quorum' and 'all' promise that no acknowledged write is lost")
+        .message("failover.allowDataLoss is only allowed with replication.ack 'async' or 'one': 'quorum' and 'all' promise that no acknowledged write is lost"),
+    validation = Rule::new("(has(self.tls) && self.tls.enabled) == (has(oldSelf.tls) && oldSelf.tls.enabled)")
+        .message("tls.enabled cannot change after creation: the members of a cluster all speak http or all https (create a new cluster with TLS and copy the data)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicatedClusterSpec {
@@ -161,6 +168,12 @@ pub struct ReplicatedClusterSpec {
     /// Prometheus integration.
     #[serde(default)]
     pub metrics: MetricsSpec,
+    /// TLS on every node (https only). Off by default; fixed at creation.
+    #[serde(default)]
+    pub tls: TlsSpec,
+    /// Access tokens with roles. Off by default.
+    #[serde(default)]
+    pub auth: AuthSpec,
 }
 
 /// The spec of `spec: {}`: every field at its schema default.
@@ -182,6 +195,8 @@ impl Default for ReplicatedClusterSpec {
             node_selector: BTreeMap::new(),
             service_type: ServiceType::default(),
             metrics: MetricsSpec::default(),
+            tls: TlsSpec::default(),
+            auth: AuthSpec::default(),
         }
     }
 }

@@ -137,6 +137,23 @@ fn storage_is_immutable_but_other_fields_may_change() {
 }
 
 #[test]
+fn tls_is_fixed_at_creation_and_auth_may_change() {
+    let plain = cluster(json!({}));
+    let secure = cluster(json!({"tls": {"enabled": true}}));
+    for (old, new) in [(&plain, &secure), (&secure, &plain)] {
+        let errs = errors(new, Some(old));
+        assert!(
+            errs.iter().any(|e| e.contains("tls.enabled cannot change")),
+            "{errs:#?}"
+        );
+    }
+    let renamed = cluster(json!({"tls": {"enabled": true, "secretName": "mine"}}));
+    assert_eq!(errors(&renamed, Some(&secure)), Vec::<String>::new());
+    let tokens = cluster(json!({"auth": {"enabled": true}}));
+    assert_eq!(errors(&tokens, Some(&plain)), Vec::<String>::new());
+}
+
+#[test]
 fn ack_rules_follow_the_replica_count() {
     let cases = [
         ("async", 1, true),
@@ -222,8 +239,13 @@ fn cel_rules_are_where_they_belong() {
         [
             "!(self.replication.ack in ['one', 'all']) || self.replicas >= 2",
             "!self.failover.allowDataLoss || self.replication.ack in ['async', 'one']",
+            "(has(self.tls) && self.tls.enabled) == (has(oldSelf.tls) && oldSelf.tls.enabled)",
         ]
     );
+    for feature in ["tls", "auth"] {
+        let rules = rules_at(&spec["properties"][feature]);
+        assert_eq!(rules[0].0, "!has(self.secretName) || self.enabled");
+    }
     let storage: Vec<String> = rules_at(&spec["properties"]["storage"])
         .into_iter()
         .map(|(r, _)| r)

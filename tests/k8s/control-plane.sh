@@ -24,13 +24,16 @@
 #      SIGSTOP of the next one (a replica is promoted; SIGCONT: the old one comes back a replica),
 #      each while shard 0 takes writes without one error;
 #      a changed spec.shards refused with the ShardsChangeRefused condition; garbage collection;
-#   5. `helm uninstall`: the chart's pre-delete hook Job (`rcluster-operator stop-operators`, run by
+#   5. manifests/examples/secure-3.yaml: the CA, certificate and tokens Secrets generated and owned,
+#      https probes, the node's certificate verifies against the CA, writes by role (no token 401,
+#      read token 403 on a write, plain http refused), failover over https, garbage collection;
+#   6. `helm uninstall`: the chart's pre-delete hook Job (`rcluster-operator stop-operators`, run by
 #      the test kubelet like any pod) scales the operator to 0 and waits until its pods are gone, so
 #      the leader releases its Lease while the chart's RBAC still exists;
-#   6. `kubectl apply -k manifests/install`: a leader at once (the Lease was released), the same
+#   7. `kubectl apply -k manifests/install`: a leader at once (the Lease was released), the same
 #      RBAC check, and a second cluster reconciled to Running and collected on deletion; then the
 #      kustomize uninstall of docs/INSTALL.md (scale to 0, then `kubectl delete -k`);
-#   7. the audit log: no request of any operator (or of the hook) was refused, uninstalls included.
+#   8. the audit log: no request of any operator (or of the hook) was refused, uninstalls included.
 #
 # usage: bash tests/k8s/control-plane.sh
 # Environment:
@@ -154,6 +157,7 @@ source "$ROOT/tests/k8s/lib/crd.sh"
 source "$ROOT/tests/k8s/lib/install.sh"
 source "$ROOT/tests/k8s/lib/data.sh"
 source "$ROOT/tests/k8s/lib/shards.sh"
+source "$ROOT/tests/k8s/lib/secure.sh"
 
 # --- steps -------------------------------------------------------------------------------------
 
@@ -224,6 +228,7 @@ step "sharded-2x3: kill -9 of shard 1's primary's process while shard 0 takes wr
 step "sharded-2x3: shard 1's primary hangs (SIGSTOP), a replica is promoted, shard 0 writes on" check_shards_failover_pause
 step "sharded-2x3: a changed spec.shards is refused (ShardsChangeRefused)" check_shards_change_refused
 step "sharded-2x3: deletion garbage-collects both shards' objects" check_shards_garbage_collection
+step "secure-3: TLS and access tokens, https writes by role, failover over https" check_secure
 step "helm uninstall: the pre-delete hook stops the operators, the Lease is released" check_helm_uninstall
 step "kubectl apply -k manifests/install: a new leader at once, a second cluster" check_kustomize_install
 step "kustomize uninstall: scale to 0, then kubectl delete -k" check_kustomize_uninstall

@@ -52,7 +52,7 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-async fn apply_one<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
+pub(super) async fn apply_one<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug,
     K: Serialize + DeserializeOwned,

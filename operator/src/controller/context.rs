@@ -21,6 +21,8 @@ pub struct MemberAddress<'a> {
     pub cluster: &'a str,
     pub pod: &'a str,
     pub pod_ip: Option<&'a str>,
+    /// The cluster's nodes serve https (`spec.tls`).
+    pub tls: bool,
 }
 
 /// Base URL of a member's node (`http://host:port`, no trailing slash); `None`: not reachable.
@@ -35,6 +37,7 @@ pub fn headless_url(addr: &MemberAddress) -> Option<String> {
         addr.cluster,
         addr.namespace,
         addr.pod,
+        addr.tls,
     ))
 }
 
@@ -43,9 +46,13 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The default: the pod IP and the node port. The headless DNS name would also work inside the
 /// cluster, but a pod without an IP has no running node, and DNS adds a lookup (and its failure
-/// modes) to every probe.
+/// modes) to every probe. With TLS, the headless DNS name all the same (still only for a pod with
+/// an IP): the certificate names the hosts, not the pod IPs, which are not known when it is issued.
 pub fn pod_ip_url(addr: &MemberAddress) -> Option<String> {
     let ip = addr.pod_ip.filter(|ip| !ip.is_empty())?;
+    if addr.tls {
+        return headless_url(addr);
+    }
     Some(if ip.contains(':') {
         format!("http://[{ip}]:{NODE_PORT}")
     } else {
@@ -189,6 +196,7 @@ mod tests {
             cluster: "demo",
             pod: "demo-0",
             pod_ip: ip,
+            tls: false,
         }
     }
 
@@ -204,5 +212,15 @@ mod tests {
         );
         assert_eq!(pod_ip_url(&addr(None)), None);
         assert_eq!(pod_ip_url(&addr(Some(""))), None);
+        // With TLS, the name the certificate is valid for, once the pod has an IP.
+        let tls = |ip| MemberAddress {
+            tls: true,
+            ..addr(ip)
+        };
+        assert_eq!(
+            pod_ip_url(&tls(Some("10.1.2.3"))).as_deref(),
+            Some("https://demo-0.demo-headless.shop.svc:7000")
+        );
+        assert_eq!(pod_ip_url(&tls(None)), None);
     }
 }

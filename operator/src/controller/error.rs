@@ -13,6 +13,9 @@ pub enum Error {
     /// `status.slotMap` does not give every slot exactly one owner; nothing is routed by it.
     #[error("{0}")]
     SlotMap(String),
+    /// The TLS or token Secrets cannot be read, made or used (e.g. a named Secret is missing).
+    #[error("{0}")]
+    Security(String),
     /// Server-side apply of owned objects failed; the failover stage still ran.
     #[error("cannot apply {object}: {source}")]
     Apply {
@@ -30,6 +33,7 @@ impl Error {
             Error::MissingMetadata(_) => "metadata",
             Error::Apply { .. } => "apply",
             Error::SlotMap(_) => "slot-map",
+            Error::Security(_) => "security",
         }
     }
 }

@@ -45,6 +45,7 @@ pub mod lease;
 mod observe;
 mod rollout;
 pub mod run;
+mod security;
 mod shards;
 mod status;
 pub mod stop;
@@ -150,8 +151,18 @@ pub async fn reconcile_cluster(
     let mut memory = memory.lock().await;
 
     let secret = apply::existing_secret(client, &ns, &name).await?;
-    let pods = observe::list_pods(client, &ns, &name).await?;
     let count = shards::count(cluster);
+    let tls = cluster.spec.tls.enabled;
+    let secured = security::prepare(
+        client,
+        cluster,
+        &ns,
+        &name,
+        count.running,
+        ctx.now_ms() / 1000,
+    )
+    .await?;
+    let pods = observe::list_pods(client, &ns, &name).await?;
     let slots = shards::slot_map(cluster, count.running).map_err(Error::SlotMap)?;
     let preps: Vec<Prep> = (0..count.running)
         .map(|k| Prep::new(cluster, &name, k, &pods))
@@ -177,8 +188,9 @@ pub async fn reconcile_cluster(
     memory.service_monitor_gone = desired.service_monitor.is_none() && sm_ok;
 
     let token = apply::token(&desired);
-    let probes = NodeClient::new(&token, ctx.timeouts.probe);
-    let commands = NodeClient::new(&token, ctx.timeouts.command);
+    let trust = secured.trust.clone().unwrap_or_default();
+    let probes = NodeClient::with_trust(&token, ctx.timeouts.probe, trust.clone());
+    let commands = NodeClient::with_trust(&token, ctx.timeouts.command, trust);
     let annotation = cluster
         .annotations()
         .get(SWITCHOVER_ANNOTATION)
@@ -285,6 +297,7 @@ pub async fn reconcile_cluster(
                 cluster: &name,
                 pod,
                 pod_ip: None,
+                tls,
             })
         };
         if let Some(map) = shards::cluster_map(&slots, &records, peer) {
@@ -325,7 +338,8 @@ pub async fn reconcile_cluster(
     }
 
     let apply_failures: Vec<String> = apply_errors.iter().map(ToString::to_string).collect();
-    let mut evs = Vec::new();
+    // What the security stage made comes first: where the tokens and the CA are.
+    let mut evs = secured.events;
     for (k, run) in done.iter().enumerate() {
         // Objects shared by every shard: their failures are told once.
         let failures: &[String] = if k == 0 { &apply_failures } else { &[] };
@@ -453,7 +467,9 @@ async fn run_shard(
 ) -> Result<Option<ShardRun>, Error> {
     let ShardEnv { ctx, cluster, .. } = *env;
     let names = observe::member_names(&prep.set, prep.replicas);
-    let mut members = observe::probe(ctx, env.probes, env.ns, env.name, &names, &prep.pods).await;
+    let tls = cluster.spec.tls.enabled;
+    let mut members =
+        observe::probe(ctx, env.probes, env.ns, env.name, tls, &names, &prep.pods).await;
     let now = ctx.now_ms();
     let probed: Vec<Probe> = members.iter().map(|m| m.probe(now)).collect();
     let ack = observe::ack_level(cluster.spec.replication.ack);
@@ -485,7 +501,8 @@ async fn run_shard(
         .iter()
         .filter_map(|m| Some((m.name.clone(), m.url.clone()?)))
         .collect();
-    let peers = peer_urls(ctx, env.ns, env.name, &next);
+    let tls = cluster.spec.tls.enabled;
+    let peers = peer_urls(ctx, env.ns, env.name, tls, &next);
     let nodes = Addressed {
         client: env.commands,
         urls: &urls,
@@ -578,7 +595,13 @@ async fn push_cluster_map(
 /// The member list the nodes get with promote and follow: the record's, with the URLs nodes reach
 /// each other at. `None` (the nodes keep theirs) when a URL is unknown: a partial list would make
 /// a node count its quorums over too few members.
-fn peer_urls(ctx: &Context, ns: &str, cluster: &str, record: &Coordinator) -> Option<MemberUrls> {
+fn peer_urls(
+    ctx: &Context,
+    ns: &str,
+    cluster: &str,
+    tls: bool,
+    record: &Coordinator,
+) -> Option<MemberUrls> {
     record
         .members
         .iter()
@@ -588,6 +611,7 @@ fn peer_urls(ctx: &Context, ns: &str, cluster: &str, record: &Coordinator) -> Op
                 cluster,
                 pod,
                 pod_ip: None,
+                tls,
             })?;
             Some((pod.clone(), url))
         })

@@ -173,6 +173,7 @@ pub async fn probe(
     nodes: &NodeClient,
     ns: &str,
     cluster: &str,
+    tls: bool,
     names: &[String],
     pods: &[PodInfo],
 ) -> Vec<Member> {
@@ -185,6 +186,7 @@ pub async fn probe(
                 cluster,
                 pod: name,
                 pod_ip: p.ip.as_deref(),
+                tls,
             })
         });
         async move {

@@ -46,7 +46,7 @@ pub fn cluster_config(
     let members = (0..shard.replicas.max(0))
         .map(|i| {
             let pod = pod_name(&set, i);
-            let url = member_url(&owner.name, &owner.namespace, &pod);
+            let url = member_url(&owner.name, &owner.namespace, &pod, spec.tls.enabled);
             (pod, url)
         })
         .collect();

@@ -25,6 +25,7 @@ use rcluster_proto::ShardId;
 pub mod configmap;
 pub mod pdb;
 pub mod secret;
+pub mod security;
 pub mod service;
 pub mod servicemonitor;
 pub mod statefulset;
@@ -52,6 +53,10 @@ pub mod component {
     pub const CONFIG: &str = "config";
     pub const SECRET: &str = "secret";
     pub const METRICS: &str = "metrics";
+    /// The CA and node certificate Secrets (`spec.tls`).
+    pub const TLS: &str = "tls";
+    /// The access tokens Secret (`spec.auth`).
+    pub const AUTH: &str = "auth";
 }
 
 /// Why desired objects could not be built.
@@ -67,6 +72,8 @@ pub enum BuildError {
     Config(String),
     #[error("cannot generate the cluster secret: {0}")]
     Random(String),
+    #[error("cannot make the cluster's certificates or access tokens: {0}")]
+    Security(String),
 }
 
 /// The name shard `shard`'s StatefulSet, pods and per-shard objects derive from: the cluster's
@@ -130,12 +137,18 @@ pub fn member_of(cluster: &str, pod: &str) -> Option<(ShardId, i32)> {
 }
 
 /// URL of member pod `pod`, stable across restarts thanks to the headless Service (shared by
-/// every shard).
-pub fn member_url(cluster: &str, namespace: &str, pod: &str) -> String {
+/// every shard); `https` when the cluster has TLS (its certificate names every such host).
+pub fn member_url(cluster: &str, namespace: &str, pod: &str, tls: bool) -> String {
     format!(
-        "http://{pod}.{}.{namespace}.svc:{NODE_PORT}",
+        "{}://{pod}.{}.{namespace}.svc:{NODE_PORT}",
+        scheme(tls),
         headless_service_name(cluster)
     )
+}
+
+/// The nodes' URL scheme.
+pub fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
 }
 
 /// Labels every owned object carries.
@@ -377,8 +390,12 @@ mod tests {
         assert_eq!(ordinal("demo", "demox-1"), None);
         assert_eq!(ordinal("demo-2", "demo-2-0"), Some(0));
         assert_eq!(
-            member_url("demo", "shop", "demo-1"),
+            member_url("demo", "shop", "demo-1", false),
             "http://demo-1.demo-headless.shop.svc:7000"
+        );
+        assert_eq!(
+            member_url("demo", "shop", "demo-1", true),
+            "https://demo-1.demo-headless.shop.svc:7000"
         );
         // Shard k's are named after <cluster>-s<k>; pods of every shard share the headless Service.
         assert_eq!(statefulset_name("demo", 3), "demo-s3");
@@ -388,7 +405,7 @@ mod tests {
         assert_eq!(pdb_name("demo", 1), "demo-s1");
         assert_eq!(pod_name(&shard_name("demo", 1), 0), "demo-s1-0");
         assert_eq!(
-            member_url("demo", "shop", "demo-s1-2"),
+            member_url("demo", "shop", "demo-s1-2", false),
             "http://demo-s1-2.demo-headless.shop.svc:7000"
         );
         assert_eq!(member_of("demo", "demo-2"), Some((0, 2)));

@@ -8,6 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
+use super::headless_service_name;
+use super::security::{CA_CERT_KEY, tls_secret};
 use super::{
     BuildError, INSTANCE_LABEL, NAME_LABEL, Owner, PORT_NAME, SERVICE_LABEL, component,
     service::kind, service_monitor_name,
@@ -67,8 +69,17 @@ pub fn build(cluster: &ReplicatedCluster) -> Result<Option<DynamicObject>, Build
         "sourceLabels": [format!("__meta_kubernetes_pod_label_{}", prometheus_label(SHARD_LABEL))],
         "targetLabel": "shard"
     }]);
+    let tls = tls_secret(cluster, &owner.name);
+    let scheme = super::scheme(tls.is_some());
     let mut endpoint =
-        json!({"port": PORT_NAME, "path": "/metrics", "scheme": "http", "relabelings": relabel});
+        json!({"port": PORT_NAME, "path": "/metrics", "scheme": scheme, "relabelings": relabel});
+    if let Some(secret) = tls {
+        // Targets are pod IPs; the certificate names the headless Service's hosts.
+        endpoint["tlsConfig"] = json!({
+            "ca": {"secret": {"name": secret, "key": CA_CERT_KEY}},
+            "serverName": format!("{}.{}.svc", headless_service_name(&owner.name), owner.namespace),
+        });
+    }
     if let Some(interval) = &sm.interval {
         endpoint["interval"] = json!(interval);
     }

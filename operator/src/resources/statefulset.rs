@@ -12,6 +12,11 @@
 //!   change the operator deletes replicas first and the primary last (after a switchover), so a
 //!   rollout costs at most one failover-free primary change.
 //! - PVCs are retained on scale-down and deletion: data is never removed by a spec change.
+//! - `spec.tls` / `spec.auth`: the certificate Secret and the token Secret are mounted read-only
+//!   (group-readable by fsGroup only) beside the cluster Secret, as whole directories rather than
+//!   `subPath`, so the kubelet's updates of a renewed certificate reach the files the node watches.
+//!   Probes then speak HTTPS (the kubelet does not verify the certificate; `/livez` and `/readyz`
+//!   need no token).
 
 use std::collections::BTreeMap;
 
@@ -30,6 +35,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::configmap::CONFIG_KEY;
 use super::secret::{CLUSTER_ID_KEY, TOKEN_KEY};
+use super::security::{AUTH_KEY, CA_CERT_KEY, TLS_CERT_KEY, TLS_KEY_KEY, auth_secret, tls_secret};
 use super::{
     BuildError, NODE_PORT, Owner, PORT_NAME, Shard, common_labels, component, config_map_name,
     headless_service_name, pod_selector, secret_name, shard_selector, statefulset_name,
@@ -43,6 +49,10 @@ pub const DATA_VOLUME: &str = "data";
 pub const DATA_DIR: &str = "/var/lib/rcluster";
 pub const CONFIG_DIR: &str = "/etc/rcluster";
 pub const SECRET_DIR: &str = "/var/run/secrets/rcluster";
+/// The node certificate, its key and the CA (`spec.tls`).
+pub const TLS_DIR: &str = "/var/run/secrets/rcluster-tls";
+/// The access tokens file (`spec.auth`).
+pub const AUTH_DIR: &str = "/var/run/secrets/rcluster-auth";
 /// Unprivileged user and group the node runs as (the distroless "nonroot" id).
 pub const RUN_AS: i64 = 65532;
 
@@ -58,8 +68,8 @@ pub fn secret_path() -> String {
 
 /// Arguments of the node container. The image's entrypoint is `rcluster-node`;
 /// `$(POD_NAME)` is expanded by the kubelet from the container's env.
-pub fn node_args() -> Vec<String> {
-    [
+pub fn node_args(tls: bool, auth: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
         "--data-dir",
         DATA_DIR,
         "--listen",
@@ -74,7 +84,20 @@ pub fn node_args() -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    if tls {
+        for (flag, key) in [
+            ("--tls-cert", TLS_CERT_KEY),
+            ("--tls-key", TLS_KEY_KEY),
+            ("--tls-ca", CA_CERT_KEY),
+        ] {
+            args.extend([flag.to_string(), format!("{TLS_DIR}/{key}")]);
+        }
+    }
+    if auth {
+        args.extend(["--auth-file".to_string(), format!("{AUTH_DIR}/{AUTH_KEY}")]);
+    }
+    args
 }
 
 pub fn build(cluster: &ReplicatedCluster, shard: Shard) -> Result<StatefulSet, BuildError> {
@@ -126,7 +149,7 @@ fn pod_template(owner: &Owner, shard: Shard) -> PodTemplateSpec {
         }),
         spec: Some(PodSpec {
             containers: vec![node_container(owner)],
-            volumes: Some(volumes(&owner.name, shard)),
+            volumes: Some(volumes(owner, shard)),
             affinity: Some(affinity),
             tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
             node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
@@ -206,11 +229,12 @@ fn cluster_id_env(cluster: &str) -> EnvVar {
     }
 }
 
-fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+fn http_probe(path: &str, tls: bool, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
             port: IntOrString::String(PORT_NAME.to_string()),
+            scheme: tls.then(|| "HTTPS".to_string()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -222,6 +246,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 
 fn node_container(owner: &Owner) -> Container {
     let spec = &owner.cluster.spec;
+    let (tls, auth) = (spec.tls.enabled, spec.auth.enabled);
     let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
         name: name.to_string(),
         mount_path: path.to_string(),
@@ -232,7 +257,7 @@ fn node_container(owner: &Owner) -> Container {
         name: CONTAINER_NAME.to_string(),
         image: Some(spec.image.clone()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_string()),
-        args: Some(node_args()),
+        args: Some(node_args(tls, auth)),
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -245,17 +270,24 @@ fn node_container(owner: &Owner) -> Container {
             ..ContainerPort::default()
         }]),
         // Replaying a long log can take a while; liveness must not kill the node meanwhile.
-        startup_probe: Some(http_probe("/livez", 2, 150)),
-        liveness_probe: Some(http_probe("/livez", 10, 3)),
+        startup_probe: Some(http_probe("/livez", tls, 2, 150)),
+        liveness_probe: Some(http_probe("/livez", tls, 10, 3)),
         // Short period: the ro Service should stop routing to a lagging replica quickly.
-        readiness_probe: Some(http_probe("/readyz", 2, 2)),
+        readiness_probe: Some(http_probe("/readyz", tls, 2, 2)),
         resources: spec.resources.clone(),
-        volume_mounts: Some(vec![
-            mount(DATA_VOLUME, DATA_DIR, false),
-            mount("config", CONFIG_DIR, true),
-            mount("secret", SECRET_DIR, true),
-            mount("tmp", "/tmp", false),
-        ]),
+        volume_mounts: Some(
+            [
+                Some(mount(DATA_VOLUME, DATA_DIR, false)),
+                Some(mount("config", CONFIG_DIR, true)),
+                Some(mount("secret", SECRET_DIR, true)),
+                tls.then(|| mount(TLS_VOLUME, TLS_DIR, true)),
+                auth.then(|| mount(AUTH_VOLUME, AUTH_DIR, true)),
+                Some(mount("tmp", "/tmp", false)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             allow_privilege_escalation: Some(false),
@@ -270,15 +302,36 @@ fn node_container(owner: &Owner) -> Container {
     }
 }
 
-fn volumes(cluster: &str, shard: Shard) -> Vec<Volume> {
-    let item = |key: &str| {
-        Some(vec![KeyToPath {
-            key: key.to_string(),
-            path: key.to_string(),
-            ..KeyToPath::default()
-        }])
+/// Volume names of the certificate and token Secrets.
+pub const TLS_VOLUME: &str = "tls";
+pub const AUTH_VOLUME: &str = "auth";
+
+fn volumes(owner: &Owner, shard: Shard) -> Vec<Volume> {
+    let cluster = owner.name.as_str();
+    let items = |keys: &[&str]| {
+        Some(
+            keys.iter()
+                .map(|key| KeyToPath {
+                    key: key.to_string(),
+                    path: key.to_string(),
+                    ..KeyToPath::default()
+                })
+                .collect(),
+        )
     };
-    vec![
+    let item = |key: &str| items(&[key]);
+    let secret_volume = |name: &str, secret: String, keys: &[&str]| Volume {
+        name: name.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret),
+            items: items(keys),
+            // Owner root, group fsGroup: readable by the node's group only.
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mut v = vec![
         Volume {
             name: "config".to_string(),
             config_map: Some(ConfigMapVolumeSource {
@@ -304,7 +357,15 @@ fn volumes(cluster: &str, shard: Shard) -> Vec<Volume> {
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         },
-    ]
+    ];
+    if let Some(secret) = tls_secret(owner.cluster, cluster) {
+        let keys = [TLS_CERT_KEY, TLS_KEY_KEY, CA_CERT_KEY];
+        v.push(secret_volume(TLS_VOLUME, secret, &keys));
+    }
+    if let Some(secret) = auth_secret(owner.cluster, cluster) {
+        v.push(secret_volume(AUTH_VOLUME, secret, &[AUTH_KEY]));
+    }
+    v
 }
 
 fn volume_claim(owner: &Owner) -> PersistentVolumeClaim {

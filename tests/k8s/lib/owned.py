@@ -82,6 +82,8 @@ def main():
     ap.add_argument("--namespace", required=True)
     ap.add_argument("--cluster", required=True)
     ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--also", action="append", default=[], metavar="KIND/NAME",
+                    help="another object the cluster must own (e.g. secret/NAME-tls)")
     a = ap.parse_args()
     ns, name = a.namespace, a.cluster
     kube = lambda *args: get(a.kubectl, *args, "-n", ns)
@@ -93,6 +95,7 @@ def main():
         shard = shard_name(name, k)
         owned += [("statefulset", shard), ("service", f"{shard}-rw"), ("service", f"{shard}-ro"),
                   ("configmap", f"{shard}-config"), ("poddisruptionbudget", shard)]
+    owned += [tuple(o.split("/", 1)) for o in a.also]
     for kind, obj_name in owned:
         obj = kube("get", kind, obj_name)
         where = f"{kind}/{obj_name}"

@@ -16,6 +16,7 @@ mod failover_real;
 mod new_cluster;
 mod rollout;
 mod scale_real;
+mod security;
 mod shards;
 mod switchover;
 mod wiring;
