@@ -71,11 +71,23 @@ fn span(o: &Options) -> u32 {
     100 * u32::from(o.shards.saturating_sub(1)) + u32::from(o.replicas) + 2
 }
 
+/// Where the kernel's ephemeral ports begin: ports from there on may be taken at any moment as
+/// the local end of some outgoing connection, so a playground resumed on its recorded base port
+/// could find it taken.
+fn ephemeral_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// A base port below the ephemeral range (from 20000).
 fn candidate_base(o: &Options) -> u16 {
     let slot = u32::from(NEXT_RANGE.fetch_add(1, Ordering::Relaxed));
     let spread = std::process::id() % 400;
     let width = span(o).max(10);
-    let ranges = (40_000 / width).max(1);
+    let room = ephemeral_start().saturating_sub(20_000).max(width);
+    let ranges = (room / width).max(1);
     (20_000 + ((spread * 97 + slot * 13) % ranges) * width).min(60_000) as u16
 }
 
@@ -113,7 +125,13 @@ impl Playground {
             }
             match Self::spawn(dir, &opts, base) {
                 Ok(pg) => return pg,
-                Err(out) if out.contains("cannot listen") => last = out,
+                Err(out) if out.contains("cannot listen") => {
+                    last = out;
+                    if base_port.is_some() {
+                        // A resumed cluster keeps its ports: give whatever holds one a moment.
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                    }
+                }
                 Err(out) => panic!("the playground did not get ready:\n{out}"),
             }
         }

@@ -121,10 +121,16 @@ pub fn discard_received(tmp: &Path) {
     }
 }
 
-/// Removes snapshots a previous process was receiving when it stopped (at start, before anything
-/// is received): each reception has its own file, so nothing else would ever reuse them.
+/// Removes snapshots a previous process was receiving when it stopped. Only at start, before
+/// anything can be received (a later call could remove a reception in flight): each reception
+/// has its own file, so nothing else would ever reuse them.
 pub fn discard_partial_receptions(dir: &Path) -> io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
         let path = e?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.starts_with(INCOMING_SNAPSHOT) && name.ends_with(".snap.part") {

@@ -160,6 +160,7 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Arc<Engine>> {
         let dir = cfg.wal.dir.clone();
+        disk::discard_partial_receptions(&dir)?;
         let loaded = recovery::load(&dir, cfg.accept_data_loss)?;
         let durable = Arc::new(watch::channel(0).0);
         let wal = Wal::start(

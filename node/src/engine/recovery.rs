@@ -49,7 +49,6 @@ const ACCEPT_HINT: &str = "refusing to start, as that could drop acknowledged wr
 
 pub fn load(dir: &Path, accept_loss: bool) -> io::Result<Loaded> {
     std::fs::create_dir_all(dir)?;
-    super::disk::discard_partial_receptions(dir)?;
     snapshot::prune(dir, usize::MAX)?;
     let (state, damaged) = snapshot::load_newest(dir)?;
     let mut state = state.unwrap_or_default();
