@@ -187,11 +187,47 @@ impl Loop {
             .iter()
             .flat_map(|g| g.members.iter().cloned())
             .collect();
-        let mut probes = {
+        // A node whose process the supervisor saw end is certainly down, and is not probed. The
+        // playground keeps each node's listening socket, so its port accepts and never answers
+        // instead of refusing: a probe would wait its whole timeout, and without this the
+        // failover would wait out the detection window.
+        let down: Vec<(String, u64)> = {
+            let sup = lock(&self.s.supervisor);
+            all.iter()
+                .map(|m| (m.name.clone(), sup.info(&m.name)))
+                .filter(|(_, info)| info.pid.is_none())
+                .map(|(name, info)| (name, info.restarts))
+                .collect()
+        };
+        let alive: Vec<Member> = all
+            .iter()
+            .filter(|m| !down.iter().any(|(name, _)| *name == m.name))
+            .cloned()
+            .collect();
+        let mut answered = {
             let sup = self.s.supervisor.clone();
             let restarts = move |name: &str| lock(&sup).info(name).restarts;
-            self.prober.probe(&all, restarts).await
+            self.prober.probe(&alive, restarts).await
         };
+        let at = now_ms();
+        let mut probes: Vec<Probe> = all
+            .iter()
+            .map(|m| match answered.iter().position(|p| p.name == m.name) {
+                Some(i) => answered.swap_remove(i),
+                None => Probe {
+                    name: m.name.clone(),
+                    error: Some("its process is not running".into()),
+                    gone: true,
+                    sent_ms: at,
+                    answered_ms: at,
+                    restarts: down
+                        .iter()
+                        .find(|(name, _)| *name == m.name)
+                        .map_or(0, |(_, r)| *r),
+                    ..Probe::default()
+                },
+            })
+            .collect();
         let now = now_ms();
         let (mut acted, mut ok) = (false, true);
         for g in 0..self.groups.len() {
@@ -278,10 +314,19 @@ impl Loop {
     /// hears of what it records, so no node routes by something the playground could forget.
     async fn push_cluster_map(&mut self, now: u64) {
         let map = self.cluster_map();
+        // Only members that answered this cycle's probe: a call to one that did not would hold
+        // up the loop for its whole timeout (a killed node's socket, which the playground keeps,
+        // accepts and never answers), and with it the next step of an election.
         let due: Vec<Member> = self
             .groups
             .iter()
-            .flat_map(|g| g.members.iter())
+            .flat_map(|g| {
+                g.members.iter().filter(|m| {
+                    g.probes
+                        .iter()
+                        .any(|p| p.name == m.name && p.status.is_some())
+                })
+            })
             .filter(|m| self.pushed.get(&m.name) != Some(&map))
             .cloned()
             .collect();
