@@ -1,5 +1,5 @@
 //! The slot map as the status records it, and the shard label. (Each shard's record,
-//! `ShardStatus`, is in the parent module beside the types it is made of.)
+//! `ShardStatus`, is in `status.rs` beside the types it is made of.)
 //!
 //! Shaped so that resharding can add its own record beside them (the migration in progress, every
 //! step recorded before the nodes act) without changing these: a shard's record is the same
