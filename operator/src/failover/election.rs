@@ -45,7 +45,8 @@ fn steady(m: &Members, primary: &str) -> Vec<Action> {
         return failing_primary(m, primary, None);
     };
     // The detection window guards against false failovers on a primary that may come back (a
-    // pause, a slow probe). A pod being deleted will not, so waiting it out only prolongs the
+    // pause, a slow probe). One that is certainly gone (its pod is being deleted or gone, its
+    // process is not running) will not come back as primary, so waiting only prolongs the
     // outage; the election fences it like any other member, so it is as safe as a late one.
     if p.gone {
         return start_election(m);
