@@ -325,3 +325,37 @@ fn replicas_change_when_the_same_folder_restarts() {
         .expect("the record is still there");
     assert_eq!(got.value, serde_json::json!("before"));
 }
+
+/// A primary whose process ended is replaced without waiting out the detection window: the
+/// playground keeps the node's socket, so its port never refuses, and only the supervisor knows
+/// the process is gone. The window here is far longer than the test's deadline, so a new primary
+/// within it can only come from that certainty.
+#[test]
+fn a_primary_whose_process_ended_is_replaced_without_waiting_out_the_window() {
+    let _turn = serial();
+    let pg = Playground::start(Options {
+        detection_window_ms: 600_000,
+        ..Options::default()
+    });
+    let (old, term) = pg.wait_healthy();
+    pg.stop_member(&old, true);
+    let (new, _) = pg.wait_primary_after(term);
+    assert_ne!(
+        new, old,
+        "the stopped member stays down, so another one leads"
+    );
+    // Nor did the loop wait on it for anything else: the new cluster map went only to members
+    // that answered (a push to the stopped one would hang until its timeout and be logged).
+    let waited: Vec<Value> = pg
+        .decisions()
+        .into_iter()
+        .filter(|d| {
+            d["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(&format!("cannot send the cluster map to {old}")))
+        })
+        .collect();
+    assert!(waited.is_empty(), "{waited:?}");
+    pg.start_member(&old);
+    pg.wait_healthy();
+}
