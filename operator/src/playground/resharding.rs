@@ -2,11 +2,14 @@
 //! the migration done by a task beside the coordination loop (a copy of many keys must not hold
 //! up any shard's failover), every phase change saved in the state file before it acts.
 
-use super::{Loop, lock};
+use super::super::control::{ReshardAsk, error_body};
+use super::{Group, GroupSetup, Loop, lock};
+use crate::failover::Settings;
 use crate::reshard::{MoveError, Mover, Step};
 use rcluster_proto::{Migration, Phase};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
+use warp::http::StatusCode;
 
 /// Steps one task takes before it reports back (a catch-up that never catches up must not hold
 /// the loop's view of the migration forever).
@@ -16,6 +19,100 @@ const STEPS_PER_TASK: usize = 1000;
 const RETIRE_GRACE: Duration = Duration::from_secs(10);
 
 impl Loop {
+    /// `POST /reshard?shards=N`: the same change as a start with `--shards N` (the state file
+    /// first, then the new shards' nodes); the slots then move in [`Loop::reshard_tick`].
+    pub(super) fn reshard_asked(&mut self, ask: ReshardAsk, now: u64) {
+        let answer = self.start_reshard(ask.shards, now);
+        let _ = ask.reply.send(answer);
+    }
+
+    fn start_reshard(&mut self, shards: usize, now: u64) -> (StatusCode, Value) {
+        let have = self.s.saved.shard_count();
+        if let Some(r) = &self.s.saved.reshard {
+            if r.shards == shards {
+                let doc =
+                    json!({"shards": shards, "started": false, "reshard": self.reshard_status()});
+                return (StatusCode::OK, doc);
+            }
+            let running = self.reshard_status();
+            let message = format!(
+                "a resharding to {} shards is under way ({} slots moved, {} to go); ask again \
+                 once it is done",
+                r.shards, running["moved_slots"], running["remaining_slots"]
+            );
+            let mut body = error_body("reshard_running", message);
+            body["error"]["reshard"] = running;
+            return (StatusCode::CONFLICT, body);
+        }
+        if have == shards {
+            return (
+                StatusCode::OK,
+                json!({"shards": shards, "started": false, "reshard": null}),
+            );
+        }
+        let replicas = self.s.saved.replicas;
+        let bad = |code: StatusCode, kind: &str, message: String| (code, error_body(kind, message));
+        // A shard removed a moment ago may still have nodes stopping under the same names.
+        {
+            let sup = lock(&self.s.supervisor);
+            if let Some(name) = (have..shards)
+                .flat_map(|k| super::super::names(k, replicas))
+                .find(|n| sup.has(n))
+            {
+                let message = format!("{name} of a removed shard is still stopping; ask again");
+                return bad(StatusCode::CONFLICT, "reshard_running", message);
+            }
+        }
+        if let Err(e) = super::super::check_ports(self.s.launch.args.base_port, shards, replicas) {
+            return bad(StatusCode::BAD_REQUEST, "bad_request", e.to_string());
+        }
+        // The new shards' sockets are bound before the state names them: a port in use refuses
+        // the request with nothing changed.
+        let mut added = Vec::new();
+        for k in have..shards {
+            let members = self.s.launch.members(k, replicas);
+            match self.s.launch.specs(&self.s.folder, &members) {
+                Ok(specs) => added.push((k, members, specs)),
+                Err(e) => return bad(StatusCode::CONFLICT, "port_in_use", e.to_string()),
+            }
+        }
+        let saved =
+            match super::super::reshard(&self.s.folder, self.s.saved.clone(), shards, replicas) {
+                Ok(s) => s,
+                Err(e) => return bad(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+            };
+        if let Err(e) = self.s.folder.save(&saved) {
+            let message = format!("cannot save the state: {e}");
+            return bad(StatusCode::INTERNAL_SERVER_ERROR, "internal", message);
+        }
+        self.s.saved = saved;
+        for (k, members, specs) in added {
+            {
+                let mut sup = lock(&self.s.supervisor);
+                for spec in specs {
+                    // Checked above that no node of these names is known.
+                    let _ = sup.add(spec);
+                }
+            }
+            let settings = Settings {
+                members: members.iter().map(|m| m.name.clone()).collect(),
+                ..self.groups[0].settings.clone()
+            };
+            let history = self.s.saved.history(k).clone();
+            self.groups
+                .push(Group::new(k, GroupSetup { settings, members }, history));
+        }
+        let text = format!("resharding asked: {have} shard(s) now, {shards} asked");
+        self.record(
+            now,
+            "reshard",
+            &text,
+            json!({"shards": shards, "from": have}),
+        );
+        let doc = json!({"shards": shards, "from": have, "started": true, "reshard": self.reshard_status()});
+        (StatusCode::ACCEPTED, doc)
+    }
+
     /// Advances a resharding by at most one step per cycle; never waits for a step to finish.
     pub(super) async fn reshard_tick(&mut self, now: u64) {
         let Some(plan) = self.s.saved.reshard.clone() else {
