@@ -46,7 +46,7 @@ pub fn resharding_condition(
         return None;
     }
     let (status, reason, message) = match record {
-        Some(r) => ("True", "SlotsMoving", r.progress.clone()),
+        Some(r) => ("True", "SlotsMoving", r.message.clone()),
         None => (
             "False",
             "Balanced",

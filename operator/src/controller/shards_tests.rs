@@ -63,7 +63,7 @@ fn the_resharding_condition_is_there_once_a_resharding_began() {
     let on = resharding_condition(&c, Some(&record), &now).unwrap();
     assert_eq!(
         (on.status.as_str(), on.message.as_str()),
-        ("True", record.progress.as_str())
+        ("True", record.message.as_str())
     );
     let slots = SlotMap::even(4096, 2).unwrap();
     let s0 = shard_status(3, "demo-0", Phase::Running);

@@ -101,8 +101,10 @@ pub struct ReshardStatus {
     /// Slots moved so far, and still to move (the moving range included).
     pub moved_slots: i64,
     pub remaining_slots: i64,
-    /// One line, for `kubectl get rcl`.
+    /// A few words for `kubectl get rcl`: `2 -> 3: 512/1365 slots`.
     pub progress: String,
+    /// One line: what moves now and how far it is (also the `Resharding` condition's message).
+    pub message: String,
     /// When the resharding began, and when its last step was recorded (an alert fires when no
     /// step is recorded for long).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,7 +190,8 @@ impl ReshardStatus {
             migration: r.migration.as_ref().map(MigrationStatus::from),
             moved_slots: r.moved_slots.into(),
             remaining_slots: r.remaining(map).into(),
-            progress: r.describe(map),
+            progress: r.progress(map),
+            message: r.describe(map),
             started,
             last_step,
         }

@@ -113,6 +113,17 @@ impl Resharding {
             .sum()
     }
 
+    /// A few words for a table column: `2 -> 3: 512/1365 slots`.
+    pub fn progress(&self, map: &SlotMap) -> String {
+        let (moved, left) = (self.moved_slots, self.remaining(map));
+        format!(
+            "{} -> {}: {moved}/{} slots",
+            map.shards,
+            self.shards,
+            moved + left
+        )
+    }
+
     /// One line: what moves now and how far it is.
     pub fn describe(&self, map: &SlotMap) -> String {
         let from = map.shards;
@@ -222,5 +233,9 @@ mod tests {
         );
         assert_eq!(r, same);
         assert!(r.describe(&map).contains("to go"));
+        assert_eq!(
+            r.progress(&map),
+            format!("3 -> 3: 0/{} slots", r.remaining(&map))
+        );
     }
 }

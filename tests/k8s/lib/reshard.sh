@@ -73,7 +73,7 @@ import json, sys
 s = json.loads(sys.argv[1]).get("status", {})
 want = int(sys.argv[2])
 if s.get("reshard"):
-    sys.exit(f"moving: {s['reshard'].get('progress')}")
+    sys.exit(f"moving: {s['reshard'].get('message')}")
 m = s.get("slotMap") or {}
 if m.get("shards") != want:
     sys.exit(f"slotMap.shards {m.get('shards')}")
@@ -110,8 +110,8 @@ check_shards_reshard() {
     -n $SH_NS -o jsonpath='{.status.readyReplicas}') == 3 ]]"
   wait_until 600 "the slots are even over 3 shards" rs_done 3
   log "2 -> 3 shards in $((SECONDS - t0)) s: $(cat "$RUN/last-wait.out")"
-  grep -q "shards:" "$RUN/rs-get-rcl.txt" || die "kubectl get rcl never showed the progress: $(tail -5 "$RUN/rs-get-rcl.txt")"
-  log "kubectl get rcl while moving: $(grep "shards:" "$RUN/rs-get-rcl.txt" | head -1)"
+  grep -q " slots" "$RUN/rs-get-rcl.txt" || die "kubectl get rcl never showed the progress: $(tail -5 "$RUN/rs-get-rcl.txt")"
+  log "kubectl get rcl while moving: $(grep " slots" "$RUN/rs-get-rcl.txt" | head -1)"
   [[ -n $(sh_shard_field 2 slots) ]] || die "shard 2 owns no slot"
 
   t0=$SECONDS
