@@ -92,7 +92,7 @@ pub mod condition {
     printcolumn(name = "Primary", type_ = "string", json_path = ".status.primary"),
     printcolumn(name = "Term", type_ = "integer", json_path = ".status.term"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Reshard", type_ = "string", json_path = ".status.reshard.progress", priority = 0),
+    printcolumn(name = "Reshard", type_ = "string", json_path = ".status.reshard.progress"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 52")
         .message("metadata.name must be at most 52 characters (pod and Service names derive from it)"),
