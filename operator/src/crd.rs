@@ -15,10 +15,8 @@
 //! - The cluster name is a DNS-1035 label of at most 52 characters, so that `<name>-headless` and
 //!   the StatefulSet's pod and revision names stay valid; at most 48 with several shards, for the
 //!   same reason (shard k's StatefulSet is `<name>-s<k>`).
-//! - `shards` is 1 to 16. Changing it on a live cluster is resharding, which the operator does not
-//!   do yet: it refuses the change with the `ShardsChangeRefused` condition and keeps the shard
-//!   count recorded in `status.slotMap` (a CEL transition rule would also block the change, but
-//!   it would block the future resharding too, and the condition says what to do).
+//! - `shards` is 1 to 16. Changing it on a live cluster reshards it (slots move one range at a
+//!   time; `status.reshard` records each step and shows progress).
 //! - `tls.enabled` cannot change after creation: during the rollout that would switch it, members
 //!   speaking http and members speaking https could not replicate from each other. `secretName`
 //!   (of `tls` and `auth`) only with `enabled: true`.
@@ -35,7 +33,7 @@ mod shards;
 mod status;
 
 pub use security::{AuthSpec, TlsSpec};
-pub use shards::{SHARD_LABEL, SlotMapStatus, SlotRangeStatus};
+pub use shards::{MigrationStatus, ReshardStatus, SHARD_LABEL, SlotMapStatus, SlotRangeStatus};
 pub use status::{
     LastFailover, MemberRole, MemberStatus, Phase, ReplicatedClusterStatus, ShardStatus,
     SwitchoverStatus,
@@ -62,17 +60,11 @@ pub mod condition {
     pub const FAILING_OVER: &str = "FailingOver";
     /// Some members are missing, not ready or lagging.
     pub const DEGRADED: &str = "Degraded";
-    /// `spec.shards` differs from the shard count the cluster was created with; the operator keeps
-    /// running the recorded count (resharding is not supported yet).
-    pub const SHARDS_CHANGE_REFUSED: &str = "ShardsChangeRefused";
+    /// Slots are moving between shards (`spec.shards` changed): `True` until every shard owns
+    /// its share, the message saying how far it is.
+    pub const RESHARDING: &str = "Resharding";
     /// All condition types, in the order they are reported.
-    pub const ALL: [&str; 5] = [
-        READY,
-        AVAILABLE,
-        FAILING_OVER,
-        DEGRADED,
-        SHARDS_CHANGE_REFUSED,
-    ];
+    pub const ALL: [&str; 5] = [READY, AVAILABLE, FAILING_OVER, DEGRADED, RESHARDING];
 }
 
 /// Desired state of a replicated rcluster deployment.
@@ -100,6 +92,7 @@ pub mod condition {
     printcolumn(name = "Primary", type_ = "string", json_path = ".status.primary"),
     printcolumn(name = "Term", type_ = "integer", json_path = ".status.term"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Reshard", type_ = "string", json_path = ".status.reshard.progress"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 52")
         .message("metadata.name must be at most 52 characters (pod and Service names derive from it)"),
@@ -125,8 +118,10 @@ pub struct ReplicatedClusterSpec {
     pub replicas: i32,
     /// Number of shards: replica groups of `replicas` members each, every one with its own log,
     /// primary and failover, that split the hash slots between them; any node answers any
-    /// request. Fixed at creation: a change is refused (condition `ShardsChangeRefused`) until
-    /// resharding is supported.
+    /// request. A change reshards the live cluster: new shards start first, slot ranges move one
+    /// at a time until every shard owns an equal share, and shards that go are deleted (with
+    /// their volumes) only once they own nothing. Progress: `status.reshard`, the `Resharding`
+    /// condition, events.
     #[serde(default = "default_shards")]
     #[schemars(range(min = 1, max = 16))]
     pub shards: i32,

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     let output = match cli.command {
         Command::Crd => rcluster_operator::crd::crd_yaml().map_err(|e| e.to_string()),
         Command::Metrics => rcluster_operator::metrics::Metrics::new()
-            .and_then(|m| m.encode())
+            .and_then(|m| m.every_family().encode())
             .map_err(|e| format!("cannot build the metrics registry: {e}")),
         Command::Playground(args) => return rcluster_operator::playground::main(args),
         Command::Run(args) => return rcluster_operator::controller::run::main(args),

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub failovers: IntCounter,
     pub failover_duration: Histogram,
     pub clusters: IntGaugeVec,
+    /// Per cluster: 1 while a resharding is under way, and when its last step was recorded (an
+    /// alert fires when a resharding stops moving).
+    pub resharding: IntGaugeVec,
+    pub reshard_last_step: IntGaugeVec,
 }
 
 impl Metrics {
@@ -85,6 +89,22 @@ impl Metrics {
             ),
             &["phase"],
         )?;
+        let resharding = IntGaugeVec::new(
+            Opts::new(
+                "rcluster_operator_resharding",
+                "1 while slots move between the shards of a ReplicatedCluster (status.reshard)",
+            ),
+            &["namespace", "rcluster"],
+        )?;
+        let reshard_last_step = IntGaugeVec::new(
+            Opts::new(
+                "rcluster_operator_reshard_last_step_timestamp_seconds",
+                "When the resharding of a ReplicatedCluster last recorded a step",
+            ),
+            &["namespace", "rcluster"],
+        )?;
+        registry.register(Box::new(resharding.clone()))?;
+        registry.register(Box::new(reshard_last_step.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(failovers.clone()))?;
@@ -103,7 +123,25 @@ impl Metrics {
             failovers,
             failover_duration,
             clusters,
+            resharding,
+            reshard_last_step,
         })
+    }
+
+    /// A cluster's resharding: under way since its last step at `last_step` (Unix seconds), or
+    /// not (its series go).
+    pub fn set_resharding(&self, namespace: &str, cluster: &str, last_step: Option<i64>) {
+        let labels = [namespace, cluster];
+        match last_step {
+            Some(t) => {
+                self.resharding.with_label_values(&labels).set(1);
+                self.reshard_last_step.with_label_values(&labels).set(t);
+            }
+            None => {
+                let _ = self.resharding.remove_label_values(&labels);
+                let _ = self.reshard_last_step.remove_label_values(&labels);
+            }
+        }
     }
 
     pub fn record_reconcile(&self, outcome: Outcome, took: Duration) {
@@ -132,6 +170,14 @@ impl Metrics {
                 .with_label_values(&[phase.as_str()])
                 .set(count);
         }
+    }
+
+    /// With one series (empty labels, at zero) of each per-cluster family, which has none until a
+    /// cluster sets it: what `rcluster-operator metrics` prints, so every family is listed.
+    pub fn every_family(self) -> Self {
+        self.resharding.with_label_values(&["", ""]);
+        self.reshard_last_step.with_label_values(&["", ""]);
+        self
     }
 
     /// The registry in Prometheus text format.

@@ -29,6 +29,11 @@ Identical to manifests/rbac/clusterrole.yaml; .ci/check-manifests.sh fails when 
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "patch", "delete"]
+# The volumes of a shard removed by a resharding (it owns no slot any more): a shard added
+# later must start empty, not on an old log.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["list", "delete"]
 # Events for every decision.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -7,6 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kube::Client;
 use kube::runtime::events::Reporter;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::crd::ReplicatedCluster;
 
 use rcluster_proto::{ClusterMap, ShardId};
 
@@ -99,8 +102,8 @@ pub struct ClusterMemory {
     /// The cluster map each node took, by pod, with the pod's uid: a new pod (or a changed map)
     /// is sent it again.
     pub pushed: BTreeMap<String, (String, ClusterMap)>,
-    /// A refused change of `spec.shards` was reported (once, when it begins).
-    pub shards_refused: bool,
+    /// The resharding's task and its mover.
+    pub reshard: super::reshard::ReshardMemory,
 }
 
 /// What the controller remembers about one shard.
@@ -139,6 +142,9 @@ pub struct Context {
     pub timeouts: NodeTimeouts,
     /// Keyed by `namespace/name`, with the uid of the cluster it belongs to.
     pub memory: Mutex<BTreeMap<String, (String, SharedMemory)>>,
+    /// Asks for a cluster's reconcile now (a migration task finished): every controller hears
+    /// it and reconciles the clusters it watches.
+    pub wake: tokio::sync::broadcast::Sender<ObjectRef<ReplicatedCluster>>,
 }
 
 /// Name of the operator in events (`reportingController`).
@@ -159,6 +165,17 @@ impl Context {
             clock: system_clock(),
             timeouts: NodeTimeouts::default(),
             memory: Mutex::new(BTreeMap::new()),
+            wake: tokio::sync::broadcast::channel(64).0,
+        }
+    }
+
+    /// A function that asks for `cluster`'s reconcile now.
+    pub fn waker(&self, cluster: &ReplicatedCluster) -> impl Fn() + Send + 'static {
+        let wake = self.wake.clone();
+        let obj = ObjectRef::from_obj(cluster);
+        move || {
+            // No receiver (a test without controllers): the periodic requeue does it.
+            let _ = wake.send(obj.clone());
         }
     }
 

@@ -36,7 +36,11 @@ pub mod reason {
     pub const MEMBERS_CHANGED: &str = "MembersChanged";
     pub const RESTARTING: &str = "RollingUpdate";
     pub const RESTART_FAILED: &str = "RollingUpdateFailed";
-    pub const SHARDS_CHANGE_REFUSED: &str = "ShardsChangeRefused";
+    pub const RESHARD_STARTED: &str = "ReshardStarted";
+    pub const RESHARD_STEP: &str = "ReshardStep";
+    pub const RESHARD_FINISHED: &str = "ReshardFinished";
+    pub const RESHARD_STEP_FAILED: &str = "ReshardStepFailed";
+    pub const SHARD_REMOVED: &str = "ShardRemoved";
 }
 
 fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
@@ -221,13 +225,29 @@ pub fn for_decision(
 }
 
 /// `spec.shards` asks for `spec` shards; the cluster keeps the `running` it was created with.
-pub fn shards_refused(running: u32, spec: Option<i32>) -> Event {
-    warning(
-        reason::SHARDS_CHANGE_REFUSED,
+/// A resharding began (`"Started"`), recorded a step (`"Step"`) or ended (`"Finished"`).
+pub fn reshard(what: &str, note: String) -> Event {
+    let reason = match what {
+        "Started" => reason::RESHARD_STARTED,
+        "Finished" => reason::RESHARD_FINISHED,
+        _ => reason::RESHARD_STEP,
+    };
+    normal(reason, "Reshard", note)
+}
+
+/// A migration step failed; it is tried again from what the nodes' logs say.
+pub fn reshard_failed(note: String) -> Event {
+    warning(reason::RESHARD_STEP_FAILED, "Reshard", note)
+}
+
+/// A shard that a resharding emptied was deleted: its StatefulSet, Services, ConfigMap, PDB
+/// and volumes.
+pub fn shard_removed(shard: u32) -> Event {
+    normal(
+        reason::SHARD_REMOVED,
         "Reshard",
         format!(
-            "spec.shards is {} but the cluster was created with {running}: resharding a live cluster is not supported yet; it keeps running {running} shards",
-            spec.unwrap_or_default()
+            "shard {shard} owns no slot any more: its StatefulSet, Services and volumes are deleted"
         ),
     )
 }

@@ -30,7 +30,8 @@
 //! writes follow each other over the one resource. The slot map is recorded in `status.slotMap`
 //! before any node is told of it; the cluster map (slot map, each shard's members, primary and
 //! term) is then pushed to every node that has not taken it. The shard count is the recorded
-//! one: a changed `spec.shards` is refused with a condition until resharding exists.
+//! one; a changed `spec.shards` is carried out by the resharding stage (`reshard`): slots move
+//! one range at a time, every step recorded in `status.reshard` before the nodes act on it.
 //!
 //! Planned switchovers are asked for with the `rcluster.dev/switchover-to` annotation, or on the
 //! primary node (`POST /v1/switchover`, `rcluster switchover`), as in the playground.
@@ -43,6 +44,7 @@ mod error;
 mod events;
 pub mod lease;
 mod observe;
+mod reshard;
 mod rollout;
 pub mod run;
 mod security;
@@ -151,20 +153,13 @@ pub async fn reconcile_cluster(
     let mut memory = memory.lock().await;
 
     let secret = apply::existing_secret(client, &ns, &name).await?;
-    let count = shards::count(cluster);
+    let running = shards::count(cluster);
     let tls = cluster.spec.tls.enabled;
-    let secured = security::prepare(
-        client,
-        cluster,
-        &ns,
-        &name,
-        count.running,
-        ctx.now_ms() / 1000,
-    )
-    .await?;
+    let secured =
+        security::prepare(client, cluster, &ns, &name, running, ctx.now_ms() / 1000).await?;
     let pods = observe::list_pods(client, &ns, &name).await?;
-    let slots = shards::slot_map(cluster, count.running).map_err(Error::SlotMap)?;
-    let preps: Vec<Prep> = (0..count.running)
+    let slots = shards::slot_map(cluster, running).map_err(Error::SlotMap)?;
+    let preps: Vec<Prep> = (0..running)
         .map(|k| Prep::new(cluster, &name, k, &pods))
         .collect();
     let replicas: Vec<i32> = preps.iter().map(|p| p.replicas).collect();
@@ -214,21 +209,20 @@ pub async fn reconcile_cluster(
         slots: &slots,
     };
     let mems = &mut memory.shards;
-    for k in 0..count.running {
+    mems.retain(|k, _| *k < running);
+    for k in 0..running {
         mems.entry(k).or_default();
     }
-    let runs = futures_util::future::join_all(
-        mems.range_mut(0..count.running)
-            .zip(&preps)
-            .zip(&revisions)
-            .map(|(((k, mem), prep), revision)| {
+    let runs =
+        futures_util::future::join_all(mems.range_mut(0..running).zip(&preps).zip(&revisions).map(
+            |(((k, mem), prep), revision)| {
                 let request = (annotated == Some(*k))
                     .then(|| annotation::request(annotation))
                     .flatten();
                 run_shard(&env, prep, mem, revision.as_deref(), request)
-            }),
-    )
-    .await;
+            },
+        ))
+        .await;
     let mut done = Vec::new();
     let mut conflict = false;
     for run in runs {
@@ -273,8 +267,53 @@ pub async fn reconcile_cluster(
             })
         })
         .collect();
-    let refused = shards::refused_condition(&current, count, &now);
-    let status = shards::combine(per_shard, &slots, refused);
+    // The resharding: its next record (and slot map), decided from the record as read.
+    let primaries: Vec<Option<String>> = done.iter().map(primary_url).collect();
+    let wanted = cluster.spec.shards.max(1) as u32;
+    let read = current.status.as_ref().and_then(|s| s.reshard.as_ref());
+    let input = reshard::Input {
+        read,
+        slots: &slots,
+        wanted,
+        primaries: &primaries,
+        now: &now,
+    };
+    let wake = ctx.waker(cluster);
+    let decided = reshard::decide(
+        &input,
+        &mut memory.reshard,
+        |mover, m, source, target| {
+            tokio::spawn(async move {
+                let out = mover.run_phase(m, source, target).await;
+                wake();
+                out
+            })
+        },
+        || crate::reshard::Mover::new(commands.clone()),
+    )
+    .map_err(Error::SlotMap)?;
+    let resharding = shards::resharding_condition(&current, decided.record.as_ref(), &now);
+    let last_step = decided
+        .record
+        .as_ref()
+        .map(|r| r.last_step.as_ref().map_or(0, |t| t.0.as_second()));
+    ctx.metrics.set_resharding(&ns, &name, last_step);
+    let next_slots = decided.slots;
+    // The end of a resharding: the shards beyond the map go before the record says it ended
+    // (a failure here leaves the record, and the next reconcile deletes them).
+    let mut removed = Vec::new();
+    if decided.finished {
+        let keep = next_slots.shards;
+        removed = reshard::remove_shards(client, &ns, &name, keep)
+            .await?
+            .into_iter()
+            .map(events::shard_removed)
+            .collect();
+        memory
+            .pushed
+            .retain(|pod, _| resources::member_of(&name, pod).is_some_and(|(k, _)| k < keep));
+    }
+    let status = shards::combine(per_shard, &next_slots, decided.record, resharding);
     let phase = status.phase;
     // A conflict here loses nothing: the record was written (or unchanged) and the nodes were
     // told; the next reconcile writes the observations again.
@@ -289,8 +328,14 @@ pub async fn reconcile_cluster(
 
     // 4. The cluster map, to every node that answers and has not taken it yet: only a slot map
     // the status records is ever sent.
-    if recorded.as_ref().and_then(|s| s.slot_map.as_ref()) == Some(&SlotMapStatus::from(&slots)) {
-        let records: Vec<Coordinator> = done.iter().map(|r| r.next.clone()).collect();
+    if recorded.as_ref().and_then(|s| s.slot_map.as_ref())
+        == Some(&SlotMapStatus::from(&next_slots))
+    {
+        let records: Vec<Coordinator> = done
+            .iter()
+            .take(next_slots.shards as usize)
+            .map(|r| r.next.clone())
+            .collect();
         let peer = |pod: &str| {
             (ctx.peer_url)(&MemberAddress {
                 namespace: &ns,
@@ -300,7 +345,7 @@ pub async fn reconcile_cluster(
                 tls,
             })
         };
-        if let Some(map) = shards::cluster_map(&slots, &records, peer) {
+        if let Some(map) = shards::cluster_map(&next_slots, &records, peer) {
             let members: Vec<&observe::Member> = done.iter().flat_map(|r| &r.members).collect();
             push_cluster_map(&commands, &mut memory.pushed, &members, &map).await;
         }
@@ -355,20 +400,18 @@ pub async fn reconcile_cluster(
             &reported,
         ));
     }
-    let refused_now = count.refused.is_some();
-    if refused_now && !memory.shards_refused {
-        evs.push(events::shards_refused(count.running, count.refused));
-    }
-    memory.shards_refused = refused_now;
+    evs.extend(decided.events);
+    evs.extend(removed);
     evs.extend(restarted);
     events::publish(ctx, cluster, &evs).await;
     if let Some(e) = failure {
         return Err(e);
     }
 
-    let acting = done
-        .iter()
-        .any(|r| !r.results.is_empty() || r.next != r.record);
+    let acting = decided.acting
+        || done
+            .iter()
+            .any(|r| !r.results.is_empty() || r.next != r.record);
     let settled = done
         .iter()
         .all(|r| r.plan.in_place() && r.restart == rollout::Step::UpToDate);
@@ -552,6 +595,15 @@ async fn run_shard(
         updated,
         failing_over: mem.runtime.failing_over(),
     }))
+}
+
+/// The URL the operator reaches a shard's recorded primary at, if its pod has one.
+fn primary_url(run: &ShardRun) -> Option<String> {
+    let primary = run.next.primary.as_deref()?;
+    run.members
+        .iter()
+        .find(|m| m.name == primary)
+        .and_then(|m| m.url.clone())
 }
 
 /// Sends `map` to every member whose node answered and that has not taken it yet (a new pod,

@@ -253,7 +253,23 @@ fn controller<'a>(
         "{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={}",
         component::NODE
     ));
+    // A finished migration task asks for its cluster's reconcile at once (the next phase, or
+    // the end of a write pause, should not wait for the periodic requeue).
+    let scope = ns.map(str::to_string);
+    let wake = futures_util::stream::unfold(ctx.wake.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(obj) => return Some((obj, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter(move |o: &ObjectRef<ReplicatedCluster>| {
+        std::future::ready(scope.is_none() || o.namespace == scope)
+    });
     let run = Controller::for_stream(clusters, reader.clone())
+        .reconcile_on(wake)
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<ConfigMap>(&client, ns), owned.clone())

@@ -2,9 +2,9 @@
 //! cluster map every node is told.
 //!
 //! The shard count and the slot map are the recorded ones (`status.slotMap`), not the spec's: a
-//! cluster keeps the shards it was created with until resharding exists, and a change of
-//! `spec.shards` is refused with a condition. A status written before shards (no `status.shards`,
-//! no `status.slotMap`) is one shard whose record is the top level, so the terms of a cluster
+//! changed `spec.shards` is carried out by a resharding (`reshard`), which grows the recorded map
+//! first and shrinks it last. A status written before shards (no `status.shards`, no
+//! `status.slotMap`) is one shard whose record is the top level, so the terms of a cluster
 //! created before this operator version carry on.
 
 use std::collections::BTreeMap;
@@ -12,61 +12,61 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use rcluster_proto::{ClusterMap, DEFAULT_SLOTS, ShardId, ShardInfo, SlotMap};
 
-use crate::crd::{ReplicatedCluster, ReplicatedClusterStatus, ShardStatus, SlotMapStatus};
+use crate::crd::{
+    ReplicatedCluster, ReplicatedClusterStatus, ReshardStatus, ShardStatus, SlotMapStatus,
+};
 use crate::failover::Coordinator;
 
-/// The shard count the controller runs, and the spec's when it asks for another one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Count {
-    pub running: u32,
-    /// `spec.shards`, when it differs from `running` (the change is refused).
-    pub refused: Option<i32>,
-}
-
-/// A cluster runs the shard count its slot map records; a cluster that ran before shards (a
-/// status with a term but no slot map) runs one; a new cluster runs the spec's.
-pub fn count(cluster: &ReplicatedCluster) -> Count {
-    let spec = cluster.spec.shards.max(1);
+/// The shard count the controller runs: the recorded slot map's (a resharding grows it before
+/// new shards start and shrinks it once the shards that go own nothing); a cluster that ran
+/// before shards (a status with a term but no slot map) runs one; a new cluster the spec's.
+pub fn count(cluster: &ReplicatedCluster) -> u32 {
     let status = cluster.status.as_ref();
-    let running = match status.and_then(|s| s.slot_map.as_ref()) {
+    match status.and_then(|s| s.slot_map.as_ref()) {
         Some(m) => m.shards.max(1) as u32,
         None if status.is_some_and(|s| s.term > 0) => 1,
-        None => spec as u32,
-    };
-    Count {
-        running,
-        refused: (spec as u32 != running).then_some(spec),
+        None => cluster.spec.shards.max(1) as u32,
     }
 }
 
-/// The `ShardsChangeRefused` condition while `spec.shards` asks for another shard count than the
-/// cluster runs (its transition time kept while it lasts); `None` otherwise.
-pub fn refused_condition(
+/// The `Resharding` condition: `True` while slots move (its message the progress), `False` once
+/// they are where they belong; none on a cluster that was never resharded (its status stays as
+/// it was). Its transition time is kept while its status lasts.
+pub fn resharding_condition(
     cluster: &ReplicatedCluster,
-    count: Count,
+    record: Option<&ReshardStatus>,
     now: &Time,
 ) -> Option<Condition> {
-    let spec = count.refused?;
-    let type_ = crate::crd::condition::SHARDS_CHANGE_REFUSED;
+    let type_ = crate::crd::condition::RESHARDING;
+    let before = cluster
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_));
+    if record.is_none() && !before {
+        return None;
+    }
+    let (status, reason, message) = match record {
+        Some(r) => ("True", "SlotsMoving", r.message.clone()),
+        None => (
+            "False",
+            "Balanced",
+            "every shard owns its share of the slots".to_string(),
+        ),
+    };
     let since = cluster
         .status
         .as_ref()
         .and_then(|s| {
             s.conditions
                 .iter()
-                .find(|c| c.type_ == type_ && c.status == "True")
+                .find(|c| c.type_ == type_ && c.status == status)
         })
         .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    let running = count.running;
     Some(Condition {
         type_: type_.to_string(),
-        status: "True".to_string(),
-        reason: "ReshardingNotSupported".to_string(),
-        message: format!(
-            "spec.shards is {spec} but the cluster was created with {running} (status.slotMap); \
-             changing the shard count of a live cluster is not supported yet, the operator keeps \
-             running {running}: set spec.shards back to {running}"
-        ),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
         last_transition_time: since,
         observed_generation: cluster.metadata.generation,
     })
@@ -90,6 +90,7 @@ pub fn view(status: &ReplicatedClusterStatus, shard: ShardId) -> Option<Replicat
         return (shard == 0 && status.shards.is_empty()).then(|| ReplicatedClusterStatus {
             shards: Vec::new(),
             slot_map: None,
+            reshard: None,
             ..status.clone()
         });
     };
@@ -110,6 +111,7 @@ pub fn view(status: &ReplicatedClusterStatus, shard: ShardId) -> Option<Replicat
         switchover: s.switchover.clone(),
         shards: Vec::new(),
         slot_map: None,
+        reshard: None,
     })
 }
 
@@ -172,18 +174,23 @@ pub fn merge(
     };
     next.shards = shards;
     next.slot_map = Some(SlotMapStatus::from(slots));
+    // The resharding's record is the cluster's, never a shard's: a shard's record write keeps it.
+    next.reshard = full.reshard.clone();
     next
 }
 
 /// The whole status from every shard's (in shard order, one-shard shape): the record of shard 0
 /// at the top level; members, counts and phase over every shard; each condition the worst of the
-/// shards' (its message names the shards it is about). `refused`: the condition saying why a
-/// changed `spec.shards` is not carried out.
+/// shards' (its message names the shards it is about); the resharding's record and condition.
+/// Shards beyond the map's count (just removed by a resharding) are left out.
 pub fn combine(
     per_shard: Vec<ReplicatedClusterStatus>,
     slots: &SlotMap,
-    refused: Option<Condition>,
+    reshard: Option<ReshardStatus>,
+    resharding: Option<Condition>,
 ) -> ReplicatedClusterStatus {
+    let mut per_shard = per_shard;
+    per_shard.truncate(slots.shards.max(1) as usize);
     let mut full = ReplicatedClusterStatus::default();
     for (k, s) in per_shard.iter().enumerate() {
         full = merge(&full, k as ShardId, s.clone(), slots);
@@ -205,9 +212,12 @@ pub fn combine(
         full.members = per_shard.iter().flat_map(|s| s.members.clone()).collect();
         full.conditions = combine_conditions(&per_shard);
     }
-    full.conditions
-        .retain(|c| c.type_ != crate::crd::condition::SHARDS_CHANGE_REFUSED);
-    full.conditions.extend(refused);
+    // `ShardsChangeRefused`: written by operators from before resharding.
+    full.conditions.retain(|c| {
+        c.type_ != crate::crd::condition::RESHARDING && c.type_ != "ShardsChangeRefused"
+    });
+    full.conditions.extend(resharding);
+    full.reshard = reshard;
     full
 }
 

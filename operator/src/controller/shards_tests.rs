@@ -30,43 +30,64 @@ fn shard_status(term: i64, primary: &str, phase: Phase) -> ReplicatedClusterStat
 #[test]
 fn the_recorded_shard_count_wins_over_the_spec() {
     // New: the spec's.
-    assert_eq!(
-        count(&cluster("{shards: 3}")),
-        Count {
-            running: 3,
-            refused: None
-        }
-    );
-    // Created before shards (a term, no slot map): one shard, whatever the spec says now.
+    assert_eq!(count(&cluster("{shards: 3}")), 3);
+    // Created before shards (a term, no slot map): one shard, whatever the spec says now (a
+    // resharding grows the recorded map first).
     let mut old = cluster("{shards: 2}");
     old.status = Some(ReplicatedClusterStatus {
         term: 4,
         ..ReplicatedClusterStatus::default()
     });
-    assert_eq!(
-        count(&old),
-        Count {
-            running: 1,
-            refused: Some(2)
-        }
-    );
-    // Recorded with 2: a spec of 4 is refused.
+    assert_eq!(count(&old), 1);
+    // Recorded with 2: 2 run while a spec of 4 reshards.
     let mut c = cluster("{shards: 4}");
     c.status = Some(ReplicatedClusterStatus {
         slot_map: Some(SlotMapStatus::from(&SlotMap::even(4096, 2).unwrap())),
         ..ReplicatedClusterStatus::default()
     });
-    assert_eq!(
-        count(&c),
-        Count {
-            running: 2,
-            refused: Some(4)
-        }
-    );
+    assert_eq!(count(&c), 2);
     assert_eq!(slot_map(&c, 2).unwrap(), SlotMap::even(4096, 2).unwrap());
     // A recorded map someone broke is never routed by.
     c.status.as_mut().unwrap().slot_map.as_mut().unwrap().ranges[0].end = 10;
     assert!(slot_map(&c, 2).is_err());
+}
+
+#[test]
+fn the_resharding_condition_is_there_once_a_resharding_began() {
+    let now = Time(k8s_openapi::jiff::Timestamp::from_second(50).unwrap());
+    let mut c = cluster("{shards: 3}");
+    assert_eq!(resharding_condition(&c, None, &now), None);
+    let map = SlotMap::even(4096, 2).unwrap().with_shards(3).unwrap();
+    let record =
+        crate::crd::ReshardStatus::new(&crate::reshard::Resharding::new(3), &map, None, None);
+    let on = resharding_condition(&c, Some(&record), &now).unwrap();
+    assert_eq!(
+        (on.status.as_str(), on.message.as_str()),
+        ("True", record.message.as_str())
+    );
+    let slots = SlotMap::even(4096, 2).unwrap();
+    let s0 = shard_status(3, "demo-0", Phase::Running);
+    let s1 = shard_status(2, "demo-s1-0", Phase::Running);
+    let mut status = combine(vec![s0, s1], &slots, Some(record), Some(on));
+    status
+        .conditions
+        .push(cond("ShardsChangeRefused", "True", "old", 1));
+    c.status = Some(status);
+    let later = Time(k8s_openapi::jiff::Timestamp::from_second(90).unwrap());
+    let off = resharding_condition(&c, None, &later).unwrap();
+    assert_eq!(
+        (off.status.as_str(), off.last_transition_time.clone()),
+        ("False", later.clone())
+    );
+    let full = combine(
+        vec![shard_status(3, "demo-0", Phase::Running)],
+        &SlotMap::even(4096, 1).unwrap(),
+        None,
+        Some(off),
+    );
+    assert!(full.reshard.is_none());
+    let types: Vec<&str> = full.conditions.iter().map(|c| c.type_.as_str()).collect();
+    assert_eq!(types, [condition::RESHARDING], "the old refusal is dropped");
 }
 
 #[test]
@@ -82,7 +103,7 @@ fn each_shard_keeps_its_own_record_and_shard_zero_stays_at_the_top() {
     let slots = SlotMap::even(4096, 2).unwrap();
     let s0 = shard_status(3, "demo-0", Phase::Running);
     let s1 = shard_status(9, "demo-s1-2", Phase::Running);
-    let full = combine(vec![s0, s1.clone()], &slots, None);
+    let full = combine(vec![s0, s1.clone()], &slots, None, None);
     assert_eq!((full.term, full.primary.as_deref()), (3, Some("demo-0")));
     assert_eq!(full.shards.len(), 2);
     assert_eq!(full.shards[1].term, 9);
@@ -129,14 +150,14 @@ fn the_worst_shard_decides_phase_and_conditions() {
         cond(condition::AVAILABLE, "False", "electing", 20),
         cond(condition::FAILING_OVER, "True", "electing", 20),
     ];
-    let refused = cond(condition::SHARDS_CHANGE_REFUSED, "True", "no", 30);
-    let full = combine(vec![s0, s1], &slots, Some(refused));
+    let resharding = cond(condition::RESHARDING, "True", "2 -> 3", 30);
+    let full = combine(vec![s0, s1], &slots, None, Some(resharding));
     assert_eq!(full.phase, Some(Phase::FailingOver));
     let get = |t: &str| full.conditions.iter().find(|c| c.type_ == t).unwrap();
     assert_eq!(get(condition::AVAILABLE).status, "False");
     assert_eq!(get(condition::AVAILABLE).message, "shard 1: electing");
     assert_eq!(get(condition::FAILING_OVER).status, "True");
-    assert_eq!(get(condition::SHARDS_CHANGE_REFUSED).status, "True");
+    assert_eq!(get(condition::RESHARDING).status, "True");
 }
 
 #[test]
@@ -144,7 +165,7 @@ fn one_shard_keeps_the_status_it_always_had() {
     let slots = SlotMap::even(4096, 1).unwrap();
     let mut s0 = shard_status(3, "demo-0", Phase::Running);
     s0.conditions = vec![cond(condition::READY, "True", "3 of 3", 10)];
-    let full = combine(vec![s0.clone()], &slots, None);
+    let full = combine(vec![s0.clone()], &slots, None, None);
     assert_eq!(
         full.conditions, s0.conditions,
         "no shard prefix with one shard"

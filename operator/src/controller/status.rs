@@ -283,6 +283,7 @@ pub fn build(input: &Input) -> ReplicatedClusterStatus {
         // shard's status.
         shards: Vec::new(),
         slot_map: None,
+        reshard: None,
     }
 }
 

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use super::shards::SlotMapStatus;
+use super::shards::{ReshardStatus, SlotMapStatus};
 
 /// Observed state, written by the operator only.
 ///
@@ -75,6 +75,10 @@ pub struct ReplicatedClusterStatus {
     /// slot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_map: Option<SlotMapStatus>,
+    /// A resharding under way (`spec.shards` changed): the shard count asked for, the range
+    /// moving now and its phase, and progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reshard: Option<ReshardStatus>,
 }
 
 /// One shard: its coordinator record, its members as last observed, and the slots it owns.

@@ -5,8 +5,10 @@
 //! acts on the new phase, and owns the slot map.
 
 pub mod mover;
+pub mod progress;
 pub mod step;
 
 pub use mover::{MoveError, Mover};
+pub use progress::{Advance, Next, Resharding};
 pub use rcluster_proto::migration::{Migration, Phase, SlotState};
 pub use step::{Step, next_step};

@@ -15,6 +15,9 @@ const LOG_PAGE: u64 = 2000;
 const TIMEOUT: Duration = Duration::from_secs(20);
 /// A copy that keeps being restarted (the source's primary keeps changing) is retried later.
 const COPY_ATTEMPTS: usize = 3;
+/// Steps one [`Mover::run_phase`] takes before it reports back (a catch-up that never catches
+/// up must not hold the caller's view of the migration forever).
+const STEPS_PER_PHASE: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MoveError {
@@ -75,6 +78,30 @@ impl Mover {
             .internal(primary, &format!("slots?{query}"), None, TIMEOUT)
             .await?;
         Ok(())
+    }
+
+    /// Goes through the steps of `m`'s phase until the caller has something to save (a
+    /// `Record` or `Finished`), an error, or [`STEPS_PER_PHASE`] steps (then a `CatchUp`: ask
+    /// again). Hands the mover back, for the caller to run beside its own loop.
+    pub async fn run_phase(
+        mut self,
+        m: Migration,
+        source: String,
+        target: String,
+    ) -> (Mover, Result<Step, MoveError>) {
+        for _ in 0..STEPS_PER_PHASE {
+            let step = match self.next(&m, &source, &target).await {
+                Ok(step) => step,
+                Err(e) => return (self, Err(e)),
+            };
+            if matches!(step, Step::Record(_) | Step::Finished) {
+                return (self, Ok(step));
+            }
+            if let Err(e) = self.perform(&m, &step, &source, &target).await {
+                return (self, Err(e));
+            }
+        }
+        (self, Ok(Step::CatchUp { from: 0 }))
     }
 
     /// Does `step` (never `Record` or `Finished`: those are the caller's).

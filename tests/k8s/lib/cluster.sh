@@ -228,6 +228,7 @@ start_control_plane() {
   start_controller_manager
   start_scheduler
   start_kwok
-  # quorum-3 keeps 4 claims, sharded-2x3 6, async-cache-2 2 (claims are retained).
-  make_volumes 14
+  # quorum-3 keeps 4 claims, sharded-2x3 6 and 3 more while it runs a third shard, async-cache-2
+  # 2 (claims are retained; a volume whose claim was deleted is not used again).
+  make_volumes 17
 }

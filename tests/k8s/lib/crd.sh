@@ -66,7 +66,7 @@ EOF
 check_printer_columns() {
   local header name
   header=$("$KUBECTL" get rcl -n "$CRD_NS" | head -1)
-  [[ $(echo "$header" | tr -s ' ') == "NAME SHARDS REPLICAS READY PRIMARY TERM PHASE AGE" ]] ||
+  [[ $(echo "$header" | tr -s ' ') == "NAME SHARDS REPLICAS READY PRIMARY TERM PHASE RESHARD AGE" ]] ||
     die "kubectl get rcl prints \"$header\""
   [[ $("$KUBECTL" get rcl transition -n "$CRD_NS" -o custom-columns=R:.spec.replicas --no-headers) == 5 ]] ||
     die "the printer column REPLICAS does not show spec.replicas"

@@ -2,7 +2,7 @@
 # Steps on manifests/examples/sharded-2x3.yaml (two shards of three members) under the Helm-installed
 # operator: per-shard objects and status, the data path through any node (forwarding to the owning
 # shard), one cluster map on every node, a failover of shard 1 while shard 0 keeps taking writes,
-# the refused change of spec.shards, and garbage collection of both shards' objects.
+# and garbage collection of both shards' objects (resharding: reshard.sh).
 
 SH_NS=sharded
 SH_CL=shop # metadata.name in manifests/examples/sharded-2x3.yaml
@@ -272,26 +272,6 @@ sys.exit(0 if ok else 1)
 EOF
 }
 
-# Condition TYPE's status on the cluster ("" when absent).
-sh_condition() { sh_field ".status.conditions[?(@.type==\"$1\")].status"; }
-
-check_shards_change_refused() {
-  "$KUBECTL" patch rcl "$SH_CL" -n "$SH_NS" --type merge -p '{"spec":{"shards":3}}'
-  wait_until 60 "the ShardsChangeRefused condition is True" bash -c "[[ \$(\"$KUBECTL\" get rcl $SH_CL -n $SH_NS \
-    -o jsonpath='{.status.conditions[?(@.type==\"ShardsChangeRefused\")].status}') == True ]]"
-  log "ShardsChangeRefused: $(sh_field '.status.conditions[?(@.type=="ShardsChangeRefused")].message')"
-  [[ $(sh_field .status.slotMap.shards) == 2 ]] || die "status.slotMap.shards changed to $(sh_field .status.slotMap.shards)"
-  [[ -z $("$KUBECTL" get statefulset "$SH_CL-s2" -n "$SH_NS" -o name --ignore-not-found) ]] ||
-    die "a StatefulSet for a third shard was made"
-  "$KUBECTL" get events -n "$SH_NS" --field-selector "involvedObject.name=$SH_CL,reason=ShardsChangeRefused" \
-    -o name | grep -q . || die "no ShardsChangeRefused event"
-  sh_put "$(sh_pods | head -1)" "$(sh_keys 1 | head -1)" '"while-refused"' ||
-    die "a write was refused while the shard change was: $(cat "$RUN/put.out")"
-  "$KUBECTL" patch rcl "$SH_CL" -n "$SH_NS" --type merge -p '{"spec":{"shards":2}}'
-  wait_until 60 "the ShardsChangeRefused condition clears" bash -c "[[ \$(\"$KUBECTL\" get rcl $SH_CL -n $SH_NS \
-    -o jsonpath='{.status.conditions[?(@.type==\"ShardsChangeRefused\")].status}') != True ]]"
-  log "spec.shards back to 2: the condition cleared"
-}
 
 check_shards_garbage_collection() {
   local claims

@@ -1,6 +1,7 @@
 //! A cluster of two shards against fake nodes: each shard's StatefulSet and Services, both
 //! shards' records in the status, a failover in one shard that leaves the other's record and
-//! nodes alone, the cluster map pushed to every node, and a change of `spec.shards` refused.
+//! nodes alone, the cluster map pushed to every node, and a change of `spec.shards` that begins a
+//! resharding (recorded before anything acts on it).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -138,7 +139,7 @@ fn sharded_opening(w: &Shared, shards: u32, first: bool) -> Vec<Expect> {
 }
 
 #[tokio::test]
-async fn a_failover_in_one_shard_leaves_the_other_alone_and_a_shards_change_is_refused() {
+async fn a_failover_in_one_shard_leaves_the_other_alone_and_a_shards_change_begins_a_resharding() {
     let log = Log::default();
     let (shard0, mut urls) = fake_cluster(3, 0, &log).await;
     let s1 = [
@@ -231,41 +232,35 @@ async fn a_failover_in_one_shard_leaves_the_other_alone_and_a_shards_change_is_r
     let pushes = log_lines(&log, &["map "]).len();
     assert_eq!(pushes, 5);
 
-    // spec.shards changes to 3: refused, with a condition and an event; two shards keep running.
+    // spec.shards changes to 3: a resharding begins. Its record and the map with room for a
+    // third shard are written before anything else happens; two shards run until then.
     w.lock().unwrap().cluster.spec.shards = 3;
     let mut script = sharded_opening(&w, 2, false);
     script.push(write_status(&w, &log, |s| {
         let c = s
             .conditions
             .iter()
-            .find(|c| c.type_ == "ShardsChangeRefused")
+            .find(|c| c.type_ == "Resharding")
             .expect("the condition");
         assert_eq!(c.status, "True");
-        assert!(c.message.contains("spec.shards is 3"), "{}", c.message);
-        assert_eq!(s.slot_map.as_ref().unwrap().shards, 2);
+        let r = s.reshard.as_ref().expect("the resharding's record");
+        assert_eq!((r.shards, r.migration.as_ref()), (3, None));
+        assert_eq!(r.remaining_slots, 1365, "{r:?}");
+        let map = s.slot_map.as_ref().unwrap();
+        assert_eq!(
+            (map.shards, map.epoch),
+            (3, 2),
+            "room for shard 2, which owns nothing"
+        );
+        assert!(map.ranges.iter().all(|r| r.shard < 2));
         assert_eq!(s.shards.len(), 2);
     }));
-    script.push(event("ShardsChangeRefused", None));
-    let server = serve(handle, script, log.clone());
-    reconcile(Arc::new(current(&w)), ctx.clone()).await.unwrap();
-    let handle = finish_keep(server).await;
-    assert_eq!(
-        log_lines(&log, &["map "]).len(),
-        pushes,
-        "an unchanged map is not sent again"
-    );
-
-    // Set back: the condition goes away.
-    w.lock().unwrap().cluster.spec.shards = 2;
-    let mut script = sharded_opening(&w, 2, false);
-    script.push(write_status(&w, &log, |s| {
-        assert!(
-            !s.conditions
-                .iter()
-                .any(|c| c.type_ == "ShardsChangeRefused")
-        );
-    }));
+    script.push(event("ReshardStarted", None));
     let server = serve(handle, script, log.clone());
     reconcile(Arc::new(current(&w)), ctx).await.unwrap();
     finish(server).await;
+    assert!(
+        log_lines(&log, &["map "]).len() > pushes,
+        "the grown map is sent to the nodes once recorded"
+    );
 }
