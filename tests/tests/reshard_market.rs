@@ -307,7 +307,6 @@ fn rcluster_reshard_reshards_a_running_playground_and_status_shows_the_moves() {
 /// linearizable read then shows a version below one already acknowledged, and a compare-and-set
 /// at a reused version succeeds twice (stock sold beyond what there was). Run with `--ignored`.
 #[test]
-#[ignore = "defect: versions go back when a range moves again from a shard that imported it"]
 fn resharding_2_to_4_to_3_under_a_marketplace_with_kills_loses_no_purchase() {
     let _turn = serial();
     let pg = Playground::start(Options {
