@@ -123,16 +123,49 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
     result
 }
 
+/// Prints a stream's events, following it when its range moves to another shard (a `moved` event:
+/// reopened from the exact point it gives, so nothing is missed or printed twice). The number of
+/// moves followed is bounded by the moves a resharding makes; each reopening is one request.
+async fn follow(
+    client: &Client,
+    open: impl Fn(Option<String>) -> Result<Call, Error>,
+    count: Option<u64>,
+    json: bool,
+    line: fn(&rcluster_client::sse::Event) -> Result<Option<String>, Error>,
+) -> Result<(), Failure> {
+    let mut resume = None;
+    let mut printed = 0u64;
+    loop {
+        let events = client.open_stream(&open(resume.take())?).await?;
+        let left = count.map(|c| c - printed);
+        let (n, moved) = output::print_events(events, left, json, line).await?;
+        printed += n;
+        match moved {
+            Some(r) if count.is_none_or(|c| printed < c) => resume = Some(r),
+            _ => return Ok(()),
+        }
+    }
+}
+
 async fn run(client: &Client, global: &GlobalArgs, command: Command) -> Result<(), Failure> {
     let json = global.json;
     let call = match command {
         Command::Watch { prefix, count } => {
-            let events = client.open_stream(&calls::watch(prefix.as_deref())).await?;
-            return output::print_events(events, count, json, output::watch_line).await;
+            let prefixes: Vec<String> = prefix.into_iter().collect();
+            let open = |from: Option<String>| calls::watch_from(&prefixes, from.as_deref());
+            return follow(client, open, count, json, output::watch_line).await;
         }
         Command::Topic(TopicCommand::Stream { name, from, count }) => {
-            let events = client.open_stream(&calls::stream(&name, from)?).await?;
-            return output::print_events(events, count, json, output::message_event_line).await;
+            let open = |resume: Option<String>| {
+                let from = match resume {
+                    Some(r) => Some(r.parse::<u64>().map_err(|_| {
+                        Error::InvalidResponse(format!("moved: {r:?} is not a message offset"))
+                    })?),
+                    None => from,
+                };
+                calls::stream(&name, from)
+            };
+            return follow(client, open, count, json, output::message_event_line).await;
         }
         Command::Switchover { to, wait } => {
             let wait = Duration::from_secs_f64(wait);

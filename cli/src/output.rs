@@ -379,19 +379,30 @@ pub fn event_json(ev: &Event) -> Value {
     json!({ "event": ev.event, "id": ev.id, "data": data })
 }
 
-/// Prints events until `count` have been printed or the server ends the stream.
+/// Prints events until `count` have been printed or the server ends the stream. Returns how many
+/// it printed, and the resume point of a `moved` event that ended the stream (its range went to
+/// another shard: the caller reopens the stream there).
 pub async fn print_events(
     mut events: EventStream,
     count: Option<u64>,
     json: bool,
     line: fn(&Event) -> Result<Option<String>, Error>,
-) -> Result<(), Failure> {
+) -> Result<(u64, Option<String>), Failure> {
     let mut printed = 0u64;
     while count.is_none_or(|c| printed < c) {
         let Some(ev) = events.next().await else {
-            return Ok(());
+            return Ok((printed, None));
         };
         let ev = ev.map_err(Error::from)?;
+        if ev.event == "moved" {
+            let resume = ev
+                .json()
+                .ok()
+                .and_then(|d| d.get("resume").and_then(Value::as_str).map(str::to_string));
+            let resume = resume
+                .ok_or_else(|| Error::InvalidResponse(format!("bad moved event: {}", ev.data)))?;
+            return Ok((printed, Some(resume)));
+        }
         let text = match line(&ev)? {
             Some(_) if json => event_json(&ev).to_string(),
             Some(t) => t,
@@ -400,7 +411,7 @@ pub async fn print_events(
         term::line(text)?;
         printed += 1;
     }
-    Ok(())
+    Ok((printed, None))
 }
 
 #[cfg(test)]

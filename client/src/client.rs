@@ -433,7 +433,7 @@ impl Client {
 
     /// Fetches the cluster map from `endpoint` (`GET /v1/cluster`) and merges it into the cached
     /// one; only a node of this client's cluster is believed.
-    async fn refresh_map(&self, endpoint: &str) -> Result<(), Error> {
+    pub(crate) async fn refresh_map(&self, endpoint: &str) -> Result<(), Error> {
         let url = format!("{endpoint}/v1/cluster");
         let mut headers = HeaderMap::new();
         self.inner.identity.add_header(&mut headers);

@@ -234,6 +234,8 @@ struct Resumable {
     /// Connections in a row that ended before delivering anything.
     fruitless: u32,
     fruitless_since: Option<Instant>,
+    /// The server said the stream's range moved to another shard: reconnect.
+    moved: bool,
 }
 
 impl Resumable {
@@ -248,6 +250,7 @@ impl Resumable {
             ready: VecDeque::new(),
             fruitless: 0,
             fruitless_since: None,
+            moved: false,
         }
     }
 
@@ -261,7 +264,12 @@ impl Resumable {
                 continue;
             };
             match tokio::time::timeout(self.idle, events.next()).await {
-                Ok(Some(Ok(ev))) => self.take(ev),
+                Ok(Some(Ok(ev))) => {
+                    self.take(ev);
+                    if self.moved {
+                        self.follow_move().await;
+                    }
+                }
                 Ok(Some(Err(e))) => return Err(e.into()),
                 Ok(None) | Err(_) => {
                     return Err(Error::Timeout(
@@ -297,6 +305,9 @@ impl Resumable {
                 Ok(Some(Ok(ev))) => {
                     (self.fruitless, self.fruitless_since) = (0, None);
                     self.take(ev);
+                    if self.moved {
+                        self.follow_move().await;
+                    }
                 }
                 // Ended or broken: resume (the node's loss shows when reconnecting).
                 Ok(Some(Err(_)) | None) => self.lost(),
@@ -312,6 +323,22 @@ impl Resumable {
     }
 
     fn take(&mut self, ev: Event) {
+        if ev.event == "moved" {
+            // The shard gave the stream's range away after sending everything it had of it:
+            // resume exactly there, at the new owner (nothing of an unfinished entry is pending:
+            // the event follows whole entries).
+            #[derive(Deserialize)]
+            struct Moved {
+                resume: String,
+            }
+            if let Ok(m) = serde_json::from_str::<Moved>(&ev.data) {
+                self.position = Some(m.resume);
+            } else if ev.id.is_some() {
+                self.position = ev.id;
+            }
+            self.moved = true;
+            return;
+        }
         if ev.event == "progress" {
             self.position = ev.id;
             return;
@@ -323,6 +350,16 @@ impl Resumable {
         self.position = ev.id.clone();
         self.ready.extend(self.partial.drain(..));
         self.ready.push_back(ev);
+    }
+
+    /// After a `moved` event: learns the new owner from the node that said so, then reconnects
+    /// (any node routes the stream to the range's owner; the map only saves a hop).
+    async fn follow_move(&mut self) {
+        self.moved = false;
+        if let Some((_, endpoint)) = self.open.take() {
+            let _ = self.client.refresh_map(&endpoint).await;
+        }
+        self.lost();
     }
 
     /// The connection is gone: what was held of an unfinished entry comes again on resuming.

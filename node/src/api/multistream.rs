@@ -22,8 +22,11 @@ pub trait Positions: Send + 'static {
 
 impl Positions for SessionToken {
     fn observe(&mut self, shard: ShardId, id: &str) {
+        // A part's id is its shard's position, plain or as a token naming the shard.
         if let Ok(index) = id.parse::<u64>() {
             SessionToken::observe(self, shard, index);
+        } else if let Ok(token) = id.parse::<SessionToken>() {
+            SessionToken::observe(self, shard, token.get(shard));
         }
     }
     fn id(&self) -> String {
@@ -55,7 +58,7 @@ pub async fn watch_everywhere(ctx: &Ctx, req: &Req) -> Result<Response, ApiError
     for shard in ctx.routing.shards() {
         if shard == mine {
             let (tx, rx) = mpsc::channel(256);
-            let local = watch_local(ctx.engine.clone(), prefixes.clone(), from, tx);
+            let local = watch_local(ctx.engine.clone(), mine, prefixes.clone(), from, tx);
             parts.push((shard, Source::Local((Box::pin(local), rx))));
             continue;
         }
@@ -123,6 +126,15 @@ pub async fn merge<P: Positions>(
             Some(_) = tasks.join_next() => return,
         };
         let Some((shard, ev)) = next else { return };
+        if ev.event == "moved" {
+            // A part's range moved to another shard: the whole stream ends where it stands, and
+            // the client resumes it over the new map. Before the stream opened there is no
+            // position to give: it simply ends (the client resumes where it was).
+            if started.len() == count {
+                let _ = out.send(moved(&ev, position.id())).await;
+            }
+            return;
+        }
         if started.len() < count {
             if started.insert(shard) {
                 if let Some(id) = &ev.id {
@@ -155,6 +167,18 @@ pub async fn merge<P: Positions>(
             return;
         }
     }
+}
+
+/// A part's `moved` event, resuming at the merged position.
+fn moved(part: &Ev, resume: String) -> Ev {
+    let mut data: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&part.data).unwrap_or_default();
+    data.insert("resume".into(), resume.clone().into());
+    Ev::new(
+        "moved",
+        Some(resume),
+        serde_json::Value::Object(data).to_string(),
+    )
 }
 
 /// Sends one part's event on with the merged id; false when the client is gone.

@@ -13,6 +13,8 @@ use super::render::{self, Obj};
 use super::{ApiError, Ctx, Req};
 use crate::engine::Engine;
 use crate::state::KvEvent;
+use rcluster_proto::migration::within;
+use rcluster_proto::{SessionToken, ShardId};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -149,17 +151,21 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         loop {
             changed.borrow_and_update();
             durable.borrow_and_update();
-            let (batch, first, seen) = {
+            let (batch, first, seen, moved) = {
                 let core = engine.core();
-                // The topic was deleted: end the stream.
-                let Some(t) = core.state.topics.get(&topic) else {
-                    return;
-                };
-                (
-                    t.read(next, READ_BATCH),
-                    t.first_offset,
-                    core.state.applied_index,
-                )
+                let moved = super::streams::Moved::of(&core.state, &topic);
+                match core.state.topics.get(&topic) {
+                    Some(t) => (
+                        t.read(next, READ_BATCH),
+                        t.first_offset,
+                        core.state.applied_index,
+                        moved,
+                    ),
+                    // Dropped here after its handoff: the new owner has it, same offsets.
+                    None if moved.is_some() => (Vec::new(), next, core.state.applied_index, moved),
+                    // Deleted: the stream ends.
+                    None => return,
+                }
             };
             // Retention dropped messages the client has not had: say so, then go on.
             if next < first {
@@ -172,6 +178,18 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
                     return;
                 }
                 next = first;
+            }
+            if batch.is_empty()
+                && let Some(m) = moved
+            {
+                // Every message this shard applied was sent; the handoff must be committed
+                // before the client goes elsewhere (a failover may undo an uncommitted one).
+                if engine.wait_committed(seen).await {
+                    // The id stays a message offset (the last one sent), for Last-Event-ID.
+                    let id = next.checked_sub(1).map(|o| o.to_string());
+                    let _ = tx.send(m.event(&next.to_string(), id)).await;
+                }
+                return;
             }
             if batch.is_empty() {
                 if !engine.progress_changed(&mut changed, &mut durable).await {
@@ -237,19 +255,29 @@ pub async fn watch(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let prefixes = prefixes(req)?;
     let from = watch_start(ctx, req)?;
     let engine = ctx.engine.clone();
-    Ok(sse(move |tx| watch_local(engine, prefixes, from, tx)))
+    let shard = ctx.routing.shard;
+    Ok(sse(move |tx| {
+        watch_local(engine, shard, prefixes, from, tx)
+    }))
 }
 
 /// Sends this node's committed record changes under `prefixes` after log position `from` (or from
-/// the commit index now), until the receiver goes away.
+/// the commit index now), until the receiver goes away, or until this shard hands off a range the
+/// prefixes may touch: then a last `moved` event says where to resume (see `Handoffs`).
+///
+/// Ids are positions in `shard`'s log as a session token (`SHARD:POSITION`, a plain position on
+/// shard 0), so a resume anywhere, even at another shard after a move, reads them right.
 pub async fn watch_local(
     engine: Arc<Engine>,
+    shard: ShardId,
     prefixes: Vec<String>,
     from: Option<u64>,
     tx: mpsc::Sender<Ev>,
 ) {
     let mut after = from.unwrap_or_else(|| engine.commit_index());
-    let progress = |at: u64| Ev::new("progress", Some(at.to_string()), "{}".into());
+    let pos = |at: u64| Some(SessionToken::at(shard, at).to_string());
+    let progress = |at: u64| Ev::new("progress", pos(at), "{}".into());
+    let mut handoffs = Handoffs::new(&engine, &prefixes);
     if tx.send(progress(after)).await.is_err() {
         return;
     }
@@ -270,11 +298,7 @@ pub async fn watch_local(
                 ),
                 Obj::new().num("from", after).num("position", now),
             );
-            if tx
-                .send(Ev::new("reset", Some(now.to_string()), data))
-                .await
-                .is_err()
-            {
+            if tx.send(Ev::new("reset", pos(now), data)).await.is_err() {
                 return;
             }
             (after, reported, sent) = (now, now, Instant::now());
@@ -283,7 +307,7 @@ pub async fn watch_local(
         for (i, e) in events.iter().enumerate() {
             let more = events.get(i + 1).is_some_and(|n| n.index == e.index);
             let id = if more { e.index - 1 } else { e.index };
-            let ev = Ev::new(e.kind.as_str(), Some(id.to_string()), change(e, more));
+            let ev = Ev::new(e.kind.as_str(), pos(id), change(e, more));
             if tx.send(ev).await.is_err() {
                 return;
             }
@@ -292,6 +316,13 @@ pub async fn watch_local(
         after = after.max(upto);
         if !events.is_empty() {
             continue;
+        }
+        if let Some(moved) = handoffs.check(&engine, after) {
+            // Every change up to `after` was sent, and the range's last one is before its
+            // handoff, which is committed by now.
+            let resume = SessionToken::at(shard, after).to_string();
+            let _ = tx.send(moved.event(&resume)).await;
+            return;
         }
         let moved_on = after > reported && sent.elapsed() >= PROGRESS_EVERY;
         if moved_on || sent.elapsed() >= HEARTBEAT {
@@ -309,6 +340,101 @@ pub async fn watch_local(
         let wait = engine.progress_changed(&mut changed, &mut durable);
         if let Ok(false) = tokio::time::timeout(due.saturating_sub(sent.elapsed()), wait).await {
             return;
+        }
+    }
+}
+
+/// The ranges this shard hands off while a watch runs. The watch ends with `moved` once it has
+/// sent every change up to the handoff (the range's last change is before its fence), so the client
+/// resumes at the new owner: the resume point names only this shard's position, so the new owner
+/// sends its own changes of the range from the start of its history, and it has none before it
+/// took the range in (an import is silent: the watchers heard those changes here).
+struct Handoffs {
+    /// Handoffs already in the log when the watch opened (their ranges were not served here).
+    known: Vec<(u32, u32, u64)>,
+    /// A new handoff that concerns the watch, and the applied index when it was seen.
+    due: Option<(WatchMoved, u64)>,
+    /// The slots of the prefixes when each holds a whole hash tag; `None`: keys anywhere.
+    slots: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchMoved {
+    pub shard: ShardId,
+    pub epoch: u64,
+    pub start: u32,
+    pub end: u32,
+}
+
+impl WatchMoved {
+    pub fn event(&self, resume: &str) -> Ev {
+        let data = Obj::new()
+            .num("shard", u64::from(self.shard))
+            .num("epoch", self.epoch)
+            .num("start", u64::from(self.start))
+            .num("end", u64::from(self.end))
+            .str("resume", resume)
+            .done();
+        Ev::new("moved", Some(resume.to_string()), data)
+    }
+}
+
+fn handed_off(engine: &Engine) -> (Vec<(u32, u32, u64, ShardId)>, u64) {
+    let core = engine.core();
+    let list = core
+        .state
+        .slots
+        .outgoing
+        .iter()
+        .filter_map(|o| o.handed_off.map(|e| (o.start, o.end, e, o.to)))
+        .collect();
+    (list, core.state.applied_index)
+}
+
+impl Handoffs {
+    fn new(engine: &Engine, prefixes: &[String]) -> Handoffs {
+        let slots = (!prefixes.is_empty()
+            && prefixes
+                .iter()
+                .all(|p| rcluster_proto::slots::hash_tag(p).len() < p.len()))
+        .then(|| {
+            prefixes
+                .iter()
+                .map(|p| rcluster_proto::slot_of(p, rcluster_proto::DEFAULT_SLOTS))
+                .collect()
+        });
+        let (list, _) = handed_off(engine);
+        Handoffs {
+            known: list.into_iter().map(|(s, e, ep, _)| (s, e, ep)).collect(),
+            due: None,
+            slots,
+        }
+    }
+
+    /// The handoff to report once the watch has sent everything up to `after`.
+    fn check(&mut self, engine: &Engine, after: u64) -> Option<WatchMoved> {
+        if self.due.is_none() {
+            let (list, applied) = handed_off(engine);
+            self.due = list
+                .into_iter()
+                .filter(|(s, e, ep, _)| !self.known.contains(&(*s, *e, *ep)))
+                .find(|(s, e, _, _)| match &self.slots {
+                    None => true,
+                    Some(slots) => slots.iter().any(|x| within(*x, *s, *e)),
+                })
+                .map(|(start, end, epoch, shard)| {
+                    let m = WatchMoved {
+                        shard,
+                        epoch,
+                        start,
+                        end,
+                    };
+                    (m, applied)
+                });
+        }
+        match &self.due {
+            Some((m, seen)) if after >= *seen => Some(m.clone()),
+            _ => None,
         }
     }
 }

@@ -111,8 +111,10 @@ pub async fn streams(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let mine = ctx.routing.shard;
     let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
     for t in &topics {
+        // This shard's own record of a handoff is newer than its map: a stream reopened after a
+        // `moved` event goes to the new owner even before the map names it.
         by_shard
-            .entry(ctx.routing.owner_of(t))
+            .entry(super::placement::owner(ctx, t)?)
             .or_default()
             .push(t.clone());
     }
@@ -213,7 +215,7 @@ async fn stream_local(engine: Arc<Engine>, mut at: TopicPositions, tx: mpsc::Sen
     loop {
         changed.borrow_and_update();
         durable.borrow_and_update();
-        let Some((batch, resets, seen)) = read(&engine, &at) else {
+        let Some((batch, resets, seen, moved)) = read(&engine, &at) else {
             return;
         };
         for (topic, first) in resets {
@@ -231,6 +233,19 @@ async fn stream_local(engine: Arc<Engine>, mut at: TopicPositions, tx: mpsc::Sen
             if tx.send(Ev::new("reset", id(&at), data)).await.is_err() {
                 return;
             }
+        }
+        if batch.is_empty()
+            && let Some(m) = moved
+        {
+            // Everything this shard applied of the topic has been sent; the handoff must be
+            // committed before the client is told to go on elsewhere (an uncommitted one may
+            // still be undone by a failover).
+            if engine.wait_committed(seen).await {
+                let _ = tx
+                    .send(m.event(&at.to_string(), Some(at.to_string())))
+                    .await;
+            }
+            return;
         }
         if batch.is_empty() {
             if sent.elapsed() >= HEARTBEAT {
@@ -265,13 +280,58 @@ async fn stream_local(engine: Arc<Engine>, mut at: TopicPositions, tx: mpsc::Sen
 }
 
 type Batch = Vec<(String, u64, Message)>;
+
+/// A topic of a stream whose slot this shard handed off: the stream ends with a `moved` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub topic: String,
+    pub shard: ShardId,
+    pub epoch: u64,
+}
+
+impl Moved {
+    /// The handoff of `name`'s slot in this shard's log, if it was handed off.
+    pub fn of(state: &crate::state::State, name: &str) -> Option<Moved> {
+        let slot = rcluster_proto::slot_of(name, rcluster_proto::DEFAULT_SLOTS);
+        state
+            .slots
+            .outgoing
+            .iter()
+            .filter(|o| rcluster_proto::migration::within(slot, o.start, o.end))
+            .find_map(|o| {
+                o.handed_off.map(|epoch| Moved {
+                    topic: name.to_string(),
+                    shard: o.to,
+                    epoch,
+                })
+            })
+    }
+
+    /// The last event of a stream: where to resume (`resume`: what `from=` takes), at which
+    /// shard.
+    pub fn event(&self, resume: &str, id: Option<String>) -> Ev {
+        let data = Obj::new()
+            .str("topic", &self.topic)
+            .num("shard", u64::from(self.shard))
+            .num("epoch", self.epoch)
+            .str("resume", resume)
+            .done();
+        Ev::new("moved", id, data)
+    }
+}
 /// Topics whose position retention passed, with their first offset now.
 type Resets = Vec<(String, u64)>;
 
 /// The next messages of every topic in log order, the topics whose position retention passed
-/// (with their first offset), and the applied index they reflect. `None` when a topic is gone.
-fn read(engine: &Engine, at: &TopicPositions) -> Option<(Batch, Resets, u64)> {
+/// (with their first offset), the applied index they reflect, and a topic this shard handed off.
+/// `None` when a topic is gone (deleted, or dropped here before its handoff was seen).
+fn read(engine: &Engine, at: &TopicPositions) -> Option<(Batch, Resets, u64, Option<Moved>)> {
     let core = engine.core();
+    let moved = at.0.keys().find_map(|t| Moved::of(&core.state, t));
+    if moved.is_some() && at.0.keys().any(|t| !core.state.topics.contains_key(t)) {
+        // Dropped here already: the new owner has every message with the same offsets.
+        return Some((Vec::new(), Vec::new(), core.state.applied_index, moved));
+    }
     let mut resets = Vec::new();
     let mut all = Vec::new();
     // A topic that returned a full batch may have more: nothing logged after its last message
@@ -292,7 +352,7 @@ fn read(engine: &Engine, at: &TopicPositions) -> Option<(Batch, Resets, u64)> {
     }
     all.retain(|(_, _, m)| m.index <= cutoff);
     all.sort_by(|a, b| (a.2.index, &a.0, a.1).cmp(&(b.2.index, &b.0, b.1)));
-    Some((all, resets, core.state.applied_index))
+    Some((all, resets, core.state.applied_index, moved))
 }
 
 #[cfg(test)]
