@@ -236,6 +236,9 @@ struct Resumable {
     fruitless_since: Option<Instant>,
     /// The server said the stream's range moved to another shard: reconnect.
     moved: bool,
+    /// `moved` events in a row with nothing delivered between them (the node that answers has
+    /// not heard of the new owner yet): the reconnections back off.
+    moves: u32,
 }
 
 impl Resumable {
@@ -251,6 +254,7 @@ impl Resumable {
             fruitless: 0,
             fruitless_since: None,
             moved: false,
+            moves: 0,
         }
     }
 
@@ -347,6 +351,7 @@ impl Resumable {
             self.partial.push(ev);
             return;
         }
+        self.moves = 0;
         self.position = ev.id.clone();
         self.ready.extend(self.partial.drain(..));
         self.ready.push_back(ev);
@@ -356,10 +361,15 @@ impl Resumable {
     /// (any node routes the stream to the range's owner; the map only saves a hop).
     async fn follow_move(&mut self) {
         self.moved = false;
+        self.moves += 1;
         if let Some((_, endpoint)) = self.open.take() {
             let _ = self.client.refresh_map(&endpoint).await;
         }
         self.lost();
+        if self.moves > 1 {
+            let policy = self.client.retry_policy();
+            tokio::time::sleep(policy.backoff(self.moves - 1, crate::random::unit())).await;
+        }
     }
 
     /// The connection is gone: what was held of an unfinished entry comes again on resuming.

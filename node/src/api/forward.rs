@@ -195,6 +195,12 @@ pub async fn open_stream(
         HeaderName::from_static(headers::DIRECT),
         HeaderValue::from_static("1"),
     );
+    // The map the stream is merged by: a part reports every move newer than it (see
+    // `stream::Handoffs`).
+    headers.insert(
+        HeaderName::from_static(headers::EPOCH),
+        HeaderValue::from(ctx.routing.epoch()),
+    );
     let mut last = String::from("its members are unknown");
     for base in &target.urls {
         let url = format!("{base}{path_and_query}");

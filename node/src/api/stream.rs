@@ -255,9 +255,15 @@ pub async fn watch(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let prefixes = prefixes(req)?;
     let from = watch_start(ctx, req)?;
     let engine = ctx.engine.clone();
+    // A part of a watch merged elsewhere goes by the merging node's map when it is older.
+    let merged_by = req
+        .headers
+        .get(rcluster_proto::headers::EPOCH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let epoch = ctx.routing.epoch().min(merged_by.unwrap_or(u64::MAX));
     let shard = ctx.routing.shard;
     Ok(sse(move |tx| {
-        watch_local(engine, shard, prefixes, from, tx)
+        watch_local(engine, (shard, epoch), prefixes, from, tx)
     }))
 }
 
@@ -267,9 +273,10 @@ pub async fn watch(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
 ///
 /// Ids are positions in `shard`'s log as a session token (`SHARD:POSITION`, a plain position on
 /// shard 0), so a resume anywhere, even at another shard after a move, reads them right.
+/// `map_epoch`: the epoch of the map the watch was opened with (see `Handoffs`).
 pub async fn watch_local(
     engine: Arc<Engine>,
-    shard: ShardId,
+    (shard, map_epoch): (ShardId, u64),
     prefixes: Vec<String>,
     from: Option<u64>,
     tx: mpsc::Sender<Ev>,
@@ -277,7 +284,7 @@ pub async fn watch_local(
     let mut after = from.unwrap_or_else(|| engine.commit_index());
     let pos = |at: u64| Some(SessionToken::at(shard, at).to_string());
     let progress = |at: u64| Ev::new("progress", pos(at), "{}".into());
-    let mut handoffs = Handoffs::new(&engine, &prefixes);
+    let mut handoffs = Handoffs::new(&engine, &prefixes, map_epoch);
     if tx.send(progress(after)).await.is_err() {
         return;
     }
@@ -349,8 +356,12 @@ pub async fn watch_local(
 /// resumes at the new owner: the resume point names only this shard's position, so the new owner
 /// sends its own changes of the range from the start of its history, and it has none before it
 /// took the range in (an import is silent: the watchers heard those changes here).
+///
+/// A handoff already in the log when the watch opened concerns it only if the map it was opened
+/// with is older: a watch over shards opened then has no part at the new owner (this node did not
+/// know it), so it must end at once and be opened again once the map names the new owner.
 struct Handoffs {
-    /// Handoffs already in the log when the watch opened (their ranges were not served here).
+    /// Handoffs the watch's map already knew (their ranges are not served here).
     known: Vec<(u32, u32, u64)>,
     /// A new handoff that concerns the watch, and the applied index when it was seen.
     due: Option<(WatchMoved, u64)>,
@@ -392,7 +403,7 @@ fn handed_off(engine: &Engine) -> (Vec<(u32, u32, u64, ShardId)>, u64) {
 }
 
 impl Handoffs {
-    fn new(engine: &Engine, prefixes: &[String]) -> Handoffs {
+    fn new(engine: &Engine, prefixes: &[String], map_epoch: u64) -> Handoffs {
         let slots = (!prefixes.is_empty()
             && prefixes
                 .iter()
@@ -405,7 +416,11 @@ impl Handoffs {
         });
         let (list, _) = handed_off(engine);
         Handoffs {
-            known: list.into_iter().map(|(s, e, ep, _)| (s, e, ep)).collect(),
+            known: list
+                .into_iter()
+                .filter(|(_, _, ep, _)| *ep <= map_epoch)
+                .map(|(s, e, ep, _)| (s, e, ep))
+                .collect(),
             due: None,
             slots,
         }

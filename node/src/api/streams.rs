@@ -159,7 +159,7 @@ pub async fn streams(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
             tokio::join!(produce, relay);
         }));
     }
-    Ok(sse(move |out| merge(sources, from, out)))
+    Ok(sse(move |out| merge(sources, from, None, out)))
 }
 
 fn moved(ctx: &Ctx, topic: &str, owner: ShardId) -> ApiError {
@@ -333,9 +333,10 @@ fn read(engine: &Engine, at: &TopicPositions) -> Option<(Batch, Resets, u64, Opt
         return Some((Vec::new(), Vec::new(), core.state.applied_index, moved));
     }
     let mut resets = Vec::new();
-    let mut all = Vec::new();
-    // A topic that returned a full batch may have more: nothing logged after its last message
-    // may go before them.
+    let mut parts = Vec::new();
+    // A topic that returned a full batch may have more: nothing logged after its batch may go
+    // before the rest of it (its highest index: that topic's batch always goes out whole, so the
+    // stream never stalls).
     let mut cutoff = u64::MAX;
     for (name, next) in &at.0 {
         let t = core.state.topics.get(name)?;
@@ -344,20 +345,82 @@ fn read(engine: &Engine, at: &TopicPositions) -> Option<(Batch, Resets, u64, Opt
         }
         let batch = t.read(*next, READ_BATCH);
         if batch.len() == READ_BATCH
-            && let Some((_, last)) = batch.last()
+            && let Some(highest) = batch.iter().map(|(_, m)| m.index).max()
         {
-            cutoff = cutoff.min(last.index);
+            cutoff = cutoff.min(highest);
         }
-        all.extend(batch.into_iter().map(|(o, m)| (name.clone(), o, m)));
+        parts.push((name, batch.into_iter().peekable()));
     }
-    all.retain(|(_, _, m)| m.index <= cutoff);
-    all.sort_by(|a, b| (a.2.index, &a.0, a.1).cmp(&(b.2.index, &b.0, b.1)));
+    // Each topic in offset order, the topics merged by log index. A topic imported from another
+    // shard keeps that shard's indices on the messages it brought, so indices need not grow
+    // along a topic: a sort by index would reorder it, and the cutoff must end a topic's part,
+    // never skip a message inside it.
+    let mut all = Vec::new();
+    loop {
+        let head = parts
+            .iter_mut()
+            .filter_map(|(name, b)| b.peek().map(|(o, m)| (m.index, name.as_str(), *o)))
+            .filter(|(index, _, _)| *index <= cutoff)
+            .min();
+        let Some((_, name, _)) = head else { break };
+        let Some((_, part)) = parts.iter_mut().find(|(n, _)| n.as_str() == name) else {
+            break;
+        };
+        let Some((offset, m)) = part.next() else {
+            break;
+        };
+        all.push((name.to_string(), offset, m));
+    }
     Some((all, resets, core.state.applied_index, moved))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::Op;
+    use crate::state::{State, entry};
+
+    /// The handoff in the source's log is what ends a stream of a topic of the range, with the
+    /// new owner, the epoch and the resume point; a fence alone (the move may still be aborted)
+    /// and a topic outside the range do not.
+    #[test]
+    fn a_handed_off_topic_ends_its_stream_with_moved() {
+        let slot = rcluster_proto::slot_of("t", rcluster_proto::DEFAULT_SLOTS);
+        let other = (0..)
+            .map(|i| format!("o{i}"))
+            .find(|n| rcluster_proto::slot_of(n, rcluster_proto::DEFAULT_SLOTS) != slot);
+        let other = other.unwrap();
+        let mut s = State::default();
+        let (start, end) = (slot, slot);
+        let fence = Op::SlotsFence { start, end, to: 2 };
+        assert!(s.apply_op(&entry(1, 1, fence)).unwrap().changed);
+        assert_eq!(Moved::of(&s, "t"), None, "fenced only: no move yet");
+        let handoff = Op::SlotsHandoff {
+            start,
+            end,
+            to: 2,
+            epoch: 7,
+        };
+        assert!(s.apply_op(&entry(2, 1, handoff)).unwrap().changed);
+        let m = Moved::of(&s, "t").expect("handed off");
+        assert_eq!(
+            m,
+            Moved {
+                topic: "t".into(),
+                shard: 2,
+                epoch: 7,
+            }
+        );
+        assert_eq!(Moved::of(&s, &other), None, "another slot stays");
+        let ev = m.event("t:18", Some("t:18".into()));
+        assert_eq!(ev.event, "moved");
+        assert_eq!(ev.id.as_deref(), Some("t:18"));
+        let data: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
+        assert_eq!(
+            data,
+            serde_json::json!({"topic": "t", "shard": 2, "epoch": 7, "resume": "t:18"})
+        );
+    }
 
     #[test]
     fn positions_round_trip_and_merge() {
