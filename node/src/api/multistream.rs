@@ -69,30 +69,8 @@ pub async fn watch_everywhere(ctx: &Ctx, req: &Req) -> Result<Response, ApiError
             Streamed::Response(r) => return Ok(refusal(r)),
         }
     }
-    let foreign = ctx.routing.map().map(|map| -> Foreign {
-        Box::new(move |shard, ev| {
-            serde_json::from_str::<serde_json::Value>(&ev.data)
-                .ok()
-                .and_then(|d| {
-                    d.get("key")?
-                        .as_str()
-                        .map(|k| map.slots.owner_of(k) != shard)
-                })
-                .unwrap_or(false)
-        })
-    });
-    Ok(sse(move |out| {
-        merge(parts, SessionToken::new(), foreign, out)
-    }))
+    Ok(sse(move |out| merge(parts, SessionToken::new(), out)))
 }
-
-/// Whether a part's event is of a key its shard did not own by the map the merged stream was
-/// opened with: the shard took it over since, from a shard whose part has not ended with `moved`.
-pub type Foreign = Box<dyn Fn(ShardId, &Ev) -> bool + Send>;
-
-/// How long a part may wait for the `moved` of the shard that gave its new keys away (it comes
-/// once that part has sent the range's last changes; this only bounds a part that never says).
-const MOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A part's answer that was not a stream, passed on as it is.
 pub fn refusal(r: rcluster_client::transport::Response) -> Response {
@@ -107,15 +85,9 @@ pub fn refusal(r: rcluster_client::transport::Response) -> Response {
 /// first id names every shard. The changes of one log entry stay together (a part's events marked
 /// `more` wait for the entry's last one), so a merged stream cut anywhere resumes each shard at an
 /// entry boundary. It ends when any part ends (its node gone): the client resumes elsewhere.
-///
-/// A part that sends a `foreign` change (of a range its shard took over after the stream opened)
-/// is held from then on: its shard's changes of the range must follow the old owner's, whose part
-/// ends the stream with `moved` once it sent them all; the client resumes the held part from its
-/// last id passed on, so nothing is lost and nothing comes twice.
 pub async fn merge<P: Positions>(
     parts: Vec<(ShardId, Source)>,
     mut position: P,
-    foreign: Option<Foreign>,
     out: mpsc::Sender<Ev>,
 ) {
     let (tx, mut rx) = mpsc::channel::<(ShardId, Ev)>(256);
@@ -148,38 +120,13 @@ pub async fn merge<P: Positions>(
     let mut early = Vec::new();
     let mut reset: Option<String> = None;
     let mut pending: std::collections::BTreeMap<ShardId, Vec<Ev>> = Default::default();
-    let mut held = std::collections::BTreeSet::new();
-    let mut held_until: Option<tokio::time::Instant> = None;
     loop {
-        let waiting = async {
-            match held_until {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
         let next = tokio::select! {
             next = rx.recv() => next,
             // Any part ending (its node gone) ends the whole stream.
             Some(_) = tasks.join_next() => return,
-            () = waiting => {
-                let data = format!("{{\"resume\":\"{}\"}}", position.id());
-                let _ = out.send(Ev::new("moved", Some(position.id()), data)).await;
-                return;
-            }
         };
         let Some((shard, ev)) = next else { return };
-        if held.contains(&shard) {
-            continue;
-        }
-        if let Some(f) = &foreign
-            && started.len() == count
-            && f(shard, &ev)
-        {
-            held.insert(shard);
-            pending.remove(&shard);
-            held_until.get_or_insert(tokio::time::Instant::now() + MOVE_WAIT);
-            continue;
-        }
         if ev.event == "moved" {
             // A part's range moved to another shard: the whole stream ends where it stands, and
             // the client resumes it over the new map. Before the stream opened there is no
@@ -211,17 +158,6 @@ pub async fn merge<P: Positions>(
                 return;
             }
             for (shard, ev) in std::mem::take(&mut early) {
-                if held.contains(&shard) {
-                    continue;
-                }
-                if let Some(f) = &foreign
-                    && f(shard, &ev)
-                {
-                    held.insert(shard);
-                    pending.remove(&shard);
-                    held_until.get_or_insert(tokio::time::Instant::now() + MOVE_WAIT);
-                    continue;
-                }
                 if !pass(shard, ev, &mut position, &mut pending, &out).await {
                     return;
                 }

@@ -159,7 +159,7 @@ pub async fn streams(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
             tokio::join!(produce, relay);
         }));
     }
-    Ok(sse(move |out| merge(sources, from, None, out)))
+    Ok(sse(move |out| merge(sources, from, out)))
 }
 
 fn moved(ctx: &Ctx, topic: &str, owner: ShardId) -> ApiError {
