@@ -172,7 +172,7 @@ pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
 /// The shard that serves `name`: the map's owner, unless this shard's log knows of a migration
 /// newer than the map (a range handed off, or adopted). A range still being imported here is
 /// served by nobody yet: `slot_migrating`, nothing applied, retry shortly.
-pub(super) fn owner(ctx: &Ctx, name: &str) -> Result<ShardId, ApiError> {
+fn owner(ctx: &Ctx, name: &str) -> Result<ShardId, ApiError> {
     let by_map = ctx.routing.owner_of(name);
     let mine = ctx.routing.shard;
     let slot = slots::slot_of(name, rcluster_proto::DEFAULT_SLOTS);

@@ -153,7 +153,7 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
             durable.borrow_and_update();
             let (batch, first, seen, moved) = {
                 let core = engine.core();
-                let moved = super::streams::Moved::of(&core.state, &topic);
+                let moved = Moved::of(&core.state, &topic);
                 match core.state.topics.get(&topic) {
                     Some(t) => (
                         t.read(next, READ_BATCH),
@@ -215,6 +215,44 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     }))
 }
 
+/// A topic of a stream whose slot this shard handed off: the stream ends with a `moved` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub topic: String,
+    pub shard: ShardId,
+    pub epoch: u64,
+}
+
+impl Moved {
+    /// The handoff of `name`'s slot in this shard's log, if it was handed off.
+    pub fn of(state: &crate::state::State, name: &str) -> Option<Moved> {
+        let slot = rcluster_proto::slot_of(name, rcluster_proto::DEFAULT_SLOTS);
+        state
+            .slots
+            .outgoing
+            .iter()
+            .filter(|o| rcluster_proto::migration::within(slot, o.start, o.end))
+            .find_map(|o| {
+                o.handed_off.map(|epoch| Moved {
+                    topic: name.to_string(),
+                    shard: o.to,
+                    epoch,
+                })
+            })
+    }
+
+    /// The last event of a stream: where to resume (`resume`: what `from=` takes), at which
+    /// shard.
+    pub fn event(&self, resume: &str, id: Option<String>) -> Ev {
+        let data = Obj::new()
+            .str("topic", &self.topic)
+            .num("shard", u64::from(self.shard))
+            .num("epoch", self.epoch)
+            .str("resume", resume)
+            .done();
+        Ev::new("moved", id, data)
+    }
+}
 /// The prefixes of a watch or merged read (`prefix`, repeatable; none or `""` means every key).
 pub fn prefixes(req: &Req) -> Result<Vec<String>, ApiError> {
     let given = req.params("prefix");

@@ -12,7 +12,7 @@ use super::fanout::shard_target;
 use super::multistream::{Positions, Source, merge, refusal};
 use super::render::{self, Obj};
 use super::request::validate_name;
-use super::stream::{Ev, HEARTBEAT, MAX_SOURCES, resume_point, sse};
+use super::stream::{Ev, HEARTBEAT, MAX_SOURCES, Moved, resume_point, sse};
 use super::{ApiError, Ctx, Req};
 use crate::engine::Engine;
 use crate::state::Message;
@@ -113,10 +113,7 @@ pub async fn streams(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     for t in &topics {
         // This shard's own record of a handoff is newer than its map: a stream reopened after a
         // `moved` event goes to the new owner even before the map names it.
-        by_shard
-            .entry(super::placement::owner(ctx, t)?)
-            .or_default()
-            .push(t.clone());
+        by_shard.entry(owner(ctx, t)).or_default().push(t.clone());
     }
     let direct = req.headers.contains_key(headers::DIRECT);
     if let Some((owner, names)) = by_shard.iter().find(|(s, _)| **s != mine)
@@ -160,6 +157,14 @@ pub async fn streams(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         }));
     }
     Ok(sse(move |out| merge(sources, from, out)))
+}
+
+/// The topic's shard by the map, or by this shard's own newer record of handing it off.
+fn owner(ctx: &Ctx, topic: &str) -> ShardId {
+    let slot = rcluster_proto::slot_of(topic, rcluster_proto::DEFAULT_SLOTS);
+    let (mine, epoch) = (ctx.routing.shard, ctx.routing.epoch());
+    let newer = ctx.engine.core().state.slots.owner_after(slot, epoch, mine);
+    newer.unwrap_or_else(|| ctx.routing.owner_of(topic))
 }
 
 fn moved(ctx: &Ctx, topic: &str, owner: ShardId) -> ApiError {
@@ -281,44 +286,6 @@ async fn stream_local(engine: Arc<Engine>, mut at: TopicPositions, tx: mpsc::Sen
 
 type Batch = Vec<(String, u64, Message)>;
 
-/// A topic of a stream whose slot this shard handed off: the stream ends with a `moved` event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Moved {
-    pub topic: String,
-    pub shard: ShardId,
-    pub epoch: u64,
-}
-
-impl Moved {
-    /// The handoff of `name`'s slot in this shard's log, if it was handed off.
-    pub fn of(state: &crate::state::State, name: &str) -> Option<Moved> {
-        let slot = rcluster_proto::slot_of(name, rcluster_proto::DEFAULT_SLOTS);
-        state
-            .slots
-            .outgoing
-            .iter()
-            .filter(|o| rcluster_proto::migration::within(slot, o.start, o.end))
-            .find_map(|o| {
-                o.handed_off.map(|epoch| Moved {
-                    topic: name.to_string(),
-                    shard: o.to,
-                    epoch,
-                })
-            })
-    }
-
-    /// The last event of a stream: where to resume (`resume`: what `from=` takes), at which
-    /// shard.
-    pub fn event(&self, resume: &str, id: Option<String>) -> Ev {
-        let data = Obj::new()
-            .str("topic", &self.topic)
-            .num("shard", u64::from(self.shard))
-            .num("epoch", self.epoch)
-            .str("resume", resume)
-            .done();
-        Ev::new("moved", id, data)
-    }
-}
 /// Topics whose position retention passed, with their first offset now.
 type Resets = Vec<(String, u64)>;
 
