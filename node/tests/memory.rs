@@ -172,7 +172,7 @@ fn heap_bytes_per_record_by_component() {
     );
     line("records total", records);
     line("idempotency key", idem_keys_heap);
-    line("idempotency maps (2) + results", idem - idem_keys_heap);
+    line("idempotency map, queue, results", idem - idem_keys_heap);
     line("idempotency total", idem);
     line("records + idempotency", with_idem);
     println!(
