@@ -19,9 +19,10 @@
 //!   do yet: it refuses the change with the `ShardsChangeRefused` condition and keeps the shard
 //!   count recorded in `status.slotMap` (a CEL transition rule would also block the change, but
 //!   it would block the future resharding too, and the condition says what to do).
-//! - `tls.enabled` cannot change after creation: during the rollout that would switch it, members
-//!   speaking http and members speaking https could not replicate from each other. `secretName`
-//!   (of `tls` and `auth`) only with `enabled: true`.
+//! - `tls.enabled` cannot be set, changed or removed after creation: during the rollout that would
+//!   switch TLS, members speaking http and members speaking https could not replicate from each
+//!   other. Unset it stays unset (the operator's decision, recorded in `status.security`, runs).
+//!   `secretName` (of `tls` and `auth`) not with `enabled: false`.
 
 use std::collections::BTreeMap;
 
@@ -34,7 +35,7 @@ mod security;
 mod shards;
 mod status;
 
-pub use security::{AuthSpec, TlsSpec};
+pub use security::{AuthSpec, SecurityStatus, TlsSpec};
 pub use shards::{SHARD_LABEL, SlotMapStatus, SlotRangeStatus};
 pub use status::{
     LastFailover, MemberRole, MemberStatus, Phase, ReplicatedClusterStatus, ShardStatus,
@@ -113,8 +114,8 @@ pub mod condition {
         .message("replication.ack 'one' and 'all' need replicas >= 2: a single member has no replica to acknowledge writes"),
     validation = Rule::new("!self.failover.allowDataLoss || self.replication.ack in ['async', 'one']")
         .message("failover.allowDataLoss is only allowed with replication.ack 'async' or 'one': 'quorum' and 'all' promise that no acknowledged write is lost"),
-    validation = Rule::new("(has(self.tls) && self.tls.enabled) == (has(oldSelf.tls) && oldSelf.tls.enabled)")
-        .message("tls.enabled cannot change after creation: the members of a cluster all speak http or all https (create a new cluster with TLS and copy the data)")
+    validation = Rule::new("(has(self.tls) && has(self.tls.enabled)) == (has(oldSelf.tls) && has(oldSelf.tls.enabled)) && (!has(self.tls) || !has(self.tls.enabled) || self.tls.enabled == oldSelf.tls.enabled)")
+        .message("tls.enabled cannot be set, changed or removed after creation: the members of a cluster all speak http or all https, as status.security records (create a new cluster and copy the data)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicatedClusterSpec {
@@ -172,10 +173,10 @@ pub struct ReplicatedClusterSpec {
     /// Prometheus integration.
     #[serde(default)]
     pub metrics: MetricsSpec,
-    /// TLS on every node (https only). Off by default; fixed at creation.
+    /// TLS on every node (https only). On by default for a new cluster; fixed at creation.
     #[serde(default)]
     pub tls: TlsSpec,
-    /// Access tokens with roles. Off by default.
+    /// Access tokens with roles. On by default for a new cluster.
     #[serde(default)]
     pub auth: AuthSpec,
 }

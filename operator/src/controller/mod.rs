@@ -150,9 +150,15 @@ pub async fn reconcile_cluster(
     let memory = ctx.memory_of(&key, &uid);
     let mut memory = memory.lock().await;
 
+    // TLS and tokens, decided once for the cluster (`crd::security`): every stage below reads
+    // them from `cluster`, every status written records them. The status as read stays in
+    // `read`: a record it lacks is written even when nothing else changed.
+    let read = cluster;
+    let decided = security::decided(read, ctx.security_default);
+    let cluster = &decided;
     let secret = apply::existing_secret(client, &ns, &name).await?;
     let count = shards::count(cluster);
-    let tls = cluster.spec.tls.enabled;
+    let tls = cluster.security().tls;
     let secured = security::prepare(
         client,
         cluster,
@@ -201,7 +207,7 @@ pub async fn reconcile_cluster(
 
     // Every shard decides and acts at once: one shard's election never waits for another's
     // node commands. Their record writes go one after the other over the shared resource.
-    let shared = tokio::sync::Mutex::new(cluster.clone());
+    let shared = tokio::sync::Mutex::new(read.clone());
     let env = ShardEnv {
         ctx,
         cluster,
@@ -274,7 +280,8 @@ pub async fn reconcile_cluster(
         })
         .collect();
     let refused = shards::refused_condition(&current, count, &now);
-    let status = shards::combine(per_shard, &slots, refused);
+    let mut status = shards::combine(per_shard, &slots, refused);
+    status.security = Some(cluster.security());
     let phase = status.phase;
     // A conflict here loses nothing: the record was written (or unchanged) and the nodes were
     // told; the next reconcile writes the observations again.
@@ -467,7 +474,7 @@ async fn run_shard(
 ) -> Result<Option<ShardRun>, Error> {
     let ShardEnv { ctx, cluster, .. } = *env;
     let names = observe::member_names(&prep.set, prep.replicas);
-    let tls = cluster.spec.tls.enabled;
+    let tls = cluster.security().tls;
     let mut members =
         observe::probe(ctx, env.probes, env.ns, env.name, tls, &names, &prep.pods).await;
     let now = ctx.now_ms();
@@ -501,7 +508,7 @@ async fn run_shard(
         .iter()
         .filter_map(|m| Some((m.name.clone(), m.url.clone()?)))
         .collect();
-    let tls = cluster.spec.tls.enabled;
+    let tls = cluster.security().tls;
     let peers = peer_urls(ctx, env.ns, env.name, tls, &next);
     let nodes = Addressed {
         client: env.commands,
@@ -517,6 +524,7 @@ async fn run_shard(
         updated,
         now_ms: now,
         stale: prep.stale,
+        security: cluster.security(),
     };
     let stepped = match mem
         .runtime

@@ -110,6 +110,7 @@ pub fn view(status: &ReplicatedClusterStatus, shard: ShardId) -> Option<Replicat
         switchover: s.switchover.clone(),
         shards: Vec::new(),
         slot_map: None,
+        security: status.security,
     })
 }
 

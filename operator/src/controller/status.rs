@@ -283,6 +283,8 @@ pub fn build(input: &Input) -> ReplicatedClusterStatus {
         // shard's status.
         shards: Vec::new(),
         slot_map: None,
+        // The cluster's, not a shard's: the caller records it (`security::decided`).
+        security: old.security,
     }
 }
 
