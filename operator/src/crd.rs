@@ -181,6 +181,26 @@ pub struct ReplicatedClusterSpec {
     pub auth: AuthSpec,
 }
 
+impl ReplicatedCluster {
+    /// TLS and tokens as the cluster runs them (`security::in_force`): the one answer every
+    /// stage reads (builders, probes, URLs, the operator's trust, events). The controller
+    /// records its decision ([`ReplicatedCluster::decide_security`]) on the cluster it
+    /// reconciles before anything reads this.
+    pub fn security(&self) -> SecurityStatus {
+        let recorded = self.status.as_ref().and_then(|s| s.security);
+        security::in_force(&self.spec.tls, &self.spec.auth, recorded)
+    }
+
+    /// What to record in `status.security`: for a new cluster (no status yet), what its spec
+    /// asks for and `default` for the rest; for any other, what it runs.
+    pub fn decide_security(&self, default: SecurityStatus) -> SecurityStatus {
+        match &self.status {
+            Some(_) => self.security(),
+            None => security::for_new_cluster(&self.spec.tls, &self.spec.auth, default),
+        }
+    }
+}
+
 /// The spec of `spec: {}`: every field at its schema default.
 impl Default for ReplicatedClusterSpec {
     fn default() -> Self {

@@ -1,15 +1,17 @@
 //! `spec.tls` and `spec.auth`: TLS on every node's listener and access tokens with roles.
 //!
 //! Both are on by default on Kubernetes, decided once per cluster and recorded in
-//! `status.security` ([`SecurityStatus`]); [`ReplicatedCluster::security`] is the one answer to
-//! "does this cluster run with TLS, with tokens" that every stage reads. Why not a schema default
-//! (`enabled: true`): the API server applies defaults to stored objects whenever it reads them,
-//! so every cluster created plain http by an older operator would turn https on upgrade. Instead
-//! `enabled` is optional; absent means "the operator's default", which the operator applies to a
-//! new cluster only (one without a status), before it creates anything, and records. A cluster
-//! with a status but no record (created by an older operator) runs what its spec says explicitly,
-//! absent being off, and gets that recorded. From then on the record is what runs, whatever a
-//! later operator's default. `enabled: false` is the opt-out (a dev setup).
+//! `status.security` ([`SecurityStatus`]); `ReplicatedCluster::security` ([`in_force`]) is the
+//! one answer to "does this cluster run with TLS, with tokens" that every stage reads.
+//!
+//! Why not a schema default (`enabled: true`): the API server applies defaults to stored objects
+//! whenever it reads them, so every cluster created plain http by an older operator would turn
+//! https on upgrade. Instead `enabled` is optional; absent means "the operator's default", which
+//! the operator applies to a new cluster only (one without a status), before it creates
+//! anything, and records. A cluster with a status but no record (created by an older operator)
+//! runs what its spec says explicitly, absent being off, and gets that recorded. From then on the
+//! record is what runs, whatever a later operator's default. `enabled: false` is the opt-out (a
+//! dev setup).
 //!
 //! On without a `secretName`, the operator generates what is needed (a CA, a node certificate it
 //! renews, a token per role) in Secrets the cluster owns; with one, it mounts the user's Secret
@@ -17,8 +19,6 @@
 
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
-
-use super::ReplicatedCluster;
 
 /// TLS for client and internal traffic alike.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -95,36 +95,26 @@ impl SecurityStatus {
     };
 }
 
-impl ReplicatedCluster {
-    /// TLS and tokens as the cluster runs them: the one answer every stage reads (builders,
-    /// probes, URLs, the operator's trust, events). TLS: the record once there is one (it never
-    /// changes). Tokens: an explicit spec (they may be switched on a live cluster), else the
-    /// record. Neither recorded nor asked for: off, what a cluster created before the record
-    /// runs. The controller records its decision ([`ReplicatedCluster::decide_security`]) on
-    /// the cluster it reconciles before anything reads this.
-    pub fn security(&self) -> SecurityStatus {
-        let recorded = self.status.as_ref().and_then(|s| s.security);
-        SecurityStatus {
-            tls: recorded.map_or_else(|| self.spec.tls.asked().unwrap_or(false), |r| r.tls),
-            auth: self
-                .spec
-                .auth
-                .asked()
-                .or(recorded.map(|r| r.auth))
-                .unwrap_or(false),
-        }
+/// TLS and tokens as a cluster runs them, from its spec and its record (`status.security`):
+/// TLS, the record once there is one (it never changes); tokens, an explicit spec (they may be
+/// switched on a live cluster), else the record. Neither recorded nor asked for: off, what a
+/// cluster created before the record runs.
+pub fn in_force(
+    tls: &TlsSpec,
+    auth: &AuthSpec,
+    recorded: Option<SecurityStatus>,
+) -> SecurityStatus {
+    SecurityStatus {
+        tls: recorded.map_or_else(|| tls.asked().unwrap_or(false), |r| r.tls),
+        auth: auth.asked().or(recorded.map(|r| r.auth)).unwrap_or(false),
     }
+}
 
-    /// What to record in `status.security`: for a new cluster (no status yet: nothing was
-    /// created for it), what its spec asks for explicitly and `default` for the rest; for any
-    /// other, what it runs ([`ReplicatedCluster::security`]).
-    pub fn decide_security(&self, default: SecurityStatus) -> SecurityStatus {
-        if self.status.is_some() {
-            return self.security();
-        }
-        SecurityStatus {
-            tls: self.spec.tls.asked().unwrap_or(default.tls),
-            auth: self.spec.auth.asked().unwrap_or(default.auth),
-        }
+/// What to record for a new cluster (no status yet: nothing was created for it): what its spec
+/// asks for explicitly, and `default` for the rest.
+pub fn for_new_cluster(tls: &TlsSpec, auth: &AuthSpec, default: SecurityStatus) -> SecurityStatus {
+    SecurityStatus {
+        tls: tls.asked().unwrap_or(default.tls),
+        auth: auth.asked().unwrap_or(default.auth),
     }
 }
