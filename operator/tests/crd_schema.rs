@@ -389,6 +389,7 @@ fn names_subresources_and_columns() {
         ("Primary", "string", ".status.primary"),
         ("Term", "integer", ".status.term"),
         ("Phase", "string", ".status.phase"),
+        ("Reshard", "string", ".status.reshard.progress"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
     .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));

@@ -104,7 +104,7 @@ pub struct ClusterMemory {
     /// is sent it again.
     pub pushed: BTreeMap<String, (String, ClusterMap)>,
     /// The resharding's task and its mover.
-    pub reshard: super::reshard::ReshardMemory,
+    pub reshard: crate::reshard::ReshardMemory,
 }
 
 /// What the controller remembers about one shard.

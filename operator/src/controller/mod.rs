@@ -313,7 +313,7 @@ pub async fn reconcile_cluster(
         removed = reshard::remove_shards(client, &ns, &name, keep)
             .await?
             .into_iter()
-            .map(events::shard_removed)
+            .map(reshard::shard_removed)
             .collect();
         memory
             .pushed
