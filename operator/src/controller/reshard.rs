@@ -111,7 +111,7 @@ pub fn decide(
                     input.slots.shards, input.wanted
                 ),
             ));
-            Resharding::new(input.wanted)
+            Resharding::new(input.slots.shards, input.wanted)
         }
     };
     r.shards = input.wanted;
