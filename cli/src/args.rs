@@ -284,6 +284,20 @@ pub enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = positive_secs)]
         wait: f64,
     },
+    /// Reshard a running playground to N shards while it serves (on Kubernetes: patch the
+    /// cluster resource's spec.shards; the command says how).
+    Reshard {
+        /// The shard count to reach (1 to 16).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
+        shards: u16,
+        /// The playground's control endpoint (default: found from the node that answers, by the
+        /// playground's port convention).
+        #[arg(long, value_name = "URL", env = "RCLUSTER_PLAYGROUND")]
+        playground: Option<String>,
+        /// Wait up to SECS for the slots to be where they belong.
+        #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+        wait: Option<f64>,
+    },
     /// Load generator: latency and throughput per API, per second and in total.
     Bench(BenchCommand),
     /// Print a shell completion script: `source <(rcluster completions bash)`.

@@ -12,7 +12,7 @@ use rcluster_proto::SessionToken;
 
 use crate::args::{Cli, Command, GlobalArgs, TopicCommand};
 use crate::failure::Failure;
-use crate::{bench, output, status, switchover, term, time};
+use crate::{bench, output, reshard, status, switchover, term, time};
 
 /// A call that reached no node at all stops after this long rather than after the whole retry
 /// deadline: nothing listens, and retrying longer only keeps the user waiting.
@@ -139,6 +139,14 @@ async fn run(client: &Client, global: &GlobalArgs, command: Command) -> Result<(
             return switchover::run(client, to.as_deref(), wait, json).await;
         }
         Command::Status { local: false } => return status::cluster(client, global).await,
+        Command::Reshard {
+            shards,
+            playground,
+            wait,
+        } => {
+            let wait = wait.map(Duration::from_secs_f64);
+            return reshard::run(client, shards, playground, wait, json).await;
+        }
         Command::Slot { keys } => return status::slots(client, &keys, json).await,
         Command::List {
             prefix,

@@ -1,5 +1,5 @@
 //! The `rcluster` command line: records, topics, the whole cluster's status, the slot of a key,
-//! switchover, shell completions and a load generator (`bench`).
+//! switchover, resharding a playground, shell completions and a load generator (`bench`).
 //!
 //! Exit codes: 0 ok (also when the reader of stdout went away, as in `rcluster list --all | head
 //! -1`); 1 the server answered an error; 2 usage error (bad flags, a VALUE that is not JSON);
@@ -16,6 +16,7 @@ pub mod bench;
 mod commands;
 mod failure;
 mod output;
+mod reshard;
 mod status;
 mod switchover;
 mod term;

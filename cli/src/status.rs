@@ -52,6 +52,102 @@ pub struct ClusterView {
     pub answered_by: String,
     pub map: ClusterMap,
     pub shards: Vec<ShardView>,
+    /// Slot ranges moving now, from the shards' own reports (`slot_state`).
+    pub migrations: Vec<MigrationView>,
+    /// A playground's resharding (its `/status` `reshard`), when the cluster is a playground's and
+    /// one is under way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reshard: Option<serde_json::Value>,
+}
+
+/// One range moving between two shards, as their primaries' logs tell it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationView {
+    pub start: u32,
+    pub end: u32,
+    pub from: ShardId,
+    pub to: ShardId,
+    /// `copying`, `catching up`, `fenced` or `handed off` (the furthest either side got).
+    pub phase: String,
+    /// What the phase has reached: the source index the target holds, the fence's index, or the
+    /// map epoch of the handoff.
+    pub detail: String,
+}
+
+/// The report that speaks for a shard: its primary's (newest term), else the most advanced member.
+fn shard_report(members: &[MemberView]) -> Option<&NodeStatus> {
+    let reports = members.iter().filter_map(|m| m.status.as_ref());
+    reports
+        .clone()
+        .filter(|s| s.role == Role::Primary)
+        .max_by_key(|s| s.term)
+        .or_else(|| reports.max_by_key(|s| s.applied_index))
+}
+
+/// The migrations under way: every range a shard gives away (not dropped yet) or takes in, once,
+/// described by the furthest step either side recorded.
+pub fn migrations(shards: &[ShardView]) -> Vec<MigrationView> {
+    let mut out: BTreeMap<(u32, u32, ShardId, ShardId), MigrationView> = BTreeMap::new();
+    for s in shards {
+        let Some(report) = shard_report(&s.members) else {
+            continue;
+        };
+        let slots = &report.slot_state;
+        if let Some(i) = &slots.incoming {
+            let (phase, detail) = if i.copied {
+                ("catching up", format!("source index {}", i.source_index))
+            } else {
+                let at = i
+                    .copy_at
+                    .map_or("starting".into(), |a| format!("copy of index {a}"));
+                ("copying", at)
+            };
+            out.entry((i.start, i.end, i.from, s.shard))
+                .or_insert_with(|| MigrationView {
+                    start: i.start,
+                    end: i.end,
+                    from: i.from,
+                    to: s.shard,
+                    phase: phase.into(),
+                    detail,
+                });
+        }
+        for o in slots.outgoing.iter().filter(|o| !o.dropped) {
+            let (phase, detail) = match o.handed_off {
+                Some(epoch) => ("handed off", format!("map epoch {epoch}")),
+                None => ("fenced", format!("fence at index {}", o.fence_index)),
+            };
+            // The source's step is further than anything the target reports.
+            out.insert(
+                (o.start, o.end, s.shard, o.to),
+                MigrationView {
+                    start: o.start,
+                    end: o.end,
+                    from: s.shard,
+                    to: o.to,
+                    phase: phase.into(),
+                    detail,
+                },
+            );
+        }
+    }
+    out.into_values().collect()
+}
+
+/// A playground's `/status` `reshard`, when `view`'s nodes are a playground's: found by its port
+/// convention from any member's report, asked briefly; nothing when none answers.
+async fn playground_reshard(
+    global: &GlobalArgs,
+    shards: &[ShardView],
+) -> Option<serde_json::Value> {
+    let url = shards
+        .iter()
+        .flat_map(|s| &s.members)
+        .find_map(|m| crate::reshard::control_url(m.status.as_ref()?))?;
+    let client = member_client(global, &url, MEMBER_WAIT.as_secs_f64()).ok()?;
+    let reply = client.execute(&calls::playground_status()).await.ok()?;
+    let r = reply.json.get("reshard")?;
+    (!r.is_null()).then(|| r.clone())
 }
 
 /// `rcluster status`: gathers the view and prints it.
@@ -136,11 +232,14 @@ async fn gather(client: &Client, global: &GlobalArgs) -> Result<ClusterView, Fai
         .flat_map(|s| &s.members)
         .find_map(|m| m.status.as_ref()?.cluster_id.clone())
         .or_else(|| client.cluster_id());
+    let reshard = playground_reshard(global, &shards).await;
     Ok(ClusterView {
         cluster_id,
         answered_by: reply.endpoint,
+        migrations: migrations(&shards),
         map,
         shards,
+        reshard,
     })
 }
 
@@ -295,7 +394,36 @@ pub fn render(v: &ClusterView, now_ms: u64) -> String {
             }
         }
     }
+    render_moves(v, &mut out);
     out
+}
+
+/// Slots moving: the playground's resharding, one line per range under way, and the slot count
+/// of every shard (so the balance it converges to shows).
+fn render_moves(v: &ClusterView, out: &mut String) {
+    if v.migrations.is_empty() && v.reshard.is_none() {
+        return;
+    }
+    if let Some(r) = &v.reshard {
+        let _ = writeln!(
+            out,
+            "resharding to {} shards: {} slots moved, {} to go",
+            r["shards"], r["moved_slots"], r["remaining_slots"]
+        );
+    }
+    for m in &v.migrations {
+        let _ = writeln!(
+            out,
+            "  slots {}-{} shard {} → {}: {} ({})",
+            m.start, m.end, m.from, m.to, m.phase, m.detail
+        );
+    }
+    let counts: Vec<String> = v
+        .shards
+        .iter()
+        .map(|s| format!("{}:{}", s.shard, s.slots))
+        .collect();
+    let _ = writeln!(out, "  slots per shard: {}", counts.join("  "));
 }
 
 /// `rcluster slot KEY...`

@@ -1,6 +1,7 @@
 //! The cluster view's text, lag and slot lines, from made-up reports.
 
 use super::*;
+use rcluster_proto::migration::{Incoming, Outgoing};
 use rcluster_proto::{MemberReport, ShardInfo, SwitchoverRequest};
 
 fn status(node: &str, role: Role, term: u64, last: u64, ready: bool) -> NodeStatus {
@@ -104,6 +105,8 @@ fn every_shard_and_member_is_shown() {
             },
         ],
         map,
+        migrations: Vec::new(),
+        reshard: None,
     };
     let text = render(&view, 1_795_954_049_970 + 2_000);
     let expected = "\
@@ -150,4 +153,104 @@ fn slot_lines_name_the_slot_shard_and_primary() {
         map.slots.slot_of("{user42}/profile"),
         map.slots.slot_of(key)
     );
+}
+
+fn shard_view(shard: ShardId, slots: u32, members: Vec<MemberView>) -> ShardView {
+    ShardView {
+        shard,
+        slot_ranges: Vec::new(),
+        slots,
+        primary: None,
+        term: 1,
+        members,
+    }
+}
+
+#[test]
+fn a_migration_shows_each_range_once_with_the_furthest_step_and_the_slot_counts() {
+    // Shard 0's primary fenced 1366-2047 for shard 2, which reports its import of it; shard 1
+    // holds only a dropped range (history, not shown); a replica's stale report of shard 0 is
+    // not the shard's word (its primary's is).
+    let mut s0 = status("n1", Role::Primary, 4, 300, true);
+    s0.slot_state.outgoing.push(Outgoing {
+        start: 1366,
+        end: 2047,
+        to: 2,
+        fence_index: 290,
+        handed_off: None,
+        dropped: false,
+    });
+    let stale = status("n2", Role::Replica, 3, 250, true);
+    let mut s1 = status("s1n1", Role::Primary, 1, 80, true);
+    s1.slot_state.outgoing.push(Outgoing {
+        start: 3414,
+        end: 4095,
+        to: 2,
+        fence_index: 50,
+        handed_off: Some(3),
+        dropped: true,
+    });
+    let mut s2 = status("s2n1", Role::Primary, 1, 40, true);
+    s2.slot_state.incoming = Some(Incoming {
+        start: 1366,
+        end: 2047,
+        from: 0,
+        copy_at: Some(280),
+        copied: true,
+        source_index: 289,
+    });
+    let shards = vec![
+        shard_view(
+            0,
+            1366 + 682,
+            vec![member("n2", Some(stale)), member("n1", Some(s0))],
+        ),
+        shard_view(1, 1365, vec![member("n3", Some(s1))]),
+        shard_view(2, 683, vec![member("n5", Some(s2.clone()))]),
+    ];
+    let moving = migrations(&shards);
+    assert_eq!(
+        moving,
+        [MigrationView {
+            start: 1366,
+            end: 2047,
+            from: 0,
+            to: 2,
+            phase: "fenced".into(),
+            detail: "fence at index 290".into(),
+        }]
+    );
+    // Before the fence only the target knows: it is catching up (or copying).
+    let only_target = vec![shard_view(2, 683, vec![member("n5", Some(s2.clone()))])];
+    assert_eq!(migrations(&only_target)[0].phase, "catching up");
+    let mut copying = s2;
+    if let Some(i) = copying.slot_state.incoming.as_mut() {
+        i.copied = false;
+    }
+    let view = ClusterView {
+        cluster_id: None,
+        answered_by: "http://127.0.0.1:7001".into(),
+        map: two_shards(),
+        migrations: migrations(&[shard_view(2, 683, vec![member("n5", Some(copying))])]),
+        shards,
+        reshard: Some(json!({"shards": 3, "moved_slots": 683, "remaining_slots": 682})),
+    };
+    let text = render(&view, 0);
+    let tail: Vec<&str> = text.lines().rev().take(3).collect();
+    assert_eq!(
+        tail,
+        [
+            "  slots per shard: 0:2048  1:1365  2:683",
+            "  slots 1366-2047 shard 0 → 2: copying (copy of index 280)",
+            "resharding to 3 shards: 683 slots moved, 682 to go",
+        ],
+        "\n{text}"
+    );
+    // Nothing moving: no such lines.
+    let idle = ClusterView {
+        migrations: Vec::new(),
+        reshard: None,
+        ..view
+    };
+    assert!(!render(&idle, 0).contains("slots per shard"));
 }

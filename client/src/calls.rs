@@ -419,6 +419,17 @@ pub fn switchover(to: Option<&str>) -> Result<Call, Error> {
     Ok(Call::new("switchover", Method::POST, "/v1/switchover".into()).json(&body))
 }
 
+/// `POST /reshard?shards=N` at a playground's control endpoint (not a node): reshard to N shards
+/// while serving. Not a write: asking again for the same N changes nothing.
+pub fn playground_reshard(shards: u16) -> Call {
+    Call::new("reshard", Method::POST, format!("/reshard?shards={shards}"))
+}
+
+/// `GET /status` at a playground's control endpoint: members, records, the resharding.
+pub fn playground_status() -> Call {
+    Call::new("playground_status", Method::GET, "/status".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,6 +170,15 @@ pub enum Op {
     ForgetIdem {
         below_index: u64,
     },
+    /// Target: the source's committed entries touching the range, up to source index `upto`,
+    /// which the source stamped with versions `index + offset`: applied here with exactly those
+    /// versions. (`ImportEntries`, written before, applied them at their index, which is wrong
+    /// once the source imported a range earlier and stamped above its indexes.)
+    ImportTail {
+        entries: Vec<Entry>,
+        upto: u64,
+        offset: u64,
+    },
 }
 
 /// A record as it travels between shards: its version and times stay what they were.

@@ -159,7 +159,14 @@ impl State {
                 idem,
                 last,
             } => self.import_copy(e.index, *at, records, topics, idem, *last),
-            Op::ImportEntries { entries, upto } => self.import_entries(e.index, entries, *upto),
+            Op::ImportEntries { entries, upto } => {
+                self.import_entries(e.index, entries, *upto, Versions::Exact)
+            }
+            Op::ImportTail {
+                entries,
+                upto,
+                offset,
+            } => self.import_entries(e.index, entries, *upto, Versions::Offset(*offset)),
             Op::ImportEnd { start, end, epoch } => {
                 match &self.slots.incoming {
                     Some(i) if (i.start, i.end) == (*start, *end) && i.copied => {}
@@ -260,6 +267,7 @@ impl State {
                 );
             }
         }
+        self.raise_version_offset(index);
         let inc = self.slots.incoming.as_mut().expect("checked above");
         inc.copy_at = Some(at);
         if last {
@@ -274,6 +282,7 @@ impl State {
         index: u64,
         entries: &[Entry],
         upto: u64,
+        versions: Versions,
     ) -> Result<Applied, ApplyError> {
         let Some(inc) = self.slots.incoming.clone() else {
             return unchanged();
@@ -284,7 +293,7 @@ impl State {
         for inner in entries.iter().filter(|x| x.index > inc.source_index) {
             // The source applied it; applied here with its version and time it has the same
             // effect. Watchers hear nothing: they heard it from the source.
-            if let Ok(applied) = self.apply_data(inner, Versions::Exact)
+            if let Ok(applied) = self.apply_data(inner, versions)
                 && applied.changed
                 && let Some(tag) = &inner.idem
             {
@@ -300,10 +309,21 @@ impl State {
                 );
             }
         }
+        self.raise_version_offset(index);
         if let Some(i) = self.slots.incoming.as_mut() {
             i.source_index = upto;
         }
         changed()
+    }
+
+    /// After an import entry at `index` raised the version floor: every later entry of this
+    /// shard gets a version above everything imported. Raised here, at the import, not at the
+    /// next write: the offset must not change while this shard gives a range away later (its
+    /// tail travels with the one offset it had).
+    fn raise_version_offset(&mut self, index: u64) {
+        self.version_offset = self
+            .version_offset
+            .max(self.version_floor.saturating_sub(index));
     }
 
     /// Removes every record, topic and idempotency key of slots `start..=end`.

@@ -87,7 +87,14 @@ fn tail(src: &Shard, dst: &mut Shard, (start, end): (u32, u32), from: u64) {
         .filter_map(|e| entry_in_range(e, start, end))
         .collect();
     let upto = src.state.applied_index;
-    dst.run(Op::ImportEntries { entries, upto }).unwrap();
+    // As the source's engine serves them (`range_entries`): with its version offset.
+    let offset = src.state.version_offset;
+    dst.run(Op::ImportTail {
+        entries,
+        upto,
+        offset,
+    })
+    .unwrap();
 }
 
 #[test]
@@ -448,4 +455,59 @@ fn a_copy_of_many_idempotency_keys_comes_in_bounded_pages() {
     assert!(dst.state.slots.incoming.as_ref().is_some_and(|i| i.copied));
     assert_eq!(dst.state.idem.len(), 3000);
     assert_eq!(dst.state.records.len(), 3000);
+}
+
+/// A range moved again from a shard that imported it: the second target must hold the versions
+/// the first target gave its writes (the defect the 2 -> 4 -> 3 marketplace test found: the
+/// first target stamps above its log indexes after its import, and the tail was applied at the
+/// entries' indexes, so the key's version went back: a read showed an older version than one
+/// acknowledged, and a compare-and-set at that version could succeed twice). The tail now
+/// carries the source's version offset.
+#[test]
+fn a_key_moved_twice_keeps_the_versions_its_second_owner_gave_it() {
+    // The first owner's log is long: the key's version is far above the next owner's indexes.
+    let mut a = Shard::new();
+    for i in 0..50 {
+        a.run(put(&format!("pad{i}"), "x")).unwrap();
+    }
+    a.run(put("{m}/stock", "3")).unwrap();
+    let range = range_of("{m}");
+    let mut b = Shard::new();
+    b.run(Op::ImportBegin {
+        start: range.0,
+        end: range.1,
+        from: 0,
+    })
+    .unwrap();
+    import(&a, &mut b, range, 10);
+    b.run(Op::ImportEnd {
+        start: range.0,
+        end: range.1,
+        epoch: 2,
+    })
+    .unwrap();
+    // b serves the key; its next move starts with a copy, then b's tail carries a write.
+    let mut c = Shard::new();
+    c.run(Op::ImportBegin {
+        start: range.0,
+        end: range.1,
+        from: 1,
+    })
+    .unwrap();
+    import(&b, &mut c, range, 10);
+    let copied_at = b.state.applied_index;
+    let written = match b.run(put("{m}/stock", "2")).unwrap() {
+        OpResult::Put { version, .. } => version,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        written > b.state.applied_index,
+        "b stamps above its log index"
+    );
+    tail(&b, &mut c, range, copied_at + 1);
+    assert_eq!(
+        c.state.records.get("{m}/stock").map(|r| r.version),
+        Some(written),
+        "the acknowledged version of the write"
+    );
 }

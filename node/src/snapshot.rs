@@ -49,6 +49,8 @@ enum Item {
     },
     /// The slot of each idempotency key.
     IdemSlots(Vec<(std::sync::Arc<str>, u16)>),
+    /// The version offset (`State::version_offset`; absent: 0).
+    VersionOffset(u64),
 }
 
 /// A record as snapshots stored it before records had times (which then read as 0: unknown).
@@ -191,6 +193,7 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
             version_floor: state.version_floor,
         },
     )?;
+    frame(&mut w, &Item::VersionOffset(state.version_offset))?;
     frame(
         &mut w,
         &Item::End {
@@ -288,6 +291,7 @@ pub fn load(path: &Path) -> io::Result<State> {
                 state.slots = slots;
                 state.version_floor = version_floor;
             }
+            Item::VersionOffset(offset) => state.version_offset = offset,
             Item::End {
                 records,
                 topics,
@@ -495,6 +499,7 @@ mod tests {
         let loaded = load(&write(d.path(), &s).unwrap()).unwrap();
         assert_eq!(loaded.slots, s.slots, "where the migration got to");
         assert_eq!(loaded.version_floor, s.version_floor);
+        assert_eq!(loaded.version_offset, s.version_offset);
     }
 
     #[test]

@@ -14,8 +14,11 @@ pub enum Versions {
     /// The log index, or more when an import raised the floor: versions of a key only grow.
     #[default]
     Next,
-    /// The entry's own index: an imported source entry keeps the version the source gave it.
+    /// The entry's own index: what a source that never imported stamped (`ImportEntries`).
     Exact,
+    /// The entry's index plus the source's version offset: an imported source entry keeps the
+    /// version the source gave it (`ImportTail`).
+    Offset(u64),
 }
 use imbl::{OrdMap, Vector};
 use rcluster_proto::{DEFAULT_SLOTS, slot_of};
@@ -301,6 +304,11 @@ pub struct State {
     /// The least version the next write gets. Normally the next log index; an import raises it
     /// above every imported version, so a key's versions keep increasing across a move.
     pub version_floor: u64,
+    /// Versions are `index + version_offset`: 0 until an import raises the floor above the log's
+    /// indexes, then raised at that import entry so every later version is above every imported
+    /// one. Changed only by imports, so a shard's tail shipped to another shard carries one
+    /// offset that gives each entry the version this shard gave it.
+    pub version_offset: u64,
     /// How the entry being applied stamps versions (not state: set around each application).
     applying: Versions,
     /// The local entry last stamped and its version.
@@ -423,8 +431,18 @@ impl State {
         let v = match versions {
             // Local entries come in index order: a repeat is the same entry.
             Versions::Next if self.stamped.0 == index && index > 0 => return self.stamped.1,
-            Versions::Next => index.max(self.version_floor),
+            Versions::Next => {
+                let v = index + self.version_offset;
+                if v < self.version_floor {
+                    // Only a state from before offsets (a floor raised without one) gets here.
+                    self.version_offset = self.version_floor - index;
+                    self.version_floor
+                } else {
+                    v
+                }
+            }
             Versions::Exact => index,
+            Versions::Offset(offset) => index + offset,
         };
         self.version_floor = self.version_floor.max(v + 1);
         if versions == Versions::Next {
@@ -656,6 +674,7 @@ impl State {
             | Op::ImportBegin { .. }
             | Op::ImportCopy { .. }
             | Op::ImportEntries { .. }
+            | Op::ImportTail { .. }
             | Op::ImportEnd { .. }
             | Op::ImportAbort { .. } => return unchanged(OpResult::Noop),
             Op::ForgetIdem { below_index } => {

@@ -3,6 +3,7 @@
 //! an older node's missing ones never break a reader.
 
 use crate::ack::{AckLevel, CommitByAck};
+use crate::migration::SlotState;
 use crate::role::Role;
 use crate::slots::ShardId;
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,10 @@ pub struct NodeStatus {
     /// What recovery found and did at start (its shape is documented in docs/API.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<serde_json::Value>,
+    /// The slot ranges this node's shard is giving away or taking in, by its own log (absent when
+    /// it never took part in a migration).
+    #[serde(default, skip_serializing_if = "SlotState::is_empty")]
+    pub slot_state: SlotState,
 }
 
 /// One member as the reporting node sees it. A primary knows its replicas' progress; other nodes

@@ -127,9 +127,10 @@ pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError
                 (LOG_UPTO, r.upto.to_string()),
                 (LOG_ENTRIES, r.entries.len().to_string()),
             ];
-            let op = Op::ImportEntries {
+            let op = Op::ImportTail {
                 entries: r.entries,
                 upto: r.upto,
+                offset: r.offset,
             };
             Ok(binary(&op, &headers))
         }
@@ -137,7 +138,10 @@ pub async fn handle(ctx: &Ctx, req: &Req, op: &str) -> Result<Response, ApiError
             let op: Op = log::decode(&req.body).map_err(|e| {
                 ApiError::bad_request("invalid_body", format!("expected an import page: {e}"))
             })?;
-            if !matches!(op, Op::ImportCopy { .. } | Op::ImportEntries { .. }) {
+            if !matches!(
+                op,
+                Op::ImportCopy { .. } | Op::ImportEntries { .. } | Op::ImportTail { .. }
+            ) {
                 return Err(ApiError::bad_request(
                     "invalid_body",
                     "slots-import takes only what slots-copy or slots-log answered",

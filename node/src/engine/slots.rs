@@ -33,6 +33,10 @@ pub struct RangeEntries {
     /// The last source index looked at: the target holds the range's effects up to here once it
     /// applied `entries`.
     pub upto: u64,
+    /// The version offset the source stamped these entries with ([`crate::state::State`]'s
+    /// `version_offset`): constant while the range moves, since a shard giving a range away
+    /// imports nothing (one migration at a time).
+    pub offset: u64,
 }
 
 impl Engine {
@@ -111,10 +115,12 @@ impl Engine {
             core.cached_from(from + 1, max, MAX_BYTES)
         };
         let commit = self.commit_index();
+        let offset = self.core().state.version_offset;
         if from >= commit {
             return Ok(RangeEntries {
                 entries: Vec::new(),
                 upto: from,
+                offset,
             });
         }
         let read: Vec<Entry> = match cached {
@@ -150,6 +156,10 @@ impl Engine {
             upto = e.index;
             entries.extend(entry_in_range(&e, start, end));
         }
-        Ok(RangeEntries { entries, upto })
+        Ok(RangeEntries {
+            entries,
+            upto,
+            offset,
+        })
     }
 }

@@ -135,6 +135,7 @@ impl Engine {
                 let report = self.recovery_report();
                 (!report.is_empty()).then(|| serde_json::json!(report))
             },
+            slot_state: s.slots.clone(),
         };
         (report, s.applied_index)
     }

@@ -23,9 +23,7 @@ use rcluster_proto::{ShardId, SlotMap};
 
 use super::error::Error;
 use crate::crd::{ReshardStatus, SHARD_LABEL};
-use crate::reshard::{
-    Advance, MoveError, Mover, Moving, Next, ReshardMemory, Resharding, Step, progress,
-};
+use crate::reshard::{Advance, Mover, Moving, Next, ReshardMemory, Resharding, progress};
 use crate::resources;
 
 /// `reason` of the events this stage emits.
@@ -134,7 +132,7 @@ pub fn decide(
                     input.slots.shards, input.wanted
                 ),
             ));
-            Resharding::new(input.wanted)
+            Resharding::new(input.slots.shards, input.wanted)
         }
     };
     r.shards = input.wanted;

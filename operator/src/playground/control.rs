@@ -5,6 +5,7 @@
 //! - `POST /members/{name}/stop[?signal=kill]`: stop a node and keep it down;
 //! - `POST /members/{name}/start`: let a stopped node run again;
 //! - `POST /switchover?shard=K[&to=NAME]`: ask shard K's primary for a planned switchover;
+//! - `POST /reshard?shards=N`: reshard to N shards while serving (as a start with `--shards N`);
 //! - `GET /`: the dashboard (static files compiled in, refreshed by polling the endpoints above);
 //! - `GET /traffic`: per-API throughput and latency over the last two minutes (from the nodes'
 //!   `/metrics`, see [`super::traffic`]).
@@ -31,6 +32,20 @@ pub struct Shared {
     pub status: Value,
     pub decisions: VecDeque<Value>,
     pub traffic: Traffic,
+    /// Where `POST /reshard` hands its request to the loop (which owns the state file).
+    pub reshard: Option<tokio::sync::mpsc::UnboundedSender<ReshardAsk>>,
+}
+
+/// `POST /reshard?shards=N`, for the loop to answer: the HTTP status and the JSON body.
+#[derive(Debug)]
+pub struct ReshardAsk {
+    pub shards: usize,
+    pub reply: tokio::sync::oneshot::Sender<(StatusCode, Value)>,
+}
+
+/// The JSON error body of the endpoint.
+pub fn error_body(code: &str, message: impl Into<String>) -> Value {
+    json!({"error": {"code": code, "message": message.into()}})
 }
 
 impl Shared {
@@ -96,6 +111,51 @@ struct SwitchoverQuery {
     to: Option<String>,
 }
 
+#[derive(serde::Deserialize)]
+struct ReshardQuery {
+    shards: Option<String>,
+}
+
+/// The shard count a `POST /reshard` asks for, or why it cannot be.
+fn reshard_count(q: &ReshardQuery) -> Result<usize, String> {
+    let Some(text) = q.shards.as_deref() else {
+        return Err("give the shard count: POST /reshard?shards=N".into());
+    };
+    match text.parse::<usize>() {
+        Ok(n) if (1..=super::MAX_SHARDS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "shards must be a whole number from 1 to {}, got {text:?}",
+            super::MAX_SHARDS
+        )),
+    }
+}
+
+/// Hands a resharding request to the loop and waits for its answer.
+async fn reshard(shared: Arc<Mutex<Shared>>, q: ReshardQuery) -> warp::reply::Response {
+    let shards = match reshard_count(&q) {
+        Ok(n) => n,
+        Err(message) => return reply(StatusCode::BAD_REQUEST, error_body("bad_request", message)),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = lock(&shared)
+        .reshard
+        .as_ref()
+        .is_some_and(|s| s.send(ReshardAsk { shards, reply: tx }).is_ok());
+    let unavailable = || {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            error_body("unavailable", "the playground is stopping"),
+        )
+    };
+    if !sent {
+        return unavailable();
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(30), rx).await {
+        Ok(Ok((status, body))) => reply(status, body),
+        _ => unavailable(),
+    }
+}
+
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
 /// Asks shard `q.shard`'s primary for a planned switchover, as `rcluster switchover` does.
@@ -149,6 +209,11 @@ pub fn routes(
         .and(warp::post())
         .and(warp::query::<SwitchoverQuery>())
         .then(move |q| switchover(s.clone(), q));
+    let s = shared.clone();
+    let resharding = warp::path!("reshard")
+        .and(warp::post())
+        .and(warp::query::<ReshardQuery>())
+        .then(move |q| reshard(s.clone(), q));
     let s = shared;
     let decisions = warp::path!("decisions").and(warp::get()).map(move || {
         let list: Vec<Value> = lock(&s).decisions.iter().cloned().collect();
@@ -201,6 +266,8 @@ pub fn routes(
         .or(page)
         .unify()
         .or(switch)
+        .unify()
+        .or(resharding)
         .unify()
 }
 
@@ -296,6 +363,19 @@ mod tests {
         );
         // No shard 3 in the published status: nothing to ask.
         assert_eq!(call(addr, "POST", "/switchover?shard=3").await.0, 404);
+        // Bad shard counts are refused before the loop hears of them.
+        for bad in [
+            "/reshard",
+            "/reshard?shards=0",
+            "/reshard?shards=17",
+            "/reshard?shards=x",
+        ] {
+            let (code, body) = call(addr, "POST", bad).await;
+            assert_eq!(code, 400, "{bad}: {body}");
+            assert!(body.contains(r#""code":"bad_request""#), "{bad}: {body}");
+        }
+        // No loop to take a good one (it is not running in this test).
+        assert_eq!(call(addr, "POST", "/reshard?shards=3").await.0, 503);
 
         stop.send(()).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(10), server)

@@ -65,6 +65,8 @@ pub struct Setup {
     pub trust: rcluster_client::tls::Trust,
     /// How to connect (`--tls`, `--auth`), printed with the member list.
     pub hints: Vec<String>,
+    /// How to start the nodes of a shard added while running (`POST /reshard`).
+    pub launch: super::launch::Launch,
 }
 
 /// How long the primary may be ready while some replica is not before the cluster is announced
@@ -87,6 +89,23 @@ struct Group {
     last_note: Option<String>,
 }
 
+impl Group {
+    fn new(shard: usize, g: GroupSetup, history: crate::coordinator::History) -> Group {
+        Group {
+            shard,
+            settings: g.settings,
+            members: g.members,
+            // The playground starts the nodes itself: the election that resumes a cluster after
+            // its start (or brings up a shard added by a resharding) is not a failover.
+            runtime: Runtime::new(FailoverCount::SeenHealthy, history),
+            probes: Vec::new(),
+            last_signature: String::new(),
+            last_actions: Vec::new(),
+            last_note: None,
+        }
+    }
+}
+
 pub struct Loop {
     s: Setup,
     groups: Vec<Group>,
@@ -106,6 +125,8 @@ pub struct Loop {
     /// Woken when a migration task ends, so its result is recorded (and the next phase started)
     /// at once: the write pause of a move spans two such hand-overs.
     step_done: Arc<tokio::sync::Notify>,
+    /// `POST /reshard` requests from the control endpoint.
+    asks: tokio::sync::mpsc::UnboundedReceiver<super::control::ReshardAsk>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -121,22 +142,13 @@ impl Loop {
         ));
         let commands = NodeClient::with_trust(&s.secret, Duration::from_secs(2), s.trust.clone());
         let decisions = s.folder.decision_log()?;
+        let (ask, asks) = tokio::sync::mpsc::unbounded_channel();
+        lock(&s.shared).reshard = Some(ask);
         let mut s = s;
         let groups = std::mem::take(&mut s.groups)
             .into_iter()
             .enumerate()
-            .map(|(shard, g)| Group {
-                shard,
-                settings: g.settings,
-                members: g.members,
-                // The playground starts the nodes itself: the election that resumes a cluster
-                // after its start is not a failover.
-                runtime: Runtime::new(FailoverCount::SeenHealthy, s.saved.history(shard).clone()),
-                probes: Vec::new(),
-                last_signature: String::new(),
-                last_actions: Vec::new(),
-                last_note: None,
-            })
+            .map(|(shard, g)| Group::new(shard, g, s.saved.history(shard).clone()))
             .collect();
         Ok(Loop {
             ui: Ui::new(s.quiet),
@@ -152,6 +164,7 @@ impl Loop {
             mover: None,
             reshard_failures: 0,
             step_done: Arc::new(tokio::sync::Notify::new()),
+            asks,
         })
     }
 
@@ -168,10 +181,14 @@ impl Loop {
                 self.s.probe_interval.saturating_sub(started.elapsed())
             };
             let step_done = self.step_done.clone();
-            tokio::select! {
-                _ = stop.changed() => {}
-                _ = tokio::time::sleep(pause) => {}
-                _ = step_done.notified() => {}
+            let ask = tokio::select! {
+                _ = stop.changed() => None,
+                _ = tokio::time::sleep(pause) => None,
+                _ = step_done.notified() => None,
+                Some(ask) = self.asks.recv() => Some(ask),
+            };
+            if let Some(ask) = ask {
+                self.reshard_asked(ask, now_ms());
             }
         }
     }

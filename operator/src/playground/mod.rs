@@ -31,6 +31,7 @@ use crate::failover::{AckLevel, Settings, default_switchover_timeout_ms};
 
 pub mod control;
 pub mod coordinate;
+pub mod launch;
 pub mod probe;
 pub mod report;
 pub mod security;
@@ -203,8 +204,16 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         }
         Some(s)
             if s.shard_count() != shards
-                || s.reshard.as_ref().is_some_and(|r| r.shards != shards) =>
+                || s.reshard
+                    .as_ref()
+                    .is_some_and(|r| r.shards as usize != shards) =>
         {
+            println!(
+                "resharding the cluster in {}: {} shard(s) now, {shards} asked; slots move while \
+                 it serves",
+                folder.dir.display(),
+                s.shard_count()
+            );
             reshard(&folder, s, shards, replicas)?
         }
         Some(mut s) => {
@@ -258,6 +267,12 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         .trim()
         .to_string();
 
+    let launch = launch::Launch {
+        args: args.clone(),
+        secret_path: secret_path.clone(),
+        cluster_id,
+        security_args,
+    };
     // Per shard: every desired member, and every member the record still holds (it leaves once
     // the change that removes it is committed).
     let members: Vec<Vec<Member>> = (0..shards)
@@ -268,9 +283,7 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
                 .max()
                 .unwrap_or(replicas)
                 .max(replicas);
-            (1..=running)
-                .map(|i| Member::new(args.base_port, k, i, args.tls))
-                .collect()
+            launch.members(k, running)
         })
         .collect();
     check_ports(
@@ -282,29 +295,9 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(&control_addr)
         .await
         .map_err(|e| port_error(args.base_port, e))?;
-    // Each node's socket is bound here and held while the playground runs; the node inherits it
-    // (`--listen-fd`). A restarted node gets its port back with no moment in which another
-    // program's connection could take it. (std binds with SO_REUSEADDR, so connections of a node
-    // that just stopped, in TIME_WAIT, do not count as the port being in use.)
     let mut specs = Vec::new();
     for group in &members {
-        for m in group {
-            let l = std::net::TcpListener::bind(("127.0.0.1", m.port))
-                .map_err(|e| port_error(m.port, e))?;
-            let mut spec = node_spec(
-                &folder,
-                m,
-                Arc::new(l),
-                group,
-                &secret_path,
-                &cluster_id,
-                &args,
-            )?;
-            // Before the user's `-- NODE_ARGS`, which may override them.
-            let at = spec.args.len() - args.node_args.len();
-            spec.args.splice(at..at, security_args.iter().cloned());
-            specs.push(spec);
-        }
+        specs.extend(launch.specs(&folder, group)?);
     }
     let supervisor = Arc::new(Mutex::new(supervisor::Supervisor::new(bin, specs)));
     let shared = Arc::new(Mutex::new(control::Shared::default()));
@@ -365,6 +358,7 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         control_url,
         trust,
         hints,
+        launch,
     })?;
     looper.run(stop_rx).await;
 
@@ -398,10 +392,6 @@ fn reshard(
             rcluster_proto::DEFAULT_SLOTS
         )));
     }
-    println!(
-        "resharding the cluster in {}: {have} shard(s) now, {shards} asked; slots move while it serves",
-        folder.dir.display()
-    );
     for k in have..shards {
         for name in names(k, replicas) {
             // A shard removed earlier may have left its folder: a new shard starts empty.
@@ -433,13 +423,14 @@ fn reshard(
             s.record_mut(k).members = names(k, s.replicas);
         }
     }
-    let moved = s.reshard.as_ref().map_or(0, |r| r.moved_slots);
-    let migration = s.reshard.take().and_then(|r| r.migration);
-    s.reshard = Some(state::Reshard {
-        shards,
-        migration,
-        moved_slots: moved,
-    });
+    // Asked again with another count while one runs: the range moving finishes, then the slots
+    // move toward the new count.
+    let mut r = s
+        .reshard
+        .take()
+        .unwrap_or_else(|| state::Reshard::new(have as u32, shards as u32));
+    r.shards = shards as u32;
+    s.reshard = Some(r);
     s.replicas = replicas;
     Ok(s)
 }
@@ -507,47 +498,6 @@ fn port_error(port: u16, e: std::io::Error) -> Error {
         "cannot listen on 127.0.0.1:{port}: {e}; pick another --base-port \
          (or stop what uses it: an earlier playground's nodes may still run)"
     ))
-}
-
-fn node_spec(
-    folder: &state::Folder,
-    m: &Member,
-    listener: Arc<std::net::TcpListener>,
-    members: &[Member],
-    secret: &Path,
-    cluster_id: &str,
-    args: &PlaygroundArgs,
-) -> Result<supervisor::NodeSpec, Error> {
-    let data_dir = folder.path(&m.name);
-    std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io {
-        what: format!("cannot create {}", data_dir.display()),
-        source,
-    })?;
-    let mut a: Vec<String> = vec![
-        "--name".into(),
-        m.name.clone(),
-        "--shard".into(),
-        m.shard.to_string(),
-        "--data-dir".into(),
-        data_dir.display().to_string(),
-        "--secret-file".into(),
-        secret.display().to_string(),
-        "--cluster-id".into(),
-        cluster_id.into(),
-        "--ack".into(),
-        ack_name(args.ack).into(),
-    ];
-    for other in members {
-        a.push("--member".into());
-        a.push(format!("{}={}", other.name, other.url));
-    }
-    a.extend(args.node_args.iter().cloned());
-    Ok(supervisor::NodeSpec {
-        name: m.name.clone(),
-        args: a,
-        listener: Some(listener),
-        log: folder.path(&format!("{}.log", m.name)),
-    })
 }
 
 /// `--node-bin`, else `rcluster-node` next to this executable, else on PATH.

@@ -112,6 +112,25 @@ impl Supervisor {
         }
     }
 
+    /// Adds a node to run (started on the next poll): a shard added while the playground runs.
+    pub fn add(&mut self, spec: NodeSpec) -> Result<(), String> {
+        if self.slots.iter().any(|s| s.spec.name == spec.name) {
+            return Err(format!("{} is still running (or stopping)", spec.name));
+        }
+        self.slots.push(Slot {
+            spec,
+            child: None,
+            pid: None,
+            started: None,
+            restarts: 0,
+            held: false,
+            restart_at: Some(Instant::now()),
+            backoff: FIRST_BACKOFF,
+            retiring: None,
+        });
+        Ok(())
+    }
+
     /// Reaps exited nodes and starts those that are due (all of them on the first call).
     pub fn poll(&mut self, now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
@@ -199,6 +218,11 @@ impl Supervisor {
             .filter(|s| s.retiring.is_none())
             .map(|s| s.spec.name.clone())
             .collect()
+    }
+
+    /// Whether `name` is a node here (running, held, or retiring and not yet exited).
+    pub fn has(&self, name: &str) -> bool {
+        self.slots.iter().any(|s| s.spec.name == name)
     }
 
     pub fn info(&self, name: &str) -> ProcessInfo {
