@@ -352,7 +352,13 @@ pub async fn reconcile_cluster(
                 tls,
             })
         };
-        if let Some(map) = shards::cluster_map(&next_slots, &records, peer) {
+        // A map grown for new shards is sent once they run (have records): a node refuses a
+        // map with a shard it cannot route to.
+        let complete = records.len() == next_slots.shards as usize;
+        if let Some(map) = complete
+            .then(|| shards::cluster_map(&next_slots, &records, peer))
+            .flatten()
+        {
             let members: Vec<&observe::Member> = done.iter().flat_map(|r| &r.members).collect();
             push_cluster_map(&commands, &mut memory.pushed, &members, &map).await;
         }
@@ -406,6 +412,9 @@ pub async fn reconcile_cluster(
             failures,
             &reported,
         ));
+    }
+    for ev in &decided.events {
+        tracing::info!(cluster = %key, reason = %ev.reason, note = ev.note.as_deref().unwrap_or(""), "resharding");
     }
     evs.extend(decided.events);
     evs.extend(removed);

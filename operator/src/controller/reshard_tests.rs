@@ -101,6 +101,7 @@ async fn a_grown_spec_moves_ranges_one_phase_at_a_time_each_recorded_first() {
         r.started.is_none(),
         "nothing acts before the move is recorded"
     );
+    assert_eq!(r.reasons, ["ReshardStep"], "each recorded move is told");
 
     // Read back, shard 2 without a primary yet: the migration waits.
     let mut two_primaries = urls(3);

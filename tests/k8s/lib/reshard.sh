@@ -132,8 +132,10 @@ sys.exit(0 if r["errors"] == 0 and r["writes"] > 0 else f"{r}")
 EOF2
   local reason
   for reason in ReshardStarted ReshardStep ReshardFinished ShardRemoved; do
-    "$KUBECTL" get events -n "$SH_NS" --field-selector "involvedObject.name=$SH_CL,reason=$reason" -o name |
-      grep -q . || die "no $reason event"
+    # Captured, not piped into `grep -q`: with many events, kubectl would die of SIGPIPE under
+    # pipefail once grep has seen the first line.
+    [[ -n $("$KUBECTL" get events -n "$SH_NS" --field-selector "involvedObject.name=$SH_CL,reason=$reason" -o name) ]] ||
+      die "no $reason event"
   done
   wait_until 60 "every node serves the recorded cluster map" sh_same_map
   local pod
