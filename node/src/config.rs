@@ -2,6 +2,7 @@
 
 use crate::engine::{Consistency, EngineConfig};
 use crate::replication::{AckLevel, Cluster};
+use crate::state::{IDEM_MAX_KEYS, IDEM_TTL_MS};
 use crate::wal::{FsyncMode, WalConfig};
 use clap::Parser;
 use rcluster_client::tls::Trust;
@@ -188,6 +189,15 @@ pub struct NodeArgs {
     /// (what a crash mid-write leaves) is cut either way.
     #[arg(long, env = "RCLUSTER_ACCEPT_DATA_LOSS")]
     pub accept_data_loss: bool,
+    /// How long (milliseconds of the primary's clock) a retried write with the same
+    /// Idempotency-Key gets its first result at least; the primary then forgets the key. Only the
+    /// primary's setting counts: it logs what every node forgets.
+    #[arg(long, env = "RCLUSTER_IDEMPOTENCY_TTL_MS", value_name = "MS", default_value_t = IDEM_TTL_MS)]
+    pub idempotency_ttl_ms: u64,
+    /// Most idempotency keys remembered; the primary forgets the oldest beyond it (each costs
+    /// about 250 bytes of memory).
+    #[arg(long, env = "RCLUSTER_IDEMPOTENCY_MAX_KEYS", default_value_t = IDEM_MAX_KEYS)]
+    pub idempotency_max_keys: usize,
     /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long, env = "RCLUSTER_LOG_JSON")]
     pub log_json: bool,
@@ -339,6 +349,8 @@ impl NodeArgs {
             session_wait: Duration::from_millis(self.session_wait_ms),
             accept_data_loss: self.accept_data_loss,
             trust,
+            idempotency_ttl_ms: self.idempotency_ttl_ms,
+            idempotency_max_keys: self.idempotency_max_keys,
         }
     }
 }

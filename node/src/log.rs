@@ -164,6 +164,12 @@ pub enum Op {
         start: u32,
         end: u32,
     },
+    /// Forget the idempotency keys stored by entries before `below_index`. Only the primary
+    /// decides what to forget (by its retention settings) and logs it, so every node forgets the
+    /// same keys whatever its own settings: a retry is answered alike by any later primary.
+    ForgetIdem {
+        below_index: u64,
+    },
     /// Target: the source's committed entries touching the range, up to source index `upto`,
     /// which the source stamped with versions `index + offset`: applied here with exactly those
     /// versions. (`ImportEntries`, written before, applied them at their index, which is wrong

@@ -261,7 +261,7 @@ impl State {
                         // shard's log, not the source's.
                         index,
                         ts_ms: i.ts_ms,
-                        result,
+                        result: Box::new(result),
                         slot: NO_SLOT,
                     },
                 );
@@ -303,7 +303,7 @@ impl State {
                         fingerprint: tag.fingerprint,
                         index,
                         ts_ms: inner.ts_ms,
-                        result: applied.result,
+                        result: Box::new(applied.result),
                         slot: NO_SLOT,
                     },
                 );
@@ -350,11 +350,11 @@ impl State {
             .idem
             .iter()
             .filter(|(_, r)| r.slot != NO_SLOT && within(u32::from(r.slot), start, end))
-            .map(|(k, r)| (k.clone(), r.index))
+            .map(|(k, _)| k.clone())
             .collect();
-        for (k, index) in idem {
+        // Their elements of the idempotency queue become stale and are skipped there.
+        for k in idem {
             self.idem.remove(&k);
-            self.idem_by_index.remove(&(index, k));
         }
     }
 

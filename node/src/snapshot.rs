@@ -164,18 +164,27 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
         }
         messages += t.messages.len() as u64;
     }
-    let idem: Vec<(std::sync::Arc<str>, IdemRecord)> = state
-        .idem
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    for part in idem.chunks(CHUNK) {
-        frame(&mut w, &Item::Idem(part.to_vec()))?;
+    // Chunk by chunk, like the records: a copy of a million keys' results would be a transient
+    // hundred megabytes.
+    let mut part: Vec<(std::sync::Arc<str>, IdemRecord)> = Vec::with_capacity(CHUNK);
+    for (k, v) in &state.idem {
+        part.push((k.clone(), v.clone()));
+        if part.len() == CHUNK {
+            frame(&mut w, &Item::Idem(std::mem::take(&mut part)))?;
+        }
     }
-    let slots: Vec<(std::sync::Arc<str>, u16)> =
-        idem.iter().map(|(k, r)| (k.clone(), r.slot)).collect();
-    for part in slots.chunks(CHUNK) {
-        frame(&mut w, &Item::IdemSlots(part.to_vec()))?;
+    if !part.is_empty() {
+        frame(&mut w, &Item::Idem(part))?;
+    }
+    let mut slots: Vec<(std::sync::Arc<str>, u16)> = Vec::with_capacity(CHUNK);
+    for (k, r) in &state.idem {
+        slots.push((k.clone(), r.slot));
+        if slots.len() == CHUNK {
+            frame(&mut w, &Item::IdemSlots(std::mem::take(&mut slots)))?;
+        }
+    }
+    if !slots.is_empty() {
+        frame(&mut w, &Item::IdemSlots(slots))?;
     }
     frame(
         &mut w,
@@ -421,6 +430,43 @@ mod tests {
         let (state, damaged) = load_newest(d.path()).unwrap();
         assert!(state.is_none());
         assert_eq!(damaged[0].index, s.applied_index);
+    }
+
+    /// More keys than one chunk holds, the last chunk partial: every key comes back with its
+    /// result and slot, and the forgetting order is rebuilt.
+    #[test]
+    fn idempotency_keys_survive_a_snapshot_in_chunks() {
+        let mut s = State::default();
+        let n = 2 * CHUNK as u64 + 7;
+        for i in 0..n {
+            let mut e = entry(
+                i + 1,
+                10 + i,
+                Op::Put {
+                    key: format!("k{i}"),
+                    value: "1".into(),
+                    ttl_ms: None,
+                    if_version: None,
+                },
+            );
+            e.idem = Some(crate::log::IdemTag {
+                key: format!("req-{i}"),
+                fingerprint: i,
+            });
+            s.apply_logged(&e).unwrap();
+        }
+        let d = tempfile::tempdir().unwrap();
+        let loaded = load(&write(d.path(), &s).unwrap()).unwrap();
+        assert_eq!(loaded.digest(), s.digest());
+        assert_eq!(loaded.idem.len() as u64, n);
+        for (k, r) in &s.idem {
+            assert_eq!(loaded.idem.get(k), Some(r), "{k}");
+        }
+        assert_eq!(
+            loaded.idem_forget_below(u64::MAX, 0, 0),
+            s.idem_forget_below(u64::MAX, 0, 0)
+        );
+        assert_eq!(loaded.idem_forget_below(20, 5, usize::MAX), Some(6));
     }
 
     #[test]

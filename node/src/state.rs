@@ -26,11 +26,15 @@ use serde::{Deserialize, Serialize};
 use std::ops::Bound;
 use std::sync::Arc;
 
-/// How long (in log time) a retried request with the same idempotency key returns the first result.
+/// Default of `--idempotency-ttl-ms`: how long a retried request with the same idempotency key
+/// returns the first result at least.
 pub const IDEM_TTL_MS: u64 = 24 * 3600 * 1000;
-/// Bound on remembered idempotency keys; the oldest are forgotten first. A constant, not a setting,
-/// because every node must prune identically.
+/// Default of `--idempotency-max-keys`: bound on remembered idempotency keys; the oldest are
+/// forgotten first. Both are settings of the primary only: it logs what to forget
+/// ([`Op::ForgetIdem`]), so every node forgets the same keys whatever its own flags.
 pub const IDEM_MAX_KEYS: usize = 1_000_000;
+/// Most idempotency keys one forget entry removes, so applying it holds the state briefly.
+pub const IDEM_FORGET_BATCH: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -132,7 +136,10 @@ pub struct IdemRecord {
     pub fingerprint: u64,
     pub index: u64,
     pub ts_ms: u64,
-    pub result: OpResult,
+    /// Boxed: most results are small, but the enum is as wide as its widest variant (64 bytes),
+    /// and a million remembered keys sit in map nodes that are half empty after in-order inserts.
+    /// The snapshot encoding is the same as unboxed.
+    pub result: Box<OpResult>,
     /// The hash slot of the write (its key or topic), so the key moves with the slot; snapshots
     /// keep it in frames of their own ([`NO_SLOT`] when unknown: written before slots moved).
     #[serde(skip, default = "no_slot")]
@@ -202,6 +209,10 @@ pub enum OpResult {
         succeeded: bool,
         failed_compare: Option<u32>,
         results: Vec<TxnResult>,
+    },
+    /// Idempotency keys forgotten by [`Op::ForgetIdem`].
+    Forgotten {
+        count: u64,
     },
 }
 
@@ -281,9 +292,11 @@ pub struct State {
     pub idem: OrdMap<Arc<str>, IdemRecord>,
     /// Derived indexes, rebuilt from the maps above when a snapshot is loaded.
     pub(crate) expiring: OrdMap<(u64, String), u64>,
-    /// Idempotency keys by the index of the entry that stored them, oldest first (imported keys
-    /// share their import entry's index, hence the pair).
-    pub(crate) idem_by_index: OrdMap<(u64, Arc<str>), ()>,
+    /// Idempotency keys in the order of the entries that stored them, oldest first (imported
+    /// keys share their import entry's index). A queue, not a map: 24 bytes a key in full chunks.
+    /// An element whose key was stored again later, or dropped with its slot, is stale (the key's
+    /// record has another index, or none) and is skipped when it reaches the front.
+    pub(crate) idem_order: Vector<(u64, Arc<str>)>,
     pub applied_index: u64,
     pub applied_term: u64,
     /// Slot migrations this shard takes part in (replicated, like everything here).
@@ -664,6 +677,13 @@ impl State {
             | Op::ImportTail { .. }
             | Op::ImportEnd { .. }
             | Op::ImportAbort { .. } => return unchanged(OpResult::Noop),
+            Op::ForgetIdem { below_index } => {
+                let count = self.forget_idem_below(*below_index);
+                if count == 0 {
+                    return unchanged(OpResult::Forgotten { count });
+                }
+                OpResult::Forgotten { count }
+            }
             Op::Txn {
                 compare,
                 success,
@@ -691,37 +711,71 @@ impl State {
                     fingerprint: tag.fingerprint,
                     index: e.index,
                     ts_ms: e.ts_ms,
-                    result: result.clone(),
+                    result: Box::new(result.clone()),
                     slot,
                 },
             );
         }
-        self.forget_old_keys(e.ts_ms);
         self.applied_index = e.index;
         self.applied_term = e.term;
     }
 
-    /// Stores an idempotency key's record.
+    /// Stores an idempotency key's record. Records come in log order, so the queue stays sorted.
     pub(crate) fn remember(&mut self, key: &str, rec: IdemRecord) {
         let key: Arc<str> = key.into();
         let index = rec.index;
-        if let Some(old) = self.idem.insert(key.clone(), rec) {
-            self.idem_by_index.remove(&(old.index, key.clone()));
-        }
-        self.idem_by_index.insert((index, key), ());
+        self.idem.insert(key.clone(), rec);
+        self.idem_order.push_back((index, key));
     }
 
-    /// Forgets idempotency keys older than a day of log time, or beyond the bound.
-    fn forget_old_keys(&mut self, now_ms: u64) {
-        let horizon = now_ms.saturating_sub(IDEM_TTL_MS);
-        while let Some((index, key)) = self.idem_by_index.get_min().map(|(k, _)| k.clone()) {
-            let stale = self.idem.get(&key).is_none_or(|r| r.ts_ms < horizon);
-            if !stale && self.idem_by_index.len() <= IDEM_MAX_KEYS {
+    /// Whether a queue element still names the key's current record.
+    fn idem_live(&self, index: u64, key: &str) -> Option<&IdemRecord> {
+        self.idem.get(key).filter(|r| r.index == index)
+    }
+
+    /// The primary's decision: the index below which idempotency keys are to be forgotten (those
+    /// stored more than `ttl_ms` before `now_ms`, then the oldest beyond `max_keys`), at most about
+    /// [`IDEM_FORGET_BATCH`] keys at a time; `None` when nothing is due.
+    pub fn idem_forget_below(&self, now_ms: u64, ttl_ms: u64, max_keys: usize) -> Option<u64> {
+        let horizon = now_ms.saturating_sub(ttl_ms);
+        let mut live = self.idem.len();
+        let mut below = None;
+        let mut forgotten = 0;
+        // Stale elements count too, so one decision walks a bounded part of the queue.
+        for (visited, (index, key)) in self.idem_order.iter().enumerate() {
+            let Some(rec) = self.idem_live(*index, key) else {
+                continue;
+            };
+            // Keys of one entry (an import) go together.
+            let same_entry = below == Some(index + 1);
+            if !same_entry
+                && (forgotten >= IDEM_FORGET_BATCH
+                    || visited >= 4 * IDEM_FORGET_BATCH
+                    || (rec.ts_ms >= horizon && live <= max_keys))
+            {
                 break;
             }
-            self.idem_by_index.remove(&(index, key.clone()));
-            self.idem.remove(&key);
+            below = Some(index + 1);
+            live -= 1;
+            forgotten += 1;
         }
+        below
+    }
+
+    /// Applies [`Op::ForgetIdem`]: removes the keys stored by entries before `below_index`.
+    fn forget_idem_below(&mut self, below_index: u64) -> u64 {
+        let mut count = 0;
+        while let Some((index, key)) = self.idem_order.front().cloned() {
+            if index >= below_index {
+                break;
+            }
+            self.idem_order.pop_front();
+            if self.idem_live(index, &key).is_some() {
+                self.idem.remove(&key);
+                count += 1;
+            }
+        }
+        count
     }
 
     fn version_at(&self, key: &str, now_ms: u64) -> u64 {
@@ -837,11 +891,13 @@ impl State {
             .iter()
             .filter_map(|(k, r)| r.expires_at_ms.map(|at| ((at, k.clone()), r.version)))
             .collect();
-        self.idem_by_index = self
+        let mut order: Vec<(u64, Arc<str>)> = self
             .idem
             .iter()
-            .map(|(k, r)| ((r.index, k.clone()), ()))
+            .map(|(k, r)| (r.index, k.clone()))
             .collect();
+        order.sort();
+        self.idem_order = order.into_iter().collect();
     }
 
     /// A digest of the replicated state, equal on nodes that applied the same log prefix.

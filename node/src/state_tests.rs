@@ -212,7 +212,17 @@ fn idempotency_keys_are_remembered_and_expire_in_log_time() {
     let a = s.apply_op(&e).unwrap();
     s.finish(&e, &a.result);
     assert_eq!(s.idempotent_result("req-1").unwrap().fingerprint, 42);
-    run(&mut s, 2, IDEM_TTL_MS + 1, put("b", "1")).unwrap();
+    assert_eq!(s.idem_forget_below(IDEM_TTL_MS, IDEM_TTL_MS, 1), None);
+    let below = s
+        .idem_forget_below(IDEM_TTL_MS + 1, IDEM_TTL_MS, 1)
+        .unwrap();
+    run(
+        &mut s,
+        2,
+        IDEM_TTL_MS + 1,
+        Op::ForgetIdem { below_index: below },
+    )
+    .unwrap();
     assert!(s.idempotent_result("req-1").is_none());
 }
 
@@ -263,4 +273,75 @@ fn same_log_same_digest() {
     assert_eq!(x.digest(), y.digest());
     y.apply_logged(&entry(4, 0, put("c", "1"))).unwrap();
     assert_ne!(x.digest(), y.digest());
+}
+
+/// Stores idempotency key `req-{i}` with a put at index `i + 1` and time `10 * i`.
+fn remember_puts(s: &mut State, range: std::ops::Range<u64>) {
+    for i in range {
+        let mut e = entry(i + 1, 10 * i, put(&format!("k{i}"), "1"));
+        e.idem = Some(IdemTag {
+            key: format!("req-{i}"),
+            fingerprint: i,
+        });
+        let a = s.apply_op(&e).unwrap();
+        s.finish(&e, &a.result);
+    }
+}
+
+fn remembered(s: &State) -> Vec<String> {
+    s.idem.keys().map(|k| k.to_string()).collect()
+}
+
+#[test]
+fn idempotency_keys_are_forgotten_only_by_a_logged_decision() {
+    let mut s = State::default();
+    remember_puts(&mut s, 0..5);
+    assert_eq!(s.idempotent_result("req-0").unwrap().fingerprint, 0);
+    // Log time passing forgets nothing by itself: nodes with other settings stay identical.
+    run(&mut s, 6, 3 * IDEM_TTL_MS, put("x", "1")).unwrap();
+    assert_eq!(remembered(&s).len(), 5);
+
+    // The bound on keys: keep the newest 3.
+    let below = s.idem_forget_below(40, IDEM_TTL_MS, 3);
+    assert_eq!(below, Some(3));
+    let mut replica = s.clone();
+    let forget = Op::ForgetIdem { below_index: 3 };
+    assert_eq!(
+        run(&mut s, 7, 50, forget.clone()),
+        Ok(OpResult::Forgotten { count: 2 })
+    );
+    replica.apply_logged(&entry(7, 50, forget)).unwrap();
+    assert_eq!(remembered(&s), ["req-2", "req-3", "req-4"]);
+    assert_eq!(s.digest(), replica.digest());
+    assert_eq!(s.idem_forget_below(50, IDEM_TTL_MS, 3), None);
+
+    // The age: at time 50 with a 25 ms retention, keys stored before time 25 go (req-2 at 20).
+    assert_eq!(s.idem_forget_below(50, 25, 100), Some(4));
+    // A key stored again is kept by its new entry, not forgotten with its old one.
+    let mut e = entry(8, 60, put("k2", "2"));
+    e.idem = Some(IdemTag {
+        key: "req-2".into(),
+        fingerprint: 9,
+    });
+    let a = s.apply_op(&e).unwrap();
+    s.finish(&e, &a.result);
+    assert_eq!(
+        run(&mut s, 9, 70, Op::ForgetIdem { below_index: 5 }),
+        Ok(OpResult::Forgotten { count: 1 })
+    );
+    assert_eq!(remembered(&s), ["req-2", "req-4"]);
+    assert_eq!(
+        run(&mut s, 10, 70, Op::ForgetIdem { below_index: 5 }),
+        Ok(OpResult::Forgotten { count: 0 }),
+        "nothing left to forget: the entry changes nothing and is not logged"
+    );
+
+    // The order survives a snapshot load (the queue is rebuilt from the keys).
+    let mut loaded = State {
+        idem: s.idem.clone(),
+        ..State::default()
+    };
+    loaded.rebuild_indexes();
+    assert_eq!(loaded.idem_forget_below(70, IDEM_TTL_MS, 1), Some(6));
+    assert_eq!(s.idem_forget_below(70, IDEM_TTL_MS, 1), Some(6));
 }

@@ -17,9 +17,10 @@
 //!   same reason (shard k's StatefulSet is `<name>-s<k>`).
 //! - `shards` is 1 to 16. Changing it on a live cluster reshards it (slots move one range at a
 //!   time; `status.reshard` records each step and shows progress).
-//! - `tls.enabled` cannot change after creation: during the rollout that would switch it, members
-//!   speaking http and members speaking https could not replicate from each other. `secretName`
-//!   (of `tls` and `auth`) only with `enabled: true`.
+//! - `tls.enabled` cannot be set, changed or removed after creation: during the rollout that would
+//!   switch TLS, members speaking http and members speaking https could not replicate from each
+//!   other. Unset it stays unset (the operator's decision, recorded in `status.security`, runs).
+//!   `secretName` (of `tls` and `auth`) not with `enabled: false`.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +33,7 @@ mod security;
 mod shards;
 mod status;
 
-pub use security::{AuthSpec, TlsSpec};
+pub use security::{AuthSpec, SecurityStatus, TlsSpec};
 pub use shards::{MigrationStatus, ReshardStatus, SHARD_LABEL, SlotMapStatus, SlotRangeStatus};
 pub use status::{
     LastFailover, MemberRole, MemberStatus, Phase, ReplicatedClusterStatus, ShardStatus,
@@ -106,8 +107,8 @@ pub mod condition {
         .message("replication.ack 'one' and 'all' need replicas >= 2: a single member has no replica to acknowledge writes"),
     validation = Rule::new("!self.failover.allowDataLoss || self.replication.ack in ['async', 'one']")
         .message("failover.allowDataLoss is only allowed with replication.ack 'async' or 'one': 'quorum' and 'all' promise that no acknowledged write is lost"),
-    validation = Rule::new("(has(self.tls) && self.tls.enabled) == (has(oldSelf.tls) && oldSelf.tls.enabled)")
-        .message("tls.enabled cannot change after creation: the members of a cluster all speak http or all https (create a new cluster with TLS and copy the data)")
+    validation = Rule::new("(has(self.tls) && has(self.tls.enabled)) == (has(oldSelf.tls) && has(oldSelf.tls.enabled)) && (!has(self.tls) || !has(self.tls.enabled) || self.tls.enabled == oldSelf.tls.enabled)")
+        .message("tls.enabled cannot be set, changed or removed after creation: the members of a cluster all speak http or all https, as status.security records (create a new cluster and copy the data)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicatedClusterSpec {
@@ -167,12 +168,32 @@ pub struct ReplicatedClusterSpec {
     /// Prometheus integration.
     #[serde(default)]
     pub metrics: MetricsSpec,
-    /// TLS on every node (https only). Off by default; fixed at creation.
+    /// TLS on every node (https only). On by default for a new cluster; fixed at creation.
     #[serde(default)]
     pub tls: TlsSpec,
-    /// Access tokens with roles. Off by default.
+    /// Access tokens with roles. On by default for a new cluster.
     #[serde(default)]
     pub auth: AuthSpec,
+}
+
+impl ReplicatedCluster {
+    /// TLS and tokens as the cluster runs them (`security::in_force`): the one answer every
+    /// stage reads (builders, probes, URLs, the operator's trust, events). The controller
+    /// records its decision ([`ReplicatedCluster::decide_security`]) on the cluster it
+    /// reconciles before anything reads this.
+    pub fn security(&self) -> SecurityStatus {
+        let recorded = self.status.as_ref().and_then(|s| s.security);
+        security::in_force(&self.spec.tls, &self.spec.auth, recorded)
+    }
+
+    /// What to record in `status.security`: for a new cluster (no status yet), what its spec
+    /// asks for and `default` for the rest; for any other, what it runs.
+    pub fn decide_security(&self, default: SecurityStatus) -> SecurityStatus {
+        match &self.status {
+            Some(_) => self.security(),
+            None => security::for_new_cluster(&self.spec.tls, &self.spec.auth, default),
+        }
+    }
 }
 
 /// The spec of `spec: {}`: every field at its schema default.

@@ -138,19 +138,53 @@ fn storage_is_immutable_but_other_fields_may_change() {
 
 #[test]
 fn tls_is_fixed_at_creation_and_auth_may_change() {
-    let plain = cluster(json!({}));
-    let secure = cluster(json!({"tls": {"enabled": true}}));
-    for (old, new) in [(&plain, &secure), (&secure, &plain)] {
+    let unset = cluster(json!({}));
+    let on = cluster(json!({"tls": {"enabled": true}}));
+    let off = cluster(json!({"tls": {"enabled": false}}));
+    // Set, changed or removed on a live cluster: refused (unset, the operator's recorded
+    // decision runs, and an explicit value could contradict it).
+    for (old, new) in [
+        (&unset, &on),
+        (&on, &unset),
+        (&unset, &off),
+        (&off, &unset),
+        (&on, &off),
+        (&off, &on),
+    ] {
         let errs = errors(new, Some(old));
         assert!(
-            errs.iter().any(|e| e.contains("tls.enabled cannot change")),
-            "{errs:#?}"
+            errs.iter()
+                .any(|e| e.contains("tls.enabled cannot be set, changed or removed")),
+            "{old} -> {new}: {errs:#?}"
         );
     }
+    // Left as it was: fine, whatever else changes.
+    for same in [&unset, &on, &off] {
+        let scaled = {
+            let mut c = same.clone();
+            c["spec"]["replicas"] = json!(5);
+            c
+        };
+        assert_eq!(errors(&scaled, Some(same)), Vec::<String>::new());
+    }
     let renamed = cluster(json!({"tls": {"enabled": true, "secretName": "mine"}}));
-    assert_eq!(errors(&renamed, Some(&secure)), Vec::<String>::new());
+    assert_eq!(errors(&renamed, Some(&on)), Vec::<String>::new());
     let tokens = cluster(json!({"auth": {"enabled": true}}));
-    assert_eq!(errors(&tokens, Some(&plain)), Vec::<String>::new());
+    assert_eq!(errors(&tokens, Some(&unset)), Vec::<String>::new());
+    let no_tokens = cluster(json!({"auth": {"enabled": false}}));
+    assert_eq!(errors(&no_tokens, Some(&tokens)), Vec::<String>::new());
+}
+
+#[test]
+fn tls_and_auth_have_no_schema_default() {
+    // A default would be applied to every stored cluster when read: clusters created plain http
+    // by an older operator would turn https. Unset is the operator's decision, recorded.
+    let s = schema();
+    for feature in ["tls", "auth"] {
+        let f = &s["properties"]["spec"]["properties"][feature];
+        assert_eq!(f["properties"]["enabled"].get("default"), None, "{feature}");
+        assert_eq!(f["default"], json!({}), "{feature}");
+    }
 }
 
 #[test]
@@ -239,12 +273,15 @@ fn cel_rules_are_where_they_belong() {
         [
             "!(self.replication.ack in ['one', 'all']) || self.replicas >= 2",
             "!self.failover.allowDataLoss || self.replication.ack in ['async', 'one']",
-            "(has(self.tls) && self.tls.enabled) == (has(oldSelf.tls) && oldSelf.tls.enabled)",
+            "(has(self.tls) && has(self.tls.enabled)) == (has(oldSelf.tls) && has(oldSelf.tls.enabled)) && (!has(self.tls) || !has(self.tls.enabled) || self.tls.enabled == oldSelf.tls.enabled)",
         ]
     );
     for feature in ["tls", "auth"] {
         let rules = rules_at(&spec["properties"][feature]);
-        assert_eq!(rules[0].0, "!has(self.secretName) || self.enabled");
+        assert_eq!(
+            rules[0].0,
+            "!has(self.secretName) || !has(self.enabled) || self.enabled"
+        );
     }
     let storage: Vec<String> = rules_at(&spec["properties"]["storage"])
         .into_iter()
@@ -352,6 +389,7 @@ fn names_subresources_and_columns() {
         ("Primary", "string", ".status.primary"),
         ("Term", "integer", ".status.term"),
         ("Phase", "string", ".status.phase"),
+        ("Reshard", "string", ".status.reshard.progress"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
     .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));

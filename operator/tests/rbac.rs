@@ -56,6 +56,8 @@ const EXPECTED: &[(&str, &[&str], &[&str])] = &[
         ],
     ),
     ("", &["pods"], &["get", "list", "watch", "patch", "delete"]),
+    // The volumes of a shard that a resharding removed.
+    ("", &["persistentvolumeclaims"], &["list", "delete"]),
     ("events.k8s.io", &["events"], &["create", "patch"]),
     ("", &["events"], &["create", "patch"]),
     (

@@ -38,6 +38,7 @@ need() { command -v "$1" >/dev/null || die "$1 is required"; }
 
 cleanup() {
   if [[ -n $PF_PID ]]; then kill "$PF_PID" 2>/dev/null || true; fi
+  if [[ -n ${RCLUSTER_CACERT:-} ]]; then rm -f "$RCLUSTER_CACERT"; fi
   if [[ -z ${KEEP_CLUSTER:-} ]]; then
     kind delete cluster --name "$KIND_CLUSTER" >/dev/null 2>&1 || true
   else
@@ -52,7 +53,7 @@ port_forward() {
   kubectl -n "$NAMESPACE" port-forward "service/$CLUSTER-rw" "$LOCAL_PORT:7000" >/dev/null 2>&1 &
   PF_PID=$!
   local deadline=$((SECONDS + 30))
-  until curl -sf --max-time 2 "http://127.0.0.1:$LOCAL_PORT/readyz" >/dev/null; do
+  until curl -sf --max-time 2 --cacert "$RCLUSTER_CACERT" "https://127.0.0.1:$LOCAL_PORT/readyz" >/dev/null; do
     ((SECONDS < deadline)) || die "port-forward to $CLUSTER-rw did not reach a ready node in 30 s"
     sleep 0.5
   done
@@ -92,10 +93,16 @@ kubectl -n "$NAMESPACE" apply -f manifests/examples/quorum-3.yaml
 kubectl -n "$NAMESPACE" wait "replicatedcluster/$CLUSTER" --for=jsonpath='{.status.phase}'=Running --timeout=300s
 kubectl -n "$NAMESPACE" get replicatedcluster "$CLUSTER"
 
+# TLS and tokens are on by default: trust the cluster's CA, write with its write token
+# (docs/INSTALL.md, "Access tokens and TLS").
+RCLUSTER_CACERT=$(mktemp /tmp/rcluster-e2e-ca.XXXXXX)
+kubectl -n "$NAMESPACE" get secret "$CLUSTER-ca" -o jsonpath='{.data.ca\.crt}' | base64 -d >"$RCLUSTER_CACERT"
+RCLUSTER_TOKEN=$(kubectl -n "$NAMESPACE" get secret "$CLUSTER-tokens" -o jsonpath='{.data.write}' | base64 -d)
+export RCLUSTER_CACERT RCLUSTER_TOKEN
 port_forward
 log "writing $RECORDS records through $CLUSTER-rw"
 for i in $(seq 1 "$RECORDS"); do
-  "$RCLUSTER" --endpoint "http://127.0.0.1:$LOCAL_PORT" put "e2e/$i" "value-$i" --ack quorum >/dev/null
+  "$RCLUSTER" --endpoint "https://127.0.0.1:$LOCAL_PORT" put "e2e/$i" "value-$i" --ack quorum >/dev/null
 done
 
 old_primary=$(field primary)
@@ -122,7 +129,7 @@ port_forward
 t2=$(date +%s.%N)
 missing=0
 for i in $(seq 1 "$RECORDS"); do
-  got=$("$RCLUSTER" --endpoint "http://127.0.0.1:$LOCAL_PORT" --json get "e2e/$i" || true)
+  got=$("$RCLUSTER" --endpoint "https://127.0.0.1:$LOCAL_PORT" --json get "e2e/$i" || true)
   [[ $got == *"value-$i"* ]] || { log "e2e/$i: got '$got'"; missing=$((missing + 1)); }
 done
 ((missing == 0)) || die "$missing of $RECORDS acknowledged records missing after the failover"
@@ -155,7 +162,7 @@ done
 log "rolled out revision $revision; primary $(field primary) (term $(field term))"
 port_forward
 for i in $(seq 1 "$RECORDS"); do
-  got=$("$RCLUSTER" --endpoint "http://127.0.0.1:$LOCAL_PORT" --json get "e2e/$i" || true)
+  got=$("$RCLUSTER" --endpoint "https://127.0.0.1:$LOCAL_PORT" --json get "e2e/$i" || true)
   [[ $got == *"value-$i"* ]] || die "e2e/$i missing after the rollout: '$got'"
 done
 log "all $RECORDS records read back after the rollout"

@@ -5,7 +5,8 @@
 # process for every Running pod (on its pod IP inside 127.0.0.0/8, with its volumes, env and a
 # ServiceAccount token bound to the pod). Then, each asserting outcomes on the server:
 #   1. the CRD: installs, accepts the good examples, rejects every bad fixture with the stated
-#      message, enforces the storage transition rule, printer columns and short names answer;
+#      message, enforces the storage and tls.enabled transition rules, printer columns and short
+#      names answer;
 #   2. `helm install` (two operator replicas): each operator authenticates as the chart's
 #      ServiceAccount with only the chart's RBAC (any 403 in the audit log fails), one holds the
 #      Lease, and when its pod is deleted the other takes over;
@@ -27,7 +28,9 @@
 #      any node (the third shard's StatefulSet first, slots even, progress in status.reshard and the
 #      RESHARD column, shard 2's objects and volumes deleted once it owns nothing, events, no error,
 #      every acknowledged write read back); garbage collection;
-#   5. manifests/examples/secure-3.yaml: the CA, certificate and tokens Secrets generated and owned,
+#   (steps 3, 4 and 7 apply their examples with TLS and tokens opted out: they talk plain http)
+#   5. manifests/examples/secure-3.yaml, which asks for neither: TLS and tokens on by default
+#      (status.security), the CA, certificate and tokens Secrets generated and owned,
 #      https probes, the node's certificate verifies against the CA, writes by role (no token 401,
 #      read token 403 on a write, plain http refused), failover over https, garbage collection;
 #   6. `helm uninstall`: the chart's pre-delete hook Job (`rcluster-operator stop-operators`, run by
@@ -88,6 +91,14 @@ wait_until() {
     fi
     sleep 0.5
   done
+}
+
+# apply_plain NAMESPACE FILE: applies an example with TLS and tokens opted out (`enabled: false`),
+# for the steps whose subject is something else (failover, shards, installs) and that talk plain
+# http to the nodes. The secure-3 step applies its example as it is, with the operator's default
+# (both on). Every example ends with its spec, so the two keys append to it.
+apply_plain() {
+  { cat "$2"; printf '  tls: {enabled: false}\n  auth: {enabled: false}\n'; } | "$KUBECTL" apply -n "$1" -f -
 }
 
 # Stops what was started, newest first: SIGTERM, and SIGKILL after 15 s.

@@ -300,12 +300,11 @@ fn rcluster_reshard_reshards_a_running_playground_and_status_shows_the_moves() {
     }
 }
 
-/// Fails today (a defect found by this test): a key moved a second time, from a shard that
-/// imported it before (2 -> 4, then 4 -> 3), comes back with an older version. The source stamps
-/// its writes with `max(log index, version floor)`, the floor raised by what it imported, but the
-/// target applies the source's log tail with `Versions::Exact`, i.e. the entry's log index. A
-/// linearizable read then shows a version below one already acknowledged, and a compare-and-set
-/// at a reused version succeeds twice (stock sold beyond what there was). Run with `--ignored`.
+/// Found a defect, now fixed: a key moved a second time, from a shard that imported it before
+/// (2 -> 4, then 4 -> 3), came back with an older version (the source stamps above its log
+/// indexes after an import; its tail was applied at the entries' indexes). A linearizable read
+/// then showed a version below one already acknowledged, and a compare-and-set at a reused
+/// version succeeded twice (stock sold beyond what there was).
 #[test]
 fn resharding_2_to_4_to_3_under_a_marketplace_with_kills_loses_no_purchase() {
     let _turn = serial();

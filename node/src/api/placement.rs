@@ -121,7 +121,7 @@ pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
                 return None;
             }
             if direct {
-                return Some(Err(moved(ctx, &name, owner)));
+                return Some(Err(misrouted(ctx, &name, owner)));
             }
             Some(match fanout::shard_target(ctx, owner) {
                 Ok(target) => forward_stream(ctx, req, target).await,
@@ -154,7 +154,7 @@ pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
             let mine = ctx.routing.shard;
             if owner != mine {
                 if direct {
-                    return Some(Err(moved(ctx, &name, owner)));
+                    return Some(Err(misrouted(ctx, &name, owner)));
                 }
                 return Some(match fanout::shard_target(ctx, owner) {
                     Ok(target) => forward(ctx, req, target).await,
@@ -202,6 +202,26 @@ async fn to_own_primary(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiErro
         urls: vec![primary],
     };
     Some(forward(ctx, req, target).await)
+}
+
+/// A request sent here directly for a slot this node's map gives to `owner`. While this shard
+/// imports the slot, the sender's map is newer than this node's (only a map naming this shard
+/// sends it here): the range is being handed over, `503 slot_migrating` (retry shortly), not a
+/// `moved` back to the shard that gave it away. Otherwise the sender routed by a stale map.
+fn misrouted(ctx: &Ctx, name: &str, owner: ShardId) -> ApiError {
+    let slot = slots::slot_of(name, rcluster_proto::DEFAULT_SLOTS);
+    let importing = ctx
+        .engine
+        .core()
+        .state
+        .slots
+        .incoming
+        .as_ref()
+        .is_some_and(|i| rcluster_proto::migration::within(slot, i.start, i.end));
+    if importing {
+        return crate::state::ApplyError::SlotMigrating { slot }.into();
+    }
+    moved(ctx, name, owner)
 }
 
 /// `421 moved`: the sender routed by a stale map. Nothing was applied.

@@ -141,6 +141,7 @@ pub fn result(r: &OpResult, key: &str) -> String {
             )
             .done(),
         OpResult::Trimmed { dropped } => Obj::new().num("dropped", dropped).done(),
+        OpResult::Forgotten { count } => Obj::new().num("forgotten", count).done(),
         OpResult::Subscribe {
             topic,
             name,

@@ -18,8 +18,16 @@ use std::time::Instant;
 
 /// Record changes kept for watchers that fall behind briefly.
 pub(super) const EVENT_BUFFER: usize = 65_536;
-/// Encoded entries kept in memory for shipping to replicas without reading the WAL files.
+/// Encoded entries kept in memory for shipping to replicas without reading the WAL files (their
+/// bytes and the cache's own per-entry cost, see [`cached_cost`]).
 const CACHE_BYTES: usize = 64 << 20;
+
+/// What one cached entry holds in memory: its payload (trimmed to its length when cached) and its
+/// slot in the queue. Counting only payload lengths let the cache take twice its bound, since an
+/// encoder's buffer grows by doubling.
+fn cached_cost(payload: &[u8]) -> usize {
+    payload.len() + size_of::<Cached>()
+}
 
 /// An encoded entry kept for shipping.
 #[derive(Clone)]
@@ -94,22 +102,31 @@ impl Core {
     }
 
     /// Queues an applied entry to the WAL writer and keeps it for shipping and watchers.
-    pub(super) fn append(&mut self, e: &Entry, payload: Vec<u8>, events: Vec<KvEvent>) {
+    pub(super) fn append(&mut self, e: &Entry, mut payload: Vec<u8>, events: Vec<KvEvent>) {
         self.wal.append(e.index, &payload);
         self.node.appended(e.index, e.term);
         self.entries_since_snapshot += 1;
         self.bytes_since_snapshot += payload.len() as u64;
-        self.cache_bytes += payload.len();
-        self.cache.push_back(Cached {
-            index: e.index,
-            term: e.term,
-            ts_ms: e.ts_ms,
-            payload: payload.into(),
-        });
+        if self.node.members.len() <= 1 {
+            // Nobody to ship to: a node alone would hold 64 MB for nothing. Cleared, not just
+            // left, so the cache stays one run of consecutive entries if members come later.
+            self.cache.clear();
+            self.cache_bytes = 0;
+        } else {
+            self.cache_bytes += cached_cost(&payload);
+            // Exactly its length: a `Bytes` made from a full `Vec` needs no shared header.
+            payload.shrink_to_fit();
+            self.cache.push_back(Cached {
+                index: e.index,
+                term: e.term,
+                ts_ms: e.ts_ms,
+                payload: payload.into(),
+            });
+        }
         while self.cache_bytes > CACHE_BYTES
             && let Some(old) = self.cache.pop_front()
         {
-            self.cache_bytes -= old.payload.len();
+            self.cache_bytes -= cached_cost(&old.payload);
         }
         for ev in events {
             if self.events.len() == EVENT_BUFFER

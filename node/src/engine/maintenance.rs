@@ -8,6 +8,9 @@ use crate::snapshot;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// At 10,000 keys a batch and 5 ticks a second: up to 500,000 keys a second, above any write rate.
+const FORGET_BATCHES_PER_TICK: usize = 10;
+
 impl Engine {
     /// Runs until the process ends.
     pub async fn run_maintenance(self: Arc<Self>) {
@@ -38,6 +41,9 @@ impl Engine {
                     tracing::debug!(error = %e, "expiry purge deferred");
                 }
             }
+            if leads {
+                self.forget_idempotency_keys(now).await;
+            }
             for topic in topics {
                 let _ = self
                     .propose(Op::Trim { topic }, None, self.cluster.default_ack)
@@ -50,6 +56,27 @@ impl Engine {
                 persisted_commit = known_commit;
             }
             self.clone().maybe_snapshot().await;
+        }
+    }
+
+    /// Logs which idempotency keys every node forgets, by this primary's retention settings, a
+    /// bounded number of batches per tick.
+    async fn forget_idempotency_keys(&self, now: u64) {
+        for _ in 0..FORGET_BATCHES_PER_TICK {
+            let below = self.core().state.idem_forget_below(
+                now,
+                self.cfg.idempotency_ttl_ms,
+                self.cfg.idempotency_max_keys,
+            );
+            let Some(below_index) = below else { return };
+            let ack = self.cluster.default_ack;
+            if let Err(e) = self
+                .propose(Op::ForgetIdem { below_index }, None, ack)
+                .await
+            {
+                tracing::debug!(error = %e, "forgetting idempotency keys deferred");
+                return;
+            }
         }
     }
 

@@ -51,6 +51,10 @@ pub struct EngineConfig {
     pub accept_data_loss: bool,
     /// Certificates this node accepts from other nodes on `https://` member URLs (`--tls-ca`).
     pub trust: rcluster_client::tls::Trust,
+    /// Idempotency keys older than this are forgotten (`--idempotency-ttl-ms`; primary only).
+    pub idempotency_ttl_ms: u64,
+    /// Idempotency keys beyond this many are forgotten, oldest first (`--idempotency-max-keys`).
+    pub idempotency_max_keys: usize,
 }
 
 #[derive(Debug, thiserror::Error)]

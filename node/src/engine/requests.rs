@@ -81,7 +81,7 @@ impl Engine {
                 return Err((EngineError::IdempotencyKeyReused, observed));
             }
             let p = Proposed {
-                result: rec.result.clone(),
+                result: (*rec.result).clone(),
                 index: rec.index,
             };
             let term = core.node.term_at(rec.index).unwrap_or(0);

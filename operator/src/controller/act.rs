@@ -12,7 +12,9 @@ use super::error::{Error, is_status};
 use super::observe::{Member, PodInfo};
 use super::{shards, status};
 use crate::coordinator::{RecordStore, Stored, Write};
-use crate::crd::{MemberRole, ROLE_LABEL, ReplicatedCluster, ReplicatedClusterStatus};
+use crate::crd::{
+    MemberRole, ROLE_LABEL, ReplicatedCluster, ReplicatedClusterStatus, SecurityStatus,
+};
 use crate::resources::FIELD_MANAGER;
 use rcluster_proto::{ShardId, SlotMap};
 
@@ -75,6 +77,8 @@ pub struct StatusStore<'a> {
     pub now_ms: u64,
     /// The shard's record was read without a member list.
     pub stale: bool,
+    /// The cluster's TLS and tokens, recorded with the first record written.
+    pub security: SecurityStatus,
 }
 
 impl RecordStore for StatusStore<'_> {
@@ -94,7 +98,8 @@ impl RecordStore for StatusStore<'_> {
             now: status::time_from_ms(self.now_ms),
         });
         let full = current.status.clone().unwrap_or_default();
-        let status = shards::merge(&full, self.shard, status, self.slots);
+        let mut status = shards::merge(&full, self.shard, status, self.slots);
+        status.security = Some(self.security);
         match write_status(self.client, &current, status).await? {
             Written::Ok(obj) => {
                 *current = *obj;

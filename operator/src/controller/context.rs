@@ -14,6 +14,7 @@ use crate::crd::ReplicatedCluster;
 use rcluster_proto::{ClusterMap, ShardId};
 
 use crate::coordinator::{FailoverCount, History, Runtime};
+use crate::crd::SecurityStatus;
 use crate::metrics::Metrics;
 use crate::resources::NODE_PORT;
 
@@ -103,7 +104,7 @@ pub struct ClusterMemory {
     /// is sent it again.
     pub pushed: BTreeMap<String, (String, ClusterMap)>,
     /// The resharding's task and its mover.
-    pub reshard: super::reshard::ReshardMemory,
+    pub reshard: crate::reshard::ReshardMemory,
 }
 
 /// What the controller remembers about one shard.
@@ -140,6 +141,8 @@ pub struct Context {
     pub peer_url: PeerUrl,
     pub clock: Clock,
     pub timeouts: NodeTimeouts,
+    /// TLS and tokens of a new cluster whose spec does not say (`crd::security`): on.
+    pub security_default: SecurityStatus,
     /// Keyed by `namespace/name`, with the uid of the cluster it belongs to.
     pub memory: Mutex<BTreeMap<String, (String, SharedMemory)>>,
     /// Asks for a cluster's reconcile now (a migration task finished): every controller hears
@@ -164,6 +167,7 @@ impl Context {
             peer_url: Arc::new(headless_url),
             clock: system_clock(),
             timeouts: NodeTimeouts::default(),
+            security_default: SecurityStatus::ON,
             memory: Mutex::new(BTreeMap::new()),
             wake: tokio::sync::broadcast::channel(64).0,
         }

@@ -36,11 +36,6 @@ pub mod reason {
     pub const MEMBERS_CHANGED: &str = "MembersChanged";
     pub const RESTARTING: &str = "RollingUpdate";
     pub const RESTART_FAILED: &str = "RollingUpdateFailed";
-    pub const RESHARD_STARTED: &str = "ReshardStarted";
-    pub const RESHARD_STEP: &str = "ReshardStep";
-    pub const RESHARD_FINISHED: &str = "ReshardFinished";
-    pub const RESHARD_STEP_FAILED: &str = "ReshardStepFailed";
-    pub const SHARD_REMOVED: &str = "ShardRemoved";
 }
 
 fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
@@ -225,33 +220,6 @@ pub fn for_decision(
 }
 
 /// `spec.shards` asks for `spec` shards; the cluster keeps the `running` it was created with.
-/// A resharding began (`"Started"`), recorded a step (`"Step"`) or ended (`"Finished"`).
-pub fn reshard(what: &str, note: String) -> Event {
-    let reason = match what {
-        "Started" => reason::RESHARD_STARTED,
-        "Finished" => reason::RESHARD_FINISHED,
-        _ => reason::RESHARD_STEP,
-    };
-    normal(reason, "Reshard", note)
-}
-
-/// A migration step failed; it is tried again from what the nodes' logs say.
-pub fn reshard_failed(note: String) -> Event {
-    warning(reason::RESHARD_STEP_FAILED, "Reshard", note)
-}
-
-/// A shard that a resharding emptied was deleted: its StatefulSet, Services, ConfigMap, PDB
-/// and volumes.
-pub fn shard_removed(shard: u32) -> Event {
-    normal(
-        reason::SHARD_REMOVED,
-        "Reshard",
-        format!(
-            "shard {shard} owns no slot any more: its StatefulSet, Services and volumes are deleted"
-        ),
-    )
-}
-
 /// A member pod deleted so that the StatefulSet recreates it from the current template; or the
 /// delete that failed.
 pub fn restart(ns: &str, pod: &str, revision: &str, outcome: Result<(), String>) -> Event {

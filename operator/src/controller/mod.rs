@@ -152,9 +152,15 @@ pub async fn reconcile_cluster(
     let memory = ctx.memory_of(&key, &uid);
     let mut memory = memory.lock().await;
 
+    // TLS and tokens, decided once for the cluster (`crd::security`): every stage below reads
+    // them from `cluster`, every status written records them. The status as read stays in
+    // `read`: a record it lacks is written even when nothing else changed.
+    let read = cluster;
+    let decided = security::decided(read, ctx.security_default);
+    let cluster = &decided;
     let secret = apply::existing_secret(client, &ns, &name).await?;
     let running = shards::count(cluster);
-    let tls = cluster.spec.tls.enabled;
+    let tls = cluster.security().tls;
     let secured =
         security::prepare(client, cluster, &ns, &name, running, ctx.now_ms() / 1000).await?;
     let pods = observe::list_pods(client, &ns, &name).await?;
@@ -196,7 +202,7 @@ pub async fn reconcile_cluster(
 
     // Every shard decides and acts at once: one shard's election never waits for another's
     // node commands. Their record writes go one after the other over the shared resource.
-    let shared = tokio::sync::Mutex::new(cluster.clone());
+    let shared = tokio::sync::Mutex::new(read.clone());
     let env = ShardEnv {
         ctx,
         cluster,
@@ -307,13 +313,14 @@ pub async fn reconcile_cluster(
         removed = reshard::remove_shards(client, &ns, &name, keep)
             .await?
             .into_iter()
-            .map(events::shard_removed)
+            .map(reshard::shard_removed)
             .collect();
         memory
             .pushed
             .retain(|pod, _| resources::member_of(&name, pod).is_some_and(|(k, _)| k < keep));
     }
-    let status = shards::combine(per_shard, &next_slots, decided.record, resharding);
+    let mut status = shards::combine(per_shard, &next_slots, decided.record, resharding);
+    status.security = Some(cluster.security());
     let phase = status.phase;
     // A conflict here loses nothing: the record was written (or unchanged) and the nodes were
     // told; the next reconcile writes the observations again.
@@ -345,7 +352,13 @@ pub async fn reconcile_cluster(
                 tls,
             })
         };
-        if let Some(map) = shards::cluster_map(&next_slots, &records, peer) {
+        // A map grown for new shards is sent once they run (have records): a node refuses a
+        // map with a shard it cannot route to.
+        let complete = records.len() == next_slots.shards as usize;
+        if let Some(map) = complete
+            .then(|| shards::cluster_map(&next_slots, &records, peer))
+            .flatten()
+        {
             let members: Vec<&observe::Member> = done.iter().flat_map(|r| &r.members).collect();
             push_cluster_map(&commands, &mut memory.pushed, &members, &map).await;
         }
@@ -399,6 +412,9 @@ pub async fn reconcile_cluster(
             failures,
             &reported,
         ));
+    }
+    for ev in &decided.events {
+        tracing::info!(cluster = %key, reason = %ev.reason, note = ev.note.as_deref().unwrap_or(""), "resharding");
     }
     evs.extend(decided.events);
     evs.extend(removed);
@@ -510,7 +526,7 @@ async fn run_shard(
 ) -> Result<Option<ShardRun>, Error> {
     let ShardEnv { ctx, cluster, .. } = *env;
     let names = observe::member_names(&prep.set, prep.replicas);
-    let tls = cluster.spec.tls.enabled;
+    let tls = cluster.security().tls;
     let mut members =
         observe::probe(ctx, env.probes, env.ns, env.name, tls, &names, &prep.pods).await;
     let now = ctx.now_ms();
@@ -544,7 +560,7 @@ async fn run_shard(
         .iter()
         .filter_map(|m| Some((m.name.clone(), m.url.clone()?)))
         .collect();
-    let tls = cluster.spec.tls.enabled;
+    let tls = cluster.security().tls;
     let peers = peer_urls(ctx, env.ns, env.name, tls, &next);
     let nodes = Addressed {
         client: env.commands,
@@ -560,6 +576,7 @@ async fn run_shard(
         updated,
         now_ms: now,
         stale: prep.stale,
+        security: cluster.security(),
     };
     let stepped = match mem
         .runtime

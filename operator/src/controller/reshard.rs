@@ -17,45 +17,66 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::runtime::events::Event;
+use kube::runtime::events::{Event, EventType};
 use kube::{Client, ResourceExt};
 use rcluster_proto::{ShardId, SlotMap};
 
 use super::error::Error;
-use super::events;
 use crate::crd::{ReshardStatus, SHARD_LABEL};
-use crate::reshard::{Advance, MoveError, Mover, Next, Resharding, Step, progress};
+use crate::reshard::{Advance, Mover, Moving, Next, ReshardMemory, Resharding, progress};
 use crate::resources;
 
-/// A migration phase running beside the reconciles; it hands the mover back.
-pub type Moving = tokio::task::JoinHandle<(Mover, Result<Step, MoveError>)>;
-
-/// What the controller remembers of a cluster's resharding between reconciles. Lost on restart,
-/// which costs at most a repeated step: the record is in the status.
-#[derive(Default)]
-pub struct ReshardMemory {
-    moving: Option<Moving>,
-    mover: Option<Mover>,
-    /// Failed tasks in a row: the first of a streak is told in an event.
-    failures: u32,
+/// `reason` of the events this stage emits.
+pub mod reason {
+    pub const RESHARD_STARTED: &str = "ReshardStarted";
+    pub const RESHARD_STEP: &str = "ReshardStep";
+    pub const RESHARD_FINISHED: &str = "ReshardFinished";
+    pub const RESHARD_STEP_FAILED: &str = "ReshardStepFailed";
+    pub const SHARD_REMOVED: &str = "ShardRemoved";
 }
 
-impl std::fmt::Debug for ReshardMemory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReshardMemory")
-            .field("moving", &self.moving.is_some())
-            .field("failures", &self.failures)
-            .finish()
-    }
-}
+mod events {
+    use super::{Event, EventType, reason};
 
-impl Drop for ReshardMemory {
-    fn drop(&mut self) {
-        if let Some(m) = &self.moving {
-            m.abort();
+    fn event(type_: EventType, reason: &str, note: String) -> Event {
+        Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reshard".to_string(),
+            secondary: None,
         }
     }
+
+    /// A resharding began (`"Started"`), recorded a step (`"Step"`) or ended (`"Finished"`).
+    pub fn reshard(what: &str, note: String) -> Event {
+        let reason = match what {
+            "Started" => reason::RESHARD_STARTED,
+            "Finished" => reason::RESHARD_FINISHED,
+            _ => reason::RESHARD_STEP,
+        };
+        event(EventType::Normal, reason, note)
+    }
+
+    /// A migration step failed; it is tried again from what the nodes' logs say.
+    pub fn reshard_failed(note: String) -> Event {
+        event(EventType::Warning, reason::RESHARD_STEP_FAILED, note)
+    }
+
+    /// A shard that a resharding emptied was deleted: its StatefulSet, Services, ConfigMap, PDB
+    /// and volumes.
+    pub fn shard_removed(shard: u32) -> Event {
+        event(
+            EventType::Normal,
+            reason::SHARD_REMOVED,
+            format!(
+                "shard {shard} owns no slot any more: its StatefulSet, Services and volumes are deleted"
+            ),
+        )
+    }
 }
+
+pub use events::shard_removed;
 
 /// What the stage sees.
 pub struct Input<'a> {
@@ -111,7 +132,7 @@ pub fn decide(
                     input.slots.shards, input.wanted
                 ),
             ));
-            Resharding::new(input.wanted)
+            Resharding::new(input.slots.shards, input.wanted)
         }
     };
     r.shards = input.wanted;

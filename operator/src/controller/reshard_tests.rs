@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::nodes::NodeClient;
+use crate::reshard::{MoveError, Step};
 use rcluster_proto::migration::Phase;
 use std::time::Duration;
 
@@ -100,6 +101,7 @@ async fn a_grown_spec_moves_ranges_one_phase_at_a_time_each_recorded_first() {
         r.started.is_none(),
         "nothing acts before the move is recorded"
     );
+    assert_eq!(r.reasons, ["ReshardStep"], "each recorded move is told");
 
     // Read back, shard 2 without a primary yet: the migration waits.
     let mut two_primaries = urls(3);
@@ -163,7 +165,7 @@ async fn a_grown_spec_moves_ranges_one_phase_at_a_time_each_recorded_first() {
 async fn a_failed_step_is_told_once_and_retried() {
     let mut mem = ReshardMemory::default();
     let map = SlotMap::even(4096, 2).unwrap().with_shards(3).unwrap();
-    let mut r = Resharding::new(3);
+    let mut r = Resharding::new(2, 3);
     r.next(&map).unwrap();
     let rec = ReshardStatus::new(&r, &map, Some(now()), Some(now()));
     for round in 0..2 {
@@ -192,7 +194,7 @@ async fn shrinking_drops_the_empty_shards_from_the_map_before_the_end_is_recorde
     let mut mem = ReshardMemory::default();
     // Asked for 3, then back to 2 before anything moved.
     let map = SlotMap::even(4096, 2).unwrap().with_shards(3).unwrap();
-    let rec = ReshardStatus::new(&Resharding::new(3), &map, Some(now()), Some(now()));
+    let rec = ReshardStatus::new(&Resharding::new(2, 3), &map, Some(now()), Some(now()));
     let r = decide_once(Some(&rec), &map, 2, &urls(3), &mut mem, Ok(Step::Finished));
     assert!(!r.finished, "the smaller map is recorded first");
     assert_eq!(r.map.shards, 2);

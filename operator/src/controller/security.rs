@@ -18,7 +18,7 @@ use rcluster_client::tls::Trust;
 
 use super::apply::apply_one;
 use super::error::Error;
-use crate::crd::ReplicatedCluster;
+use crate::crd::{ReplicatedCluster, SecurityStatus};
 use crate::resources::security::{
     self, CA_CERT_KEY, Existing, Made, ca_secret_name, tls_secret_name, tokens_secret_name,
 };
@@ -28,6 +28,18 @@ pub mod reason {
     pub const CERTIFICATE_ISSUED: &str = "CertificateIssued";
     pub const CERTIFICATE_RENEWED: &str = "CertificateRenewed";
     pub const TOKENS_CREATED: &str = "AccessTokensCreated";
+}
+
+/// `cluster` with its TLS and tokens decided and recorded in its status (a new cluster gets an
+/// empty status to hold them), so that every stage reads them with
+/// [`ReplicatedCluster::security`] and every status written records them. Nothing is written
+/// here: the status stage does, in the same reconcile; a reconcile that fails before it decides
+/// again from the same inputs the next time.
+pub fn decided(cluster: &ReplicatedCluster, default: SecurityStatus) -> ReplicatedCluster {
+    let decision = cluster.decide_security(default);
+    let mut decided = cluster.clone();
+    decided.status.get_or_insert_with(Default::default).security = Some(decision);
+    decided
 }
 
 /// What the rest of the reconcile needs from this stage.
@@ -52,13 +64,14 @@ pub async fn prepare(
     now_secs: u64,
 ) -> Result<Security, Error> {
     let spec = &cluster.spec;
-    if !spec.tls.enabled && !spec.auth.enabled {
+    let on = cluster.security();
+    if !on.tls && !on.auth {
         return Ok(Security::default());
     }
     let api = Api::<Secret>::namespaced(client.clone(), ns);
     let mut existing = Existing::default();
     let mut user_ca = None;
-    if spec.tls.enabled {
+    if on.tls {
         match &spec.tls.secret_name {
             Some(user) => {
                 let secret = get(&api, user).await?.ok_or_else(|| {
@@ -74,7 +87,7 @@ pub async fn prepare(
             }
         }
     }
-    if spec.auth.enabled && spec.auth.secret_name.is_none() {
+    if on.auth && spec.auth.secret_name.is_none() {
         existing.tokens = get(&api, &tokens_secret_name(name)).await?;
     }
     let planned = security::plan(cluster, shards, &existing, now_secs)?;

@@ -112,6 +112,7 @@ pub fn view(status: &ReplicatedClusterStatus, shard: ShardId) -> Option<Replicat
         shards: Vec::new(),
         slot_map: None,
         reshard: None,
+        security: status.security,
     })
 }
 

@@ -59,7 +59,7 @@ fn the_resharding_condition_is_there_once_a_resharding_began() {
     assert_eq!(resharding_condition(&c, None, &now), None);
     let map = SlotMap::even(4096, 2).unwrap().with_shards(3).unwrap();
     let record =
-        crate::crd::ReshardStatus::new(&crate::reshard::Resharding::new(3), &map, None, None);
+        crate::crd::ReshardStatus::new(&crate::reshard::Resharding::new(2, 3), &map, None, None);
     let on = resharding_condition(&c, Some(&record), &now).unwrap();
     assert_eq!(
         (on.status.as_str(), on.message.as_str()),

@@ -284,6 +284,8 @@ pub fn build(input: &Input) -> ReplicatedClusterStatus {
         shards: Vec::new(),
         slot_map: None,
         reshard: None,
+        // The cluster's, not a shard's: the caller records it (`security::decided`).
+        security: old.security,
     }
 }
 

@@ -93,8 +93,10 @@ impl SlotMapStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReshardStatus {
-    /// The shard count being resharded to.
+    /// The shard count being resharded to, and the one it began from.
     pub shards: i32,
+    #[serde(default)]
+    pub from: i32,
     /// The one range moving now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<MigrationStatus>,
@@ -187,6 +189,7 @@ impl ReshardStatus {
     ) -> Self {
         ReshardStatus {
             shards: r.shards as i32,
+            from: r.from as i32,
             migration: r.migration.as_ref().map(MigrationStatus::from),
             moved_slots: r.moved_slots.into(),
             remaining_slots: r.remaining(map).into(),
@@ -201,6 +204,7 @@ impl ReshardStatus {
         Ok(Resharding {
             shards: u32::try_from(self.shards)
                 .map_err(|_| format!("status.reshard.shards {} is negative", self.shards))?,
+            from: u32::try_from(self.from).unwrap_or(0),
             migration: self
                 .migration
                 .as_ref()
@@ -253,6 +257,7 @@ mod tests {
         ] {
             let r = Resharding {
                 shards: 3,
+                from: 2,
                 migration: Some(Migration {
                     phase,
                     ..Migration::new(1366, 2047, 0, 2)

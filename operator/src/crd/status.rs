@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use super::security::SecurityStatus;
 use super::shards::{ReshardStatus, SlotMapStatus};
 
 /// Observed state, written by the operator only.
@@ -79,6 +80,11 @@ pub struct ReplicatedClusterStatus {
     /// moving now and its phase, and progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reshard: Option<ReshardStatus>,
+    /// Whether the cluster runs with TLS and access tokens, decided once for the whole cluster
+    /// (every shard) and kept across operator upgrades. Absent only on a cluster created by an
+    /// operator before it (recorded at its next reconcile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecurityStatus>,
 }
 
 /// One shard: its coordinator record, its members as last observed, and the slots it owns.

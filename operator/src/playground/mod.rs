@@ -204,7 +204,9 @@ async fn run(args: PlaygroundArgs) -> Result<(), Error> {
         }
         Some(s)
             if s.shard_count() != shards
-                || s.reshard.as_ref().is_some_and(|r| r.shards != shards) =>
+                || s.reshard
+                    .as_ref()
+                    .is_some_and(|r| r.shards as usize != shards) =>
         {
             println!(
                 "resharding the cluster in {}: {} shard(s) now, {shards} asked; slots move while \
@@ -421,13 +423,14 @@ fn reshard(
             s.record_mut(k).members = names(k, s.replicas);
         }
     }
-    let moved = s.reshard.as_ref().map_or(0, |r| r.moved_slots);
-    let migration = s.reshard.take().and_then(|r| r.migration);
-    s.reshard = Some(state::Reshard {
-        shards,
-        migration,
-        moved_slots: moved,
-    });
+    // Asked again with another count while one runs: the range moving finishes, then the slots
+    // move toward the new count.
+    let mut r = s
+        .reshard
+        .take()
+        .unwrap_or_else(|| state::Reshard::new(have as u32, shards as u32));
+    r.shards = shards as u32;
+    s.reshard = Some(r);
     s.replicas = replicas;
     Ok(s)
 }

@@ -5,15 +5,10 @@
 use super::super::control::{ReshardAsk, error_body};
 use super::{Group, GroupSetup, Loop, lock};
 use crate::failover::Settings;
-use crate::reshard::{MoveError, Mover, Step};
-use rcluster_proto::{Migration, Phase};
+use crate::reshard::{Advance, MoveError, Mover, Next, Step};
 use serde_json::{Value, json};
 use std::time::Duration;
 use warp::http::StatusCode;
-
-/// Steps one task takes before it reports back (a catch-up that never catches up must not hold
-/// the loop's view of the migration forever).
-const STEPS_PER_TASK: usize = 1000;
 
 /// How long a removed shard's nodes may take to stop before they are killed.
 const RETIRE_GRACE: Duration = Duration::from_secs(10);
@@ -29,7 +24,7 @@ impl Loop {
     fn start_reshard(&mut self, shards: usize, now: u64) -> (StatusCode, Value) {
         let have = self.s.saved.shard_count();
         if let Some(r) = &self.s.saved.reshard {
-            if r.shards == shards {
+            if r.shards as usize == shards {
                 let doc =
                     json!({"shards": shards, "started": false, "reshard": self.reshard_status()});
                 return (StatusCode::OK, doc);
@@ -133,7 +128,7 @@ impl Loop {
             return;
         }
         let Some(m) = plan.migration.clone() else {
-            self.next_move(plan.shards, now);
+            self.next_move(now);
             return;
         };
         let (Some(source), Some(target)) = (self.primary_url(m.from), self.primary_url(m.to))
@@ -141,7 +136,7 @@ impl Loop {
             // A shard without a primary: its failover comes first; the migration waits.
             return;
         };
-        let mut mover = self
+        let mover = self
             .mover
             .take()
             .unwrap_or_else(|| Mover::new(self.commands.clone()));
@@ -149,19 +144,9 @@ impl Loop {
         // The task goes through the steps of one phase by itself and comes back with the next
         // record to save (or an error): the loop only ever saves the record.
         self.moving = Some(tokio::spawn(async move {
-            let result = async {
-                for _ in 0..STEPS_PER_TASK {
-                    let step = mover.next(&m, &source, &target).await?;
-                    if matches!(step, Step::Record(_) | Step::Finished) {
-                        return Ok(step);
-                    }
-                    mover.perform(&m, &step, &source, &target).await?;
-                }
-                Ok(Step::CatchUp { from: 0 })
-            }
-            .await;
+            let out = mover.run_phase(m, source, target).await;
             done.notify_one();
-            (mover, result)
+            out
         }));
     }
 
@@ -171,57 +156,33 @@ impl Loop {
         self.url(g, &primary).map(str::to_string)
     }
 
-    fn migration(&mut self) -> Option<&mut Migration> {
-        self.s.saved.reshard.as_mut()?.migration.as_mut()
-    }
-
     fn step_done(&mut self, result: Result<Step, MoveError>, now: u64) {
         self.reshard_failures = match &result {
             Err(_) => self.reshard_failures + 1,
             Ok(_) => 0,
         };
-        let Some(m) = self.migration().cloned() else {
+        let Some(mut r) = self.s.saved.reshard.clone() else {
+            return;
+        };
+        let Some(m) = r.migration.clone() else {
             return;
         };
         match result {
-            Ok(Step::Record(phase)) => {
-                let phase = match phase {
-                    Phase::Owned { .. } => {
-                        // The map naming the target is saved before any node hears of it.
-                        let map = match self.s.saved.slot_map().with_owner(m.start, m.end, m.to) {
-                            Ok(map) => map,
-                            Err(e) => return self.reshard_error(now, &e.to_string()),
-                        };
-                        let epoch = map.epoch;
+            Ok(step) => {
+                // With `Owned`, the map naming the target is saved before any node hears of it.
+                let mut map = self.s.saved.slot_map();
+                match r.advance(&mut map, &step) {
+                    Ok(Advance::Save(text)) => {
+                        let detail = json!({ "migration": r.migration.as_ref().unwrap_or(&m) });
                         self.s.saved.slots = Some(map);
-                        Phase::Owned { epoch }
+                        self.s.saved.reshard = Some(r);
+                        self.save_state(now);
+                        self.record(now, "reshard", &text, detail);
                     }
-                    p => p,
-                };
-                if let Some(rec) = self.migration() {
-                    rec.phase = phase;
+                    Ok(Advance::Unchanged) => {}
+                    Err(e) => self.reshard_error(now, &e.to_string()),
                 }
-                self.save_state(now);
-                let text = format!("resharding: {}", Migration { phase, ..m });
-                self.record(
-                    now,
-                    "reshard",
-                    &text,
-                    json!({ "migration": Migration { phase, ..m } }),
-                );
             }
-            Ok(Step::Finished) => {
-                if let Some(r) = self.s.saved.reshard.as_mut() {
-                    r.migration = None;
-                    if m.phase != Phase::Aborting {
-                        r.moved_slots += m.slots();
-                    }
-                }
-                self.save_state(now);
-                let text = format!("resharding: moved {m}");
-                self.record(now, "reshard", &text, json!({ "migration": m }));
-            }
-            Ok(_) => {}
             Err(e) => {
                 // Retried on the next cycle, from what the nodes' logs say; said once per streak.
                 if self.reshard_failures == 1 {
@@ -232,29 +193,26 @@ impl Loop {
     }
 
     /// Starts the next range move, or ends the resharding when the slots are where they belong.
-    fn next_move(&mut self, shards: usize, now: u64) {
-        let map = self.s.saved.slot_map();
-        if let Some(mv) = map.balance_moves(shards as u32).first() {
-            let m = Migration::new(mv.start, mv.end, mv.from, mv.to);
-            if let Some(r) = self.s.saved.reshard.as_mut() {
-                r.migration = Some(m.clone());
-            }
-            self.save_state(now);
-            self.record(
-                now,
-                "reshard",
-                &format!("resharding: {m}"),
-                json!({ "migration": m }),
-            );
+    fn next_move(&mut self, now: u64) {
+        let Some(mut r) = self.s.saved.reshard.clone() else {
             return;
-        }
-        // Every slot is on a shard below `shards`: the others go, their nodes stop.
-        let count = self.s.saved.shard_count();
-        if shards < count {
-            match map.with_shards(shards as u32) {
-                Ok(map) => self.s.saved.slots = Some(map),
-                Err(e) => return self.reshard_error(now, &e.to_string()),
+        };
+        let map = self.s.saved.slot_map();
+        let map = match r.next(&map) {
+            Ok(Next::Move(m)) => {
+                self.s.saved.reshard = Some(r);
+                self.save_state(now);
+                let text = format!("resharding: {m}");
+                self.record(now, "reshard", &text, json!({ "migration": m }));
+                return;
             }
+            Ok(Next::Done(map)) => map,
+            Err(e) => return self.reshard_error(now, &e.to_string()),
+        };
+        // Every slot is on a shard below `shards`: the others go, their nodes stop.
+        let shards = r.shards as usize;
+        if shards < self.s.saved.shard_count() {
+            self.s.saved.slots = Some(map);
             self.s.saved.shards.truncate(shards - 1);
         }
         self.s.saved.reshard = None;
@@ -286,12 +244,7 @@ impl Loop {
         match &self.s.saved.reshard {
             None => serde_json::Value::Null,
             Some(r) => {
-                let map = self.s.saved.slot_map();
-                let remaining: u32 = map
-                    .balance_moves(r.shards as u32)
-                    .iter()
-                    .map(|m| m.count())
-                    .sum();
+                let remaining = r.remaining(&self.s.saved.slot_map());
                 json!({
                     "shards": r.shards,
                     "migration": r.migration,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::Error;
 use crate::coordinator::{self, History, RecordStore, Stored};
 use crate::failover::{AckLevel, Coordinator};
-use rcluster_proto::{DEFAULT_SLOTS, Migration, SlotMap};
+use rcluster_proto::{DEFAULT_SLOTS, SlotMap};
 
 pub const STATE_FILE: &str = "state.json";
 pub const SECRET_FILE: &str = "secret";
@@ -47,17 +47,9 @@ pub struct Saved {
     pub reshard: Option<Reshard>,
 }
 
-/// A resharding: the shard count asked for and the range moving now. Saved before each of its
-/// steps acts (docs/SHARDS.md "Resharding").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reshard {
-    pub shards: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub migration: Option<Migration>,
-    /// Slots moved so far in this resharding.
-    #[serde(default)]
-    pub moved_slots: u32,
-}
+/// A resharding: the shard count asked for and the range moving now, saved before each of its
+/// steps acts (docs/SHARDS.md "Resharding"); the same record as the controller's.
+pub use crate::reshard::Resharding as Reshard;
 
 /// The coordinator record and statistics of one shard beyond the first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

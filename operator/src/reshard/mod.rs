@@ -8,7 +8,7 @@ pub mod mover;
 pub mod progress;
 pub mod step;
 
-pub use mover::{MoveError, Mover};
+pub use mover::{MoveError, Mover, Moving, ReshardMemory};
 pub use progress::{Advance, Next, Resharding};
 pub use rcluster_proto::migration::{Migration, Phase, SlotState};
 pub use step::{Step, next_step};

@@ -211,3 +211,34 @@ impl Mover {
         Ok(upto)
     }
 }
+
+/// A migration phase running beside the reconciles; it hands the mover back.
+pub type Moving = tokio::task::JoinHandle<(Mover, Result<Step, MoveError>)>;
+
+/// What a coordinator remembers of a resharding between its loops: the phase task running and
+/// the mover between tasks. Lost on restart, which costs at most a repeated step: the record is
+/// saved (the resource status, the playground's state file).
+#[derive(Default)]
+pub struct ReshardMemory {
+    pub moving: Option<Moving>,
+    pub mover: Option<Mover>,
+    /// Failed tasks in a row: the first of a streak is told.
+    pub failures: u32,
+}
+
+impl std::fmt::Debug for ReshardMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReshardMemory")
+            .field("moving", &self.moving.is_some())
+            .field("failures", &self.failures)
+            .finish()
+    }
+}
+
+impl Drop for ReshardMemory {
+    fn drop(&mut self) {
+        if let Some(m) = &self.moving {
+            m.abort();
+        }
+    }
+}

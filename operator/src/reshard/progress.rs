@@ -14,6 +14,9 @@ use super::step::Step;
 pub struct Resharding {
     /// The shard count asked for.
     pub shards: u32,
+    /// The shard count it began from (0: not recorded, by a playground from before).
+    #[serde(default)]
+    pub from: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<Migration>,
     /// Slots moved so far in this resharding.
@@ -41,9 +44,10 @@ pub enum Next {
 }
 
 impl Resharding {
-    pub fn new(shards: u32) -> Resharding {
+    pub fn new(from: u32, shards: u32) -> Resharding {
         Resharding {
             shards,
+            from,
             migration: None,
             moved_slots: 0,
         }
@@ -116,17 +120,13 @@ impl Resharding {
     /// A few words for a table column: `2 -> 3: 512/1365 slots`.
     pub fn progress(&self, map: &SlotMap) -> String {
         let (moved, left) = (self.moved_slots, self.remaining(map));
-        format!(
-            "{} -> {}: {moved}/{} slots",
-            map.shards,
-            self.shards,
-            moved + left
-        )
+        let from = if self.from > 0 { self.from } else { map.shards };
+        format!("{from} -> {}: {moved}/{} slots", self.shards, moved + left)
     }
 
     /// One line: what moves now and how far it is.
     pub fn describe(&self, map: &SlotMap) -> String {
-        let from = map.shards;
+        let from = if self.from > 0 { self.from } else { map.shards };
         let (moved, left) = (self.moved_slots, self.remaining(map));
         let now = match &self.migration {
             Some(m) => format!("; {m}"),
@@ -181,7 +181,7 @@ mod tests {
     fn growing_and_shrinking_end_even_with_every_slot_owned_once() {
         let mut map = SlotMap::even(DEFAULT_SLOTS, 2).unwrap();
         for shards in [4u32, 3, 1] {
-            let mut r = Resharding::new(shards);
+            let mut r = Resharding::new(map.shards, shards);
             assert!(needed(&map, shards));
             map = r.grown(&map).unwrap();
             assert_eq!(map.shards, shards.max(map.shards));
@@ -205,7 +205,7 @@ mod tests {
     #[test]
     fn an_aborted_move_counts_nothing_and_owned_takes_the_next_epoch() {
         let mut map = SlotMap::even(DEFAULT_SLOTS, 2).unwrap();
-        let mut r = Resharding::new(3);
+        let mut r = Resharding::new(2, 3);
         map = r.grown(&map).unwrap();
         let Next::Move(m) = r.next(&map).unwrap() else {
             panic!("a move");
@@ -235,7 +235,7 @@ mod tests {
         assert!(r.describe(&map).contains("to go"));
         assert_eq!(
             r.progress(&map),
-            format!("3 -> 3: 0/{} slots", r.remaining(&map))
+            format!("2 -> 3: 0/{} slots", r.remaining(&map))
         );
     }
 }

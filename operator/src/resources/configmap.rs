@@ -42,11 +42,12 @@ pub fn cluster_config(
 ) -> Result<ClusterConfig, BuildError> {
     let owner = Owner::new(cluster)?;
     let spec = &cluster.spec;
+    let tls = cluster.security().tls;
     let set = shard.set_name(&owner.name);
     let members = (0..shard.replicas.max(0))
         .map(|i| {
             let pod = pod_name(&set, i);
-            let url = member_url(&owner.name, &owner.namespace, &pod, spec.tls.enabled);
+            let url = member_url(&owner.name, &owner.namespace, &pod, tls);
             (pod, url)
         })
         .collect();

@@ -54,7 +54,7 @@ pub fn tokens_secret_name(cluster: &str) -> String {
 /// The Secret the nodes' certificate is mounted from; `None` when TLS is off.
 pub fn tls_secret(cluster: &ReplicatedCluster, name: &str) -> Option<String> {
     let tls = &cluster.spec.tls;
-    tls.enabled.then(|| {
+    cluster.security().tls.then(|| {
         tls.secret_name
             .clone()
             .unwrap_or_else(|| tls_secret_name(name))
@@ -64,7 +64,7 @@ pub fn tls_secret(cluster: &ReplicatedCluster, name: &str) -> Option<String> {
 /// The Secret the nodes' token file is mounted from; `None` when tokens are off.
 pub fn auth_secret(cluster: &ReplicatedCluster, name: &str) -> Option<String> {
     let auth = &cluster.spec.auth;
-    auth.enabled.then(|| {
+    cluster.security().auth.then(|| {
         auth.secret_name
             .clone()
             .unwrap_or_else(|| tokens_secret_name(name))
@@ -164,10 +164,11 @@ pub fn plan(
     let owner = Owner::new(cluster)?;
     let mut planned = Planned::default();
     let spec = &cluster.spec;
-    if spec.tls.enabled && spec.tls.secret_name.is_none() {
+    let on = cluster.security();
+    if on.tls && spec.tls.secret_name.is_none() {
         plan_tls(&owner, shards, existing, now, &mut planned)?;
     }
-    if spec.auth.enabled && spec.auth.secret_name.is_none() {
+    if on.auth && spec.auth.secret_name.is_none() {
         plan_tokens(&owner, existing.tokens.as_ref(), &mut planned)?;
     }
     Ok(planned)

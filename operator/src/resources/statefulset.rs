@@ -246,7 +246,8 @@ fn http_probe(path: &str, tls: bool, period: i32, failures: i32) -> Probe {
 
 fn node_container(owner: &Owner) -> Container {
     let spec = &owner.cluster.spec;
-    let (tls, auth) = (spec.tls.enabled, spec.auth.enabled);
+    let on = owner.cluster.security();
+    let (tls, auth) = (on.tls, on.auth);
     let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
         name: name.to_string(),
         mount_path: path.to_string(),

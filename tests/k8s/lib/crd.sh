@@ -60,7 +60,13 @@ EOF
   [[ $out == *"storage cannot change after creation"* ]] || die "storage change rejected for another reason: $out"
   "$KUBECTL" patch rcl transition -n "$CRD_NS" --type merge -p '{"spec":{"replicas":5}}' >/dev/null ||
     die "the server refused a change of spec.replicas"
-  log "transition rule: spec.storage is immutable, spec.replicas is not"
+  # Created without tls.enabled (the operator decides and records): it cannot be set later.
+  if out=$("$KUBECTL" patch rcl transition -n "$CRD_NS" --type merge \
+    -p '{"spec":{"tls":{"enabled":false}}}' 2>&1); then
+    die "the server let spec.tls.enabled be set on a live cluster: $out"
+  fi
+  [[ $out == *"tls.enabled cannot be set, changed or removed"* ]] || die "tls.enabled refused for another reason: $out"
+  log "transition rules: spec.storage and spec.tls.enabled are immutable, spec.replicas is not"
 }
 
 check_printer_columns() {

@@ -81,7 +81,8 @@ EOF
 check_cluster_objects() {
   make_namespace "$NS"
   : >"$RUN/acked.txt"
-  "$KUBECTL" apply -n "$NS" -f manifests/examples/quorum-3.yaml
+  # Plain http: this step and the ones after it are about failover (secure-3 is about TLS).
+  apply_plain "$NS" manifests/examples/quorum-3.yaml
   wait_until 240 "$CL is Running with 3 ready members" bash -c "[[ \$(\"$KUBECTL\" get rcl $CL -n $NS \
     -o jsonpath='{.status.phase}/{.status.readyReplicas}') == Running/3 ]]"
   python3 "$ROOT/tests/k8s/lib/owned.py" --kubectl "$KUBECTL" --namespace "$NS" --cluster "$CL"

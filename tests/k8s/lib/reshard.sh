@@ -5,10 +5,11 @@
 # status.reshard (the RESHARD column of `kubectl get rcl` shows it); the third shard's StatefulSet,
 # Services and volumes are deleted only once it owns nothing; nothing acknowledged is lost.
 
-# The writer: keys rk-0..rk-149 over and over with a new value each time, each write to the next
-# node of the list (any node forwards to the key's shard). A write refused while its range is
-# fenced (503 slot_migrating or not_primary) is retried with the same value until acknowledged or
-# its 30 s run out; anything else is counted as an error. Stops when the stop file exists.
+# The writer: keys rk-0..rk-149 over and over with a new value each time, each write to a node
+# picked in turn (any node forwards to the key's shard). A write refused with "nothing applied,
+# retry" (503: slot_migrating while its range is handed over, not_primary) or not answered (a node
+# going away: the node list is read again) is retried with the same value and Idempotency-Key until
+# acknowledged or its 30 s run out; anything else is counted as an error. Stops at the stop file.
 start_reshard_writer() {
   python3 - "$RUN/rs-writer" "$SH_NS" "$SH_CL" "$KUBECTL" >"$RUN/logs/rs-writer.log" 2>&1 <<'EOF2' &
 import json, os, subprocess, sys, time, urllib.error, urllib.request
@@ -17,16 +18,19 @@ def urls():
     pods = json.loads(subprocess.run([kubectl, "get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={cl}",
                                       "-o", "json"], capture_output=True, text=True, check=True).stdout)["items"]
     return [f"http://{p['status']['podIP']}:7000" for p in pods
-            if p["status"].get("phase") == "Running" and p["status"].get("podIP")]
+            if p["status"].get("phase") == "Running" and p["status"].get("podIP")
+            and not p["metadata"].get("deletionTimestamp")]
 acked = open(out + ".acked", "w")
-n, errors, retried, deadline, nodes, refreshed = 0, 0, 0, time.monotonic() + 900, urls(), time.monotonic()
+n, errors, retried, deadline = 0, 0, 0, time.monotonic() + 900
+nodes, refreshed, pick = urls(), time.monotonic(), 0
 while not os.path.exists(out + ".stop") and time.monotonic() < deadline:
-    if time.monotonic() - refreshed > 5:
-        nodes, refreshed = urls() or nodes, time.monotonic()
     key, body = f"rk-{n % 150}", json.dumps({"n": n})
     give_up = time.monotonic() + 30
     while True:
-        url = nodes[n % len(nodes)]
+        if time.monotonic() - refreshed > 5:
+            nodes, refreshed = urls() or nodes, time.monotonic()
+        pick += 1
+        url = nodes[pick % len(nodes)]
         req = urllib.request.Request(f"{url}/v1/kv/{key}?ack=quorum", data=body.encode(), method="PUT",
                                      headers={"Content-Type": "application/json", "Idempotency-Key": f"rs-{n}"})
         try:
@@ -41,12 +45,11 @@ while not os.path.exists(out + ".stop") and time.monotonic() < deadline:
                 time.sleep(0.05)
                 continue
             print(f"{key} via {url}: {e.code} {text}", flush=True)
-        except Exception as e:  # no answer (a node going away): same key, same value, next node
+        except Exception as e:  # no answer: a node going away; read the node list again
             if time.monotonic() < give_up:
                 retried += 1
-                n_try = nodes.index(url) + 1 if url in nodes else 0
-                nodes = nodes[n_try:] + nodes[:n_try]
-                time.sleep(0.05)
+                refreshed = 0
+                time.sleep(0.1)
                 continue
             print(f"{key} via {url}: {e}", flush=True)
         errors += 1
@@ -129,8 +132,10 @@ sys.exit(0 if r["errors"] == 0 and r["writes"] > 0 else f"{r}")
 EOF2
   local reason
   for reason in ReshardStarted ReshardStep ReshardFinished ShardRemoved; do
-    "$KUBECTL" get events -n "$SH_NS" --field-selector "involvedObject.name=$SH_CL,reason=$reason" -o name |
-      grep -q . || die "no $reason event"
+    # Captured, not piped into `grep -q`: with many events, kubectl would die of SIGPIPE under
+    # pipefail once grep has seen the first line.
+    [[ -n $("$KUBECTL" get events -n "$SH_NS" --field-selector "involvedObject.name=$SH_CL,reason=$reason" -o name) ]] ||
+      die "no $reason event"
   done
   wait_until 60 "every node serves the recorded cluster map" sh_same_map
   local pod

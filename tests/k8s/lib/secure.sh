@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# The secure-3 step: manifests/examples/secure-3.yaml (spec.tls and spec.auth) under the
-# Helm-installed operator. On the real API server: the CA, node certificate and tokens Secrets are
+# The secure-3 step: manifests/examples/secure-3.yaml, which says nothing about TLS or tokens, under
+# the Helm-installed operator: both are on by default. On the real API server: status.security
+# records the decision, `kubectl get rcl` answers; the CA, node certificate and tokens Secrets are
 # made, server-side applied and owned by the cluster; the pods run https only, verified against
 # the generated CA under the pods' headless DNS names (which the test kubelet writes into
 # /etc/hosts); a write with the write token is acknowledged, no token gets 401, the read token
@@ -62,6 +63,13 @@ check_secure() {
     die "$SEC_CL-tls is not a kubernetes.io/tls Secret"
   "$KUBECTL" get events.events.k8s.io -n "$SEC_NS" -o jsonpath='{.items[*].reason}' | grep -qw AccessTokensCreated ||
     die "no AccessTokensCreated event tells where the tokens are"
+  grep -qE '^\s*(tls|auth):' manifests/examples/secure-3.yaml && die "secure-3.yaml asks for TLS or tokens: the step is about the default"
+  [[ $(sec_field '.status.security.tls}/{.status.security.auth') == true/true ]] ||
+    die "status.security is $(sec_field .status.security), not TLS and tokens on"
+  "$KUBECTL" get rcl "$SEC_CL" -n "$SEC_NS" >"$RUN/secure-get.out" || die "kubectl get rcl failed"
+  grep -qE "^$SEC_CL +1 +3 +3 +$SEC_CL-[0-2] +[0-9]+ +Running" "$RUN/secure-get.out" ||
+    die "kubectl get rcl prints: $(cat "$RUN/secure-get.out")"
+  log "defaults: status.security tls and auth on; kubectl get rcl: $(tail -1 "$RUN/secure-get.out" | tr -s ' ')"
 
   sec_secret "$SEC_CL-ca" ca.crt >"$RUN/secure-ca.crt"
   local read write primary code

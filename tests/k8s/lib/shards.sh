@@ -80,7 +80,8 @@ EOF
 check_shards_objects() {
   make_namespace "$SH_NS"
   : >"$RUN/shard-acked.txt"
-  "$KUBECTL" apply -n "$SH_NS" -f manifests/examples/sharded-2x3.yaml
+  # Plain http: these steps are about shards (secure-3 is about TLS).
+  apply_plain "$SH_NS" manifests/examples/sharded-2x3.yaml
   wait_until 300 "$SH_CL is Running with 6 ready members" bash -c "[[ \$(\"$KUBECTL\" get rcl $SH_CL -n $SH_NS \
     -o jsonpath='{.status.phase}/{.status.readyReplicas}') == Running/6 ]]"
   python3 "$ROOT/tests/k8s/lib/owned.py" --kubectl "$KUBECTL" --namespace "$SH_NS" --cluster "$SH_CL" \

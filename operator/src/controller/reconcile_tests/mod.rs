@@ -17,6 +17,7 @@ mod new_cluster;
 mod rollout;
 mod scale_real;
 mod security;
+mod security_default;
 mod shards;
 mod switchover;
 mod wiring;

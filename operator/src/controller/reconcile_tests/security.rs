@@ -15,12 +15,12 @@ use crate::controller::reconcile;
 
 const CORE: &str = "/api/v1/namespaces/shop";
 /// Unix milliseconds of the first reconcile.
-const T0_MS: u64 = 1_800_000_000_000;
+pub(super) const T0_MS: u64 = 1_800_000_000_000;
 
 /// The Secrets the API server holds, by name.
-type Store = Arc<Mutex<BTreeMap<String, Value>>>;
+pub(super) type Store = Arc<Mutex<BTreeMap<String, Value>>>;
 
-fn get(store: &Store, name: &'static str) -> Expect {
+pub(super) fn get(store: &Store, name: &'static str) -> Expect {
     let store = store.clone();
     Expect::get(&format!("{CORE}/secrets/{name}")).respond(move |_| {
         match store.lock().unwrap().get(name).cloned() {
@@ -31,7 +31,7 @@ fn get(store: &Store, name: &'static str) -> Expect {
 }
 
 /// A server-side apply of Secret `name`, kept in `store`; `check` sees the body.
-fn apply_secret(
+pub(super) fn apply_secret(
     store: &Store,
     name: &'static str,
     check: impl FnOnce(&Value) + Send + 'static,
@@ -45,20 +45,20 @@ fn apply_secret(
         })
 }
 
-fn decoded(secret: &Value, key: &str) -> String {
+pub(super) fn decoded(secret: &Value, key: &str) -> String {
     let b64 = secret["data"][key].clone();
     assert!(b64.is_string(), "{key}: {secret}");
     let bytes: k8s_openapi::ByteString = serde_json::from_value(b64).unwrap();
     String::from_utf8(bytes.0).unwrap()
 }
 
-fn args(sts: &Value) -> Vec<String> {
+pub(super) fn args(sts: &Value) -> Vec<String> {
     serde_json::from_value(sts["spec"]["template"]["spec"]["containers"][0]["args"].clone())
         .unwrap()
 }
 
 /// The names of the Secret volumes of the pod template, by volume name.
-fn secret_volumes(sts: &Value) -> BTreeMap<String, (String, i64)> {
+pub(super) fn secret_volumes(sts: &Value) -> BTreeMap<String, (String, i64)> {
     let vols = sts["spec"]["template"]["spec"]["volumes"]
         .as_array()
         .unwrap();
@@ -78,7 +78,7 @@ fn secret_volumes(sts: &Value) -> BTreeMap<String, (String, i64)> {
 }
 
 /// A reconcile's opening with the security stage between the cluster Secret and the pods.
-fn opening_with(
+pub(super) fn opening_with(
     w: &Shared,
     first: bool,
     security: Vec<Expect>,
@@ -209,14 +209,14 @@ async fn generated_secrets_are_made_once_owned_and_mounted() {
 
 /// Whatever the failover stage tells about a cluster whose pods never came (not this test's
 /// subject): after the security stage's events, if any.
-fn later_events() -> Vec<Expect> {
+pub(super) fn later_events() -> Vec<Expect> {
     (0..4)
         .map(|_| Expect::post("/apis/events.k8s.io/v1/namespaces/shop/events").optional())
         .collect()
 }
 
 /// Like `world::reconcile_with`, for scripts with optional tails.
-async fn reconcile_with_script(
+pub(super) async fn reconcile_with_script(
     w: &Shared,
     log: &Log,
     ctx: &Arc<crate::controller::Context>,

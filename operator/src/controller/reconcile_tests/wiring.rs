@@ -42,7 +42,8 @@ async fn route(mut handle: Handle, seen: Arc<Mutex<Vec<String>>>) {
             c["apiVersion"] = json!("rcluster.dev/v1alpha1");
             c["kind"] = json!("ReplicatedCluster");
             (200, list(vec![c]))
-        } else if method == Method::GET && path.ends_with("/secrets/demo-secret") {
+        } else if method == Method::GET && path.contains("/secrets/") {
+            // The cluster Secret and (TLS and tokens are on by default) the generated ones.
             (404, status_error(404, "NotFound"))
         } else if method == Method::GET {
             (200, list(vec![]))
@@ -101,6 +102,14 @@ async fn the_controller_reconciles_listed_clusters_and_stops_on_request() {
             seen.iter()
                 .any(|l| l == "PATCH /apis/apps/v1/namespaces/shop/statefulsets/demo")
         );
+        // The operator's default for a cluster that does not say: TLS and tokens.
+        for secret in ["demo-ca", "demo-tls", "demo-tokens"] {
+            assert!(
+                seen.iter()
+                    .any(|l| l == &format!("PATCH /api/v1/namespaces/shop/secrets/{secret}")),
+                "{secret} not made"
+            );
+        }
     }
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(20), run)

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::fixtures::{Expect, Log, mock_client, not_found, status_error};
 use super::nodes::SECRET;
 use crate::controller::context::{Context, NodeTimeouts};
-use crate::crd::{ReplicatedCluster, ReplicatedClusterStatus};
+use crate::crd::{ReplicatedCluster, ReplicatedClusterStatus, SecurityStatus};
 use crate::metrics::Metrics;
 
 pub const NS: &str = "shop";
@@ -88,9 +88,19 @@ pub fn current(w: &Shared) -> ReplicatedCluster {
 }
 
 /// A context on the mock client; members are reached at `urls[pod]`, time is `clock` (ms).
+/// TLS and tokens are off unless a cluster asks for them.
 pub fn context(
     urls: BTreeMap<String, String>,
     clock: Arc<AtomicU64>,
+) -> (Arc<Context>, super::fixtures::Handle) {
+    context_with(urls, clock, SecurityStatus::OFF)
+}
+
+/// [`context`] with `security_default` for a new cluster whose spec does not say.
+pub fn context_with(
+    urls: BTreeMap<String, String>,
+    clock: Arc<AtomicU64>,
+    security_default: SecurityStatus,
 ) -> (Arc<Context>, super::fixtures::Handle) {
     let (client, handle) = mock_client();
     let mut ctx = Context::new(
@@ -107,6 +117,9 @@ pub fn context(
         probe: Duration::from_millis(500),
         command: Duration::from_secs(5),
     };
+    // The nodes of most of these tests serve plain http without tokens; the operator's default
+    // (on) is the subject of `security.rs`, which asks for it.
+    ctx.security_default = security_default;
     (Arc::new(ctx), handle)
 }
 
