@@ -21,7 +21,7 @@ def urls():
             if p["status"].get("phase") == "Running" and p["status"].get("podIP")
             and not p["metadata"].get("deletionTimestamp")]
 acked = open(out + ".acked", "w")
-n, errors, retried, deadline = 0, 0, 0, time.monotonic() + 900
+n, errors, retried, misrouted, deadline = 0, 0, 0, 0, time.monotonic() + 900
 nodes, refreshed, pick = urls(), time.monotonic(), 0
 while not os.path.exists(out + ".stop") and time.monotonic() < deadline:
     key, body = f"rk-{n % 150}", json.dumps({"n": n})
@@ -40,7 +40,12 @@ while not os.path.exists(out + ".stop") and time.monotonic() < deadline:
                 break
         except urllib.error.HTTPError as e:
             text = e.read().decode(errors="replace")
-            if e.code == 503 and time.monotonic() < give_up:
+            # 503 and 421 both say "nothing was applied": retry (421: the node answering had an
+            # older cluster map than the node it forwarded to; the client library refreshes its
+            # map and retries the same way). Counted apart, so the log says how often.
+            if e.code == 421:
+                misrouted += 1
+            if e.code in (421, 503) and time.monotonic() < give_up:
                 retried += 1
                 time.sleep(0.05)
                 continue
@@ -55,7 +60,8 @@ while not os.path.exists(out + ".stop") and time.monotonic() < deadline:
         errors += 1
         break
     n += 1
-open(out + ".result", "w").write(json.dumps({"writes": n, "errors": errors, "retried": retried}))
+open(out + ".result", "w").write(json.dumps({"writes": n, "errors": errors, "retried": retried,
+                                            "misrouted_421": misrouted}))
 EOF2
   RS_WRITER=$!
 }
