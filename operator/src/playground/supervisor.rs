@@ -89,22 +89,26 @@ pub enum Signal {
     Kill,
 }
 
+impl Slot {
+    /// A node to start on the next poll.
+    fn new(spec: NodeSpec) -> Slot {
+        Slot {
+            spec,
+            child: None,
+            pid: None,
+            started: None,
+            restarts: 0,
+            held: false,
+            restart_at: Some(Instant::now()),
+            backoff: FIRST_BACKOFF,
+            retiring: None,
+        }
+    }
+}
+
 impl Supervisor {
     pub fn new(bin: PathBuf, specs: Vec<NodeSpec>) -> Supervisor {
-        let slots = specs
-            .into_iter()
-            .map(|spec| Slot {
-                spec,
-                child: None,
-                pid: None,
-                started: None,
-                restarts: 0,
-                held: false,
-                restart_at: Some(Instant::now()),
-                backoff: FIRST_BACKOFF,
-                retiring: None,
-            })
-            .collect();
+        let slots = specs.into_iter().map(Slot::new).collect();
         Supervisor {
             bin,
             slots,
@@ -117,17 +121,7 @@ impl Supervisor {
         if self.slots.iter().any(|s| s.spec.name == spec.name) {
             return Err(format!("{} is still running (or stopping)", spec.name));
         }
-        self.slots.push(Slot {
-            spec,
-            child: None,
-            pid: None,
-            started: None,
-            restarts: 0,
-            held: false,
-            restart_at: Some(Instant::now()),
-            backoff: FIRST_BACKOFF,
-            retiring: None,
-        });
+        self.slots.push(Slot::new(spec));
         Ok(())
     }
 
