@@ -27,6 +27,8 @@ pub fn client_for(global: &GlobalArgs, endpoints: &[String]) -> Result<Client, E
         .retry(RetryPolicy::default())
         .cluster_id(global.cluster_id.clone())
         .locate_primary(true)
+        // One call and exit: a stream of cluster changes would outlive its use.
+        .follow_cluster(false)
         .give_up_unreachable_after(UNREACHABLE_AFTER);
     if !global.quiet {
         let json = global.json;
@@ -405,6 +407,8 @@ async fn bench_command(global: &GlobalArgs, cmd: bench::BenchCommand) -> Result<
             .max_idle_per_host(1)
             .retry(RetryPolicy::no_retry())
             .discover_members(false)
+            // A worker pinned to its node must not be moved to the primary by a push.
+            .follow_cluster(!args.per_node)
             .cluster_id(setup.cluster_id());
         let client = global.access(builder)?.build()?;
         workers.push((node, client));

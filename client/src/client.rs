@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::calls::Call;
+use crate::cluster_stream::Announced;
 use crate::error::Error;
 use crate::identity::{self, Identity};
 use crate::notice::{Notice, NoticeFn};
@@ -72,6 +73,7 @@ pub struct ClientBuilder {
     unreachable_deadline: Option<Duration>,
     notify: Option<NoticeFn>,
     access_token: Option<Redacted>,
+    follow_cluster: bool,
 }
 
 /// A secret that `Debug` output does not show.
@@ -100,7 +102,17 @@ impl ClientBuilder {
             unreachable_deadline: None,
             notify: None,
             access_token: None,
+            follow_cluster: true,
         }
+    }
+
+    /// Keep one stream of cluster map changes open (`GET /v1/cluster/stream`, see
+    /// `cluster_stream.rs`) and switch the write target the moment a new primary is announced.
+    /// On by default; started with the first call. Off suits a client that makes one call and
+    /// exits.
+    pub fn follow_cluster(mut self, on: bool) -> Self {
+        self.follow_cluster = on;
+        self
     }
 
     /// Before its first request, ask every endpoint for its status at once and start with the
@@ -221,6 +233,9 @@ impl ClientBuilder {
                 located: AtomicBool::new(false),
                 unreachable_deadline: self.unreachable_deadline,
                 notify: self.notify,
+                follow_cluster: self.follow_cluster,
+                following: AtomicBool::new(false),
+                announced: Announced::default(),
             }),
         })
     }
@@ -273,7 +288,7 @@ pub(crate) struct Inner {
     pub(crate) transport: Transport,
     /// The configured endpoints, then members learned from `/v1/status` and redirects.
     endpoints: Mutex<Vec<String>>,
-    discover: bool,
+    pub(crate) discover: bool,
     /// Discovery ran (or is running); reset when it failed, so it is tried again.
     discovered: AtomicBool,
     pub(crate) current: AtomicUsize,
@@ -286,12 +301,18 @@ pub(crate) struct Inner {
     /// `Bearer TOKEN`, sent with every request when the client has an access token.
     authorization: Option<HeaderValue>,
     /// The cluster map, for sending requests straight to the shard that owns them.
-    routes: Routes,
+    pub(crate) routes: Routes,
     pub(crate) locate: bool,
     /// `locate` ran (or runs) for this client.
     pub(crate) located: AtomicBool,
     unreachable_deadline: Option<Duration>,
     notify: Option<NoticeFn>,
+    /// Keep the cluster stream open (`cluster_stream.rs`).
+    pub(crate) follow_cluster: bool,
+    /// The cluster stream runs (or is starting) for this client.
+    pub(crate) following: AtomicBool,
+    /// What the cluster stream last announced.
+    pub(crate) announced: Announced,
 }
 
 impl Client {
@@ -551,7 +572,7 @@ impl Client {
     }
 
     /// The access token's header, when there is one.
-    fn auth_headers(&self) -> HeaderMap {
+    pub(crate) fn auth_headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
         if let Some(v) = &self.inner.authorization {
             h.insert(http::header::AUTHORIZATION, v.clone());

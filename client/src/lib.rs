@@ -15,6 +15,7 @@
 mod api;
 pub mod calls;
 mod client;
+mod cluster_stream;
 mod error;
 mod identity;
 mod locate;

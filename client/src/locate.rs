@@ -28,15 +28,17 @@ pub struct Located {
 }
 
 impl Client {
-    /// Runs [`Client::locate`] once per client, when enabled and no primary is known yet.
+    /// Runs [`Client::locate`] once per client, when enabled and no primary is known yet; starts
+    /// the cluster stream (which then picks a node other than the located primary).
     pub(crate) async fn locate_once(&self) {
         let inner = &self.inner;
-        if !inner.locate || inner.located.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        if self.known_primary().is_none() {
+        if inner.locate
+            && !inner.located.swap(true, Ordering::Relaxed)
+            && self.known_primary().is_none()
+        {
             let _ = self.locate().await;
         }
+        self.follow_cluster_once();
     }
 
     /// Asks every endpoint for `/v1/status` at once. Afterwards the endpoints that answered come

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rcluster_client::{Client, Consistency, Error, PutOptions, RetryPolicy, WriteOptions};
+use rcluster_client::{
+    Client, ClientBuilder, Consistency, Error, PutOptions, RetryPolicy, WriteOptions,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -134,6 +136,13 @@ async fn serve(mut conn: TcpStream, script: Script, seen: Arc<Mutex<Vec<Seen>>>)
     }
 }
 
+/// A client of scripted servers: they answer requests in turn, so the cluster stream (which a
+/// client opens with its first call; tested against real nodes in tests/tests/cluster_stream.rs)
+/// would take turns meant for the calls under test.
+fn scripted<const N: usize>(endpoints: [String; N]) -> ClientBuilder {
+    Client::builder(endpoints).follow_cluster(false)
+}
+
 fn fast_retry(attempts: u32) -> RetryPolicy {
     RetryPolicy {
         attempts,
@@ -173,7 +182,7 @@ async fn follows_not_primary_and_remembers_the_primary() {
         )
     })
     .await;
-    let client = Client::builder([replica.url.clone()])
+    let client = scripted([replica.url.clone()])
         // Exact request counts: no background member discovery.
         .discover_members(false)
         .retry(fast_retry(1))
@@ -214,7 +223,7 @@ async fn follows_not_primary_and_remembers_the_primary() {
 #[tokio::test]
 async fn retries_after_unknown_outcome_reuse_the_key_then_report_outcome_unknown() {
     let server = Fake::start(|_, _| Answer::Hang).await;
-    let client = Client::builder([server.url.clone()])
+    let client = scripted([server.url.clone()])
         .request_timeout(Duration::from_millis(200))
         .retry(fast_retry(3))
         .build()
@@ -249,7 +258,7 @@ async fn unknown_outcome_then_unavailable_is_still_unknown() {
         }
     })
     .await;
-    let client = Client::builder([server.url.clone()])
+    let client = scripted([server.url.clone()])
         .request_timeout(Duration::from_millis(200))
         .retry(fast_retry(3))
         .build()
@@ -261,7 +270,7 @@ async fn unknown_outcome_then_unavailable_is_still_unknown() {
     assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
     // A read that times out is simply unreachable: nothing could have been applied.
     let reader = Fake::start(|_, _| Answer::Hang).await;
-    let client = Client::builder([reader.url.clone()])
+    let client = scripted([reader.url.clone()])
         .request_timeout(Duration::from_millis(100))
         .retry(fast_retry(2))
         .build()
@@ -272,7 +281,7 @@ async fn unknown_outcome_then_unavailable_is_still_unknown() {
 
 #[tokio::test]
 async fn unreachable_endpoints_fail_fast_as_transport_errors() {
-    let client = Client::builder([closed_port_url(), closed_port_url()])
+    let client = scripted([closed_port_url(), closed_port_url()])
         .retry(fast_retry(4))
         .build()
         .unwrap();
@@ -293,7 +302,7 @@ async fn moves_to_the_next_endpoint_when_one_is_down() {
     let up =
         Fake::start(|_, _| Answer::Json(200, vec![], json!({"key":"k","version":1}).to_string()))
             .await;
-    let client = Client::builder([closed_port_url(), up.url.clone()])
+    let client = scripted([closed_port_url(), up.url.clone()])
         .retry(fast_retry(3))
         .build()
         .unwrap();
@@ -315,7 +324,7 @@ async fn retries_unavailable_but_not_client_errors() {
         }
     })
     .await;
-    let client = Client::builder([server.url.clone()])
+    let client = scripted([server.url.clone()])
         // Exact request counts: no background member discovery.
         .discover_members(false)
         .retry(fast_retry(3))
@@ -349,7 +358,7 @@ async fn session_reads_send_the_highest_token_seen() {
         )
     })
     .await;
-    let client = Client::builder([server.url.clone()])
+    let client = scripted([server.url.clone()])
         // Exact request counts: no background member discovery.
         .discover_members(false)
         .retry(fast_retry(1))
@@ -385,7 +394,7 @@ async fn session_reads_send_the_highest_token_seen() {
 #[tokio::test]
 async fn get_of_a_missing_key_is_none() {
     let server = Fake::start(|_, _| Answer::Json(404, vec![], error_body("not_found"))).await;
-    let client = Client::builder([server.url.clone()])
+    let client = scripted([server.url.clone()])
         .retry(fast_retry(1))
         .build()
         .unwrap();
@@ -451,7 +460,7 @@ async fn a_watch_resumes_after_its_last_complete_change() {
         },
     ])
     .await;
-    let client = Client::builder([url]).retry(fast_retry(3)).build().unwrap();
+    let client = scripted([url]).retry(fast_retry(3)).build().unwrap();
     let mut watch = client.watch(Some("a"));
     let mut got = Vec::new();
     for _ in 0..3 {
@@ -496,7 +505,7 @@ async fn a_silent_stream_moves_to_another_node() {
         close: false,
     }])
     .await;
-    let client = Client::builder([silent, live])
+    let client = scripted([silent, live])
         .discover_members(false)
         .retry(fast_retry(3))
         .build()
@@ -550,7 +559,7 @@ async fn finds_the_new_primary_through_members_it_discovered() {
     })
     .await;
     *own_url.lock().unwrap() = first.url.clone();
-    let client = Client::builder([first.url.clone()])
+    let client = scripted([first.url.clone()])
         .retry(fast_retry(5))
         .build()
         .unwrap();
@@ -586,7 +595,7 @@ async fn outcome_unknown_is_retried_with_the_same_key_and_reported_if_it_persist
         )
     })
     .await;
-    let client = Client::builder([deposed.url.clone()])
+    let client = scripted([deposed.url.clone()])
         .discover_members(false)
         .retry(fast_retry(3))
         .build()
@@ -616,7 +625,7 @@ async fn outcome_unknown_is_retried_with_the_same_key_and_reported_if_it_persist
         Answer::Json(503, vec![], error_body(code))
     })
     .await;
-    let client = Client::builder([deposed.url.clone()])
+    let client = scripted([deposed.url.clone()])
         .discover_members(false)
         .retry(fast_retry(3))
         .build()
@@ -646,7 +655,7 @@ async fn default_retries_outlast_a_failover_and_a_short_deadline_reports_unknown
     let outage = Duration::from_secs(2);
     let server = recovering_node(outage).await;
     let started = std::time::Instant::now();
-    let client = Client::builder([server.url.clone()])
+    let client = scripted([server.url.clone()])
         .discover_members(false)
         .build()
         .unwrap();
@@ -661,7 +670,7 @@ async fn default_retries_outlast_a_failover_and_a_short_deadline_reports_unknown
     assert!(keys.len() > 2 && keys.iter().all(|k| !k.is_empty() && *k == keys[0]));
 
     let server = recovering_node(Duration::from_secs(60)).await;
-    let client = Client::builder([server.url.clone()])
+    let client = scripted([server.url.clone()])
         .retry_deadline(Duration::from_millis(300))
         .build()
         .unwrap();

@@ -25,6 +25,7 @@ pub const APIS: &[&str] = &[
     "status",
     "switchover",
     "cluster",
+    "cluster_stream",
     "txn",
     "merged",
 ];

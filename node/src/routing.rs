@@ -20,6 +20,8 @@ pub struct Routing {
     dir: PathBuf,
     /// Serializes writers of `cluster.json` (a push and its save must not interleave with another).
     save: Mutex<()>,
+    /// Bumped when a pushed map changed the known one (the cluster stream sends it on).
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// What became of a pushed map.
@@ -50,7 +52,13 @@ impl Routing {
             map: RwLock::new(map),
             dir: dir.to_path_buf(),
             save: Mutex::new(()),
+            changed: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// Changes when a pushed map changed the known one.
+    pub fn map_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// The pushed map, if any.
@@ -112,6 +120,7 @@ impl Routing {
         write_atomically(&self.dir, MAP_FILE, &merged)
             .map_err(|e| format!("cannot save the cluster map: {e}"))?;
         *self.map.write().unwrap() = Some(Arc::new(merged));
+        self.changed.send_modify(|v| *v += 1);
         Ok(MapUpdate::Changed)
     }
 

@@ -475,3 +475,46 @@ fn quiet_streams_send_a_heartbeat_so_a_client_can_tell_a_silent_node() {
         s.close();
     }
 }
+
+/// The next `cluster` event of `s` whose shard 0 is in `term` or later (the stream also resends
+/// the map it already sent, once a second).
+fn map_in_term(s: &events::Sse, term: u64) -> Value {
+    loop {
+        let e = s.next().expect("the cluster stream ended");
+        assert_eq!(e.event, "cluster", "{e:?}");
+        if e.data["shards"][0]["term"].as_u64() >= Some(term) {
+            return e.data["shards"][0].clone();
+        }
+    }
+}
+
+#[test]
+fn the_cluster_stream_announces_the_fence_then_the_new_primary() {
+    let mut c = Cluster::with_primary(3, FAST);
+    let s = events::open(&c.nodes[1].addr, "/v1/cluster/stream", &[]).expect("cluster stream");
+    let now = map_in_term(&s, c.term);
+    assert_eq!(now["primary"].as_str(), Some(c.names[0].as_str()));
+    assert_eq!(
+        now["members"][&c.names[2]],
+        json!(format!("http://{}", c.nodes[2].addr))
+    );
+    // A failover as the coordinator runs it: fence, then name the new primary.
+    let term = c.term + 1;
+    assert_eq!(c.internal(1, "fence", json!({"term": term})).status, 200);
+    let fenced = map_in_term(&s, term);
+    assert_eq!(
+        fenced["primary"],
+        Value::Null,
+        "fenced: the old primary is deposed"
+    );
+    c.term = term - 1;
+    elect(&mut c, 2, &[1]);
+    let named = loop {
+        let m = map_in_term(&s, term);
+        if !m["primary"].is_null() {
+            break m;
+        }
+    };
+    assert_eq!(named["primary"].as_str(), Some(c.names[2].as_str()));
+    assert_eq!(named["term"].as_u64(), Some(term));
+}

@@ -6,6 +6,7 @@
 //! by hand gives exact 404/405 answers as JSON and keeps compile times low; per-API metrics are
 //! recorded in one place.
 
+mod cluster;
 mod error;
 mod fanout;
 mod forward;
@@ -337,7 +338,8 @@ async fn dispatch(ctx: &Ctx, route: Route, req: Req) -> Routed {
     }
     let out = match route {
         Route::Status => status(ctx, &req).await,
-        Route::Cluster => cluster(ctx).await,
+        Route::Cluster => cluster::cluster(ctx).await,
+        Route::ClusterStream => cluster::cluster_stream(ctx).await,
         Route::Switchover => switchover(ctx, &req).await,
         Route::List => kv::list(ctx, &req).await,
         Route::Put => kv::put(ctx, &req).await,
@@ -393,17 +395,6 @@ fn served_here(
         }
     }
     Ok(r)
-}
-
-/// `GET /v1/cluster`: the cluster map as this node knows it.
-async fn cluster(ctx: &Ctx) -> Result<Response, ApiError> {
-    let (members, primary, term) = {
-        let core = ctx.engine.core();
-        let node = &core.node;
-        ((*node.members).clone(), node.primary.clone(), node.term)
-    };
-    let map = ctx.routing.view(members, primary, term);
-    Ok(json_response(StatusCode::OK, to_json(&map)))
 }
 
 /// A response body from a serializable type. Serializing our own types cannot fail (no maps with

@@ -15,6 +15,8 @@ pub enum Route {
     Status,
     /// `GET /v1/cluster`: the cluster map.
     Cluster,
+    /// `GET /v1/cluster/stream`: the cluster map, pushed again at every change.
+    ClusterStream,
     Switchover,
     List,
     Put,
@@ -55,6 +57,7 @@ impl Route {
             Route::Livez | Route::Readyz | Route::Metrics | Route::Internal => return None,
             Route::Status => "status",
             Route::Cluster => "cluster",
+            Route::ClusterStream => "cluster_stream",
             Route::Switchover => "switchover",
             Route::List => "list",
             Route::Put => "put",
@@ -83,6 +86,7 @@ impl Route {
             Route::Livez | Route::Readyz | Route::Metrics | Route::Internal => return None,
             Route::Status
             | Route::Cluster
+            | Route::ClusterStream
             | Route::List
             | Route::Get
             | Route::ListTopics
@@ -109,9 +113,12 @@ impl Route {
     /// must not silently drop the TTL).
     pub fn params(self) -> &'static [&'static str] {
         match self {
-            Route::Livez | Route::Readyz | Route::Metrics | Route::Switchover | Route::Cluster => {
-                &[]
-            }
+            Route::Livez
+            | Route::Readyz
+            | Route::Metrics
+            | Route::Switchover
+            | Route::Cluster
+            | Route::ClusterStream => &[],
             Route::Internal => &[],
             Route::Status => &["digest"],
             Route::List => &["prefix", "start_after", "limit", "consistency"],
@@ -194,6 +201,7 @@ pub fn route(method: &Method, segs: &[&str]) -> Result<Route, ApiError> {
         ["metrics"] => get(Route::Metrics),
         ["v1", "status"] => get(Route::Status),
         ["v1", "cluster"] => get(Route::Cluster),
+        ["v1", "cluster", "stream"] => get(Route::ClusterStream),
         ["v1", "switchover"] => post(Route::Switchover),
         ["v1", "kv"] => get(Route::List),
         ["v1", "kv", ..] => match *m {
@@ -257,6 +265,7 @@ mod tests {
         assert_eq!(r("GET", "/v2/x").map_err(|e| e.0), Err(404));
         assert_eq!(r("GET", "/internal/v1/status").map_err(|e| e.0), Err(405));
         assert_eq!(r("POST", "/internal/v1/append"), Ok(Route::Internal));
+        assert_eq!(r("GET", "/v1/cluster/stream"), Ok(Route::ClusterStream));
     }
 
     #[test]

@@ -134,6 +134,9 @@ pub struct Engine {
     applied: watch::Sender<u64>,
     /// Bumped whenever replication progress or the role changes; commit waiters re-check then.
     changed: watch::Sender<u64>,
+    /// Bumped only when the term, the primary or the member list changes: what the cluster
+    /// stream (`GET /v1/cluster/stream`) pushes to clients, without waking on every write.
+    roles: watch::Sender<u64>,
     progress: Mutex<Progress>,
     pub metrics: Arc<Metrics>,
     recovery: recovery::Report,
@@ -205,6 +208,7 @@ impl Engine {
             durable,
             applied: watch::channel(loaded.last_index).0,
             changed: watch::channel(0).0,
+            roles: watch::channel(0).0,
             progress: Mutex::new(Progress::default()),
             metrics,
             recovery: loaded.report,
@@ -297,6 +301,11 @@ impl Engine {
 
     pub fn changed_watch(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// Changes when the term, the primary or the member list may have changed.
+    pub fn role_watch(&self) -> watch::Receiver<u64> {
+        self.roles.subscribe()
     }
 
     /// Returns when the commit index, the durable index or the role may have changed.

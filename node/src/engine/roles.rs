@@ -115,6 +115,9 @@ impl Engine {
         if entered.wake {
             self.bump();
         }
+        if entered.changed || entered.members_changed {
+            self.roles.send_modify(|v| *v += 1);
+        }
         Ok(())
     }
 }

@@ -169,6 +169,7 @@ async fn switchover(shared: Arc<Mutex<Shared>>, q: SwitchoverQuery) -> warp::rep
     }
     let client = rcluster_client::Client::builder(urls)
         .discover_members(false)
+        .follow_cluster(false)
         .retry_deadline(std::time::Duration::from_secs(5))
         .build();
     let call = rcluster_client::calls::switchover(q.to.as_deref());
