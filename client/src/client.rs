@@ -10,7 +10,6 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::calls::Call;
-use crate::cluster_stream::Announced;
 use crate::error::Error;
 use crate::identity::{self, Identity};
 use crate::notice::{Notice, NoticeFn};
@@ -235,7 +234,7 @@ impl ClientBuilder {
                 notify: self.notify,
                 follow_cluster: self.follow_cluster,
                 following: AtomicBool::new(false),
-                announced: Announced::default(),
+                announced: Mutex::default(),
             }),
         })
     }
@@ -311,8 +310,8 @@ pub(crate) struct Inner {
     pub(crate) follow_cluster: bool,
     /// The cluster stream runs (or is starting) for this client.
     pub(crate) following: AtomicBool,
-    /// What the cluster stream last announced.
-    pub(crate) announced: Announced,
+    /// What the cluster stream last announced for a cluster of one shard: (term, primary URL).
+    pub(crate) announced: Mutex<(u64, Option<String>)>,
 }
 
 impl Client {

@@ -32,20 +32,17 @@ const OPEN: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What the stream last announced for a cluster of one shard: (term, primary URL).
-#[derive(Default)]
-pub(crate) struct Announced(Mutex<(u64, Option<String>)>);
+type Announced = Mutex<(u64, Option<String>)>;
 
-impl Announced {
-    /// Whether (`term`, `primary`) is news: a newer term, or the primary of a term in which none
-    /// was known yet (a node is fenced first and told the new primary after).
-    fn take(&self, term: u64, primary: Option<&str>) -> bool {
-        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let news = term > last.0 || (term == last.0 && last.1.is_none() && primary.is_some());
-        if news {
-            *last = (term, primary.map(str::to_string));
-        }
-        news
+/// Whether (`term`, `primary`) is news after `last`: a newer term, or the primary of a term in
+/// which none was known yet (a node is fenced first and told the new primary after). Takes it.
+fn news(last: &Announced, term: u64, primary: Option<&str>) -> bool {
+    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+    let news = term > last.0 || (term == last.0 && last.1.is_none() && primary.is_some());
+    if news {
+        *last = (term, primary.map(str::to_string));
     }
+    news
 }
 
 impl Client {
@@ -101,7 +98,7 @@ impl Client {
                 .primary_url()
                 .and_then(|p| normalize_endpoint(p).ok())
                 .filter(|p| !self.inner.identity.is_foreign(p));
-            if self.inner.announced.take(shard.term, primary.as_deref()) {
+            if news(&self.inner.announced, shard.term, primary.as_deref()) {
                 // A term without a primary yet: the old one is fenced, so stop preferring it.
                 self.set_primary(primary);
             }
@@ -168,12 +165,12 @@ mod tests {
     #[test]
     fn only_a_newer_term_or_a_first_primary_is_news() {
         let a = Announced::default();
-        assert!(a.take(3, Some("http://n1")));
-        assert!(!a.take(3, Some("http://n1")), "the same again");
-        assert!(!a.take(2, Some("http://n2")), "an older term");
-        assert!(a.take(4, None), "fenced in a newer term");
-        assert!(a.take(4, Some("http://n2")), "then told the primary");
-        assert!(!a.take(4, None));
-        assert!(!a.take(4, Some("http://n3")), "one primary per term");
+        assert!(news(&a, 3, Some("http://n1")));
+        assert!(!news(&a, 3, Some("http://n1")), "the same again");
+        assert!(!news(&a, 2, Some("http://n2")), "an older term");
+        assert!(news(&a, 4, None), "fenced in a newer term");
+        assert!(news(&a, 4, Some("http://n2")), "then told the primary");
+        assert!(!news(&a, 4, None));
+        assert!(!news(&a, 4, Some("http://n3")), "one primary per term");
     }
 }
