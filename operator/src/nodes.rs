@@ -143,6 +143,29 @@ impl NodeClient {
         Ok(resp.body)
     }
 
+    /// Opens the node's cluster stream (`GET /v1/cluster/stream`): a connection the coordinator
+    /// holds open to notice at once when the node's process goes away.
+    pub async fn cluster_stream(
+        &self,
+        base_url: &str,
+    ) -> Result<rcluster_client::transport::EventStream, NodeError> {
+        use rcluster_client::transport::Streamed;
+        let url = format!("{base_url}/v1/cluster/stream");
+        match self.transport.stream(&url, self.auth.clone(), None).await {
+            Ok(Streamed::Events(events)) => Ok(events),
+            Ok(Streamed::Response(resp)) => Err(NodeError::Refused {
+                url,
+                status: resp.status.as_u16(),
+                body: String::from_utf8_lossy(&resp.body).into_owned(),
+            }),
+            Err(e) => Err(NodeError::Transport {
+                url,
+                refused: e.refused,
+                message: e.to_string(),
+            }),
+        }
+    }
+
     async fn call_status(
         &self,
         method: Method,

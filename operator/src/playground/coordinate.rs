@@ -110,6 +110,8 @@ pub struct Loop {
     s: Setup,
     groups: Vec<Group>,
     prober: Prober,
+    /// A connection to every node: a node that comes up or goes away is looked at at once.
+    links: super::links::Links,
     commands: NodeClient,
     ui: Ui,
     decisions: File,
@@ -141,6 +143,11 @@ impl Loop {
             s.trust.clone(),
         ));
         let commands = NodeClient::with_trust(&s.secret, Duration::from_secs(2), s.trust.clone());
+        let links = super::links::Links::new(NodeClient::with_trust(
+            &s.secret,
+            s.probe_timeout,
+            s.trust.clone(),
+        ));
         let decisions = s.folder.decision_log()?;
         let (ask, asks) = tokio::sync::mpsc::unbounded_channel();
         lock(&s.shared).reshard = Some(ask);
@@ -155,6 +162,7 @@ impl Loop {
             s,
             groups,
             prober,
+            links,
             commands,
             decisions,
             pushed: BTreeMap::new(),
@@ -181,10 +189,15 @@ impl Loop {
                 self.s.probe_interval.saturating_sub(started.elapsed())
             };
             let step_done = self.step_done.clone();
+            let urls = self.groups.iter().flat_map(|g| g.members.iter());
+            self.links.keep(urls.map(|m| m.url.clone()).collect());
+            let link = self.links.wake();
             let ask = tokio::select! {
                 _ = stop.changed() => None,
                 _ = tokio::time::sleep(pause) => None,
                 _ = step_done.notified() => None,
+                // A node came up or went away: look now, not at the next probe.
+                _ = link.notified() => None,
                 Some(ask) = self.asks.recv() => Some(ask),
             };
             if let Some(ask) = ask {

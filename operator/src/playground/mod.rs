@@ -3,7 +3,8 @@
 //! clocks, switchover requests and failover statistics. What is the playground's own:
 //!
 //! - [`supervisor`]: the child processes (start, restart after a crash, stop, retire);
-//! - [`probe`]: `/v1/status` of every node, sub-second;
+//! - [`probe`]: `/v1/status` of every node, sub-second; [`links`]: a connection held open to
+//!   every node, whose opening or breaking makes the loop probe at once;
 //! - [`coordinate`]: the loop: probe → the runtime decides and acts (state file first, then the
 //!   node commands) → nodes that left the member list stop;
 //! - [`state`]: the folder (state file, secret, decision log, lock);
@@ -32,6 +33,7 @@ use crate::failover::{AckLevel, Settings, default_switchover_timeout_ms};
 pub mod control;
 pub mod coordinate;
 pub mod launch;
+pub mod links;
 pub mod probe;
 pub mod report;
 pub mod security;
