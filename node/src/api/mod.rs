@@ -31,16 +31,26 @@ use crate::connection::FragmentInTarget;
 use crate::engine::{Consistency, Engine};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
 use routes::{Route, route};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warp::Filter;
 use warp::reply::Response;
 
+pub use rcluster_client::CLUSTER_MISMATCH;
+
+// The protocol's header names, parsed once: finding or inserting a header by `&str` parses and
+// validates the name again on every request (about 400 instructions each, several a request).
 /// Request: the cluster the client means to talk to. Response: the cluster this node is in.
-pub use rcluster_client::{CLUSTER_ID_HEADER, CLUSTER_MISMATCH};
-pub use rcluster_proto::headers::{IDEMPOTENCY_KEY as IDEMPOTENCY_HEADER, TOKEN as TOKEN_HEADER};
+pub const CLUSTER_ID_HEADER: HeaderName =
+    HeaderName::from_static(rcluster_client::CLUSTER_ID_HEADER);
+pub const IDEMPOTENCY_HEADER: HeaderName =
+    HeaderName::from_static(rcluster_proto::headers::IDEMPOTENCY_KEY);
+pub const TOKEN_HEADER: HeaderName = HeaderName::from_static(rcluster_proto::headers::TOKEN);
+pub const SHARD_HEADER: HeaderName = HeaderName::from_static(rcluster_proto::headers::SHARD);
+pub const EPOCH_HEADER: HeaderName = HeaderName::from_static(rcluster_proto::headers::EPOCH);
+pub const DIRECT_HEADER: HeaderName = HeaderName::from_static(rcluster_proto::headers::DIRECT);
 
 pub struct Ctx {
     pub engine: Arc<Engine>,
@@ -157,7 +167,7 @@ fn prepare(
 /// A request naming another cluster (`Rcluster-Cluster-Id`) is refused before anything is done:
 /// it reached this node by mistake (a stale address, a redirect into another cluster).
 fn check_cluster(ctx: &Ctx, headers: &http::HeaderMap) -> Result<(), ApiError> {
-    let Some(wanted) = headers.get(CLUSTER_ID_HEADER) else {
+    let Some(wanted) = headers.get(&CLUSTER_ID_HEADER) else {
         return Ok(());
     };
     let wanted = String::from_utf8_lossy(wanted.as_bytes());
@@ -376,13 +386,13 @@ fn served_here(
     let mut r = out?;
     let shard = ctx.routing.shard;
     let h = r.headers_mut();
-    h.insert(rcluster_proto::headers::SHARD, HeaderValue::from(shard));
+    h.insert(SHARD_HEADER, HeaderValue::from(shard));
     let epoch = ctx.routing.epoch();
     if epoch > 0 {
-        h.insert(rcluster_proto::headers::EPOCH, HeaderValue::from(epoch));
+        h.insert(EPOCH_HEADER, HeaderValue::from(epoch));
     }
     let observed = h
-        .get(TOKEN_HEADER)
+        .get(&TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(index) = observed {

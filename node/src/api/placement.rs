@@ -103,7 +103,7 @@ fn needs_primary(ctx: &Ctx, req: &Req) -> bool {
 
 /// `Some(answer)` when the request is not this node's to serve alone; `None` to serve it here.
 pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
-    let direct = req.headers.contains_key(headers::DIRECT);
+    let direct = req.headers.contains_key(&super::DIRECT_HEADER);
     let single = ctx.routing.shards().len() == 1;
     match place(ctx, req) {
         Place::Node => None,

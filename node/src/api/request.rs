@@ -139,7 +139,7 @@ impl Req {
 
     /// The client's session token (`Rcluster-Token`): the positions it observed, per shard.
     pub fn session_token(&self) -> Result<SessionToken, ApiError> {
-        match self.headers.get(TOKEN_HEADER) {
+        match self.headers.get(&TOKEN_HEADER) {
             None => Ok(SessionToken::new()),
             Some(v) => v.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
                 ApiError::bad_request(
@@ -153,7 +153,7 @@ impl Req {
     /// The idempotency tag for a write: the client's key plus a fingerprint of the request, so a
     /// key reused for a different request is refused instead of silently returning another result.
     pub fn idempotency(&self) -> Result<Option<IdemTag>, ApiError> {
-        let Some(v) = self.headers.get(IDEMPOTENCY_HEADER) else {
+        let Some(v) = self.headers.get(&IDEMPOTENCY_HEADER) else {
             return Ok(None);
         };
         let key = v
