@@ -16,6 +16,7 @@ pub mod idem;
 pub mod listen;
 pub mod log;
 pub mod metrics;
+pub mod op_result;
 pub mod packed;
 pub mod record;
 pub mod replication;

@@ -8,7 +8,27 @@
 
 use crate::log::Json;
 use crate::packed::{Block, KeyedSet, Packed, Varints, varint};
-use crate::state::Record;
+use serde::{Deserialize, Serialize};
+
+/// A record as an owned value: what snapshots and imports carry (their encoding is this struct's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub value: Json,
+    pub version: u64,
+    pub expires_at_ms: Option<u64>,
+    /// Time of the entry that created the key (the primary's clock): kept by later writes, new
+    /// after the key was deleted or expired. 0 for records loaded from a snapshot written before
+    /// records had times.
+    pub created_ms: u64,
+    /// Time of the entry that wrote the current value.
+    pub modified_ms: u64,
+}
+
+impl Record {
+    pub fn live_at(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|t| t > now_ms)
+    }
+}
 
 const HAS_EXPIRY: u8 = 1;
 

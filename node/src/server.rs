@@ -15,7 +15,6 @@ use crate::metrics::Metrics;
 use crate::tls::ServerTls;
 use bytes::{Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,9 +87,14 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
         limits: args.limits.clone(),
         body_timeout: args.connections.body_timeout(),
         consistency: resolved.consistency,
+        cluster_id: engine
+            .cluster
+            .id
+            .as_deref()
+            .and_then(|id| http::HeaderValue::from_str(id).ok()),
     });
     let serving = Arc::new(Serving {
-        service: TowerToHyperService::new(warp::service(api::routes(ctx))),
+        service: api::service(ctx),
         timeouts: Timeouts {
             header: args.connections.header_timeout(),
             idle: args.connections.idle_timeout(),

@@ -8,7 +8,9 @@
 pub use crate::idem::{
     IDEM_FORGET_BATCH, IDEM_MAX_KEYS, IDEM_TTL_MS, Idem, IdemMap, IdemRecord, NO_SLOT,
 };
-use crate::log::{Entry, Fnv, Json, Op, Retention, Start, TxnResult};
+use crate::log::{Entry, Fnv, Json, Op, Retention, Start};
+pub use crate::op_result::{OpResult, Pulled};
+pub use crate::record::Record;
 use crate::record::{Rec, Records};
 pub use rcluster_proto::migration::SlotState;
 
@@ -30,25 +32,6 @@ use serde::{Deserialize, Serialize};
 use std::ops::Bound;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    pub value: Json,
-    pub version: u64,
-    pub expires_at_ms: Option<u64>,
-    /// Time of the entry that created the key (the primary's clock): kept by later writes, new
-    /// after the key was deleted or expired. 0 for records loaded from a snapshot written before
-    /// records had times.
-    pub created_ms: u64,
-    /// Time of the entry that wrote the current value.
-    pub modified_ms: u64,
-}
-
-impl Record {
-    pub fn live_at(&self, now_ms: u64) -> bool {
-        self.expires_at_ms.is_none_or(|t| t > now_ms)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub value: Json,
     pub published_at_ms: u64,
@@ -56,13 +39,6 @@ pub struct Message {
     /// one shard (a multi-topic stream delivers them in log order). 0 when loaded from a
     /// snapshot written before messages kept it.
     pub index: u64,
-}
-
-/// A message as a pull delivered it (and as a retried pull's idempotency record keeps it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Pulled {
-    pub value: Json,
-    pub published_at_ms: u64,
 }
 
 impl Message {
@@ -122,69 +98,6 @@ impl Topic {
         }
         dropped
     }
-}
-
-/// The result of an applied operation: what the client is told, and what a retry with the same
-/// idempotency key is told again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum OpResult {
-    Noop,
-    // Record results leave out the key: the request names it, and every write with an idempotency
-    // key keeps its result for a day, so a copy of the key would cost memory for nothing.
-    Put {
-        version: u64,
-        expires_at_ms: Option<u64>,
-    },
-    Delete {
-        version: u64,
-    },
-    Incr {
-        value: i64,
-        version: u64,
-    },
-    Expired {
-        count: u64,
-    },
-    CreateTopic {
-        topic: String,
-        created: bool,
-        retention: Retention,
-    },
-    DeleteTopic {
-        topic: String,
-    },
-    Publish {
-        first_offset: u64,
-        count: u64,
-    },
-    Trimmed {
-        dropped: u64,
-    },
-    Subscribe {
-        topic: String,
-        name: String,
-        cursor: u64,
-        created: bool,
-    },
-    Unsubscribe {
-        topic: String,
-        name: String,
-    },
-    Pull {
-        messages: Vec<(u64, Pulled)>,
-        cursor: u64,
-    },
-    /// A transaction: which branch ran (and, when the failure branch ran, the first comparison
-    /// that did not hold) and each operation's result in order.
-    Txn {
-        succeeded: bool,
-        failed_compare: Option<u32>,
-        results: Vec<TxnResult>,
-    },
-    /// Idempotency keys forgotten by [`Op::ForgetIdem`].
-    Forgotten {
-        count: u64,
-    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -833,6 +746,82 @@ impl State {
             h.write(&i.index().to_le_bytes());
         }
         h.finish()
+    }
+}
+
+/// Idempotency keys: stored as entries apply, forgotten as the primary decides.
+impl State {
+    pub fn idempotent_result(&self, key: &str) -> Option<&Idem> {
+        self.idem.get(key)
+    }
+
+    /// Stores an idempotency key's record. Records come in log order, so the queue stays sorted.
+    pub(crate) fn remember(&mut self, key: &str, rec: IdemRecord) {
+        let idem = Idem::new(key, &rec);
+        self.idem.insert(idem.clone());
+        self.idem_order.push_back(idem);
+    }
+
+    /// Whether a queue element is still its key's current record (not stored again later, nor
+    /// dropped with its slot).
+    fn idem_live(&self, queued: &Idem) -> bool {
+        self.idem
+            .get(queued.key())
+            .is_some_and(|current| current.same(queued))
+    }
+
+    /// The primary's decision: the index below which idempotency keys are to be forgotten (those
+    /// stored more than `ttl_ms` before `now_ms`, then the oldest beyond `max_keys`), at most about
+    /// [`IDEM_FORGET_BATCH`] keys at a time; `None` when nothing is due.
+    pub fn idem_forget_below(&self, now_ms: u64, ttl_ms: u64, max_keys: usize) -> Option<u64> {
+        let horizon = now_ms.saturating_sub(ttl_ms);
+        let mut live = self.idem.len();
+        let mut below = None;
+        let mut forgotten = 0;
+        // Stale elements count too, so one decision walks a bounded part of the queue.
+        for (visited, queued) in self.idem_order.iter().enumerate() {
+            if !self.idem_live(queued) {
+                continue;
+            }
+            let (index, ts_ms) = (queued.index(), queued.ts_ms());
+            // Keys of one entry (an import) go together.
+            let same_entry = below == Some(index + 1);
+            if !same_entry
+                && (forgotten >= IDEM_FORGET_BATCH
+                    || visited >= 4 * IDEM_FORGET_BATCH
+                    || (ts_ms >= horizon && live <= max_keys))
+            {
+                break;
+            }
+            below = Some(index + 1);
+            live -= 1;
+            forgotten += 1;
+        }
+        below
+    }
+
+    /// Applies [`Op::ForgetIdem`]: removes the keys stored by entries before `below_index`.
+    pub(crate) fn forget_idem_below(&mut self, below_index: u64) -> u64 {
+        let mut count = 0;
+        while let Some(queued) = self.idem_order.front().cloned() {
+            if queued.index() >= below_index {
+                break;
+            }
+            self.idem_order.pop_front();
+            if self.idem_live(&queued) {
+                self.idem.remove(queued.key());
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// The queue rebuilt from the map after a snapshot was loaded: by index, then key.
+    pub(crate) fn rebuild_idem_order(&mut self) {
+        let mut order: Vec<(u64, Idem)> =
+            self.idem.iter().map(|i| (i.index(), i.clone())).collect();
+        order.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key().cmp(b.1.key())));
+        self.idem_order = order.into_iter().map(|(_, i)| i).collect();
     }
 }
 
