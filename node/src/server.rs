@@ -83,7 +83,6 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ctx = Arc::new(Ctx {
         engine: engine.clone(),
         auth,
-        routing,
         limits: args.limits.clone(),
         body_timeout: args.connections.body_timeout(),
         consistency: resolved.consistency,
@@ -92,6 +91,8 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
             .id
             .as_deref()
             .and_then(|id| http::HeaderValue::from_str(id).ok()),
+        shard_header: http::HeaderValue::from(routing.shard),
+        routing,
     });
     let serving = Arc::new(Serving {
         service: api::service(ctx),

@@ -64,6 +64,8 @@ pub struct Ctx {
     pub consistency: Consistency,
     /// The cluster's id as every response's header (made once: it never changes).
     pub cluster_id: Option<HeaderValue>,
+    /// This node's shard as the header of every answer it serves (made once, as the id).
+    pub shard_header: HeaderValue,
 }
 
 /// Longest request target (path and query) accepted, at least: room for two percent-encoded
@@ -388,7 +390,7 @@ fn served_here(
     let mut r = out?;
     let shard = ctx.routing.shard;
     let h = r.headers_mut();
-    h.insert(SHARD_HEADER, HeaderValue::from(shard));
+    h.insert(SHARD_HEADER, ctx.shard_header.clone());
     let epoch = ctx.routing.epoch();
     if epoch > 0 {
         h.insert(EPOCH_HEADER, HeaderValue::from(epoch));

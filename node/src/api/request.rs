@@ -64,9 +64,14 @@ impl Req {
 
     /// Everything after `/v1/kv/`, decoded, minus `strip_suffix` segments at the end.
     pub fn key(&self, strip_suffix: usize, max_len: usize) -> Result<String, ApiError> {
-        let segs = self.segments();
-        let raw = segs[2..segs.len() - strip_suffix].join("/");
-        let key = decode(&raw)?;
+        // The segments after the first two, less `strip_suffix` at the end, as one slice of the
+        // path: keyed requests read their key more than once (placement, then the handler).
+        let path = self.path.trim_start_matches('/');
+        let mut raw = path.splitn(3, '/').nth(2).unwrap_or_default();
+        for _ in 0..strip_suffix {
+            raw = raw.rsplit_once('/').map_or("", |(head, _)| head);
+        }
+        let key = decode(raw)?;
         validate_key(&key, max_len)?;
         Ok(key)
     }
