@@ -92,6 +92,11 @@ impl Routing {
         self.owner_of(name) == self.shard
     }
 
+    /// How many shards there are (1 before a map arrives), without listing them.
+    pub fn shard_count(&self) -> usize {
+        self.map().map_or(1, |m| m.slots.shards as usize)
+    }
+
     /// Every shard number (just this node's before a map arrives).
     pub fn shards(&self) -> Vec<ShardId> {
         match self.map() {

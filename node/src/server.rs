@@ -15,7 +15,6 @@ use crate::metrics::Metrics;
 use crate::tls::ServerTls;
 use bytes::{Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,13 +83,19 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ctx = Arc::new(Ctx {
         engine: engine.clone(),
         auth,
-        routing,
         limits: args.limits.clone(),
         body_timeout: args.connections.body_timeout(),
         consistency: resolved.consistency,
+        cluster_id: engine
+            .cluster
+            .id
+            .as_deref()
+            .and_then(|id| http::HeaderValue::from_str(id).ok()),
+        shard_header: http::HeaderValue::from(routing.shard),
+        routing,
     });
     let serving = Arc::new(Serving {
-        service: TowerToHyperService::new(warp::service(api::routes(ctx))),
+        service: api::service(ctx),
         timeouts: Timeouts {
             header: args.connections.header_timeout(),
             idle: args.connections.idle_timeout(),

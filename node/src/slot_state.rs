@@ -9,6 +9,7 @@
 //! two shards accept writes for one slot.
 
 use crate::log::{self, Entry, ImportedIdem, ImportedRecord, ImportedTopic, Op};
+use crate::record::Rec;
 use crate::state::{
     Applied, ApplyError, IdemRecord, Message, NO_SLOT, OpResult, Record, State, Topic, Versions,
 };
@@ -17,7 +18,6 @@ pub use rcluster_proto::migration::{
     ADOPTED_KEPT, Adopted, DROPPED_KEPT, Incoming, Outgoing, SlotState, within,
 };
 use rcluster_proto::{DEFAULT_SLOTS, slot_of};
-use std::sync::Arc;
 
 fn slot(name: &str) -> u32 {
     slot_of(name, DEFAULT_SLOTS)
@@ -330,9 +330,10 @@ impl State {
     fn remove_range(&mut self, start: u32, end: u32) {
         let keys: Vec<String> = self
             .records
-            .keys()
+            .iter()
+            .map(Rec::key)
             .filter(|k| within(slot(k), start, end))
-            .cloned()
+            .map(str::to_string)
             .collect();
         for k in keys {
             self.remove_record(&k);
@@ -346,11 +347,11 @@ impl State {
         for t in topics {
             self.topics.remove(&t);
         }
-        let idem: Vec<_> = self
+        let idem: Vec<String> = self
             .idem
             .iter()
-            .filter(|(_, r)| r.slot != NO_SLOT && within(u32::from(r.slot), start, end))
-            .map(|(k, _)| k.clone())
+            .filter(|i| i.slot() != NO_SLOT && within(u32::from(i.slot()), start, end))
+            .map(|i| i.key().to_string())
             .collect();
         // Their elements of the idempotency queue become stale and are skipped there.
         for k in idem {
@@ -394,7 +395,10 @@ impl State {
         let full = |n: usize, bytes: usize| n >= limit || bytes >= PAGE_BYTES;
         match phase {
             'r' => {
-                for (k, r) in self.records.range((lower(from), Bound::Unbounded)) {
+                let first = from.map_or(Bound::Unbounded, Bound::Excluded);
+                for r in self.records.from(first) {
+                    let r = r.view();
+                    let k = r.key;
                     if !within(slot(k), start, end) {
                         continue;
                     }
@@ -404,8 +408,8 @@ impl State {
                     }
                     bytes += k.len() + r.value.len();
                     records.push(ImportedRecord {
-                        key: k.clone(),
-                        value: r.value.clone(),
+                        key: k.to_string(),
+                        value: r.value.into(),
                         version: r.version,
                         expires_at_ms: r.expires_at_ms,
                         created_ms: r.created_ms,
@@ -415,16 +419,15 @@ impl State {
                 (records, topics, idem, Some("i".to_string()))
             }
             'i' => {
-                let from: Option<Arc<str>> = from.map(Into::into);
-                let lower = match &from {
-                    Some(a) => Bound::Excluded(a.clone()),
-                    None => Bound::Unbounded,
-                };
-                for (k, r) in self.idem.range((lower, Bound::Unbounded)) {
+                let first = from.map_or(Bound::Unbounded, Bound::Excluded);
+                for i in self.idem.from(first) {
                     // A key of unknown slot goes with every range: applied once either way.
-                    if r.slot != NO_SLOT && !within(u32::from(r.slot), start, end) {
+                    if i.slot() != NO_SLOT && !within(u32::from(i.slot()), start, end) {
                         continue;
                     }
+                    let (k, Some(r)) = (i.key(), i.record()) else {
+                        continue;
+                    };
                     if full(idem.len(), bytes) {
                         let last = idem.last().map_or("", |i: &ImportedIdem| i.key.as_str());
                         let next = format!("i{last}");

@@ -204,13 +204,13 @@ fn an_import_reproduces_the_source_range_with_its_versions_and_keys() {
     .unwrap();
     tail(&src, &mut dst, range, copied_at + 1);
     // The same records, versions, topic, cursor and idempotency results as the source.
-    for (k, r) in src
+    for r in src
         .state
         .records
         .iter()
-        .filter(|(k, _)| k.starts_with("{u}"))
+        .filter(|r| r.key().starts_with("{u}"))
     {
-        assert_eq!(dst.state.records.get(k), Some(r), "{k}");
+        assert_eq!(dst.state.records.get(r.key()), Some(r), "{}", r.key());
     }
     assert!(dst.state.records.get("{u}/k4").is_none());
     assert!(dst.state.records.get("elsewhere").is_none());
@@ -228,12 +228,16 @@ fn an_import_reproduces_the_source_range_with_its_versions_and_keys() {
         (&t.subscriptions, t.first_offset, &t.retention),
         (&u.subscriptions, u.first_offset, &u.retention)
     );
-    let src_late = &src.state.idem.get("late").unwrap().result;
-    assert_eq!(&dst.state.idem.get("late").unwrap().result, src_late);
-    assert_eq!(
-        dst.state.idem.get("w7").unwrap().result,
-        src.state.idem.get("w7").unwrap().result
-    );
+    let src_late = src
+        .state
+        .idem
+        .get("late")
+        .unwrap()
+        .result()
+        .expect("decodes");
+    assert_eq!(dst.state.idem.get("late").unwrap().result(), Some(src_late));
+    let src_w7 = src.state.idem.get("w7").unwrap().result().expect("decodes");
+    assert_eq!(dst.state.idem.get("w7").unwrap().result(), Some(src_w7));
     // Owned from the end on: a new write's version exceeds every imported one.
     dst.run(Op::ImportEnd {
         start: range.0,
@@ -241,7 +245,7 @@ fn an_import_reproduces_the_source_range_with_its_versions_and_keys() {
         epoch: 3,
     })
     .unwrap();
-    let top = src.state.records.values().map(|r| r.version).max().unwrap();
+    let top = src.state.records.iter().map(Rec::version).max().unwrap();
     match dst.run(put("{u}/k1", "new")).unwrap() {
         OpResult::Put { version, .. } => assert!(version > top, "{version} <= {top}"),
         other => panic!("{other:?}"),
@@ -287,8 +291,8 @@ fn a_restarted_copy_replaces_the_partial_one_and_an_abort_leaves_nothing() {
     assert_eq!(
         dst.state
             .records
-            .keys()
-            .filter(|k| k.starts_with("{v}"))
+            .iter()
+            .filter(|r| r.key().starts_with("{v}"))
             .count(),
         9
     );
@@ -366,7 +370,7 @@ fn a_listing_shows_a_moving_key_at_exactly_one_shard_or_none() {
             .list("", None, 100, 1_000)
             .0
             .iter()
-            .any(|(k, _)| k == key)
+            .any(|r| r.key() == key)
     };
     let mut src = Shard::new();
     src.run(put("a", "1")).unwrap();
@@ -506,7 +510,7 @@ fn a_key_moved_twice_keeps_the_versions_its_second_owner_gave_it() {
     );
     tail(&b, &mut c, range, copied_at + 1);
     assert_eq!(
-        c.state.records.get("{m}/stock").map(|r| r.version),
+        c.state.records.get("{m}/stock").map(Rec::version),
         Some(written),
         "the acknowledged version of the write"
     );

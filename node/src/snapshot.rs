@@ -4,7 +4,8 @@
 //! Written to a temporary name, fsynced and renamed, so a crash never leaves a half snapshot in place.
 
 use crate::log::{self, FrameRead, Retention};
-use crate::state::{IdemRecord, Message, Record, SlotState, State, Topic};
+use crate::record::Rec;
+use crate::state::{Idem, IdemRecord, Message, Record, SlotState, State, Topic};
 use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
@@ -134,8 +135,8 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
         },
     )?;
     let mut chunk = Vec::with_capacity(CHUNK);
-    for (k, r) in &state.records {
-        chunk.push((k.clone(), r.clone()));
+    for r in &state.records {
+        chunk.push((r.key().to_string(), r.record()));
         if chunk.len() == CHUNK {
             frame(&mut w, &Item::TimedRecords(std::mem::take(&mut chunk)))?;
         }
@@ -167,8 +168,12 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
     // Chunk by chunk, like the records: a copy of a million keys' results would be a transient
     // hundred megabytes.
     let mut part: Vec<(std::sync::Arc<str>, IdemRecord)> = Vec::with_capacity(CHUNK);
-    for (k, v) in &state.idem {
-        part.push((k.clone(), v.clone()));
+    for i in &state.idem {
+        let Some(r) = i.record() else {
+            let why = format!("idempotency key {:?} holds an unreadable result", i.key());
+            return Err(io::Error::other(why));
+        };
+        part.push((i.key().into(), r));
         if part.len() == CHUNK {
             frame(&mut w, &Item::Idem(std::mem::take(&mut part)))?;
         }
@@ -177,8 +182,8 @@ pub fn write(dir: &Path, state: &State) -> io::Result<PathBuf> {
         frame(&mut w, &Item::Idem(part))?;
     }
     let mut slots: Vec<(std::sync::Arc<str>, u16)> = Vec::with_capacity(CHUNK);
-    for (k, r) in &state.idem {
-        slots.push((k.clone(), r.slot));
+    for i in &state.idem {
+        slots.push((i.key().into(), i.slot()));
         if slots.len() == CHUNK {
             frame(&mut w, &Item::IdemSlots(std::mem::take(&mut slots)))?;
         }
@@ -247,10 +252,10 @@ pub fn load(path: &Path) -> io::Result<State> {
                 state.applied_index = index;
                 state.applied_term = term;
             }
-            Item::TimedRecords(rs) => state.records.extend(rs),
+            Item::TimedRecords(rs) => state.records.extend(rs.iter().map(|(k, r)| Rec::new(k, r))),
             Item::Records(rs) => state
                 .records
-                .extend(rs.into_iter().map(|(k, r)| (k, Record::from(r)))),
+                .extend(rs.into_iter().map(|(k, r)| Rec::new(&k, &Record::from(r)))),
             Item::Topic {
                 name,
                 retention,
@@ -276,11 +281,13 @@ pub fn load(path: &Path) -> io::Result<State> {
                 Some((_, t)) => t.messages.extend(ms.into_iter().map(Message::from)),
                 None => return Err(bad(at, "messages without a topic")),
             },
-            Item::Idem(items) => state.idem.extend(items),
+            Item::Idem(items) => state
+                .idem
+                .extend(items.iter().map(|(k, r)| Idem::new(k, r))),
             Item::IdemSlots(items) => {
                 for (k, slot) in items {
-                    if let Some(r) = state.idem.get_mut(&k) {
-                        r.slot = slot;
+                    if let Some(i) = state.idem.get(&k).and_then(|i| i.with_slot(slot)) {
+                        state.idem.insert(i);
                     }
                 }
             }
@@ -459,8 +466,8 @@ mod tests {
         let loaded = load(&write(d.path(), &s).unwrap()).unwrap();
         assert_eq!(loaded.digest(), s.digest());
         assert_eq!(loaded.idem.len() as u64, n);
-        for (k, r) in &s.idem {
-            assert_eq!(loaded.idem.get(k), Some(r), "{k}");
+        for i in &s.idem {
+            assert_eq!(loaded.idem.get(i.key()), Some(i), "{}", i.key());
         }
         assert_eq!(
             loaded.idem_forget_below(u64::MAX, 0, 0),
@@ -540,7 +547,7 @@ mod tests {
         fs::write(&path, buf).unwrap();
         let s = load(&path).unwrap();
         let r = s.get("k", 0).unwrap();
-        assert_eq!((r.version, r.created_ms, r.modified_ms), (5, 0, 0));
+        assert_eq!((r.version(), r.created_ms(), r.modified_ms()), (5, 0, 0));
         let t = &s.topics["t"];
         assert_eq!((t.next_offset(), t.messages[0].index), (4, 0));
         // Written again, it is in today's form and loads the same.

@@ -5,7 +5,13 @@
 //! order with `apply_logged`, and the same log gives the same state (time comes from the entry).
 //! Collections are persistent (imbl) so a snapshot is an O(1) clone taken without stalling writers.
 
-use crate::log::{Entry, Fnv, Json, Op, Retention, Start, TxnResult};
+pub use crate::idem::{
+    IDEM_FORGET_BATCH, IDEM_MAX_KEYS, IDEM_TTL_MS, Idem, IdemMap, IdemRecord, NO_SLOT,
+};
+use crate::log::{Entry, Fnv, Json, Op, Retention, Start};
+pub use crate::op_result::{OpResult, Pulled};
+pub use crate::record::Record;
+use crate::record::{Rec, Records};
 pub use rcluster_proto::migration::SlotState;
 
 /// How a write's version is chosen.
@@ -24,36 +30,6 @@ use imbl::{OrdMap, Vector};
 use rcluster_proto::{DEFAULT_SLOTS, slot_of};
 use serde::{Deserialize, Serialize};
 use std::ops::Bound;
-use std::sync::Arc;
-
-/// Default of `--idempotency-ttl-ms`: how long a retried request with the same idempotency key
-/// returns the first result at least.
-pub const IDEM_TTL_MS: u64 = 24 * 3600 * 1000;
-/// Default of `--idempotency-max-keys`: bound on remembered idempotency keys; the oldest are
-/// forgotten first. Both are settings of the primary only: it logs what to forget
-/// ([`Op::ForgetIdem`]), so every node forgets the same keys whatever its own flags.
-pub const IDEM_MAX_KEYS: usize = 1_000_000;
-/// Most idempotency keys one forget entry removes, so applying it holds the state briefly.
-pub const IDEM_FORGET_BATCH: usize = 10_000;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    pub value: Json,
-    pub version: u64,
-    pub expires_at_ms: Option<u64>,
-    /// Time of the entry that created the key (the primary's clock): kept by later writes, new
-    /// after the key was deleted or expired. 0 for records loaded from a snapshot written before
-    /// records had times.
-    pub created_ms: u64,
-    /// Time of the entry that wrote the current value.
-    pub modified_ms: u64,
-}
-
-impl Record {
-    pub fn live_at(&self, now_ms: u64) -> bool {
-        self.expires_at_ms.is_none_or(|t| t > now_ms)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
@@ -63,13 +39,6 @@ pub struct Message {
     /// one shard (a multi-topic stream delivers them in log order). 0 when loaded from a
     /// snapshot written before messages kept it.
     pub index: u64,
-}
-
-/// A message as a pull delivered it (and as a retried pull's idempotency record keeps it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Pulled {
-    pub value: Json,
-    pub published_at_ms: u64,
 }
 
 impl Message {
@@ -129,91 +98,6 @@ impl Topic {
         }
         dropped
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IdemRecord {
-    pub fingerprint: u64,
-    pub index: u64,
-    pub ts_ms: u64,
-    /// Boxed: most results are small, but the enum is as wide as its widest variant (64 bytes),
-    /// and a million remembered keys sit in map nodes that are half empty after in-order inserts.
-    /// The snapshot encoding is the same as unboxed.
-    pub result: Box<OpResult>,
-    /// The hash slot of the write (its key or topic), so the key moves with the slot; snapshots
-    /// keep it in frames of their own ([`NO_SLOT`] when unknown: written before slots moved).
-    #[serde(skip, default = "no_slot")]
-    pub slot: u16,
-}
-
-/// The slot of an idempotency record that predates slot tracking: it moves with every range.
-pub const NO_SLOT: u16 = u16::MAX;
-
-fn no_slot() -> u16 {
-    NO_SLOT
-}
-
-/// The result of an applied operation: what the client is told, and what a retry with the same
-/// idempotency key is told again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum OpResult {
-    Noop,
-    // Record results leave out the key: the request names it, and every write with an idempotency
-    // key keeps its result for a day, so a copy of the key would cost memory for nothing.
-    Put {
-        version: u64,
-        expires_at_ms: Option<u64>,
-    },
-    Delete {
-        version: u64,
-    },
-    Incr {
-        value: i64,
-        version: u64,
-    },
-    Expired {
-        count: u64,
-    },
-    CreateTopic {
-        topic: String,
-        created: bool,
-        retention: Retention,
-    },
-    DeleteTopic {
-        topic: String,
-    },
-    Publish {
-        first_offset: u64,
-        count: u64,
-    },
-    Trimmed {
-        dropped: u64,
-    },
-    Subscribe {
-        topic: String,
-        name: String,
-        cursor: u64,
-        created: bool,
-    },
-    Unsubscribe {
-        topic: String,
-        name: String,
-    },
-    Pull {
-        messages: Vec<(u64, Pulled)>,
-        cursor: u64,
-    },
-    /// A transaction: which branch ran (and, when the failure branch ran, the first comparison
-    /// that did not hold) and each operation's result in order.
-    Txn {
-        succeeded: bool,
-        failed_compare: Option<u32>,
-        results: Vec<TxnResult>,
-    },
-    /// Idempotency keys forgotten by [`Op::ForgetIdem`].
-    Forgotten {
-        count: u64,
-    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -287,16 +171,16 @@ pub struct Applied {
 
 #[derive(Debug, Clone, Default)]
 pub struct State {
-    pub records: OrdMap<String, Record>,
+    pub records: Records,
     pub topics: OrdMap<String, Topic>,
-    pub idem: OrdMap<Arc<str>, IdemRecord>,
+    pub idem: IdemMap,
     /// Derived indexes, rebuilt from the maps above when a snapshot is loaded.
     pub(crate) expiring: OrdMap<(u64, String), u64>,
     /// Idempotency keys in the order of the entries that stored them, oldest first (imported
-    /// keys share their import entry's index). A queue, not a map: 24 bytes a key in full chunks.
-    /// An element whose key was stored again later, or dropped with its slot, is stale (the key's
-    /// record has another index, or none) and is skipped when it reaches the front.
-    pub(crate) idem_order: Vector<(u64, Arc<str>)>,
+    /// keys share their import entry's index). A queue, not a map: 8 bytes a key in full chunks.
+    /// An element whose key was stored again later, or dropped with its slot, is stale (the map
+    /// holds another record for the key, or none) and is skipped when it reaches the front.
+    pub(crate) idem_order: Vector<Idem>,
     pub applied_index: u64,
     pub applied_term: u64,
     /// Slot migrations this shard takes part in (replicated, like everything here).
@@ -325,7 +209,7 @@ fn unchanged(result: OpResult) -> Result<Applied, ApplyError> {
 
 impl State {
     /// The record as seen at `now_ms`: expired records are never returned, purged or not.
-    pub fn get(&self, key: &str, now_ms: u64) -> Option<&Record> {
+    pub fn get(&self, key: &str, now_ms: u64) -> Option<&Rec> {
         self.records.get(key).filter(|r| r.live_at(now_ms))
     }
 
@@ -335,14 +219,15 @@ impl State {
         start_after: Option<&str>,
         limit: usize,
         now_ms: u64,
-    ) -> (Vec<(String, Record)>, bool) {
+    ) -> (Vec<Rec>, bool) {
         let lower = match start_after {
-            Some(s) if s >= prefix => Bound::Excluded(s.to_string()),
-            _ => Bound::Included(prefix.to_string()),
+            Some(s) if s >= prefix => Bound::Excluded(s),
+            _ => Bound::Included(prefix),
         };
         let mut items = Vec::new();
         let mut more = false;
-        for (k, r) in self.records.range((lower, Bound::Unbounded)) {
+        for r in self.records.from(lower) {
+            let k = r.key();
             if !k.starts_with(prefix) {
                 break;
             }
@@ -353,7 +238,7 @@ impl State {
                 more = true;
                 break;
             }
-            items.push((k.clone(), r.clone()));
+            items.push(r.clone());
         }
         (items, more)
     }
@@ -366,10 +251,6 @@ impl State {
             || self
                 .slots
                 .readable(rcluster_proto::slot_of(name, rcluster_proto::DEFAULT_SLOTS))
-    }
-
-    pub fn idempotent_result(&self, key: &str) -> Option<&IdemRecord> {
-        self.idem.get(key)
     }
 
     /// Records whose expiry time has passed, oldest first, for the primary's purge entries.
@@ -518,8 +399,8 @@ impl State {
             Op::Expire { keys } => {
                 let mut count = 0;
                 for (key, version) in keys {
-                    let due = self.records.get(key).is_some_and(|r| {
-                        r.version == *version && r.expires_at_ms.is_some_and(|t| t <= now)
+                    let due = self.records.get(key.as_str()).is_some_and(|r| {
+                        r.version() == *version && r.expires_at_ms().is_some_and(|t| t <= now)
                     });
                     if due {
                         events.push(self.erase_record(e, key, KvEventKind::Expire));
@@ -720,66 +601,8 @@ impl State {
         self.applied_term = e.term;
     }
 
-    /// Stores an idempotency key's record. Records come in log order, so the queue stays sorted.
-    pub(crate) fn remember(&mut self, key: &str, rec: IdemRecord) {
-        let key: Arc<str> = key.into();
-        let index = rec.index;
-        self.idem.insert(key.clone(), rec);
-        self.idem_order.push_back((index, key));
-    }
-
-    /// Whether a queue element still names the key's current record.
-    fn idem_live(&self, index: u64, key: &str) -> Option<&IdemRecord> {
-        self.idem.get(key).filter(|r| r.index == index)
-    }
-
-    /// The primary's decision: the index below which idempotency keys are to be forgotten (those
-    /// stored more than `ttl_ms` before `now_ms`, then the oldest beyond `max_keys`), at most about
-    /// [`IDEM_FORGET_BATCH`] keys at a time; `None` when nothing is due.
-    pub fn idem_forget_below(&self, now_ms: u64, ttl_ms: u64, max_keys: usize) -> Option<u64> {
-        let horizon = now_ms.saturating_sub(ttl_ms);
-        let mut live = self.idem.len();
-        let mut below = None;
-        let mut forgotten = 0;
-        // Stale elements count too, so one decision walks a bounded part of the queue.
-        for (visited, (index, key)) in self.idem_order.iter().enumerate() {
-            let Some(rec) = self.idem_live(*index, key) else {
-                continue;
-            };
-            // Keys of one entry (an import) go together.
-            let same_entry = below == Some(index + 1);
-            if !same_entry
-                && (forgotten >= IDEM_FORGET_BATCH
-                    || visited >= 4 * IDEM_FORGET_BATCH
-                    || (rec.ts_ms >= horizon && live <= max_keys))
-            {
-                break;
-            }
-            below = Some(index + 1);
-            live -= 1;
-            forgotten += 1;
-        }
-        below
-    }
-
-    /// Applies [`Op::ForgetIdem`]: removes the keys stored by entries before `below_index`.
-    fn forget_idem_below(&mut self, below_index: u64) -> u64 {
-        let mut count = 0;
-        while let Some((index, key)) = self.idem_order.front().cloned() {
-            if index >= below_index {
-                break;
-            }
-            self.idem_order.pop_front();
-            if self.idem_live(index, &key).is_some() {
-                self.idem.remove(&key);
-                count += 1;
-            }
-        }
-        count
-    }
-
     fn version_at(&self, key: &str, now_ms: u64) -> u64 {
-        self.get(key, now_ms).map_or(0, |r| r.version)
+        self.get(key, now_ms).map_or(0, Rec::version)
     }
 
     /// Adds `delta` to the integer at `key` (a missing key counts as 0) within `[min, max]`.
@@ -795,12 +618,12 @@ impl State {
         let current = match live {
             None => 0,
             Some(r) => r
-                .value
+                .value()
                 .trim()
                 .parse::<i64>()
                 .map_err(|_| ApplyError::NotANumber)?,
         };
-        let expires = live.and_then(|r| r.expires_at_ms);
+        let expires = live.and_then(Rec::expires_at_ms);
         let next = current.checked_add(delta).ok_or(ApplyError::OutOfBounds)?;
         if min.is_some_and(|m| next < m) || max.is_some_and(|m| next > m) {
             return Err(ApplyError::OutOfBounds);
@@ -818,18 +641,12 @@ impl State {
         value: Json,
         expires_at_ms: Option<u64>,
     ) -> KvEvent {
-        let created_ms = self.get(key, e.ts_ms).map_or(e.ts_ms, |r| r.created_ms);
+        let created_ms = self.get(key, e.ts_ms).map_or(e.ts_ms, Rec::created_ms);
         let version = self.stamp(e.index, self.applying);
-        let record = Record {
-            value: value.clone(),
-            version,
-            expires_at_ms,
-            created_ms,
-            modified_ms: e.ts_ms,
-        };
+        let record = Rec::build(key, &value, version, expires_at_ms, created_ms, e.ts_ms);
         // One walk of the map: the old record comes back from the insert.
-        if let Some(old) = self.records.insert(key.to_string(), record)
-            && let Some(at) = old.expires_at_ms
+        if let Some(old) = self.records.insert(record)
+            && let Some(at) = old.expires_at_ms()
         {
             self.expiring.remove(&(at, key.to_string()));
         }
@@ -864,7 +681,7 @@ impl State {
     /// Removes `key`, with its expiry.
     pub(crate) fn remove_record(&mut self, key: &str) {
         if let Some(old) = self.records.remove(key)
-            && let Some(at) = old.expires_at_ms
+            && let Some(at) = old.expires_at_ms()
         {
             self.expiring.remove(&(at, key.to_string()));
         }
@@ -874,8 +691,8 @@ impl State {
     pub(crate) fn set_record(&mut self, key: &str, record: Record) {
         let expires = record.expires_at_ms;
         let version = record.version;
-        if let Some(old) = self.records.insert(key.to_string(), record)
-            && let Some(at) = old.expires_at_ms
+        if let Some(old) = self.records.insert(Rec::new(key, &record))
+            && let Some(at) = old.expires_at_ms()
         {
             self.expiring.remove(&(at, key.to_string()));
         }
@@ -889,27 +706,24 @@ impl State {
         self.expiring = self
             .records
             .iter()
-            .filter_map(|(k, r)| r.expires_at_ms.map(|at| ((at, k.clone()), r.version)))
+            .filter_map(|r| {
+                r.expires_at_ms()
+                    .map(|at| ((at, r.key().to_string()), r.version()))
+            })
             .collect();
-        let mut order: Vec<(u64, Arc<str>)> = self
-            .idem
-            .iter()
-            .map(|(k, r)| (r.index, k.clone()))
-            .collect();
-        order.sort();
-        self.idem_order = order.into_iter().collect();
+        self.rebuild_idem_order();
     }
 
     /// A digest of the replicated state, equal on nodes that applied the same log prefix.
     pub fn digest(&self) -> u64 {
         let mut h = Fnv::default();
-        for (k, r) in &self.records {
-            h.write_field(k.as_bytes());
-            h.write_field(r.value.as_bytes());
-            h.write(&r.version.to_le_bytes());
-            h.write(&r.expires_at_ms.unwrap_or(0).to_le_bytes());
-            h.write(&r.created_ms.to_le_bytes());
-            h.write(&r.modified_ms.to_le_bytes());
+        for r in &self.records {
+            h.write_field(r.key().as_bytes());
+            h.write_field(r.value().as_bytes());
+            h.write(&r.version().to_le_bytes());
+            h.write(&r.expires_at_ms().unwrap_or(0).to_le_bytes());
+            h.write(&r.created_ms().to_le_bytes());
+            h.write(&r.modified_ms().to_le_bytes());
         }
         for (name, t) in &self.topics {
             h.write_field(name.as_bytes());
@@ -926,12 +740,88 @@ impl State {
                 h.write(&c.to_le_bytes());
             }
         }
-        for (k, r) in &self.idem {
-            h.write_field(k.as_bytes());
-            h.write(&r.fingerprint.to_le_bytes());
-            h.write(&r.index.to_le_bytes());
+        for i in &self.idem {
+            h.write_field(i.key().as_bytes());
+            h.write(&i.fingerprint().to_le_bytes());
+            h.write(&i.index().to_le_bytes());
         }
         h.finish()
+    }
+}
+
+/// Idempotency keys: stored as entries apply, forgotten as the primary decides.
+impl State {
+    pub fn idempotent_result(&self, key: &str) -> Option<&Idem> {
+        self.idem.get(key)
+    }
+
+    /// Stores an idempotency key's record. Records come in log order, so the queue stays sorted.
+    pub(crate) fn remember(&mut self, key: &str, rec: IdemRecord) {
+        let idem = Idem::new(key, &rec);
+        self.idem.insert(idem.clone());
+        self.idem_order.push_back(idem);
+    }
+
+    /// Whether a queue element is still its key's current record (not stored again later, nor
+    /// dropped with its slot).
+    fn idem_live(&self, queued: &Idem) -> bool {
+        self.idem
+            .get(queued.key())
+            .is_some_and(|current| current.same(queued))
+    }
+
+    /// The primary's decision: the index below which idempotency keys are to be forgotten (those
+    /// stored more than `ttl_ms` before `now_ms`, then the oldest beyond `max_keys`), at most about
+    /// [`IDEM_FORGET_BATCH`] keys at a time; `None` when nothing is due.
+    pub fn idem_forget_below(&self, now_ms: u64, ttl_ms: u64, max_keys: usize) -> Option<u64> {
+        let horizon = now_ms.saturating_sub(ttl_ms);
+        let mut live = self.idem.len();
+        let mut below = None;
+        let mut forgotten = 0;
+        // Stale elements count too, so one decision walks a bounded part of the queue.
+        for (visited, queued) in self.idem_order.iter().enumerate() {
+            if !self.idem_live(queued) {
+                continue;
+            }
+            let (index, ts_ms) = (queued.index(), queued.ts_ms());
+            // Keys of one entry (an import) go together.
+            let same_entry = below == Some(index + 1);
+            if !same_entry
+                && (forgotten >= IDEM_FORGET_BATCH
+                    || visited >= 4 * IDEM_FORGET_BATCH
+                    || (ts_ms >= horizon && live <= max_keys))
+            {
+                break;
+            }
+            below = Some(index + 1);
+            live -= 1;
+            forgotten += 1;
+        }
+        below
+    }
+
+    /// Applies [`Op::ForgetIdem`]: removes the keys stored by entries before `below_index`.
+    pub(crate) fn forget_idem_below(&mut self, below_index: u64) -> u64 {
+        let mut count = 0;
+        while let Some(queued) = self.idem_order.front().cloned() {
+            if queued.index() >= below_index {
+                break;
+            }
+            self.idem_order.pop_front();
+            if self.idem_live(&queued) {
+                self.idem.remove(queued.key());
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// The queue rebuilt from the map after a snapshot was loaded: by index, then key.
+    pub(crate) fn rebuild_idem_order(&mut self) {
+        let mut order: Vec<(u64, Idem)> =
+            self.idem.iter().map(|i| (i.index(), i.clone())).collect();
+        order.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key().cmp(b.1.key())));
+        self.idem_order = order.into_iter().map(|(_, i)| i).collect();
     }
 }
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::log::IdemTag;
+use crate::record::Rec;
 
 fn put(key: &str, value: &str) -> Op {
     Op::Put {
@@ -38,7 +39,7 @@ fn put_get_cas_and_delete() {
         Err(ApplyError::VersionMismatch { current: 1 })
     );
     assert!(run(&mut s, 2, 0, cas(1)).is_ok());
-    assert_eq!(&*s.get("a", 0).unwrap().value, "2");
+    assert_eq!(s.get("a", 0).unwrap().value(), "2");
     let del = |v| Op::Delete {
         key: "a".into(),
         if_version: v,
@@ -75,7 +76,7 @@ fn incr_respects_bounds_and_types() {
         run(&mut s, 4, 0, incr(5, None, Some(4))),
         Err(ApplyError::OutOfBounds)
     );
-    assert_eq!(&*s.get("stock", 0).unwrap().value, "0");
+    assert_eq!(s.get("stock", 0).unwrap().value(), "0");
     run(&mut s, 4, 0, put("x", "9223372036854775807")).unwrap();
     let over = Op::Incr {
         key: "x".into(),
@@ -124,7 +125,7 @@ fn ttl_uses_entry_time_and_purges_through_the_log() {
     let purge = Op::Expire { keys: due };
     let r = s.apply_op(&entry(3, 7000, purge)).unwrap();
     assert!(!r.changed);
-    assert_eq!(&*s.get("t", 9_999_999).unwrap().value, "2");
+    assert_eq!(s.get("t", 9_999_999).unwrap().value(), "2");
     assert!(s.expiring.is_empty());
 }
 
@@ -211,7 +212,7 @@ fn idempotency_keys_are_remembered_and_expire_in_log_time() {
     });
     let a = s.apply_op(&e).unwrap();
     s.finish(&e, &a.result);
-    assert_eq!(s.idempotent_result("req-1").unwrap().fingerprint, 42);
+    assert_eq!(s.idempotent_result("req-1").unwrap().fingerprint(), 42);
     assert_eq!(s.idem_forget_below(IDEM_TTL_MS, IDEM_TTL_MS, 1), None);
     let below = s
         .idem_forget_below(IDEM_TTL_MS + 1, IDEM_TTL_MS, 1)
@@ -241,15 +242,12 @@ fn list_pages_by_prefix_and_skips_expired() {
     run(&mut s, 5, 0, ttl).unwrap();
     let (page, more) = s.list("a/", None, 2, 10);
     assert_eq!(
-        page.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        page.iter().map(Rec::key).collect::<Vec<_>>(),
         ["a/1", "a/2"]
     );
     assert!(more);
     let (page, more) = s.list("a/", Some("a/2"), 2, 10);
-    assert_eq!(
-        page.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
-        ["a/3"]
-    );
+    assert_eq!(page.iter().map(Rec::key).collect::<Vec<_>>(), ["a/3"]);
     assert!(!more);
 }
 
@@ -289,14 +287,14 @@ fn remember_puts(s: &mut State, range: std::ops::Range<u64>) {
 }
 
 fn remembered(s: &State) -> Vec<String> {
-    s.idem.keys().map(|k| k.to_string()).collect()
+    s.idem.iter().map(|i| i.key().to_string()).collect()
 }
 
 #[test]
 fn idempotency_keys_are_forgotten_only_by_a_logged_decision() {
     let mut s = State::default();
     remember_puts(&mut s, 0..5);
-    assert_eq!(s.idempotent_result("req-0").unwrap().fingerprint, 0);
+    assert_eq!(s.idempotent_result("req-0").unwrap().fingerprint(), 0);
     // Log time passing forgets nothing by itself: nodes with other settings stay identical.
     run(&mut s, 6, 3 * IDEM_TTL_MS, put("x", "1")).unwrap();
     assert_eq!(remembered(&s).len(), 5);

@@ -11,6 +11,7 @@
 
 use crate::log::Entry;
 pub use crate::log::{Compare, TxnOp, TxnResult};
+use crate::record::Rec;
 use crate::state::{Applied, ApplyError, KvEvent, KvEventKind, Message, OpResult, State};
 
 impl TxnOp {
@@ -40,21 +41,21 @@ impl Compare {
             return false;
         }
         if let Some(v) = self.version
-            && v != record.map_or(0, |r| r.version)
+            && v != record.map_or(0, Rec::version)
         {
             return false;
         }
         if let Some(want) = &self.value {
             let same = record.is_some_and(|r| {
                 let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).ok();
-                parse(&r.value).is_some_and(|have| Some(have) == parse(want))
+                parse(r.value()).is_some_and(|have| Some(have) == parse(want))
             });
             if !same {
                 return false;
             }
         }
         if self.min.is_some() || self.max.is_some() {
-            let n = record.and_then(|r| r.value.trim().parse::<i64>().ok());
+            let n = record.and_then(|r| r.value().trim().parse::<i64>().ok());
             let Some(n) = n else {
                 return false;
             };

@@ -133,7 +133,7 @@ fn a_failed_comparison_runs_the_failure_branch() {
         ),
         "{r:?}"
     );
-    assert_eq!(&*s.get("{p}/stock", 0).unwrap().value, "0");
+    assert_eq!(s.get("{p}/stock", 0).unwrap().value(), "0");
     assert!(s.get("{p}/orders/o3", 0).is_none());
     assert!(s.get("{p}/refused/o3", 0).is_some());
     assert_eq!(
@@ -269,10 +269,10 @@ fn records_keep_their_creation_time_until_deleted() {
     )
     .unwrap();
     let r = s.get("k", 0).unwrap();
-    assert_eq!((r.created_ms, r.modified_ms), (100, 200));
+    assert_eq!((r.created_ms(), r.modified_ms()), (100, 200));
     let del = txn(vec![], vec![TxnOp::Delete { key: "k".into() }], vec![]);
     run(&mut s, 3, 300, del).unwrap();
     run(&mut s, 4, 400, txn(vec![], vec![put("k", "2")], vec![])).unwrap();
     let r = s.get("k", 0).unwrap();
-    assert_eq!((r.created_ms, r.modified_ms), (400, 400));
+    assert_eq!((r.created_ms(), r.modified_ms()), (400, 400));
 }

@@ -6,7 +6,8 @@
 //! test fails when a component grows past its bound, so a wider record or map node is noticed.
 
 use rcluster_node::log::{Entry, IdemTag, Op};
-use rcluster_node::state::State;
+use rcluster_node::record::Rec;
+use rcluster_node::state::{Idem, IdemRecord, OpResult, State};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -95,7 +96,7 @@ fn load(with_idem: bool) -> State {
         let e = Entry {
             term: 1,
             index: i + 1,
-            ts_ms: 1_000 + i,
+            ts_ms: 1_790_000_000_000 + i,
             idem: with_idem.then(|| IdemTag {
                 key: idem_key(i),
                 fingerprint: i,
@@ -131,27 +132,42 @@ fn line(name: &str, h: Heap) {
 fn heap_bytes_per_record_by_component() {
     let value_text = value();
     assert_eq!(value_text.len(), 100);
-    // The parts measured alone: each key's and each value's own allocation.
+    // The records measured alone: each one block holding key, value and metadata, as a put
+    // stamps it (version and times as large as a real log's).
     let base = heap();
-    let keys: Vec<String> = (0..RECORDS).map(|i| format!("k{i}")).collect();
-    let keys_heap = heap() - base;
+    let blocks: Vec<Rec> = (0..RECORDS)
+        .map(|i| {
+            let at = 1_790_000_000_000 + i;
+            Rec::build(&format!("k{i}"), &value_text, i + 1, None, at, at)
+        })
+        .collect();
+    let blocks_heap = heap() - base;
     let base = heap();
-    let values: Vec<rcluster_node::log::Json> =
-        (0..RECORDS).map(|_| value_text.as_str().into()).collect();
-    let values_heap = heap() - base;
-    let base = heap();
-    let idem_keys: Vec<std::sync::Arc<str>> = (0..RECORDS).map(|i| idem_key(i).into()).collect();
-    let idem_keys_heap = heap() - base;
+    let idem_blocks: Vec<Idem> = (0..RECORDS)
+        .map(|i| {
+            let r = IdemRecord {
+                fingerprint: i,
+                index: i + 1,
+                ts_ms: 1_790_000_000_000 + i,
+                result: Box::new(OpResult::Put {
+                    version: i + 1,
+                    expires_at_ms: None,
+                }),
+                slot: 0,
+            };
+            Idem::new(&idem_key(i), &r)
+        })
+        .collect();
+    let idem_blocks_heap = heap() - base;
     // The vectors' own buffers are not part of any record.
     let vec_of = |size: usize| Heap {
         requested: (RECORDS as usize * size) as i64,
         usable: (RECORDS as usize * size) as i64,
         allocations: 1,
     };
-    let keys_heap = keys_heap - vec_of(size_of::<String>());
-    let values_heap = values_heap - vec_of(size_of::<rcluster_node::log::Json>());
-    let idem_keys_heap = idem_keys_heap - vec_of(size_of::<std::sync::Arc<str>>());
-    drop((keys, values, idem_keys));
+    let blocks_heap = blocks_heap - vec_of(size_of::<Rec>());
+    let idem_blocks_heap = idem_blocks_heap - vec_of(size_of::<Idem>());
+    drop((blocks, idem_blocks));
 
     let base = heap();
     let plain = load(false);
@@ -164,20 +180,16 @@ fn heap_bytes_per_record_by_component() {
     assert_eq!(tagged.idem.len() as u64, RECORDS);
 
     println!("heap per record, {RECORDS} puts of 100-byte values:");
-    line("key (String)", keys_heap);
-    line("value (JSON text)", values_heap);
-    line(
-        "record map nodes (+ metadata)",
-        records - keys_heap - values_heap,
-    );
+    line("record block (key, value, metadata)", blocks_heap);
+    line("record map nodes", records - blocks_heap);
     line("records total", records);
-    line("idempotency key", idem_keys_heap);
-    line("idempotency map, queue, results", idem - idem_keys_heap);
+    line("idempotency block (key, result)", idem_blocks_heap);
+    line("idempotency map nodes, queue", idem - idem_blocks_heap);
     line("idempotency total", idem);
     line("records + idempotency", with_idem);
     println!(
-        "  size_of Record {} B, IdemRecord {} B",
-        size_of::<rcluster_node::state::Record>(),
+        "  size_of Rec {} B (the map's element), IdemRecord {} B",
+        size_of::<Rec>(),
         size_of::<rcluster_node::state::IdemRecord>()
     );
 
@@ -185,7 +197,7 @@ fn heap_bytes_per_record_by_component() {
     // representation change that must be measured and justified.
     let (_, rec) = per_record(records);
     let (_, idm) = per_record(idem);
-    assert!(rec < 330.0, "records take {rec:.1} B each in the heap");
-    assert!(idm < 300.0, "idempotency results take {idm:.1} B each");
+    assert!(rec < 190.0, "records take {rec:.1} B each in the heap");
+    assert!(idm < 120.0, "idempotency results take {idm:.1} B each");
     drop((plain, tagged));
 }

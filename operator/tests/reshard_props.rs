@@ -152,7 +152,7 @@ impl World {
             self.shards[at]
                 .state
                 .get(k, 0)
-                .map(|r| r.value.trim_matches('"').to_string())
+                .map(|r| r.value().trim_matches('"').to_string())
                 .unwrap_or_default(),
         )
     }

@@ -81,18 +81,28 @@ compare_rcluster_single() {
     --concurrency 32 --duration 1 >/dev/null
   r=$(wrk_run GET "$url" 32); record "rcluster get c=32 (1 node)" $r
   stop_nodes
-  # Memory: fsync interval only to load faster; the records are the same.
-  start_node n1 "$BASE_PORT" "$WORK/cmp-mem" --fsync interval
-  local pid=${PIDS[-1]} before after records
-  before=$(rss_kib "$pid")
-  # A get run first writes each of its keys once (k0..k{RECORDS-1}), then reads for a second.
-  "$CLI" --endpoint "$url" bench --api get --keys "$RECORDS" --key-prefix k --value-size 100 \
-    --concurrency 32 --duration 1 >/dev/null
-  after=$(rss_kib "$pid")
-  records=$(curl -fs "$url/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])')
-  RCLUSTER_BYTES=$(( (after - before) * 1024 / records ))
-  record "rcluster RSS bytes/record ($records records)" "$RCLUSTER_BYTES" - -
-  stop_nodes
+}
+
+# RSS per record, the same keys and values as Redis got: once loaded without idempotency keys and
+# once with a key per write (the client library sends one), by scripts/bench-memory.py.
+compare_memory() {
+  local out=$WORK/memory.json
+  python3 "$ROOT/scripts/bench-memory.py" --records "$RECORDS" --idem both --no-redis \
+    --node "$NODE" >"$out"
+  local row
+  for row in $(python3 - "$out" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["rcluster"]:
+    print(f"{int(r['idempotency_keys'])}:{round(r['bytes_per_record'])}:{r['records']}")
+PY
+  ); do
+    IFS=: read -r keyed bytes records <<<"$row"
+    if [ "$keyed" = 1 ]; then
+      record "rcluster RSS bytes/record ($records records, a key per write)" "$bytes" - -
+    else
+      record "rcluster RSS bytes/record ($records records)" "$bytes" - -
+    fi
+  done
 }
 
 compare_quorum() {
@@ -140,6 +150,7 @@ compare() {
   compare_redis
   stop_nodes
   compare_rcluster_single
+  compare_memory
   compare_quorum
   compare_etcd
   python3 - "${COMPARE[@]}" >>"$OUT/summary.md" <<'PY'
@@ -167,11 +178,11 @@ pairs = [
 print("\n| ratio | value |\n|---|---|")
 for label, a, b in pairs:
     print(f"| {label} | {rate(a) / rate(b):.2f}x |")
-mem = [k for k in rows if "RSS" in k]
-if len(mem) == 2:
-    r = next(k for k in mem if k.startswith("rcluster"))
-    s = next(k for k in mem if k.startswith("redis"))
-    print(f"| RSS per record, rcluster / Redis | {rate(r) / rate(s):.2f}x |")
+redis = next((k for k in rows if "RSS" in k and k.startswith("redis")), None)
+for k in rows:
+    if redis and "RSS" in k and k.startswith("rcluster"):
+        keys = "a key per write" if "key per write" in k else "no idempotency keys"
+        print(f"| RSS per record ({keys}) / Redis | {rate(k) / rate(redis):.2f}x |")
 PY
   tail -n 20 "$OUT/summary.md"
 }

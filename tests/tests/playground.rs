@@ -183,6 +183,49 @@ fn held_member_stays_down_and_status_reports_it() {
     assert_eq!(pg.status()["members"][1]["restarts"], 1);
 }
 
+/// A member held down is down for whoever sends to it, as a dead process is: a request sent to
+/// its port meanwhile (the playground keeps the socket, so the kernel still accepts the
+/// connection) gets no answer and is not served by the member's next start. A primary's append
+/// that waited there was how a killed old primary's unreplicated entries reached a replica
+/// after the old primary was gone (`rejoin.rs`).
+#[test]
+fn a_request_sent_to_a_held_member_is_not_served_when_it_starts() {
+    use std::io::{Read, Write};
+    let _turn = serial();
+    let pg = Playground::start(Options::default());
+    let (primary, _) = pg.wait_healthy();
+    let down = pg.names.iter().find(|n| **n != primary).unwrap().clone();
+    pg.stop_member(&down, true);
+    wait_for("the member down", DEADLINE, || {
+        pg.pid(&down).is_none().then_some(())
+    });
+
+    let addr = pg.url(&down).trim_start_matches("http://").to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("the kernel accepts");
+    let body = "\"late\"";
+    let req = format!(
+        "PUT /v1/kv/playground/sent-while-down HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).expect("send");
+    pg.start_member(&down);
+    pg.wait_healthy();
+
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty(),
+        "the restarted member answered a request sent while it was down: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let path = "/v1/kv/playground/sent-while-down?consistency=linearizable";
+    assert_eq!(
+        http(&pg.url(&primary), "GET", path, None).map(|r| r.0),
+        Some(404)
+    );
+}
+
 /// The playground's `reconciles_total` counter (both outcomes): one per coordination cycle.
 fn cycles(pg: &Playground) -> u64 {
     let (_, text) = http(&pg.control, "GET", "/metrics", None).expect("metrics");

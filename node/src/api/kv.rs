@@ -126,10 +126,10 @@ pub async fn get(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     // An imported record was committed here before its slot was served.
     let seen = record
         .as_ref()
-        .map_or(observed, |r| r.version.min(observed));
+        .map_or(observed, |r| r.version().min(observed));
     after_read(ctx, c, seen).await?;
     match record {
-        Some(r) => Ok(ok_with_token(render::record(&key, &r), observed)),
+        Some(r) => Ok(ok_with_token(render::record(&r), observed)),
         None => Err(ApiError::not_found(
             "not_found",
             format!("no record with key {key:?}"),
@@ -156,14 +156,11 @@ pub async fn list(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     };
     after_read(ctx, c, observed).await?;
     let next = if more {
-        items.last().map(|(k, _)| k.clone())
+        items.last().map(|r| r.key().to_string())
     } else {
         None
     };
-    let mut body = Obj::new().raw(
-        "items",
-        &render::array(items.iter().map(|(k, r)| render::record(k, r))),
-    );
+    let mut body = Obj::new().raw("items", &render::array(items.iter().map(render::record)));
     body = match next {
         Some(k) => body.str("next", &k),
         None => body.raw("next", "null"),

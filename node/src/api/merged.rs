@@ -14,7 +14,7 @@ use super::render::{self, Obj};
 use super::stream::prefixes;
 use super::{ApiError, Ctx, Req, ok_with_token};
 use crate::engine::now_ms;
-use crate::state::Record;
+use crate::record::{Rec, Records};
 use std::collections::BinaryHeap;
 use std::ops::Bound;
 use warp::reply::Response;
@@ -46,10 +46,10 @@ impl Order {
     }
 
     /// The value a record sorts by.
-    pub fn value(self, r: &Record) -> u64 {
+    pub fn value(self, r: &Rec) -> u64 {
         match self {
-            Order::Modified => r.modified_ms,
-            Order::Version => r.version,
+            Order::Modified => r.modified_ms(),
+            Order::Version => r.version(),
         }
     }
 
@@ -135,17 +135,14 @@ pub async fn merged(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         (page, core.state.applied_index)
     };
     after_read(ctx, c, observed).await?;
-    let next = items.last().filter(|_| more).map(|(k, r)| {
+    let next = items.last().filter(|_| more).map(|r| {
         Cursor {
             value: order.value(r),
-            key: k.clone(),
+            key: r.key().to_string(),
         }
         .text(order)
     });
-    let body = Obj::new().raw(
-        "items",
-        &render::array(items.iter().map(|(k, r)| render::record(k, r))),
-    );
+    let body = Obj::new().raw("items", &render::array(items.iter().map(render::record)));
     let body = match next {
         Some(n) => body.str("next", &n),
         None => body.raw("next", "null"),
@@ -172,20 +169,20 @@ fn disjoint(mut prefixes: Vec<String>) -> Vec<String> {
 /// The first `limit` live records under `prefixes` after `cursor`, newest first, and whether
 /// more follow.
 fn newest(
-    records: &imbl::OrdMap<String, Record>,
+    records: &Records,
     prefixes: &[String],
     order: Order,
     cursor: Option<&Cursor>,
     limit: usize,
     now_ms: u64,
-) -> (Vec<(String, Record)>, bool) {
+) -> (Vec<Rec>, bool) {
     // A min-heap (by `Reverse`) of the newest `limit + 1` seen so far: the extra one says
     // whether more follow.
-    let mut heap: BinaryHeap<std::cmp::Reverse<(u64, &String)>> = BinaryHeap::new();
+    let mut heap: BinaryHeap<std::cmp::Reverse<(u64, &str)>> = BinaryHeap::new();
     for p in prefixes {
-        let range = records.range::<_, String>((Bound::Included(p.clone()), Bound::Unbounded));
-        for (k, r) in range.take_while(|(k, _)| k.starts_with(p.as_str())) {
-            let v = order.value(r);
+        let range = records.from(Bound::Included(p.as_str()));
+        for r in range.take_while(|r| r.key().starts_with(p.as_str())) {
+            let (v, k) = (order.value(r), r.key());
             if !r.live_at(now_ms) || cursor.is_some_and(|c| !c.before(v, k)) {
                 continue;
             }
@@ -196,12 +193,12 @@ fn newest(
         }
     }
     let more = heap.len() > limit;
-    let mut top: Vec<(u64, &String)> = heap.into_iter().map(|r| r.0).collect();
+    let mut top: Vec<(u64, &str)> = heap.into_iter().map(|r| r.0).collect();
     top.sort_by(|a, b| b.cmp(a));
     top.truncate(limit);
     let items = top
         .into_iter()
-        .filter_map(|(_, k)| records.get(k).map(|r| (k.clone(), r.clone())))
+        .filter_map(|(_, k)| records.get(k).cloned())
         .collect();
     (items, more)
 }
@@ -210,25 +207,19 @@ fn newest(
 mod tests {
     use super::*;
 
-    fn rec(version: u64, modified_ms: u64) -> Record {
-        Record {
-            value: "1".into(),
-            version,
-            expires_at_ms: None,
-            created_ms: modified_ms,
-            modified_ms,
-        }
+    fn rec(key: &str, version: u64, modified_ms: u64) -> Rec {
+        Rec::build(key, "1", version, None, modified_ms, modified_ms)
     }
 
     #[test]
     fn pages_are_newest_first_exact_and_disjoint() {
-        let mut records = imbl::OrdMap::new();
+        let mut records = Records::new();
         // Same times on purpose: the key breaks ties.
         for (i, k) in ["a/1", "a/2", "b/1", "b/2", "c/1", "ab/1"]
             .iter()
             .enumerate()
         {
-            records.insert(k.to_string(), rec(i as u64 + 1, 100 + (i as u64 / 2)));
+            records.insert(rec(k, i as u64 + 1, 100 + (i as u64 / 2)));
         }
         let prefixes = disjoint(vec!["b/".into(), "a".into(), "ab".into()]);
         assert_eq!(prefixes, ["a", "b/"]);
@@ -236,13 +227,13 @@ mod tests {
         let mut seen = Vec::new();
         for _ in 0..10 {
             let (page, more) = newest(&records, &prefixes, Order::Modified, cursor.as_ref(), 2, 0);
-            seen.extend(page.iter().map(|(k, _)| k.clone()));
-            let Some((k, r)) = page.last().filter(|_| more) else {
+            seen.extend(page.iter().map(|r| r.key().to_string()));
+            let Some(r) = page.last().filter(|_| more) else {
                 break;
             };
             cursor = Some(Cursor {
-                value: r.modified_ms,
-                key: k.clone(),
+                value: r.modified_ms(),
+                key: r.key().to_string(),
             });
         }
         assert_eq!(seen, ["ab/1", "b/2", "b/1", "a/2", "a/1"]);

@@ -103,14 +103,15 @@ fn needs_primary(ctx: &Ctx, req: &Req) -> bool {
 
 /// `Some(answer)` when the request is not this node's to serve alone; `None` to serve it here.
 pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
-    let direct = req.headers.contains_key(headers::DIRECT);
-    let single = ctx.routing.shards().len() == 1;
+    let direct = req.headers.contains_key(&super::DIRECT_HEADER);
+    // Asked only by the requests that reach every shard (a keyed request does not).
+    let single = || ctx.routing.shard_count() == 1;
     match place(ctx, req) {
         Place::Node => None,
-        Place::WatchEverywhere if direct || single => None,
+        Place::WatchEverywhere if direct || single() => None,
         Place::Everywhere(_) if direct => None,
         // One shard: a listing is this shard's to serve, by its primary when it must be.
-        Place::Everywhere(_) if single => to_own_primary(ctx, req).await,
+        Place::Everywhere(_) if single() => to_own_primary(ctx, req).await,
         Place::WatchEverywhere => Some(super::multistream::watch_everywhere(ctx, req).await),
         Place::Stream(name) => {
             let owner = match owner(ctx, &name) {

@@ -1,7 +1,8 @@
 //! JSON rendering of results. Values are stored as JSON text and spliced in as-is, never re-parsed.
 
 use crate::log::Retention;
-use crate::state::{Message, OpResult, Record};
+use crate::record::Rec;
+use crate::state::{Message, OpResult};
 use crate::txn::{TxnOp, TxnResult};
 use std::fmt::Write;
 
@@ -63,10 +64,11 @@ pub fn array(items: impl IntoIterator<Item = String>) -> String {
     out
 }
 
-pub fn record(key: &str, r: &Record) -> String {
+pub fn record(r: &Rec) -> String {
+    let r = r.view();
     Obj::new()
-        .str("key", key)
-        .raw("value", &r.value)
+        .str("key", r.key)
+        .raw("value", r.value)
         .num("version", r.version)
         .opt("expires_at_ms", r.expires_at_ms)
         .num("created_ms", r.created_ms)

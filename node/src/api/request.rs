@@ -64,9 +64,14 @@ impl Req {
 
     /// Everything after `/v1/kv/`, decoded, minus `strip_suffix` segments at the end.
     pub fn key(&self, strip_suffix: usize, max_len: usize) -> Result<String, ApiError> {
-        let segs = self.segments();
-        let raw = segs[2..segs.len() - strip_suffix].join("/");
-        let key = decode(&raw)?;
+        // The segments after the first two, less `strip_suffix` at the end, as one slice of the
+        // path: keyed requests read their key more than once (placement, then the handler).
+        let path = self.path.trim_start_matches('/');
+        let mut raw = path.splitn(3, '/').nth(2).unwrap_or_default();
+        for _ in 0..strip_suffix {
+            raw = raw.rsplit_once('/').map_or("", |(head, _)| head);
+        }
+        let key = decode(raw)?;
         validate_key(&key, max_len)?;
         Ok(key)
     }
@@ -139,7 +144,7 @@ impl Req {
 
     /// The client's session token (`Rcluster-Token`): the positions it observed, per shard.
     pub fn session_token(&self) -> Result<SessionToken, ApiError> {
-        match self.headers.get(TOKEN_HEADER) {
+        match self.headers.get(&TOKEN_HEADER) {
             None => Ok(SessionToken::new()),
             Some(v) => v.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
                 ApiError::bad_request(
@@ -153,7 +158,7 @@ impl Req {
     /// The idempotency tag for a write: the client's key plus a fingerprint of the request, so a
     /// key reused for a different request is refused instead of silently returning another result.
     pub fn idempotency(&self) -> Result<Option<IdemTag>, ApiError> {
-        let Some(v) = self.headers.get(IDEMPOTENCY_HEADER) else {
+        let Some(v) = self.headers.get(&IDEMPOTENCY_HEADER) else {
             return Ok(None);
         };
         let key = v

@@ -77,14 +77,22 @@ impl Engine {
         if let Some(tag) = &idem
             && let Some(rec) = core.state.idempotent_result(&tag.key)
         {
-            if rec.fingerprint != tag.fingerprint {
+            if rec.fingerprint() != tag.fingerprint {
                 return Err((EngineError::IdempotencyKeyReused, observed));
             }
-            let p = Proposed {
-                result: (*rec.result).clone(),
-                index: rec.index,
+            // Never fails: the block holds what `Idem::new` encoded.
+            let Some(result) = rec.result() else {
+                let why = format!(
+                    "the stored result of idempotency key {:?} is unreadable",
+                    tag.key
+                );
+                return Err((EngineError::Io(why), observed));
             };
-            let term = core.node.term_at(rec.index).unwrap_or(0);
+            let p = Proposed {
+                result,
+                index: rec.index(),
+            };
+            let term = core.node.term_at(rec.index()).unwrap_or(0);
             return Ok((p, term, true));
         }
         let ts = now_ms().max(core.last_ts);

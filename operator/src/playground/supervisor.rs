@@ -52,6 +52,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A node that ran this long before exiting is restarted quickly again.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// Connections closed on a down node's port per poll: the kernel queues no more than
+/// `net.core.somaxconn` (4096 by default) on a listening socket.
+const MAX_REFUSED: usize = 4096;
 
 struct Slot {
     spec: NodeSpec,
@@ -90,6 +93,31 @@ pub enum Signal {
 }
 
 impl Slot {
+    /// Closes the connections waiting on the port of a node whose process is not running.
+    ///
+    /// The playground holds the socket, so the kernel still accepts connections to a node that
+    /// is down. Left queued, what they carry would be served by the node's next start, after the
+    /// sender gave up or died: a killed primary's append would reach a replica restarted after a
+    /// failover, and its unreplicated entries would enter the new primary's log. A dead
+    /// process's port refuses; this one closes what arrives, the nearest it can come to that.
+    fn refuse_waiting(&self) {
+        let Some(listener) = &self.spec.listener else {
+            return;
+        };
+        // Shared with the node, which makes it non-blocking too; a socket never handed out yet
+        // is blocking, and `accept` must not wait here.
+        if listener.set_nonblocking(true).is_err() {
+            return;
+        }
+        for _ in 0..MAX_REFUSED {
+            match listener.accept() {
+                Ok((conn, _)) => drop(conn),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    }
+
     /// A node to start on the next poll.
     fn new(spec: NodeSpec) -> Slot {
         Slot {
@@ -164,6 +192,9 @@ impl Supervisor {
                     }
                 }
             }
+            // No process runs (a running child `continue`d above). Also just before a restart:
+            // the new process is handed nothing that was sent while none ran.
+            slot.refuse_waiting();
             let due = slot.restart_at.is_some_and(|t| t <= now);
             if due && !slot.held && !self.stopping {
                 slot.restart_at = None;
@@ -472,5 +503,67 @@ mod tests {
             sup.poll(Instant::now() + Duration::from_secs(60))
                 .is_empty()
         );
+    }
+
+    /// Whether the peer closed `conn` (end of stream or reset) rather than leaving it waiting.
+    fn closed_by_peer(conn: &mut std::net::TcpStream) -> bool {
+        use std::io::Read;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        match conn.read(&mut buf) {
+            Ok(0) => true,
+            Ok(n) => panic!("nothing runs on the port, yet it answered {n} bytes"),
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+
+    /// A node that is down must be down for whoever sends to it: a connection made to its port
+    /// meanwhile (the playground holds the socket, so the kernel accepts it) is closed, never
+    /// left in the queue for the node's next start to serve. Otherwise an append a primary sent
+    /// to a killed replica reaches it when it restarts, after that primary is gone.
+    #[tokio::test]
+    async fn a_stopped_node_gets_nothing_sent_while_it_was_down() {
+        use std::io::Write;
+        let tmp = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let spec = NodeSpec {
+            name: "a".into(),
+            // `exec`: the signal reaches the process holding the socket; `--listen-fd N` lands
+            // in $1 and $2.
+            args: vec!["-c".into(), "exec sleep 30".into(), "sh".into()],
+            listener: Some(Arc::new(listener)),
+            log: tmp.path().join("a.log"),
+        };
+        let mut sup = Supervisor::new(PathBuf::from("sh"), vec![spec]);
+        sup.poll(Instant::now());
+        assert!(sup.info("a").pid.is_some());
+        sup.stop("a", Signal::Kill, true).unwrap();
+        poll_until(&mut sup, |e| matches!(e, Event::Exited { .. })).await;
+
+        // Held down: what arrives is closed on the next poll.
+        let mut held = std::net::TcpStream::connect(addr).unwrap();
+        held.write_all(b"PUT /v1/kv/x HTTP/1.1\r\n\r\n").unwrap();
+        sup.poll(Instant::now());
+        assert!(
+            closed_by_peer(&mut held),
+            "a held node's port kept a request"
+        );
+
+        // Sent just before the node starts again: not handed to the new process.
+        let mut late = std::net::TcpStream::connect(addr).unwrap();
+        late.write_all(b"PUT /v1/kv/y HTTP/1.1\r\n\r\n").unwrap();
+        sup.start("a").unwrap();
+        poll_until(&mut sup, |e| matches!(e, Event::Started { .. })).await;
+        assert!(
+            closed_by_peer(&mut late),
+            "a request sent while the node was down waited for its next start"
+        );
+
+        let report = terminate(sup.take_children(), Duration::from_secs(10)).await;
+        assert_eq!(report.len(), 1, "{report:?}");
     }
 }

@@ -1,0 +1,388 @@
+//! A key and its payload packed into one reference-counted allocation, and the persistent set of
+//! them ordered by key: how the state keeps millions of records and idempotency results.
+//!
+//! Why: a map entry of a `String` key and a struct holding an `Arc<str>` value costs three
+//! allocations and a wide map element (324 heap bytes for a 100-byte record). Packed, an entry is
+//! one allocation reached through one 8-byte pointer, so the map's leaves hold 8 bytes an entry.
+//!
+//! Layout: a 4-byte reference count (the only mutable part), then `key_len` varint, the key,
+//! `payload_len` varint, the payload. The key comes first because map lookups compare keys many
+//! times per request and read nothing else.
+
+use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::ops::Bound;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering as Atomic, fence};
+
+const REFS: usize = std::mem::size_of::<AtomicU32>();
+/// Past this many references a clone aborts, as `Arc` does: a count that wraps would free a
+/// block still in use.
+const MAX_REFS: u32 = i32::MAX as u32;
+
+/// An immutable key and payload; cloning shares them.
+pub struct Block(NonNull<u8>);
+
+// SAFETY: the bytes after the count are never written after `Block::new` returns, and the count
+// is atomic: a `Block` is as thread-safe as an `Arc<[u8]>`.
+unsafe impl Send for Block {}
+// SAFETY: as above.
+unsafe impl Sync for Block {}
+
+/// A few varints on the stack (a payload's header, a length).
+pub struct Varints {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Default for Varints {
+    fn default() -> Varints {
+        Varints {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl Varints {
+    pub fn byte(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    /// At most 10 bytes; callers put at most six varints and a byte here.
+    pub fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Reads the varint at `*at` of bytes a [`Varints`] wrote, and moves past it.
+pub fn varint(bytes: &[u8], at: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let b = bytes[*at];
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+fn layout(len: usize) -> Layout {
+    // A count, then bytes: aligned for the count.
+    Layout::from_size_align(REFS + len, std::mem::align_of::<AtomicU32>())
+        .expect("a block smaller than isize::MAX")
+}
+
+impl Block {
+    /// A block of `key` and the concatenation of `payload`.
+    pub fn new(key: &str, payload: &[&[u8]]) -> Block {
+        let payload_len: usize = payload.iter().map(|p| p.len()).sum();
+        let mut lens = Varints::default();
+        lens.varint(key.len() as u64);
+        let key_len_bytes = lens.len;
+        lens.varint(payload_len as u64);
+        let (klen, plen) = lens.bytes().split_at(key_len_bytes);
+        let len = klen.len() + key.len() + plen.len() + payload_len;
+        let layout = layout(len);
+        // SAFETY: the layout has a non-zero size (the count).
+        let ptr = unsafe { alloc(layout) };
+        let Some(ptr) = NonNull::new(ptr) else {
+            handle_alloc_error(layout)
+        };
+        // SAFETY: the block is the count and then exactly `len` bytes, aligned for the count, and
+        // ours alone; every part is copied within it.
+        unsafe {
+            ptr.cast::<AtomicU32>().write(AtomicU32::new(1));
+            let mut at = ptr.as_ptr().add(REFS);
+            for p in [klen, key.as_bytes(), plen]
+                .into_iter()
+                .chain(payload.iter().copied())
+            {
+                std::ptr::copy_nonoverlapping(p.as_ptr(), at, p.len());
+                at = at.add(p.len());
+            }
+        }
+        Block(ptr)
+    }
+
+    fn refs(&self) -> &AtomicU32 {
+        // SAFETY: the block starts with the count, initialised in `new`, alive while `self` is.
+        unsafe { self.0.cast::<AtomicU32>().as_ref() }
+    }
+
+    /// Bytes `at..at + len` after the count. Callers only follow the block's own lengths.
+    fn bytes(&self, at: usize, len: usize) -> &[u8] {
+        // SAFETY: the bytes after the count were written by `new` and are never written again;
+        // the offsets come from the varints `new` wrote, so they stay inside the block.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().add(REFS + at), len) }
+    }
+
+    /// The varint at `*at` (its last byte is below 0x80, so the walk stays inside the block).
+    fn varint_at(&self, at: &mut usize) -> usize {
+        let mut v = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = self.bytes(*at, 1)[0];
+            *at += 1;
+            v |= usize::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+
+    /// The key, and where the payload's length starts.
+    fn key_at(&self) -> (&str, usize) {
+        let mut at = 0;
+        let len = self.varint_at(&mut at);
+        // SAFETY: written by `new` from a `&str`.
+        let key = unsafe { std::str::from_utf8_unchecked(self.bytes(at, len)) };
+        (key, at + len)
+    }
+
+    pub fn key(&self) -> &str {
+        self.key_at().0
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        let (_, mut at) = self.key_at();
+        let len = self.varint_at(&mut at);
+        self.bytes(at, len)
+    }
+
+    /// Every byte after the count: equal blocks have equal bytes.
+    fn all(&self) -> &[u8] {
+        let (_, mut at) = self.key_at();
+        let len = self.varint_at(&mut at);
+        self.bytes(0, at + len)
+    }
+
+    /// Whether both are the same block (not merely equal).
+    pub fn same(&self, other: &Block) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Clone for Block {
+    fn clone(&self) -> Block {
+        // Relaxed, as `Arc::clone`: the new reference comes from an existing one.
+        if self.refs().fetch_add(1, Atomic::Relaxed) > MAX_REFS {
+            std::process::abort();
+        }
+        Block(self.0)
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        if self.refs().fetch_sub(1, Atomic::Release) != 1 {
+            return;
+        }
+        // As `Arc::drop`: every other owner's use happens before the free.
+        fence(Atomic::Acquire);
+        let layout = layout(self.all().len());
+        // SAFETY: this was the last reference; the block was allocated with this layout.
+        unsafe { dealloc(self.0.as_ptr(), layout) }
+    }
+}
+
+impl PartialEq for Block {
+    fn eq(&self, other: &Block) -> bool {
+        self.same(other) || self.all() == other.all()
+    }
+}
+
+impl Eq for Block {}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {} bytes", self.key(), self.payload().len())
+    }
+}
+
+/// What a [`KeyedSet`] holds: a type made of one block.
+pub trait Packed: Clone {
+    fn block(&self) -> &Block;
+}
+
+/// An element of the set: ordered and found by its key alone. Kept apart from the element type
+/// so that comparing two elements compares them whole.
+#[derive(Clone)]
+struct ByKey<T>(T);
+
+impl<T: Packed> PartialEq for ByKey<T> {
+    fn eq(&self, other: &ByKey<T>) -> bool {
+        self.0.block().key() == other.0.block().key()
+    }
+}
+
+impl<T: Packed> Eq for ByKey<T> {}
+
+impl<T: Packed> PartialOrd for ByKey<T> {
+    fn partial_cmp(&self, other: &ByKey<T>) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T: Packed> Ord for ByKey<T> {
+    fn cmp(&self, other: &ByKey<T>) -> Ordering {
+        self.0.block().key().cmp(other.0.block().key())
+    }
+}
+
+impl<T: Packed> Borrow<str> for ByKey<T> {
+    fn borrow(&self) -> &str {
+        self.0.block().key()
+    }
+}
+
+/// Elements ordered by key, found by `&str`. Persistent, so a snapshot or a transaction's undo
+/// copy is an O(1) clone.
+#[derive(Clone)]
+pub struct KeyedSet<T: Packed>(imbl::OrdSet<ByKey<T>>);
+
+impl<T: Packed> Default for KeyedSet<T> {
+    fn default() -> Self {
+        KeyedSet(imbl::OrdSet::new())
+    }
+}
+
+impl<T: Packed> KeyedSet<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.0.get(key).map(|k| &k.0)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.contains(key)
+    }
+
+    /// Stores `e`, returning the element of the same key it replaced.
+    pub fn insert(&mut self, e: T) -> Option<T> {
+        self.0.insert(ByKey(e)).map(|k| k.0)
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<T> {
+        self.0.remove(key).map(|k| k.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|k| &k.0)
+    }
+
+    /// Elements with keys above `lower`, in key order.
+    pub fn from(&self, lower: Bound<&str>) -> impl Iterator<Item = &T> {
+        self.0
+            .range::<_, str>((lower, Bound::Unbounded))
+            .map(|k| &k.0)
+    }
+}
+
+impl<'a, T: Packed> IntoIterator for &'a KeyedSet<T> {
+    type Item = &'a T;
+    type IntoIter = Box<dyn Iterator<Item = &'a T> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl<T: Packed> Extend<T> for KeyedSet<T> {
+    fn extend<I: IntoIterator<Item = T>>(&mut self, elements: I) {
+        self.0.extend(elements.into_iter().map(ByKey));
+    }
+}
+
+impl<T: Packed> FromIterator<T> for KeyedSet<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(elements: I) -> Self {
+        KeyedSet(elements.into_iter().map(ByKey).collect())
+    }
+}
+
+impl<T: Packed + std::fmt::Debug> std::fmt::Debug for KeyedSet<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Raw(Block);
+
+    impl Packed for Raw {
+        fn block(&self) -> &Block {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn key_and_payload_read_back_and_blocks_are_freed_once() {
+        let long = "k".repeat(300);
+        let b = Block::new(&long, &[b"ab", b"", &[7u8; 200]]);
+        assert_eq!(b.key(), long);
+        assert_eq!(b.payload().len(), 202);
+        assert_eq!(&b.payload()[..2], b"ab");
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        assert_eq!(b.clone().payload().len(), 202);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("no panic");
+        }
+        assert_eq!(b.refs().load(Atomic::Relaxed), 1);
+        assert_eq!(b, Block::new(&long, &[b"ab", &[7u8; 200]]));
+        assert_ne!(b, Block::new(&long, &[b"ab", &[8u8; 200]]));
+    }
+
+    #[test]
+    fn a_set_is_ordered_and_found_by_key_and_replaces_by_key() {
+        let mut set = KeyedSet::new();
+        set.insert(Raw(Block::new("b", &[b"1"])));
+        set.insert(Raw(Block::new("a", &[b"2"])));
+        let old = set.insert(Raw(Block::new("b", &[b"3"])));
+        assert_eq!(old.map(|r| r.0.payload().to_vec()), Some(b"1".to_vec()));
+        assert_eq!(set.get("b").map(|r| r.0.payload()), Some(&b"3"[..]));
+        let keys: Vec<&str> = set.iter().map(|r| r.0.key()).collect();
+        assert_eq!(keys, ["a", "b"]);
+        let after: Vec<&str> = set.from(Bound::Excluded("a")).map(|r| r.0.key()).collect();
+        assert_eq!(after, ["b"]);
+        assert_eq!(
+            set.remove("a").map(|r| r.0.key().to_string()),
+            Some("a".into())
+        );
+        assert_eq!(set.len(), 1);
+    }
+}
