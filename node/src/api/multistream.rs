@@ -52,14 +52,18 @@ pub enum Source {
 /// position reached in every shard, so a client resumes all of them at once.
 pub async fn watch_everywhere(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let prefixes = super::stream::prefixes(req)?;
+    // A watch without a resume point starts where the log is as it is asked for, not where it
+    // is once the stream's task first runs: a write the client makes right after the stream
+    // opened must be in it.
     let from = super::stream::watch_start(ctx, req)?;
+    let local_from = from.unwrap_or_else(|| ctx.engine.commit_index());
     let mine = ctx.routing.shard;
     let mut parts = Vec::new();
     for shard in ctx.routing.shards() {
         if shard == mine {
             let (tx, rx) = mpsc::channel(256);
             let at = (mine, ctx.routing.epoch());
-            let local = watch_local(ctx.engine.clone(), at, prefixes.clone(), from, tx);
+            let local = watch_local(ctx.engine.clone(), at, prefixes.clone(), local_from, tx);
             parts.push((shard, Source::Local((Box::pin(local), rx))));
             continue;
         }

@@ -300,13 +300,16 @@ pub async fn watch(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let epoch = ctx.routing.epoch().min(merged_by.unwrap_or(u64::MAX));
     let shard = ctx.routing.shard;
+    // Decided now, before the answer's head goes out, not when the stream's task first runs: a
+    // write the client makes as soon as the stream opened must be in it.
+    let from = from.unwrap_or_else(|| engine.commit_index());
     Ok(sse(move |tx| {
         watch_local(engine, (shard, epoch), prefixes, from, tx)
     }))
 }
 
-/// Sends this node's committed record changes under `prefixes` after log position `from` (or from
-/// the commit index now), until the receiver goes away, or until this shard hands off a range the
+/// Sends this node's committed record changes under `prefixes` after log position `from`, until
+/// the receiver goes away, or until this shard hands off a range the
 /// prefixes may touch: then a last `moved` event says where to resume (see `Handoffs`).
 ///
 /// Ids are positions in `shard`'s log as a session token (`SHARD:POSITION`, a plain position on
@@ -316,10 +319,10 @@ pub async fn watch_local(
     engine: Arc<Engine>,
     (shard, map_epoch): (ShardId, u64),
     prefixes: Vec<String>,
-    from: Option<u64>,
+    from: u64,
     tx: mpsc::Sender<Ev>,
 ) {
-    let mut after = from.unwrap_or_else(|| engine.commit_index());
+    let mut after = from;
     let pos = |at: u64| Some(SessionToken::at(shard, at).to_string());
     let progress = |at: u64| Ev::new("progress", pos(at), "{}".into());
     let mut handoffs = Handoffs::new(&engine, &prefixes, map_epoch);

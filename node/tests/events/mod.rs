@@ -149,12 +149,17 @@ impl Sse {
         }
     }
 
-    /// The next event other than `progress`.
+    /// The next event other than `progress`. Fails the test after the deadline: heartbeats keep
+    /// coming, so waiting for each event alone would wait forever for a change that never comes.
     pub fn next_change(&self) -> Option<Ev> {
+        let end = std::time::Instant::now() + DEADLINE;
         loop {
-            let e = self.next()?;
-            if e.event != "progress" {
-                return Some(e);
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Some(e)) if e.event == "progress" => continue,
+                Ok(e) => return e,
+                Err(RecvTimeoutError::Timeout) => panic!("no change within {DEADLINE:?}"),
+                Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
     }
