@@ -98,9 +98,8 @@ async fn handle(ctx: Arc<Ctx>, req: http::Request<hyper::body::Incoming>) -> Res
     let (method, headers) = (parts.method, parts.headers);
     let fragment = parts.extensions.get::<FragmentInTarget>().copied();
     let path = parts.uri.path();
-    let query = parts.uri.query().unwrap_or_default().to_string();
+    let raw_query = parts.uri.query().unwrap_or_default().to_string();
     let started = Instant::now();
-    let raw_query = query;
     let prepared = prepare(&ctx, &method, path, &raw_query, &headers, fragment);
     let (api, result) = match prepared {
         Ok((route, query)) => {
