@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod engine;
 pub mod fds;
+pub mod http1;
 pub mod idem;
 pub mod listen;
 pub mod log;

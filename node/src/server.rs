@@ -11,6 +11,7 @@ use crate::connection::{
 };
 use crate::engine::Engine;
 use crate::fds;
+use crate::http1;
 use crate::metrics::Metrics;
 use crate::tls::ServerTls;
 use bytes::{Bytes, BytesMut};
@@ -99,6 +100,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
         timeouts: Timeouts {
             header: args.connections.header_timeout(),
             idle: args.connections.idle_timeout(),
+            body: args.connections.body_timeout(),
         },
         secret: engine.cluster.secret.clone(),
         metrics: conn_metrics,
@@ -224,7 +226,7 @@ const RESERVED_HEAD_WAIT: Duration = Duration::from_secs(2);
 impl<S> Serving<S>
 where
     S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
+            http::Request<connection::RequestBody>,
             Response = warp::reply::Response,
             Error = std::convert::Infallible,
         > + Clone
@@ -248,6 +250,14 @@ where
             self.metrics.clone(),
         );
         let svc = Guarded::new(self.service.clone(), shared);
+        let mut io = io;
+        // The reserved lane's connections (probes, closed after one answer) are hyper's.
+        if keep_alive {
+            match http1::serve(&mut io, &svc, self.timeouts.body).await {
+                http1::Next::Closed => return,
+                http1::Next::Hyper(rest) => io.unread(rest),
+            }
+        }
         let conn = hyper::server::conn::http1::Builder::new()
             .max_buf_size(connection::MAX_HEAD_BYTES)
             .keep_alive(keep_alive)

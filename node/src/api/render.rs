@@ -4,14 +4,16 @@ use crate::log::Retention;
 use crate::record::Rec;
 use crate::state::{Message, OpResult};
 use crate::txn::{TxnOp, TxnResult};
-use std::fmt::Write;
 
 /// A tiny JSON object writer for hot paths.
 pub struct Obj(String);
 
 impl Obj {
     pub fn new() -> Self {
-        Obj(String::from("{"))
+        // Room for a record of a short key and value without growing (each growth copies).
+        let mut s = String::with_capacity(192);
+        s.push('{');
+        Obj(s)
     }
     fn sep(&mut self, name: &str) {
         if self.0.len() > 1 {
@@ -23,8 +25,18 @@ impl Obj {
     }
     pub fn str(mut self, name: &str, v: &str) -> Self {
         self.sep(name);
-        self.0
-            .push_str(&serde_json::to_string(v).expect("strings always serialize"));
+        // Most keys need no escaping: copied as they are, without serde's writer.
+        if v.bytes()
+            .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+        {
+            self.0.reserve(v.len() + 2);
+            self.0.push('"');
+            self.0.push_str(v);
+            self.0.push('"');
+        } else {
+            self.0
+                .push_str(&serde_json::to_string(v).expect("strings always serialize"));
+        }
         self
     }
     pub fn raw(mut self, name: &str, json: &str) -> Self {
@@ -32,9 +44,9 @@ impl Obj {
         self.0.push_str(json);
         self
     }
-    pub fn num(mut self, name: &str, v: impl std::fmt::Display) -> Self {
+    pub fn num(mut self, name: &str, v: impl itoa::Integer) -> Self {
         self.sep(name);
-        let _ = write!(self.0, "{v}");
+        self.0.push_str(itoa::Buffer::new().format(v));
         self
     }
     pub fn opt(self, name: &str, v: Option<u64>) -> Self {
@@ -110,16 +122,16 @@ pub fn result(r: &OpResult, key: &str) -> String {
             expires_at_ms,
         } => Obj::new()
             .str("key", key)
-            .num("version", version)
+            .num("version", *version)
             .opt("expires_at_ms", *expires_at_ms)
             .done(),
-        OpResult::Delete { version } => Obj::new().str("key", key).num("version", version).done(),
+        OpResult::Delete { version } => Obj::new().str("key", key).num("version", *version).done(),
         OpResult::Incr { value, version } => Obj::new()
             .str("key", key)
-            .num("value", value)
-            .num("version", version)
+            .num("value", *value)
+            .num("version", *version)
             .done(),
-        OpResult::Expired { count } => Obj::new().num("expired", count).done(),
+        OpResult::Expired { count } => Obj::new().num("expired", *count).done(),
         OpResult::CreateTopic {
             topic,
             created,
@@ -136,14 +148,14 @@ pub fn result(r: &OpResult, key: &str) -> String {
             first_offset,
             count,
         } => Obj::new()
-            .num("offset", first_offset)
+            .num("offset", *first_offset)
             .raw(
                 "offsets",
                 &array((0..*count).map(|i| (first_offset + i).to_string())),
             )
             .done(),
-        OpResult::Trimmed { dropped } => Obj::new().num("dropped", dropped).done(),
-        OpResult::Forgotten { count } => Obj::new().num("forgotten", count).done(),
+        OpResult::Trimmed { dropped } => Obj::new().num("dropped", *dropped).done(),
+        OpResult::Forgotten { count } => Obj::new().num("forgotten", *count).done(),
         OpResult::Subscribe {
             topic,
             name,
@@ -152,7 +164,7 @@ pub fn result(r: &OpResult, key: &str) -> String {
         } => Obj::new()
             .str("topic", topic)
             .str("subscription", name)
-            .num("cursor", cursor)
+            .num("cursor", *cursor)
             .bool("created", *created)
             .done(),
         OpResult::Unsubscribe { topic, name } => Obj::new()
@@ -169,7 +181,7 @@ pub fn result(r: &OpResult, key: &str) -> String {
                         .map(|(o, m)| message_obj(*o, &m.value, m.published_at_ms).done()),
                 ),
             )
-            .num("cursor", cursor)
+            .num("cursor", *cursor)
             .done(),
         OpResult::Txn { .. } => txn(r, &[]),
     }
@@ -196,11 +208,11 @@ pub fn txn(r: &OpResult, ops: &[TxnOp]) -> String {
                 version,
                 expires_at_ms,
             } => o
-                .num("version", version)
+                .num("version", *version)
                 .opt("expires_at_ms", *expires_at_ms),
             TxnResult::Delete { deleted } => o.bool("deleted", *deleted),
-            TxnResult::Incr { value, version } => o.num("value", value).num("version", version),
-            TxnResult::Publish { offset } => o.num("offset", offset),
+            TxnResult::Incr { value, version } => o.num("value", *value).num("version", *version),
+            TxnResult::Publish { offset } => o.num("offset", *offset),
         }
         .done()
     });
@@ -208,7 +220,7 @@ pub fn txn(r: &OpResult, ops: &[TxnOp]) -> String {
         .bool("succeeded", *succeeded)
         .str("branch", if *succeeded { "success" } else { "failure" });
     match failed_compare {
-        Some(i) => body.num("failed_compare", i),
+        Some(i) => body.num("failed_compare", *i),
         None => body,
     }
     .raw("results", &array(items))

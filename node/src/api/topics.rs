@@ -90,7 +90,7 @@ pub async fn list(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
                 let subs = t
                     .subscriptions
                     .iter()
-                    .map(|(s, cursor)| Obj::new().str("name", s).num("cursor", cursor).done());
+                    .map(|(s, cursor)| Obj::new().str("name", s).num("cursor", *cursor).done());
                 Obj::new()
                     .str("name", name)
                     .raw("retention", &render::retention(&t.retention))

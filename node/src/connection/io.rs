@@ -120,6 +120,17 @@ impl<S: Socket> GuardedIo<S> {
         }
     }
 
+    /// Bytes read from the socket but not consumed: what is read next, before the socket.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if self.prefix.is_empty() {
+            self.prefix = bytes;
+        } else {
+            let mut joined = bytes.to_vec();
+            joined.extend_from_slice(&self.prefix);
+            self.prefix = joined.into();
+        }
+    }
+
     fn stream(&mut self) -> &mut S {
         self.stream
             .as_mut()
@@ -256,8 +267,7 @@ impl<S: Socket> AsyncRead for GuardedIo<S> {
                     if new.is_empty() {
                         this.peer_closed = true;
                     } else if free {
-                        let new = new.to_vec();
-                        this.observe_head(&new);
+                        this.observe_head(new);
                     }
                     return Poll::Ready(Ok(()));
                 }

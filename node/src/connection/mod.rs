@@ -1,5 +1,6 @@
-//! One client connection, between the socket and hyper. hyper parses requests; this layer adds
-//! what hyper leaves out or does differently from the rest of the API:
+//! One client connection, between the socket and the HTTP parser: the node's own path for simple
+//! requests (`crate::http1`), then hyper for whatever is not simple. This layer adds what the
+//! parsers leave out or do differently from the rest of the API:
 //! - the header timeout (a request head must arrive in time, counted from its first byte, or
 //!   from the connection's start for its first request) and the idle timeout between requests,
 //!   answered with a JSON 408 or a quiet close;
@@ -146,6 +147,16 @@ impl Drop for BusyGuard {
 pub struct Timeouts {
     pub header: Duration,
     pub idle: Duration,
+    /// A request body must arrive within this time after its head.
+    pub body: Duration,
+}
+
+/// The answer to a body that did not arrive in time (the API's and the simple path's).
+pub fn body_timeout_message(timeout: Duration) -> String {
+    format!(
+        "the request body did not arrive within {} ms",
+        timeout.as_millis()
+    )
 }
 
 /// Connection counters, registered with the node's metrics.
@@ -195,6 +206,31 @@ impl ConnMetrics {
     }
 }
 
+/// A request's body as the API receives it: streamed by hyper, or already read whole by the
+/// simple requests' path.
+pub enum RequestBody {
+    Streamed(hyper::body::Incoming),
+    Whole(bytes::Bytes),
+}
+
+impl http_body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Streamed(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Whole(b) if b.is_empty() => Poll::Ready(None),
+            RequestBody::Whole(b) => {
+                Poll::Ready(Some(Ok(http_body::Frame::data(std::mem::take(b)))))
+            }
+        }
+    }
+}
+
 /// The API service with each request counted as in service until its response is sent.
 pub struct Guarded<S> {
     inner: S,
@@ -209,18 +245,24 @@ impl<S> Guarded<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B, E> hyper::service::Service<Request<hyper::body::Incoming>> for Guarded<S>
-where
-    S: hyper::service::Service<Request<hyper::body::Incoming>, Response = Response<B>, Error = E>,
-    S::Future: Send + 'static,
-    B: 'static,
-    E: 'static,
-{
-    type Response = Response<GuardedBody<B>>;
-    type Error = E;
-    type Future = BoxFuture<Result<Self::Response, E>>;
+impl<S> Guarded<S> {
+    /// Counts a request as in service from the end of its head, while its body is read: the
+    /// head's deadline no longer applies, and eviction passes the connection by.
+    pub fn begin_body(&self) -> BusyGuard {
+        self.shared.begin_request().0
+    }
 
-    fn call(&self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
+    /// Serves one request, counted from here until its response body is dropped.
+    pub fn call_with<B, E>(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> BoxFuture<Result<Response<GuardedBody<B>>, E>>
+    where
+        S: hyper::service::Service<Request<RequestBody>, Response = Response<B>, Error = E>,
+        S::Future: Send + 'static,
+        B: 'static,
+        E: 'static,
+    {
         let (guard, fragment) = self.shared.begin_request();
         if fragment {
             req.extensions_mut().insert(FragmentInTarget);
@@ -233,6 +275,22 @@ where
                 _guard: guard,
             }))
         })
+    }
+}
+
+impl<S, B, E> hyper::service::Service<Request<hyper::body::Incoming>> for Guarded<S>
+where
+    S: hyper::service::Service<Request<RequestBody>, Response = Response<B>, Error = E>,
+    S::Future: Send + 'static,
+    B: 'static,
+    E: 'static,
+{
+    type Response = Response<GuardedBody<B>>;
+    type Error = E;
+    type Future = BoxFuture<Result<Self::Response, E>>;
+
+    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        self.call_with(req.map(RequestBody::Streamed))
     }
 }
 
