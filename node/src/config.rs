@@ -195,7 +195,7 @@ pub struct NodeArgs {
     #[arg(long, env = "RCLUSTER_IDEMPOTENCY_TTL_MS", value_name = "MS", default_value_t = IDEM_TTL_MS)]
     pub idempotency_ttl_ms: u64,
     /// Most idempotency keys remembered; the primary forgets the oldest beyond it (each costs
-    /// about 250 bytes of memory).
+    /// about 100 bytes of memory).
     #[arg(long, env = "RCLUSTER_IDEMPOTENCY_MAX_KEYS", default_value_t = IDEM_MAX_KEYS)]
     pub idempotency_max_keys: usize,
     /// Log as JSON lines (for log collectors) instead of text.
