@@ -74,7 +74,7 @@ impl Link {
         let path = "/internal/v1/append";
         let answer = self.wire.post(url, path, &body).await?;
         self.answer(
-            &format!("{url}{path}"),
+            (url, path),
             answer.status,
             answer.cluster_id.as_deref(),
             &answer.body,
@@ -110,21 +110,23 @@ impl Link {
             .await
             .map_err(|e| e.to_string())?;
         let theirs = resp.headers.get(CLUSTER_ID_HEADER).map(|v| v.as_bytes());
-        self.answer(url, resp.status, theirs, &resp.body)
+        self.answer((url, ""), resp.status, theirs, &resp.body)
     }
 
-    /// Decodes a member's answer to a request sent to `url`; refusals and answers from another
-    /// cluster are errors.
+    /// Decodes a member's answer to a request sent to `url` (its two parts, joined only for an
+    /// error); refusals and answers from another cluster are errors.
     fn answer(
         &self,
-        url: &str,
+        url: (&str, &str),
         status: StatusCode,
         theirs: Option<&[u8]>,
         body: &[u8],
     ) -> Result<AppendResponse, String> {
+        let url = || format!("{}{}", url.0, url.1);
         if status != StatusCode::OK {
             return Err(format!(
-                "{url} answered {status}: {}",
+                "{} answered {status}: {}",
+                url(),
                 String::from_utf8_lossy(body)
             ));
         }
@@ -133,10 +135,11 @@ impl Link {
             && ours.as_bytes() != theirs
         {
             return Err(format!(
-                "{url}: cluster_mismatch: it belongs to cluster {:?}, not {ours:?}",
+                "{}: cluster_mismatch: it belongs to cluster {:?}, not {ours:?}",
+                url(),
                 String::from_utf8_lossy(theirs)
             ));
         }
-        serde_json::from_slice(body).map_err(|e| format!("bad answer from {url}: {e}"))
+        serde_json::from_slice(body).map_err(|e| format!("bad answer from {}: {e}", url()))
     }
 }

@@ -8,7 +8,7 @@
 //! it no longer waits for) or a `connection: close` answer drops it, and the next append opens a
 //! new one.
 
-use std::io::{self, Write};
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
@@ -110,7 +110,9 @@ impl Wire {
         let mut req = Vec::with_capacity(member.head.len() + self.fixed.len() + 32 + body.len());
         req.extend_from_slice(&member.head);
         req.extend_from_slice(&self.fixed);
-        let _ = write!(req, "content-length: {}\r\n\r\n", body.len());
+        req.extend_from_slice(b"content-length: ");
+        put_decimal(&mut req, body.len());
+        req.extend_from_slice(b"\r\n\r\n");
         req.extend_from_slice(body);
         conn.stream.write_all(&req).await?;
         conn.stream.flush().await?;
@@ -263,6 +265,21 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// `n` in decimal, without the formatting machinery (once per append).
+fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn malformed(what: impl Into<String>) -> io::Error {
@@ -448,6 +465,15 @@ mod tests {
             ..TransportConfig::default()
         };
         Wire::new(config, &http::HeaderMap::new())
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 4096, 1 << 20, usize::MAX] {
+            let mut out = Vec::new();
+            put_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
     }
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
