@@ -1,6 +1,7 @@
 //! The shipper's wire to the other members: POSTs to their internal endpoints with the cluster
 //! secret and this cluster's id, and answers from members of another cluster refused.
 
+use super::wire::Wire;
 use crate::engine::Cached;
 use crate::log;
 use crate::replication::{AppendHeader, AppendResponse, Cluster};
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 pub struct Link {
     transport: Transport,
+    /// Appends only: their own connections (see `wire`).
+    wire: Wire,
     headers: HeaderMap,
     me: String,
     cluster_id: Option<String>,
@@ -32,6 +35,7 @@ impl Link {
             headers.insert(CLUSTER_ID_HEADER, v);
         }
         Link {
+            wire: Wire::new(transport.config().clone(), &headers),
             transport,
             headers,
             me: cluster.me.clone(),
@@ -67,8 +71,14 @@ impl Link {
         for c in items {
             log::put_frame(&mut body, &c.payload);
         }
-        let url = format!("{url}/internal/v1/append");
-        self.post(&url, Bytes::from(body), None).await
+        let path = "/internal/v1/append";
+        let answer = self.wire.post(url, path, &body).await?;
+        self.answer(
+            (url, path),
+            answer.status,
+            answer.cluster_id.as_deref(),
+            &answer.body,
+        )
     }
 
     /// Sends a snapshot file's bytes to the member at `url`, as the primary of `term`.
@@ -99,23 +109,37 @@ impl Link {
             .request(Method::POST, url, headers, Some(body), timeout)
             .await
             .map_err(|e| e.to_string())?;
-        if resp.status != StatusCode::OK {
+        let theirs = resp.headers.get(CLUSTER_ID_HEADER).map(|v| v.as_bytes());
+        self.answer((url, ""), resp.status, theirs, &resp.body)
+    }
+
+    /// Decodes a member's answer to a request sent to `url` (its two parts, joined only for an
+    /// error); refusals and answers from another cluster are errors.
+    fn answer(
+        &self,
+        url: (&str, &str),
+        status: StatusCode,
+        theirs: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<AppendResponse, String> {
+        let url = || format!("{}{}", url.0, url.1);
+        if status != StatusCode::OK {
             return Err(format!(
-                "{url} answered {}: {}",
-                resp.status,
-                String::from_utf8_lossy(&resp.body)
+                "{} answered {status}: {}",
+                url(),
+                String::from_utf8_lossy(body)
             ));
         }
         // A member that says it is in another cluster is not ours, whatever it answered.
-        let theirs = resp.headers.get(CLUSTER_ID_HEADER).map(|v| v.as_bytes());
         if let (Some(ours), Some(theirs)) = (&self.cluster_id, theirs)
             && ours.as_bytes() != theirs
         {
             return Err(format!(
-                "{url}: cluster_mismatch: it belongs to cluster {:?}, not {ours:?}",
+                "{}: cluster_mismatch: it belongs to cluster {:?}, not {ours:?}",
+                url(),
                 String::from_utf8_lossy(theirs)
             ));
         }
-        serde_json::from_slice(&resp.body).map_err(|e| format!("bad answer from {url}: {e}"))
+        serde_json::from_slice(body).map_err(|e| format!("bad answer from {}: {e}", url()))
     }
 }

@@ -6,6 +6,7 @@
 //! calls (`work_for`, `record_ack`, `step_down`, ...); it never calls the shipper.
 
 mod link;
+mod wire;
 
 use crate::config::Limits;
 use crate::engine::{Engine, Outbound, Work};
