@@ -122,6 +122,10 @@ def session(a, phases, nodes, result):
     work = tempfile.mkdtemp(prefix="rcluster-callgrind.")
     out_dir = os.path.join(a.keep, f"{nodes}-nodes") if a.keep else work
     os.makedirs(out_dir, exist_ok=True)
+    # Dumps of an earlier run in a kept folder share the new dumps' names: a dump that overwrites
+    # one would never be seen as new.
+    for old in glob.glob(os.path.join(out_dir, "cg.out*")):
+        os.remove(old)
     procs = []
     try:
         secret = secrets.token_hex(32)

@@ -111,7 +111,7 @@ impl Wire {
         req.extend_from_slice(&member.head);
         req.extend_from_slice(&self.fixed);
         req.extend_from_slice(b"content-length: ");
-        put_decimal(&mut req, body.len());
+        req.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
         req.extend_from_slice(b"\r\n\r\n");
         req.extend_from_slice(body);
         conn.stream.write_all(&req).await?;
@@ -265,21 +265,6 @@ impl Conn {
         }
         Ok(())
     }
-}
-
-/// `n` in decimal, without the formatting machinery (once per append).
-fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 fn malformed(what: impl Into<String>) -> io::Error {

@@ -79,15 +79,6 @@ fn wire(timeout: Duration) -> Wire {
     Wire::new(config, &http::HeaderMap::new())
 }
 
-#[test]
-fn decimals() {
-    for n in [0, 7, 10, 4096, 1 << 20, usize::MAX] {
-        let mut out = Vec::new();
-        put_decimal(&mut out, n);
-        assert_eq!(out, n.to_string().into_bytes());
-    }
-}
-
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
 
 #[tokio::test]
