@@ -156,6 +156,10 @@ struct Pending {
     last_index: u64,
     count: u64,
     shutdown: bool,
+    /// The writer waits on the condvar: an append must wake it. While it writes or syncs it
+    /// takes the whole buffer when done, so appends need not wake it (a wake is a system call
+    /// each, whether anyone waits or not).
+    writer_waits: bool,
 }
 
 struct Shared {
@@ -212,6 +216,7 @@ impl Wal {
                 last_index,
                 count: 0,
                 shutdown: false,
+                writer_waits: false,
             }),
             wake: Condvar::new(),
             segments: Mutex::new(segments),
@@ -245,8 +250,11 @@ impl Wal {
         log::put_frame(&mut p.buf, payload);
         p.last_index = index;
         p.count += 1;
+        let wake = std::mem::take(&mut p.writer_waits);
         drop(p);
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// The highest index that is durable by the configured fsync policy.
@@ -330,10 +338,13 @@ impl Writer {
                         if wait.is_zero() {
                             break;
                         }
+                        p.writer_waits = true;
                         p = self.shared.wake.wait_timeout(p, wait).unwrap().0;
                     } else {
+                        p.writer_waits = true;
                         p = self.shared.wake.wait(p).unwrap();
                     }
+                    p.writer_waits = false;
                 }
                 std::mem::swap(&mut p.buf, &mut spare);
                 let out = (p.first_index, p.last_index, p.count, p.shutdown);
