@@ -204,9 +204,13 @@ where
                 }
             }
         }
-        let Some(req) = request(&head, buf.split_to(whole).freeze()) else {
-            // Not reached for what httparse accepted, but hyper judges it if it is.
-            return Next::Hyper(Bytes::new());
+        let taken = buf.split_to(whole).freeze();
+        let Some(req) = request(&head, taken.clone()) else {
+            // A target or header httparse passes but `http` refuses (`<` in a path): hyper
+            // judges the request, and answers it as it would have from the start.
+            let mut all = BytesMut::from(&taken[..]);
+            all.extend_from_slice(&buf);
+            return Next::Hyper(all.freeze());
         };
         let write = req.method() != Method::GET;
         let call = svc.call_with(req);
