@@ -315,7 +315,9 @@ fn marketplace_and_registers_stay_exact_across_primary_kills_in_every_shard() {
         .flat_map(|k| names_on(&map, "reg/k", u32::from(k), 1))
         .collect();
     let shop = Arc::new(Shop {
-        stock: 40,
+        // Enough that the shop cannot sell out before the last kill: buyers keep buying on the
+        // other shards while each failover runs (about 150 purchases a kill on a loaded machine).
+        stock: 100,
         acked: products.iter().map(|_| AtomicU64::new(0)).collect(),
         sold_out: products.iter().map(|_| AtomicBool::new(false)).collect(),
         products,
@@ -357,6 +359,8 @@ fn marketplace_and_registers_stay_exact_across_primary_kills_in_every_shard() {
     for shard in 0..SHARDS {
         let before = shop.purchases.load(Ordering::SeqCst);
         wait_for("purchases before the kill", DEADLINE, || {
+            let sold_out = shop.sold_out.iter().all(|s| s.load(Ordering::SeqCst));
+            assert!(!sold_out, "the shop sold out before shard {shard}'s kill");
             (shop.purchases.load(Ordering::SeqCst) >= before + 15).then_some(())
         });
         let (primary, term) = pg.healthy_shard(shard).unwrap_or_else(|| {
