@@ -169,3 +169,33 @@ fn what_the_simple_path_cannot_represent_is_answered_by_hyper() {
         r.body
     );
 }
+
+#[test]
+fn an_open_stream_counts_as_in_flight_until_its_client_leaves() {
+    let (_d, n) = node(&[]);
+    let in_flight = || -> u64 {
+        let m = n.req("GET", "/metrics", None).body;
+        m.lines()
+            .find(|l| l.starts_with("rcluster_requests_in_flight{api=\"watch\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .expect("the watch gauge")
+    };
+    assert_eq!(in_flight(), 0);
+    let mut s = connect(&n.addr);
+    s.write_all(b"GET /v1/watch?prefix=k HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut seen = Vec::new();
+    wait_for("the watch's first event", || {
+        let mut buf = [0u8; 4096];
+        let got = s.read(&mut buf).ok()?;
+        seen.extend_from_slice(&buf[..got]);
+        String::from_utf8_lossy(&seen)
+            .contains("event:progress")
+            .then_some(())
+    });
+    assert_eq!(in_flight(), 1, "an open stream is in flight");
+    drop(s);
+    wait_for("the stream to leave the gauge", || {
+        (in_flight() == 0).then_some(())
+    });
+}

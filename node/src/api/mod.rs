@@ -367,33 +367,37 @@ async fn dispatch(ctx: &Ctx, route: Route, req: Req) -> Routed {
         gauge.dec();
         return (Some(api), answer);
     }
-    let out = match route {
-        Route::Status => status(ctx, &req).await,
-        Route::Cluster => cluster::cluster(ctx).await,
-        Route::ClusterStream => cluster::cluster_stream(ctx).await,
-        Route::Switchover => switchover(ctx, &req).await,
-        Route::List => kv::list(ctx, &req).await,
-        Route::Put => kv::put(ctx, &req).await,
-        Route::Get => kv::get(ctx, &req).await,
-        Route::Delete => kv::delete(ctx, &req).await,
-        Route::Incr => kv::incr(ctx, &req).await,
-        Route::ListTopics => topics::list(ctx, &req).await,
-        Route::CreateTopic => topics::create(ctx, &req).await,
-        Route::DeleteTopic => topics::delete(ctx, &req).await,
-        Route::Publish => topics::publish(ctx, &req).await,
-        Route::Read => topics::read(ctx, &req).await,
-        Route::Subscribe => topics::subscribe(ctx, &req).await,
-        Route::Unsubscribe => topics::unsubscribe(ctx, &req).await,
-        Route::Pull => topics::pull(ctx, &req).await,
-        Route::Stream => stream::topic_stream(ctx, &req).await,
-        Route::Watch => stream::watch(ctx, &req).await,
-        Route::Txn => txn::txn(ctx, &req).await,
-        Route::Merged => merged::merged(ctx, &req).await,
-        Route::Streams => streams::streams(ctx, &req).await,
-        Route::Livez | Route::Readyz | Route::Metrics | Route::Internal => {
-            unreachable!("routes without an api label are handled above")
+    let handled = async {
+        match route {
+            Route::Status => status(ctx, &req).await,
+            Route::Cluster => cluster::cluster(ctx).await,
+            Route::ClusterStream => cluster::cluster_stream(ctx).await,
+            Route::Switchover => switchover(ctx, &req).await,
+            Route::List => kv::list(ctx, &req).await,
+            Route::Put => kv::put(ctx, &req).await,
+            Route::Get => kv::get(ctx, &req).await,
+            Route::Delete => kv::delete(ctx, &req).await,
+            Route::Incr => kv::incr(ctx, &req).await,
+            Route::ListTopics => topics::list(ctx, &req).await,
+            Route::CreateTopic => topics::create(ctx, &req).await,
+            Route::DeleteTopic => topics::delete(ctx, &req).await,
+            Route::Publish => topics::publish(ctx, &req).await,
+            Route::Read => topics::read(ctx, &req).await,
+            Route::Subscribe => topics::subscribe(ctx, &req).await,
+            Route::Unsubscribe => topics::unsubscribe(ctx, &req).await,
+            Route::Pull => topics::pull(ctx, &req).await,
+            Route::Stream => stream::topic_stream(ctx, &req).await,
+            Route::Watch => stream::watch(ctx, &req).await,
+            Route::Txn => txn::txn(ctx, &req).await,
+            Route::Merged => merged::merged(ctx, &req).await,
+            Route::Streams => streams::streams(ctx, &req).await,
+            Route::Livez | Route::Readyz | Route::Metrics | Route::Internal => {
+                unreachable!("routes without an api label are handled above")
+            }
         }
     };
+    // A stream the handler opens adds itself to the gauge for as long as it is open.
+    let out = stream::IN_FLIGHT.scope(gauge.clone(), handled).await;
     gauge.dec();
     (Some(api), served_here(ctx, &req, out))
 }

@@ -60,6 +60,21 @@ impl Ev {
     }
 }
 
+tokio::task_local! {
+    /// The in-flight gauge of the request being dispatched: a stream counts as in flight until
+    /// its body is dropped, not only while its handler runs.
+    pub static IN_FLIGHT: prometheus::IntGauge;
+}
+
+/// One open stream in its API's in-flight gauge.
+struct Flight(prometheus::IntGauge);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Runs `produce` in its own task feeding a bounded channel, so a slow client applies back
 /// pressure and a disconnected one stops the producer even while it waits for new data.
 pub fn sse<F, Fut>(produce: F) -> Response
@@ -67,6 +82,12 @@ where
     F: FnOnce(mpsc::Sender<Ev>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let flight = IN_FLIGHT
+        .try_with(|g| {
+            g.inc();
+            Flight(g.clone())
+        })
+        .ok();
     let (tx, rx) = mpsc::channel(READ_BATCH);
     let closed = tx.clone();
     let work = produce(tx);
@@ -77,10 +98,10 @@ where
         }
     });
     let keep_alive = warp::sse::keep_alive().interval(Duration::from_secs(10));
-    warp::sse::reply(keep_alive.stream(Events(rx))).into_response()
+    warp::sse::reply(keep_alive.stream(Events(rx, flight))).into_response()
 }
 
-struct Events(mpsc::Receiver<Ev>);
+struct Events(mpsc::Receiver<Ev>, Option<Flight>);
 
 impl futures_util::Stream for Events {
     type Item = Result<Event, Infallible>;
