@@ -98,15 +98,23 @@ where
         }
     });
     let keep_alive = warp::sse::keep_alive().interval(Duration::from_secs(10));
-    warp::sse::reply(keep_alive.stream(Events(rx, flight))).into_response()
+    let events = Events {
+        rx,
+        _flight: flight,
+    };
+    warp::sse::reply(keep_alive.stream(events)).into_response()
 }
 
-struct Events(mpsc::Receiver<Ev>, Option<Flight>);
+/// The stream's events; it leaves the in-flight gauge when dropped (with the response body).
+struct Events {
+    rx: mpsc::Receiver<Ev>,
+    _flight: Option<Flight>,
+}
 
 impl futures_util::Stream for Events {
     type Item = Result<Event, Infallible>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|e| {
+        self.rx.poll_recv(cx).map(|e| {
             e.map(|e| {
                 let mut out = Event::default().event(e.event).data(e.data);
                 if let Some(id) = e.id {
