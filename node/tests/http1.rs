@@ -42,6 +42,14 @@ fn node(extra: &[&str]) -> (tempfile::TempDir, Node) {
     (dir, n)
 }
 
+/// The value of the node's metric series whose line starts with `series` (name, labels, space).
+fn gauge(n: &Node, series: &str) -> u64 {
+    let m = n.req("GET", "/metrics", None).body;
+    m.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {series:?} in /metrics"))
+}
+
 fn put(key: &str, value: &str) -> String {
     format!(
         "PUT /v1/kv/{key} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{value}",
@@ -121,13 +129,7 @@ fn a_body_that_stops_midway_on_the_simple_path_gets_the_body_timeout() {
 fn a_stream_on_the_simple_path_ends_when_its_client_leaves() {
     let (_d, n) = node(&[]);
     // Connections the node holds open, the scraping one included.
-    let open = || -> u64 {
-        let m = n.req("GET", "/metrics", None).body;
-        m.lines()
-            .find(|l| l.starts_with("rcluster_connections_open "))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .expect("the connections gauge")
-    };
+    let open = || gauge(&n, "rcluster_connections_open ");
     let before = open();
     let mut s = connect(&n.addr);
     s.write_all(b"GET /v1/watch?prefix=k HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
@@ -173,13 +175,7 @@ fn what_the_simple_path_cannot_represent_is_answered_by_hyper() {
 #[test]
 fn an_open_stream_counts_as_in_flight_until_its_client_leaves() {
     let (_d, n) = node(&[]);
-    let in_flight = || -> u64 {
-        let m = n.req("GET", "/metrics", None).body;
-        m.lines()
-            .find(|l| l.starts_with("rcluster_requests_in_flight{api=\"watch\"}"))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .expect("the watch gauge")
-    };
+    let in_flight = || gauge(&n, "rcluster_requests_in_flight{api=\"watch\"} ");
     assert_eq!(in_flight(), 0);
     let mut s = connect(&n.addr);
     s.write_all(b"GET /v1/watch?prefix=k HTTP/1.1\r\nhost: x\r\n\r\n")
