@@ -1,14 +1,15 @@
-//! The simple requests' own HTTP/1.1 path. Nearly every request of the data API is a small
-//! GET, PUT, POST or DELETE whose head and body arrive in one read, answered with a body of known
-//! length. For those, hyper's dispatcher (its state machine, buffers, header encoding) cost about
-//! 11,000 of the 32,000 instructions of a get. This path parses such a request with httparse,
-//! calls the same guarded service, and writes the answer in one write.
+//! The simple requests' own HTTP/1.1 path. Nearly every request of the data API is a small GET,
+//! PUT, POST or DELETE answered with a body of known length. For those, hyper's dispatcher (its
+//! state machine, buffers, header encoding) cost about 11,000 of the 32,000 instructions of a get.
+//! This path parses such a request with httparse, calls the same guarded service, and writes the
+//! answer in one write (a stream, chunked as it comes).
 //!
 //! Anything else goes to hyper, with every byte read so far, for the rest of the connection:
 //! HTTP/1.0, `Expect`, `Upgrade`, `Connection` other than keep-alive, a chunked body or one over
-//! 1 MiB, a target that is not a plain path, a head httparse refuses. hyper stays the reference for the unusual, and the socket guard rewrites its answers
-//! as before. The guard also stays under this path: header and idle timeouts, eviction and the
-//! in-service count work the same for both.
+//! 1 MiB, a target that is not a plain path, a head httparse or `http` refuses. hyper stays the
+//! reference for the unusual, and the socket guard rewrites its answers as before. The guard also
+//! stays under this path: header and idle timeouts, eviction and the in-service count work the
+//! same for both.
 
 use crate::connection::{
     Guarded, GuardedIo, RequestBody, Socket, body_timeout_message, error_bytes,

@@ -396,8 +396,13 @@ async fn dispatch(ctx: &Ctx, route: Route, req: Req) -> Routed {
             }
         }
     };
-    // A stream the handler opens adds itself to the gauge for as long as it is open.
-    let out = stream::IN_FLIGHT.scope(gauge.clone(), handled).await;
+    // A stream the handler opens adds itself to the gauge for as long as it is open; other
+    // routes skip the task-local (it costs every poll of the handler).
+    let out = if route.streams() {
+        stream::IN_FLIGHT.scope(gauge.clone(), handled).await
+    } else {
+        handled.await
+    };
     gauge.dec();
     (Some(api), served_here(ctx, &req, out))
 }

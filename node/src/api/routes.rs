@@ -79,6 +79,15 @@ impl Route {
         })
     }
 
+    /// Routes answered with a server-sent event stream (`stream::sse`), which stays in flight
+    /// until its client leaves.
+    pub fn streams(self) -> bool {
+        matches!(
+            self,
+            Route::Stream | Route::Watch | Route::Streams | Route::ClusterStream
+        )
+    }
+
     /// The least role a client's access token needs (`auth.rs`); `None` for the probes and
     /// `/metrics` (open to Kubernetes and Prometheus) and for internal calls (the cluster secret).
     pub fn role(self) -> Option<Role> {
