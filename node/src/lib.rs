@@ -5,6 +5,7 @@
 //! decides) → `state` (the pure state machine) and `wal`/`snapshot` (the files). `shipper` carries
 //! the primary's log to its replicas through a narrow engine API.
 
+pub mod ack_waiters;
 pub mod admission;
 pub mod api;
 pub mod auth;

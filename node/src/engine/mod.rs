@@ -26,6 +26,7 @@ pub use outbound::{Outbound, Work};
 pub use rcluster_client::types::Consistency;
 pub use rcluster_proto::Role;
 
+use crate::ack_waiters::AckWaiters;
 use crate::metrics::Metrics;
 use crate::replication::{AckLevel, Cluster, Members, Node, Progress, RoleError};
 use crate::state::{ApplyError, OpResult};
@@ -134,6 +135,9 @@ pub struct Engine {
     applied: watch::Sender<u64>,
     /// Bumped whenever replication progress or the role changes; commit waiters re-check then.
     changed: watch::Sender<u64>,
+    /// Writes waiting for their ack level, released by one task (`release_acks`) that watches
+    /// `changed`, `durable` and `roles` for them.
+    acks: AckWaiters,
     /// Bumped only when the term, the primary or the member list changes: what the cluster
     /// stream (`GET /v1/cluster/stream`) pushes to clients, without waking on every write.
     roles: watch::Sender<u64>,
@@ -209,6 +213,7 @@ impl Engine {
             applied: watch::channel(loaded.last_index).0,
             changed: watch::channel(0).0,
             roles: watch::channel(0).0,
+            acks: AckWaiters::default(),
             progress: Mutex::new(Progress::default()),
             metrics,
             recovery: loaded.report,
@@ -232,6 +237,7 @@ impl Engine {
             .recovery_data_loss
             .set(i64::from(report.data_loss));
         engine.update_gauges(&engine.core());
+        tokio::spawn(requests::release_acks(Arc::downgrade(&engine)));
         Ok(engine)
     }
 

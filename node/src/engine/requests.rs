@@ -5,6 +5,7 @@ use super::{Consistency, Core, Engine, EngineError, Proposed, Role, now_ms, prim
 use crate::log::{self, Entry, IdemTag, Op};
 use crate::replication::{AckLevel, commit};
 use crate::state::KvEvent;
+use std::sync::Weak;
 use std::time::Instant;
 
 impl Engine {
@@ -141,11 +142,9 @@ impl Engine {
         lead_term: u64,
     ) -> Result<(), EngineError> {
         let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
-        let mut changed = self.changed.subscribe();
-        let mut durable = self.durable.subscribe();
         loop {
-            changed.borrow_and_update();
-            durable.borrow_and_update();
+            // Registered before the checks, so a release between them is not missed.
+            let released = self.acks.wait(ack, index);
             if self.commit_for(ack) >= index {
                 let core = self.core();
                 // Compacted entries were committed; otherwise the entry must still be ours.
@@ -162,8 +161,7 @@ impl Engine {
                 }
             }
             tokio::select! {
-                _ = changed.changed() => {}
-                _ = durable.changed() => {}
+                _ = released => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(EngineError::AckTimeout { index, ack: ack.as_str(), timeout: self.cfg.ack_timeout });
                 }
@@ -256,5 +254,51 @@ impl Engine {
     /// The oldest position a watch can resume from here: changes up to it are not kept.
     pub fn history_start(&self) -> u64 {
         self.core().history_start()
+    }
+}
+
+/// Releases the writes waiting in `wait_ack` (see `AckWaiters`): after every change of the
+/// replication progress, the durable index or the roles, each level that has waiters is woken up
+/// to its commit index; a change of the role or the term wakes them all to look again. Ends with
+/// the engine.
+pub(super) async fn release_acks(engine: Weak<Engine>) {
+    let Some((mut changed, mut durable, mut roles)) = engine.upgrade().map(|e| {
+        (
+            e.changed.subscribe(),
+            e.durable.subscribe(),
+            e.roles.subscribe(),
+        )
+    }) else {
+        return;
+    };
+    let mut lead = None;
+    loop {
+        {
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            // Marked seen before reading the positions: a change after this wakes us again.
+            changed.borrow_and_update();
+            durable.borrow_and_update();
+            roles.borrow_and_update();
+            let now = {
+                let core = engine.core();
+                (core.leads(), core.node.term)
+            };
+            if lead.replace(now) != Some(now) {
+                engine.acks.release_all();
+            }
+            for level in engine.acks.levels() {
+                engine.acks.release(level, engine.commit_for(level));
+            }
+        }
+        let alive = tokio::select! {
+            r = changed.changed() => r.is_ok(),
+            r = durable.changed() => r.is_ok(),
+            r = roles.changed() => r.is_ok(),
+        };
+        if !alive {
+            return;
+        }
     }
 }
