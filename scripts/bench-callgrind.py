@@ -8,7 +8,11 @@ for each phase from callgrind dumps (`callgrind_control --dump`). The quorum pha
 nodes (natively) as replicas of the counted one, so it counts the primary's share of a quorum
 write: request handling, the log, and shipping to two replicas.
 
-    scripts/bench-callgrind.py [--requests 2000] [--node BIN] [--keep DIR] [--no-quorum]
+    scripts/bench-callgrind.py [--requests 2000] [--connections 1] [--node BIN] [--keep DIR]
+                               [--no-quorum]
+
+With `--connections C` the requests go over C connections at once (a thread each): what a request
+costs when others wait beside it (wakeups, lock hand-offs, batching), which one connection hides.
 
 Prints one line per phase and a JSON summary. Every process it starts is stopped by its pid; every
 wait is bounded. Needs valgrind (Debian package `valgrind`; installed when missing and possible).
@@ -26,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,18 +69,33 @@ def post(port, path, body, secret):
         sys.exit(f"POST {path} on {port}: {r.status}")
 
 
-def run(port, method, n, query=""):
-    """n sequential requests over one connection; returns how many failed."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    errors = 0
-    for i in range(n):
-        body = VALUE if method == "PUT" else None
-        c.request(method, f"/v1/kv/k{i}{query}", body=body)
-        r = c.getresponse()
-        r.read()
-        errors += r.status != 200
-    c.close()
-    return errors
+def run(port, method, n, query="", connections=1):
+    """n requests, split over `connections` connections sending at once; returns how many failed
+    (a request that raised counts as failed)."""
+    counts = [0] * connections
+
+    def one(k):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        done = 0
+        try:
+            for i in range(k, n, connections):
+                body = VALUE if method == "PUT" else None
+                c.request(method, f"/v1/kv/k{i}{query}", body=body)
+                r = c.getresponse()
+                r.read()
+                counts[k] += r.status != 200
+                done += 1
+        except OSError:
+            counts[k] += len(range(k, n, connections)) - done
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts)
 
 
 def dump(pid, out_dir, label):
@@ -100,8 +120,11 @@ def main():
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--node", default=os.path.join(ROOT, "target/release/rcluster-node"))
     ap.add_argument("--keep", help="keep the callgrind dumps in this folder (for callgrind_annotate)")
+    ap.add_argument("--connections", type=int, default=1)
     ap.add_argument("--no-quorum", action="store_true")
     a = ap.parse_args()
+    if a.connections < 1 or a.requests < a.connections:
+        sys.exit("--connections must be at least 1 and at most --requests")
     if not shutil.which("valgrind"):
         subprocess.run(["sudo", "-n", "apt-get", "install", "-y", "valgrind"], check=False)
         if not shutil.which("valgrind"):
@@ -109,7 +132,7 @@ def main():
     if not os.path.exists(a.node):
         subprocess.run(["cargo", "build", "--release", "-p", "rcluster-node", "--bins"], cwd=ROOT,
                        check=True)
-    result = {"requests": a.requests, "valgrind": subprocess.run(
+    result = {"requests": a.requests, "connections": a.connections, "valgrind": subprocess.run(
         ["valgrind", "--version"], capture_output=True, text=True).stdout.strip(), "phases": {}}
     # One node alone for put and get (as a single-node deployment runs), then three for quorum.
     session(a, [("put", "PUT", "?ack=one"), ("get", "GET", "")], 1, result)
@@ -163,11 +186,12 @@ def session(a, phases, nodes, result):
         run(ports[0], "GET", 200)
         dump(counted.pid, out_dir, "warmup")
         for label, method, query in phases:
-            errors = run(ports[0], method, n, query)
+            errors = run(ports[0], method, n, query, a.connections)
             total = dump(counted.pid, out_dir, label.replace(" ", "-"))
             per = total / n
             result["phases"][label] = {"instructions_per_request": round(per), "errors": errors}
-            print(f"{label:<12} {per:>10.0f} instructions/request ({n} requests, {errors} errors)",
+            print(f"{label:<12} {per:>10.0f} instructions/request ({n} requests, "
+                  f"{a.connections} connections, {errors} errors)",
                   file=sys.stderr)
     finally:
         for p in procs:
