@@ -163,8 +163,9 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Recovers the state from disk and starts the log writer. The role comes from the persisted
-    /// role record; a former primary comes back fenced and waits to be told its role.
+    /// Recovers the state from disk and starts the log writer and the task that releases writes
+    /// waiting for their ack level (so it must run inside a Tokio runtime). The role comes from
+    /// the persisted role record; a former primary comes back fenced and waits to be told its role.
     pub fn open(
         cfg: EngineConfig,
         cluster: Cluster,
