@@ -1,6 +1,7 @@
 //! Three real node processes on 127.0.0.1, roles set through the internal endpoints.
 
 mod common;
+mod events;
 use common::*;
 use serde_json::{Value, json};
 
@@ -255,7 +256,12 @@ fn restarted_and_wiped_replicas_catch_up() {
 #[test]
 fn an_old_primary_discards_its_unreplicated_entries_and_converges() {
     let mut c = Cluster::with_primary(3, FAST);
-    assert_eq!(put(&c.nodes[0], "base", "1", "all").status, 200);
+    let base = put(&c.nodes[0], "base", "1", "all");
+    assert_eq!(base.status, 200);
+    let base_position = base
+        .header("rcluster-token")
+        .expect("a session token")
+        .to_string();
     // The replicas stop hearing from n1, which acknowledges async writes alone.
     c.nodes[1].pause();
     c.nodes[2].pause();
@@ -332,6 +338,24 @@ fn an_old_primary_discards_its_unreplicated_entries_and_converges() {
     }
     let m = c.nodes[0].req("GET", "/metrics", None).body;
     assert!(m.contains(&format!("rcluster_entries_discarded_total {missing}")));
+    // Discarding the divergent suffix keeps the history before it: a watch resuming from before
+    // it on the old primary gets the committed changes, not a reset.
+    let w = events::open(
+        &c.nodes[0].addr,
+        &format!("/v1/watch?from={base_position}"),
+        &[],
+    )
+    .expect("a watch resumed on the old primary");
+    let mut keys = Vec::new();
+    while keys.last().map(String::as_str) != Some("after") {
+        let e = w.next_change().expect("a change");
+        assert_eq!(
+            e.event, "put",
+            "resuming before the discarded entries: {e:?}"
+        );
+        keys.push(e.s("key").to_string());
+    }
+    assert_eq!(keys.len(), 5 - missing + 1, "{keys:?}");
 }
 
 #[test]

@@ -493,5 +493,14 @@ impl Playground {
 impl Drop for Playground {
     fn drop(&mut self) {
         self.terminate();
+        // A failed test's nodes' logs and files are what explains it: keep them.
+        if std::thread::panicking()
+            && let Some(tmp) = self._tmp.take()
+        {
+            eprintln!(
+                "the failed test's playground is kept in {}",
+                tmp.keep().display()
+            );
+        }
     }
 }

@@ -187,11 +187,11 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
                     Some(t) => (
                         t.read(next, READ_BATCH),
                         t.first_offset,
-                        core.state.applied_index,
+                        core.applied_entry(),
                         moved,
                     ),
                     // Dropped here after its handoff: the new owner has it, same offsets.
-                    None if moved.is_some() => (Vec::new(), next, core.state.applied_index, moved),
+                    None if moved.is_some() => (Vec::new(), next, core.applied_entry(), moved),
                     // Deleted: the stream ends.
                     None => return,
                 }
@@ -213,7 +213,7 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
             {
                 // Every message this shard applied was sent; the handoff must be committed
                 // before the client goes elsewhere (a failover may undo an uncommitted one).
-                if engine.wait_committed(seen).await {
+                if engine.wait_read_committed(seen).await {
                     // The id stays a message offset (the last one sent), for Last-Event-ID.
                     let id = next.checked_sub(1).map(|o| o.to_string());
                     let _ = tx.send(m.event(&next.to_string(), id)).await;
@@ -226,7 +226,7 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
                 }
                 continue;
             }
-            if !engine.wait_committed(seen).await {
+            if !engine.wait_read_committed(seen).await {
                 return;
             }
             for (offset, m) in &batch {

@@ -245,7 +245,7 @@ async fn stream_local(engine: Arc<Engine>, mut at: TopicPositions, tx: mpsc::Sen
             // Everything this shard applied of the topic has been sent; the handoff must be
             // committed before the client is told to go on elsewhere (an uncommitted one may
             // still be undone by a failover).
-            if engine.wait_committed(seen).await {
+            if engine.wait_read_committed(seen).await {
                 let _ = tx
                     .send(m.event(&at.to_string(), Some(at.to_string())))
                     .await;
@@ -270,7 +270,7 @@ async fn stream_local(engine: Arc<Engine>, mut at: TopicPositions, tx: mpsc::Sen
             }
             continue;
         }
-        if !engine.wait_committed(seen).await {
+        if !engine.wait_read_committed(seen).await {
             return;
         }
         sent = Instant::now();
@@ -289,15 +289,18 @@ type Batch = Vec<(String, u64, Message)>;
 /// Topics whose position retention passed, with their first offset now.
 type Resets = Vec<(String, u64)>;
 
+/// A read's batch, its resets, the applied entry it reflects and a handoff (see `read`).
+type Read = (Batch, Resets, (u64, Option<u64>), Option<Moved>);
+
 /// The next messages of every topic in log order, the topics whose position retention passed
-/// (with their first offset), the applied index they reflect, and a topic this shard handed off.
+/// (with their first offset), the applied entry (index, term) they reflect, and a topic this shard handed off.
 /// `None` when a topic is gone (deleted, or dropped here before its handoff was seen).
-fn read(engine: &Engine, at: &TopicPositions) -> Option<(Batch, Resets, u64, Option<Moved>)> {
+fn read(engine: &Engine, at: &TopicPositions) -> Option<Read> {
     let core = engine.core();
     let moved = at.0.keys().find_map(|t| Moved::of(&core.state, t));
     if moved.is_some() && at.0.keys().any(|t| !core.state.topics.contains_key(t)) {
         // Dropped here already: the new owner has every message with the same offsets.
-        return Some((Vec::new(), Vec::new(), core.state.applied_index, moved));
+        return Some((Vec::new(), Vec::new(), core.applied_entry(), moved));
     }
     let mut resets = Vec::new();
     let mut parts = Vec::new();
@@ -338,7 +341,7 @@ fn read(engine: &Engine, at: &TopicPositions) -> Option<(Batch, Resets, u64, Opt
         };
         all.push((name.to_string(), offset, m));
     }
-    Some((all, resets, core.state.applied_index, moved))
+    Some((all, resets, core.applied_entry(), moved))
 }
 
 #[cfg(test)]

@@ -89,6 +89,12 @@ impl Core {
         self.events_evicted_upto
     }
 
+    /// The applied index and the term of its entry: the point a read of the state stands at.
+    pub fn applied_entry(&self) -> (u64, Option<u64>) {
+        let index = self.state.applied_index;
+        (index, self.term_at(index))
+    }
+
     pub fn term_at(&self, index: u64) -> Option<u64> {
         self.node.term_at(index)
     }
@@ -138,7 +144,26 @@ impl Core {
         }
     }
 
-    /// The log was replaced below the caches (truncated, or a snapshot installed): forget them.
+    /// The log was cut back to before `from` (a divergent suffix discarded): what the caches hold
+    /// of the entries before it is still the log's, and a watch resuming there must not be told
+    /// its history is gone. Only entries never known to be committed are cut, and watchers were
+    /// never sent those.
+    pub(super) fn truncate_caches(&mut self, from: u64, old_last: u64) {
+        while self.cache.back().is_some_and(|c| c.index >= from) {
+            if let Some(c) = self.cache.pop_back() {
+                self.cache_bytes -= cached_cost(&c.payload);
+            }
+        }
+        while self.events.back().is_some_and(|e| e.index >= from) {
+            self.events.pop_back();
+        }
+        // Changes after `from - 1` come again with the entries that replace the cut ones.
+        self.events_evicted_upto = self.events_evicted_upto.min(from.saturating_sub(1));
+        let cut = (old_last + 1).saturating_sub(from);
+        self.entries_since_snapshot = self.entries_since_snapshot.saturating_sub(cut);
+    }
+
+    /// The log was replaced below the caches (a snapshot installed): forget them.
     pub(super) fn reset_caches(&mut self, old_last: u64) {
         self.cache.clear();
         self.cache_bytes = 0;

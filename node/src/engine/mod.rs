@@ -348,6 +348,17 @@ impl Engine {
         }
     }
 
+    /// `wait_committed` for what was read from the state at `Core::applied_entry`: also `false` when
+    /// the log no longer holds that entry (this node discarded it as a divergent suffix, so what
+    /// was read from it must never be sent).
+    pub async fn wait_read_committed(&self, (index, term): (u64, Option<u64>)) -> bool {
+        if !self.wait_committed(index).await {
+            return false;
+        }
+        // `None`: compacted into a snapshot, which holds only committed entries.
+        self.core().term_at(index).is_none_or(|t| Some(t) == term)
+    }
+
     /// The primary's URL when this node is not the primary but knows who is.
     pub fn primary_if_elsewhere(&self) -> Option<String> {
         let core = self.core();

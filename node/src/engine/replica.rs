@@ -163,7 +163,13 @@ impl Engine {
         core.wal = Arc::new(new_wal);
         core.state = loaded.state;
         let refusal = core.node.truncated(index, loaded.last_index, loaded.runs);
-        core.reset_caches(old_last);
+        if loaded.last_index + 1 == index {
+            core.truncate_caches(index, old_last);
+        } else {
+            // Rebuilt from less than the entries before `index` (started empty to fetch a
+            // snapshot): nothing cached is the log's any more.
+            core.reset_caches(old_last);
+        }
         core.discarded_total += discarded;
         self.applied.send_replace(core.state.applied_index);
         self.update_gauges(&core);
