@@ -16,9 +16,8 @@ use crate::notice::{Notice, NoticeFn};
 use crate::random;
 use crate::retry::{Decision, RetryPolicy, RetryState};
 use crate::routing::{Direct, Routes};
-use crate::tls::Trust;
+use crate::transport::Transport;
 use crate::transport::TransportErrorKind;
-use crate::transport::{EventStream, Streamed, Transport, TransportConfig};
 use crate::types::Consistency;
 use rcluster_proto::SessionToken;
 
@@ -60,221 +59,9 @@ impl Reply {
     }
 }
 
-/// Builds a [`Client`].
-#[derive(Debug, Clone)]
-pub struct ClientBuilder {
-    endpoints: Vec<String>,
-    transport: TransportConfig,
-    retry: RetryPolicy,
-    discover: bool,
-    cluster_id: Option<String>,
-    locate: bool,
-    unreachable_deadline: Option<Duration>,
-    notify: Option<NoticeFn>,
-    access_token: Option<Redacted>,
-    follow_cluster: bool,
-}
-
-/// A secret that `Debug` output does not show.
-#[derive(Clone)]
-struct Redacted(String);
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl ClientBuilder {
-    pub fn new<I, S>(endpoints: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        Self {
-            endpoints: endpoints.into_iter().map(Into::into).collect(),
-            transport: TransportConfig::default(),
-            retry: RetryPolicy::default(),
-            discover: true,
-            cluster_id: None,
-            locate: false,
-            unreachable_deadline: None,
-            notify: None,
-            access_token: None,
-            follow_cluster: true,
-        }
-    }
-
-    /// Keep one stream of cluster map changes open (`GET /v1/cluster/stream`, see
-    /// `cluster_stream.rs`) and switch the write target the moment a new primary is announced.
-    /// On by default; started with the first call. Off suits a client that makes one call and
-    /// exits.
-    pub fn follow_cluster(mut self, on: bool) -> Self {
-        self.follow_cluster = on;
-        self
-    }
-
-    /// Before its first request, ask every endpoint for its status at once and start with the
-    /// primary they name and a node that answered (see [`Client::locate`]): a hung or dead node
-    /// early in the endpoint list then costs nothing. Off by default.
-    pub fn locate_primary(mut self, on: bool) -> Self {
-        self.locate = on;
-        self
-    }
-
-    /// Gives up on a call after `d` when no attempt reached any node (every connection refused
-    /// or unanswered), instead of retrying for the whole retry deadline.
-    pub fn give_up_unreachable_after(mut self, d: Duration) -> Self {
-        self.unreachable_deadline = Some(d);
-        self
-    }
-
-    /// Called when a call waits: before each retry, and when an attempt has had no answer for a
-    /// second (see [`Notice`]). A command line prints these so that a wait is never silent.
-    pub fn on_notice(mut self, f: impl Fn(&Notice<'_>) + Send + Sync + 'static) -> Self {
-        self.notify = Some(NoticeFn(Arc::new(f)));
-        self
-    }
-
-    /// The access token sent with every request (`Authorization: Bearer TOKEN`), for nodes
-    /// started with `--auth-file`. Its role decides what the client may do.
-    pub fn access_token(mut self, token: Option<String>) -> Self {
-        self.access_token = token.filter(|t| !t.trim().is_empty()).map(Redacted);
-        self
-    }
-
-    /// The server certificates accepted on `https://` endpoints (default: the system's CAs).
-    pub fn trust(mut self, trust: Trust) -> Self {
-        self.transport.trust = trust;
-        self
-    }
-
-    /// The cluster the client may talk to. Without one, the client takes the cluster of the
-    /// first node that names one. Either way it never sends to, or follows a redirect to, a node
-    /// of another cluster.
-    pub fn cluster_id(mut self, id: Option<String>) -> Self {
-        self.cluster_id = id;
-        self
-    }
-
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.transport.connect_timeout = d;
-        self
-    }
-
-    pub fn request_timeout(mut self, d: Duration) -> Self {
-        self.transport.request_timeout = d;
-        self
-    }
-
-    /// Idle connections kept per endpoint (1 gives a worker its own connection).
-    pub fn max_idle_per_host(mut self, n: usize) -> Self {
-        self.transport.max_idle_per_host = n;
-        self
-    }
-
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
-        self
-    }
-
-    /// How long one call keeps retrying (across a failover, say) before it gives up.
-    pub fn retry_deadline(mut self, d: Duration) -> Self {
-        self.retry.deadline = d;
-        self
-    }
-
-    /// Whether to add the cluster members a node lists in `/v1/status` to the endpoints (on by
-    /// default): a client given one endpoint then survives the loss of that node.
-    pub fn discover_members(mut self, on: bool) -> Self {
-        self.discover = on;
-        self
-    }
-
-    pub fn build(self) -> Result<Client, Error> {
-        if self.endpoints.is_empty() {
-            return Err(Error::InvalidArgument("no endpoint given".into()));
-        }
-        let endpoints = self
-            .endpoints
-            .iter()
-            .map(|e| normalize_endpoint(e))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut retry = self.retry;
-        retry.attempts = retry.attempts.max(1);
-        let authorization = match &self.access_token {
-            Some(Redacted(t)) => {
-                let mut v =
-                    HeaderValue::from_str(&format!("Bearer {}", t.trim())).map_err(|_| {
-                        Error::InvalidArgument(
-                            "the access token must be visible ASCII characters".into(),
-                        )
-                    })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            None => None,
-        };
-        Ok(Client {
-            inner: Arc::new(Inner {
-                transport: Transport::new(self.transport),
-                endpoints: Mutex::new(endpoints),
-                discover: self.discover,
-                discovered: AtomicBool::new(false),
-                current: AtomicUsize::new(0),
-                primary: Mutex::new(None),
-                token: Mutex::new(SessionToken::new()),
-                retry,
-                identity: Identity::new(self.cluster_id),
-                authorization,
-                routes: Routes::default(),
-                locate: self.locate,
-                located: AtomicBool::new(false),
-                unreachable_deadline: self.unreachable_deadline,
-                notify: self.notify,
-                follow_cluster: self.follow_cluster,
-                following: AtomicBool::new(false),
-                announced: Mutex::default(),
-            }),
-        })
-    }
-}
-
 /// How often one call follows a stale route's correction (`moved`, a new primary) before it lets
 /// any node forward it instead.
 const MAX_CORRECTIONS: u32 = 3;
-
-/// Checks an endpoint is `HOST:PORT`, `http://HOST:PORT` or `https://HOST:PORT` (optionally
-/// with a trailing `/`) and returns it with its scheme (`http://` when none was given).
-pub fn normalize_endpoint(e: &str) -> Result<String, Error> {
-    let raw = e.trim();
-    // The scheme is looked for before trailing slashes go: `http://` alone is no endpoint.
-    let has_scheme = raw.contains("://");
-    let e = raw.trim_end_matches('/');
-    let bad = || {
-        Error::InvalidArgument(format!(
-            "endpoint {e:?}: expected HOST:PORT, http://HOST:PORT or https://HOST:PORT"
-        ))
-    };
-    // A bare `HOST:PORT` means plain HTTP; any other scheme is refused below.
-    let full = if has_scheme {
-        e.to_string()
-    } else {
-        format!("http://{e}")
-    };
-    let rest = full
-        .strip_prefix("http://")
-        .or_else(|| full.strip_prefix("https://"))
-        .ok_or_else(bad)?;
-    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
-        return Err(bad());
-    }
-    let uri: http::Uri = full.parse().map_err(|_| bad())?;
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(bad());
-    }
-    Ok(full)
-}
 
 /// The rcluster client. Cheap to clone; clones share connections, the known primary and
 /// the session token.
@@ -811,82 +598,13 @@ impl Client {
             _ => err,
         }
     }
-
-    /// Opens a server-sent event stream (`stream` or `watch` calls). Connecting is retried
-    /// like a read; a stream that breaks later is not reopened (the resumable streams of
-    /// `watch` and `stream` do that).
-    pub async fn open_stream(&self, call: &Call) -> Result<EventStream, Error> {
-        self.open_stream_at(call).await.map(|(events, _)| events)
-    }
-
-    /// The retry policy calls follow.
-    pub(crate) fn retry_policy(&self) -> &RetryPolicy {
-        &self.inner.retry
-    }
-
-    /// Stops preferring `endpoint` (it went silent): the next call goes elsewhere.
-    pub(crate) fn move_away_from(&self, endpoint: &str) {
-        self.rotate(endpoint);
-    }
-
-    /// [`Client::open_stream`], also saying which endpoint serves the stream.
-    pub(crate) async fn open_stream_at(&self, call: &Call) -> Result<(EventStream, String), Error> {
-        self.locate_once().await;
-        let headers = self.headers(call, None);
-        let mut state = self.retry_state();
-        let mut target = self.current_endpoint();
-        loop {
-            let url = format!("{target}{}", call.path);
-            let mut headers = headers.clone();
-            self.inner.identity.add_header(&mut headers);
-            let opening = self.inner.transport.stream(&url, headers, None);
-            let (err, primary) = match self.noting_slow(call.api, &target, opening).await {
-                Ok(Streamed::Events(events)) => {
-                    match self
-                        .inner
-                        .identity
-                        .screen(&target, events.headers(), None, None)
-                    {
-                        (None, _) => return Ok((events, target)),
-                        (Some(e), p) => (e, p),
-                    }
-                }
-                Ok(Streamed::Response(resp)) => {
-                    let e = Error::from_response(resp.status.as_u16(), &resp.body);
-                    let (e, primary) = self.inner.identity.screen(
-                        &target,
-                        &resp.headers,
-                        Some(e),
-                        primary_hint(&resp.headers),
-                    );
-                    (e.unwrap_or_else(|| unreachable!()), primary)
-                }
-                Err(t) => (Error::Transport(t), None),
-            };
-            if identity::is_mismatch(&err) && self.all_foreign() {
-                return Err(err);
-            }
-            match state.next(
-                &err,
-                &target,
-                primary.as_deref(),
-                Instant::now(),
-                random::unit(),
-            ) {
-                Decision::Redirect(p) => target = p,
-                Decision::Retry { after, rotate } => {
-                    self.note_retry(call.api, &target, &err, &state, after);
-                    if rotate {
-                        self.rotate(&target);
-                    }
-                    tokio::time::sleep(after).await;
-                    target = self.current_endpoint();
-                }
-                Decision::GiveUp => return Err(err),
-            }
-        }
-    }
 }
+
+#[path = "client_builder.rs"]
+mod builder;
+#[path = "client_streams.rs"]
+mod streams;
+pub use builder::{ClientBuilder, normalize_endpoint};
 
 #[cfg(test)]
 #[path = "client_tests.rs"]

@@ -29,6 +29,7 @@ pub mod slot_state;
 pub mod snapshot;
 pub mod state;
 pub mod tls;
+pub mod topic;
 pub mod txn;
 pub mod value;
 pub mod wal;

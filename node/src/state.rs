@@ -8,10 +8,11 @@
 pub use crate::idem::{
     IDEM_FORGET_BATCH, IDEM_MAX_KEYS, IDEM_TTL_MS, Idem, IdemMap, IdemRecord, NO_SLOT,
 };
-use crate::log::{Entry, Fnv, Json, Op, Retention, Start};
+use crate::log::{Entry, Fnv, Json, Op};
 pub use crate::op_result::{OpResult, Pulled};
 pub use crate::record::Record;
 use crate::record::{Rec, Records};
+pub use crate::topic::{Message, Topic};
 pub use rcluster_proto::migration::SlotState;
 
 /// How a write's version is chosen.
@@ -28,77 +29,7 @@ pub enum Versions {
 }
 use imbl::{OrdMap, Vector};
 use rcluster_proto::{DEFAULT_SLOTS, slot_of};
-use serde::{Deserialize, Serialize};
 use std::ops::Bound;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    pub value: Json,
-    pub published_at_ms: u64,
-    /// The log index of the entry that published it: orders messages of different topics of
-    /// one shard (a multi-topic stream delivers them in log order). 0 when loaded from a
-    /// snapshot written before messages kept it.
-    pub index: u64,
-}
-
-impl Message {
-    pub fn pulled(&self) -> Pulled {
-        Pulled {
-            value: self.value.clone(),
-            published_at_ms: self.published_at_ms,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Topic {
-    pub retention: Retention,
-    pub first_offset: u64,
-    pub messages: Vector<Message>,
-    pub subscriptions: OrdMap<String, u64>,
-}
-
-impl Topic {
-    pub fn next_offset(&self) -> u64 {
-        self.first_offset + self.messages.len() as u64
-    }
-
-    /// Messages `[from, from+limit)` that are still retained.
-    pub fn read(&self, from: u64, limit: usize) -> Vec<(u64, Message)> {
-        let start = from.max(self.first_offset);
-        let skip = (start - self.first_offset) as usize;
-        self.messages
-            .iter()
-            .skip(skip)
-            .take(limit)
-            .enumerate()
-            .map(|(i, m)| (start + i as u64, m.clone()))
-            .collect()
-    }
-
-    pub(crate) fn enforce_retention(&mut self, now_ms: u64) -> u64 {
-        let mut dropped = 0;
-        if let Some(max) = self.retention.max_messages {
-            while self.messages.len() as u64 > max {
-                self.messages.pop_front();
-                self.first_offset += 1;
-                dropped += 1;
-            }
-        }
-        if let Some(age) = self.retention.max_age_ms {
-            while self
-                .messages
-                .front()
-                .is_some_and(|m| m.published_at_ms.saturating_add(age) <= now_ms)
-            {
-                self.messages.pop_front();
-                self.first_offset += 1;
-                dropped += 1;
-            }
-        }
-        dropped
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
@@ -412,141 +343,13 @@ impl State {
                 }
                 OpResult::Expired { count }
             }
-            Op::CreateTopic { topic, retention } => {
-                let created = match self.topics.get_mut(topic) {
-                    Some(t) if t.retention == *retention => {
-                        return unchanged(OpResult::CreateTopic {
-                            topic: topic.clone(),
-                            created: false,
-                            retention: *retention,
-                        });
-                    }
-                    Some(t) => {
-                        t.retention = *retention;
-                        t.enforce_retention(now);
-                        false
-                    }
-                    None => {
-                        let t = Topic {
-                            retention: *retention,
-                            first_offset: 0,
-                            messages: Vector::new(),
-                            subscriptions: OrdMap::new(),
-                        };
-                        self.topics.insert(topic.clone(), t);
-                        true
-                    }
-                };
-                OpResult::CreateTopic {
-                    topic: topic.clone(),
-                    created,
-                    retention: *retention,
-                }
-            }
-            Op::DeleteTopic { topic } => {
-                self.topics.remove(topic).ok_or(ApplyError::TopicNotFound)?;
-                OpResult::DeleteTopic {
-                    topic: topic.clone(),
-                }
-            }
-            Op::Publish { topic, values } => {
-                let t = self
-                    .topics
-                    .get_mut(topic)
-                    .ok_or(ApplyError::TopicNotFound)?;
-                let first_offset = t.next_offset();
-                for v in values {
-                    t.messages.push_back(Message {
-                        value: v.clone(),
-                        published_at_ms: now,
-                        index: e.index,
-                    });
-                }
-                t.enforce_retention(now);
-                OpResult::Publish {
-                    first_offset,
-                    count: values.len() as u64,
-                }
-            }
-            Op::Trim { topic } => {
-                let t = self.topics.get(topic).ok_or(ApplyError::TopicNotFound)?;
-                let mut trimmed = t.clone();
-                let dropped = trimmed.enforce_retention(now);
-                if dropped == 0 {
-                    return unchanged(OpResult::Trimmed { dropped });
-                }
-                self.topics.insert(topic.clone(), trimmed);
-                OpResult::Trimmed { dropped }
-            }
-            Op::Subscribe { topic, name, start } => {
-                let t = self
-                    .topics
-                    .get_mut(topic)
-                    .ok_or(ApplyError::TopicNotFound)?;
-                if let Some(cursor) = t.subscriptions.get(name) {
-                    return unchanged(OpResult::Subscribe {
-                        topic: topic.clone(),
-                        name: name.clone(),
-                        cursor: *cursor,
-                        created: false,
-                    });
-                }
-                let cursor = match start {
-                    Start::Earliest => t.first_offset,
-                    Start::Latest => t.next_offset(),
-                    Start::Offset(o) if *o > t.next_offset() => {
-                        return Err(ApplyError::OffsetOutOfRange {
-                            start: *o,
-                            next: t.next_offset(),
-                        });
-                    }
-                    Start::Offset(o) => *o,
-                };
-                t.subscriptions.insert(name.clone(), cursor);
-                OpResult::Subscribe {
-                    topic: topic.clone(),
-                    name: name.clone(),
-                    cursor,
-                    created: true,
-                }
-            }
-            Op::Unsubscribe { topic, name } => {
-                let t = self
-                    .topics
-                    .get_mut(topic)
-                    .ok_or(ApplyError::TopicNotFound)?;
-                t.subscriptions
-                    .remove(name)
-                    .ok_or(ApplyError::SubscriptionNotFound)?;
-                OpResult::Unsubscribe {
-                    topic: topic.clone(),
-                    name: name.clone(),
-                }
-            }
-            Op::Pull { topic, name, max } => {
-                let t = self
-                    .topics
-                    .get_mut(topic)
-                    .ok_or(ApplyError::TopicNotFound)?;
-                let cursor = *t
-                    .subscriptions
-                    .get(name)
-                    .ok_or(ApplyError::SubscriptionNotFound)?;
-                let messages: Vec<(u64, Pulled)> = t
-                    .read(cursor, *max as usize)
-                    .into_iter()
-                    .map(|(o, m)| (o, m.pulled()))
-                    .collect();
-                let Some((last, _)) = messages.last() else {
-                    return unchanged(OpResult::Pull {
-                        messages,
-                        cursor: cursor.max(t.first_offset),
-                    });
-                };
-                let cursor = last + 1;
-                t.subscriptions.insert(name.clone(), cursor);
-                OpResult::Pull { messages, cursor }
-            }
+            Op::CreateTopic { .. }
+            | Op::DeleteTopic { .. }
+            | Op::Publish { .. }
+            | Op::Trim { .. }
+            | Op::Subscribe { .. }
+            | Op::Unsubscribe { .. }
+            | Op::Pull { .. } => return self.apply_topic_op(e),
             // Migration steps are applied by `apply_slot_op`, never as data.
             Op::SlotsFence { .. }
             | Op::SlotsUnfence { .. }
@@ -749,82 +552,6 @@ impl State {
     }
 }
 
-/// Idempotency keys: stored as entries apply, forgotten as the primary decides.
-impl State {
-    pub fn idempotent_result(&self, key: &str) -> Option<&Idem> {
-        self.idem.get(key)
-    }
-
-    /// Stores an idempotency key's record. Records come in log order, so the queue stays sorted.
-    pub(crate) fn remember(&mut self, key: &str, rec: IdemRecord) {
-        let idem = Idem::new(key, &rec);
-        self.idem.insert(idem.clone());
-        self.idem_order.push_back(idem);
-    }
-
-    /// Whether a queue element is still its key's current record (not stored again later, nor
-    /// dropped with its slot).
-    fn idem_live(&self, queued: &Idem) -> bool {
-        self.idem
-            .get(queued.key())
-            .is_some_and(|current| current.same(queued))
-    }
-
-    /// The primary's decision: the index below which idempotency keys are to be forgotten (those
-    /// stored more than `ttl_ms` before `now_ms`, then the oldest beyond `max_keys`), at most about
-    /// [`IDEM_FORGET_BATCH`] keys at a time; `None` when nothing is due.
-    pub fn idem_forget_below(&self, now_ms: u64, ttl_ms: u64, max_keys: usize) -> Option<u64> {
-        let horizon = now_ms.saturating_sub(ttl_ms);
-        let mut live = self.idem.len();
-        let mut below = None;
-        let mut forgotten = 0;
-        // Stale elements count too, so one decision walks a bounded part of the queue.
-        for (visited, queued) in self.idem_order.iter().enumerate() {
-            if !self.idem_live(queued) {
-                continue;
-            }
-            let (index, ts_ms) = (queued.index(), queued.ts_ms());
-            // Keys of one entry (an import) go together.
-            let same_entry = below == Some(index + 1);
-            if !same_entry
-                && (forgotten >= IDEM_FORGET_BATCH
-                    || visited >= 4 * IDEM_FORGET_BATCH
-                    || (ts_ms >= horizon && live <= max_keys))
-            {
-                break;
-            }
-            below = Some(index + 1);
-            live -= 1;
-            forgotten += 1;
-        }
-        below
-    }
-
-    /// Applies [`Op::ForgetIdem`]: removes the keys stored by entries before `below_index`.
-    pub(crate) fn forget_idem_below(&mut self, below_index: u64) -> u64 {
-        let mut count = 0;
-        while let Some(queued) = self.idem_order.front().cloned() {
-            if queued.index() >= below_index {
-                break;
-            }
-            self.idem_order.pop_front();
-            if self.idem_live(&queued) {
-                self.idem.remove(queued.key());
-                count += 1;
-            }
-        }
-        count
-    }
-
-    /// The queue rebuilt from the map after a snapshot was loaded: by index, then key.
-    pub(crate) fn rebuild_idem_order(&mut self) {
-        let mut order: Vec<(u64, Idem)> =
-            self.idem.iter().map(|i| (i.index(), i.clone())).collect();
-        order.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key().cmp(b.1.key())));
-        self.idem_order = order.into_iter().map(|(_, i)| i).collect();
-    }
-}
-
 /// Shared so tests in other modules can build entries tersely.
 pub fn entry(index: u64, ts_ms: u64, op: Op) -> Entry {
     Entry {
@@ -835,6 +562,11 @@ pub fn entry(index: u64, ts_ms: u64, op: Op) -> Entry {
         op,
     }
 }
+
+#[path = "state_idem.rs"]
+mod idem_keys;
+#[path = "state_topics.rs"]
+mod topic_ops;
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

@@ -1,5 +1,5 @@
 use super::*;
-use crate::log::IdemTag;
+use crate::log::{IdemTag, Retention, Start};
 use crate::record::Rec;
 
 fn put(key: &str, value: &str) -> Op {
