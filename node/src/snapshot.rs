@@ -362,18 +362,30 @@ pub fn set_aside(dir: &Path, damaged: &[Damaged]) -> io::Result<()> {
     crate::wal::sync_dir(dir)
 }
 
-/// Keeps the newest `keep` snapshots and removes stale temporary files.
+/// Keeps the newest `keep` snapshots and removes the temporary files of snapshot writes that did
+/// not finish (a process stopped mid-write; writes are serialized, so none is in flight here).
+/// Only this writer's own: other files are written through temporaries in the same folder (the
+/// role record, the cluster map), and taking theirs made a role change fail with "No such file".
 pub fn prune(dir: &Path, keep: usize) -> io::Result<()> {
     for (_, p) in list(dir)?.into_iter().skip(keep) {
-        fs::remove_file(p)?;
+        remove_if_there(&p)?;
     }
     for e in fs::read_dir(dir)? {
         let p = e?.path();
-        if p.extension().is_some_and(|x| x == "tmp") {
-            fs::remove_file(p)?;
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("snapshot-") && name.ends_with(".snap.tmp") {
+            remove_if_there(&p)?;
         }
     }
     Ok(())
+}
+
+/// Removes a file another step may have removed already (a snapshot install replaces them all).
+pub fn remove_if_there(p: &Path) -> io::Result<()> {
+    match fs::remove_file(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -381,6 +393,47 @@ mod tests {
     use super::*;
     use crate::log::{Op, Start};
     use crate::state::entry;
+
+    #[test]
+    fn pruning_removes_only_its_own_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut s = State::default();
+        for index in 1..=3 {
+            s.applied_index = index;
+            write(d, &s).unwrap();
+        }
+        // Another writer's file in flight (the role record, the cluster map) is not ours to take.
+        fs::write(d.join("role.json.tmp"), "{}").unwrap();
+        fs::write(d.join("cluster.json.tmp"), "{}").unwrap();
+        // A snapshot a stopped process was writing is.
+        fs::write(d.join("snapshot-00000000000000000009.snap.tmp"), "partial").unwrap();
+        prune(d, 2).unwrap();
+        let mut left: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let kept: Vec<String> = [2, 3]
+            .iter()
+            .map(|i| {
+                snapshot_path(d, *i)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(
+            left,
+            [
+                "cluster.json.tmp".to_string(),
+                "role.json.tmp".into(),
+                kept[0].clone(),
+                kept[1].clone()
+            ]
+        );
+    }
 
     #[test]
     fn round_trip_keeps_the_digest_and_rejects_damage() {

@@ -33,10 +33,18 @@ pub fn load_record(dir: &Path) -> io::Result<RoleRecord> {
 pub fn save_record(dir: &Path, record: &RoleRecord) -> io::Result<()> {
     assert_unlocked("writing the role record");
     let tmp = dir.join("role.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(record).map_err(io::Error::other)?)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, dir.join(RECORD_FILE))?;
-    wal::sync_dir(dir)
+    // Each step names itself: an error here fails a role change, and must say where.
+    let step = |what: &str, r: io::Result<()>| {
+        r.map_err(|e| io::Error::new(e.kind(), format!("{what} {}: {e}", tmp.display())))
+    };
+    let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+    step("writing", std::fs::write(&tmp, bytes))?;
+    step(
+        "syncing",
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()),
+    )?;
+    step("renaming", std::fs::rename(&tmp, dir.join(RECORD_FILE)))?;
+    step("syncing the folder of", wal::sync_dir(dir))
 }
 
 /// Where the log writer of a rebuilt log reports durability.
@@ -154,7 +162,8 @@ pub fn install_snapshot(w: &Writer, old: &Wal, tmp: &Path, index: u64) -> io::Re
     wal::remove_all(dir)?;
     for (_, p) in snapshot::list(dir)? {
         if p != path {
-            std::fs::remove_file(p)?;
+            // The node's own snapshot step may be pruning them at the same time.
+            snapshot::remove_if_there(&p)?;
         }
     }
     wal::sync_dir(dir)?;

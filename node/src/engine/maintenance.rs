@@ -161,6 +161,11 @@ impl Engine {
     /// snapshot installs, which replace the log files.
     fn compact(&self, index: u64) -> std::io::Result<usize> {
         let _steps = self.steps();
+        // Only a snapshot still on disk stands for the segments it covers: a snapshot from the
+        // primary installed since this one was written replaced the log and removed it.
+        if !snapshot::snapshot_path(&self.cfg.wal.dir, index).exists() {
+            return Ok(0);
+        }
         let wal = self.core().wal.clone();
         assert_unlocked("compacting the log");
         wal.compact(index)

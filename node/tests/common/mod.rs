@@ -229,7 +229,14 @@ impl Node {
 
     /// SIGSTOP / SIGCONT: a replica that stops answering without closing its connections.
     pub fn pause(&self) {
-        signal(self.pid(), "-STOP");
+        let pid = self.pid();
+        signal(pid, "-STOP");
+        // kill(2) returns before the stop takes effect: until the thread the signal went to gets
+        // a CPU, the node's other threads go on, and on a busy machine they answered an append
+        // sent after this returned. Paused means every thread is stopped.
+        wait_for("the node's threads to stop", || {
+            all_stopped(pid).then_some(())
+        });
     }
     pub fn resume(&self) {
         signal(self.pid(), "-CONT");
@@ -505,6 +512,21 @@ pub fn sse_events(
     });
     ready_rx.recv_timeout(DEADLINE).expect("stream opened");
     rx
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/PID/task/*/stat`).
+fn all_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        state == Some('T')
+    })
 }
 
 fn signal(pid: u32, sig: &str) {
