@@ -521,12 +521,8 @@ impl Client {
                     target = p;
                 }
                 Decision::Retry { after, rotate } => {
-                    self.note_retry(call.api, &target, &err, &state, after);
-                    if rotate {
-                        self.rotate(&target);
-                    }
-                    tokio::time::sleep(after).await;
-                    target = self.current_endpoint();
+                    let wait = (after, rotate);
+                    target = self.back_off(call.api, &target, &err, &state, wait).await;
                 }
                 Decision::GiveUp => return Err(self.give_up(call, key, &state, err)),
             }
@@ -562,14 +558,16 @@ impl Client {
         }
     }
 
-    fn note_retry(
+    /// Before another attempt of a call or a stream: tells the notice hook, moves off `endpoint`
+    /// when the retry decision says so, waits `after`, and returns the endpoint to try next.
+    async fn back_off(
         &self,
         api: &str,
         endpoint: &str,
         error: &Error,
         state: &RetryState,
-        after: Duration,
-    ) {
+        (after, rotate): (Duration, bool),
+    ) -> String {
         if let Some(notify) = &self.inner.notify {
             notify(&Notice::Retrying {
                 api,
@@ -579,6 +577,11 @@ impl Client {
                 after,
             });
         }
+        if rotate {
+            self.rotate(endpoint);
+        }
+        tokio::time::sleep(after).await;
+        self.current_endpoint()
     }
 
     fn give_up(&self, call: &Call, key: Option<String>, state: &RetryState, err: Error) -> Error {

@@ -73,12 +73,8 @@ impl Client {
             ) {
                 Decision::Redirect(p) => target = p,
                 Decision::Retry { after, rotate } => {
-                    self.note_retry(call.api, &target, &err, &state, after);
-                    if rotate {
-                        self.rotate(&target);
-                    }
-                    tokio::time::sleep(after).await;
-                    target = self.current_endpoint();
+                    let wait = (after, rotate);
+                    target = self.back_off(call.api, &target, &err, &state, wait).await;
                 }
                 Decision::GiveUp => return Err(err),
             }
