@@ -7,6 +7,7 @@ use crate::op_result::Pulled;
 use imbl::{OrdMap, Vector};
 
 impl State {
+    /// Applies a topic operation; `apply_data_as` routes them here.
     pub(super) fn apply_topic_op(&mut self, e: &Entry) -> Result<Applied, ApplyError> {
         let now = e.ts_ms;
         let result = match &e.op {

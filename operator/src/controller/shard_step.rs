@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use rcluster_proto::{ClusterMap, ShardId, SlotMap};
 
-use super::context::ShardMemory;
-use super::context::{Context, MemberAddress};
+use super::context::{Context, MemberAddress, ShardMemory};
 use super::error::Error;
 use super::observe::PodInfo;
 use super::{act, observe, rollout, shards, status};
