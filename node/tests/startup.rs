@@ -1,5 +1,5 @@
 //! How a node process starts: on a listening socket it inherits (`--listen-fd`), and the clear
-//! one-line refusals when what it is given is unusable.
+//! one-line refusals when what it is given is unusable or its data folder is in use.
 
 mod common;
 use common::*;
@@ -19,34 +19,39 @@ fn a_restarted_node_serves_on_the_same_inherited_socket() {
     }
 }
 
+/// Runs a node process with `args` that is expected to exit at once: its status and stderr.
+fn refused(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(NODE_BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node did not exit with {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
+}
+
 #[test]
 fn an_unusable_listen_fd_is_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
     // 0 is stdin (/dev/null here): open, but not a socket. 987 is not open at all.
     for (fd, why) in [("0", "not a socket"), ("987", "not an open descriptor")] {
-        let mut child = Command::new(NODE_BIN)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--listen-fd", fd])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the node did not exit with --listen-fd {fd}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let (status, stderr) = refused(&["--data-dir", data, "--listen-fd", fd]);
         assert_eq!(status.code(), Some(1), "{stderr}");
         let line = stderr.lines().last().unwrap_or_default();
         assert!(
@@ -54,4 +59,20 @@ fn an_unusable_listen_fd_is_refused_in_one_line() {
             "{stderr}"
         );
     }
+}
+
+#[test]
+fn a_second_process_on_a_data_folder_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::start(dir.path(), &[]);
+    assert_eq!(n.req("PUT", "/v1/kv/k", Some("1")).status, 200);
+    let data = dir.path().to_str().unwrap();
+    let (status, stderr) = refused(&["--data-dir", data, "--listen", "127.0.0.1:0"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let line = stderr.lines().last().unwrap_or_default();
+    let expected = format!("in use by another rcluster-node process (pid {})", n.pid());
+    assert!(line.contains(&expected), "{stderr}");
+    // The first one goes on untouched.
+    assert_eq!(n.req("PUT", "/v1/kv/k", Some("2")).status, 200);
+    assert_eq!(n.req("GET", "/v1/kv/k", None).json()["value"], 2);
 }

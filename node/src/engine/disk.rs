@@ -21,6 +21,41 @@ const RECORD_FILE: &str = "role.json";
 const INCOMING_SNAPSHOT: &str = "incoming";
 static RECEPTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Takes the data folder for this process: an exclusive lock on its `LOCK` file, held for as long
+/// as the returned file is open (the kernel lets go when the process ends, however it ends). A
+/// second process on the same folder (started on it by mistake, or a replacement started before
+/// the old process ended) would interleave its log writes and role records with this one's.
+pub fn lock_folder(dir: &Path) -> io::Result<std::fs::File> {
+    use std::io::{Read, Write};
+    std::fs::create_dir_all(dir)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("LOCK"))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "it is in use by another rcluster-node process (pid {}); one folder serves one \
+                     node at a time",
+                    holder.trim()
+                ),
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    // Who holds it, for the refusal above: informative only, the lock is what counts.
+    f.set_len(0)?;
+    f.write_all(std::process::id().to_string().as_bytes())?;
+    Ok(f)
+}
+
 pub fn load_record(dir: &Path) -> io::Result<RoleRecord> {
     match std::fs::read(dir.join(RECORD_FILE)) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other),

@@ -160,6 +160,8 @@ pub struct Engine {
     /// The committed state a slot range is being copied from (one migration at a time): every
     /// page of one copy comes from this one clone, so the copy is consistent at its index.
     export: Mutex<Option<slots::Export>>,
+    /// The data folder's lock (`disk::lock_folder`), held for the engine's life.
+    _folder: std::fs::File,
 }
 
 impl Engine {
@@ -172,6 +174,7 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Arc<Engine>> {
         let dir = cfg.wal.dir.clone();
+        let folder = disk::lock_folder(&dir)?;
         disk::discard_partial_receptions(&dir)?;
         let loaded = recovery::load(&dir, cfg.accept_data_loss)?;
         let durable = Arc::new(watch::channel(0).0);
@@ -225,6 +228,7 @@ impl Engine {
             outbound_rx: Mutex::new(Some(outbound_rx)),
             switchover_request: Mutex::new(None),
             export: Mutex::new(None),
+            _folder: folder,
         });
         engine
             .metrics
