@@ -272,8 +272,10 @@ fn an_old_primary_discards_its_unreplicated_entries_and_converges() {
         );
     }
     c.nodes[0].pause();
-    c.nodes[1].resume();
-    c.nodes[2].resume();
+    // Restarted rather than resumed: appends n1 sent them while they were stopped die with their
+    // sockets, so none of the async writes can land before the fence.
+    c.nodes[1].restart();
+    c.nodes[2].restart();
     // Failover to n2 under a higher term.
     c.term += 1;
     let term = c.term;
@@ -307,8 +309,7 @@ fn an_old_primary_discards_its_unreplicated_entries_and_converges() {
         200
     );
     let digest = c.wait_converged(&[0, 1, 2]);
-    // An append already in a paused replica's socket buffer may still land before its fence; every
-    // other async write of the old primary must be gone everywhere.
+    // Every async write of the old primary must be gone everywhere.
     let missing = (0..5)
         .filter(|i| {
             c.nodes[1]
@@ -318,6 +319,10 @@ fn an_old_primary_discards_its_unreplicated_entries_and_converges() {
         })
         .count();
     assert!(missing >= 1, "the test did not create a divergent suffix");
+    assert_eq!(
+        missing, 5,
+        "an async write reached a replica that never heard it"
+    );
     let s = c.nodes[0].status();
     assert_eq!(s["entries_discarded"], json!(missing), "{s}");
     c.nodes[0].wait_log("discarded divergent log entries");

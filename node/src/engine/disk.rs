@@ -157,9 +157,7 @@ pub fn receive_snapshot(dir: &Path, body: &[u8]) -> io::Result<(PathBuf, State)>
 /// Removes a received snapshot that will not be installed (a bad one, or one overtaken by a
 /// newer term); a leftover only costs disk space, so a failure to remove it is just logged.
 pub fn discard_received(tmp: &Path) {
-    if let Err(e) = std::fs::remove_file(tmp)
-        && e.kind() != io::ErrorKind::NotFound
-    {
+    if let Err(e) = snapshot::remove_if_there(tmp) {
         tracing::warn!(file = %tmp.display(), error = %e, "cannot remove a received snapshot");
     }
 }
