@@ -5,33 +5,32 @@
 //! Run `cargo test --release -p rcluster-node --test memory -- --nocapture` for the breakdown; the
 //! test fails when a component grows past its bound, so a wider record or map node is noticed.
 
+use mimalloc::MiMalloc;
 use rcluster_node::log::{Entry, IdemTag, Op};
 use rcluster_node::record::Rec;
 use rcluster_node::state::{Idem, IdemRecord, OpResult, State};
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicI64, Ordering};
 
-/// Bytes requested and in use, as the allocator saw them (`usable` adds glibc's per-chunk
-/// rounding and header: what the requests really take from the heap).
+/// Bytes requested and in use, as the allocator saw them (`usable` adds the size-class rounding of
+/// mimalloc, the node binary's allocator: what the requests really take from the heap).
 static REQUESTED: AtomicI64 = AtomicI64::new(0);
 static USABLE: AtomicI64 = AtomicI64::new(0);
 static LIVE: AtomicI64 = AtomicI64::new(0);
 
+/// Counts, then forwards to the allocator `rcluster-node` uses.
 struct Counting;
 
-/// glibc keeps an 8-byte size word before each chunk.
-const CHUNK_HEADER: i64 = 8;
-
 fn usable(ptr: *mut u8) -> i64 {
-    // SAFETY: `ptr` was returned by the system allocator (glibc malloc) and is still live.
-    unsafe { libc::malloc_usable_size(ptr.cast()) as i64 + CHUNK_HEADER }
+    // SAFETY: `ptr` was returned by mimalloc and is still live.
+    unsafe { MiMalloc.usable_size(ptr) as i64 }
 }
 
-// SAFETY: every call is forwarded to `System` unchanged; the wrapper only counts.
+// SAFETY: every call is forwarded to `MiMalloc` unchanged; the wrapper only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is.
-        let p = unsafe { System.alloc(layout) };
+        let p = unsafe { MiMalloc.alloc(layout) };
         if !p.is_null() {
             REQUESTED.fetch_add(layout.size() as i64, Ordering::Relaxed);
             USABLE.fetch_add(usable(p), Ordering::Relaxed);
@@ -44,7 +43,7 @@ unsafe impl GlobalAlloc for Counting {
         USABLE.fetch_sub(usable(ptr), Ordering::Relaxed);
         LIVE.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { MiMalloc.dealloc(ptr, layout) }
     }
 }
 

@@ -3,6 +3,14 @@ use rcluster_node::config::NodeArgs;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's malloc: a request makes a few dozen small allocations, and glibc
+/// spent about 15% of a primary's CPU on them under quorum load (perf); mimalloc's size classes
+/// also fit the node's packed records and idempotency blocks with less waste (RSS per record 174 →
+/// 158 B, README "Performance"). Set here, in the binary only: the library and its tests keep the
+/// system allocator (the memory test counts heap bytes with its own).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = NodeArgs::parse();
     let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
