@@ -43,6 +43,8 @@ fn deleted_records_give_their_memory_back() {
     // 70k records of 200-byte values, and the change events of their puts: over 20 MB.
     assert!(grown > 20 * 1024, "loading grew RSS by only {grown} KiB");
     // One delete a request, on one keep-alive connection, as an application cleaning up would.
+    // (After deletes by transaction the memory stays with the process for later writes: the
+    // retention docs/INSTALL.md "Memory" states, not yet explained.)
     let mut conn = connect(&n.addr);
     conn.set_nodelay(true).unwrap();
     for i in 0..RECORDS {

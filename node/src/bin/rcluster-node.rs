@@ -6,8 +6,9 @@ use tracing_subscriber::EnvFilter;
 /// mimalloc rather than glibc's malloc: a request makes a few dozen small allocations, and glibc
 /// spent about 15% of a primary's CPU on them under quorum load (perf); mimalloc's size classes
 /// also fit the node's packed records and idempotency blocks with less waste (RSS per record 174 →
-/// 158 B, README "Performance"). Set here, in the binary only: the library and its tests keep the
-/// system allocator (the memory test counts heap bytes with its own).
+/// 158 B, README "Performance"), and it gives freed pages back to the OS (`node/tests/rss.rs`).
+/// Set here, in the binary only: the library's unit tests keep the system allocator; the memory
+/// test counts heap bytes through its own wrapper around mimalloc.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
