@@ -97,6 +97,27 @@ fn half_sent_headers_are_closed_after_the_header_timeout() {
     assert!(closed_count(&n, "header_timeout") >= 2);
 }
 
+/// The header timeout holds for every request of a keep-alive connection, not only its first:
+/// a half-sent second head is cut long before the idle timeout the first answer started.
+#[test]
+fn a_half_sent_second_request_is_closed_after_the_header_timeout() {
+    let (_d, n) = secret_node(&["--header-timeout-ms", "300", "--idle-timeout-ms", "600000"]);
+    let mut s = connect(&n.addr);
+    s.write_all(b"GET /livez HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_one(&mut s).unwrap().status, 200);
+    // The scenario, not a wait for a condition: the connection idles past the first head's
+    // timeout, so the node's timer is set for the (far) idle deadline when the next head starts.
+    // With the right behaviour the pause's length cannot make the test fail.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: a\r\n")
+        .unwrap();
+    // A read timeout here (the harness's deadline) means the node waited for the idle timeout.
+    let raw = read_until_closed(&mut s).expect("the node closes a half-sent second request");
+    let r = parse(&raw).expect("a JSON answer before closing");
+    assert_eq!((r.status, r.code().as_str()), (408, "header_timeout"));
+}
+
 /// `rcluster_connections_closed_total` for `reason`.
 fn closed_count(n: &Node, reason: &str) -> u64 {
     let m = n.req("GET", "/metrics", None).body;

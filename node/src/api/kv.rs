@@ -120,16 +120,21 @@ pub async fn get(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         let r = core.state.get(&key, now_ms()).cloned();
         (r, core.state.applied_index)
     };
+    // Rendered now, so the record's header is decoded once for its version and its answer.
+    let rendered = record.as_ref().map(|r| {
+        let v = r.view();
+        (v.version, render::view(&v))
+    });
     // A present record only needs its own write committed; an absent one, everything seen. A
     // version is at least its write's log index, but may be more (versions keep growing across
     // a slot migration, and an imported record keeps the source's): never wait past `observed`.
     // An imported record was committed here before its slot was served.
-    let seen = record
+    let seen = rendered
         .as_ref()
-        .map_or(observed, |r| r.version().min(observed));
+        .map_or(observed, |(version, _)| (*version).min(observed));
     after_read(ctx, c, seen).await?;
-    match record {
-        Some(r) => Ok(ok_with_token(render::record(&r), observed)),
+    match rendered {
+        Some((_, body)) => Ok(ok_with_token(body, observed)),
         None => Err(ApiError::not_found(
             "not_found",
             format!("no record with key {key:?}"),

@@ -363,7 +363,8 @@ async fn dispatch(ctx: &Ctx, route: Route, req: Req) -> Routed {
     };
     gauge.inc();
     // Another node's to serve (another shard's slot, or a write reaching a replica): forwarded.
-    if let Some(answer) = placement::route(ctx, &req).await {
+    if let Some(elsewhere) = placement::route(ctx, &req) {
+        let answer = elsewhere.await;
         gauge.dec();
         return (Some(api), answer);
     }
@@ -390,7 +391,9 @@ async fn dispatch(ctx: &Ctx, route: Route, req: Req) -> Routed {
             Route::Watch => stream::watch(ctx, &req).await,
             Route::Txn => txn::txn(ctx, &req).await,
             Route::Merged => merged::merged(ctx, &req).await,
-            Route::Streams => streams::streams(ctx, &req).await,
+            // Boxed: its future is the largest of the handlers' (1.5 KB), and every request's
+            // future is as large as the largest it may await.
+            Route::Streams => Box::pin(streams::streams(ctx, &req)).await,
             Route::Livez | Route::Readyz | Route::Metrics | Route::Internal => {
                 unreachable!("routes without an api label are handled above")
             }
@@ -399,7 +402,8 @@ async fn dispatch(ctx: &Ctx, route: Route, req: Req) -> Routed {
     // A stream the handler opens adds itself to the gauge for as long as it is open; other
     // routes skip the task-local (it costs every poll of the handler).
     let out = if route.streams() {
-        stream::IN_FLIGHT.scope(gauge.clone(), handled).await
+        // Boxed, so the task-local's copy of the handler's future is not part of every request.
+        Box::pin(stream::IN_FLIGHT.scope(gauge.clone(), handled)).await
     } else {
         handled.await
     };

@@ -9,6 +9,8 @@ use super::merged::Order;
 use super::{ApiError, Ctx, Req};
 use http::{Method, StatusCode};
 use rcluster_proto::{Consistency, ShardId, headers, slots};
+use std::future::Future;
+use std::pin::Pin;
 use warp::reply::Response;
 
 /// What a request addresses.
@@ -101,33 +103,40 @@ fn needs_primary(ctx: &Ctx, req: &Req) -> bool {
         .is_ok_and(|c| c == Consistency::Linearizable)
 }
 
+/// The answer of a request served elsewhere (or refused before it is): boxed, so the request
+/// future that awaits it stays the size of the local handlers. Forwarding and fan-out futures
+/// are kilobytes, and every request's future is moved at least once as it starts.
+pub type Elsewhere<'a> = Pin<Box<dyn Future<Output = Result<Response, ApiError>> + Send + 'a>>;
+
 /// `Some(answer)` when the request is not this node's to serve alone; `None` to serve it here.
-pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
+/// Decided without waiting: only the answer from elsewhere is awaited.
+pub fn route<'a>(ctx: &'a Ctx, req: &'a Req) -> Option<Elsewhere<'a>> {
     let direct = req.headers.contains_key(&super::DIRECT_HEADER);
     // Asked only by the requests that reach every shard (a keyed request does not).
     let single = || ctx.routing.shard_count() == 1;
+    let refused = |e: ApiError| -> Option<Elsewhere<'a>> { Some(Box::pin(async move { Err(e) })) };
     match place(ctx, req) {
         Place::Node => None,
         Place::WatchEverywhere if direct || single() => None,
         Place::Everywhere(_) if direct => None,
         // One shard: a listing is this shard's to serve, by its primary when it must be.
-        Place::Everywhere(_) if single() => to_own_primary(ctx, req).await,
-        Place::WatchEverywhere => Some(super::multistream::watch_everywhere(ctx, req).await),
+        Place::Everywhere(_) if single() => to_own_primary(ctx, req),
+        Place::WatchEverywhere => Some(Box::pin(super::multistream::watch_everywhere(ctx, req))),
         Place::Stream(name) => {
             let owner = match owner(ctx, &name) {
                 Ok(owner) => owner,
-                Err(e) => return Some(Err(e)),
+                Err(e) => return refused(e),
             };
             if owner == ctx.routing.shard {
                 return None;
             }
             if direct {
-                return Some(Err(misrouted(ctx, &name, owner)));
+                return refused(misrouted(ctx, &name, owner));
             }
-            Some(match fanout::shard_target(ctx, owner) {
-                Ok(target) => forward_stream(ctx, req, target).await,
-                Err(e) => Err(e),
-            })
+            match fanout::shard_target(ctx, owner) {
+                Ok(target) => Some(Box::pin(forward_stream(ctx, req, target))),
+                Err(e) => refused(e),
+            }
         }
         Place::Everywhere(listing) => {
             let limit = req
@@ -136,7 +145,7 @@ pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
                 .flatten()
                 .unwrap_or(100)
                 .min(ctx.limits.max_batch);
-            let local = || async {
+            let local = move || async move {
                 match listing {
                     Listing::Records => super::kv::list(ctx, req).await,
                     Listing::Topics => super::topics::list(ctx, req).await,
@@ -145,27 +154,29 @@ pub async fn route(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
             };
             let serve_here =
                 !needs_primary(ctx, req) || ctx.engine.primary_if_elsewhere().is_none();
-            Some(fanout::gather(ctx, req, listing, limit, serve_here, local).await)
+            Some(Box::pin(fanout::gather(
+                ctx, req, listing, limit, serve_here, local,
+            )))
         }
         Place::Name(name) => {
             let owner = match owner(ctx, &name) {
                 Ok(owner) => owner,
-                Err(e) => return Some(Err(e)),
+                Err(e) => return refused(e),
             };
             let mine = ctx.routing.shard;
             if owner != mine {
                 if direct {
-                    return Some(Err(misrouted(ctx, &name, owner)));
+                    return refused(misrouted(ctx, &name, owner));
                 }
-                return Some(match fanout::shard_target(ctx, owner) {
-                    Ok(target) => forward(ctx, req, target).await,
-                    Err(e) => Err(e),
-                });
+                return match fanout::shard_target(ctx, owner) {
+                    Ok(target) => Some(Box::pin(forward(ctx, req, target))),
+                    Err(e) => refused(e),
+                };
             }
             if direct {
                 return None;
             }
-            to_own_primary(ctx, req).await
+            to_own_primary(ctx, req)
         }
     }
 }
@@ -193,7 +204,7 @@ fn owner(ctx: &Ctx, name: &str) -> Result<ShardId, ApiError> {
 
 /// A replica that knows its primary sends writes and linearizable reads there; a node that knows
 /// none answers itself (`not_primary`, nothing applied).
-async fn to_own_primary(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiError>> {
+fn to_own_primary<'a>(ctx: &'a Ctx, req: &'a Req) -> Option<Elsewhere<'a>> {
     if !needs_primary(ctx, req) {
         return None;
     }
@@ -202,7 +213,7 @@ async fn to_own_primary(ctx: &Ctx, req: &Req) -> Option<Result<Response, ApiErro
         shard: ctx.routing.shard,
         urls: vec![primary],
     };
-    Some(forward(ctx, req, target).await)
+    Some(Box::pin(forward(ctx, req, target)))
 }
 
 /// A request sent here directly for a slot this node's map gives to `owner`. While this shard

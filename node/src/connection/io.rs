@@ -88,6 +88,10 @@ pub struct GuardedIo<S: Socket> {
     head_started: u64,
     line: LineScan,
     timer: Pin<Box<Sleep>>,
+    /// The deadline `timer` is set for (`clock_ms`), 0 when it is not set or has fired. A later
+    /// deadline leaves it alone: it wakes early and is set again then. Resetting a timer takes
+    /// the timer wheel's lock, and the idle deadline moves with every request.
+    armed: u64,
     /// An answer of our own being written, and how much of it went out.
     out: Option<(Bytes, usize)>,
     /// After `out`, hyper reads the end of the stream and the connection closes.
@@ -114,6 +118,7 @@ impl<S: Socket> GuardedIo<S> {
             timeouts,
             line: LineScan::Start,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: 0,
             out: None,
             close_after_out: false,
             peer_closed: false,
@@ -229,8 +234,12 @@ impl<S: Socket> GuardedIo<S> {
             }
             return true;
         }
-        self.timer.as_mut().reset(instant_at(deadline).into());
+        if self.armed == 0 || deadline < self.armed {
+            self.timer.as_mut().reset(instant_at(deadline).into());
+            self.armed = deadline;
+        }
         if self.timer.as_mut().poll(cx).is_ready() {
+            self.armed = 0;
             cx.waker().wake_by_ref();
         }
         false
@@ -273,7 +282,11 @@ impl<S: Socket> AsyncRead for GuardedIo<S> {
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    *this.shared.waker.lock().unwrap() = Some(cx.waker().clone());
+                    let mut waker = this.shared.waker.lock().unwrap();
+                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *waker = Some(cx.waker().clone());
+                    }
+                    drop(waker);
                     if free && this.check_deadline(cx) {
                         continue;
                     }

@@ -267,7 +267,9 @@ impl<S> Guarded<S> {
         if fragment {
             req.extensions_mut().insert(FragmentInTarget);
         }
-        let fut = self.inner.call(req);
+        // Boxed where it is made: the API's future is kilobytes, and moving it into the wrapper
+        // below, then the wrapper into a box, copied it twice.
+        let fut = Box::pin(self.inner.call(req));
         Box::pin(async move {
             let resp = fut.await?;
             Ok(resp.map(|inner| GuardedBody {
