@@ -86,8 +86,19 @@ pub fn commit_index(ack: AckLevel, own: u64, others: &[u64], term_start: u64) ->
             AckLevel::Async => own,
             AckLevel::One => own.min(others.iter().copied().max().unwrap_or(0)),
             AckLevel::Quorum => {
-                let mut all: Vec<u64> = others.to_vec();
-                all.push(own);
+                // The median of every member's position, ours included. On the stack for up to
+                // nine members: the primary asks several times per write.
+                let mut small = [0u64; 9];
+                let mut big = Vec::new();
+                let all: &mut [u64] = if others.len() < small.len() {
+                    small[..others.len()].copy_from_slice(others);
+                    small[others.len()] = own;
+                    &mut small[..=others.len()]
+                } else {
+                    big.extend_from_slice(others);
+                    big.push(own);
+                    &mut big
+                };
                 all.sort_unstable_by(|a, b| b.cmp(a));
                 all[all.len() / 2]
             }
@@ -176,6 +187,12 @@ mod tests {
             "two replicas are a majority of 3"
         );
         assert_eq!(commit_index(Quorum, 9, &[0], 1), 0, "2 members need both");
+        // Past the nine members counted on the stack.
+        let mut others = [0; 10];
+        others[..5].fill(9);
+        assert_eq!(commit_index(Quorum, 9, &others, 1), 9, "6 of 11");
+        others[4] = 0;
+        assert_eq!(commit_index(Quorum, 9, &others, 1), 0, "5 of 11");
         assert_eq!(majority(1), 1);
         assert_eq!(majority(2), 2);
         assert_eq!(majority(3), 2);

@@ -141,17 +141,16 @@ impl Engine {
         ack: AckLevel,
         lead_term: u64,
     ) -> Result<(), EngineError> {
+        // Already there (a read's position, mostly): nothing to register, no release to miss.
+        if let Some(done) = self.acked(index, term, ack) {
+            return done;
+        }
         let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
         loop {
             // Registered before the checks, so a release between them is not missed.
             let released = self.acks.wait(ack, index);
-            if self.commit_for(ack) >= index {
-                let core = self.core();
-                // Compacted entries were committed; otherwise the entry must still be ours.
-                return match core.node.term_at(index) {
-                    Some(t) if t != term => Err(EngineError::Discarded { index }),
-                    _ => Ok(()),
-                };
+            if let Some(done) = self.acked(index, term, ack) {
+                return done;
             }
             {
                 let core = self.core();
@@ -167,6 +166,19 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The outcome of a wait for `index` (written in `term`) at `ack`, once it has reached it.
+    fn acked(&self, index: u64, term: u64, ack: AckLevel) -> Option<Result<(), EngineError>> {
+        if self.commit_for(ack) < index {
+            return None;
+        }
+        let core = self.core();
+        // Compacted entries were committed; otherwise the entry must still be ours.
+        Some(match core.node.term_at(index) {
+            Some(t) if t != term => Err(EngineError::Discarded { index }),
+            _ => Ok(()),
+        })
     }
 
     /// Before a read: a linearizable read needs this node to lead and (in a cluster) a quorum to
