@@ -236,13 +236,17 @@ fn streams_resume_without_gap_or_duplicate_across_twenty_kills_of_their_node() {
         )
         .await
         .unwrap_or_else(|_| {
+            // Where the first gap or repeat is, so a stall says which write went missing.
+            let first_off = |got: &[u64]| got.iter().zip(0u64..).position(|(v, i)| *v != i);
             panic!(
-                "not every write delivered: {} of {total} changes (watch at {:?}), {} messages \
-                 (stream at {:?})",
+                "not every write delivered: {} of {total} changes (watch at {:?}, first out of \
+                 order at {:?}), {} messages (stream at {:?}, first out of order at {:?})",
                 keys.len(),
                 watch.endpoint(),
+                first_off(&keys),
                 messages.len(),
-                stream.endpoint()
+                stream.endpoint(),
+                first_off(&messages),
             )
         });
         let expected: Vec<u64> = (0..total as u64).collect();
