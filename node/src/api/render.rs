@@ -85,7 +85,7 @@ pub fn record(r: &Rec) -> String {
 
 /// A record already decoded (a get reads its version from the same view).
 pub fn view(r: &View) -> String {
-    // The names, three numbers of up to 20 digits, an expiry and quotes: under 160 bytes.
+    // The names, four numbers of up to 20 digits and the quotes: under 160 bytes.
     Obj::with_capacity(r.key.len() + r.value.len() + 160)
         .str("key", r.key)
         .raw("value", r.value)
