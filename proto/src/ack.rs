@@ -78,31 +78,38 @@ pub fn majority(members: usize) -> usize {
 /// entry, the no-op a new primary writes): an older-term entry held by a majority can still be
 /// overwritten by a node with a newer conflicting entry (Raft's figure 8), so it counts as
 /// committed only once the no-op after it is.
-pub fn commit_index(ack: AckLevel, own: u64, others: &[u64], term_start: u64) -> u64 {
-    let raw = if others.is_empty() {
+pub fn commit_index(
+    ack: AckLevel,
+    own: u64,
+    others: impl IntoIterator<Item = u64, IntoIter: ExactSizeIterator>,
+    term_start: u64,
+) -> u64 {
+    let others = others.into_iter();
+    let raw = if others.len() == 0 {
         own
     } else {
         match ack {
             AckLevel::Async => own,
-            AckLevel::One => own.min(others.iter().copied().max().unwrap_or(0)),
+            AckLevel::One => own.min(others.max().unwrap_or(0)),
             AckLevel::Quorum => {
                 // The median of every member's position, ours included. On the stack for up to
                 // nine members: the primary asks several times per write.
                 let mut small = [0u64; 9];
                 let mut big = Vec::new();
                 let all: &mut [u64] = if others.len() < small.len() {
-                    small[..others.len()].copy_from_slice(others);
-                    small[others.len()] = own;
-                    &mut small[..=others.len()]
+                    let n = others.len();
+                    for (slot, p) in small.iter_mut().zip(others.chain([own])) {
+                        *slot = p;
+                    }
+                    &mut small[..=n]
                 } else {
-                    big.extend_from_slice(others);
-                    big.push(own);
+                    big.extend(others.chain([own]));
                     &mut big
                 };
                 all.sort_unstable_by(|a, b| b.cmp(a));
                 all[all.len() / 2]
             }
-            AckLevel::All => own.min(others.iter().copied().min().unwrap_or(0)),
+            AckLevel::All => own.min(others.min().unwrap_or(0)),
         }
     };
     if raw >= term_start { raw } else { 0 }
@@ -165,34 +172,34 @@ mod tests {
         // primary at 10, replicas at 7 and 4
         let cases = [(Async, 10), (One, 7), (Quorum, 7), (All, 4)];
         for (ack, want) in cases {
-            assert_eq!(commit_index(ack, 10, &[7, 4], 1), want, "{ack:?}");
+            assert_eq!(commit_index(ack, 10, [7, 4], 1), want, "{ack:?}");
         }
         // one replica stopped: quorum still advances, all does not
-        assert_eq!(commit_index(Quorum, 10, &[10, 0], 1), 10);
-        assert_eq!(commit_index(All, 10, &[10, 0], 1), 0);
-        assert_eq!(commit_index(One, 10, &[0, 0], 1), 0);
+        assert_eq!(commit_index(Quorum, 10, [10, 0], 1), 10);
+        assert_eq!(commit_index(All, 10, [10, 0], 1), 0);
+        assert_eq!(commit_index(One, 10, [0, 0], 1), 0);
     }
 
     #[test]
     fn quorum_counts_the_primary_and_needs_a_majority() {
         assert_eq!(
-            commit_index(Quorum, 9, &[9, 0, 0, 0], 1),
+            commit_index(Quorum, 9, [9, 0, 0, 0], 1),
             0,
             "2 of 5 is not a majority"
         );
-        assert_eq!(commit_index(Quorum, 9, &[9, 5, 0, 0], 1), 5);
+        assert_eq!(commit_index(Quorum, 9, [9, 5, 0, 0], 1), 5);
         assert_eq!(
-            commit_index(Quorum, 3, &[9, 9], 1),
+            commit_index(Quorum, 3, [9, 9], 1),
             9,
             "two replicas are a majority of 3"
         );
-        assert_eq!(commit_index(Quorum, 9, &[0], 1), 0, "2 members need both");
+        assert_eq!(commit_index(Quorum, 9, [0], 1), 0, "2 members need both");
         // Past the nine members counted on the stack.
         let mut others = [0; 10];
         others[..5].fill(9);
-        assert_eq!(commit_index(Quorum, 9, &others, 1), 9, "6 of 11");
+        assert_eq!(commit_index(Quorum, 9, others, 1), 9, "6 of 11");
         others[4] = 0;
-        assert_eq!(commit_index(Quorum, 9, &others, 1), 0, "5 of 11");
+        assert_eq!(commit_index(Quorum, 9, others, 1), 0, "5 of 11");
         assert_eq!(majority(1), 1);
         assert_eq!(majority(2), 2);
         assert_eq!(majority(3), 2);
@@ -202,15 +209,15 @@ mod tests {
     #[test]
     fn single_member_commits_on_local_durability() {
         for ack in AckLevel::ALL {
-            assert_eq!(commit_index(ack, 5, &[], 1), 5);
+            assert_eq!(commit_index(ack, 5, [], 1), 5);
         }
     }
 
     #[test]
     fn older_term_entries_wait_for_the_new_terms_first_entry() {
         // the term started at 20; a majority holds only up to 15
-        assert_eq!(commit_index(Quorum, 25, &[15, 15], 20), 0);
-        assert_eq!(commit_index(Quorum, 25, &[21, 15], 20), 21);
+        assert_eq!(commit_index(Quorum, 25, [15, 15], 20), 0);
+        assert_eq!(commit_index(Quorum, 25, [21, 15], 20), 21);
     }
 
     /// The commit rule and the failover rule fit together: an entry counted as committed at a
@@ -228,7 +235,11 @@ mod tests {
                     *d = 5;
                 }
                 if ack != One || members > 1 {
-                    assert_eq!(commit_index(ack, 5, &durable, 1), 5, "{ack} on {members}");
+                    assert_eq!(
+                        commit_index(ack, 5, durable.iter().copied(), 1),
+                        5,
+                        "{ack} on {members}"
+                    );
                 }
             }
         }

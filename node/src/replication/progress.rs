@@ -38,17 +38,8 @@ impl Progress {
 
     /// The index reached by `ack`, given this node's own durable index.
     pub fn commit_for(&self, ack: AckLevel, own: u64) -> u64 {
-        // On the stack for up to nine members: asked several times per write.
-        let mut small = [0u64; 8];
-        if self.peers.len() <= small.len() {
-            for (slot, p) in small.iter_mut().zip(self.peers.values()) {
-                *slot = p.durable;
-            }
-            let others = &small[..self.peers.len()];
-            return commit::commit_index(ack, own, others, self.term_start);
-        }
-        let others: Vec<u64> = self.peers.values().map(|p| p.durable).collect();
-        commit::commit_index(ack, own, &others, self.term_start)
+        let others = self.peers.values().map(|p| p.durable);
+        commit::commit_index(ack, own, others, self.term_start)
     }
 
     /// A successful answer from `peer` to a request of `term` sent at `sent_at`. Ignored (false)
