@@ -5,6 +5,11 @@
 //! index NNN. Recovery reads segments in order. It cuts a torn tail (what a crash mid-write leaves
 //! at the end of the newest segment); any other damage stops it, so that no intact entry, which
 //! may have been acknowledged, is ever dropped without the operator saying so.
+//!
+//! A busy writer writes into segments zeroed ahead of time ([`SPARE`]): an fdatasync after a write
+//! that extends the file also commits the new size to the filesystem's journal, and one that
+//! overwrites zeroed blocks only flushes the data (about 9k against 6.6k fdatasyncs a second on
+//! this project's ext4 VMs). So the newest segment may end in zeros, which recovery trims.
 
 use crate::log::{self, Entry, FrameRead};
 use crate::metrics::Metrics;
@@ -16,6 +21,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 const MAGIC: &[u8; 8] = b"RCWAL\x00\x00\x01";
+
+/// The next segment, zeroed and fsynced in the background while the current one fills; renamed
+/// to its segment name when the writer rolls. Not a segment name, so nothing reads it as one; a
+/// leftover (a crash while it was being made) is removed at start.
+const SPARE: &str = "spare.wal.tmp";
+
+/// Bytes a segment must take before the writer zeroes a spare: a node that writes little never
+/// spends a segment's worth of disk writes and space on one.
+const SPARE_AFTER: u64 = 1 << 20;
 
 #[path = "wal_recover.rs"]
 mod recover;
@@ -187,6 +201,10 @@ impl Wal {
         metrics: Arc<Metrics>,
     ) -> io::Result<Wal> {
         fs::create_dir_all(&cfg.dir)?;
+        match fs::remove_file(cfg.dir.join(SPARE)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut segments = list_segments(&cfg.dir)?;
         // Append to the newest segment only if it ends exactly where the state ends; otherwise
         // start a fresh segment at the next index so no segment ever holds a gap.
@@ -194,8 +212,8 @@ impl Wal {
             Some((first, path))
                 if *first == last_index + 1 || (log_end == last_index && *first <= last_index) =>
             {
-                let f = OpenOptions::new().append(true).open(path)?;
-                let len = f.metadata()?.len();
+                let f = OpenOptions::new().read(true).append(true).open(path)?;
+                let len = trim_zero_tail(&f)?;
                 Some((f, len))
             }
             _ => None,
@@ -228,6 +246,9 @@ impl Wal {
             shared: shared.clone(),
             file,
             size,
+            written: 0,
+            zeroed: false,
+            spare: Spare::Idle,
             durable,
             metrics,
         };
@@ -306,11 +327,84 @@ fn new_segment(dir: &Path, path: &Path) -> io::Result<File> {
     Ok(f)
 }
 
+/// Where the end of a segment opened to append to is: its length, unless it ends in the zeros
+/// of a preallocated segment, which are cut off first (recovery cuts them too; this keeps a new
+/// entry from ever being written after a run of zeros, which recovery would take for a gap).
+fn trim_zero_tail(f: &File) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = f.metadata()?.len();
+    let mut last = vec![0u8; len.min(512) as usize];
+    let from = len - last.len() as u64;
+    f.read_exact_at(&mut last, from)?;
+    if len <= MAGIC.len() as u64 || last.iter().any(|b| *b != 0) {
+        return Ok(len);
+    }
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let mut end = MAGIC.len() as u64;
+    io::Seek::seek(&mut r, io::SeekFrom::Start(end))?;
+    while let FrameRead::Frame(payload) = log::read_frame(&mut r)? {
+        end += (log::FRAME_HEADER + payload.len()) as u64;
+    }
+    f.set_len(end)?;
+    f.sync_all()?;
+    Ok(end)
+}
+
+/// The state of the next segment's spare.
+enum Spare {
+    Idle,
+    Zeroing(std::thread::JoinHandle<io::Result<()>>),
+    Ready,
+    /// Zeroing failed (a full disk, say): the writer goes on with segments it extends, and tries
+    /// again for the segment after this one.
+    Failed,
+}
+
+/// Makes [`SPARE`]: the magic header and zeros to `bytes`, fsynced.
+fn zero_spare(dir: &Path, bytes: u64) -> io::Result<()> {
+    let path = dir.join(SPARE);
+    let mut f = crate::fds::with_spare_descriptors(|| {
+        OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+    })?;
+    f.write_all(MAGIC)?;
+    // A megabyte at a time, each flushed before the next: one flush of the whole segment would
+    // queue tens of megabytes on the disk ahead of the log's own fsyncs, stalling every write.
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = bytes.saturating_sub(MAGIC.len() as u64);
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        f.write_all(&zeros[..n])?;
+        f.sync_data()?;
+        left -= n as u64;
+    }
+    f.sync_all()
+}
+
+/// Renames the spare to the segment `path` and opens it to write after the header.
+fn adopt_spare(dir: &Path, path: &Path) -> io::Result<File> {
+    fs::rename(dir.join(SPARE), path)?;
+    // Before any entry goes in: an fdatasync of the file does not make its new name durable.
+    sync_dir(dir)?;
+    let mut f = OpenOptions::new().write(true).open(path)?;
+    io::Seek::seek(&mut f, io::SeekFrom::Start(MAGIC.len() as u64))?;
+    Ok(f)
+}
+
 struct Writer {
     cfg: WalConfig,
     shared: Arc<Shared>,
     file: File,
+    /// Where the next frame goes in the current segment.
     size: u64,
+    /// Bytes this writer put into the current segment.
+    written: u64,
+    /// Whether the current segment was zeroed ahead (so writes overwrite, not extend).
+    zeroed: bool,
+    spare: Spare,
     durable: Arc<watch::Sender<u64>>,
     metrics: Arc<Metrics>,
 }
@@ -323,6 +417,43 @@ impl Writer {
             tracing::error!(error = %e, "WAL write failed; stopping the node");
             std::process::exit(74);
         }
+        // No thread of a closed log may still write in its folder.
+        if let Spare::Zeroing(t) = std::mem::replace(&mut self.spare, Spare::Idle) {
+            let _ = t.join();
+        }
+    }
+
+    /// Whether a zeroed spare is ready to roll into; starts zeroing one once the current
+    /// segment took [`SPARE_AFTER`] bytes (half a segment, for small segments).
+    fn spare_ready(&mut self) -> bool {
+        if let Spare::Zeroing(t) = &self.spare
+            && t.is_finished()
+        {
+            let Spare::Zeroing(t) = std::mem::replace(&mut self.spare, Spare::Idle) else {
+                unreachable!()
+            };
+            self.spare = match t.join() {
+                Ok(Ok(())) => Spare::Ready,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot zero the next WAL segment ahead; extending segments instead");
+                    Spare::Failed
+                }
+                Err(_) => Spare::Failed,
+            };
+        }
+        if matches!(self.spare, Spare::Idle)
+            && self.written >= SPARE_AFTER.min(self.cfg.segment_bytes / 2)
+        {
+            let (dir, bytes) = (self.cfg.dir.clone(), self.cfg.segment_bytes);
+            match std::thread::Builder::new()
+                .name("wal-spare".into())
+                .spawn(move || zero_spare(&dir, bytes))
+            {
+                Ok(t) => self.spare = Spare::Zeroing(t),
+                Err(_) => self.spare = Spare::Failed,
+            }
+        }
+        matches!(self.spare, Spare::Ready)
     }
 
     fn run_loop(&mut self) -> io::Result<()> {
@@ -386,7 +517,10 @@ impl Writer {
         let mut off = 0;
         let mut index = first_index;
         while off < batch.len() {
-            if self.size >= self.cfg.segment_bytes {
+            // A segment that is extended gives way to a zeroed spare as soon as one is ready (it
+            // holds an entry, so no two segments start at the same index).
+            let early = !self.zeroed && self.size > MAGIC.len() as u64 && self.spare_ready();
+            if self.size >= self.cfg.segment_bytes || early {
                 self.roll(index)?;
             }
             let start = off;
@@ -397,16 +531,30 @@ impl Writer {
                 index += 1;
             }
             self.file.write_all(&batch[start..off])?;
+            self.written += (off - start) as u64;
         }
+        self.spare_ready();
         Ok(())
     }
 
     fn roll(&mut self, first_index: u64) -> io::Result<()> {
         self.file.sync_data()?;
         let path = segment_path(&self.cfg.dir, first_index);
+        let zeroed = self.spare_ready();
         // Connections may hold every other descriptor; the spares are given back for this.
-        self.file = crate::fds::with_spare_descriptors(|| new_segment(&self.cfg.dir, &path))?;
+        self.file = crate::fds::with_spare_descriptors(|| {
+            if zeroed {
+                adopt_spare(&self.cfg.dir, &path)
+            } else {
+                new_segment(&self.cfg.dir, &path)
+            }
+        })?;
+        self.zeroed = zeroed;
+        if zeroed || matches!(self.spare, Spare::Failed) {
+            self.spare = Spare::Idle;
+        }
         self.size = MAGIC.len() as u64;
+        self.written = 0;
         self.shared
             .segments
             .lock()

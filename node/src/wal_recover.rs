@@ -109,10 +109,29 @@ pub fn recover(
         };
         let Some(bad) = bad else { continue };
         let newer = segments.len() - pos - 1;
+        let tail = if newer == 0 && bad.not_torn.is_none() && bad.offset >= MAGIC.len() as u64 {
+            read_from(path, bad.offset)?
+        } else {
+            Vec::new()
+        };
+        if !tail.is_empty() && tail.iter().all(|b| *b == 0) {
+            // The unwritten rest of a segment zeroed ahead: the log's end, not damage.
+            let f = OpenOptions::new().write(true).open(path)?;
+            f.set_len(bad.offset)?;
+            f.sync_all()?;
+            break;
+        }
         let not_torn = if let Some(why) = bad.not_torn {
             Some(why.to_string())
         } else if newer > 0 {
             Some(format!("{newer} newer segment(s) follow it"))
+        } else if unwritten_sector(&tail, bad.offset) {
+            // In a segment zeroed ahead, the blocks of a write that no fsync finished reach the
+            // disk in any order, so a crash can leave a sector of one still zero with later
+            // entries of the same write intact. None of them was acknowledged: everything up to
+            // an acknowledged entry was fsynced, and a disk that honours fsync does not read back
+            // zeros where it wrote a frame. So this is a torn tail too.
+            None
         } else {
             find_intact_entry(path, bad.offset + 1, bad.next_index)?.map(|(index, at)| {
                 format!("an intact entry (index {index}) follows at offset {at}")
@@ -171,6 +190,47 @@ fn cut(dir: &Path, segments: &[(u64, PathBuf)], offset: u64) -> io::Result<(u64,
     }
     sync_dir(dir)?;
     Ok((removed, segments_removed))
+}
+
+/// The bytes of a file from `offset` to its end.
+fn read_from(path: &Path, offset: u64) -> io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    io::Seek::seek(&mut f, io::SeekFrom::Start(offset))?;
+    let mut out = Vec::new();
+    io::Read::read_to_end(&mut f, &mut out)?;
+    Ok(out)
+}
+
+/// Sectors: the unit a disk writes whole or not at all.
+const SECTOR: u64 = 512;
+
+/// Whether the bad frame at the start of `tail` (the file from `offset` on) spans a sector never
+/// written since it was zeroed: one whose bytes from the frame's start (in the frame's first
+/// sector) or whole (in a later one) are all zero. A frame is its header and, when the header's
+/// length is plausible, its payload. At least a header's worth of zeros counts, so the zero high
+/// bytes of a length field are not mistaken for one.
+fn unwritten_sector(tail: &[u8], offset: u64) -> bool {
+    let header = tail.len().min(log::FRAME_HEADER);
+    let len = match tail.get(..4) {
+        Some(b) => u32::from_le_bytes(b.try_into().unwrap()) as usize,
+        None => 0,
+    };
+    let end = if (1..=log::MAX_FRAME).contains(&len) {
+        (log::FRAME_HEADER + len).min(tail.len())
+    } else {
+        header
+    };
+    let mut at = 0;
+    while at < end {
+        let sector_end = ((offset + at as u64) / SECTOR + 1) * SECTOR - offset;
+        let stop = (sector_end as usize).min(tail.len());
+        let span = &tail[at..stop];
+        if span.len() >= log::FRAME_HEADER && span.iter().all(|b| *b == 0) {
+            return true;
+        }
+        at = stop;
+    }
+    false
 }
 
 /// Where a segment stops being readable.

@@ -206,7 +206,10 @@ fn verify(n: &Node, acked: &Acked) {
     );
 }
 
-fn crash_rounds(extra: &[&str]) {
+/// Kills the node mid-load four times and checks every acknowledged write after each restart.
+/// With `zeroed_segments` (the `--segment-bytes` given in `extra`), each kill also waits until the
+/// newest segment is one the writer zeroed ahead: as long as a segment and ending in zeros.
+fn crash_rounds(extra: &[&str], zeroed_segments: Option<u64>) {
     let dir = tempfile::tempdir().unwrap();
     let mut n = Node::start(dir.path(), extra);
     n.req("PUT", "/v1/topics/events", None);
@@ -226,6 +229,12 @@ fn crash_rounds(extra: &[&str]) {
                 && acked.lock().unwrap().puts.values().sum::<u64>() > 0)
                 .then_some(())
         });
+        if let Some(bytes) = zeroed_segments {
+            wait_for("the log to write into a segment zeroed ahead", || {
+                let bytes_now = std::fs::read(newest_segment(dir.path())).ok()?;
+                (bytes_now.len() as u64 == bytes && bytes_now.last() == Some(&0)).then_some(())
+            });
+        }
         n.kill9();
         stop.store(true, Ordering::Relaxed);
         for t in threads {
@@ -240,13 +249,23 @@ fn crash_rounds(extra: &[&str]) {
 
 #[test]
 fn kill9_mid_load_loses_no_acknowledged_write_fsync_always() {
-    crash_rounds(&["--fsync", "always"]);
+    crash_rounds(&["--fsync", "always"], None);
+}
+
+#[test]
+fn kill9_mid_load_in_segments_zeroed_ahead_loses_no_acknowledged_write() {
+    // Small segments: the writer zeroes a spare once half a segment is written and rolls into
+    // it, so each kill lands in a segment whose tail is zeros, and restart must find its end.
+    crash_rounds(
+        &["--fsync", "always", "--segment-bytes", "65536"],
+        Some(65536),
+    );
 }
 
 #[test]
 fn kill9_mid_load_loses_no_acknowledged_write_fsync_interval() {
     // Interval mode acknowledges after write(2): a process crash keeps everything acknowledged.
-    crash_rounds(&["--fsync", "interval", "--segment-bytes", "65536"]);
+    crash_rounds(&["--fsync", "interval", "--segment-bytes", "65536"], None);
 }
 
 fn newest_segment(dir: &std::path::Path) -> std::path::PathBuf {
