@@ -286,14 +286,17 @@ impl State {
                 ttl_ms,
                 if_version,
             } => {
-                let current = self.version_at(key, now);
+                // One walk of the map for the version check and the creation time.
+                let live = self.get(key, now).map(|r| (r.version(), r.created_ms()));
+                let current = live.map_or(0, |(version, _)| version);
                 if let Some(expected) = if_version
                     && *expected != current
                 {
                     return Err(ApplyError::VersionMismatch { current });
                 }
                 let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
-                let ev = self.write_record(e, key, value.clone(), expires_at_ms);
+                let created = live.map(|(_, created)| created);
+                let ev = self.write_record(e, key, value.clone(), expires_at_ms, created);
                 let version = ev.version;
                 events.push(ev);
                 OpResult::Put {
@@ -427,24 +430,27 @@ impl State {
                 .map_err(|_| ApplyError::NotANumber)?,
         };
         let expires = live.and_then(Rec::expires_at_ms);
+        let created = live.map(Rec::created_ms);
         let next = current.checked_add(delta).ok_or(ApplyError::OutOfBounds)?;
         if min.is_some_and(|m| next < m) || max.is_some_and(|m| next > m) {
             return Err(ApplyError::OutOfBounds);
         }
-        let ev = self.write_record(e, key, next.to_string().into(), expires);
+        let ev = self.write_record(e, key, next.to_string().into(), expires, created);
         Ok((next, ev))
     }
 
     /// Writes `key` in entry `e`: the one place where a record's version and times are decided.
-    /// The key keeps its creation time unless it was absent (or expired).
+    /// The key keeps its creation time (`created_ms`, of the live record the caller looked up:
+    /// `None` when it was absent or expired at `e.ts_ms`).
     pub(crate) fn write_record(
         &mut self,
         e: &Entry,
         key: &str,
         value: Json,
         expires_at_ms: Option<u64>,
+        created_ms: Option<u64>,
     ) -> KvEvent {
-        let created_ms = self.get(key, e.ts_ms).map_or(e.ts_ms, Rec::created_ms);
+        let created_ms = created_ms.unwrap_or(e.ts_ms);
         let version = self.stamp(e.index, self.applying);
         let record = Rec::build(key, &value, version, expires_at_ms, created_ms, e.ts_ms);
         // One walk of the map: the old record comes back from the insert.

@@ -22,6 +22,30 @@ fn run(s: &mut State, index: u64, ts: u64, op: Op) -> Result<OpResult, ApplyErro
 }
 
 #[test]
+fn a_put_keeps_the_creation_time_of_a_live_record_only() {
+    let mut s = State::default();
+    run(&mut s, 1, 100, put("k", "1")).unwrap();
+    run(&mut s, 2, 200, put("k", "2")).unwrap();
+    let r = s.get("k", 200).unwrap();
+    assert_eq!(
+        (r.created_ms(), r.modified_ms(), r.version()),
+        (100, 200, 2)
+    );
+    let ttl = Op::Put {
+        key: "k".into(),
+        value: "3".into(),
+        ttl_ms: Some(50),
+        if_version: Some(2),
+    };
+    run(&mut s, 3, 300, ttl).unwrap();
+    assert_eq!(s.get("k", 300).unwrap().created_ms(), 100);
+    // Expired at 400: the next put creates the key anew.
+    run(&mut s, 4, 400, put("k", "4")).unwrap();
+    let r = s.get("k", 400).unwrap();
+    assert_eq!((r.created_ms(), r.modified_ms()), (400, 400));
+}
+
+#[test]
 fn put_get_cas_and_delete() {
     let mut s = State::default();
     assert!(matches!(

@@ -124,7 +124,8 @@ impl State {
         Ok(match op {
             TxnOp::Put { key, value, ttl_ms } => {
                 let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
-                let ev = self.write_record(e, key, value.clone(), expires_at_ms);
+                let created = self.get(key, now).map(Rec::created_ms);
+                let ev = self.write_record(e, key, value.clone(), expires_at_ms, created);
                 let version = ev.version;
                 events.push(ev);
                 (
