@@ -10,11 +10,12 @@
 //! times per request and read nothing else.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
-use std::borrow::Borrow;
-use std::cmp::Ordering;
 use std::ops::Bound;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering as Atomic, fence};
+
+#[path = "packed_tree.rs"]
+mod tree;
 
 const REFS: usize = std::mem::size_of::<AtomicU32>();
 /// Past this many references a clone aborts, as `Arc` does: a count that wraps would free a
@@ -219,45 +220,20 @@ pub trait Packed: Clone {
     fn block(&self) -> &Block;
 }
 
-/// An element of the set: ordered and found by its key alone. Kept apart from the element type
-/// so that comparing two elements compares them whole.
-#[derive(Clone)]
-struct ByKey<T>(T);
-
-impl<T: Packed> PartialEq for ByKey<T> {
-    fn eq(&self, other: &ByKey<T>) -> bool {
-        self.0.block().key() == other.0.block().key()
-    }
-}
-
-impl<T: Packed> Eq for ByKey<T> {}
-
-impl<T: Packed> PartialOrd for ByKey<T> {
-    fn partial_cmp(&self, other: &ByKey<T>) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<T: Packed> Ord for ByKey<T> {
-    fn cmp(&self, other: &ByKey<T>) -> Ordering {
-        self.0.block().key().cmp(other.0.block().key())
-    }
-}
-
-impl<T: Packed> Borrow<str> for ByKey<T> {
-    fn borrow(&self) -> &str {
-        self.0.block().key()
-    }
-}
-
 /// Elements ordered by key, found by `&str`. Persistent, so a snapshot or a transaction's undo
-/// copy is an O(1) clone.
+/// copy is an O(1) clone (a B+tree of its own: see `packed_tree.rs` for why).
 #[derive(Clone)]
-pub struct KeyedSet<T: Packed>(imbl::OrdSet<ByKey<T>>);
+pub struct KeyedSet<T: Packed> {
+    root: tree::Node<T>,
+    len: usize,
+}
 
 impl<T: Packed> Default for KeyedSet<T> {
     fn default() -> Self {
-        KeyedSet(imbl::OrdSet::new())
+        KeyedSet {
+            root: tree::Node::default(),
+            len: 0,
+        }
     }
 }
 
@@ -267,39 +243,51 @@ impl<T: Packed> KeyedSet<T> {
     }
 
     pub fn get(&self, key: &str) -> Option<&T> {
-        self.0.get(key).map(|k| &k.0)
+        self.root.get(key)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
-        self.0.contains(key)
+        self.get(key).is_some()
     }
 
     /// Stores `e`, returning the element of the same key it replaced.
     pub fn insert(&mut self, e: T) -> Option<T> {
-        self.0.insert(ByKey(e)).map(|k| k.0)
+        let (old, split) = self.root.insert(e);
+        if let Some(right) = split {
+            let left = std::mem::take(&mut self.root);
+            self.root = tree::Node::grow(left, right);
+        }
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
     }
 
     pub fn remove(&mut self, key: &str) -> Option<T> {
-        self.0.remove(key).map(|k| k.0)
+        // Looked up first: a removal copies the shared nodes on its path, which a missing key
+        // must not cost.
+        self.get(key)?;
+        let out = self.root.remove(key);
+        self.root.collapse();
+        self.len -= usize::from(out.is_some());
+        out
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len == 0
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.0.iter().map(|k| &k.0)
+        tree::Iter::new(&self.root, Bound::Unbounded)
     }
 
     /// Elements with keys above `lower`, in key order.
     pub fn from(&self, lower: Bound<&str>) -> impl Iterator<Item = &T> {
-        self.0
-            .range::<_, str>((lower, Bound::Unbounded))
-            .map(|k| &k.0)
+        tree::Iter::new(&self.root, lower)
     }
 }
 
@@ -313,13 +301,17 @@ impl<'a, T: Packed> IntoIterator for &'a KeyedSet<T> {
 
 impl<T: Packed> Extend<T> for KeyedSet<T> {
     fn extend<I: IntoIterator<Item = T>>(&mut self, elements: I) {
-        self.0.extend(elements.into_iter().map(ByKey));
+        for e in elements {
+            self.insert(e);
+        }
     }
 }
 
 impl<T: Packed> FromIterator<T> for KeyedSet<T> {
     fn from_iter<I: IntoIterator<Item = T>>(elements: I) -> Self {
-        KeyedSet(elements.into_iter().map(ByKey).collect())
+        let mut set = KeyedSet::new();
+        set.extend(elements);
+        set
     }
 }
 

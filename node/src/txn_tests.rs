@@ -177,6 +177,29 @@ fn a_failing_operation_changes_nothing() {
     let err = run(&mut s, 3, 200, missing).unwrap_err();
     assert!(matches!(err, ApplyError::InTxn { op: 1, .. }), "{err:?}");
     assert_eq!(s.digest(), before);
+    // A key written twice (once with a TTL) and then deleted comes back as it was.
+    let stock = s.get("{p}/stock", 200).cloned();
+    let twice = txn(
+        vec![],
+        vec![
+            TxnOp::Put {
+                key: "{p}/stock".into(),
+                value: "7".into(),
+                ttl_ms: Some(1000),
+            },
+            put("{p}/stock", "8"),
+            TxnOp::Delete {
+                key: "{p}/stock".into(),
+            },
+            incr("{p}/stock", -50, Some(0)),
+        ],
+        vec![],
+    );
+    let err = run(&mut s, 3, 200, twice).unwrap_err();
+    assert!(matches!(err, ApplyError::InTxn { op: 3, .. }), "{err:?}");
+    assert_eq!(s.digest(), before);
+    assert_eq!(s.get("{p}/stock", 200).cloned(), stock);
+    assert!(s.expiring.is_empty(), "the TTL's entry is taken back too");
 }
 
 #[test]
