@@ -84,10 +84,24 @@ def read_responses(sock, buf, count):
     return statuses, buf
 
 
+DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def idem_key(prefix, i):
+    """The client library's key shape (client/src/random.rs): 11 random digits, then the
+    counter's, 6 bits a digit, least significant first."""
+    digits = []
+    while True:
+        digits.append(DIGITS[i & 63])
+        i >>= 6
+        if i == 0:
+            return prefix + "".join(digits)
+
+
 def load_rcluster(port, records, idem):
     """PUTs k0..k{records-1}; returns the count of non-2xx answers."""
     errors = [0]
-    prefix = os.urandom(8).hex()
+    prefix = "".join(DIGITS[b & 63] for b in os.urandom(11))
 
     def worker(w):
         sock = socket.create_connection(("127.0.0.1", port), timeout=60)
@@ -98,7 +112,7 @@ def load_rcluster(port, records, idem):
             for i in ids[start : start + BATCH]:
                 head = f"PUT /v1/kv/k{i} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(VALUE)}\r\n"
                 if idem:
-                    head += f"Idempotency-Key: rc-{prefix}-{i:x}\r\n"
+                    head += f"Idempotency-Key: {idem_key(prefix, i)}\r\n"
                 out.append(head.encode() + b"\r\n" + VALUE)
             sock.sendall(b"".join(out))
             statuses, buf = read_responses(sock, buf, len(out))

@@ -136,7 +136,7 @@ impl State {
                 let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
                 let created = self.get(key, now).map(Rec::created_ms);
                 let ev = self.write_record(e, key, value.clone(), expires_at_ms, created);
-                let version = ev.version;
+                let version = ev.version();
                 events.push(ev);
                 (
                     TxnResult::Put {
@@ -160,7 +160,7 @@ impl State {
                 max,
             } => {
                 let (value, ev) = self.incr(e, key, *delta, *min, *max)?;
-                let version = ev.version;
+                let version = ev.version();
                 events.push(ev);
                 (TxnResult::Incr { value, version }, true)
             }

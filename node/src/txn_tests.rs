@@ -111,7 +111,11 @@ fn the_success_branch_applies_every_operation_in_one_entry() {
         ]
     );
     assert_eq!(events.len(), 2, "two record changes");
-    assert!(events.iter().all(|e| e.index == 3 && e.modified_ms == 200));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.index == 3 && e.modified_ms() == 200)
+    );
     assert_eq!(s.topics["{p}orders"].messages[0].index, 3);
     assert_eq!(s.applied_index, 3);
 }

@@ -82,9 +82,19 @@ fn value() -> String {
     format!("\"{}\"", "x".repeat(98))
 }
 
-/// The client library's key shape (`rc-<16 hex>-<counter hex>`).
+/// The client library's key shape (`client/src/random.rs`): 11 digits of a random prefix, then
+/// the counter's, 6 bits a digit, least significant first.
 fn idem_key(i: u64) -> String {
-    format!("rc-{:016x}-{i:x}", 0x5eed_u64)
+    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut key = String::from("5eedPrefix0");
+    let mut rest = i;
+    loop {
+        key.push(DIGITS[rest as usize & 63] as char);
+        rest >>= 6;
+        if rest == 0 {
+            return key;
+        }
+    }
 }
 
 /// Loads `RECORDS` puts of 100-byte values (keys k0, k1, …) the way the log applies them.

@@ -526,12 +526,12 @@ impl Handoffs {
 
 /// A change's data: the record as it is after the change (`value` and `created_ms` for puts).
 fn change(e: &KvEvent, more: bool) -> String {
-    let mut data = Obj::new().str("key", &e.key).num("version", e.version);
-    if let Some(v) = &e.value {
+    let mut data = Obj::new().str("key", e.key()).num("version", e.version());
+    if let Some(v) = e.value() {
         data = data.raw("value", v);
     }
-    data = data.num("modified_ms", e.modified_ms);
-    if let Some(c) = e.created_ms {
+    data = data.num("modified_ms", e.modified_ms());
+    if let Some(c) = e.created_ms() {
         data = data.num("created_ms", c);
     }
     if more {

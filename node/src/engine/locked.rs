@@ -220,7 +220,7 @@ impl Core {
             self.events
                 .range(start..)
                 .take_while(|e| e.index <= upto)
-                .filter(|e| prefixes.is_empty() || prefixes.iter().any(|p| e.key.starts_with(p)))
+                .filter(|e| prefixes.is_empty() || prefixes.iter().any(|p| e.key().starts_with(p)))
                 .cloned()
                 .collect(),
         )
