@@ -333,10 +333,13 @@ fn new_segment(dir: &Path, path: &Path) -> io::Result<File> {
 fn trim_zero_tail(f: &File) -> io::Result<u64> {
     use std::os::unix::fs::FileExt;
     let len = f.metadata()?.len();
-    let mut last = vec![0u8; len.min(512) as usize];
-    let from = len - last.len() as u64;
-    f.read_exact_at(&mut last, from)?;
-    if len <= MAGIC.len() as u64 || last.iter().any(|b| *b != 0) {
+    // A segment ending in a nonzero byte has no zeros after its last frame. One ending in zero
+    // is read through: a frame may end in a zero byte too, and zeros may be a few bytes long.
+    let mut last = [0u8; 1];
+    if len <= MAGIC.len() as u64 || {
+        f.read_exact_at(&mut last, len - 1)?;
+        last[0] != 0
+    } {
         return Ok(len);
     }
     let mut r = BufReader::with_capacity(1 << 20, f);
