@@ -88,7 +88,7 @@ DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def idem_key(prefix, i):
-    """The client library's key shape (client/src/random.rs): 11 random digits, then the
+    """The client library's key shape (proto/src/idempotency.rs): 11 random digits, then the
     counter's, 6 bits a digit, least significant first."""
     digits = []
     while True:

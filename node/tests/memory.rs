@@ -82,19 +82,9 @@ fn value() -> String {
     format!("\"{}\"", "x".repeat(98))
 }
 
-/// The client library's key shape (`client/src/random.rs`): 11 digits of a random prefix, then
-/// the counter's, 6 bits a digit, least significant first.
+/// The client library's key shape.
 fn idem_key(i: u64) -> String {
-    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut key = String::from("5eedPrefix0");
-    let mut rest = i;
-    loop {
-        key.push(DIGITS[rest as usize & 63] as char);
-        rest >>= 6;
-        if rest == 0 {
-            return key;
-        }
-    }
+    rcluster_proto::idempotency::key(0x5eed, i)
 }
 
 /// Loads `RECORDS` puts of 100-byte values (keys k0, k1, …) the way the log applies them.

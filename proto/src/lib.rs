@@ -12,6 +12,7 @@ pub mod ack;
 pub mod cluster;
 pub mod consistency;
 pub mod headers;
+pub mod idempotency;
 pub mod migration;
 pub mod role;
 pub mod slots;
