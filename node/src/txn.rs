@@ -88,10 +88,12 @@ impl State {
         let mut results = Vec::with_capacity(ops.len());
         let mut changed = false;
         for (i, op) in ops.iter().enumerate() {
+            let mut before_op = None;
             if let TxnOp::Put { key, .. } | TxnOp::Delete { key } | TxnOp::Incr { key, .. } = op {
-                found.push((key, self.records.get(key).cloned()));
+                before_op = self.records.get(key).cloned();
+                found.push((key, before_op.clone()));
             }
-            match self.txn_op(e, op, &mut events) {
+            match self.txn_op(e, op, before_op.as_ref(), &mut events) {
                 Ok((result, did)) => {
                     results.push(result);
                     changed |= did;
@@ -124,17 +126,20 @@ impl State {
         })
     }
 
+    /// Applies one operation; `found` is the record its key held before it (expired or not),
+    /// looked up once by the caller for the undo list.
     fn txn_op(
         &mut self,
         e: &Entry,
         op: &TxnOp,
+        found: Option<&Rec>,
         events: &mut Vec<KvEvent>,
     ) -> Result<(TxnResult, bool), ApplyError> {
         let now = e.ts_ms;
         Ok(match op {
             TxnOp::Put { key, value, ttl_ms } => {
                 let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
-                let created = self.get(key, now).map(Rec::created_ms);
+                let created = found.filter(|r| r.live_at(now)).map(Rec::created_ms);
                 let ev = self.write_record(e, key, value.clone(), expires_at_ms, created);
                 let version = ev.version();
                 events.push(ev);

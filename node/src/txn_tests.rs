@@ -302,4 +302,15 @@ fn records_keep_their_creation_time_until_deleted() {
     run(&mut s, 4, 400, txn(vec![], vec![put("k", "2")], vec![])).unwrap();
     let r = s.get("k", 0).unwrap();
     assert_eq!((r.created_ms(), r.modified_ms()), (400, 400));
+    // Expired (still in the map until purged): a put creates the key anew.
+    let ttl = TxnOp::Put {
+        key: "k".into(),
+        value: "3".into(),
+        ttl_ms: Some(50),
+    };
+    run(&mut s, 5, 500, txn(vec![], vec![ttl], vec![])).unwrap();
+    assert_eq!(s.get("k", 500).unwrap().created_ms(), 400);
+    run(&mut s, 6, 600, txn(vec![], vec![put("k", "4")], vec![])).unwrap();
+    let r = s.get("k", 600).unwrap();
+    assert_eq!((r.created_ms(), r.modified_ms()), (600, 600));
 }

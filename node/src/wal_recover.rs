@@ -115,10 +115,9 @@ pub fn recover(
             Vec::new()
         };
         if !tail.is_empty() && tail.iter().all(|b| *b == 0) {
-            // The unwritten rest of a segment zeroed ahead: the log's end, not damage.
-            let f = OpenOptions::new().write(true).open(path)?;
-            f.set_len(bad.offset)?;
-            f.sync_all()?;
+            // The unwritten rest of a segment zeroed ahead: the log's end, not damage, so it is
+            // cut without a report.
+            cut(dir, &segments[pos..], bad.offset)?;
             break;
         }
         let not_torn = if let Some(why) = bad.not_torn {
