@@ -7,6 +7,7 @@
 
 pub mod ack_waiters;
 pub mod admission;
+pub mod alloc;
 pub mod api;
 pub mod auth;
 pub mod config;

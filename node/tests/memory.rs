@@ -6,6 +6,7 @@
 //! test fails when a component grows past its bound, so a wider record or map node is noticed.
 
 use mimalloc::MiMalloc;
+use rcluster_node::alloc::Allocator;
 use rcluster_node::log::{Entry, IdemTag, Op};
 use rcluster_node::record::Rec;
 use rcluster_node::state::{Idem, IdemRecord, OpResult, State};
@@ -26,11 +27,11 @@ fn usable(ptr: *mut u8) -> i64 {
     unsafe { MiMalloc.usable_size(ptr) as i64 }
 }
 
-// SAFETY: every call is forwarded to `MiMalloc` unchanged; the wrapper only counts.
+// SAFETY: every call is forwarded to the node's `Allocator` unchanged; the wrapper only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is.
-        let p = unsafe { MiMalloc.alloc(layout) };
+        let p = unsafe { Allocator.alloc(layout) };
         if !p.is_null() {
             REQUESTED.fetch_add(layout.size() as i64, Ordering::Relaxed);
             USABLE.fetch_add(usable(p), Ordering::Relaxed);
@@ -43,7 +44,7 @@ unsafe impl GlobalAlloc for Counting {
         USABLE.fetch_sub(usable(ptr), Ordering::Relaxed);
         LIVE.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: forwarded as is.
-        unsafe { MiMalloc.dealloc(ptr, layout) }
+        unsafe { Allocator.dealloc(ptr, layout) }
     }
 }
 

@@ -14,9 +14,9 @@ need_tool() { # command package
 }
 
 # wrk_run METHOD URL CONNECTIONS [QUERY]: puts (100-byte values) or gets of random keys among
-# k0..k99999 for $DURATION s; prints "rate p99_ms non_2xx".
+# k0..k99999 for $DURATION s; prints "rate p99_ms non_2xx requests client_cpu_s".
 wrk_run() {
-  local lua=$WORK/load.lua
+  local lua=$WORK/load.lua TIMEFORMAT='%U %S'
   cat >"$lua" <<'LUA'
 local method, query = os.getenv("LOAD_METHOD"), os.getenv("LOAD_QUERY")
 local body = '"' .. string.rep("x", 98) .. '"'
@@ -26,15 +26,29 @@ request = function()
   return wrk.format("GET", key)
 end
 LUA
-  LOAD_METHOD=$1 LOAD_QUERY=${4:-} wrk -t2 -c"$3" -d"${DURATION}s" --latency -s "$lua" "$2" |
-    python3 -c '
+  { time LOAD_METHOD=$1 LOAD_QUERY=${4:-} wrk -t2 -c"$3" -d"${DURATION}s" --latency -s "$lua" "$2" \
+      >"$WORK/wrk.out"; } 2>"$WORK/wrk.time"
+  python3 - "$WORK/wrk.out" "$WORK/wrk.time" <<'PY'
 import re, sys
-out = sys.stdin.read()
+out = open(sys.argv[1]).read()
 rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
 p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-print(f"{rate:.0f} {p99:.2f} {int(bad.group(1)) if bad else 0}")'
+requests = int(re.search(r"(\d+) requests in", out).group(1))
+cpu = sum(float(x) for x in open(sys.argv[2]).read().split())
+print(f"{rate:.0f} {p99:.2f} {int(bad.group(1)) if bad else 0} {requests} {cpu:.2f}")
+PY
+}
+
+# cpu_s PID: CPU seconds (user and system) the process has used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+
+# cpu_row NAME PID CPU_S_BEFORE CLIENT_S REQUESTS: CPU per request of a server and of its load
+# generator (they share the machine's cores, so a costly client lowers the server's rate too).
+CPU_ROWS=()
+cpu_row() {
+  CPU_ROWS+=("$1|$(awk -v a="$(cpu_s "$2")" -v b="$3" 'BEGIN {print a - b}')|$4|$5")
 }
 
 # record NAME RATE P99 ERRORS: one row of the comparison.
@@ -49,12 +63,16 @@ compare_redis() {
   local pid=$!
   PIDS+=("$pid")
   until redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; do sleep 0.1; done
-  local n=$((DURATION * 60000)) line
+  local n=$((DURATION * 60000)) line s0 TIMEFORMAT='%U %S'
   for t in set get; do
-    line=$(redis-benchmark -p "$REDIS_PORT" -c 32 -n "$n" -r 100000 -d 100 -t "$t" --csv | tail -1)
+    s0=$(cpu_s "$pid")
+    { time redis-benchmark -p "$REDIS_PORT" -c 32 -n "$n" -r 100000 -d 100 -t "$t" --csv \
+        >"$WORK/rb.out"; } 2>"$WORK/rb.time"
+    line=$(tail -1 "$WORK/rb.out")
     # "SET","61500.00","0.5","0.2","0.4","0.8","1.2","3.0": rate, then avg, min, p50, p95, p99, max
     record "redis ${t^^} c=32" "$(echo "$line" | cut -d'"' -f4 | cut -d. -f1)" \
       "$(echo "$line" | cut -d'"' -f14)" 0
+    cpu_row "redis ${t^^} c=32" "$pid" "$s0" "$(awk '{print $1 + $2}' "$WORK/rb.time")" "$n"
   done
   redis-cli -p "$REDIS_PORT" flushall >/dev/null
   local before after
@@ -72,14 +90,23 @@ PY
   record "redis RSS bytes/record ($RECORDS records)" "$REDIS_BYTES" - -
 }
 
+# single_run METHOD URL PID NAME: one wrk run against the node PID, its rate and CPU recorded.
+single_run() {
+  local s0 r
+  s0=$(cpu_s "$3")
+  read -r -a r <<<"$(wrk_run "$1" "$2" 32)"
+  record "$4" "${r[0]}" "${r[1]}" "${r[2]}"
+  cpu_row "$4" "$3" "$s0" "${r[4]}" "${r[3]}"
+}
+
 compare_rcluster_single() {
   start_node n1 "$BASE_PORT" "$WORK/cmp-single" --fsync always
-  local url=http://127.0.0.1:$BASE_PORT r
-  r=$(wrk_run PUT "$url" 32); record "rcluster put c=32 (1 node, fsync always)" $r
+  local url=http://127.0.0.1:$BASE_PORT pid=${PIDS[-1]}
+  single_run PUT "$url" "$pid" "rcluster put c=32 (1 node, fsync always)"
   # Every key the gets ask for exists (a get run of `rcluster bench` writes its keys first).
   "$CLI" --endpoint "$url" bench --api get --keys 100000 --key-prefix k --value-size 100 \
     --concurrency 32 --duration 1 >/dev/null
-  r=$(wrk_run GET "$url" 32); record "rcluster get c=32 (1 node)" $r
+  single_run GET "$url" "$pid" "rcluster get c=32 (1 node)"
   stop_nodes
 }
 
@@ -109,8 +136,8 @@ compare_quorum() {
   start_cluster "$WORK/cmp-q"
   local url=http://127.0.0.1:$((BASE_PORT + 1)) r c
   for c in 32 128; do
-    r=$(wrk_run PUT "$url" "$c" "?ack=quorum")
-    record "rcluster 3 nodes put ack=quorum c=$c" $r
+    read -r -a r <<<"$(wrk_run PUT "$url" "$c" "?ack=quorum")"
+    record "rcluster 3 nodes put ack=quorum c=$c" "${r[0]}" "${r[1]}" "${r[2]}"
   done
   stop_nodes
 }
@@ -153,10 +180,12 @@ compare() {
   compare_memory
   compare_quorum
   compare_etcd
-  python3 - "${COMPARE[@]}" >>"$OUT/summary.md" <<'PY'
+  python3 - "${COMPARE[@]}" -- "${CPU_ROWS[@]}" >>"$OUT/summary.md" <<'PY'
 import sys, datetime, os
+args = sys.argv[1:]
+cut = args.index("--")
 rows = {}
-for r in sys.argv[1:]:
+for r in args[:cut]:
     name, rate, p99, errors = r.split("|")
     rows[name] = (rate, p99, errors)
 def rate(name):
@@ -183,6 +212,13 @@ for k in rows:
     if redis and "RSS" in k and k.startswith("rcluster"):
         keys = "a key per write" if "key per write" in k else "no idempotency keys"
         print(f"| RSS per record ({keys}) / Redis | {rate(k) / rate(redis):.2f}x |")
+# Where the two cores went: a server's rate is bounded by its own CPU per request plus its load
+# generator's, since both run on the same cores.
+print("\n| run | server CPU µs/request | load generator CPU µs/request |\n|---|---|---|")
+for r in args[cut + 1:]:
+    name, server, client, requests = r.split("|")
+    n = max(int(requests), 1)
+    print(f"| {name} | {float(server) * 1e6 / n:.1f} | {float(client) * 1e6 / n:.1f} |")
 PY
-  tail -n 20 "$OUT/summary.md"
+  tail -n 28 "$OUT/summary.md"
 }

@@ -146,7 +146,7 @@ fn prepare(
         ));
     }
     check_cluster(ctx, headers)?;
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let segs = request::segments(path);
     let route = route(method, &segs)?;
     if route == Route::Internal && !internal::authorized(ctx, headers) {
         return Err(internal::unauthorized());

@@ -9,72 +9,73 @@ use super::merged::Order;
 use super::{ApiError, Ctx, Req};
 use http::{Method, StatusCode};
 use rcluster_proto::{Consistency, ShardId, headers, slots};
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use warp::reply::Response;
 
 /// What a request addresses.
 #[derive(Debug, PartialEq, Eq)]
-enum Place {
+enum Place<'a> {
     /// The node itself (status, metrics, the cluster map, switchover requests).
     Node,
     /// One record key or topic name: its slot's shard.
-    Name(String),
+    Name(Cow<'a, str>),
     /// Every shard: a listing merged across them.
     Everywhere(Listing),
     /// Every shard: record changes merged across them.
     WatchEverywhere,
     /// One topic's event stream, served by its shard.
-    Stream(String),
+    Stream(Cow<'a, str>),
 }
 
-fn place(ctx: &Ctx, req: &Req) -> Place {
+fn place<'a>(ctx: &Ctx, req: &'a Req) -> Place<'a> {
     let segs = req.segments();
     match segs.as_slice() {
         ["v1", "kv"] if req.method == Method::GET => {
             let prefix = req.param("prefix").unwrap_or_default();
             // Every key under a prefix that holds a whole hash tag shares that tag's slot.
             if tag_prefix(prefix) {
-                Place::Name(prefix.to_string())
+                Place::Name(Cow::Borrowed(prefix))
             } else {
                 Place::Everywhere(Listing::Records)
             }
         }
-        ["v1", "kv", ..] => match req.key(usize::from(is_incr(req)), usize::MAX) {
+        ["v1", "kv", ..] => match req.key_ref(usize::from(is_incr(&segs, req)), usize::MAX) {
             Ok(key) => Place::Name(key),
             // The handler answers the bad key.
             Err(_) => Place::Node,
         },
         // A transaction's keys and topics share one slot (the handler refuses it otherwise).
         ["v1", "txn"] => match super::txn::first_name(&req.body) {
-            Some(name) => Place::Name(name),
+            Some(name) => Place::Name(Cow::Owned(name)),
             None => Place::Node,
         },
         ["v1", "topics"] if req.method == Method::GET => Place::Everywhere(Listing::Topics),
         ["v1", "merged"] => match (one_shard(ctx, &req.params("prefix")), Order::parse(req)) {
-            (Some(prefix), _) => Place::Name(prefix),
+            (Some(prefix), _) => Place::Name(Cow::Owned(prefix)),
             (None, Ok(order)) => Place::Everywhere(Listing::Merged(order)),
             // The handler answers the bad order.
             (None, Err(_)) => Place::Node,
         },
         ["v1", "topics", _, "stream"] => match req.segment(2) {
-            Ok(topic) => Place::Stream(topic),
+            Ok(topic) => Place::Stream(Cow::Owned(topic)),
             Err(_) => Place::Node,
         },
         ["v1", "watch"] => match one_shard(ctx, &req.params("prefix")) {
-            Some(prefix) => Place::Stream(prefix),
+            Some(prefix) => Place::Stream(Cow::Owned(prefix)),
             None => Place::WatchEverywhere,
         },
         ["v1", "topics", _, ..] => match req.segment(2) {
-            Ok(topic) => Place::Name(topic),
+            Ok(topic) => Place::Name(Cow::Owned(topic)),
             Err(_) => Place::Node,
         },
         _ => Place::Node,
     }
 }
 
-fn is_incr(req: &Req) -> bool {
-    req.method == Method::POST && req.segments().last() == Some(&"incr")
+fn is_incr(segs: &[&str], req: &Req) -> bool {
+    req.method == Method::POST && segs.last() == Some(&"incr")
 }
 
 /// The first of `prefixes` when every key under any of them lives on one shard (each prefix holds

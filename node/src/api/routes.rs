@@ -255,7 +255,7 @@ mod tests {
     use super::*;
 
     fn r(m: &str, path: &str) -> Result<Route, (u16, String)> {
-        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let segs = super::super::request::segments(path);
         let m = Method::from_bytes(m.as_bytes()).unwrap();
         route(&m, &segs).map_err(|e| {
             let allow = e.headers.iter().map(|(_, v)| v.clone()).collect();

@@ -8,9 +8,9 @@ use tracing_subscriber::EnvFilter;
 /// also fit the node's packed records and idempotency blocks with less waste (RSS per record 174 →
 /// 158 B, README "Performance"), and it gives freed pages back to the OS (`node/tests/rss.rs`).
 /// Set here, in the binary only: the library's unit tests keep the system allocator; the memory
-/// test counts heap bytes through its own wrapper around mimalloc.
+/// test counts heap bytes through its own wrapper around the same allocator.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: rcluster_node::alloc::Allocator = rcluster_node::alloc::Allocator;
 
 fn main() {
     let args = NodeArgs::parse();
