@@ -4,7 +4,8 @@
 //! serves only blocks up to 1 KiB; larger ones (request futures, buffers) take its generic aligned
 //! path first. An alignment of 16 or less, no larger than the size, is what `mi_malloc` gives every
 //! block anyway (as glibc's `malloc` does, and std's `System` relies on the same rule), so those
-//! go straight to `mi_malloc`: 25 allocations a put, about 3% of its instructions (callgrind).
+//! go straight to `mi_malloc`. Callgrind, a get over 32 connections: `mi_malloc_aligned` took 957
+//! of its instructions, `mi_malloc` now about 510.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;

@@ -225,8 +225,8 @@ impl Req {
     }
 }
 
-/// A path's segments: on the stack for every route of the API (at most six segments; a key with
-/// slashes in it spills to the heap). A request splits its path two or three times.
+/// A path's segments: on the stack up to eight, which every route's fixed part fits in (a key with
+/// more slashes spills to the heap). A request splits its path two or three times.
 pub type Segments<'a> = smallvec::SmallVec<[&'a str; 8]>;
 
 /// Raw segments of `path` without the leading slash.
