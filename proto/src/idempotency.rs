@@ -3,8 +3,8 @@
 //! a process and collide across processes only by chance (2^-64).
 //!
 //! Short because every node keeps each key for a day (or up to `--idempotency-max-keys`): 12 to
-//! 17 bytes instead of the 26 of `rc-<16 hex>-<hex>` keep a remembered key's block at 48 heap
-//! bytes, not 64.
+//! 17 bytes for a process's first 2^36 keys (22 at most), instead of the 26 of
+//! `rc-<16 hex>-<hex>`, keep a remembered key's block at 48 heap bytes, not 64.
 
 /// 64 characters that need no escaping in a header or a URL.
 const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
