@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -30,6 +31,10 @@ const SPARE: &str = "spare.wal.tmp";
 /// Bytes a segment must take before the writer zeroes a spare: a node that writes little never
 /// spends a segment's worth of disk writes and space on one.
 const SPARE_AFTER: u64 = 1 << 20;
+
+/// Times the writer yields its core before taking a batch, in a node that replicates, when the
+/// batch before held more than one entry (see `Writer::gather`).
+const GATHER_YIELDS: usize = 2;
 
 #[path = "wal_recover.rs"]
 mod recover;
@@ -193,12 +198,16 @@ impl Wal {
     /// Starts the writer. `log_end` is the last index in the files, `last_index` the last index of
     /// the state (they differ when a snapshot is newer than the log); the next entry appended must
     /// have index `last_index + 1`.
+    ///
+    /// `standalone`: the engine's flag for a member list of at most one member (it changes with
+    /// the list); a writer of a node that replicates gathers larger batches.
     pub fn start(
         cfg: WalConfig,
         log_end: u64,
         last_index: u64,
         durable: Arc<watch::Sender<u64>>,
         metrics: Arc<Metrics>,
+        standalone: Arc<AtomicBool>,
     ) -> io::Result<Wal> {
         fs::create_dir_all(&cfg.dir)?;
         match fs::remove_file(cfg.dir.join(SPARE)) {
@@ -251,6 +260,7 @@ impl Wal {
             spare: Spare::Idle,
             durable,
             metrics,
+            standalone,
         };
         let thread = std::thread::Builder::new()
             .name("wal-writer".into())
@@ -410,6 +420,7 @@ struct Writer {
     spare: Spare,
     durable: Arc<watch::Sender<u64>>,
     metrics: Arc<Metrics>,
+    standalone: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -463,6 +474,7 @@ impl Writer {
         let mut spare = Vec::with_capacity(1 << 20);
         let mut unsynced = false;
         let mut last_sync = Instant::now();
+        let mut last_count = 0;
         loop {
             let (first, last, count, shutdown) = {
                 let mut p = self.shared.pending.lock().unwrap();
@@ -480,9 +492,17 @@ impl Writer {
                     }
                     p.writer_waits = false;
                 }
+                if !p.shutdown && self.gather(last_count) {
+                    drop(p);
+                    for _ in 0..GATHER_YIELDS {
+                        std::thread::yield_now();
+                    }
+                    p = self.shared.pending.lock().unwrap();
+                }
                 std::mem::swap(&mut p.buf, &mut spare);
                 let out = (p.first_index, p.last_index, p.count, p.shutdown);
                 p.count = 0;
+                last_count = out.2;
                 out
             };
             if !spare.is_empty() {
@@ -513,6 +533,20 @@ impl Writer {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether to let other threads run before taking the next batch, so the writes they are
+    /// about to append join it: one fsync costs about 40 µs of CPU (measured on the primary of a
+    /// 3-node group), so when the cores are busy, fewer and larger batches leave more of them to
+    /// requests. A yield returns at once when no other thread waits for the core, so an idle or
+    /// lightly loaded node loses nothing; a single client's writes (a batch of one) never wait.
+    /// Only in a node that replicates: there a write waits for a replica's round trip as well,
+    /// which hides the writer's turn. Standalone, the writer is a write's whole wait, and
+    /// yielding raised the put p99 at 128 connections from 5.6–5.8 to 7.1–8.1 ms.
+    fn gather(&self, last_count: u64) -> bool {
+        self.cfg.fsync == FsyncMode::Always
+            && last_count > 1
+            && !self.standalone.load(Ordering::Relaxed)
     }
 
     /// Writes a batch of frames, starting new segments at frame boundaries when one is full.

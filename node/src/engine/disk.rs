@@ -12,6 +12,7 @@ use crate::wal::{self, Wal, WalConfig};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use tokio::sync::watch;
 
 const RECORD_FILE: &str = "role.json";
@@ -87,6 +88,7 @@ pub struct Writer<'a> {
     pub cfg: &'a WalConfig,
     pub durable: &'a Arc<watch::Sender<u64>>,
     pub metrics: &'a Arc<Metrics>,
+    pub standalone: &'a Arc<AtomicBool>,
 }
 
 impl Writer<'_> {
@@ -97,6 +99,7 @@ impl Writer<'_> {
             last_index,
             self.durable.clone(),
             self.metrics.clone(),
+            self.standalone.clone(),
         )
     }
 }

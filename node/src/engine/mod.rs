@@ -125,7 +125,7 @@ pub struct Engine {
     pub cluster: Cluster,
     /// The member list has at most one member: no replication at all. Mirrors the core's member
     /// list for the hot paths that must not take the core lock.
-    standalone: AtomicBool,
+    standalone: Arc<AtomicBool>,
     core: Mutex<Core>,
     /// Held by every step that decides under the core lock and then does I/O without it (a role
     /// change and its record, an append and a truncation, a snapshot install): what was decided
@@ -178,12 +178,14 @@ impl Engine {
         disk::discard_partial_receptions(&dir)?;
         let loaded = recovery::load(&dir, cfg.accept_data_loss)?;
         let durable = Arc::new(watch::channel(0).0);
+        let standalone = Arc::new(AtomicBool::new(true));
         let wal = Wal::start(
             cfg.wal.clone(),
             loaded.recovery.log_end,
             loaded.last_index,
             durable.clone(),
             metrics.clone(),
+            standalone.clone(),
         )?;
         let record = disk::load_record(&dir)?;
         // The coordinator's member list outlives the one the node was started with.
@@ -193,7 +195,7 @@ impl Engine {
                 .clone()
                 .unwrap_or_else(|| cluster.members.clone()),
         );
-        let standalone = AtomicBool::new(members.len() <= 1);
+        standalone.store(members.len() <= 1, Ordering::Relaxed);
         let applied_term = loaded.state.applied_term;
         let log = (loaded.last_index, loaded.runs);
         let node = Node::start(&cluster.me, members, &record, log, applied_term);

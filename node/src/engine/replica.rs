@@ -68,6 +68,7 @@ impl Engine {
             cfg: &self.cfg.wal,
             durable: &self.durable,
             metrics: &self.metrics,
+            standalone: &self.standalone,
         }
     }
 
