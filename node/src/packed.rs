@@ -172,6 +172,18 @@ impl Block {
         self.bytes(0, at + len)
     }
 
+    /// Asks the processor to start loading the block's first bytes (its key's length and first
+    /// bytes), so a search can overlap the cache misses of its next comparisons.
+    #[inline]
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>(self.0.as_ptr().cast::<i8>());
+        }
+    }
+
     /// Whether both are the same block (not merely equal).
     pub fn same(&self, other: &Block) -> bool {
         self.0 == other.0

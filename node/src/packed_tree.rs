@@ -70,6 +70,14 @@ fn search<T: Packed>(items: &[T], k: &str) -> Result<usize, usize> {
     let (mut low, mut high) = (0, items.len());
     while low < high {
         let mid = low + (high - low) / 2;
+        // The next probe is the middle of one half or the other: start loading both blocks now,
+        // while this comparison waits for its own.
+        if mid > low {
+            items[low + (mid - low) / 2].block().prefetch();
+        }
+        if high > mid + 1 {
+            items[mid + 1 + (high - mid - 1) / 2].block().prefetch();
+        }
         match key(&items[mid]).cmp(k) {
             std::cmp::Ordering::Less => low = mid + 1,
             std::cmp::Ordering::Greater => high = mid,
