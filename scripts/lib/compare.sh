@@ -41,14 +41,21 @@ print(f"{rate:.0f} {p99:.2f} {int(bad.group(1)) if bad else 0} {requests} {cpu:.
 PY
 }
 
-# cpu_s PID: CPU seconds (user and system) the process has used so far.
-cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# cpu_s PID...: CPU seconds (user and system) the processes have used so far, together.
+cpu_s() {
+  local p
+  for p in "$@"; do cat "/proc/$p/stat"; done |
+    awk -v hz="$(getconf CLK_TCK)" '{t += $14 + $15} END {printf "%.2f", t / hz}'
+}
 
-# cpu_row NAME PID CPU_S_BEFORE CLIENT_S REQUESTS: CPU per request of a server and of its load
-# generator (they share the machine's cores, so a costly client lowers the server's rate too).
+# cpu_row NAME "PID..." CPU_S_BEFORE CLIENT_S REQUESTS: CPU per request of a server (all its
+# processes) and of its load generator (they share the machine's cores, so a costly client lowers
+# the server's rate too).
 CPU_ROWS=()
 cpu_row() {
-  CPU_ROWS+=("$1|$(awk -v a="$(cpu_s "$2")" -v b="$3" 'BEGIN {print a - b}')|$4|$5")
+  local pids
+  read -r -a pids <<<"$2"
+  CPU_ROWS+=("$1|$(awk -v a="$(cpu_s "${pids[@]}")" -v b="$3" 'BEGIN {print a - b}')|$4|$5")
 }
 
 # record NAME RATE P99 ERRORS: one row of the comparison.
@@ -134,10 +141,12 @@ PY
 
 compare_quorum() {
   start_cluster "$WORK/cmp-q"
-  local url=http://127.0.0.1:$((BASE_PORT + 1)) r c
+  local url=http://127.0.0.1:$((BASE_PORT + 1)) r c s0
   for c in 32 128; do
+    s0=$(cpu_s "${PIDS[@]}")
     read -r -a r <<<"$(wrk_run PUT "$url" "$c" "?ack=quorum")"
     record "rcluster 3 nodes put ack=quorum c=$c" "${r[0]}" "${r[1]}" "${r[2]}"
+    cpu_row "rcluster 3 nodes put ack=quorum c=$c (the three nodes)" "${PIDS[*]}" "$s0" "${r[4]}" "${r[3]}"
   done
   stop_nodes
 }
@@ -220,5 +229,5 @@ for r in args[cut + 1:]:
     n = max(int(requests), 1)
     print(f"| {name} | {float(server) * 1e6 / n:.1f} | {float(client) * 1e6 / n:.1f} |")
 PY
-  tail -n 28 "$OUT/summary.md"
+  tail -n 30 "$OUT/summary.md"
 }
