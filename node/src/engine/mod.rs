@@ -124,7 +124,8 @@ pub struct Engine {
     pub cfg: EngineConfig,
     pub cluster: Cluster,
     /// The member list has at most one member: no replication at all. Mirrors the core's member
-    /// list for the hot paths that must not take the core lock.
+    /// list for the hot paths that must not take the core lock, and for the log writer (which
+    /// gathers larger batches only in a node that replicates).
     standalone: Arc<AtomicBool>,
     core: Mutex<Core>,
     /// Held by every step that decides under the core lock and then does I/O without it (a role
