@@ -33,7 +33,7 @@ const SPARE: &str = "spare.wal.tmp";
 const SPARE_AFTER: u64 = 1 << 20;
 
 /// Times the writer yields its core before taking a batch, in a node that replicates, when the
-/// batch before held more than one entry (see `Writer::gather`).
+/// batch before held more than one entry (see `gathers`).
 const GATHER_YIELDS: usize = 2;
 
 #[path = "wal_recover.rs"]
@@ -397,6 +397,19 @@ fn zero_spare(dir: &Path, bytes: u64) -> io::Result<()> {
     f.sync_all()
 }
 
+/// Whether to let other threads run before taking the next batch, so the writes they are
+/// about to append join it: one fsync costs about 40 µs of CPU (measured on the primary of a
+/// 3-node group), so when the cores are busy, fewer and larger batches leave more of them to
+/// requests. A yield returns at once when no other thread waits for the core, so an idle or
+/// lightly loaded node loses nothing; a single client's writes (a batch of one) never wait.
+/// Only in a node that replicates: there a write waits for a replica's round trip as well,
+/// which hides the writer's turn. Standalone, the writer is a write's whole wait, and
+/// yielding raised the put p99 at 128 connections from 5.2–6.1 to 7.3–8.3 ms
+/// (four runs each).
+fn gathers(fsync: FsyncMode, last_count: u64, standalone: bool) -> bool {
+    fsync == FsyncMode::Always && last_count > 1 && !standalone
+}
+
 /// Renames the spare to the segment `path` and opens it to write after the header.
 fn adopt_spare(dir: &Path, path: &Path) -> io::Result<File> {
     fs::rename(dir.join(SPARE), path)?;
@@ -492,7 +505,8 @@ impl Writer {
                     }
                     p.writer_waits = false;
                 }
-                if !p.shutdown && self.gather(last_count) {
+                let standalone = self.standalone.load(Ordering::Relaxed);
+                if !p.shutdown && gathers(self.cfg.fsync, last_count, standalone) {
                     drop(p);
                     for _ in 0..GATHER_YIELDS {
                         std::thread::yield_now();
@@ -533,21 +547,6 @@ impl Writer {
                 return Ok(());
             }
         }
-    }
-
-    /// Whether to let other threads run before taking the next batch, so the writes they are
-    /// about to append join it: one fsync costs about 40 µs of CPU (measured on the primary of a
-    /// 3-node group), so when the cores are busy, fewer and larger batches leave more of them to
-    /// requests. A yield returns at once when no other thread waits for the core, so an idle or
-    /// lightly loaded node loses nothing; a single client's writes (a batch of one) never wait.
-    /// Only in a node that replicates: there a write waits for a replica's round trip as well,
-    /// which hides the writer's turn. Standalone, the writer is a write's whole wait, and
-    /// yielding raised the put p99 at 128 connections from 5.2–6.1 to 7.3–8.3 ms
-    /// (four runs each).
-    fn gather(&self, last_count: u64) -> bool {
-        self.cfg.fsync == FsyncMode::Always
-            && last_count > 1
-            && !self.standalone.load(Ordering::Relaxed)
     }
 
     /// Writes a batch of frames, starting new segments at frame boundaries when one is full.

@@ -116,6 +116,26 @@ fn a_replicating_writer_that_gathers_batches_keeps_every_entry_in_order() {
 }
 
 #[test]
+fn only_a_replicating_node_with_concurrent_synced_writes_gathers_batches() {
+    // (fsync, entries in the batch before, standalone) -> yields before the next batch
+    let cases = [
+        (FsyncMode::Always, 2, false, true),
+        (FsyncMode::Always, 50, false, true),
+        (FsyncMode::Always, 1, false, false),
+        (FsyncMode::Always, 0, false, false),
+        (FsyncMode::Always, 50, true, false),
+        (FsyncMode::Interval, 50, false, false),
+    ];
+    for (fsync, last, standalone, want) in cases {
+        assert_eq!(
+            gathers(fsync, last, standalone),
+            want,
+            "{fsync:?}, batch of {last}, standalone {standalone}"
+        );
+    }
+}
+
+#[test]
 fn torn_tail_is_cut_at_the_last_valid_frame() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), 1, 100, 1 << 30);
