@@ -55,6 +55,8 @@ pub struct Metrics {
     pub snapshot_index: IntGauge,
     pub snapshots: IntCounter,
     pub records: IntGauge,
+    /// The runtime's threads that serve requests (`--worker-threads`).
+    pub worker_threads: IntGauge,
     pub topics: IntGauge,
     pub term: IntGauge,
     pub role: IntGaugeVec,
@@ -204,6 +206,10 @@ impl Metrics {
                 "Records held (including expired, not purged)",
             ),
             topics: gauge("rcluster_topics", "Topics held"),
+            worker_threads: gauge(
+                "rcluster_worker_threads",
+                "Threads that serve requests (--worker-threads)",
+            ),
             term: gauge("rcluster_term", "Current term"),
             role: reg(
                 &r,

@@ -60,6 +60,9 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let metrics = Arc::new(Metrics::new());
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    metrics.worker_threads.set(workers as i64);
+    tracing::info!(worker_threads = workers, "runtime started");
     let conn_metrics = ConnMetrics::register(&metrics.registry);
     let engine = Engine::open(resolved.engine, resolved.cluster, metrics)
         .map_err(|e| format!("cannot open data dir {}: {e}", args.data_dir.display()))?;

@@ -21,8 +21,14 @@ fn a_restarted_node_serves_on_the_same_inherited_socket() {
 
 /// Runs a node process with `args` that is expected to exit at once: its status and stderr.
 fn refused(args: &[&str]) -> (std::process::ExitStatus, String) {
+    refused_with(args, &[])
+}
+
+/// `refused`, with these environment variables set.
+fn refused_with(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let mut child = Command::new(NODE_BIN)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -75,4 +81,44 @@ fn a_second_process_on_a_data_folder_in_use_is_refused() {
     // The first one goes on untouched.
     assert_eq!(n.req("PUT", "/v1/kv/k", Some("2")).status, 200);
     assert_eq!(n.req("GET", "/v1/kv/k", None).json()["value"], 2);
+}
+
+/// The threads named `name` in process `pid`.
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+#[test]
+fn worker_threads_sets_the_threads_that_serve_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    // One more than the default (a thread per CPU), so the default cannot pass for it; 0 asks
+    // for the default (what the operator passes for a pod that requests no CPU).
+    let default = std::thread::available_parallelism().unwrap().get();
+    for (arg, want) in [(default + 1, default + 1), (0, default)] {
+        let n = Node::start(dir.path(), &["--worker-threads", &arg.to_string()]);
+        assert_eq!(n.req("PUT", "/v1/kv/k", Some("1")).status, 200);
+        let metrics = n.req("GET", "/metrics", None).body;
+        let line = format!("\nrcluster_worker_threads {want}\n");
+        assert!(metrics.contains(&line), "--worker-threads {arg}: {metrics}");
+        assert_eq!(threads_named(n.pid(), "tokio-rt-worker"), want, "{arg}");
+    }
+    // The operator sets it through the environment: the same setting, the same checks.
+    let data = dir.path().to_str().unwrap();
+    for (args, env) in [
+        (vec!["--worker-threads", "1025"], None),
+        (vec!["--worker-threads", "many"], None),
+        (vec![], Some("-1")),
+    ] {
+        let env: Vec<_> = env
+            .map(|v| ("RCLUSTER_WORKER_THREADS", v))
+            .into_iter()
+            .collect();
+        let (status, stderr) = refused_with(&[&["--data-dir", data][..], &args].concat(), &env);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("--worker-threads <N>"), "{stderr}");
+    }
 }

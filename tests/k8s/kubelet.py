@@ -4,7 +4,7 @@
 kwok gives each pod an IP (from its node's podCIDR, inside 127.0.0.0/8 here) and reports it Running
 and Ready, but runs nothing. This loop runs, for every such pod whose container image is one of
 ours, the local binary with what the pod spec gives the container: its args with $(VAR)s expanded
-from its env (values, fieldRefs, secret and ConfigMap keys), its ConfigMap, Secret, emptyDir and
+from its env (values, fieldRefs, CPU resourceFieldRefs, secret and ConfigMap keys), its ConfigMap, Secret, emptyDir and
 PersistentVolumeClaim mounts (a claim's data lives in the hostPath folder of its bound
 PersistentVolume, so a pod created again for the claim gets its data back), and a ServiceAccount
 token bound to the pod (`kubectl create token --bound-object-kind Pod`, in a kubeconfig given as
@@ -80,6 +80,35 @@ def field_value(pod, path):
     return values[path]
 
 
+def milli(quantity):
+    """A CPU quantity ("250m", "2", "1.5") in thousandths of a CPU."""
+    q = str(quantity)
+    if q.endswith("m"):
+        return int(q[:-1])
+    return round(float(q) * 1000)
+
+
+def resource_value(pod, container, ref):
+    """A resourceFieldRef as the kubelet resolves it: the named container's CPU limit or request
+    divided by the divisor, rounded up (a request not given is the limit, else 0). An unset limit
+    would be the node's allocatable CPU, which nothing here asks for."""
+    name = ref.get("containerName") or container["name"]
+    target = next(c for c in pod["spec"]["containers"] if c["name"] == name)
+    resources = target.get("resources", {})
+    kind, _, what = ref["resource"].partition(".")
+    if what != "cpu" or kind not in ("limits", "requests"):
+        raise RuntimeError(f"resourceFieldRef {ref['resource']} is not supported by this test kubelet")
+    limit = resources.get("limits", {}).get("cpu")
+    if kind == "limits":
+        if limit is None:
+            raise RuntimeError("resourceFieldRef limits.cpu without a limit is not supported here")
+        value = milli(limit)
+    else:
+        value = milli(resources.get("requests", {}).get("cpu", limit or 0))
+    divisor = milli(ref.get("divisor", "1"))
+    return str(-(-value // divisor))
+
+
 def container_env(api, pod, container):
     ns = pod["metadata"]["namespace"]
     env = {}
@@ -89,6 +118,8 @@ def container_env(api, pod, container):
             env[var["name"]] = VAR.sub(lambda m: env.get(m.group(1), m.group(0)), var.get("value", ""))
         elif "fieldRef" in src:
             env[var["name"]] = field_value(pod, src["fieldRef"]["fieldPath"])
+        elif "resourceFieldRef" in src:
+            env[var["name"]] = resource_value(pod, container, src["resourceFieldRef"])
         elif "secretKeyRef" in src:
             ref = src["secretKeyRef"]
             data = api.get("secret", ref["name"], ns).get("data", {})

@@ -402,3 +402,36 @@ fn a_primary_whose_process_ended_is_replaced_without_waiting_out_the_window() {
     pg.start_member(&old);
     pg.wait_healthy();
 }
+
+/// The `rcluster_worker_threads` each node of the playground reports.
+fn worker_threads(pg: &Playground) -> Vec<usize> {
+    pg.urls
+        .iter()
+        .map(|url| {
+            let (code, body) = http(url, "GET", "/metrics", None).expect("metrics answer");
+            assert_eq!(code, 200, "{body}");
+            body.lines()
+                .find_map(|l| l.strip_prefix("rcluster_worker_threads "))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{url} reports no worker threads:\n{body}"))
+        })
+        .collect()
+}
+
+#[test]
+fn each_node_serves_on_its_share_of_the_cpus_unless_told_otherwise() {
+    let _turn = serial();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let pg = Playground::start(Options::default());
+    pg.wait_healthy();
+    assert_eq!(worker_threads(&pg), vec![cpus.div_ceil(3); 3]);
+    drop(pg);
+    // A thread count of the user's, after `--`, is the one used.
+    let mut opts = Options::default();
+    let asked = cpus + 2;
+    opts.node_args
+        .extend(["--worker-threads".to_string(), asked.to_string()]);
+    let pg = Playground::start(opts);
+    pg.wait_healthy();
+    assert_eq!(worker_threads(&pg), vec![asked; 3]);
+}

@@ -24,10 +24,12 @@ fn main() {
     } else {
         builder.init();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = args.worker_threads.filter(|n| *n > 0) {
+        runtime.worker_threads(n.into());
+    }
+    let runtime = runtime.build().expect("the tokio runtime starts");
     if let Err(e) = runtime.block_on(rcluster_node::server::run(args)) {
         eprintln!("rcluster-node: {e}");
         std::process::exit(1);

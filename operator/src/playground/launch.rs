@@ -62,6 +62,19 @@ impl Launch {
             a.push("--member".into());
             a.push(format!("{}={}", other.name, other.url));
         }
+        // Every node here shares this machine's CPUs: each serves on its share of them rather
+        // than on a thread per CPU (README "Performance"). `-- --worker-threads N` sets it.
+        if !self
+            .args
+            .node_args
+            .iter()
+            .any(|x| x.starts_with("--worker-threads"))
+        {
+            let nodes = usize::from(self.args.shards) * usize::from(self.args.replicas);
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            a.push("--worker-threads".into());
+            a.push(worker_share(cpus, nodes).to_string());
+        }
         a.extend(self.security_args.iter().cloned());
         a.extend(self.args.node_args.iter().cloned());
         Ok(NodeSpec {
@@ -70,5 +83,26 @@ impl Launch {
             listener: Some(Arc::new(listener)),
             log: folder.path(&format!("{}.log", m.name)),
         })
+    }
+}
+
+/// Worker threads for each of `nodes` nodes on `cpus` CPUs: an equal share, rounded up, at least 1.
+pub fn worker_share(cpus: usize, nodes: usize) -> usize {
+    cpus.div_ceil(nodes.max(1)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_share;
+
+    #[test]
+    fn each_node_gets_its_share_of_the_cpus_rounded_up() {
+        for (cpus, nodes, want) in [(2, 3, 1), (8, 3, 3), (16, 4, 4), (1, 1, 1), (4, 0, 4)] {
+            assert_eq!(
+                worker_share(cpus, nodes),
+                want,
+                "{cpus} CPUs, {nodes} nodes"
+            );
+        }
     }
 }

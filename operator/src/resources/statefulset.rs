@@ -26,8 +26,9 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, ResourceFieldSelector, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -229,6 +230,35 @@ fn cluster_id_env(cluster: &str) -> EnvVar {
     }
 }
 
+/// The node's `--worker-threads` from the CPU its pod is given (`spec.resources`): the limit, else
+/// the request, in whole CPUs rounded up (the downward API rounds up; a request of 0 gives 0, which
+/// the node reads as its default). Without either the node would start a thread per CPU of the
+/// host, and threads beyond the CPU a node gets cost it CPU in switches between them (README
+/// "Performance"). The node's own default already follows a CPU limit (its cgroup quota); a
+/// request is only known here.
+fn worker_threads_env(resources: Option<&ResourceRequirements>) -> Option<EnvVar> {
+    let sets_cpu = |m: &Option<BTreeMap<String, Quantity>>| m.as_ref()?.get("cpu").map(|_| ());
+    let r = resources?;
+    let resource = if sets_cpu(&r.limits).is_some() {
+        "limits.cpu"
+    } else {
+        sets_cpu(&r.requests)?;
+        "requests.cpu"
+    };
+    Some(EnvVar {
+        name: "RCLUSTER_WORKER_THREADS".to_string(),
+        value_from: Some(EnvVarSource {
+            resource_field_ref: Some(ResourceFieldSelector {
+                container_name: Some(CONTAINER_NAME.to_string()),
+                resource: resource.to_string(),
+                divisor: Some(Quantity("1".to_string())),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    })
+}
+
 fn http_probe(path: &str, tls: bool, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -259,11 +289,17 @@ fn node_container(owner: &Owner) -> Container {
         image: Some(spec.image.clone()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_string()),
         args: Some(node_args(tls, auth)),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            cluster_id_env(&owner.name),
-        ]),
+        env: Some(
+            [
+                Some(field_env("POD_NAME", "metadata.name")),
+                Some(field_env("POD_NAMESPACE", "metadata.namespace")),
+                Some(cluster_id_env(&owner.name)),
+                worker_threads_env(spec.resources.as_ref()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
         ports: Some(vec![ContainerPort {
             name: Some(PORT_NAME.to_string()),
             container_port: NODE_PORT,

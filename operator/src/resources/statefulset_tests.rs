@@ -1,6 +1,6 @@
 use super::*;
 use crate::resources::test_support::cluster;
-use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::Toleration;
 
 fn sts(spec: &str) -> StatefulSet {
     let c = cluster(spec);
@@ -287,6 +287,40 @@ resources:
     );
     let never = container(&sts("{imagePullPolicy: Never}"));
     assert_eq!(never.image_pull_policy.as_deref(), Some("Never"));
+}
+
+/// The resource the node's worker-thread count comes from, if any.
+fn worker_threads_from(c: &Container) -> Option<String> {
+    let env = c.env.as_ref().unwrap();
+    let var = env.iter().find(|e| e.name == "RCLUSTER_WORKER_THREADS")?;
+    let r = var.value_from.as_ref()?.resource_field_ref.as_ref()?;
+    assert_eq!(r.container_name.as_deref(), Some(CONTAINER_NAME));
+    assert_eq!(r.divisor, Some(Quantity("1".into())), "whole CPUs");
+    Some(r.resource.clone())
+}
+
+#[test]
+fn the_node_gets_a_worker_thread_per_cpu_of_its_limit_else_its_request() {
+    for (resources, want) in [
+        ("{}", None),
+        (
+            "{resources: {requests: {memory: 1Gi}, limits: {memory: 2Gi}}}",
+            None,
+        ),
+        ("{resources: {requests: {cpu: 250m}}}", Some("requests.cpu")),
+        (
+            "{resources: {requests: {cpu: 2}, limits: {memory: 1Gi}}}",
+            Some("requests.cpu"),
+        ),
+        ("{resources: {limits: {cpu: 4}}}", Some("limits.cpu")),
+        (
+            "{resources: {requests: {cpu: 1}, limits: {cpu: 3}}}",
+            Some("limits.cpu"),
+        ),
+    ] {
+        let c = container(&sts(resources));
+        assert_eq!(worker_threads_from(&c).as_deref(), want, "{resources}");
+    }
 }
 
 #[test]

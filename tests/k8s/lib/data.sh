@@ -94,6 +94,21 @@ check_cluster_objects() {
   wait_endpoints "$NS" "$CL-rw" "$primary"
   # shellcheck disable=SC2046 # one word per pod
   wait_endpoints "$NS" "$CL-ro" $(selected_pods "$NS" "$CL-ro")
+  check_worker_threads
+}
+
+# quorum-3 requests 100m of CPU and sets no CPU limit: the StatefulSet the server stored passes the
+# request to each node (downward API, whole CPUs rounded up), and each node serves with 1 thread.
+check_worker_threads() {
+  local ref pod threads
+  ref=$("$KUBECTL" get sts "$CL" -n "$NS" -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="RCLUSTER_WORKER_THREADS")].valueFrom.resourceFieldRef}')
+  python3 -c 'import json, sys; r = json.loads(sys.argv[1]); assert (r["resource"], r["divisor"]) == ("requests.cpu", "1"), r' "$ref" ||
+    die "the StatefulSet does not pass the CPU request as RCLUSTER_WORKER_THREADS: $ref"
+  for pod in $(selected_pods "$NS" "$CL-rw") $(selected_pods "$NS" "$CL-ro"); do
+    threads=$(curl -sf --max-time 3 "$(node_url "$NS" "$pod")/metrics" | awk '$1 == "rcluster_worker_threads" {print $2}')
+    [[ $threads == 1 ]] || die "$pod serves with ${threads:-?} worker threads, not the 1 its 100m CPU request gives"
+  done
+  log "each node serves with 1 worker thread, from its pod's CPU request ($ref)"
 }
 
 # The addresses the EndpointSlice controller last tried to publish for a Service. EndpointSlices
