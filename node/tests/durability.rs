@@ -445,3 +445,37 @@ fn incr_never_crosses_its_bound_under_32_clients() {
     assert_eq!(*sold.lock().unwrap(), 100, "exactly the stock was sold");
     assert_eq!(n.req("GET", "/v1/kv/stock", None).json()["value"], json!(0));
 }
+
+/// The commit index a node's role record (`role.json`) holds.
+fn persisted_commit(n: &Node) -> u64 {
+    let bytes = std::fs::read(n.dir.join("role.json")).unwrap_or_default();
+    serde_json::from_slice::<Value>(&bytes).map_or(0, |r| r["known_commit"].as_u64().unwrap_or(0))
+}
+
+/// Every member writes the commit index it knows to its role record now and then (it keeps a
+/// restarted replica from discarding committed entries), in the background while four writers
+/// keep writing.
+#[test]
+fn every_member_persists_the_commit_index_it_knows_while_writes_go_on() {
+    let c = Cluster::with_primary(3, &["--ack-timeout-ms", "3000"]);
+    let p = &c.nodes[0];
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            s.spawn(move || {
+                for i in 0..300 {
+                    let r = p.req("PUT", &format!("/v1/kv/w{w}-{i}?ack=quorum"), Some("1"));
+                    assert_eq!(r.status, 200, "{}", r.body);
+                }
+            });
+        }
+    });
+    let commit = p.status()["commit_index"].as_u64().unwrap();
+    assert!(commit > 1200, "{commit}");
+    for n in &c.nodes {
+        // Persisted once the known commit is 1000 past the last one persisted (0 at start).
+        wait_for("the commit index in the role record", || {
+            (persisted_commit(n) > 1000).then_some(())
+        });
+        assert!(persisted_commit(n) <= commit);
+    }
+}
