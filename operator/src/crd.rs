@@ -147,7 +147,8 @@ pub struct ReplicatedClusterSpec {
     #[serde(default)]
     #[x_kube(validation = Rule::new("self == oldSelf").message("storage cannot change after creation: StatefulSet volume claim templates are immutable"))]
     pub storage: StorageSpec,
-    /// CPU and memory of the node container.
+    /// CPU and memory of the node container. Its CPU limit, else its CPU request, in whole CPUs
+    /// rounded up, is the number of threads the node serves requests on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Automatic failover when the primary fails.

@@ -237,13 +237,12 @@ fn cluster_id_env(cluster: &str) -> EnvVar {
 /// "Performance"). The node's own default already follows a CPU limit (its cgroup quota); a
 /// request is only known here.
 fn worker_threads_env(resources: Option<&ResourceRequirements>) -> Option<EnvVar> {
-    let sets_cpu = |m: &Option<BTreeMap<String, Quantity>>| m.as_ref()?.get("cpu").map(|_| ());
-    let r = resources?;
-    let resource = if sets_cpu(&r.limits).is_some() {
-        "limits.cpu"
-    } else {
-        sets_cpu(&r.requests)?;
-        "requests.cpu"
+    let sets_cpu =
+        |m: &Option<BTreeMap<String, Quantity>>| m.as_ref().is_some_and(|m| m.contains_key("cpu"));
+    let resource = match resources? {
+        r if sets_cpu(&r.limits) => "limits.cpu",
+        r if sets_cpu(&r.requests) => "requests.cpu",
+        _ => return None,
     };
     Some(EnvVar {
         name: "RCLUSTER_WORKER_THREADS".to_string(),
