@@ -145,6 +145,13 @@ fn streams_resume_without_gap_or_duplicate_across_twenty_kills_of_their_node() {
             .await
             .expect("topic");
         let mut watch = client.watch(Some("w/"));
+        // A watch without a position starts where it first connects, which is at its first
+        // read: open it before the first write, or a write that beats the connection is not
+        // the watch's to deliver (the test's rare "one change short" stall at the end).
+        tokio::time::timeout(DEADLINE, watch.wait_open())
+            .await
+            .expect("the watch opens in time")
+            .expect("the watch opens");
         let mut stream = client.stream("feed", Some(0));
         // Writers: a put and a publish per step, in order, each resolved before the next.
         let written = Arc::new(AtomicU64::new(0));
