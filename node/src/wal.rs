@@ -38,8 +38,12 @@ const GATHER_YIELDS: usize = 2;
 
 #[path = "wal_recover.rs"]
 mod recover;
+#[path = "wal_wake.rs"]
+mod wake;
 use recover::scan_segment;
 pub use recover::{Damage, RecoverError, Recovery, Truncation, recover};
+pub use wake::wake_deferred;
+use wake::{BUSY_FOR, POLL};
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -179,6 +183,9 @@ struct Pending {
     /// takes the whole buffer when done, so appends need not wake it (a wake is a system call
     /// each, whether anyone waits or not).
     writer_waits: bool,
+    /// The waiting writer looks again within [`POLL`] on its own: an append may then leave it
+    /// asleep for its thread to wake (see `wake_deferred`).
+    writer_polls: bool,
 }
 
 struct Shared {
@@ -244,6 +251,7 @@ impl Wal {
                 count: 0,
                 shutdown: false,
                 writer_waits: false,
+                writer_polls: false,
             }),
             wake: Condvar::new(),
             segments: Mutex::new(segments),
@@ -281,10 +289,13 @@ impl Wal {
         log::put_frame(&mut p.buf, payload);
         p.last_index = index;
         p.count += 1;
-        let wake = std::mem::take(&mut p.writer_waits);
+        let defer = wake::may_defer(&p);
+        let wake = !defer && std::mem::take(&mut p.writer_waits);
         drop(p);
         if wake {
             self.shared.wake.notify_one();
+        } else if defer {
+            wake::left_asleep(&self.shared);
         }
     }
 
@@ -488,6 +499,8 @@ impl Writer {
         let mut unsynced = false;
         let mut last_sync = Instant::now();
         let mut last_count = 0;
+        // When the last batch was taken; `None` before the first.
+        let mut last_batch: Option<Instant> = None;
         loop {
             let (first, last, count, shutdown) = {
                 let mut p = self.shared.pending.lock().unwrap();
@@ -499,11 +512,14 @@ impl Writer {
                         }
                         p.writer_waits = true;
                         p = self.shared.wake.wait_timeout(p, wait).unwrap().0;
+                    } else if last_batch.is_some_and(|t| t.elapsed() < BUSY_FOR) {
+                        (p.writer_waits, p.writer_polls) = (true, true);
+                        p = self.shared.wake.wait_timeout(p, POLL).unwrap().0;
                     } else {
                         p.writer_waits = true;
                         p = self.shared.wake.wait(p).unwrap();
                     }
-                    p.writer_waits = false;
+                    (p.writer_waits, p.writer_polls) = (false, false);
                 }
                 let standalone = self.standalone.load(Ordering::Relaxed);
                 if !p.shutdown && gathers(self.cfg.fsync, last_count, standalone) {
@@ -520,6 +536,7 @@ impl Writer {
                 out
             };
             if !spare.is_empty() {
+                last_batch = Some(Instant::now());
                 self.write_batch(&spare, first)?;
                 self.metrics.wal_bytes.inc_by(spare.len() as u64);
                 self.metrics.fsync_batch.observe(count as f64);

@@ -479,3 +479,79 @@ fn read_range_and_truncate_after() {
     write(d.path(), 61, 70, 1024);
     assert_eq!(read_all(d.path(), 0).0.len(), 70);
 }
+
+/// Waits (up to a generous deadline) for `cond` on the writer's pending state.
+fn until_pending(wal: &Wal, what: &str, cond: impl Fn(&Pending) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond(&wal.shared.pending.lock().unwrap()) {
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn until_durable(wal: &Wal, index: u64) {
+    let rx = wal.durable();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while *rx.borrow() < index {
+        assert!(
+            Instant::now() < deadline,
+            "entry {index} not durable within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A runtime worker's append leaves a busy writer asleep for the worker to wake when it runs out
+/// of work; an entry whose worker never does is still taken by the writer's own poll. A thread
+/// that is not a worker always wakes the writer. Every entry ends durable, in order.
+#[test]
+fn an_append_left_for_its_worker_to_wake_is_durable_whether_or_not_it_wakes() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Arc::new(
+        Wal::start(
+            cfg(d.path(), 1 << 20),
+            0,
+            0,
+            durable(),
+            Arc::new(Metrics::new()),
+            standalone(true),
+        )
+        .unwrap(),
+    );
+    let append = |wal: &Wal, i: u64| wal.append(i, &log::encode(&entry(i, i, Op::Noop)));
+    let left_asleep = wake::holds_one;
+    let polling = |p: &Pending| p.writer_waits && p.writer_polls;
+    // Not a worker: wakes the writer itself, even a busy one.
+    append(&wal, 1);
+    until_durable(&wal, 1);
+    until_pending(&wal, "the busy writer polls", polling);
+    append(&wal, 2);
+    assert!(
+        !left_asleep(),
+        "a thread that is not a worker wakes the writer"
+    );
+    until_durable(&wal, 2);
+    let worker = {
+        let wal = wal.clone();
+        std::thread::spawn(move || {
+            // What tokio calls as a worker parks: it marks the thread as one that wakes later.
+            wake_deferred();
+            until_pending(&wal, "the busy writer polls", polling);
+            append(&wal, 3);
+            assert!(left_asleep(), "a worker leaves a busy writer asleep");
+            // This worker never parks: the writer's poll takes the entry.
+            until_durable(&wal, 3);
+            until_pending(&wal, "the busy writer polls", polling);
+            append(&wal, 4);
+            assert!(left_asleep());
+            wake_deferred();
+            assert!(!left_asleep(), "parking wakes the writer it left asleep");
+            until_durable(&wal, 4);
+        })
+    };
+    worker.join().unwrap();
+    wal.close();
+    let (entries, _) = read_all(d.path(), 0);
+    let indexes: Vec<u64> = entries.iter().map(|e| e.index).collect();
+    assert_eq!(indexes, [1, 2, 3, 4]);
+}

@@ -26,6 +26,8 @@ fn main() {
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
+    // A worker about to sleep wakes the log writer it left asleep (see `wal::wake_deferred`).
+    runtime.on_thread_park(rcluster_node::wal::wake_deferred);
     if let Some(n) = args.worker_threads.filter(|n| *n > 0) {
         runtime.worker_threads(n.into());
     }

@@ -1,0 +1,67 @@
+//! The log writer's wake-ups on a busy node (see the parent module).
+
+use super::{Pending, Shared};
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::time::Duration;
+
+// Group commit on a busy node. A writer woken by the first append of a burst takes the few
+// entries queued by then: about five per fsync at 32 and at 128 connections where an fsync takes
+// ~100 µs (this project's VMs), and each fsync costs CPU (a VM exit on virtio, the writer's
+// wake-ups). Redis fsyncs once per turn of its event loop, after every request it read (32
+// entries at 32 clients). Here, while the writer is busy (a batch within [`BUSY_FOR`]), an append
+// on a runtime worker leaves it asleep, and the worker wakes it as it runs out of work
+// (`wake_deferred`, on tokio's `on_thread_park`): the batch then holds what the requests it ran
+// appended. [`DEFER_UP_TO`] queued entries wake the writer at once, and it looks on its own every
+// [`POLL`], so no entry waits long on a worker that stays busy; an idle node's writer is woken by
+// the append as before.
+
+/// Entries an idle writer may be left to gather before an append wakes it anyway.
+const DEFER_UP_TO: u64 = 64;
+/// After a batch, how long the writer counts as busy: it then waits at most [`POLL`] at a time,
+/// and appends may leave it asleep. Unit tests get a window no scheduling delay outlasts, as
+/// they check what happens inside it.
+pub(super) const BUSY_FOR: Duration = Duration::from_millis(if cfg!(test) { 60_000 } else { 100 });
+/// The longest a busy writer sleeps with entries waiting that nobody woke it for.
+pub(super) const POLL: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// Whether this thread calls `wake_deferred` before it parks (the node's runtime workers).
+    static DEFERS: Cell<bool> = const { Cell::new(false) };
+    /// The log whose idle writer this thread left asleep.
+    static DEFERRED: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+}
+
+/// Wakes the writer this thread left asleep: called as a runtime worker runs out of work, so
+/// the writer takes everything the requests it just ran appended, in one write and one fsync.
+pub fn wake_deferred() {
+    DEFERS.set(true);
+    let Some(shared) = DEFERRED.with(|d| d.borrow_mut().take()) else {
+        return;
+    };
+    let wake = std::mem::take(&mut shared.pending.lock().unwrap().writer_waits);
+    if wake {
+        shared.wake.notify_one();
+    }
+}
+
+/// Whether an append that just queued into `p` may leave the waiting writer asleep: it polls,
+/// fewer than [`DEFER_UP_TO`] entries wait, and this thread wakes it later.
+pub(super) fn may_defer(p: &Pending) -> bool {
+    p.writer_polls && p.writer_waits && p.count < DEFER_UP_TO && DEFERS.get()
+}
+
+/// Remembers that this thread left `shared`'s writer asleep.
+pub(super) fn left_asleep(shared: &Arc<Shared>) {
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if !d.as_ref().is_some_and(|s| Arc::ptr_eq(s, shared)) {
+            *d = Some(shared.clone());
+        }
+    });
+}
+
+#[cfg(test)]
+pub(super) fn holds_one() -> bool {
+    DEFERRED.with(|d| d.borrow().is_some())
+}
