@@ -173,7 +173,7 @@ impl Auth {
         if !self.enabled() {
             return Ok(());
         }
-        let given = crate::api::header(headers, &http::header::AUTHORIZATION)
+        let given = crate::headers::header(headers, &http::header::AUTHORIZATION)
             .map(HeaderValue::as_bytes)
             .and_then(|v| v.strip_prefix(b"Bearer "))
             .map(|t| t.trim_ascii());

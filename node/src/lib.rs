@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod engine;
 pub mod fds;
+pub mod headers;
 pub mod http1;
 pub mod idem;
 pub mod listen;

@@ -194,6 +194,15 @@ struct Shared {
     segments: Mutex<Vec<(u64, PathBuf)>>,
 }
 
+impl wake::Sleeper for Shared {
+    fn wake_if_waiting(&self) {
+        let wake = std::mem::take(&mut self.pending.lock().unwrap().writer_waits);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+}
+
 /// Handle to the log writer thread.
 pub struct Wal {
     shared: Arc<Shared>,
@@ -289,7 +298,7 @@ impl Wal {
         log::put_frame(&mut p.buf, payload);
         p.last_index = index;
         p.count += 1;
-        let defer = wake::may_defer(&p);
+        let defer = p.writer_waits && wake::may_defer(p.writer_polls, p.count);
         let wake = !defer && std::mem::take(&mut p.writer_waits);
         drop(p);
         if wake {

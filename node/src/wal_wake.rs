@@ -1,6 +1,5 @@
 //! The log writer's wake-ups on a busy node (see the parent module).
 
-use super::{Pending, Shared};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,34 +28,40 @@ thread_local! {
     /// Whether this thread calls `wake_deferred` before it parks (the node's runtime workers).
     static DEFERS: Cell<bool> = const { Cell::new(false) };
     /// The log whose idle writer this thread left asleep.
-    static DEFERRED: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+    static DEFERRED: RefCell<Option<Arc<dyn Sleeper>>> = const { RefCell::new(None) };
+}
+
+/// A log writer that may be left asleep.
+pub(super) trait Sleeper: Send + Sync {
+    /// Wakes the writer if it waits.
+    fn wake_if_waiting(&self);
 }
 
 /// Wakes the writer this thread left asleep: called as a runtime worker runs out of work, so
 /// the writer takes everything the requests it just ran appended, in one write and one fsync.
 pub fn wake_deferred() {
     DEFERS.set(true);
-    let Some(shared) = DEFERRED.with(|d| d.borrow_mut().take()) else {
-        return;
-    };
-    let wake = std::mem::take(&mut shared.pending.lock().unwrap().writer_waits);
-    if wake {
-        shared.wake.notify_one();
+    if let Some(writer) = DEFERRED.with(|d| d.borrow_mut().take()) {
+        writer.wake_if_waiting();
     }
 }
 
-/// Whether an append that just queued into `p` may leave the waiting writer asleep: it polls,
-/// fewer than [`DEFER_UP_TO`] entries wait, and this thread wakes it later.
-pub(super) fn may_defer(p: &Pending) -> bool {
-    p.writer_polls && p.writer_waits && p.count < DEFER_UP_TO && DEFERS.get()
+/// Whether an append may leave the waiting writer asleep: it polls (`polls`), fewer than
+/// [`DEFER_UP_TO`] entries are queued, and this thread wakes it later.
+pub(super) fn may_defer(polls: bool, queued: u64) -> bool {
+    polls && queued < DEFER_UP_TO && DEFERS.get()
 }
 
-/// Remembers that this thread left `shared`'s writer asleep.
-pub(super) fn left_asleep(shared: &Arc<Shared>) {
+/// Remembers that this thread left `writer` asleep.
+pub(super) fn left_asleep(writer: &Arc<impl Sleeper + 'static>) {
     DEFERRED.with(|d| {
         let mut d = d.borrow_mut();
-        if !d.as_ref().is_some_and(|s| Arc::ptr_eq(s, shared)) {
-            *d = Some(shared.clone());
+        // The same writer as before: no new reference (an atomic add per append).
+        let same = d
+            .as_ref()
+            .is_some_and(|s| std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(writer)));
+        if !same {
+            *d = Some(writer.clone());
         }
     });
 }

@@ -11,7 +11,7 @@ use warp::reply::Response;
 /// Whether the request carries the cluster secret. Checked from the head, before any body is
 /// read: an anonymous client must not make the node buffer a body.
 pub fn authorized(ctx: &Ctx, headers: &http::HeaderMap) -> bool {
-    let given = super::request::header(headers, &http::header::AUTHORIZATION)
+    let given = crate::headers::header(headers, &http::header::AUTHORIZATION)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
     super::bearer_matches(ctx.engine.cluster.secret.as_deref(), given)

@@ -25,7 +25,7 @@ mod topics;
 mod txn;
 
 pub use error::ApiError;
-pub use request::{Req, header};
+pub use request::Req;
 
 use crate::config::Limits;
 use crate::connection::{FragmentInTarget, RequestBody};
@@ -166,7 +166,7 @@ fn prepare(
 /// A request naming another cluster (`Rcluster-Cluster-Id`) is refused before anything is done:
 /// it reached this node by mistake (a stale address, a redirect into another cluster).
 fn check_cluster(ctx: &Ctx, headers: &http::HeaderMap) -> Result<(), ApiError> {
-    let Some(wanted) = request::header(headers, &CLUSTER_ID_HEADER) else {
+    let Some(wanted) = crate::headers::header(headers, &CLUSTER_ID_HEADER) else {
         return Ok(());
     };
     let wanted = String::from_utf8_lossy(wanted.as_bytes());
@@ -223,7 +223,7 @@ async fn read_body(
         )
     };
     // A declared length over the limit is refused before anything is read.
-    let declared = request::header(headers, &http::header::CONTENT_LENGTH)
+    let declared = crate::headers::header(headers, &http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
@@ -428,7 +428,7 @@ fn served_here(
     }
     // The common case: shard 0 and a client without a token of its own. The token is then the
     // plain position the handler set.
-    if shard == 0 && request::header(&req.headers, &TOKEN_HEADER).is_none() {
+    if shard == 0 && crate::headers::header(&req.headers, &TOKEN_HEADER).is_none() {
         return Ok(r);
     }
     let observed = h

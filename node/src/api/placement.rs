@@ -112,7 +112,7 @@ pub type Elsewhere<'a> = Pin<Box<dyn Future<Output = Result<Response, ApiError>>
 /// `Some(answer)` when the request is not this node's to serve alone; `None` to serve it here.
 /// Decided without waiting: only the answer from elsewhere is awaited.
 pub fn route<'a>(ctx: &'a Ctx, req: &'a Req) -> Option<Elsewhere<'a>> {
-    let direct = super::request::header(&req.headers, &super::DIRECT_HEADER).is_some();
+    let direct = crate::headers::header(&req.headers, &super::DIRECT_HEADER).is_some();
     // Asked only by the requests that reach every shard (a keyed request does not).
     let single = || ctx.routing.shard_count() == 1;
     let refused = |e: ApiError| -> Option<Elsewhere<'a>> { Some(Box::pin(async move { Err(e) })) };

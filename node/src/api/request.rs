@@ -4,28 +4,15 @@
 use super::{ApiError, IDEMPOTENCY_HEADER, TOKEN_HEADER};
 use crate::config::parse_consistency;
 use crate::engine::Consistency;
+use crate::headers::header;
 use crate::log::{Fnv, IdemTag, Json};
 use crate::replication::AckLevel;
 use crate::value::{self, ValueError};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, Method};
 use rcluster_proto::SessionToken;
 use std::borrow::Cow;
 use std::str::FromStr;
-
-/// Up to this many header values, a lookup compares names instead of hashing one (`header`).
-const SCAN_HEADERS: usize = 8;
-
-/// The first value of header `name`, as `HeaderMap::get` gives it. A request carries a few
-/// headers, and comparing each name costs less than the map's lookup, which hashes a custom
-/// name (`Rcluster-Token`) byte by byte: every request looks up five to seven names, most of
-/// them absent.
-pub fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
-    if headers.len() > SCAN_HEADERS {
-        return headers.get(name);
-    }
-    headers.iter().find_map(|(n, v)| (n == name).then_some(v))
-}
 
 pub struct Req {
     pub method: Method,
@@ -405,39 +392,6 @@ pub fn validate_name(what: &str, name: &str, max_len: usize) -> Result<(), ApiEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The scan answers what the map's lookup answers: the first value of a name given several,
-    /// nothing for an absent one, in maps small enough to scan and larger ones alike.
-    #[test]
-    fn a_header_is_found_as_the_map_finds_it() {
-        let names = [
-            TOKEN_HEADER.clone(),
-            IDEMPOTENCY_HEADER.clone(),
-            http::header::AUTHORIZATION,
-            http::header::CONTENT_LENGTH,
-            HeaderName::from_static("x-other"),
-        ];
-        for extra in [0, 3, 7, 8, 9, 20] {
-            let mut h = HeaderMap::new();
-            h.append(http::header::HOST, HeaderValue::from_static("h"));
-            h.append(TOKEN_HEADER.clone(), HeaderValue::from_static("1"));
-            h.append(TOKEN_HEADER.clone(), HeaderValue::from_static("2"));
-            h.append(http::header::CONTENT_LENGTH, HeaderValue::from_static("3"));
-            for i in 0..extra {
-                let name = HeaderName::from_bytes(format!("x-filler-{i}").as_bytes()).unwrap();
-                h.append(name, HeaderValue::from_static("f"));
-            }
-            for name in &names {
-                assert_eq!(
-                    header(&h, name),
-                    h.get(name),
-                    "{name} among {} values",
-                    h.len()
-                );
-            }
-            assert_eq!(header(&h, &TOKEN_HEADER).unwrap(), "1");
-        }
-    }
 
     /// A key decoded once is kept for the same suffix only: another suffix decodes anew.
     #[test]

@@ -115,7 +115,7 @@ pub async fn streams(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         // `moved` event goes to the new owner even before the map names it.
         by_shard.entry(owner(ctx, t)).or_default().push(t.clone());
     }
-    let direct = super::request::header(&req.headers, &super::DIRECT_HEADER).is_some();
+    let direct = crate::headers::header(&req.headers, &super::DIRECT_HEADER).is_some();
     if let Some((owner, names)) = by_shard.iter().find(|(s, _)| **s != mine)
         && direct
     {
