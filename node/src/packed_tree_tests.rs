@@ -187,3 +187,33 @@ fn three_levels_split_and_merge_under_random_keys() {
         same_as(&set, &model);
     }
 }
+
+/// Elements per leaf slot, over every leaf.
+fn leaf_fill(set: &KeyedSet<Elem>) -> f64 {
+    let mut leaves = 0;
+    let mut stack = vec![&set.root];
+    while let Some(n) = stack.pop() {
+        match n {
+            Node::Leaf(_) => leaves += 1,
+            Node::Branch(b) => stack.extend(b.children.iter()),
+        }
+    }
+    set.len() as f64 / (leaves * LEAF) as f64
+}
+
+#[test]
+fn keys_in_no_order_share_full_leaves_with_neighbours_before_splitting() {
+    // Without the sharing, every full leaf splits (within its middle half) and random keys left
+    // them 61% full here, 84% with it: 14.1 against 10.2 bytes of leaf per element.
+    let mut set = KeyedSet::new();
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    for i in 0..60_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        set.insert(elem(&format!("k{x:016x}"), i));
+    }
+    check(&set.root, true);
+    let fill = leaf_fill(&set);
+    assert!(fill >= 0.8, "leaves {:.1}% full", fill * 100.0);
+}
