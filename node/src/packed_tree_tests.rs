@@ -126,13 +126,8 @@ proptest! {
     }
 }
 
-#[test]
-fn keys_in_order_fill_their_leaves_and_removing_all_empties_the_tree() {
-    let mut set = KeyedSet::new();
-    let n = 100_000;
-    for i in 0..n {
-        set.insert(elem(&format!("k{i:06}"), i));
-    }
+/// How many leaves the tree has.
+fn leaves(set: &KeyedSet<Elem>) -> usize {
     let mut leaves = 0;
     let mut stack = vec![&set.root];
     while let Some(n) = stack.pop() {
@@ -141,8 +136,18 @@ fn keys_in_order_fill_their_leaves_and_removing_all_empties_the_tree() {
             Node::Branch(b) => stack.extend(b.children.iter()),
         }
     }
+    leaves
+}
+
+#[test]
+fn keys_in_order_fill_their_leaves_and_removing_all_empties_the_tree() {
+    let mut set = KeyedSet::new();
+    let n = 100_000;
+    for i in 0..n {
+        set.insert(elem(&format!("k{i:06}"), i));
+    }
     // Full leaves but the last: n / 60 of them, rounded up.
-    assert_eq!(leaves, (n as usize).div_ceil(LEAF));
+    assert_eq!(leaves(&set), (n as usize).div_ceil(LEAF));
     let copy = set.clone();
     for i in (0..n).rev().step_by(2).chain((0..n).step_by(2)) {
         assert!(set.remove(&format!("k{i:06}")).is_some());
@@ -190,15 +195,7 @@ fn three_levels_split_and_merge_under_random_keys() {
 
 /// Elements per leaf slot, over every leaf.
 fn leaf_fill(set: &KeyedSet<Elem>) -> f64 {
-    let mut leaves = 0;
-    let mut stack = vec![&set.root];
-    while let Some(n) = stack.pop() {
-        match n {
-            Node::Leaf(_) => leaves += 1,
-            Node::Branch(b) => stack.extend(b.children.iter()),
-        }
-    }
-    set.len() as f64 / (leaves * LEAF) as f64
+    set.len() as f64 / (leaves(set) * LEAF) as f64
 }
 
 #[test]
