@@ -15,7 +15,7 @@ use std::time::Duration;
 // [`POLL`], so no entry waits long on a worker that stays busy; an idle node's writer is woken by
 // the append as before.
 
-/// Entries an idle writer may be left to gather before an append wakes it anyway.
+/// Entries a waiting writer may be left to gather before an append wakes it anyway.
 const DEFER_UP_TO: u64 = 64;
 /// After a batch, how long the writer counts as busy: it then waits at most [`POLL`] at a time,
 /// and appends may leave it asleep. Unit tests get a window no scheduling delay outlasts, as
@@ -27,7 +27,7 @@ pub(super) const POLL: Duration = Duration::from_millis(1);
 thread_local! {
     /// Whether this thread calls `wake_deferred` before it parks (the node's runtime workers).
     static DEFERS: Cell<bool> = const { Cell::new(false) };
-    /// The log whose idle writer this thread left asleep.
+    /// The log whose waiting writer this thread left asleep.
     static DEFERRED: RefCell<Option<Arc<dyn Sleeper>>> = const { RefCell::new(None) };
 }
 
