@@ -198,9 +198,10 @@ pub struct NodeArgs {
     /// about 100 bytes of memory).
     #[arg(long, env = "RCLUSTER_IDEMPOTENCY_MAX_KEYS", default_value_t = IDEM_MAX_KEYS)]
     pub idempotency_max_keys: usize,
-    /// Threads that serve requests; 0 or unset: one per CPU this process may use (its affinity
-    /// and CPU quota). A node with more threads than the CPU it gets spends CPU switching between
-    /// them (README "Performance"); the operator sets this from the pod's CPU limit or request.
+    /// Threads that serve connections (each keeps those it is handed); 0 or unset: one per CPU
+    /// this process may use (its affinity and CPU quota). A node with more threads than the CPU it
+    /// gets spends CPU switching between them (README "Performance"); the operator sets this from
+    /// the pod's CPU limit or request.
     #[arg(long, env = "RCLUSTER_WORKER_THREADS", value_name = "N",
           value_parser = clap::value_parser!(u16).range(0..=1024))]
     pub worker_threads: Option<u16>,

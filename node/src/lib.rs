@@ -30,6 +30,7 @@ pub mod shipper;
 pub mod slot_state;
 pub mod snapshot;
 pub mod state;
+pub mod threads;
 pub mod tls;
 pub mod topic;
 pub mod txn;

@@ -2,7 +2,7 @@
 //! SIGHUP (and a change found by the periodic check) reloads the access tokens and the TLS
 //! certificate.
 
-use crate::admission::{Admission, Admit, ReservedSlot};
+use crate::admission::{Admission, Admit, ReservedSlot, Slot};
 use crate::api::{self, Ctx};
 use crate::auth::Auth;
 use crate::config::NodeArgs;
@@ -13,6 +13,7 @@ use crate::engine::Engine;
 use crate::fds;
 use crate::http1;
 use crate::metrics::Metrics;
+use crate::threads::Lanes;
 use crate::tls::ServerTls;
 use bytes::{Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
@@ -60,9 +61,9 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let metrics = Arc::new(Metrics::new());
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    metrics.worker_threads.set(workers as i64);
-    tracing::info!(worker_threads = workers, "runtime started");
+    let threads = crate::threads::count(args.worker_threads);
+    metrics.worker_threads.set(threads as i64);
+    tracing::info!(worker_threads = threads, "runtime started");
     let conn_metrics = ConnMetrics::register(&metrics.registry);
     let engine = Engine::open(resolved.engine, resolved.cluster, metrics)
         .map_err(|e| format!("cannot open data dir {}: {e}", args.data_dir.display()))?;
@@ -109,6 +110,15 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
         metrics: conn_metrics,
         tls: tls.clone(),
     });
+    let mut lanes = {
+        let serving = serving.clone();
+        Lanes::start(
+            threads,
+            Arc::new(move |stream, slot| {
+                tokio::spawn(serving.clone().serve_slot(stream, slot));
+            }),
+        )?
+    };
     let admission = Admission::new(max_connections);
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, data_dir = %args.data_dir.display(), node = %args.name, max_connections, scheme, "serving");
@@ -135,27 +145,9 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 let _ = stream.set_nodelay(true);
                 match admission.admit() {
                     Admit::Serve(slot) => {
-                        let serving = serving.clone();
-                        tokio::spawn(async move {
-                            let shared = slot.shared();
-                            if serving.tls.is_none() {
-                                serving.serve(stream, Bytes::new(), shared, true).await;
-                            } else {
-                                let wait = serving.timeouts.header;
-                                let handshake = serving.handshake(stream, wait);
-                                let tls = tokio::select! {
-                                    s = handshake => s,
-                                    _ = shared.evicted() => {
-                                        serving.metrics.closed("evicted");
-                                        None
-                                    }
-                                };
-                                if let Some(s) = tls {
-                                    serving.serve(s, Bytes::new(), shared, true).await;
-                                }
-                            }
-                            drop(slot);
-                        });
+                        if let Some((stream, slot)) = lanes.hand_off(stream, slot) {
+                            tokio::spawn(serving.clone().serve_slot(stream, slot));
+                        }
                     }
                     Admit::Reserved(slot) => {
                         let serving = serving.clone();
@@ -268,6 +260,27 @@ where
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
+    }
+
+    /// Serves an admitted connection to its end, on the connection thread it was given to.
+    async fn serve_slot(self: Arc<Self>, stream: TcpStream, slot: Slot) {
+        let shared = slot.shared();
+        if self.tls.is_none() {
+            self.serve(stream, Bytes::new(), shared, true).await;
+        } else {
+            let handshake = self.handshake(stream, self.timeouts.header);
+            let tls = tokio::select! {
+                s = handshake => s,
+                _ = shared.evicted() => {
+                    self.metrics.closed("evicted");
+                    None
+                }
+            };
+            if let Some(s) = tls {
+                self.serve(s, Bytes::new(), shared, true).await;
+            }
+        }
+        drop(slot);
     }
 
     /// The TLS handshake of a new connection, within `wait`. A client that speaks plain HTTP to

@@ -42,8 +42,8 @@ mod recover;
 mod wake;
 use recover::scan_segment;
 pub use recover::{Damage, RecoverError, Recovery, Truncation, recover};
-pub use wake::wake_deferred;
 use wake::{BUSY_FOR, POLL};
+pub use wake::{unparked, wake_deferred};
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,

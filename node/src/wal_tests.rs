@@ -555,3 +555,73 @@ fn an_append_left_for_its_worker_to_wake_is_durable_whether_or_not_it_wakes() {
     let indexes: Vec<u64> = entries.iter().map(|e| e.index).collect();
     assert_eq!(indexes, [1, 2, 3, 4]);
 }
+
+/// Two threads append to one log: the first to run out of work hands the writer it left asleep
+/// to the other, still running, which wakes it as it runs out in turn. Both entries end
+/// durable, in order.
+#[test]
+fn a_thread_that_parks_while_another_runs_leaves_the_wake_to_it() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = Arc::new(
+        Wal::start(
+            cfg(d.path(), 1 << 20),
+            0,
+            0,
+            durable(),
+            Arc::new(Metrics::new()),
+            standalone(true),
+        )
+        .unwrap(),
+    );
+    let append = |wal: &Wal, i: u64| wal.append(i, &log::encode(&entry(i, i, Op::Noop)));
+    let polling = |p: &Pending| p.writer_waits && p.writer_polls;
+    append(&wal, 1);
+    until_durable(&wal, 1);
+    // What tokio calls on a connection thread: a park (the first marks it as one that defers),
+    // then its wake-up, which counts it as running.
+    let start = || {
+        wake_deferred();
+        unparked();
+    };
+    let (b_running, running) = std::sync::mpsc::channel();
+    let (a_parked, parked) = std::sync::mpsc::channel();
+    let b = std::thread::spawn(move || {
+        start();
+        b_running.send(()).unwrap();
+        parked.recv().unwrap();
+        assert_eq!(
+            wake::handed(),
+            1,
+            "the first to park handed its writer over"
+        );
+        wake_deferred();
+        assert_eq!(
+            wake::handed(),
+            0,
+            "the last to park wakes what was handed to it"
+        );
+    });
+    let a = {
+        let wal = wal.clone();
+        std::thread::spawn(move || {
+            start();
+            running.recv().unwrap();
+            until_pending(&wal, "the busy writer polls", polling);
+            append(&wal, 2);
+            assert!(
+                wake::holds_one(),
+                "a running thread leaves a busy writer asleep"
+            );
+            wake_deferred();
+            assert!(!wake::holds_one());
+            a_parked.send(()).unwrap();
+        })
+    };
+    a.join().unwrap();
+    b.join().unwrap();
+    until_durable(&wal, 2);
+    wal.close();
+    let (entries, _) = read_all(d.path(), 0);
+    let indexes: Vec<u64> = entries.iter().map(|e| e.index).collect();
+    assert_eq!(indexes, [1, 2]);
+}

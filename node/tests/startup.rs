@@ -83,13 +83,27 @@ fn a_second_process_on_a_data_folder_in_use_is_refused() {
     assert_eq!(n.req("GET", "/v1/kv/k", None).json()["value"], 2);
 }
 
-/// The threads named `name` in process `pid`.
-fn threads_named(pid: u32, name: &str) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
+/// The connection threads of process `pid` beyond its main thread (`rcluster-conn-N`), with the voluntary context
+/// switches each has made so far: a thread serving a connection sleeps between its requests.
+fn connection_threads(pid: u32) -> Vec<(String, u64)> {
+    let mut threads: Vec<(String, u64)> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim_end() == name)
-        .count()
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let status = std::fs::read_to_string(dir.join("status")).ok()?;
+            let switches = status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((comm.trim_end().to_string(), switches))
+        })
+        .filter(|(comm, _)| comm.starts_with("rcluster-conn-"))
+        .collect();
+    threads.sort();
+    threads
 }
 
 #[test]
@@ -104,7 +118,23 @@ fn worker_threads_sets_the_threads_that_serve_requests() {
         let metrics = n.req("GET", "/metrics", None).body;
         let line = format!("\nrcluster_worker_threads {want}\n");
         assert!(metrics.contains(&line), "--worker-threads {arg}: {metrics}");
-        assert_eq!(threads_named(n.pid(), "tokio-rt-worker"), want, "{arg}");
+        // The main thread is the first; it also runs the node's background work, so only the
+        // others are checked.
+        let before = connection_threads(n.pid());
+        assert_eq!(before.len(), want - 1, "--worker-threads {arg}: {before:?}");
+        // Connections go to the threads in turn (each request here has its own): every thread
+        // serves some, and sleeps between them.
+        for i in 0..20 * want {
+            let key = format!("/v1/kv/k{i}");
+            assert_eq!(n.req("PUT", &key, Some("1")).status, 200);
+        }
+        let after = connection_threads(n.pid());
+        for ((name, was), (_, now)) in before.iter().zip(&after) {
+            assert!(
+                now - was >= 10,
+                "{name} served no connection: {was} -> {now} switches"
+            );
+        }
     }
     // The operator sets it through the environment: the same setting, the same checks.
     let data = dir.path().to_str().unwrap();

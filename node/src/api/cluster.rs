@@ -26,7 +26,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// role record says (newer than the last push after a failover).
 fn view(engine: &Engine, routing: &Routing) -> ClusterMap {
     let (members, primary, term) = {
-        let core = engine.core();
+        let core = engine.core_view();
         let node = &core.node;
         ((*node.members).clone(), node.primary.clone(), node.term)
     };

@@ -116,7 +116,7 @@ pub async fn get(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let key = req.key(0, ctx.limits.max_key_bytes)?;
     let c = before_read(ctx, req).await?;
     let (record, observed) = {
-        let core = ctx.engine.core();
+        let core = ctx.engine.core_view();
         let r = core.state.get(&key, now_ms()).cloned();
         (r, core.state.applied_index)
     };
@@ -155,7 +155,7 @@ pub async fn list(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     }
     let c = before_read(ctx, req).await?;
     let ((items, more), observed) = {
-        let core = ctx.engine.core();
+        let core = ctx.engine.core_view();
         let page = core.state.list(prefix, start_after, limit, now_ms());
         (page, core.state.applied_index)
     };

@@ -123,7 +123,7 @@ pub async fn merged(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     };
     let c = before_read(ctx, req).await?;
     let ((items, more), observed) = {
-        let core = ctx.engine.core();
+        let core = ctx.engine.core_view();
         let page = newest(
             &core.state.records,
             &prefixes,

@@ -189,7 +189,7 @@ fn owner(ctx: &Ctx, name: &str) -> Result<ShardId, ApiError> {
     let by_map = ctx.routing.owner_of(name);
     let mine = ctx.routing.shard;
     let slot = slots::slot_of(name, rcluster_proto::DEFAULT_SLOTS);
-    let core = ctx.engine.core();
+    let core = ctx.engine.core_view();
     let migration = &core.state.slots;
     if migration.is_empty() {
         return Ok(by_map);
@@ -225,7 +225,7 @@ fn misrouted(ctx: &Ctx, name: &str, owner: ShardId) -> ApiError {
     let slot = slots::slot_of(name, rcluster_proto::DEFAULT_SLOTS);
     let importing = ctx
         .engine
-        .core()
+        .core_view()
         .state
         .slots
         .incoming

@@ -48,7 +48,7 @@ fn required<T: std::str::FromStr>(req: &Req, name: &str) -> Result<T, ApiError> 
 }
 
 fn state_reply(ctx: &Ctx, index: u64) -> Response {
-    let slots = ctx.engine.core().state.slots.clone();
+    let slots = ctx.engine.core_view().state.slots.clone();
     let body = serde_json::json!({ "index": index, "slots": slots });
     json_response(StatusCode::OK, body.to_string())
 }

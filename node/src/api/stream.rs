@@ -166,7 +166,7 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         _ => req.parse::<u64>("from")?,
     };
     let next = {
-        let core = ctx.engine.core();
+        let core = ctx.engine.core_view();
         let t =
             core.state.topics.get(&topic).ok_or_else(|| {
                 ApiError::not_found("topic_not_found", format!("no topic {topic:?}"))
@@ -181,7 +181,7 @@ pub async fn topic_stream(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
             changed.borrow_and_update();
             durable.borrow_and_update();
             let (batch, first, seen, moved) = {
-                let core = engine.core();
+                let core = engine.core_view();
                 let moved = Moved::of(&core.state, &topic);
                 match core.state.topics.get(&topic) {
                     Some(t) => (
@@ -461,7 +461,7 @@ impl WatchMoved {
 }
 
 fn handed_off(engine: &Engine) -> (Vec<(u32, u32, u64, ShardId)>, u64) {
-    let core = engine.core();
+    let core = engine.core_view();
     let list = core
         .state
         .slots

@@ -163,7 +163,12 @@ pub async fn streams(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
 fn owner(ctx: &Ctx, topic: &str) -> ShardId {
     let slot = rcluster_proto::slot_of(topic, rcluster_proto::DEFAULT_SLOTS);
     let (mine, epoch) = (ctx.routing.shard, ctx.routing.epoch());
-    let newer = ctx.engine.core().state.slots.owner_after(slot, epoch, mine);
+    let newer = ctx
+        .engine
+        .core_view()
+        .state
+        .slots
+        .owner_after(slot, epoch, mine);
     newer.unwrap_or_else(|| ctx.routing.owner_of(topic))
 }
 
@@ -189,7 +194,7 @@ fn local_start(
     topics: &[String],
     from: &TopicPositions,
 ) -> Result<TopicPositions, ApiError> {
-    let core = engine.core();
+    let core = engine.core_view();
     let mut start = BTreeMap::new();
     for name in topics {
         let t =
@@ -296,7 +301,7 @@ type Read = (Batch, Resets, (u64, Option<u64>), Option<Moved>);
 /// (with their first offset), the applied entry (index, term) they reflect, and a topic this shard handed off.
 /// `None` when a topic is gone (deleted, or dropped here before its handoff was seen).
 fn read(engine: &Engine, at: &TopicPositions) -> Option<Read> {
-    let core = engine.core();
+    let core = engine.core_view();
     let moved = at.0.keys().find_map(|t| Moved::of(&core.state, t));
     if moved.is_some() && at.0.keys().any(|t| !core.state.topics.contains_key(t)) {
         // Dropped here already: the new owner has every message with the same offsets.

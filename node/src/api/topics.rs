@@ -80,7 +80,7 @@ pub async fn delete(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
 pub async fn list(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let c = before_read(ctx, req).await?;
     let (topics, observed) = {
-        let core = ctx.engine.core();
+        let core = ctx.engine.core_view();
         let items: Vec<String> = core
             .state
             .topics
@@ -195,7 +195,7 @@ pub async fn read(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let from = req.parse::<u64>("from")?;
     let c = before_read(ctx, req).await?;
     let (found, observed) = {
-        let core = ctx.engine.core();
+        let core = ctx.engine.core_view();
         let found = core.state.topics.get(&topic).map(|t| {
             let from = from.unwrap_or(t.first_offset).max(t.first_offset);
             (from, t.read(from, limit), t.first_offset, t.next_offset())

@@ -24,14 +24,15 @@ fn main() {
     } else {
         builder.init();
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    // A worker about to sleep wakes the log writer it left asleep (see `wal::wake_deferred`).
-    runtime.on_thread_park(rcluster_node::wal::wake_deferred);
-    if let Some(n) = args.worker_threads.filter(|n| *n > 0) {
-        runtime.worker_threads(n.into());
-    }
-    let runtime = runtime.build().expect("the tokio runtime starts");
+    // The main thread is the first connection thread; `server::run` starts the others (see
+    // `threads`).
+    let runtime = match rcluster_node::threads::runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rcluster-node: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
     if let Err(e) = runtime.block_on(rcluster_node::server::run(args)) {
         eprintln!("rcluster-node: {e}");
         std::process::exit(1);

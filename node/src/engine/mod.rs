@@ -21,7 +21,7 @@ mod ship;
 mod slots;
 mod status;
 
-pub use locked::{Cached, Core, CoreGuard, assert_unlocked};
+pub use locked::{Cached, Core, CoreGuard, CoreView, assert_unlocked};
 pub use outbound::{Outbound, Work};
 pub use rcluster_client::types::Consistency;
 pub use rcluster_proto::Role;
@@ -33,7 +33,7 @@ use crate::state::{ApplyError, OpResult};
 use crate::wal::{Wal, WalConfig};
 use rcluster_client::transport::{Transport, TransportConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -127,7 +127,7 @@ pub struct Engine {
     /// list for the hot paths that must not take the core lock, and for the log writer (which
     /// gathers larger batches only in a node that replicates).
     standalone: Arc<AtomicBool>,
-    core: Mutex<Core>,
+    core: RwLock<Core>,
     /// Held by every step that decides under the core lock and then does I/O without it (a role
     /// change and its record, an append and a truncation, a snapshot install): what was decided
     /// cannot change before it is performed. Taken before the core lock, never under it.
@@ -214,7 +214,7 @@ impl Engine {
             cfg,
             cluster,
             standalone,
-            core: Mutex::new(core),
+            core: RwLock::new(core),
             steps: Mutex::new(()),
             durable,
             applied: watch::channel(loaded.last_index).0,
@@ -244,7 +244,7 @@ impl Engine {
             .metrics
             .recovery_data_loss
             .set(i64::from(report.data_loss));
-        engine.update_gauges(&engine.core());
+        engine.update_gauges(&engine.core_view());
         tokio::spawn(requests::release_acks(Arc::downgrade(&engine)));
         Ok(engine)
     }
@@ -252,6 +252,11 @@ impl Engine {
     /// The core lock. Hold it briefly and do no file I/O under it.
     pub fn core(&self) -> CoreGuard<'_> {
         CoreGuard::lock(&self.core)
+    }
+
+    /// The core lock for reading only, shared with other readers (as briefly, no file I/O).
+    pub fn core_view(&self) -> CoreView<'_> {
+        CoreView::read(&self.core)
     }
 
     /// Serializes decide-then-perform steps (see `steps`); taken before the core lock.
@@ -274,12 +279,12 @@ impl Engine {
     }
 
     pub fn members(&self) -> Arc<Members> {
-        self.core().node.members.clone()
+        self.core_view().node.members.clone()
     }
 
     /// This node's term.
     pub fn term(&self) -> u64 {
-        self.core().node.term
+        self.core_view().node.term
     }
 
     fn bump(&self) {
@@ -299,7 +304,7 @@ impl Engine {
     /// The quorum commit index as this node knows it.
     pub fn commit_index(&self) -> u64 {
         let (leads, known) = {
-            let core = self.core();
+            let core = self.core_view();
             (core.leads(), core.node.known_commit)
         };
         if leads {
@@ -363,12 +368,14 @@ impl Engine {
             return false;
         }
         // `None`: compacted into a snapshot, which holds only committed entries.
-        self.core().term_at(index).is_none_or(|t| Some(t) == term)
+        self.core_view()
+            .term_at(index)
+            .is_none_or(|t| Some(t) == term)
     }
 
     /// The primary's URL when this node is not the primary but knows who is.
     pub fn primary_if_elsewhere(&self) -> Option<String> {
-        let core = self.core();
+        let core = self.core_view();
         if core.leads() || core.node.role == Role::Fenced {
             return None;
         }
@@ -387,7 +394,7 @@ impl Engine {
     /// Records a switchover request on the primary (`to`: a replica, or the most advanced one).
     pub fn request_switchover(&self, to: Option<String>) -> Result<(), EngineError> {
         let members = {
-            let core = self.core();
+            let core = self.core_view();
             if core.node.role != Role::Primary {
                 let primary = primary_url(&core.node);
                 return Err(EngineError::NotPrimary { primary });
@@ -407,7 +414,7 @@ impl Engine {
 
     /// Flushes the log; called on shutdown.
     pub fn close(&self) {
-        let wal = self.core().wal.clone();
+        let wal = self.core_view().wal.clone();
         wal.close();
     }
 }

@@ -42,7 +42,7 @@ impl Engine {
             Err((err, observed)) => {
                 // A refusal is based on state that may not be committed yet; wait so a client is
                 // never refused because of a write that a failover or crash could still take back.
-                let term = self.core().node.term_at(observed).unwrap_or(0);
+                let term = self.core_view().node.term_at(observed).unwrap_or(0);
                 self.wait_ack(observed, term, ack, lead_term).await?;
                 Err(err)
             }
@@ -58,7 +58,7 @@ impl Engine {
         term: u64,
         primary: Option<String>,
     ) -> EngineError {
-        match self.core().node.term_at(index) {
+        match self.core_view().node.term_at(index) {
             Some(t) if t != term => EngineError::Discarded { index },
             _ => EngineError::OutcomeUnknown { index, primary },
         }
@@ -153,7 +153,7 @@ impl Engine {
                 return done;
             }
             {
-                let core = self.core();
+                let core = self.core_view();
                 if !core.leads() || core.node.term != lead_term {
                     let primary = primary_url(&core.node);
                     return Err(EngineError::NotPrimary { primary });
@@ -173,7 +173,7 @@ impl Engine {
         if self.commit_for(ack) < index {
             return None;
         }
-        let core = self.core();
+        let core = self.core_view();
         // Compacted entries were committed; otherwise the entry must still be ours.
         Some(match core.node.term_at(index) {
             Some(t) if t != term => Err(EngineError::Discarded { index }),
@@ -186,7 +186,7 @@ impl Engine {
     /// a node that is not serving a stale log.
     pub async fn before_read(&self, c: Consistency, token: u64) -> Result<(), EngineError> {
         let (role, synced, primary) = {
-            let core = self.core();
+            let core = self.core_view();
             (core.node.role, core.node.synced, primary_url(&core.node))
         };
         match c {
@@ -214,7 +214,7 @@ impl Engine {
             return Ok(());
         }
         let (term, lead_term) = {
-            let core = self.core();
+            let core = self.core_view();
             (core.node.term_at(seen).unwrap_or(0), core.node.term)
         };
         self.wait_ack(seen, term, AckLevel::Quorum, lead_term).await
@@ -232,7 +232,7 @@ impl Engine {
             if confirmed >= need {
                 return Ok(());
             }
-            if !self.core().leads() {
+            if !self.core_view().leads() {
                 return Err(EngineError::NotPrimary { primary: None });
             }
             self.poke.notify_waiters();
@@ -258,14 +258,14 @@ impl Engine {
     /// kept: they fell out of the buffer, or this node started (or rebuilt its log) after them.
     pub fn events_after(&self, after: u64, prefixes: &[String]) -> Option<(Vec<KvEvent>, u64)> {
         let commit = self.commit_index();
-        let core = self.core();
+        let core = self.core_view();
         let events = core.events_between(after, commit, prefixes)?;
         Some((events, commit.min(core.node.last_index).max(after)))
     }
 
     /// The oldest position a watch can resume from here: changes up to it are not kept.
     pub fn history_start(&self) -> u64 {
-        self.core().history_start()
+        self.core_view().history_start()
     }
 }
 
@@ -294,7 +294,7 @@ pub(super) async fn release_acks(engine: Weak<Engine>) {
             durable.borrow_and_update();
             roles.borrow_and_update();
             let now = {
-                let core = engine.core();
+                let core = engine.core_view();
                 (core.leads(), core.node.term)
             };
             if lead.replace(now) != Some(now) {
