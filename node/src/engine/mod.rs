@@ -314,6 +314,19 @@ impl Engine {
         }
     }
 
+    /// Makes `index` the applied position. Those who wait on it are told; with nobody
+    /// subscribed the value changes quietly: tokio's watch would otherwise lock its eight
+    /// notification shards on every write (about 560 of a durable put's 30,000 instructions,
+    /// callgrind). The count is read under the value's write lock, and a receiver reads the
+    /// value under the read lock after it subscribed: one that read before this saw the count,
+    /// one that reads after sees the value.
+    fn publish_applied(&self, index: u64) {
+        self.applied.send_if_modified(|v| {
+            *v = index;
+            self.applied.receiver_count() > 0
+        });
+    }
+
     pub fn applied_watch(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
     }

@@ -139,7 +139,7 @@ impl Engine {
                     core.node.matched(h.commit, matched);
                     self.update_gauges(&core);
                     self.metrics.commit_index.set(core.node.known_commit as i64);
-                    self.applied.send_replace(core.state.applied_index);
+                    self.publish_applied(core.state.applied_index);
                     return Ok(Ok(matched));
                 }
             }
@@ -172,7 +172,7 @@ impl Engine {
             core.reset_caches(old_last);
         }
         core.discarded_total += discarded;
-        self.applied.send_replace(core.state.applied_index);
+        self.publish_applied(core.state.applied_index);
         self.update_gauges(&core);
         self.metrics.entries_discarded.inc_by(discarded);
         tracing::warn!(
@@ -219,7 +219,7 @@ impl Engine {
         core.state = state;
         core.wal = Arc::new(new_wal);
         core.reset_caches(old_last);
-        self.applied.send_replace(core.state.applied_index);
+        self.publish_applied(core.state.applied_index);
         self.update_gauges(&core);
         self.metrics.snapshot_index.set(index as i64);
         tracing::info!(index, from, "installed a snapshot from the primary");

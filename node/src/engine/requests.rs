@@ -120,7 +120,7 @@ impl Engine {
         core.last_ts = ts;
         core.append(&e, log::encode(&e), applied.events);
         self.update_gauges(core);
-        self.applied.send_replace(e.index);
+        self.publish_applied(e.index);
         Ok((
             Proposed {
                 result: applied.result,
@@ -146,9 +146,17 @@ impl Engine {
             return done;
         }
         let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
+        let timed_out = || {
+            let timeout = self.cfg.ack_timeout;
+            Err(EngineError::AckTimeout {
+                index,
+                ack: ack.as_str(),
+                timeout,
+            })
+        };
         loop {
             // Registered before the checks, so a release between them is not missed.
-            let released = self.acks.wait(ack, index);
+            let released = self.acks.wait(ack, index, deadline);
             if let Some(done) = self.acked(index, term, ack) {
                 return done;
             }
@@ -159,11 +167,18 @@ impl Engine {
                     return Err(EngineError::NotPrimary { primary });
                 }
             }
-            tokio::select! {
-                _ = released => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(EngineError::AckTimeout { index, ack: ack.as_str(), timeout: self.cfg.ack_timeout });
-                }
+            if tokio::time::Instant::now() >= deadline {
+                return timed_out();
+            }
+            // Released when the entry reaches `ack`, when the role or term changes, or soon
+            // after the deadline (`release_acks`).
+            released.await;
+            // Looked at before waiting again: a release mostly means it is there.
+            if let Some(done) = self.acked(index, term, ack) {
+                return done;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return timed_out();
             }
         }
     }
@@ -271,19 +286,24 @@ impl Engine {
 
 /// Releases the writes waiting in `wait_ack` (see `AckWaiters`): after every change of the
 /// replication progress, the durable index or the roles, each level that has waiters is woken up
-/// to its commit index; a change of the role or the term wakes them all to look again. Ends with
-/// the engine.
+/// to its commit index; a change of the role or the term wakes them all to look again; and the
+/// waiters whose deadline passed are woken to time out. Ends with the engine.
 pub(super) async fn release_acks(engine: Weak<Engine>) {
-    let Some((mut changed, mut durable, mut roles)) = engine.upgrade().map(|e| {
+    let Some((mut changed, mut durable, mut roles, rearm)) = engine.upgrade().map(|e| {
         (
             e.changed.subscribe(),
             e.durable.subscribe(),
             e.roles.subscribe(),
+            e.acks.rearm(),
         )
     }) else {
         return;
     };
     let mut lead = None;
+    // Sleeps until the earliest deadline of a waiter, to wake those whose time is up; reset
+    // only when that deadline moves (about once per ack timeout on a busy node).
+    let mut expiry = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
+    let mut armed = None;
     loop {
         {
             let Some(engine) = engine.upgrade() else {
@@ -303,11 +323,20 @@ pub(super) async fn release_acks(engine: Weak<Engine>) {
             for level in engine.acks.levels() {
                 engine.acks.release(level, engine.commit_for(level));
             }
+            let next = engine.acks.expire(tokio::time::Instant::now());
+            if next != armed {
+                if let Some(at) = next {
+                    expiry.as_mut().reset(at);
+                }
+                armed = next;
+            }
         }
         let alive = tokio::select! {
             r = changed.changed() => r.is_ok(),
             r = durable.changed() => r.is_ok(),
             r = roles.changed() => r.is_ok(),
+            _ = rearm.notified() => true,
+            _ = &mut expiry, if armed.is_some() => true,
         };
         if !alive {
             return;

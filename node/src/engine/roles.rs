@@ -102,7 +102,7 @@ impl Engine {
             let names = peers.iter().map(|(n, _)| n.clone());
             *self.progress.lock().unwrap() = Progress::new(term, noop.index, names);
             self.update_gauges(&core);
-            self.applied.send_replace(noop.index);
+            self.publish_applied(noop.index);
             drop(core);
             let _ = self.outbound.send(Outbound::Ship { term, peers });
             tracing::info!(term, first_index = noop.index, "promoted to primary");
