@@ -501,24 +501,31 @@ fn until_durable(wal: &Wal, index: u64) {
     }
 }
 
+/// A fresh log of a node without replicas, to share between threads.
+fn shared_wal(dir: &Path) -> Arc<Wal> {
+    let wal = Wal::start(
+        cfg(dir, 1 << 20),
+        0,
+        0,
+        durable(),
+        Arc::new(Metrics::new()),
+        standalone(true),
+    );
+    Arc::new(wal.unwrap())
+}
+
+/// Appends a no-op entry at index `i`.
+fn append(wal: &Wal, i: u64) {
+    wal.append(i, &log::encode(&entry(i, i, Op::Noop)));
+}
+
 /// A runtime worker's append leaves a busy writer asleep for the worker to wake when it runs out
 /// of work; an entry whose worker never does is still taken by the writer's own poll. A thread
 /// that is not a worker always wakes the writer. Every entry ends durable, in order.
 #[test]
 fn an_append_left_for_its_worker_to_wake_is_durable_whether_or_not_it_wakes() {
     let d = tempfile::tempdir().unwrap();
-    let wal = Arc::new(
-        Wal::start(
-            cfg(d.path(), 1 << 20),
-            0,
-            0,
-            durable(),
-            Arc::new(Metrics::new()),
-            standalone(true),
-        )
-        .unwrap(),
-    );
-    let append = |wal: &Wal, i: u64| wal.append(i, &log::encode(&entry(i, i, Op::Noop)));
+    let wal = shared_wal(d.path());
     let left_asleep = wake::holds_one;
     let polling = |p: &Pending| p.writer_waits && p.writer_polls;
     // Not a worker: wakes the writer itself, even a busy one.
@@ -562,18 +569,7 @@ fn an_append_left_for_its_worker_to_wake_is_durable_whether_or_not_it_wakes() {
 #[test]
 fn a_thread_that_parks_while_another_runs_leaves_the_wake_to_it() {
     let d = tempfile::tempdir().unwrap();
-    let wal = Arc::new(
-        Wal::start(
-            cfg(d.path(), 1 << 20),
-            0,
-            0,
-            durable(),
-            Arc::new(Metrics::new()),
-            standalone(true),
-        )
-        .unwrap(),
-    );
-    let append = |wal: &Wal, i: u64| wal.append(i, &log::encode(&entry(i, i, Op::Noop)));
+    let wal = shared_wal(d.path());
     let polling = |p: &Pending| p.writer_waits && p.writer_polls;
     append(&wal, 1);
     until_durable(&wal, 1);
