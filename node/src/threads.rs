@@ -2,12 +2,13 @@
 //! accept loop hands it, in turn, for their whole life (as an event loop of Redis keeps its
 //! clients).
 //!
-//! Why not one multi-threaded runtime: its workers share and steal tasks, so a connection's request
-//! moved between cores, and two workers serving gets queued on the core lock and slept on it
-//! (futex waits under `strace -k`). With a thread per share of the connections a get cost 15.3
-//! instead of 18.0–19.0 µs of node CPU at 32 connections on two CPUs (README "Performance").
-//! The trade: a slow request (a large listing) delays only the connections of its own thread, and
-//! a thread whose connections are idle does not help the others.
+//! Why not one multi-threaded runtime: its workers share and steal tasks, so a connection's
+//! request moved between cores, and two workers serving gets queued on the core lock and slept
+//! on it (futex waits under `strace -k`). With a thread per share of the connections a get costs
+//! about 10% less node CPU at 32 connections on two CPUs (README "Performance", alternating
+//! runs). The trade: a slow request (a large listing, a role record's fsync) delays the
+//! connections of its own thread, which no other thread takes over, and a thread whose
+//! connections are idle does not help the others.
 //!
 //! The main thread is the first connection thread and also runs the node's background work
 //! (replication, the log's maintenance, the accept loop); the others are `rcluster-conn-N`.
