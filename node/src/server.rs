@@ -145,9 +145,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 let _ = stream.set_nodelay(true);
                 match admission.admit() {
                     Admit::Serve(slot) => {
-                        if let Some((stream, slot)) = lanes.hand_off(stream, slot) {
-                            tokio::spawn(serving.clone().serve_slot(stream, slot));
-                        }
+                        lanes.serve(stream, slot);
                     }
                     Admit::Reserved(slot) => {
                         let serving = serving.clone();

@@ -46,11 +46,12 @@ pub struct Lanes {
     /// One per thread beyond the main one; the main thread serves turn 0 itself.
     threads: Vec<mpsc::UnboundedSender<(std::net::TcpStream, Slot)>>,
     next: usize,
+    serve: Serve,
 }
 
 impl Lanes {
     /// Starts `n - 1` connection threads (the caller's thread is the first), each serving what it
-    /// is handed with `serve`. They run until the `Lanes` is dropped.
+    /// is handed with `serve`, as the caller's does. They run until the `Lanes` is dropped.
     pub fn start(n: usize, serve: Serve) -> std::io::Result<Lanes> {
         let mut threads = Vec::with_capacity(n.saturating_sub(1));
         for i in 1..n {
@@ -72,29 +73,36 @@ impl Lanes {
                 })?;
             threads.push(tx);
         }
-        Ok(Lanes { threads, next: 0 })
+        Ok(Lanes {
+            threads,
+            next: 0,
+            serve,
+        })
     }
 
-    /// Hands an admitted connection to the thread whose turn it is. Returns it when the turn is
-    /// the caller's own thread's (or the thread is gone): the caller serves it.
-    pub fn hand_off(&mut self, stream: TcpStream, slot: Slot) -> Option<(TcpStream, Slot)> {
+    /// Serves an admitted connection on the thread whose turn it is: the caller's own (called on
+    /// it), or another, which it is handed to. A thread that is gone leaves it to the caller's.
+    pub fn serve(&mut self, stream: TcpStream, slot: Slot) {
         let turn = self.next;
         self.next = (self.next + 1) % (self.threads.len() + 1);
         if turn == 0 {
-            return Some((stream, slot));
+            (self.serve)(stream, slot);
+            return;
         }
         // Taken off this runtime and registered with the other thread's.
         let std_stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "a connection was dropped");
-                return None;
+                return;
             }
         };
-        match self.threads[turn - 1].send((std_stream, slot)) {
-            Ok(()) => None,
-            Err(mpsc::error::SendError((s, slot))) => {
-                TcpStream::from_std(s).ok().map(|s| (s, slot))
+        if let Err(mpsc::error::SendError((s, slot))) =
+            self.threads[turn - 1].send((std_stream, slot))
+        {
+            match TcpStream::from_std(s) {
+                Ok(s) => (self.serve)(s, slot),
+                Err(e) => tracing::warn!(error = %e, "a connection was dropped"),
             }
         }
     }

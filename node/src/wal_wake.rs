@@ -89,7 +89,8 @@ pub fn unparked() {
     }
 }
 
-fn same(a: &Arc<dyn Sleeper>, b: &Arc<dyn Sleeper>) -> bool {
+/// Whether `a` and `b` are the same writer.
+fn same<A: ?Sized, B: ?Sized>(a: &Arc<A>, b: &Arc<B>) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
@@ -104,10 +105,7 @@ pub(super) fn left_asleep(writer: &Arc<impl Sleeper + 'static>) {
     DEFERRED.with(|d| {
         let mut d = d.borrow_mut();
         // The same writer as before: no new reference (an atomic add per append).
-        let same = d
-            .as_ref()
-            .is_some_and(|s| std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(writer)));
-        if !same {
+        if !d.as_ref().is_some_and(|s| same(s, writer)) {
             *d = Some(writer.clone());
         }
     });

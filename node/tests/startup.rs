@@ -83,8 +83,9 @@ fn a_second_process_on_a_data_folder_in_use_is_refused() {
     assert_eq!(n.req("GET", "/v1/kv/k", None).json()["value"], 2);
 }
 
-/// The connection threads of process `pid` beyond its main thread (`rcluster-conn-N`), with the voluntary context
-/// switches each has made so far: a thread serving a connection sleeps between its requests.
+/// The connection threads of process `pid` beyond its main thread (`rcluster-conn-N`), with the
+/// voluntary context switches each has made so far: a thread serving a connection sleeps between
+/// its requests.
 fn connection_threads(pid: u32) -> Vec<(String, u64)> {
     let mut threads: Vec<(String, u64)> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()

@@ -243,19 +243,11 @@ pub type CoreGuard<'a> = Held<'a, Core>;
 pub type CoreView<'a> = Viewed<'a, Core>;
 
 /// A held lock that counts itself on its thread (see `assert_unlocked`).
-pub struct Held<'a, T>(RwLockWriteGuard<'a, T>);
+pub struct Held<'a, T>(RwLockWriteGuard<'a, T>, Counted);
 
 impl<'a, T> Held<'a, T> {
     pub(super) fn lock(m: &'a RwLock<T>) -> Held<'a, T> {
-        let g = m.write().unwrap();
-        count_held(1);
-        Held(g)
-    }
-}
-
-impl<T> Drop for Held<'_, T> {
-    fn drop(&mut self) {
-        count_held(-1);
+        Held(m.write().unwrap(), Counted::new())
     }
 }
 
@@ -273,19 +265,11 @@ impl<T> DerefMut for Held<'_, T> {
 }
 
 /// A lock held for reading, counted as `Held` is: a writer waits for it.
-pub struct Viewed<'a, T>(RwLockReadGuard<'a, T>);
+pub struct Viewed<'a, T>(RwLockReadGuard<'a, T>, Counted);
 
 impl<'a, T> Viewed<'a, T> {
     pub(super) fn read(m: &'a RwLock<T>) -> Viewed<'a, T> {
-        let g = m.read().unwrap();
-        count_held(1);
-        Viewed(g)
-    }
-}
-
-impl<T> Drop for Viewed<'_, T> {
-    fn drop(&mut self) {
-        count_held(-1);
+        Viewed(m.read().unwrap(), Counted::new())
     }
 }
 
@@ -296,8 +280,20 @@ impl<T> Deref for Viewed<'_, T> {
     }
 }
 
-fn count_held(by: i32) {
-    HELD.with(|h| h.set(h.get().wrapping_add_signed(by)));
+/// One guard of the core lock in this thread's count, for as long as it lives.
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        HELD.with(|h| h.set(h.get() + 1));
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get() - 1));
+    }
 }
 
 /// In debug builds, panics when this thread holds the core lock: `what` (an fsync, a rename, a
