@@ -88,22 +88,37 @@ fn parse(buf: &[u8], head: &mut Head) -> Parsed {
     let mut length = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<usize>().ok());
-            match (length, n) {
-                (None, Some(n)) if n <= MAX_BODY => length = Some(n),
-                _ => return Parsed::Other,
+        // Every header of every request passes here: its length picks the one name to compare.
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            14 if is(b"content-length") => {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<usize>().ok());
+                match (length, n) {
+                    (None, Some(n)) if n <= MAX_BODY => length = Some(n),
+                    _ => return Parsed::Other,
+                }
+                // Not handed on (nor `host`, nor a keep-alive `connection`): the body is whole
+                // and exactly as long as declared, the connection is kept alive, and the host is
+                // a name this node answers to whatever it says. The API reads none of them, and
+                // forwarding drops them (`forward::HOP_BY_HOP`). Nearly every request carries
+                // `Host` alone, and a map with nothing in it costs no allocation: about 700 of a
+                // get's 18,000 instructions (callgrind).
+                continue;
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || (name.eq_ignore_ascii_case(b"connection")
-                && !h.value.eq_ignore_ascii_case(b"keep-alive"))
-        {
-            return Parsed::Other;
+            10 if is(b"connection") => {
+                if !h.value.eq_ignore_ascii_case(b"keep-alive") {
+                    return Parsed::Other;
+                }
+                continue;
+            }
+            4 if is(b"host") => continue,
+            17 if is(b"transfer-encoding") => return Parsed::Other,
+            6 if is(b"expect") => return Parsed::Other,
+            7 if is(b"upgrade") => return Parsed::Other,
+            _ => {}
         }
         head.headers[head.count] = (at(name), at(h.value));
         head.count += 1;
@@ -129,7 +144,11 @@ impl Head {
 fn request(head: &Head, bytes: Bytes) -> Option<Request<RequestBody>> {
     let slice = |(a, b): (u32, u32)| bytes.slice(a as usize..b as usize);
     let uri = Uri::from_maybe_shared(slice(head.target)).ok()?;
-    let mut headers = HeaderMap::with_capacity(head.count);
+    let mut headers = if head.count == 0 {
+        HeaderMap::new()
+    } else {
+        HeaderMap::with_capacity(head.count)
+    };
     for &(name, value) in &head.headers[..head.count] {
         let name = HeaderName::from_bytes(&bytes[name.0 as usize..name.1 as usize]).ok()?;
         let value = HeaderValue::from_maybe_shared(slice(value)).ok()?;
@@ -390,6 +409,11 @@ mod tests {
         assert_eq!(req.uri().query(), Some("ack=one"));
         let all: Vec<_> = req.headers().get_all("x-a").iter().collect();
         assert_eq!(all, ["1", "2"]);
+        // What only the connection needed is not handed on.
+        assert_eq!(req.headers().len(), 2, "{:?}", req.headers());
+        let bare = simple(b"GET /v1/kv/a HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            .expect("a simple request");
+        assert!(bare.headers().is_empty(), "{:?}", bare.headers());
         match req.into_body() {
             RequestBody::Whole(b) => assert_eq!(&b[..], b"\"v\""),
             RequestBody::Streamed(_) => panic!("a whole body"),

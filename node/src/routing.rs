@@ -66,26 +66,29 @@ impl Routing {
         self.map.read().unwrap().clone()
     }
 
+    /// `f` of the pushed map, read in place: the lookups every request makes (its owner, the
+    /// epoch it answers with) take no reference of their own.
+    fn with_map<R>(&self, f: impl FnOnce(Option<&ClusterMap>) -> R) -> R {
+        f(self.map.read().unwrap().as_deref())
+    }
+
     /// The slot map epoch this node routes by (0: no map pushed yet).
     pub fn epoch(&self) -> u64 {
-        self.map().map_or(0, |m| m.slots.epoch)
+        self.with_map(|m| m.map_or(0, |m| m.slots.epoch))
     }
 
     /// The shard that owns `name` (a record key or a topic name).
     pub fn owner_of(&self, name: &str) -> ShardId {
-        match self.map() {
-            Some(m) => m.slots.owner_of(name),
-            None => self.shard,
-        }
+        self.with_map(|m| m.map_or(self.shard, |m| m.slots.owner_of(name)))
     }
 
     /// The hash slot of `name`: by the map's slot count, or the default one before any map
     /// arrives (so what is refused as cross-slot never depends on whether shards exist yet).
     pub fn slot_of(&self, name: &str) -> u32 {
-        match self.map() {
+        self.with_map(|m| match m {
             Some(m) => m.slots.slot_of(name),
             None => rcluster_proto::slot_of(name, DEFAULT_SLOTS),
-        }
+        })
     }
 
     pub fn is_local(&self, name: &str) -> bool {
