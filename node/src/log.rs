@@ -255,6 +255,43 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Er
     postcard::from_bytes(bytes)
 }
 
+/// Appends the frame of `value`, encoded in place (what `put_frame(out, &encode(value))`
+/// appends), and returns its payload's range in `out`. Encoding a log entry to a `Vec` of its own
+/// first sizes it with a whole pass of the encoder, then allocates, encodes and copies it: about
+/// 800 of a durable put's 26,000 instructions (callgrind).
+pub fn put_encoded_frame<T: Serialize>(out: &mut Vec<u8>, value: &T) -> std::ops::Range<usize> {
+    /// Encodes onto the end of a buffer it borrows (`to_extend` would take it by value).
+    struct Onto<'a>(&'a mut Vec<u8>);
+    impl postcard::ser_flavors::Flavor for Onto<'_> {
+        type Output = ();
+        fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+            self.0.extend_from_slice(data);
+            Ok(())
+        }
+        fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+            self.0.push(data);
+            Ok(())
+        }
+        fn finalize(self) -> postcard::Result<()> {
+            Ok(())
+        }
+    }
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    if let Err(e) = postcard::serialize_with_flavor(value, Onto(out)) {
+        // Never for a log entry (every field has a known length); were it to happen, no half
+        // frame stays behind what the buffer held.
+        out.truncate(start);
+        panic!("postcard cannot encode this value: {e}");
+    }
+    let payload = start + FRAME_HEADER..out.len();
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c(&out[payload.clone()]).to_le_bytes();
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + 8].copy_from_slice(&crc);
+    payload
+}
+
 /// Appends one frame: `len: u32 LE | crc32c(payload): u32 LE | payload`.
 pub fn put_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -376,6 +413,39 @@ mod tests {
             read_frame(&mut &flipped[..]).unwrap(),
             FrameRead::Bad("checksum mismatch")
         ));
+    }
+
+    /// An entry encoded in place makes the very frame that encoding it apart makes, after what
+    /// the buffer already holds, and its range is that frame's payload.
+    #[test]
+    fn a_frame_encoded_in_place_is_the_frame_of_its_encoding() {
+        let entries = [
+            crate::state::entry(1, 1, Op::Noop),
+            Entry {
+                idem: Some(IdemTag {
+                    key: "idem-1".into(),
+                    fingerprint: u64::MAX,
+                }),
+                ..crate::state::entry(
+                    u64::MAX,
+                    300,
+                    Op::Put {
+                        key: "k".repeat(200),
+                        value: Json::from("\"v\""),
+                        ttl_ms: Some(5),
+                        if_version: Some(2),
+                    },
+                )
+            },
+        ];
+        let mut in_place = b"earlier".to_vec();
+        let mut apart = in_place.clone();
+        for e in &entries {
+            let payload = put_encoded_frame(&mut in_place, e);
+            assert_eq!(in_place[payload], encode(e)[..]);
+            put_frame(&mut apart, &encode(e));
+            assert_eq!(in_place, apart);
+        }
     }
 }
 

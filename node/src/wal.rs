@@ -291,11 +291,25 @@ impl Wal {
 
     /// Queues an encoded entry. Callers serialise appends (the engine's lock) so indexes arrive in order.
     pub fn append(&self, index: u64, payload: &[u8]) {
+        self.append_with(index, |buf| log::put_frame(buf, payload));
+    }
+
+    /// Queues `entry`, encoded straight into the log's buffer; `kept` is given its payload (the
+    /// bytes `log::encode(entry)` makes). As `append`, callers serialise appends.
+    pub fn append_entry(&self, entry: &Entry, kept: impl FnOnce(&[u8])) {
+        self.append_with(entry.index, |buf| {
+            let payload = log::put_encoded_frame(buf, entry);
+            kept(&buf[payload]);
+        });
+    }
+
+    /// Queues the frame `put` appends to the buffer, as entry `index`.
+    fn append_with(&self, index: u64, put: impl FnOnce(&mut Vec<u8>)) {
         let mut p = self.shared.pending.lock().unwrap();
         if p.buf.is_empty() {
             p.first_index = index;
         }
-        log::put_frame(&mut p.buf, payload);
+        put(&mut p.buf);
         p.last_index = index;
         p.count += 1;
         let defer = p.writer_waits && wake::may_defer(p.writer_polls, p.count);

@@ -107,27 +107,58 @@ impl Core {
         self.node.last_index
     }
 
-    /// Queues an applied entry to the WAL writer and keeps it for shipping and watchers.
+    /// Queues an applied entry to the WAL writer and keeps it for shipping and watchers: `e`,
+    /// received already encoded as `payload` (a replica's append).
     pub(super) fn append(&mut self, e: &Entry, mut payload: Vec<u8>, events: Vec<KvEvent>) {
         self.wal.append(e.index, &payload);
+        let ships = self.ships();
+        // Exactly its length: a `Bytes` made from a full `Vec` needs no shared header.
+        let len = payload.len();
+        let kept = ships.then(|| {
+            payload.shrink_to_fit();
+            Bytes::from(payload)
+        });
+        self.appended(e, len, kept, events);
+    }
+
+    /// As `append`, for an entry made here: encoded straight into the log's buffer, and copied
+    /// for shipping only when there are members to ship to.
+    pub(super) fn append_new(&mut self, e: &Entry, events: Vec<KvEvent>) {
+        let ships = self.ships();
+        let (mut len, mut kept) = (0, None);
+        self.wal.append_entry(e, |p| {
+            len = p.len();
+            kept = ships.then(|| Bytes::from(p.to_vec()));
+        });
+        self.appended(e, len, kept, events);
+    }
+
+    /// Whether appended entries are kept for shipping: a node alone would hold 64 MB for nothing.
+    fn ships(&self) -> bool {
+        self.node.members.len() > 1
+    }
+
+    /// What follows an append: the log's shape, the shipping cache, the events.
+    fn appended(&mut self, e: &Entry, len: usize, kept: Option<Bytes>, events: Vec<KvEvent>) {
         self.node.appended(e.index, e.term);
         self.entries_since_snapshot += 1;
-        self.bytes_since_snapshot += payload.len() as u64;
-        if self.node.members.len() <= 1 {
-            // Nobody to ship to: a node alone would hold 64 MB for nothing. Cleared, not just
-            // left, so the cache stays one run of consecutive entries if members come later.
-            self.cache.clear();
-            self.cache_bytes = 0;
-        } else {
-            self.cache_bytes += cached_cost(&payload);
-            // Exactly its length: a `Bytes` made from a full `Vec` needs no shared header.
-            payload.shrink_to_fit();
-            self.cache.push_back(Cached {
-                index: e.index,
-                term: e.term,
-                ts_ms: e.ts_ms,
-                payload: payload.into(),
-            });
+        self.bytes_since_snapshot += len as u64;
+        match kept {
+            // Cleared, not just left, so the cache stays one run of consecutive entries if
+            // members come later.
+            None => {
+                self.cache.clear();
+                self.cache_bytes = 0;
+            }
+            Some(payload) => {
+                self.cache_bytes += cached_cost(&payload);
+                self.cache.push_back(Cached {
+                    index: e.index,
+                    term: e.term,
+                    ts_ms: e.ts_ms,
+                    payload,
+                });
+            }
         }
         while self.cache_bytes > CACHE_BYTES
             && let Some(old) = self.cache.pop_front()

@@ -2,7 +2,7 @@
 //! ack level outside it; a read waits for what its consistency level promises.
 
 use super::{Consistency, Core, Engine, EngineError, Proposed, Role, now_ms, primary_url};
-use crate::log::{self, Entry, IdemTag, Op};
+use crate::log::{Entry, IdemTag, Op};
 use crate::replication::{AckLevel, commit};
 use crate::state::KvEvent;
 use std::sync::Weak;
@@ -118,7 +118,7 @@ impl Engine {
         }
         core.state.finish(&e, &applied.result);
         core.last_ts = ts;
-        core.append(&e, log::encode(&e), applied.events);
+        core.append_new(&e, applied.events);
         self.update_gauges(core);
         self.publish_applied(e.index);
         Ok((

@@ -4,7 +4,7 @@
 //! (write the term's first entry, ship, answer the command).
 
 use super::{Engine, EngineError, Outbound, disk, now_ms};
-use crate::log::{self, Entry, Op};
+use crate::log::{Entry, Op};
 use crate::replication::{Members, Progress, RoleChange};
 use std::sync::atomic::Ordering;
 
@@ -98,7 +98,7 @@ impl Engine {
             core.state
                 .apply_logged(&noop)
                 .map_err(|e| EngineError::Io(e.to_string()))?;
-            core.append(&noop, log::encode(&noop), Vec::new());
+            core.append_new(&noop, Vec::new());
             let names = peers.iter().map(|(n, _)| n.clone());
             *self.progress.lock().unwrap() = Progress::new(term, noop.index, names);
             self.update_gauges(&core);
