@@ -32,6 +32,9 @@ impl fmt::Display for ValueError {
 /// Checks that `text` is one JSON value a client can read back. Allocates nothing for the
 /// value itself and recurses at most `MAX_DEPTH` deep.
 pub fn check(text: &str) -> Result<(), ValueError> {
+    if plain_string(text) {
+        return Ok(());
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let mut too_deep = false;
     let seed = Check {
@@ -44,6 +47,22 @@ pub fn check(text: &str) -> Result<(), ValueError> {
         Err(_) if too_deep => Err(ValueError::TooDeep),
         Err(e) => Err(ValueError::Invalid(e.to_string())),
     }
+}
+
+/// Whether `text` is a JSON string with nothing to unescape: a quote, characters that need no
+/// escape, a quote. Valid whatever those characters are (`text` is a `str`: no byte sequence
+/// that is not Unicode, and a surrogate can only come from an escape). Strings are the values
+/// most often stored, and the parser's walk cost about 400 of a put's 26,000 instructions
+/// (callgrind); this scan has no branch per byte.
+fn plain_string(text: &str) -> bool {
+    let b = text.as_bytes();
+    if b.len() < 2 || b[0] != b'"' || b[b.len() - 1] != b'"' {
+        return false;
+    }
+    let inner = &b[1..b.len() - 1];
+    !inner.iter().fold(false, |bad, &c| {
+        bad | (c < 0x20) | (c == b'"') | (c == b'\\')
+    })
 }
 
 struct Check<'a> {
@@ -144,6 +163,43 @@ mod tests {
 
     fn nested(depth: usize) -> String {
         format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    /// The scan for plain strings answers as the parser does, on strings it takes and on ones
+    /// it leaves to the parser (escapes, control characters, a quote inside, no closing quote).
+    #[test]
+    fn plain_strings_are_judged_as_the_parser_judges_them() {
+        let cases = [
+            (r#""""#, true),
+            (r#""x""#, true),
+            ("\"é ✓ 😀 \u{7f}\"", true),
+            (r#""a\"b""#, false),
+            (r#""a\nb""#, false),
+            (r#""\ud800""#, false),
+            ("\"a\tb\"", false),
+            ("\"a\u{1f}\"", false),
+            (r#""a"b""#, false),
+            (r#"""#, false),
+            (r#""abc"#, false),
+            (r#" "x""#, false),
+            ("1", false),
+        ];
+        for (text, plain) in cases {
+            assert_eq!(plain_string(text), plain, "{text:?}");
+            let mut de = serde_json::Deserializer::from_str(text);
+            let parsed =
+                serde::Deserialize::deserialize(&mut de).and_then(|de::IgnoredAny| de.end());
+            if plain {
+                assert!(parsed.is_ok(), "{text:?} is valid JSON");
+            }
+            // The parser refuses what the scan refuses, but for a lone surrogate, which only
+            // the full check refuses.
+            assert_eq!(
+                check(text).is_ok(),
+                parsed.is_ok() && !text.contains("\\ud800"),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

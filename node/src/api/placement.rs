@@ -188,12 +188,13 @@ pub fn route<'a>(ctx: &'a Ctx, req: &'a Req) -> Option<Elsewhere<'a>> {
 fn owner(ctx: &Ctx, name: &str) -> Result<ShardId, ApiError> {
     let by_map = ctx.routing.owner_of(name);
     let mine = ctx.routing.shard;
-    let slot = slots::slot_of(name, rcluster_proto::DEFAULT_SLOTS);
     let core = ctx.engine.core_view();
     let migration = &core.state.slots;
     if migration.is_empty() {
         return Ok(by_map);
     }
+    // Hashed only here: no slot moves on nearly every request.
+    let slot = slots::slot_of(name, rcluster_proto::DEFAULT_SLOTS);
     if let Some(newer) = migration.owner_after(slot, ctx.routing.epoch(), mine) {
         return Ok(newer);
     }

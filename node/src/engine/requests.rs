@@ -167,11 +167,9 @@ impl Engine {
                     return Err(EngineError::NotPrimary { primary });
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return timed_out();
-            }
             // Released when the entry reaches `ack`, when the role or term changes, or soon
-            // after the deadline (`release_acks`).
+            // after the deadline (`release_acks`). No look at the clock before: the deadline was
+            // set just before the first wait, and every later wait follows the look below.
             released.await;
             // Looked at before waiting again: a release mostly means it is there.
             if let Some(done) = self.acked(index, term, ack) {
