@@ -284,19 +284,26 @@ pub fn put_encoded_frame<T: Serialize>(out: &mut Vec<u8>, value: &T) -> std::ops
         out.truncate(start);
         panic!("postcard cannot encode this value: {e}");
     }
-    let payload = start + FRAME_HEADER..out.len();
-    let len = (payload.len() as u32).to_le_bytes();
-    let crc = crc32c::crc32c(&out[payload.clone()]).to_le_bytes();
-    out[start..start + 4].copy_from_slice(&len);
-    out[start + 4..start + 8].copy_from_slice(&crc);
-    payload
+    seal_frame(out, start)
 }
 
 /// Appends one frame: `len: u32 LE | crc32c(payload): u32 LE | payload`.
 pub fn put_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
     out.extend_from_slice(payload);
+    seal_frame(out, start);
+}
+
+/// Writes the header of the frame at `start`, whose payload runs to the end of `out`, and
+/// returns the payload's range: the one place the header's layout is written.
+fn seal_frame(out: &mut [u8], start: usize) -> std::ops::Range<usize> {
+    let payload = start + FRAME_HEADER..out.len();
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c(&out[payload.clone()]).to_le_bytes();
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + FRAME_HEADER].copy_from_slice(&crc);
+    payload
 }
 
 #[derive(Debug)]

@@ -44,15 +44,15 @@ impl LineScan {
             };
             let b = rest[i];
             rest = &rest[i + 1..];
-            *self = match *self {
+            match *self {
                 // That byte begins the method.
-                LineScan::Start => LineScan::Method,
-                LineScan::Method if b == b' ' => LineScan::Target,
+                LineScan::Start => *self = LineScan::Method,
+                LineScan::Method if b == b' ' => *self = LineScan::Target,
                 _ => {
                     *self = LineScan::Done;
                     return b == b'#';
                 }
-            };
+            }
         }
     }
 }

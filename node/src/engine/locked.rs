@@ -111,10 +111,9 @@ impl Core {
     /// received already encoded as `payload` (a replica's append).
     pub(super) fn append(&mut self, e: &Entry, mut payload: Vec<u8>, events: Vec<KvEvent>) {
         self.wal.append(e.index, &payload);
-        let ships = self.ships();
-        // Exactly its length: a `Bytes` made from a full `Vec` needs no shared header.
         let len = payload.len();
-        let kept = ships.then(|| {
+        let kept = self.ships().then(|| {
+            // Exactly its length: a `Bytes` made from a full `Vec` needs no shared header.
             payload.shrink_to_fit();
             Bytes::from(payload)
         });

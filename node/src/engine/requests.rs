@@ -146,14 +146,6 @@ impl Engine {
             return done;
         }
         let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
-        let timed_out = || {
-            let timeout = self.cfg.ack_timeout;
-            Err(EngineError::AckTimeout {
-                index,
-                ack: ack.as_str(),
-                timeout,
-            })
-        };
         loop {
             // Registered before the checks, so a release between them is not missed.
             let released = self.acks.wait(ack, index, deadline);
@@ -176,7 +168,11 @@ impl Engine {
                 return done;
             }
             if tokio::time::Instant::now() >= deadline {
-                return timed_out();
+                return Err(EngineError::AckTimeout {
+                    index,
+                    ack: ack.as_str(),
+                    timeout: self.cfg.ack_timeout,
+                });
             }
         }
     }
