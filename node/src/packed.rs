@@ -264,7 +264,16 @@ impl<T: Packed> KeyedSet<T> {
 
     /// Stores `e`, returning the element of the same key it replaced.
     pub fn insert(&mut self, e: T) -> Option<T> {
-        let (old, split) = self.root.insert(e);
+        // The key is read from a second handle on the block, as `e` moves into the closure.
+        let block = e.block().clone();
+        self.upsert(block.key(), |_| e)
+    }
+
+    /// Stores the element `make` builds from the one of key `key` (`None` when there is none),
+    /// in one walk of the tree, and returns the element it replaced. `make` builds an element of
+    /// key `key`.
+    pub fn upsert(&mut self, key: &str, make: impl FnOnce(Option<&T>) -> T) -> Option<T> {
+        let (old, split) = self.root.upsert(key, make);
         if let Some(right) = split {
             let left = std::mem::take(&mut self.root);
             self.root = tree::Node::grow(left, right);

@@ -131,16 +131,26 @@ impl<T: Packed> Node<T> {
         }
     }
 
-    /// Stores `e`: returns the element it replaced, and the new right sibling when this node
-    /// split (its first element is its low).
-    pub(super) fn insert(&mut self, e: T) -> (Option<T>, Option<Node<T>>) {
+    /// Stores the element `make` builds from the one of key `k` (`None` when there is none), in
+    /// one walk: returns the element it replaced, and the new right sibling when this node split
+    /// (its first element is its low). `make` builds an element of key `k`.
+    pub(super) fn upsert<F>(&mut self, k: &str, make: F) -> (Option<T>, Option<Node<T>>)
+    where
+        F: FnOnce(Option<&T>) -> T,
+    {
         match self {
             Node::Leaf(l) => {
                 let l = Arc::make_mut(l);
-                let i = match search(l, key(&e)) {
-                    Ok(i) => return (Some(std::mem::replace(&mut l[i], e)), None),
+                let i = match search(l, k) {
+                    Ok(i) => {
+                        let e = make(Some(&l[i]));
+                        debug_assert_eq!(key(&e), k);
+                        return (Some(std::mem::replace(&mut l[i], e)), None);
+                    }
                     Err(i) => i,
                 };
+                let e = make(None);
+                debug_assert_eq!(key(&e), k);
                 if !l.is_full() {
                     l.insert(i, e);
                     return (None, None);
@@ -156,9 +166,9 @@ impl<T: Packed> Node<T> {
             }
             Node::Branch(b) => {
                 let b = Arc::make_mut(b);
-                let i = route(&b.lows, key(&e));
-                b.make_room(i, key(&e));
-                let (old, split) = b.children[i].insert(e);
+                let i = route(&b.lows, k);
+                b.make_room(i, k);
+                let (old, split) = b.children[i].upsert(k, make);
                 b.refresh_low(i);
                 let Some(right) = split else {
                     return (old, None);

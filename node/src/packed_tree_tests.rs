@@ -62,6 +62,8 @@ fn same_as(set: &KeyedSet<Elem>, model: &BTreeMap<String, u32>) {
 #[derive(Debug, Clone)]
 enum Step {
     Put(u16, u32),
+    /// Adds to the key's value (from 0 when absent) in one upsert.
+    Add(u16, u32),
     Remove(u16),
     /// Keep a clone, to check later that nothing done after changed it.
     Keep,
@@ -71,6 +73,7 @@ enum Step {
 fn steps() -> impl Strategy<Value = Vec<Step>> {
     let step = prop_oneof![
         6 => (any::<u16>(), any::<u32>()).prop_map(|(k, v)| Step::Put(k, v)),
+        3 => (any::<u16>(), any::<u16>()).prop_map(|(k, v)| Step::Add(k, v.into())),
         4 => any::<u16>().prop_map(Step::Remove),
         1 => Just(Step::Keep),
         1 => (any::<u16>(), any::<bool>()).prop_map(|(k, x)| Step::From(k, x)),
@@ -96,6 +99,20 @@ proptest! {
                     let k = name(k, space);
                     let old = set.insert(elem(&k, v)).map(|e| value(&e));
                     prop_assert_eq!(old, model.insert(k, v));
+                }
+                Step::Add(k, v) => {
+                    let k = name(k, space);
+                    let mut seen = None;
+                    let old = set
+                        .upsert(&k, |old| {
+                            seen = Some(old.map(value));
+                            elem(&k, old.map_or(0, value).wrapping_add(v))
+                        })
+                        .map(|e| value(&e));
+                    let before = model.get(&k).copied();
+                    model.insert(k, before.unwrap_or(0).wrapping_add(v));
+                    prop_assert_eq!(seen, Some(before));
+                    prop_assert_eq!(old, before);
                 }
                 Step::Remove(k) => {
                     let k = name(k, space);

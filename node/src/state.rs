@@ -8,7 +8,7 @@
 pub use crate::idem::{
     IDEM_FORGET_BATCH, IDEM_MAX_KEYS, IDEM_TTL_MS, Idem, IdemMap, IdemRecord, NO_SLOT,
 };
-use crate::log::{Entry, Fnv, Json, Op};
+use crate::log::{Entry, Fnv, Op};
 pub use crate::op_result::{OpResult, Pulled};
 pub use crate::record::Record;
 use crate::record::{Rec, Records};
@@ -335,17 +335,18 @@ impl State {
                 ttl_ms,
                 if_version,
             } => {
-                // One walk of the map for the version check and the creation time.
-                let live = self.get(key, now).map(|r| (r.version(), r.created_ms()));
-                let current = live.map_or(0, |(version, _)| version);
-                if let Some(expected) = if_version
-                    && *expected != current
-                {
-                    return Err(ApplyError::VersionMismatch { current });
+                // A conditional put looks the key up before it writes; an unconditional one walks
+                // the map once, reading the creation time to keep where it writes.
+                if let Some(expected) = if_version {
+                    let current = self.version_at(key, now);
+                    if *expected != current {
+                        return Err(ApplyError::VersionMismatch { current });
+                    }
                 }
                 let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
-                let created = live.map(|(_, created)| created);
-                let ev = self.write_record(e, key, value.clone(), expires_at_ms, created);
+                let ev = self.write_record(e, key, value, expires_at_ms, |old| {
+                    old.filter(|r| r.live_at(now)).map(Rec::created_ms)
+                });
                 let version = ev.version();
                 events.push(ev);
                 OpResult::Put {
@@ -484,28 +485,31 @@ impl State {
         if min.is_some_and(|m| next < m) || max.is_some_and(|m| next > m) {
             return Err(ApplyError::OutOfBounds);
         }
-        let ev = self.write_record(e, key, next.to_string().into(), expires, created);
+        let ev = self.write_record(e, key, &next.to_string(), expires, |_| created);
         Ok((next, ev))
     }
 
     /// Writes `key` in entry `e`: the one place where a record's version and times are decided.
-    /// The key keeps its creation time (`created_ms`, of the live record the caller looked up:
-    /// `None` when it was absent or expired at `e.ts_ms`).
+    /// The key keeps the creation time `created_ms` gives from the record it holds now (`None`,
+    /// the write's time, when the key was absent or expired at `e.ts_ms`).
     pub(crate) fn write_record(
         &mut self,
         e: &Entry,
         key: &str,
-        value: Json,
+        value: &str,
         expires_at_ms: Option<u64>,
-        created_ms: Option<u64>,
+        created_ms: impl FnOnce(Option<&Rec>) -> Option<u64>,
     ) -> KvEvent {
-        let created_ms = created_ms.unwrap_or(e.ts_ms);
         let version = self.stamp(e.index, self.applying);
-        let record = Rec::build(key, &value, version, expires_at_ms, created_ms, e.ts_ms);
-        // One walk of the map: the old record comes back from the insert.
-        if let Some(old) = self.records.insert(record.clone())
-            && let Some(at) = old.expires_at_ms()
-        {
+        let mut written = None;
+        // One walk of the map: the old record comes back from the upsert.
+        let old = self.records.upsert(key, |old| {
+            let created_ms = created_ms(old).unwrap_or(e.ts_ms);
+            let record = Rec::build(key, value, version, expires_at_ms, created_ms, e.ts_ms);
+            written = Some(record.clone());
+            record
+        });
+        if let Some(at) = old.and_then(|old| old.expires_at_ms()) {
             self.expiring.remove(&(at, key.to_string()));
         }
         if let Some(at) = expires_at_ms {
@@ -514,7 +518,7 @@ impl State {
         KvEvent {
             index: e.index,
             kind: KvEventKind::Put,
-            change: Change::Put(record),
+            change: Change::Put(written.expect("the upsert built the record")),
         }
     }
 

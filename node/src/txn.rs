@@ -140,7 +140,7 @@ impl State {
             TxnOp::Put { key, value, ttl_ms } => {
                 let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
                 let created = found.filter(|r| r.live_at(now)).map(Rec::created_ms);
-                let ev = self.write_record(e, key, value.clone(), expires_at_ms, created);
+                let ev = self.write_record(e, key, value, expires_at_ms, |_| created);
                 let version = ev.version();
                 events.push(ev);
                 (
