@@ -113,7 +113,8 @@ pub async fn after_read(ctx: &Ctx, c: Consistency, seen: u64) -> Result<(), ApiE
 }
 
 pub async fn get(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
-    let key = req.key(0, ctx.limits.max_key_bytes)?;
+    // Borrowed: routing decoded it already, and a read needs no copy of its own.
+    let key = req.key_ref(0, ctx.limits.max_key_bytes)?;
     let c = before_read(ctx, req).await?;
     let (record, observed) = {
         let core = ctx.engine.core_view();

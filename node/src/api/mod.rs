@@ -97,16 +97,16 @@ async fn handle(ctx: Arc<Ctx>, req: http::Request<RequestBody>) -> Response {
     let (parts, body) = req.into_parts();
     let (method, headers) = (parts.method, parts.headers);
     let fragment = parts.extensions.get::<FragmentInTarget>().copied();
-    let path = parts.uri.path();
-    let raw_query = parts.uri.query().unwrap_or_default().to_string();
+    let uri = parts.uri;
+    let (path, raw_query) = (uri.path(), uri.query().unwrap_or_default());
     let started = Instant::now();
-    let prepared = prepare(&ctx, &method, path, &raw_query, &headers, fragment);
+    let prepared = prepare(&ctx, &method, path, raw_query, &headers, fragment);
     let (api, result) = match prepared {
         Ok((route, query)) => {
             let limit = route.body_limit(&ctx, path);
             match read_body(body, &headers, limit, ctx.body_timeout).await {
                 Ok(body) => {
-                    let req = Req::new(method, path, query, &raw_query, headers, body);
+                    let req = Req::new(method, uri, query, headers, body);
                     dispatch(&ctx, route, req).await
                 }
                 Err(e) => (route.api(), Err(e)),

@@ -9,18 +9,17 @@ use crate::log::{Fnv, IdemTag, Json};
 use crate::replication::AckLevel;
 use crate::value::{self, ValueError};
 use bytes::Bytes;
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, Uri};
 use rcluster_proto::SessionToken;
 use std::borrow::Cow;
 use std::str::FromStr;
 
 pub struct Req {
     pub method: Method,
-    /// Raw (still percent-encoded) path.
-    pub path: String,
+    /// The target as it arrived: its path still percent-encoded, its query as sent (forwarded
+    /// requests carry both unchanged). Kept whole rather than copied into strings of their own.
+    uri: Uri,
     pub query: Vec<(String, String)>,
-    /// The query string as it arrived (forwarded requests carry it unchanged).
-    pub raw_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
     /// The key as decoded by the first `key` call, with its `strip_suffix`: keyed requests read
@@ -31,35 +30,42 @@ pub struct Req {
 impl Req {
     pub fn new(
         method: Method,
-        path: &str,
+        uri: Uri,
         query: Vec<(String, String)>,
-        raw_query: &str,
         headers: HeaderMap,
         body: Bytes,
     ) -> Req {
         Req {
             method,
-            path: path.to_string(),
+            uri,
             query,
-            raw_query: raw_query.to_string(),
             headers,
             body,
             decoded_key: std::sync::OnceLock::new(),
         }
     }
 
+    /// The raw (still percent-encoded) path.
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// The query string as it arrived.
+    pub fn raw_query(&self) -> &str {
+        self.uri.query().unwrap_or_default()
+    }
+
     /// The path and query as they arrived.
     pub fn path_and_query(&self) -> String {
-        if self.raw_query.is_empty() {
-            self.path.clone()
-        } else {
-            format!("{}?{}", self.path, self.raw_query)
+        match self.raw_query() {
+            "" => self.path().to_string(),
+            query => format!("{}?{query}", self.path()),
         }
     }
 
     /// Raw path segments without the leading slash.
     pub fn segments(&self) -> Segments<'_> {
-        segments(&self.path)
+        segments(self.path())
     }
 
     /// The decoded segment at `i` (a topic or subscription name position).
@@ -80,7 +86,7 @@ impl Req {
             _ => {
                 // The segments after the first two, less `strip_suffix` at the end, as one slice
                 // of the path.
-                let mut raw = after_two_segments(&self.path);
+                let mut raw = after_two_segments(self.path());
                 for _ in 0..strip_suffix {
                     raw = raw.rsplit_once('/').map_or("", |(head, _)| head);
                 }
@@ -192,7 +198,7 @@ impl Req {
             })?;
         let mut h = Fnv::default();
         h.write_field(self.method.as_str().as_bytes());
-        h.write_field(self.path.as_bytes());
+        h.write_field(self.path().as_bytes());
         let mut params: Vec<_> = self
             .query
             .iter()
@@ -398,9 +404,8 @@ mod tests {
     fn a_kept_key_answers_only_its_own_suffix() {
         let req = Req::new(
             Method::POST,
-            "/v1/kv/a%2Fb/c/incr",
+            Uri::from_static("/v1/kv/a%2Fb/c/incr"),
             Vec::new(),
-            "",
             HeaderMap::new(),
             Bytes::new(),
         );
@@ -412,9 +417,8 @@ mod tests {
         assert_eq!(req.key(1, 4).unwrap_err().code, "key_too_long");
         let bad = Req::new(
             Method::GET,
-            "/v1/kv/%FF",
+            Uri::from_static("/v1/kv/%FF"),
             Vec::new(),
-            "",
             HeaderMap::new(),
             Bytes::new(),
         );
