@@ -7,7 +7,9 @@
 #                             load generators (wrk, redis-benchmark, the etcd Go client): one node
 #                             put/get vs Redis (appendfsync always), 3 nodes ack=quorum vs a
 #                             3-member etcd at 32 and 128 connections, RSS per record vs Redis
-#                             ($RECORDS, default 2000000), with ratios. Installs wrk, redis-server
+#                             ($RECORDS, default 2000000), with ratios. ROUNDS=N (default 1)
+#                             runs the put and get pairs N times in turns, the order swapped each
+#                             round, and reports the median ratio. Installs wrk, redis-server
 #                             and etcd-server (Debian) when missing; builds scripts/etcd-load (Go).
 # Results go to $OUT (default ./bench-results) as JSON plus a summary.md. Uses the release binaries
 # (built if missing). Every run is bounded by --duration.

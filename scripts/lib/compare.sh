@@ -5,6 +5,7 @@
 REDIS_PORT=${REDIS_PORT:-16379}
 ETCD_PORT=${ETCD_PORT:-12379}
 RECORDS=${RECORDS:-2000000}
+ROUNDS=${ROUNDS:-1}
 COMPARE=()
 
 need_tool() { # command package
@@ -63,38 +64,17 @@ record() { COMPARE+=("$1|$2|$3|$4"); echo "  $1: $2/s p99 $3 ms errors $4" >&2; 
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-compare_redis() {
-  mkdir -p "$WORK/redis"
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" --save "" \
-    --appendonly yes --appendfsync always >"$WORK/redis.out" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  until redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; do sleep 0.1; done
+# redis_run TEST PID NAME: one redis-benchmark run (SET or GET of random keys among 100,000),
+# its rate and CPU recorded.
+redis_run() {
   local n=$((DURATION * 60000)) line s0 TIMEFORMAT='%U %S'
-  for t in set get; do
-    s0=$(cpu_s "$pid")
-    { time redis-benchmark -p "$REDIS_PORT" -c 32 -n "$n" -r 100000 -d 100 -t "$t" --csv \
-        >"$WORK/rb.out"; } 2>"$WORK/rb.time"
-    line=$(tail -1 "$WORK/rb.out")
-    # "SET","61500.00","0.5","0.2","0.4","0.8","1.2","3.0": rate, then avg, min, p50, p95, p99, max
-    record "redis ${t^^} c=32" "$(echo "$line" | cut -d'"' -f4 | cut -d. -f1)" \
-      "$(echo "$line" | cut -d'"' -f14)" 0
-    cpu_row "redis ${t^^} c=32" "$pid" "$s0" "$(awk '{print $1 + $2}' "$WORK/rb.time")" "$n"
-  done
-  redis-cli -p "$REDIS_PORT" flushall >/dev/null
-  local before after
-  before=$(rss_kib "$pid")
-  python3 - "$RECORDS" <<'PY' | redis-cli -p "$REDIS_PORT" --pipe >/dev/null
-import sys
-value = "x" * 100
-out = sys.stdout.buffer
-for i in range(int(sys.argv[1])):
-    k = f"k{i}"
-    out.write(f"*3\r\n$3\r\nSET\r\n${len(k)}\r\n{k}\r\n$100\r\n{value}\r\n".encode())
-PY
-  after=$(rss_kib "$pid")
-  REDIS_BYTES=$(( (after - before) * 1024 / RECORDS ))
-  record "redis RSS bytes/record ($RECORDS records)" "$REDIS_BYTES" - -
+  s0=$(cpu_s "$2")
+  { time redis-benchmark -p "$REDIS_PORT" -c 32 -n "$n" -r 100000 -d 100 -t "$1" --csv \
+      >"$WORK/rb.out"; } 2>"$WORK/rb.time"
+  line=$(tail -1 "$WORK/rb.out")
+  # "SET","61500.00","0.5","0.2","0.4","0.8","1.2","3.0": rate, then avg, min, p50, p95, p99, max
+  record "$3" "$(echo "$line" | cut -d'"' -f4 | cut -d. -f1)" "$(echo "$line" | cut -d'"' -f14)" 0
+  cpu_row "$3" "$2" "$s0" "$(awk '{print $1 + $2}' "$WORK/rb.time")" "$n"
 }
 
 # single_run METHOD URL PID NAME: one wrk run against the node PID, its rate and CPU recorded.
@@ -106,14 +86,52 @@ single_run() {
   cpu_row "$4" "$3" "$s0" "${r[4]}" "${r[3]}"
 }
 
-compare_rcluster_single() {
+# Redis and one rcluster node, both running, measured in turns: ROUNDS rounds of a durable write
+# pair and a read pair, the pair's order swapped every round. A VM's speed drifts by a third within
+# minutes here, so a ratio is only as good as the two runs are close in time; each round gives a
+# ratio of its own and the summary reports their median.
+compare_single() {
+  mkdir -p "$WORK/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" --save "" \
+    --appendonly yes --appendfsync always >"$WORK/redis.out" 2>&1 &
+  local redis=$!
+  PIDS+=("$redis")
+  until redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; do sleep 0.1; done
   start_node n1 "$BASE_PORT" "$WORK/cmp-single" --fsync always
-  local url=http://127.0.0.1:$BASE_PORT pid=${PIDS[-1]}
-  single_run PUT "$url" "$pid" "rcluster put c=32 (1 node, fsync always)"
+  local url=http://127.0.0.1:$BASE_PORT node=${PIDS[-1]} i tag pair t method what
   # Every key the gets ask for exists (a get run of `rcluster bench` writes its keys first).
   "$CLI" --endpoint "$url" bench --api get --keys 100000 --key-prefix k --value-size 100 \
     --concurrency 32 --duration 1 >/dev/null
-  single_run GET "$url" "$pid" "rcluster get c=32 (1 node)"
+  for i in $(seq 1 "$ROUNDS"); do
+    tag=""
+    [ "$ROUNDS" -gt 1 ] && tag=" #$i"
+    for pair in "set PUT put c=32 (1 node, fsync always)" "get GET get c=32 (1 node)"; do
+      read -r t method what <<<"$pair"
+      if [ $((i % 2)) = 1 ]; then
+        redis_run "$t" "$redis" "redis ${t^^} c=32$tag"
+        single_run "$method" "$url" "$node" "rcluster $what$tag"
+      else
+        single_run "$method" "$url" "$node" "rcluster $what$tag"
+        redis_run "$t" "$redis" "redis ${t^^} c=32$tag"
+      fi
+    done
+  done
+  kill "$node"
+  wait "$node" 2>/dev/null || true
+  redis-cli -p "$REDIS_PORT" flushall >/dev/null
+  local before after
+  before=$(rss_kib "$redis")
+  python3 - "$RECORDS" <<'PY' | redis-cli -p "$REDIS_PORT" --pipe >/dev/null
+import sys
+value = "x" * 100
+out = sys.stdout.buffer
+for i in range(int(sys.argv[1])):
+    k = f"k{i}"
+    out.write(f"*3\r\n$3\r\nSET\r\n${len(k)}\r\n{k}\r\n$100\r\n{value}\r\n".encode())
+PY
+  after=$(rss_kib "$redis")
+  REDIS_BYTES=$(( (after - before) * 1024 / RECORDS ))
+  record "redis RSS bytes/record ($RECORDS records)" "$REDIS_BYTES" - -
   stop_nodes
 }
 
@@ -182,15 +200,13 @@ compare() {
   need_tool redis-server redis-server
   need_tool etcd etcd-server
   (cd "$ROOT/scripts/etcd-load" && go build -o "$WORK/etcd-load" .)
-  echo "compare: $DURATION s per run, 100-byte values, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-  compare_redis
-  stop_nodes
-  compare_rcluster_single
+  echo "compare: $DURATION s per run, $ROUNDS round(s), 100-byte values, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  compare_single
   compare_memory
   compare_quorum
   compare_etcd
   python3 - "${COMPARE[@]}" -- "${CPU_ROWS[@]}" >>"$OUT/summary.md" <<'PY'
-import sys, datetime, os
+import sys, datetime, os, statistics
 args = sys.argv[1:]
 cut = args.index("--")
 rows = {}
@@ -213,9 +229,19 @@ pairs = [
     ("3 nodes put ack=quorum / etcd put, c=128",
      "rcluster 3 nodes put ack=quorum c=128", "etcd 3 members put c=128"),
 ]
+def rounds(name):
+    """The rates of a run: one, or one per round (`NAME #i`)."""
+    if name in rows:
+        return [rate(name)]
+    return [rate(f"{name} #{i}") for i in range(1, len(rows)) if f"{name} #{i}" in rows]
 print("\n| ratio | value |\n|---|---|")
 for label, a, b in pairs:
-    print(f"| {label} | {rate(a) / rate(b):.2f}x |")
+    ratios = [x / y for x, y in zip(rounds(a), rounds(b))]
+    if len(ratios) == 1:
+        print(f"| {label} | {ratios[0]:.2f}x |")
+    else:
+        each = ", ".join(f"{r:.2f}" for r in ratios)
+        print(f"| {label} | {statistics.median(ratios):.2f}x (median of {len(ratios)} rounds: {each}) |")
 redis = next((k for k in rows if "RSS" in k and k.startswith("redis")), None)
 for k in rows:
     if redis and "RSS" in k and k.startswith("rcluster"):
