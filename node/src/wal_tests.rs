@@ -563,6 +563,62 @@ fn an_append_left_for_its_worker_to_wake_is_durable_whether_or_not_it_wakes() {
     assert_eq!(indexes, [1, 2, 3, 4]);
 }
 
+/// A thread may leave a busy writer asleep behind fewer than `DEFER_UP_TO` queued entries only:
+/// the append that queues that many wakes it at once, so a thread that stays busy cannot keep a
+/// growing batch waiting for the writer's poll. Every entry ends durable.
+#[test]
+fn the_append_that_fills_a_deferred_batch_wakes_the_writer() {
+    let d = tempfile::tempdir().unwrap();
+    let wal = shared_wal(d.path());
+    let polling = |p: &Pending| p.writer_waits && p.writer_polls;
+    append(&wal, 1);
+    until_durable(&wal, 1);
+    let worker = {
+        let wal = wal.clone();
+        std::thread::spawn(move || {
+            wake_deferred();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut next = 2;
+            // The most entries seen queued behind a sleeping writer: one short of the limit once
+            // a run of appends outpaces the writer's own poll (which takes the batch early).
+            let mut most = 0;
+            while most < wake::DEFER_UP_TO - 1 {
+                assert!(
+                    Instant::now() < deadline,
+                    "no run of appends reached the limit within 20 s (most {most})"
+                );
+                until_pending(&wal, "the busy writer polls", polling);
+                for _ in 0..wake::DEFER_UP_TO {
+                    append(&wal, next);
+                    next += 1;
+                    // Read, then asserted on without the lock (a failed assertion would poison
+                    // it for the writer).
+                    let (waits, count) = {
+                        let p = wal.shared.pending.lock().unwrap();
+                        (p.writer_waits, p.count)
+                    };
+                    assert!(
+                        !(waits && count >= wake::DEFER_UP_TO),
+                        "{count} entries queued behind a writer left asleep"
+                    );
+                    if waits {
+                        most = most.max(count);
+                    }
+                }
+                // What the thread does as it runs out of work: wakes what it left asleep.
+                wake_deferred();
+            }
+            next - 1
+        })
+    };
+    let last = worker.join().unwrap();
+    until_durable(&wal, last);
+    wal.close();
+    let (entries, _) = read_all(d.path(), 0);
+    let indexes: Vec<u64> = entries.iter().map(|e| e.index).collect();
+    assert_eq!(indexes, (1..=last).collect::<Vec<_>>());
+}
+
 /// Two threads append to one log: the first to run out of work hands the writer it left asleep
 /// to the other, still running, which wakes it as it runs out in turn. Both entries end
 /// durable, in order.

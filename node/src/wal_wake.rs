@@ -17,7 +17,7 @@ use std::time::Duration;
 // the append as before.
 
 /// Entries a waiting writer may be left to gather before an append wakes it anyway.
-const DEFER_UP_TO: u64 = 64;
+pub(super) const DEFER_UP_TO: u64 = 64;
 /// After a batch, how long the writer counts as busy: it then waits at most [`POLL`] at a time,
 /// and appends may leave it asleep. Unit tests get a window no scheduling delay outlasts, as
 /// they check what happens inside it.
