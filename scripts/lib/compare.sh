@@ -116,8 +116,7 @@ compare_single() {
       fi
     done
   done
-  kill "$node"
-  wait "$node" 2>/dev/null || true
+  # The node stays up, idle, until Redis's memory is measured: both stop together, by their pids.
   redis-cli -p "$REDIS_PORT" flushall >/dev/null
   local before after
   before=$(rss_kib "$redis")
