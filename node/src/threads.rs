@@ -62,6 +62,7 @@ impl Lanes {
                 .name(format!("rcluster-conn-{i}"))
                 .spawn(move || {
                     runtime.block_on(async move {
+                        crate::ack_waiters::relay_here();
                         while let Some((stream, slot)) = rx.recv().await {
                             // Registers the socket with this thread's runtime.
                             match TcpStream::from_std(stream) {
