@@ -61,7 +61,7 @@ thread_local! {
 /// such writes per durable put at 32 connections (`strace -f -y -e trace=write`: 4,623 by the
 /// main thread for 8,466 puts). Handed over, a batch of releases costs one wake per thread;
 /// the relay's own sends wake tasks of its own thread, which is no system call.
-pub struct Relay {
+struct Relay {
     queue: std::sync::Mutex<Vec<oneshot::Sender<()>>>,
     ready: Notify,
     /// Times the relay was woken, for the tests.
@@ -130,10 +130,10 @@ impl AckWaiters {
     /// release that happens between the check and the wait is then not lost.
     pub fn wait(&self, level: AckLevel, index: u64, deadline: Instant) -> AckWaiter<'_> {
         let (tx, rx) = oneshot::channel();
+        let relay = RELAY.with_borrow(Clone::clone);
         let mut inner = self.inner.lock().unwrap();
         let key = (index, inner.next_id);
         inner.next_id += 1;
-        let relay = RELAY.with_borrow(Clone::clone);
         inner.queues[slot(level)].insert(
             key,
             Waiting {

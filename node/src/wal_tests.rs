@@ -514,6 +514,19 @@ fn shared_wal(dir: &Path) -> Arc<Wal> {
     Arc::new(wal.unwrap())
 }
 
+/// A shared log whose writer has written a batch (entry 1): busy, it polls while it waits.
+fn busy_wal(dir: &Path) -> Arc<Wal> {
+    let wal = shared_wal(dir);
+    append(&wal, 1);
+    until_durable(&wal, 1);
+    wal
+}
+
+/// The writer waits, and looks again on its own within its poll.
+fn polling(p: &Pending) -> bool {
+    p.writer_waits && p.writer_polls
+}
+
 /// Appends a no-op entry at index `i`.
 fn append(wal: &Wal, i: u64) {
     wal.append(i, &log::encode(&entry(i, i, Op::Noop)));
@@ -525,12 +538,9 @@ fn append(wal: &Wal, i: u64) {
 #[test]
 fn an_append_left_for_its_worker_to_wake_is_durable_whether_or_not_it_wakes() {
     let d = tempfile::tempdir().unwrap();
-    let wal = shared_wal(d.path());
+    let wal = busy_wal(d.path());
     let left_asleep = wake::holds_one;
-    let polling = |p: &Pending| p.writer_waits && p.writer_polls;
     // Not a worker: wakes the writer itself, even a busy one.
-    append(&wal, 1);
-    until_durable(&wal, 1);
     until_pending(&wal, "the busy writer polls", polling);
     append(&wal, 2);
     assert!(
@@ -569,10 +579,7 @@ fn an_append_left_for_its_worker_to_wake_is_durable_whether_or_not_it_wakes() {
 #[test]
 fn the_append_that_fills_a_deferred_batch_wakes_the_writer() {
     let d = tempfile::tempdir().unwrap();
-    let wal = shared_wal(d.path());
-    let polling = |p: &Pending| p.writer_waits && p.writer_polls;
-    append(&wal, 1);
-    until_durable(&wal, 1);
+    let wal = busy_wal(d.path());
     let worker = {
         let wal = wal.clone();
         std::thread::spawn(move || {
@@ -625,10 +632,7 @@ fn the_append_that_fills_a_deferred_batch_wakes_the_writer() {
 #[test]
 fn a_thread_that_parks_while_another_runs_leaves_the_wake_to_it() {
     let d = tempfile::tempdir().unwrap();
-    let wal = shared_wal(d.path());
-    let polling = |p: &Pending| p.writer_waits && p.writer_polls;
-    append(&wal, 1);
-    until_durable(&wal, 1);
+    let wal = busy_wal(d.path());
     // What tokio calls on a connection thread: a park (the first marks it as one that defers),
     // then its wake-up, which counts it as running.
     let start = || {
