@@ -12,11 +12,12 @@
 //! same for both.
 
 use crate::connection::{
-    Guarded, GuardedIo, RequestBody, Socket, body_timeout_message, error_bytes,
+    Guarded, GuardedBody, GuardedIo, RequestBody, Socket, body_timeout_message, error_bytes,
 };
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::cell::RefCell;
 use std::io::Write;
@@ -164,7 +165,7 @@ fn request(head: &Head, bytes: Bytes) -> Option<Request<RequestBody>> {
 }
 
 /// Serves simple requests until the peer leaves or a request is hyper's.
-pub async fn serve<S, Svc, B>(
+pub async fn serve<S, Svc>(
     io: &mut GuardedIo<S>,
     svc: &Guarded<Svc>,
     body_timeout: Duration,
@@ -173,12 +174,10 @@ where
     S: Socket,
     Svc: hyper::service::Service<
             Request<RequestBody>,
-            Response = Response<B>,
+            Response = crate::answer::Response,
             Error = std::convert::Infallible,
         >,
     Svc::Future: Send + 'static,
-    B: http_body::Body + Unpin + 'static,
-    B::Data: Send,
 {
     let mut buf = BytesMut::new();
     let mut out = Vec::with_capacity(1024);
@@ -270,15 +269,12 @@ where
 
 /// Writes a response: in one write when its length is known, chunked as it comes otherwise.
 /// `Some(keep_alive)` once it is sent, `None` when the connection failed.
-async fn respond<S: Socket, B>(
+async fn respond<S: Socket>(
     io: &mut GuardedIo<S>,
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
-    resp: Response<B>,
-) -> Option<bool>
-where
-    B: http_body::Body + Unpin,
-{
+    resp: Response<GuardedBody>,
+) -> Option<bool> {
     let (parts, mut body) = resp.into_parts();
     out.clear();
     let status = parts.status;
@@ -288,9 +284,18 @@ where
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    let meta = &body.inner.meta;
+    meta.write(out);
     let mut keep_alive = true;
     for (name, value) in &parts.headers {
-        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+        // An answer relayed from another node keeps that node's headers, but states this node's
+        // cluster id and date: one value per name, as on hyper's path (`HeaderMap::insert`, and
+        // hyper adds a date only to an answer without one).
+        if name == http::header::CONTENT_LENGTH
+            || name == http::header::TRANSFER_ENCODING
+            || name == http::header::DATE
+            || meta.covers(name)
+        {
             continue;
         }
         if name == http::header::CONNECTION && value.as_bytes().eq_ignore_ascii_case(b"close") {
@@ -312,6 +317,14 @@ where
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
+        // A whole answer (nearly all) is copied as it is, without polling it as a body.
+        if let Some(whole) = body.inner.take_whole() {
+            if !bodiless {
+                out.extend_from_slice(&whole);
+            }
+            io.write_all(out).await.ok()?;
+            return Some(keep_alive);
+        }
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { return None };
             if let Ok(mut data) = frame.into_data()

@@ -8,6 +8,7 @@
 pub mod ack_waiters;
 pub mod admission;
 pub mod alloc;
+pub mod answer;
 pub mod api;
 pub mod auth;
 pub mod config;

@@ -91,12 +91,12 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
         limits: args.limits.clone(),
         body_timeout: args.connections.body_timeout(),
         consistency: resolved.consistency,
+        // Leaked: a process has one cluster id for its life, and every answer states it.
         cluster_id: engine
             .cluster
             .id
-            .as_deref()
-            .and_then(|id| http::HeaderValue::from_str(id).ok()),
-        shard_header: http::HeaderValue::from(routing.shard),
+            .clone()
+            .map(|id| &*Box::leak(id.into_boxed_str())),
         routing,
     });
     let serving = Arc::new(Serving {
@@ -220,7 +220,7 @@ impl<S> Serving<S>
 where
     S: hyper::service::Service<
             http::Request<connection::RequestBody>,
-            Response = warp::reply::Response,
+            Response = crate::answer::Response,
             Error = std::convert::Infallible,
         > + Clone
         + Send

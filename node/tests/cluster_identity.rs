@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
 
 use common::*;
@@ -252,7 +253,7 @@ fn the_client_never_follows_a_redirect_into_another_cluster() {
 
 #[test]
 fn a_configured_cluster_id_keeps_the_client_off_other_clusters() {
-    let (a1, _a2, _a1_addr, a2_addr) = cluster_a();
+    let (a1, a2, _a1_addr, a2_addr) = cluster_a();
     let dir = tempfile::tempdir().unwrap();
     let b = Node::start(dir.path(), &["--cluster-id", "cluster-b"]);
     // B's node comes first in the endpoint list.
@@ -262,4 +263,46 @@ fn a_configured_cluster_id_keeps_the_client_off_other_clusters() {
     assert_eq!(err.code(), Some("cluster_mismatch"), "{err}");
     assert_eq!(b.status()["records"], json!(0), "nothing was written to B");
     assert_eq!(a1.node.req("GET", "/v1/kv/k", None).status, 200);
+    // A write the replica forwards comes back with the primary's headers, once each: the
+    // replica states the same cluster id in place of the relayed one, not beside it. Asked on a
+    // kept-alive connection (the node's own HTTP/1.1 path) and on one that closes (hyper's).
+    let kept_alive = {
+        let mut s = std::net::TcpStream::connect(&a2.node.addr).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.write_all(b"PUT /v1/kv/relayed HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1")
+            .unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(r) = parse_response(&raw)
+                && let Some(len) = r.header("content-length")
+                && r.body.len() >= len.parse::<usize>().unwrap()
+            {
+                break r;
+            }
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before the answer: {raw:?}");
+            raw.extend_from_slice(&buf[..n]);
+        }
+    };
+    let closed = a2.node.req("PUT", "/v1/kv/relayed", Some("2"));
+    for relayed in [kept_alive, closed] {
+        assert_eq!(relayed.status, 200, "{}", relayed.body);
+        for name in [
+            ID_HEADER,
+            "content-type",
+            "rcluster-token",
+            "rcluster-shard",
+            "date",
+        ] {
+            let values: Vec<&str> = relayed
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(values.len(), 1, "{name}: {:?}", relayed.headers);
+        }
+        assert_eq!(relayed.header(ID_HEADER), Some("cluster-a"));
+    }
 }

@@ -186,6 +186,20 @@ fn session_tokens_hold_a_position_per_shard() {
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.json()["value"], json!(want));
     }
+    // A listing that spans shards answers with every shard's position, its own part's included:
+    // asked of shard 1's primary, which serves shard 1's part itself.
+    let written_on_1 = t.get(1);
+    for node in [c.node(1, 0), c.node(0, 0)] {
+        let r = node.req("GET", "/v1/kv?prefix=s", None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let listed: rcluster_proto::SessionToken =
+            r.header("rcluster-token").unwrap().parse().unwrap();
+        assert!(
+            listed.get(1) >= written_on_1 && listed.get(0) > 0,
+            "listed through {}: {listed} after {token}",
+            node.url
+        );
+    }
     let bad = c
         .node(0, 0)
         .req_h("GET", "/v1/kv/x", None, &[("Rcluster-Token", "0:1,x")]);

@@ -11,12 +11,12 @@
 
 use super::stream::{Ev, sse};
 use super::{ApiError, Ctx, json_response, to_json};
+use crate::answer::Response;
 use crate::engine::Engine;
 use crate::routing::Routing;
 use http::StatusCode;
 use rcluster_proto::ClusterMap;
 use std::time::Duration;
-use warp::reply::Response;
 
 /// A quiet cluster stream resends the map this often. Short, because the map is small and the
 /// client's only way to tell a paused node from a quiet one is silence.

@@ -9,13 +9,13 @@ use super::forward::{Target, forward};
 use super::merged::{Cursor, Order};
 use super::render::{self, Obj};
 use super::{ApiError, Ctx, Req, error_response, json_response};
+use crate::answer::{Response, Token};
 use futures_util::future::join_all;
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use http_body_util::BodyExt;
 use rcluster_proto::{SessionToken, ShardId, headers};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use warp::reply::Response;
 
 /// One shard's answer, parsed: each item with its sort value (merged reads) and key.
 struct Part {
@@ -122,19 +122,25 @@ pub fn shard_target(ctx: &Ctx, shard: ShardId) -> Result<Target, ApiError> {
 /// A shard's part, or (`Err`) its refusal to pass on unchanged.
 async fn parse(resp: Response, shard: ShardId, listing: Listing) -> Result<Part, Response> {
     let status = resp.status();
-    let token = resp
-        .headers()
-        .get(headers::TOKEN)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<SessionToken>().ok())
-        .unwrap_or_default();
+    // This node's own part carries its token as a value (a position of this shard, which the
+    // plain form would attribute to shard 0); another shard's, as the header it sent.
+    let token = match &resp.body().meta.token {
+        Token::None => resp
+            .headers()
+            .get(headers::TOKEN)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<SessionToken>().ok())
+            .unwrap_or_default(),
+        own => own.session(shard),
+    };
     let unexpected = |e: String| {
         error_response(&ApiError::unavailable(
             "shard_unavailable",
             format!("shard {shard} answered an unexpected list: {e}"),
         ))
     };
-    let (parts, body) = resp.into_parts();
+    let (parts, mut body) = resp.into_parts();
+    let meta = std::mem::take(&mut body.meta);
     let bytes = body
         .collect()
         .await
@@ -142,6 +148,7 @@ async fn parse(resp: Response, shard: ShardId, listing: Listing) -> Result<Part,
         .to_bytes();
     if status != StatusCode::OK {
         let mut refused = Response::new(bytes.into());
+        refused.body_mut().meta = meta;
         *refused.status_mut() = status;
         *refused.headers_mut() = parts.headers;
         return Err(refused);
@@ -211,8 +218,6 @@ fn merge(parts: Vec<Part>, listing: Listing, limit: usize) -> Response {
         }
     };
     let mut r = json_response(StatusCode::OK, body);
-    if let Ok(v) = HeaderValue::from_str(&token.to_string()) {
-        r.headers_mut().insert(headers::TOKEN, v);
-    }
+    r.body_mut().meta.token = Token::Session(token);
     r
 }

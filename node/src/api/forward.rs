@@ -9,12 +9,12 @@
 
 use super::stream::Ev;
 use super::{ApiError, Ctx, Req};
+use crate::answer::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use rcluster_client::transport::{Streamed, TransportErrorKind};
 use rcluster_proto::{ShardId, headers};
 use std::time::Duration;
-use warp::reply::Response;
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), plus those the
 /// transport sets itself.

@@ -3,10 +3,10 @@
 //! the body is read, and nothing is done.
 
 use super::{ApiError, Ctx, Req, json_response};
+use crate::answer::Response;
 use crate::engine::EngineError;
 use crate::replication::RoleCommand;
 use http::StatusCode;
-use warp::reply::Response;
 
 /// Whether the request carries the cluster secret. Checked from the head, before any body is
 /// read: an anonymous client must not make the node buffer a body.

@@ -2,10 +2,10 @@
 
 use super::render::{self, Obj};
 use super::{ApiError, Ctx, Req, ok_with_token};
+use crate::answer::Response;
 use crate::engine::{Consistency, now_ms};
 use crate::log::Op;
 use serde::Deserialize;
-use warp::reply::Response;
 
 const MAX_TTL_SECS: f64 = 10.0 * 365.0 * 86400.0;
 

@@ -13,11 +13,11 @@ use super::kv::{after_read, before_read};
 use super::render::{self, Obj};
 use super::stream::prefixes;
 use super::{ApiError, Ctx, Req, ok_with_token};
+use crate::answer::Response;
 use crate::engine::now_ms;
 use crate::record::{Rec, Records};
 use std::collections::BinaryHeap;
 use std::ops::Bound;
-use warp::reply::Response;
 
 /// What a merged read sorts by, newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

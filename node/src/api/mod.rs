@@ -27,6 +27,7 @@ mod txn;
 pub use error::ApiError;
 pub use request::Req;
 
+use crate::answer::{Response, Token};
 use crate::config::Limits;
 use crate::connection::{FragmentInTarget, RequestBody};
 use crate::engine::{Consistency, Engine};
@@ -36,7 +37,6 @@ use http_body_util::BodyExt;
 use routes::{Route, route};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use warp::reply::Response;
 
 pub use rcluster_client::CLUSTER_MISMATCH;
 
@@ -48,8 +48,6 @@ pub const CLUSTER_ID_HEADER: HeaderName =
 pub const IDEMPOTENCY_HEADER: HeaderName =
     HeaderName::from_static(rcluster_proto::headers::IDEMPOTENCY_KEY);
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static(rcluster_proto::headers::TOKEN);
-pub const SHARD_HEADER: HeaderName = HeaderName::from_static(rcluster_proto::headers::SHARD);
-pub const EPOCH_HEADER: HeaderName = HeaderName::from_static(rcluster_proto::headers::EPOCH);
 pub const DIRECT_HEADER: HeaderName = HeaderName::from_static(rcluster_proto::headers::DIRECT);
 
 pub struct Ctx {
@@ -63,10 +61,8 @@ pub struct Ctx {
     pub body_timeout: Duration,
     /// Read consistency when a request does not say.
     pub consistency: Consistency,
-    /// The cluster's id as every response's header (made once: it never changes).
-    pub cluster_id: Option<HeaderValue>,
-    /// This node's shard as the header of every answer it serves (made once, as the id).
-    pub shard_header: HeaderValue,
+    /// The cluster's id, as every answer states it (it never changes: kept for the process).
+    pub cluster_id: Option<&'static str>,
 }
 
 /// Longest request target (path and query) accepted, at least: room for two percent-encoded
@@ -115,9 +111,7 @@ async fn handle(ctx: Arc<Ctx>, req: http::Request<RequestBody>) -> Response {
         Err(e) => (None, Err(e)),
     };
     let mut resp = finish(&ctx, api, started, result);
-    if let Some(v) = &ctx.cluster_id {
-        resp.headers_mut().insert(CLUSTER_ID_HEADER, v.clone());
-    }
+    resp.body_mut().meta.cluster_id = ctx.cluster_id;
     resp
 }
 
@@ -321,18 +315,14 @@ pub fn error_response(e: &ApiError) -> Response {
 pub fn json_response(status: StatusCode, body: String) -> Response {
     let mut r = Response::new(body.into());
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.body_mut().meta.content_type = Some(crate::answer::JSON);
     r
 }
 
 /// A 200 JSON response carrying the session token of the position the client observed.
 pub fn ok_with_token(body: String, token: u64) -> Response {
     let mut r = json_response(StatusCode::OK, body);
-    r.headers_mut()
-        .insert(TOKEN_HEADER, HeaderValue::from(token));
+    r.body_mut().meta.token = Token::Observed(token);
     r
 }
 
@@ -420,27 +410,21 @@ fn served_here(
 ) -> Result<Response, ApiError> {
     let mut r = out?;
     let shard = ctx.routing.shard;
-    let h = r.headers_mut();
-    h.insert(SHARD_HEADER, ctx.shard_header.clone());
+    let meta = &mut r.body_mut().meta;
+    meta.shard = Some(shard);
     let epoch = ctx.routing.epoch();
     if epoch > 0 {
-        h.insert(EPOCH_HEADER, HeaderValue::from(epoch));
+        meta.epoch = Some(epoch);
     }
     // The common case: shard 0 and a client without a token of its own. The token is then the
     // plain position the handler set.
     if shard == 0 && crate::headers::header(&req.headers, &TOKEN_HEADER).is_none() {
         return Ok(r);
     }
-    let observed = h
-        .get(&TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(index) = observed {
+    if let Token::Observed(index) = meta.token {
         let mut token = req.session_token().unwrap_or_default();
         token.observe(shard, index);
-        if let Ok(v) = HeaderValue::from_str(&token.to_string()) {
-            h.insert(TOKEN_HEADER, v);
-        }
+        meta.token = Token::Session(token);
     }
     Ok(r)
 }
@@ -473,10 +457,7 @@ fn metrics(ctx: &Ctx) -> Response {
         .commit_index
         .set(engine.commit_index() as i64);
     let mut r = Response::new(ctx.engine.metrics.render().into());
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
+    r.body_mut().meta.content_type = Some("text/plain; version=0.0.4");
     r
 }
 

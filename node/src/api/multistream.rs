@@ -7,10 +7,10 @@ use super::fanout::shard_target;
 use super::forward::{open_stream, relay};
 use super::stream::{Ev, sse, watch_local};
 use super::{ApiError, Ctx, Req};
+use crate::answer::Response;
 use rcluster_client::transport::Streamed;
 use rcluster_proto::{SessionToken, ShardId};
 use tokio::sync::mpsc;
-use warp::reply::Response;
 
 /// A merged stream's position: one part per shard, shown as one event id.
 pub trait Positions: Send + 'static {

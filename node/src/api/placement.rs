@@ -7,12 +7,12 @@ use super::fanout::{self, Listing};
 use super::forward::{Target, forward, forward_stream};
 use super::merged::Order;
 use super::{ApiError, Ctx, Req};
+use crate::answer::Response;
 use http::{Method, StatusCode};
 use rcluster_proto::{Consistency, ShardId, headers, slots};
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
-use warp::reply::Response;
 
 /// What a request addresses.
 #[derive(Debug, PartialEq, Eq)]

@@ -7,11 +7,11 @@
 //!   hands unchanged to the target's `slots-import`.
 
 use super::{ApiError, Ctx, Req, json_response};
+use crate::answer::Response;
 use crate::log::{self, Op};
 use crate::replication::AckLevel;
 use http::StatusCode;
 use rcluster_proto::DEFAULT_SLOTS;
-use warp::reply::Response;
 
 /// Headers of a copy page and a log stretch (the body is the target's log operation).
 pub const COPY_AT: &str = "rcluster-copy-at";

@@ -11,6 +11,7 @@
 
 use super::render::{self, Obj};
 use super::{ApiError, Ctx, Req};
+use crate::answer::Response;
 use crate::engine::Engine;
 use crate::state::KvEvent;
 use rcluster_proto::migration::within;
@@ -22,7 +23,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use warp::Reply;
-use warp::reply::Response;
 use warp::sse::Event;
 
 const READ_BATCH: usize = 256;
@@ -102,7 +102,9 @@ where
         rx,
         _flight: flight,
     };
-    warp::sse::reply(keep_alive.stream(events)).into_response()
+    warp::sse::reply(keep_alive.stream(events))
+        .into_response()
+        .map(crate::answer::Body::stream)
 }
 
 /// The stream's events; it leaves the in-flight gauge when dropped (with the response body).

@@ -14,6 +14,7 @@ use super::render::{self, Obj};
 use super::request::validate_name;
 use super::stream::{Ev, HEARTBEAT, MAX_SOURCES, Moved, resume_point, sse};
 use super::{ApiError, Ctx, Req};
+use crate::answer::Response;
 use crate::engine::Engine;
 use crate::state::Message;
 use http::StatusCode;
@@ -25,7 +26,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
-use warp::reply::Response;
 
 const READ_BATCH: usize = 256;
 

@@ -4,12 +4,12 @@ use super::kv::{after_read, before_read, write};
 use super::render::{self, Obj};
 use super::request::{json_text, validate_name};
 use super::{ApiError, Ctx, Req, ok_with_token};
+use crate::answer::Response;
 use crate::log::{Json, Op, Retention, Start};
 use crate::state::OpResult;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::time::{Duration, Instant};
-use warp::reply::Response;
 
 const MAX_WAIT_MS: u64 = 30_000;
 

@@ -7,11 +7,11 @@ use super::kv::ttl_ms;
 use super::render;
 use super::request::{json_text, validate_key, validate_name};
 use super::{ApiError, Ctx, Req, ok_with_token};
+use crate::answer::Response;
 use crate::log::{Json, Op};
 use crate::txn::{Compare, TxnOp};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use warp::reply::Response;
 
 /// Most comparisons, and most operations in each branch (as etcd's default `max-txn-ops`).
 pub const MAX_TXN_ITEMS: usize = 128;

@@ -19,6 +19,7 @@ mod io;
 
 pub use io::{ClosingSlot, GuardedIo, Socket, drain, error_bytes, linger, unread_input};
 
+use crate::answer;
 use http::{Request, Response};
 use std::future::Future;
 use std::pin::Pin;
@@ -277,14 +278,13 @@ impl<S> Guarded<S> {
     }
 
     /// Serves one request, counted from here until its response body is dropped.
-    pub fn call_with<B, E>(
+    pub fn call_with<E>(
         &self,
         mut req: Request<RequestBody>,
-    ) -> BoxFuture<Result<Response<GuardedBody<B>>, E>>
+    ) -> BoxFuture<Result<Response<GuardedBody>, E>>
     where
-        S: hyper::service::Service<Request<RequestBody>, Response = Response<B>, Error = E>,
+        S: hyper::service::Service<Request<RequestBody>, Response = answer::Response, Error = E>,
         S::Future: Send + 'static,
-        B: 'static,
         E: 'static,
     {
         let (guard, fragment) = self.shared.begin_request();
@@ -306,31 +306,37 @@ impl<S> Guarded<S> {
     }
 }
 
-impl<S, B, E> hyper::service::Service<Request<hyper::body::Incoming>> for Guarded<S>
+/// hyper's path: the answer's protocol headers become headers here (`answer::Meta`).
+impl<S, E> hyper::service::Service<Request<hyper::body::Incoming>> for Guarded<S>
 where
-    S: hyper::service::Service<Request<RequestBody>, Response = Response<B>, Error = E>,
+    S: hyper::service::Service<Request<RequestBody>, Response = answer::Response, Error = E>,
     S::Future: Send + 'static,
-    B: 'static,
     E: 'static,
 {
-    type Response = Response<GuardedBody<B>>;
+    type Response = Response<GuardedBody>;
     type Error = E;
     type Future = BoxFuture<Result<Self::Response, E>>;
 
     fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
-        self.call_with(req.map(RequestBody::Streamed))
+        let answer = self.call_with(req.map(RequestBody::Streamed));
+        Box::pin(async move {
+            let mut resp = answer.await?;
+            let meta = std::mem::take(&mut resp.body_mut().inner.meta);
+            meta.into_headers(resp.headers_mut());
+            Ok(resp)
+        })
     }
 }
 
 /// A response body that keeps its request counted as in service until it is dropped.
-pub struct GuardedBody<B> {
-    inner: B,
+pub struct GuardedBody {
+    pub inner: answer::Body,
     _guard: BusyGuard,
 }
 
-impl<B: http_body::Body + Unpin> http_body::Body for GuardedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
+impl http_body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = answer::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

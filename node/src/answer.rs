@@ -1,0 +1,288 @@
+//! The API's answers: a body, and the protocol headers this node sets on it kept as plain values.
+//!
+//! Every answer carries a content type, the shard that served it and, mostly, a session token and
+//! the cluster id. Put into the `http::HeaderMap` of each response, those cost about 1,500
+//! instructions an answer (callgrind): the map's two allocations on the first insert, a token's
+//! value allocated, each name hashed, then all of it dropped. So they stay values in [`Meta`]
+//! until the answer is sent: the node's own HTTP/1.1 path writes them straight into its output
+//! ([`Meta::write`]), and the hyper path turns them into headers at its boundary
+//! ([`Meta::into_headers`]). The response's header map holds only what is rarer (an error's
+//! `retry-after`, a stream's headers, an answer relayed from another node as it came).
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use rcluster_proto::{SessionToken, ShardId, headers};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An answer of the API.
+pub type Response = http::Response<Body>;
+
+pub const JSON: &str = "application/json";
+
+/// An answer's session token (`Rcluster-Token`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Token {
+    #[default]
+    None,
+    /// A log position of the shard that served the answer, as the handler observed it. Sent as
+    /// is only by shard 0 to a client without a token of its own (the plain form of a token);
+    /// otherwise the API makes it a [`Token::Session`] with the shard named.
+    Observed(u64),
+    /// A whole token: the client's, merged with what was observed.
+    Session(SessionToken),
+}
+
+impl Token {
+    /// The token as a client would read it, for an answer served by `shard`.
+    pub fn session(&self, shard: ShardId) -> SessionToken {
+        match self {
+            Token::None => SessionToken::new(),
+            Token::Observed(i) => SessionToken::at(shard, *i),
+            Token::Session(t) => t.clone(),
+        }
+    }
+}
+
+/// The protocol headers of an answer this node made, as values.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    pub content_type: Option<&'static str>,
+    pub token: Token,
+    pub shard: Option<ShardId>,
+    /// The cluster map's epoch the answer was routed by (sent when a map is in force).
+    pub epoch: Option<u64>,
+    pub cluster_id: Option<&'static str>,
+}
+
+impl Meta {
+    /// Appends the headers as HTTP/1.1 header lines.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let mut line = |name: &str, value: &[u8]| {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        };
+        if let Some(t) = self.content_type {
+            line("content-type", t.as_bytes());
+        }
+        match &self.token {
+            Token::None => {}
+            Token::Observed(i) => line(headers::TOKEN, itoa::Buffer::new().format(*i).as_bytes()),
+            Token::Session(t) => line(headers::TOKEN, t.to_string().as_bytes()),
+        }
+        if let Some(s) = self.shard {
+            line(headers::SHARD, itoa::Buffer::new().format(s).as_bytes());
+        }
+        if let Some(e) = self.epoch {
+            line(headers::EPOCH, itoa::Buffer::new().format(e).as_bytes());
+        }
+        if let Some(id) = self.cluster_id {
+            line(rcluster_client::CLUSTER_ID_HEADER, id.as_bytes());
+        }
+    }
+
+    /// Whether a header named `name` is one of these (sent from here, in place of the map's).
+    pub fn covers(&self, name: &HeaderName) -> bool {
+        let n = name.as_str();
+        (self.content_type.is_some() && name == http::header::CONTENT_TYPE)
+            || (self.token != Token::None && n == headers::TOKEN)
+            || (self.shard.is_some() && n == headers::SHARD)
+            || (self.epoch.is_some() && n == headers::EPOCH)
+            || (self.cluster_id.is_some() && n == rcluster_client::CLUSTER_ID_HEADER)
+    }
+
+    /// Moves the headers into `h` (replacing any of the same names).
+    pub fn into_headers(self, h: &mut HeaderMap) {
+        let name = HeaderName::from_static;
+        if let Some(t) = self.content_type {
+            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(t));
+        }
+        let token = match self.token {
+            Token::None => None,
+            Token::Observed(i) => Some(HeaderValue::from(i)),
+            Token::Session(t) => HeaderValue::from_str(&t.to_string()).ok(),
+        };
+        if let Some(v) = token {
+            h.insert(name(headers::TOKEN), v);
+        }
+        if let Some(s) = self.shard {
+            h.insert(name(headers::SHARD), HeaderValue::from(s));
+        }
+        if let Some(e) = self.epoch {
+            h.insert(name(headers::EPOCH), HeaderValue::from(e));
+        }
+        if let Some(v) = self
+            .cluster_id
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
+            h.insert(name(rcluster_client::CLUSTER_ID_HEADER), v);
+        }
+    }
+}
+
+/// An answer's body: whole (nearly every answer), or a stream (events, a relayed body).
+pub struct Body {
+    content: Content,
+    pub meta: Meta,
+}
+
+enum Content {
+    Whole(Bytes),
+    Stream(BoxBody<Bytes, BoxError>),
+}
+
+impl Body {
+    pub fn whole(bytes: impl Into<Bytes>) -> Body {
+        Body {
+            content: Content::Whole(bytes.into()),
+            meta: Meta::default(),
+        }
+    }
+
+    pub fn stream<B>(body: B) -> Body
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Body {
+            content: Content::Stream(body.map_err(Into::into).boxed()),
+            meta: Meta::default(),
+        }
+    }
+
+    pub fn empty() -> Body {
+        Body::whole(Bytes::new())
+    }
+
+    /// The whole body, when it is whole (taken: the body is empty after).
+    pub fn take_whole(&mut self) -> Option<Bytes> {
+        match &mut self.content {
+            Content::Whole(b) => Some(std::mem::take(b)),
+            Content::Stream(_) => None,
+        }
+    }
+}
+
+impl From<String> for Body {
+    fn from(s: String) -> Body {
+        Body::whole(s)
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(s: &'static str) -> Body {
+        Body::whole(s)
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Body {
+        Body::whole(v)
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Body {
+        Body::whole(b)
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().content {
+            Content::Whole(b) if b.is_empty() => Poll::Ready(None),
+            Content::Whole(b) => Poll::Ready(Some(Ok(http_body::Frame::data(std::mem::take(b))))),
+            Content::Stream(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.content {
+            Content::Whole(b) => b.is_empty(),
+            Content::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.content {
+            Content::Whole(b) => http_body::SizeHint::with_exact(b.len() as u64),
+            Content::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> Meta {
+        Meta {
+            content_type: Some(JSON),
+            token: Token::Session(SessionToken::at(3, 17)),
+            shard: Some(3),
+            epoch: Some(9),
+            cluster_id: Some("prod"),
+        }
+    }
+
+    /// Both ways of sending an answer send the same headers: the lines the HTTP/1.1 path writes
+    /// parse to the map the hyper path is given.
+    #[test]
+    fn written_lines_and_headers_agree() {
+        for m in [
+            meta(),
+            Meta::default(),
+            Meta {
+                token: Token::Observed(42),
+                ..Meta::default()
+            },
+        ] {
+            let mut out = Vec::new();
+            m.write(&mut out);
+            out.extend_from_slice(b"\r\n");
+            let mut parsed = [httparse::EMPTY_HEADER; 8];
+            let n = match httparse::parse_headers(&out, &mut parsed) {
+                Ok(httparse::Status::Complete((_, h))) => h.len(),
+                other => panic!("{other:?}: {}", String::from_utf8_lossy(&out)),
+            };
+            let written: Vec<(String, Vec<u8>)> = parsed[..n]
+                .iter()
+                .map(|h| (h.name.to_string(), h.value.to_vec()))
+                .collect();
+            let mut h = HeaderMap::new();
+            m.clone().into_headers(&mut h);
+            let mapped: Vec<(String, Vec<u8>)> = h
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect();
+            assert_eq!(written, mapped);
+            // The names the HTTP/1.1 path skips in the map are exactly those it wrote.
+            for name in h.keys() {
+                assert!(m.covers(name), "{name}");
+            }
+            assert!(!m.covers(&http::header::RETRY_AFTER));
+            if h.is_empty() {
+                assert!(!m.covers(&http::header::CONTENT_TYPE));
+            }
+        }
+        let mut out = Vec::new();
+        meta().write(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "content-type: application/json\r\nrcluster-token: 3:17\r\nrcluster-shard: 3\r\n\
+             rcluster-epoch: 9\r\nrcluster-cluster-id: prod\r\n"
+        );
+    }
+}
