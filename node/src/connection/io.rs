@@ -206,7 +206,10 @@ impl<S: Socket> GuardedIo<S> {
     /// With nothing to read and no request in service: close on eviction or a passed deadline,
     /// otherwise arm the timer for the deadline.
     fn check_deadline(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.shared.evict.swap(false, Ordering::Relaxed) {
+        // Read before it is swapped: a swap is a locked instruction, on every wait for a request.
+        if self.shared.evict.load(Ordering::Relaxed)
+            && self.shared.evict.swap(false, Ordering::Relaxed)
+        {
             self.metrics.closed("evicted");
             if self.head_started != 0 {
                 self.close_with(

@@ -194,19 +194,25 @@ impl Engine {
     /// confirm it still does; a session read waits for the client's token; an eventual read needs
     /// a node that is not serving a stale log.
     pub async fn before_read(&self, c: Consistency, token: u64) -> Result<(), EngineError> {
-        let (role, synced, primary) = {
+        let (role, synced) = {
             let core = self.core_view();
-            (core.node.role, core.node.synced, primary_url(&core.node))
+            (core.node.role, core.node.synced)
         };
+        // Only a refusal names the primary: a copy of its URL is not made for every read.
+        let primary = || primary_url(&self.core_view().node);
         match c {
             Consistency::Linearizable => match role {
                 Role::Standalone => Ok(()),
                 Role::Primary => self.confirm_primary().await,
-                _ => Err(EngineError::NotPrimary { primary }),
+                _ => Err(EngineError::NotPrimary {
+                    primary: primary(),
+                }),
             },
             Consistency::Session | Consistency::Eventual => {
                 if matches!(role, Role::Fenced) || (role == Role::Replica && !synced) {
-                    return Err(EngineError::NotSynced { primary });
+                    return Err(EngineError::NotSynced {
+                        primary: primary(),
+                    });
                 }
                 if c == Consistency::Session {
                     self.wait_applied(token).await?;
