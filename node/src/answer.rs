@@ -133,14 +133,18 @@ pub struct Body {
 }
 
 enum Content {
-    Whole(Bytes),
+    /// The bytes a handler rendered, as it rendered them. Not made `Bytes`: a `Vec` with room to
+    /// spare becomes `Bytes` through an allocation of its own (a shared header), and the node's
+    /// HTTP/1.1 path only copies the body into its output.
+    Owned(Vec<u8>),
+    Shared(Bytes),
     Stream(BoxBody<Bytes, BoxError>),
 }
 
 impl Body {
-    pub fn whole(bytes: impl Into<Bytes>) -> Body {
+    fn with(content: Content) -> Body {
         Body {
-            content: Content::Whole(bytes.into()),
+            content,
             meta: Meta::default(),
         }
     }
@@ -150,20 +154,18 @@ impl Body {
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        Body {
-            content: Content::Stream(body.map_err(Into::into).boxed()),
-            meta: Meta::default(),
-        }
+        Body::with(Content::Stream(body.map_err(Into::into).boxed()))
     }
 
     pub fn empty() -> Body {
-        Body::whole(Bytes::new())
+        Body::with(Content::Owned(Vec::new()))
     }
 
-    /// The whole body, when it is whole (taken: the body is empty after).
-    pub fn take_whole(&mut self) -> Option<Bytes> {
-        match &mut self.content {
-            Content::Whole(b) => Some(std::mem::take(b)),
+    /// The whole body, when it is whole (not a stream), as it is now.
+    pub fn whole(&self) -> Option<&[u8]> {
+        match &self.content {
+            Content::Owned(v) => Some(v),
+            Content::Shared(b) => Some(b),
             Content::Stream(_) => None,
         }
     }
@@ -171,25 +173,25 @@ impl Body {
 
 impl From<String> for Body {
     fn from(s: String) -> Body {
-        Body::whole(s)
+        Body::with(Content::Owned(s.into_bytes()))
     }
 }
 
 impl From<&'static str> for Body {
     fn from(s: &'static str) -> Body {
-        Body::whole(s)
+        Body::with(Content::Shared(Bytes::from_static(s.as_bytes())))
     }
 }
 
 impl From<Vec<u8>> for Body {
     fn from(v: Vec<u8>) -> Body {
-        Body::whole(v)
+        Body::with(Content::Owned(v))
     }
 }
 
 impl From<Bytes> for Body {
     fn from(b: Bytes) -> Body {
-        Body::whole(b)
+        Body::with(Content::Shared(b))
     }
 }
 
@@ -201,24 +203,25 @@ impl http_body::Body for Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        match &mut self.get_mut().content {
-            Content::Whole(b) if b.is_empty() => Poll::Ready(None),
-            Content::Whole(b) => Poll::Ready(Some(Ok(http_body::Frame::data(std::mem::take(b))))),
-            Content::Stream(s) => Pin::new(s).poll_frame(cx),
-        }
+        let data = match &mut self.get_mut().content {
+            Content::Stream(s) => return Pin::new(s).poll_frame(cx),
+            Content::Owned(v) => Bytes::from(std::mem::take(v)),
+            Content::Shared(b) => std::mem::take(b),
+        };
+        Poll::Ready((!data.is_empty()).then(|| Ok(http_body::Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.content {
-            Content::Whole(b) => b.is_empty(),
             Content::Stream(s) => s.is_end_stream(),
+            _ => self.whole().is_none_or(<[u8]>::is_empty),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match &self.content {
-            Content::Whole(b) => http_body::SizeHint::with_exact(b.len() as u64),
             Content::Stream(s) => s.size_hint(),
+            _ => http_body::SizeHint::with_exact(self.whole().map_or(0, |b| b.len() as u64)),
         }
     }
 }
@@ -226,6 +229,31 @@ impl http_body::Body for Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole body reads as its bytes on both paths: whole for the HTTP/1.1 path, framed for
+    /// hyper's, with the length it announces.
+    #[test]
+    fn whole_bodies_read_as_their_bytes() {
+        use futures_util::FutureExt;
+        use http_body::Body as _;
+        let bodies = [
+            (
+                Body::from(String::with_capacity(64) + "{\"a\":1}"),
+                &b"{\"a\":1}"[..],
+            ),
+            (Body::from(b"xyz".to_vec()), b"xyz"),
+            (Body::from(Bytes::from_static(b"bytes")), b"bytes"),
+            (Body::from("static"), b"static"),
+            (Body::empty(), b""),
+        ];
+        for (body, want) in bodies {
+            assert_eq!(body.whole(), Some(want));
+            assert_eq!(body.size_hint().exact(), Some(want.len() as u64));
+            assert_eq!(body.is_end_stream(), want.is_empty());
+            let got = body.collect().now_or_never().unwrap().unwrap().to_bytes();
+            assert_eq!(&got[..], want);
+        }
+    }
 
     fn meta() -> Meta {
         Meta {

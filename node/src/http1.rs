@@ -318,9 +318,9 @@ async fn respond<S: Socket>(
         }
         out.extend_from_slice(b"\r\n");
         // A whole answer (nearly all) is copied as it is, without polling it as a body.
-        if let Some(whole) = body.inner.take_whole() {
+        if let Some(whole) = body.inner.whole() {
             if !bodiless {
-                out.extend_from_slice(&whole);
+                out.extend_from_slice(whole);
             }
             io.write_all(out).await.ok()?;
             return Some(keep_alive);

@@ -204,15 +204,11 @@ impl Engine {
             Consistency::Linearizable => match role {
                 Role::Standalone => Ok(()),
                 Role::Primary => self.confirm_primary().await,
-                _ => Err(EngineError::NotPrimary {
-                    primary: primary(),
-                }),
+                _ => Err(EngineError::NotPrimary { primary: primary() }),
             },
             Consistency::Session | Consistency::Eventual => {
                 if matches!(role, Role::Fenced) || (role == Role::Replica && !synced) {
-                    return Err(EngineError::NotSynced {
-                        primary: primary(),
-                    });
+                    return Err(EngineError::NotSynced { primary: primary() });
                 }
                 if c == Consistency::Session {
                     self.wait_applied(token).await?;
