@@ -10,16 +10,16 @@ use serde::Deserialize;
 const MAX_TTL_SECS: f64 = 10.0 * 365.0 * 86400.0;
 
 pub async fn put(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
-    let key = req.key(0, ctx.limits.max_key_bytes)?;
+    let key = req.key_ref(0, ctx.limits.max_key_bytes)?;
     let value = req.json_value(ctx.limits.max_value_bytes)?;
     let ttl_ms = req.parse::<f64>("ttl")?.map(ttl_ms).transpose()?;
     let op = Op::Put {
-        key,
+        key: key.to_string(),
         value,
         ttl_ms,
         if_version: req.parse("if_version")?,
     };
-    write(ctx, req, op).await
+    write(ctx, req, op, &key).await
 }
 
 /// A time to live in seconds (fractions allowed) as milliseconds.
@@ -35,12 +35,12 @@ pub fn ttl_ms(t: f64) -> Result<u64, ApiError> {
 }
 
 pub async fn delete(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
-    let key = req.key(0, ctx.limits.max_key_bytes)?;
+    let key = req.key_ref(0, ctx.limits.max_key_bytes)?;
     let op = Op::Delete {
-        key,
+        key: key.to_string(),
         if_version: req.parse("if_version")?,
     };
-    write(ctx, req, op).await
+    write(ctx, req, op, &key).await
 }
 
 #[derive(Deserialize)]
@@ -67,7 +67,7 @@ impl Default for IncrBody {
 }
 
 pub async fn incr(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
-    let key = req.key(1, ctx.limits.max_key_bytes)?;
+    let key = req.key_ref(1, ctx.limits.max_key_bytes)?;
     let body: IncrBody = req.json_body()?;
     if let (Some(lo), Some(hi)) = (body.min, body.max)
         && lo > hi
@@ -78,23 +78,20 @@ pub async fn incr(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         ));
     }
     let op = Op::Incr {
-        key,
+        key: key.to_string(),
         delta: body.delta,
         min: body.min,
         max: body.max,
     };
-    write(ctx, req, op).await
+    write(ctx, req, op, &key).await
 }
 
-/// Proposes a write and renders its result (or the first result, for a retried idempotency key).
-pub async fn write(ctx: &Ctx, req: &Req, op: Op) -> Result<Response, ApiError> {
+/// Proposes a write and renders its result (or the first result, for a retried idempotency key);
+/// `key` is the record's key the answer names (none for topics' operations).
+pub async fn write(ctx: &Ctx, req: &Req, op: Op, key: &str) -> Result<Response, ApiError> {
     let ack = req.ack(ctx.engine.cluster.default_ack)?;
-    let key = match &op {
-        Op::Put { key, .. } | Op::Delete { key, .. } | Op::Incr { key, .. } => key.clone(),
-        _ => String::new(),
-    };
     let p = ctx.engine.propose(op, req.idempotency()?, ack).await?;
-    Ok(ok_with_token(render::result(&p.result, &key), p.index))
+    Ok(ok_with_token(render::result(&p.result, key), p.index))
 }
 
 /// Waits as the read's consistency requires before reading.

@@ -69,12 +69,12 @@ pub async fn create(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
         max_messages: body.max_messages,
         max_age_ms,
     };
-    write(ctx, req, Op::CreateTopic { topic, retention }).await
+    write(ctx, req, Op::CreateTopic { topic, retention }, "").await
 }
 
 pub async fn delete(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let topic = topic(ctx, req)?;
-    write(ctx, req, Op::DeleteTopic { topic }).await
+    write(ctx, req, Op::DeleteTopic { topic }, "").await
 }
 
 pub async fn list(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
@@ -131,7 +131,7 @@ pub async fn publish(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     } else {
         vec![req.json_value(max_value)?]
     };
-    write(ctx, req, Op::Publish { topic, values }).await
+    write(ctx, req, Op::Publish { topic, values }, "").await
 }
 
 pub async fn subscribe(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
@@ -147,13 +147,13 @@ pub async fn subscribe(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
             )
         })?),
     };
-    write(ctx, req, Op::Subscribe { topic, name, start }).await
+    write(ctx, req, Op::Subscribe { topic, name, start }, "").await
 }
 
 pub async fn unsubscribe(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
     let topic = topic(ctx, req)?;
     let name = subscription(ctx, req)?;
-    write(ctx, req, Op::Unsubscribe { topic, name }).await
+    write(ctx, req, Op::Unsubscribe { topic, name }, "").await
 }
 
 pub async fn pull(ctx: &Ctx, req: &Req) -> Result<Response, ApiError> {
