@@ -100,10 +100,16 @@ async fn handle(ctx: Arc<Ctx>, req: http::Request<RequestBody>) -> Response {
     let (api, result) = match prepared {
         Ok((route, query)) => {
             let limit = route.body_limit(&ctx, path);
-            match read_body(body, &headers, limit, ctx.body_timeout).await {
+            // A body read whole by the HTTP/1.1 path (nearly all) is taken without an await.
+            let body = match whole_body(body, &headers, limit) {
+                Ok(Ok(whole)) => Ok(whole),
+                Ok(Err(streamed)) => read_body(streamed, &headers, limit, ctx.body_timeout).await,
+                Err(e) => Err(e),
+            };
+            match body {
                 Ok(body) => {
                     let req = Req::new(method, uri, query, headers, body);
-                    dispatch(&ctx, route, req).await
+                    dispatch(&ctx, route, &req).await
                 }
                 Err(e) => (route.api(), Err(e)),
             }
@@ -200,34 +206,51 @@ pub fn bearer_matches(secret: Option<&str>, header: &[u8]) -> bool {
     crate::auth::constant_time_eq(given, secret.as_bytes())
 }
 
-async fn read_body(
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::too_large(
+        "body_too_large",
+        if limit == 0 {
+            "this route takes no request body".to_string()
+        } else {
+            format!("request body exceeds {limit} bytes")
+        },
+    )
+}
+
+/// A body's length declared in its head (`None` for one read whole by the HTTP/1.1 path, which
+/// does not hand the header on).
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    crate::headers::header(headers, &http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// The body if it is already whole, within `limit`; `Ok(Err(_))` for one still to be read.
+fn whole_body(
     body: RequestBody,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> Result<Result<Bytes, hyper::body::Incoming>, ApiError> {
+    // A declared length over the limit is refused before anything is read.
+    if declared_length(headers).is_some_and(|n| n > limit as u64) {
+        return Err(body_too_large(limit));
+    }
+    match body {
+        RequestBody::Whole(b) if b.len() > limit => Err(body_too_large(limit)),
+        RequestBody::Whole(b) => Ok(Ok(b)),
+        RequestBody::Streamed(b) => Ok(Err(b)),
+    }
+}
+
+/// Reads a streamed body within `limit` and `timeout`.
+async fn read_body(
+    body: hyper::body::Incoming,
     headers: &http::HeaderMap,
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::too_large(
-            "body_too_large",
-            if limit == 0 {
-                "this route takes no request body".to_string()
-            } else {
-                format!("request body exceeds {limit} bytes")
-            },
-        )
-    };
-    // A declared length over the limit is refused before anything is read.
-    let declared = crate::headers::header(headers, &http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let body = match body {
-        RequestBody::Whole(b) if b.len() > limit => return Err(too_large()),
-        RequestBody::Whole(b) => return Ok(b),
-        RequestBody::Streamed(b) => b,
-    };
+    let too_large = || body_too_large(limit);
+    let declared = declared_length(headers);
     let read = async {
         let mut body = body;
         // A body that arrives in one piece is kept as it came; only a split one is copied.
@@ -328,7 +351,7 @@ pub fn ok_with_token(body: String, token: u64) -> Response {
 
 type Routed = (Option<&'static str>, Result<Response, ApiError>);
 
-async fn dispatch(ctx: &Ctx, route: Route, req: Req) -> Routed {
+async fn dispatch(ctx: &Ctx, route: Route, req: &Req) -> Routed {
     let Some(api) = route.api() else {
         let out = match route {
             Route::Livez => Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())),
@@ -341,7 +364,9 @@ async fn dispatch(ctx: &Ctx, route: Route, req: Req) -> Routed {
                     .copied()
                     .unwrap_or_default()
                     .to_string();
-                internal::handle(ctx, &req, &op).await
+                // Boxed: a rare call, and every request's future is as large as the largest
+                // it may await.
+                Box::pin(internal::handle(ctx, req, &op)).await
             }
         };
         return (None, out);
@@ -352,37 +377,37 @@ async fn dispatch(ctx: &Ctx, route: Route, req: Req) -> Routed {
     };
     gauge.inc();
     // Another node's to serve (another shard's slot, or a write reaching a replica): forwarded.
-    if let Some(elsewhere) = placement::route(ctx, &req) {
+    if let Some(elsewhere) = placement::route(ctx, req) {
         let answer = elsewhere.await;
         gauge.dec();
         return (Some(api), answer);
     }
     let handled = async {
         match route {
-            Route::Status => status(ctx, &req).await,
+            Route::Status => status(ctx, req).await,
             Route::Cluster => cluster::cluster(ctx).await,
             Route::ClusterStream => cluster::cluster_stream(ctx).await,
-            Route::Switchover => switchover(ctx, &req).await,
-            Route::List => kv::list(ctx, &req).await,
-            Route::Put => kv::put(ctx, &req).await,
-            Route::Get => kv::get(ctx, &req).await,
-            Route::Delete => kv::delete(ctx, &req).await,
-            Route::Incr => kv::incr(ctx, &req).await,
-            Route::ListTopics => topics::list(ctx, &req).await,
-            Route::CreateTopic => topics::create(ctx, &req).await,
-            Route::DeleteTopic => topics::delete(ctx, &req).await,
-            Route::Publish => topics::publish(ctx, &req).await,
-            Route::Read => topics::read(ctx, &req).await,
-            Route::Subscribe => topics::subscribe(ctx, &req).await,
-            Route::Unsubscribe => topics::unsubscribe(ctx, &req).await,
-            Route::Pull => topics::pull(ctx, &req).await,
-            Route::Stream => stream::topic_stream(ctx, &req).await,
-            Route::Watch => stream::watch(ctx, &req).await,
-            Route::Txn => txn::txn(ctx, &req).await,
-            Route::Merged => merged::merged(ctx, &req).await,
+            Route::Switchover => switchover(ctx, req).await,
+            Route::List => kv::list(ctx, req).await,
+            Route::Put => kv::put(ctx, req).await,
+            Route::Get => kv::get(ctx, req).await,
+            Route::Delete => kv::delete(ctx, req).await,
+            Route::Incr => kv::incr(ctx, req).await,
+            Route::ListTopics => topics::list(ctx, req).await,
+            Route::CreateTopic => topics::create(ctx, req).await,
+            Route::DeleteTopic => topics::delete(ctx, req).await,
+            Route::Publish => topics::publish(ctx, req).await,
+            Route::Read => topics::read(ctx, req).await,
+            Route::Subscribe => topics::subscribe(ctx, req).await,
+            Route::Unsubscribe => topics::unsubscribe(ctx, req).await,
+            Route::Pull => topics::pull(ctx, req).await,
+            Route::Stream => stream::topic_stream(ctx, req).await,
+            Route::Watch => stream::watch(ctx, req).await,
+            Route::Txn => txn::txn(ctx, req).await,
+            Route::Merged => merged::merged(ctx, req).await,
             // Boxed: its future is the largest of the handlers' (1.5 KB), and every request's
             // future is as large as the largest it may await.
-            Route::Streams => Box::pin(streams::streams(ctx, &req)).await,
+            Route::Streams => Box::pin(streams::streams(ctx, req)).await,
             Route::Livez | Route::Readyz | Route::Metrics | Route::Internal => {
                 unreachable!("routes without an api label are handled above")
             }
@@ -397,7 +422,7 @@ async fn dispatch(ctx: &Ctx, route: Route, req: Req) -> Routed {
         handled.await
     };
     gauge.dec();
-    (Some(api), served_here(ctx, &req, out))
+    (Some(api), served_here(ctx, req, out))
 }
 
 /// Marks an answer this node produced itself: which shard served it, and the session token as
