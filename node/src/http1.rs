@@ -256,7 +256,13 @@ where
         };
         let Ok(resp) = resp;
         drop(reading);
-        match respond(io, &mut buf, &mut out, resp).await {
+        // A whole answer (nearly all) is written from here, without a future of its own; the
+        // request counts as in service until it is written, as its body is dropped after.
+        let sent = match whole_answer(&mut out, &resp) {
+            Some(keep_alive) => io.write_all(&out).await.ok().map(|()| keep_alive),
+            None => respond(io, &mut buf, &mut out, resp).await,
+        };
+        match sent {
             Some(true) => {}
             Some(false) => {
                 let _ = io.shutdown().await;
@@ -267,17 +273,15 @@ where
     }
 }
 
-/// Writes a response: in one write when its length is known, chunked as it comes otherwise.
-/// `Some(keep_alive)` once it is sent, `None` when the connection failed.
-async fn respond<S: Socket>(
-    io: &mut GuardedIo<S>,
-    buf: &mut BytesMut,
+/// Puts the status line and the headers into `out` (emptied first); whether the connection
+/// stays open after the answer.
+fn head(
     out: &mut Vec<u8>,
-    resp: Response<GuardedBody>,
-) -> Option<bool> {
-    let (parts, mut body) = resp.into_parts();
+    status: http::StatusCode,
+    headers: &HeaderMap,
+    body: &GuardedBody,
+) -> bool {
     out.clear();
-    let status = parts.status;
     // By hand rather than `write!`: formatting machinery cost about 1,000 instructions a response.
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -287,7 +291,7 @@ async fn respond<S: Socket>(
     let meta = &body.inner.meta;
     meta.write(out);
     let mut keep_alive = true;
-    for (name, value) in &parts.headers {
+    for (name, value) in headers {
         // An answer relayed from another node keeps that node's headers, but states this node's
         // cluster id and date: one value per name, as on hyper's path (`HeaderMap::insert`, and
         // hyper adds a date only to an answer without one).
@@ -307,24 +311,53 @@ async fn respond<S: Socket>(
         out.extend_from_slice(b"\r\n");
     }
     date(out);
-    let bodiless = status.is_informational()
+    keep_alive
+}
+
+/// Answers without a body of their own, whatever the body says.
+fn bodiless(status: http::StatusCode) -> bool {
+    status.is_informational()
         || status == http::StatusCode::NO_CONTENT
-        || status == http::StatusCode::NOT_MODIFIED;
-    if let Some(n) = body.size_hint().exact() {
-        if !bodiless {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        || status == http::StatusCode::NOT_MODIFIED
+}
+
+/// The end of a head that announces a body of `n` bytes (none for a bodiless status).
+fn end_head(out: &mut Vec<u8>, n: u64, bodiless: bool) {
+    if !bodiless {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         out.extend_from_slice(b"\r\n");
-        // A whole answer (nearly all) is copied as it is, without polling it as a body.
-        if let Some(whole) = body.inner.whole() {
-            if !bodiless {
-                out.extend_from_slice(whole);
-            }
-            io.write_all(out).await.ok()?;
-            return Some(keep_alive);
-        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A whole answer, head and body, into `out`; `Some(keep_alive)`, or `None` when its body is a
+/// stream (`respond` writes that one).
+fn whole_answer(out: &mut Vec<u8>, resp: &Response<GuardedBody>) -> Option<bool> {
+    let body = resp.body();
+    let whole = body.inner.whole()?;
+    let keep_alive = head(out, resp.status(), resp.headers(), body);
+    let bodiless = bodiless(resp.status());
+    end_head(out, whole.len() as u64, bodiless);
+    if !bodiless {
+        out.extend_from_slice(whole);
+    }
+    Some(keep_alive)
+}
+
+/// Writes a response: in one write when its length is known, chunked as it comes otherwise.
+/// `Some(keep_alive)` once it is sent, `None` when the connection failed.
+async fn respond<S: Socket>(
+    io: &mut GuardedIo<S>,
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    resp: Response<GuardedBody>,
+) -> Option<bool> {
+    let (parts, mut body) = resp.into_parts();
+    let keep_alive = head(out, parts.status, &parts.headers, &body);
+    let bodiless = bodiless(parts.status);
+    if let Some(n) = body.size_hint().exact() {
+        end_head(out, n, bodiless);
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { return None };
             if let Ok(mut data) = frame.into_data()
