@@ -83,13 +83,15 @@ pub fn service(
 + Send
 + Sync
 + 'static {
-    hyper::service::service_fn(move |req: http::Request<RequestBody>| {
-        let ctx = ctx.clone();
-        async move { Ok(handle(ctx, req).await) }
-    })
+    // The future is `handle`'s own: wrapped in a block that awaited it, the request and then the
+    // answer were each copied once more.
+    hyper::service::service_fn(move |req: http::Request<RequestBody>| handle(ctx.clone(), req))
 }
 
-async fn handle(ctx: Arc<Ctx>, req: http::Request<RequestBody>) -> Response {
+async fn handle(
+    ctx: Arc<Ctx>,
+    req: http::Request<RequestBody>,
+) -> Result<Response, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
     let (method, headers) = (parts.method, parts.headers);
     let fragment = parts.extensions.get::<FragmentInTarget>().copied();
@@ -124,7 +126,7 @@ async fn handle(ctx: Arc<Ctx>, req: http::Request<RequestBody>) -> Response {
         Err(e) => error_response(&e),
     };
     resp.body_mut().meta.cluster_id = ctx.cluster_id;
-    resp
+    Ok(resp)
 }
 
 /// Everything decided from the request head alone, before a byte of the body is read: the
