@@ -6,7 +6,7 @@
 //! value allocated, each name hashed, then all of it dropped. So they stay values in [`Meta`]
 //! until the answer is sent: the node's own HTTP/1.1 path writes them straight into its output
 //! ([`Meta::write`]), and the hyper path turns them into headers at its boundary
-//! ([`Meta::into_headers`]). The response's header map holds only what is rarer (an error's
+//! ([`Meta::insert_into`]). The response's header map holds only what is rarer (an error's
 //! `retry-after`, a stream's headers, an answer relayed from another node as it came).
 
 use bytes::Bytes;
@@ -60,69 +60,53 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// Calls `f` with each header's name and value, in the order they are sent: the one list of
+    /// them, for both ways of sending an answer.
+    fn each(&self, mut f: impl FnMut(&'static str, &[u8])) {
+        if let Some(t) = self.content_type {
+            f("content-type", t.as_bytes());
+        }
+        match &self.token {
+            Token::None => {}
+            Token::Observed(i) => f(headers::TOKEN, itoa::Buffer::new().format(*i).as_bytes()),
+            Token::Session(t) => f(headers::TOKEN, t.to_string().as_bytes()),
+        }
+        if let Some(s) = self.shard {
+            f(headers::SHARD, itoa::Buffer::new().format(s).as_bytes());
+        }
+        if let Some(e) = self.epoch {
+            f(headers::EPOCH, itoa::Buffer::new().format(e).as_bytes());
+        }
+        if let Some(id) = self.cluster_id {
+            f(rcluster_client::CLUSTER_ID_HEADER, id.as_bytes());
+        }
+    }
+
     /// Appends the headers as HTTP/1.1 header lines.
     pub fn write(&self, out: &mut Vec<u8>) {
-        let mut line = |name: &str, value: &[u8]| {
+        self.each(|name, value| {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n");
-        };
-        if let Some(t) = self.content_type {
-            line("content-type", t.as_bytes());
-        }
-        match &self.token {
-            Token::None => {}
-            Token::Observed(i) => line(headers::TOKEN, itoa::Buffer::new().format(*i).as_bytes()),
-            Token::Session(t) => line(headers::TOKEN, t.to_string().as_bytes()),
-        }
-        if let Some(s) = self.shard {
-            line(headers::SHARD, itoa::Buffer::new().format(s).as_bytes());
-        }
-        if let Some(e) = self.epoch {
-            line(headers::EPOCH, itoa::Buffer::new().format(e).as_bytes());
-        }
-        if let Some(id) = self.cluster_id {
-            line(rcluster_client::CLUSTER_ID_HEADER, id.as_bytes());
-        }
+        });
     }
 
     /// Whether a header named `name` is one of these (sent from here, in place of the map's).
+    /// Asked only of the headers an answer's map holds, which nearly every answer has none of.
     pub fn covers(&self, name: &HeaderName) -> bool {
-        let n = name.as_str();
-        (self.content_type.is_some() && name == http::header::CONTENT_TYPE)
-            || (self.token != Token::None && n == headers::TOKEN)
-            || (self.shard.is_some() && n == headers::SHARD)
-            || (self.epoch.is_some() && n == headers::EPOCH)
-            || (self.cluster_id.is_some() && n == rcluster_client::CLUSTER_ID_HEADER)
+        let mut covered = false;
+        self.each(|n, _| covered |= n == name.as_str());
+        covered
     }
 
-    /// Moves the headers into `h` (replacing any of the same names).
-    pub fn into_headers(self, h: &mut HeaderMap) {
-        let name = HeaderName::from_static;
-        if let Some(t) = self.content_type {
-            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(t));
-        }
-        let token = match self.token {
-            Token::None => None,
-            Token::Observed(i) => Some(HeaderValue::from(i)),
-            Token::Session(t) => HeaderValue::from_str(&t.to_string()).ok(),
-        };
-        if let Some(v) = token {
-            h.insert(name(headers::TOKEN), v);
-        }
-        if let Some(s) = self.shard {
-            h.insert(name(headers::SHARD), HeaderValue::from(s));
-        }
-        if let Some(e) = self.epoch {
-            h.insert(name(headers::EPOCH), HeaderValue::from(e));
-        }
-        if let Some(v) = self
-            .cluster_id
-            .and_then(|id| HeaderValue::from_str(id).ok())
-        {
-            h.insert(name(rcluster_client::CLUSTER_ID_HEADER), v);
-        }
+    /// Puts the headers into `h` (replacing any of the same names): hyper's path.
+    pub fn insert_into(&self, h: &mut HeaderMap) {
+        self.each(|name, value| {
+            if let Ok(v) = HeaderValue::from_bytes(value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        });
     }
 }
 
@@ -213,15 +197,17 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match &self.content {
+            Content::Owned(v) => v.is_empty(),
+            Content::Shared(b) => b.is_empty(),
             Content::Stream(s) => s.is_end_stream(),
-            _ => self.whole().is_none_or(<[u8]>::is_empty),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match &self.content {
+            Content::Owned(v) => http_body::SizeHint::with_exact(v.len() as u64),
+            Content::Shared(b) => http_body::SizeHint::with_exact(b.len() as u64),
             Content::Stream(s) => s.size_hint(),
-            _ => http_body::SizeHint::with_exact(self.whole().map_or(0, |b| b.len() as u64)),
         }
     }
 }
@@ -290,7 +276,7 @@ mod tests {
                 .map(|h| (h.name.to_string(), h.value.to_vec()))
                 .collect();
             let mut h = HeaderMap::new();
-            m.clone().into_headers(&mut h);
+            m.insert_into(&mut h);
             let mapped: Vec<(String, Vec<u8>)> = h
                 .iter()
                 .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))

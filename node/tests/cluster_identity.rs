@@ -3,8 +3,9 @@
 //! into, or writes to, a node of another cluster.
 
 mod common;
+mod rawhttp;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 
 use common::*;
@@ -267,23 +268,10 @@ fn a_configured_cluster_id_keeps_the_client_off_other_clusters() {
     // replica states the same cluster id in place of the relayed one, not beside it. Asked on a
     // kept-alive connection (the node's own HTTP/1.1 path) and on one that closes (hyper's).
     let kept_alive = {
-        let mut s = std::net::TcpStream::connect(&a2.node.addr).unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut s = rawhttp::connect(&a2.node.addr);
         s.write_all(b"PUT /v1/kv/relayed HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1")
             .unwrap();
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(r) = parse_response(&raw)
-                && let Some(len) = r.header("content-length")
-                && r.body.len() >= len.parse::<usize>().unwrap()
-            {
-                break r;
-            }
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0, "closed before the answer: {raw:?}");
-            raw.extend_from_slice(&buf[..n]);
-        }
+        rawhttp::read_one(&mut s).expect("the answer, on a connection kept open")
     };
     let closed = a2.node.req("PUT", "/v1/kv/relayed", Some("2"));
     for relayed in [kept_alive, closed] {

@@ -340,7 +340,7 @@ where
         Box::pin(async move {
             let mut resp = answer.await?;
             let meta = std::mem::take(&mut resp.body_mut().inner.meta);
-            meta.into_headers(resp.headers_mut());
+            meta.insert_into(resp.headers_mut());
             Ok(resp)
         })
     }
