@@ -138,7 +138,7 @@ fn prepare(
     query: &str,
     headers: &http::HeaderMap,
     fragment: Option<FragmentInTarget>,
-) -> Result<(Route, Vec<(String, String)>), ApiError> {
+) -> Result<(Route, request::Query), ApiError> {
     if fragment.is_some() {
         return Err(ApiError::bad_request(
             "invalid_path",
@@ -162,13 +162,13 @@ fn prepare(
     if let Some(need) = route.role() {
         ctx.auth.check(headers, need).map_err(refused)?;
     }
-    let query = request::parse_query(query)?;
+    let parsed = request::Query::parse(query);
     let allowed = match route {
         Route::Internal => internal::params(segs.get(2).copied().unwrap_or_default()),
         r => r.params(),
     };
-    request::only_params(&query, allowed, route.repeatable())?;
-    Ok((route, query))
+    request::only_params(parsed.pairs(query), allowed, route.repeatable())?;
+    Ok((route, parsed))
 }
 
 /// A request naming another cluster (`Rcluster-Cluster-Id`) is refused before anything is done:
@@ -386,7 +386,7 @@ async fn dispatch(ctx: &Ctx, route: Route, req: &Req) -> Routed {
     };
     gauge.inc();
     // Another node's to serve (another shard's slot, or a write reaching a replica): forwarded.
-    if let Some(elsewhere) = placement::route(ctx, req) {
+    if let Some(elsewhere) = placement::route(ctx, route, req) {
         let answer = elsewhere.await;
         gauge.dec();
         return (Some(api), answer);

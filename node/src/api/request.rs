@@ -19,7 +19,7 @@ pub struct Req {
     /// The target as it arrived: its path still percent-encoded, its query as sent (forwarded
     /// requests carry both unchanged). Kept whole rather than copied into strings of their own.
     uri: Uri,
-    pub query: Vec<(String, String)>,
+    query: Query,
     pub headers: HeaderMap,
     pub body: Bytes,
     /// The key as decoded by the first `key` call, with its `strip_suffix`: keyed requests read
@@ -28,13 +28,7 @@ pub struct Req {
 }
 
 impl Req {
-    pub fn new(
-        method: Method,
-        uri: Uri,
-        query: Vec<(String, String)>,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Req {
+    pub fn new(method: Method, uri: Uri, query: Query, headers: HeaderMap, body: Bytes) -> Req {
         Req {
             method,
             uri,
@@ -101,20 +95,22 @@ impl Req {
         Ok(key)
     }
 
+    /// The query's pairs, in the order given.
+    pub fn pairs(&self) -> Pairs<'_> {
+        self.query.pairs(self.raw_query())
+    }
+
+    /// The value of parameter `name`: the last one given (a repeatable one's others are in
+    /// `params`; any other is refused given twice).
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.query.last(self.raw_query(), name)
     }
 
     /// Every value of a repeatable parameter, in the order given.
     pub fn params(&self, name: &str) -> Vec<&str> {
-        self.query
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.pairs()
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v)
             .collect()
     }
 
@@ -200,9 +196,8 @@ impl Req {
         h.write_field(self.method.as_str().as_bytes());
         h.write_field(self.path().as_bytes());
         let mut params: Vec<_> = self
-            .query
-            .iter()
-            .filter(|(k, _)| k != "ack" && k != "wait_ms")
+            .pairs()
+            .filter(|(k, _)| *k != "ack" && *k != "wait_ms")
             .collect();
         params.sort();
         for (k, v) in params {
@@ -291,34 +286,121 @@ pub fn json_text(bytes: &[u8], max_value: usize) -> Result<Json, ApiError> {
     Ok(text.into())
 }
 
-pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
-    // What serde_urlencoded does for pairs of strings (it cannot fail for them), without its
-    // deserializer. A pair with nothing to decode (`ack=quorum`) is copied as it is: the
-    // decoder's walk cost about 700 instructions a request for it.
-    let mut pairs = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        if pair.bytes().any(|b| b == b'%' || b == b'+') {
-            pairs.extend(
-                form_urlencoded::parse(pair.as_bytes())
-                    .map(|(k, v)| (k.into_owned(), v.into_owned())),
-            );
-        } else {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            pairs.push((k.to_string(), v.to_string()));
+/// A request's query parameters. Nearly every query has nothing to decode (`ack=quorum`): its
+/// pairs are then kept as places in the target, not copied into strings of their own (a vector
+/// and two strings per pair, allocated and freed, cost some 400 instructions a request). A query
+/// with an escape anywhere is decoded once, whole.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Query {
+    /// Each pair's name and value as byte ranges of the raw query: `[name start, name end,
+    /// value start, value end]`.
+    Raw(smallvec::SmallVec<[[u32; 4]; 4]>),
+    Decoded(Vec<(String, String)>),
+}
+
+impl Default for Query {
+    fn default() -> Query {
+        Query::Raw(smallvec::SmallVec::new())
+    }
+}
+
+impl Query {
+    /// Reads `raw` (the query as it arrived). It cannot fail: any bytes are some pairs of
+    /// strings, as `application/x-www-form-urlencoded` decodes them: `name=value` or `name`
+    /// alone (an empty value), split at `&`, empty pairs skipped.
+    pub fn parse(raw: &str) -> Query {
+        let bytes = raw.as_bytes();
+        if bytes.len() >= u32::MAX as usize {
+            return Query::decode(raw);
+        }
+        let mut pairs = smallvec::SmallVec::new();
+        // One pass by byte rather than `split('&')` and `split_once('=')`, whose searchers cost
+        // more than a query this short. `&` and `=` are always character boundaries.
+        let (mut start, mut eq) = (0, None);
+        for i in 0..=bytes.len() {
+            match bytes.get(i).copied().unwrap_or(b'&') {
+                b'%' | b'+' => return Query::decode(raw),
+                b'=' if eq.is_none() => eq = Some(i),
+                b'&' => {
+                    if i > start {
+                        let (name_end, value_start) = eq.map_or((i, i), |e| (e, e + 1));
+                        pairs.push([start, name_end, value_start, i].map(|at| at as u32));
+                    }
+                    (start, eq) = (i + 1, None);
+                }
+                _ => {}
+            }
+        }
+        Query::Raw(pairs)
+    }
+
+    fn decode(raw: &str) -> Query {
+        Query::Decoded(
+            form_urlencoded::parse(raw.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// The last value given of parameter `name`.
+    fn last<'a>(&'a self, raw: &'a str, name: &str) -> Option<&'a str> {
+        match self {
+            Query::Raw(places) => places
+                .iter()
+                .rev()
+                .find(|&&[a, b, ..]| {
+                    raw.as_bytes().get(a as usize..b as usize) == Some(name.as_bytes())
+                })
+                .and_then(|&[_, _, c, d]| raw.get(c as usize..d as usize)),
+            Query::Decoded(pairs) => pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str()),
         }
     }
-    Ok(pairs)
+
+    /// The pairs, in the order given; `raw` is the query `parse` was given.
+    pub fn pairs<'a>(&'a self, raw: &'a str) -> Pairs<'a> {
+        match self {
+            Query::Raw(places) => Pairs::Raw(places.iter(), raw),
+            Query::Decoded(pairs) => Pairs::Decoded(pairs.iter()),
+        }
+    }
+}
+
+/// The pairs of a `Query`, as `(name, value)`.
+pub enum Pairs<'a> {
+    Raw(std::slice::Iter<'a, [u32; 4]>, &'a str),
+    Decoded(std::slice::Iter<'a, (String, String)>),
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<(&'a str, &'a str)> {
+        match self {
+            Pairs::Raw(places, raw) => places.next().map(|&[a, b, c, d]| {
+                let at =
+                    |from: u32, to: u32| raw.get(from as usize..to as usize).unwrap_or_default();
+                (at(a, b), at(c, d))
+            }),
+            Pairs::Decoded(pairs) => pairs.next().map(|(k, v)| (k.as_str(), v.as_str())),
+        }
+    }
 }
 
 /// Refuses parameters the route does not know, and any given twice (which one would win is
 /// not something a client should have to guess).
 pub fn only_params(
-    query: &[(String, String)],
+    query: Pairs<'_>,
     allowed: &[&str],
     repeatable: &[&str],
 ) -> Result<(), ApiError> {
-    for (i, (name, _)) in query.iter().enumerate() {
-        if !allowed.contains(&name.as_str()) {
+    // Seen names, on the stack: a route takes at most five.
+    let mut seen = smallvec::SmallVec::<[&str; 8]>::new();
+    for (name, _) in query {
+        if !allowed.contains(&name) {
             let known = if allowed.is_empty() {
                 "this route takes no parameters".to_string()
             } else {
@@ -329,12 +411,13 @@ pub fn only_params(
                 format!("unknown parameter {name:?}: {known}"),
             ));
         }
-        if !repeatable.contains(&name.as_str()) && query[..i].iter().any(|(n, _)| n == name) {
+        if !repeatable.contains(&name) && seen.contains(&name) {
             return Err(ApiError::bad_request(
                 "invalid_parameter",
                 format!("parameter {name:?} is given more than once"),
             ));
         }
+        seen.push(name);
     }
     Ok(())
 }
@@ -405,7 +488,7 @@ mod tests {
         let req = Req::new(
             Method::POST,
             Uri::from_static("/v1/kv/a%2Fb/c/incr"),
-            Vec::new(),
+            Query::default(),
             HeaderMap::new(),
             Bytes::new(),
         );
@@ -418,7 +501,7 @@ mod tests {
         let bad = Req::new(
             Method::GET,
             Uri::from_static("/v1/kv/%FF"),
-            Vec::new(),
+            Query::default(),
             HeaderMap::new(),
             Bytes::new(),
         );
@@ -456,7 +539,8 @@ mod tests {
         }
     }
 
-    /// The shortcut for pairs with nothing to decode must give what the decoder gives.
+    /// Pairs read where they lie must be what the decoder gives, and a parameter the last value
+    /// given of its name.
     #[test]
     fn queries_parse_as_the_form_decoder_parses_them() {
         let queries = [
@@ -477,8 +561,54 @@ mod tests {
             let want: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect();
-            assert_eq!(parse_query(q).expect("parses"), want, "{q:?}");
+            let query = Query::parse(q);
+            let got: Vec<(String, String)> = query
+                .pairs(q)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(got, want, "{q:?}");
+            let req = Req::new(
+                Method::GET,
+                Uri::try_from(format!("/v1/kv?{q}")).expect("a target"),
+                query,
+                HeaderMap::new(),
+                Bytes::new(),
+            );
+            for name in ["ack", "flag", "k", "prefix", "x", "y", "a", "b", ""] {
+                let last = want.iter().rev().find(|(k, _)| k == name);
+                assert_eq!(
+                    req.param(name),
+                    last.map(|(_, v)| v.as_str()),
+                    "{q:?} {name}"
+                );
+            }
         }
+    }
+
+    /// A name given twice is refused unless the route repeats it; a name it does not take, always.
+    #[test]
+    fn parameters_are_checked_against_the_route() {
+        let check = |q: &str, repeatable: &[&str]| {
+            only_params(Query::parse(q).pairs(q), &["a", "b"], repeatable).map_err(|e| e.message)
+        };
+        assert!(check("a=1&b=2", &[]).is_ok());
+        assert!(check("a=1&&b", &[]).is_ok());
+        assert!(check("a=1&a=2", &["a"]).is_ok());
+        assert!(
+            check("a=1&b=1&a=2", &[])
+                .unwrap_err()
+                .contains("more than once")
+        );
+        assert!(
+            check("a=1&%61=2", &[])
+                .unwrap_err()
+                .contains("more than once")
+        );
+        assert!(
+            check("a=1&c=2", &["c"])
+                .unwrap_err()
+                .contains("unknown parameter \"c\"")
+        );
     }
 
     #[test]
