@@ -15,7 +15,7 @@
 
 use crate::replication::AckLevel;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -34,11 +34,65 @@ pub struct AckWaiters {
 #[derive(Default)]
 struct Inner {
     next_id: u64,
-    queues: [BTreeMap<(u64, u64), Waiting>; AckLevel::ALL.len()],
+    queues: [Queue; AckLevel::ALL.len()],
     /// No later than the earliest deadline of a waiter (`None`: nobody waits with one the
     /// releasing task knows of). It may be earlier, after that waiter was released: the task
     /// then wakes once for nothing and looks again.
     armed: Option<Instant>,
+}
+
+/// Waits of one level, sorted by key (position, arrival). A position is taken in log order and
+/// waited on at once, so nearly every new wait goes at the back and every release takes from the
+/// front: a sorted deque does both without the tree's node walks and allocations (a B-tree's
+/// insert and remove cost some 300 instructions of every durable put).
+#[derive(Default)]
+struct Queue(VecDeque<((u64, u64), Waiting)>);
+
+impl Queue {
+    fn insert(&mut self, key: (u64, u64), w: Waiting) {
+        let at = match self.0.back() {
+            Some((last, _)) if *last > key => self.0.partition_point(|(k, _)| *k < key),
+            _ => self.0.len(),
+        };
+        self.0.insert(at, (key, w));
+    }
+
+    fn remove(&mut self, key: &(u64, u64)) {
+        if let Ok(i) = self.0.binary_search_by(|(k, _)| k.cmp(key)) {
+            self.0.remove(i);
+        }
+    }
+
+    /// Takes the waits of positions up to `upto`, into `done`.
+    fn take_upto(&mut self, upto: u64, done: &mut Vec<Waiting>) {
+        while self.0.front().is_some_and(|((index, _), _)| *index <= upto) {
+            done.extend(self.0.pop_front().map(|(_, w)| w));
+        }
+    }
+
+    /// Takes the waits whose deadline is at or before `now`, into `done`; the earliest deadline
+    /// of those left.
+    fn take_due(&mut self, now: Instant, done: &mut Vec<Waiting>) -> Option<Instant> {
+        let mut earliest: Option<Instant> = None;
+        for (key, w) in std::mem::take(&mut self.0) {
+            if w.deadline <= now {
+                done.push(w);
+            } else {
+                earliest = Some(earliest.map_or(w.deadline, |e| e.min(w.deadline)));
+                self.0.push_back((key, w));
+            }
+        }
+        earliest
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 struct Waiting {
@@ -175,12 +229,7 @@ impl AckWaiters {
         let mut done = Vec::new();
         {
             let mut inner = self.inner.lock().unwrap();
-            let queue = &mut inner.queues[slot(level)];
-            while let Some(first) = queue.first_entry()
-                && first.key().0 <= upto
-            {
-                done.push(first.remove());
-            }
+            inner.queues[slot(level)].take_upto(upto, &mut done);
         }
         deliver(done);
     }
@@ -201,16 +250,8 @@ impl AckWaiters {
         }
         let mut earliest: Option<Instant> = None;
         for queue in &mut inner.queues {
-            let due: Vec<(u64, u64)> = queue
-                .iter()
-                .filter(|(_, w)| w.deadline <= now)
-                .map(|(k, _)| *k)
-                .collect();
-            for key in due {
-                done.extend(queue.remove(&key));
-            }
-            for w in queue.values() {
-                earliest = Some(earliest.map_or(w.deadline, |e| e.min(w.deadline)));
+            if let Some(next) = queue.take_due(now, &mut done) {
+                earliest = Some(earliest.map_or(next, |e| e.min(next)));
             }
         }
         inner.armed = earliest;
@@ -322,6 +363,27 @@ mod tests {
         set.release(AckLevel::Async, 9);
         assert!(ready(&mut a) && ready(&mut b));
         drop((a, b));
+        assert_eq!(set.len(), 0);
+    }
+
+    /// Waits registered out of position order (threads take positions in order but may wait in
+    /// another) are still released by position, and a dropped one in the middle leaves.
+    #[test]
+    fn waits_out_of_order_are_released_by_position() {
+        let set = AckWaiters::default();
+        let mut w8 = set.wait(AckLevel::One, 8, later());
+        let mut w6 = set.wait(AckLevel::One, 6, later());
+        let w7 = set.wait(AckLevel::One, 7, later());
+        let mut w5 = set.wait(AckLevel::One, 5, later());
+        drop(w7);
+        assert_eq!(set.len(), 3);
+        set.release(AckLevel::One, 6);
+        assert!(ready(&mut w5) && ready(&mut w6));
+        assert!(!ready(&mut w8));
+        set.release(AckLevel::One, 7);
+        assert!(!ready(&mut w8), "nothing at 7 is left to release");
+        set.release(AckLevel::One, 8);
+        assert!(ready(&mut w8));
         assert_eq!(set.len(), 0);
     }
 
