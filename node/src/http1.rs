@@ -60,9 +60,12 @@ enum Parsed {
 
 /// Parses into `head` (reused across requests: it is a kilobyte, and moving it costs copies).
 fn parse(buf: &[u8], head: &mut Head) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    // Left uninitialised: httparse writes the ones it fills (a kilobyte of headers zeroed for
+    // every request otherwise).
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
@@ -254,7 +257,8 @@ where
                 },
             }
         };
-        let Ok(resp) = resp;
+        let Ok(mut resp) = resp;
+        resp.body_mut().reader_follows();
         drop(reading);
         // A whole answer (nearly all) is written from here, without a future of its own; the
         // request counts as in service until it is written, as its body is dropped after.

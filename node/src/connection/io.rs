@@ -100,6 +100,10 @@ pub struct GuardedIo<S: Socket> {
     /// deadline leaves it alone: it wakes early and is set again then. Resetting a timer takes
     /// the timer wheel's lock, and the idle deadline moves with every request.
     armed: u64,
+    /// `timer` holds the waker of its last poll, which was this task's: it wakes the task when
+    /// it fires, without being polled at every wait for a request (a poll registers the waker
+    /// anew, some 200 instructions). False until a poll that registered, and again once fired.
+    listening: bool,
     /// An answer of our own being written, and how much of it went out.
     out: Option<(Bytes, usize)>,
     /// After `out`, hyper reads the end of the stream and the connection closes.
@@ -127,6 +131,7 @@ impl<S: Socket> GuardedIo<S> {
             line: LineScan::Start,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             armed: 0,
+            listening: false,
             out: None,
             close_after_out: false,
             peer_closed: false,
@@ -204,8 +209,9 @@ impl<S: Socket> GuardedIo<S> {
     }
 
     /// With nothing to read and no request in service: close on eviction or a passed deadline,
-    /// otherwise arm the timer for the deadline.
-    fn check_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+    /// otherwise arm the timer for the deadline. `same_waker`: the task's waker is the one the
+    /// timer was last polled with.
+    fn check_deadline(&mut self, cx: &mut Context<'_>, same_waker: bool) -> bool {
         // Read before it is swapped: a swap is a locked instruction, on every wait for a request.
         if self.shared.evict.load(Ordering::Relaxed)
             && self.shared.evict.swap(false, Ordering::Relaxed)
@@ -245,13 +251,21 @@ impl<S: Socket> GuardedIo<S> {
             }
             return true;
         }
-        if self.armed == 0 || deadline < self.armed {
+        let reset = self.armed == 0 || deadline < self.armed;
+        if reset {
             self.timer.as_mut().reset(instant_at(deadline).into());
             self.armed = deadline;
         }
-        if self.timer.as_mut().poll(cx).is_ready() {
-            self.armed = 0;
-            cx.waker().wake_by_ref();
+        if reset || !self.listening || !same_waker || self.timer.is_elapsed() {
+            // A poll without budget left answers Pending without registering the waker.
+            let budget = tokio::task::coop::has_budget_remaining();
+            if self.timer.as_mut().poll(cx).is_ready() {
+                self.armed = 0;
+                self.listening = false;
+                cx.waker().wake_by_ref();
+            } else {
+                self.listening = budget;
+            }
         }
         false
     }
@@ -294,11 +308,12 @@ impl<S: Socket> AsyncRead for GuardedIo<S> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     let mut waker = this.shared.waker.lock().unwrap();
-                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    let same_waker = waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+                    if !same_waker {
                         *waker = Some(cx.waker().clone());
                     }
                     drop(waker);
-                    if free && this.check_deadline(cx) {
+                    if free && this.check_deadline(cx, same_waker) {
                         continue;
                     }
                     return Poll::Pending;

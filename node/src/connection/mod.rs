@@ -149,19 +149,30 @@ impl Shared {
         self.free_since.store(0, Ordering::Relaxed);
         self.head_pending.store(false, Ordering::Relaxed);
         let fragment = self.fragment.swap(false, Ordering::Relaxed);
-        (BusyGuard(self.clone()), fragment)
+        let guard = BusyGuard {
+            shared: self.clone(),
+            wake: true,
+        };
+        (guard, fragment)
     }
 }
 
 /// Counts a request as in service until its response body is dropped (sent or abandoned).
-pub struct BusyGuard(Arc<Shared>);
+pub struct BusyGuard {
+    shared: Arc<Shared>,
+    /// Wake the connection's reader when the last request in service ends.
+    wake: bool,
+}
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        if self.0.busy.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0.free_since.store(clock_ms(), Ordering::Relaxed);
+        let shared = &self.shared;
+        if shared.busy.fetch_sub(1, Ordering::Relaxed) == 1 {
+            shared.free_since.store(clock_ms(), Ordering::Relaxed);
             // hyper does not read again by itself after a response; the idle clock must start.
-            if let Some(w) = self.0.waker.lock().unwrap().as_ref() {
+            if self.wake
+                && let Some(w) = shared.waker.lock().unwrap().as_ref()
+            {
                 w.wake_by_ref();
             }
         }
@@ -350,6 +361,15 @@ where
 pub struct GuardedBody {
     pub inner: answer::Body,
     _guard: BusyGuard,
+}
+
+impl GuardedBody {
+    /// The connection reads again right after this answer (the HTTP/1.1 path's loop), and its
+    /// read starts the idle clock: the end of the request need not wake it. That wake was a
+    /// second poll of the connection's task for every request, which found nothing to read.
+    pub fn reader_follows(&mut self) {
+        self._guard.wake = false;
+    }
 }
 
 impl http_body::Body for GuardedBody {
