@@ -172,6 +172,41 @@ fn what_the_simple_path_cannot_represent_is_answered_by_hyper() {
     );
 }
 
+/// A target with a `#` is refused (`invalid_path`) on a connection the simple path served before,
+/// alone or pipelined behind simple requests: the simple path leaves it to hyper, and the socket
+/// guard, which does not scan heads the simple path parses, must scan this one.
+#[test]
+fn a_fragment_after_simple_requests_is_refused() {
+    let (_d, n) = node(&[]);
+    let fragment = "GET /v1/kv/a#frag HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut s = connect(&n.addr);
+    s.write_all(put("a", "1").as_bytes()).unwrap();
+    assert_eq!(read_one(&mut s).unwrap().status, 200);
+    s.write_all(get("a").as_bytes()).unwrap();
+    assert_eq!(read_one(&mut s).unwrap().status, 200);
+    s.write_all(fragment.as_bytes()).unwrap();
+    let r = read_one(&mut s).unwrap();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "invalid_path"),
+        "{}",
+        r.body
+    );
+    // Pipelined: the simple path holds the head in its buffer when it hands over.
+    let mut s = connect(&n.addr);
+    let all = [get("a"), fragment.to_string(), get("a")].concat();
+    s.write_all(all.as_bytes()).unwrap();
+    let answers = read_n(&mut s, 3);
+    assert_eq!(answers[0].status, 200, "{}", answers[0].body);
+    assert_eq!(
+        (answers[1].status, answers[1].code().as_str()),
+        (400, "invalid_path"),
+        "{}",
+        answers[1].body
+    );
+    assert_eq!(answers[2].status, 200, "{}", answers[2].body);
+}
+
 #[test]
 fn an_open_stream_counts_as_in_flight_until_its_client_leaves() {
     let (_d, n) = node(&[]);
