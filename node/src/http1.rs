@@ -185,8 +185,9 @@ where
     let mut buf = BytesMut::new();
     let mut out = Vec::with_capacity(1024);
     let mut head = Head::new();
-    // A target with a `#` is hyper's (`parse`), and the guard scans it when it gets there.
-    io.heads_parsed_above();
+    // A target with a `#` is hyper's (`parse`), and the guard scans it when it gets there; each
+    // answer is followed by a read here, which starts the idle clock.
+    io.own_path();
     loop {
         loop {
             if !buf.is_empty() {
@@ -259,8 +260,7 @@ where
                 },
             }
         };
-        let Ok(mut resp) = resp;
-        resp.body_mut().reader_follows();
+        let Ok(resp) = resp;
         drop(reading);
         // A whole answer (nearly all) is written from here, without a future of its own; the
         // request counts as in service until it is written, as its body is dropped after.

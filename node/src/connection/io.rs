@@ -95,9 +95,6 @@ pub struct GuardedIo<S: Socket> {
     /// When the head being received started (`clock_ms`), 0 when none is.
     head_started: u64,
     line: LineScan,
-    /// Heads are scanned for a `#` in their target: not while the HTTP/1.1 path parses them
-    /// (it hands such a head to hyper, through `unread`, which scans it then).
-    scan_lines: bool,
     timer: Pin<Box<Sleep>>,
     /// The deadline `timer` is set for (`clock_ms`), 0 when it is not set or has fired. A later
     /// deadline leaves it alone: it wakes early and is set again then. Resetting a timer takes
@@ -132,7 +129,6 @@ impl<S: Socket> GuardedIo<S> {
             shared,
             timeouts,
             line: LineScan::Start,
-            scan_lines: true,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             armed: 0,
             listening: false,
@@ -142,16 +138,17 @@ impl<S: Socket> GuardedIo<S> {
         }
     }
 
-    /// The HTTP/1.1 path parses the heads from here on: no scan of their request lines.
-    pub fn heads_parsed_above(&mut self) {
-        self.scan_lines = false;
+    /// The HTTP/1.1 path serves the connection from here on (`Shared::own_path`): its heads'
+    /// request lines are not scanned (it hands a target with a `#` to hyper, through `unread`).
+    pub fn own_path(&mut self) {
+        self.shared.own_path.store(true, Ordering::Relaxed);
     }
 
     /// Bytes read from the socket but not consumed: what is read next, before the socket. From
-    /// the HTTP/1.1 path, they begin a head it leaves to hyper: scanned as they are read again.
+    /// the HTTP/1.1 path, they begin a head it leaves to hyper, which serves the rest: scanned
+    /// as they are read again.
     pub fn unread(&mut self, bytes: Bytes) {
-        if !self.scan_lines {
-            self.scan_lines = true;
+        if self.shared.own_path.swap(false, Ordering::Relaxed) {
             self.line = LineScan::Start;
         }
         if self.prefix.is_empty() {
@@ -217,7 +214,7 @@ impl<S: Socket> GuardedIo<S> {
             self.head_started = clock_ms();
             self.shared.head_pending.store(true, Ordering::Relaxed);
         }
-        if self.scan_lines && self.line.feed(bytes) {
+        if !self.shared.own_path.load(Ordering::Relaxed) && self.line.feed(bytes) {
             self.shared.fragment.store(true, Ordering::Relaxed);
         }
     }

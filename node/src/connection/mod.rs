@@ -89,6 +89,9 @@ pub struct Shared {
     /// It is receiving a request head (as opposed to waiting idle between requests).
     head_pending: AtomicBool,
     fragment: AtomicBool,
+    /// The node's HTTP/1.1 path serves the connection (`http1::serve`): it parses every head
+    /// itself and reads again right after each answer. hyper does neither.
+    own_path: AtomicBool,
     evict: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }
@@ -149,28 +152,22 @@ impl Shared {
         self.free_since.store(0, Ordering::Relaxed);
         self.head_pending.store(false, Ordering::Relaxed);
         let fragment = self.fragment.swap(false, Ordering::Relaxed);
-        let guard = BusyGuard {
-            shared: self.clone(),
-            wake: true,
-        };
-        (guard, fragment)
+        (BusyGuard(self.clone()), fragment)
     }
 }
 
 /// Counts a request as in service until its response body is dropped (sent or abandoned).
-pub struct BusyGuard {
-    shared: Arc<Shared>,
-    /// Wake the connection's reader when the last request in service ends.
-    wake: bool,
-}
+pub struct BusyGuard(Arc<Shared>);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        let shared = &self.shared;
+        let shared = &self.0;
         if shared.busy.fetch_sub(1, Ordering::Relaxed) == 1 {
             shared.free_since.store(clock_ms(), Ordering::Relaxed);
             // hyper does not read again by itself after a response; the idle clock must start.
-            if self.wake
+            // The HTTP/1.1 path's loop reads next anyway, and its read starts the clock: woken,
+            // its task was polled a second time per request, to find nothing to read.
+            if !shared.own_path.load(Ordering::Relaxed)
                 && let Some(w) = shared.waker.lock().unwrap().as_ref()
             {
                 w.wake_by_ref();
@@ -361,15 +358,6 @@ where
 pub struct GuardedBody {
     pub inner: answer::Body,
     _guard: BusyGuard,
-}
-
-impl GuardedBody {
-    /// The connection reads again right after this answer (the HTTP/1.1 path's loop), and its
-    /// read starts the idle clock: the end of the request need not wake it. That wake was a
-    /// second poll of the connection's task for every request, which found nothing to read.
-    pub fn reader_follows(&mut self) {
-        self._guard.wake = false;
-    }
 }
 
 impl http_body::Body for GuardedBody {
