@@ -8,6 +8,7 @@ use super::forward::{Target, forward, forward_stream};
 use super::merged::Order;
 use super::{ApiError, Ctx, Req, Route};
 use crate::answer::Response;
+use crate::engine::{Core, Engine};
 use http::{Method, StatusCode};
 use rcluster_proto::{Consistency, ShardId, headers, slots};
 use std::borrow::Cow;
@@ -142,7 +143,7 @@ pub fn route<'a>(ctx: &'a Ctx, route: Route, req: &'a Req) -> Option<Elsewhere<'
         Place::Everywhere(_) if single() => to_own_primary(ctx, req),
         Place::WatchEverywhere => Some(Box::pin(super::multistream::watch_everywhere(ctx, req))),
         Place::Stream(name) => {
-            let owner = match owner(ctx, &name) {
+            let owner = match owner(ctx, &ctx.engine.core_view(), &name) {
                 Ok(owner) => owner,
                 Err(e) => return refused(e),
             };
@@ -178,7 +179,16 @@ pub fn route<'a>(ctx: &'a Ctx, route: Route, req: &'a Req) -> Option<Elsewhere<'
             )))
         }
         Place::Name(name) => {
-            let owner = match owner(ctx, &name) {
+            // The slot's owner and this shard's primary in one look at the core: each look is
+            // two atomic writes to a line every request thread writes.
+            let (owner, primary) = {
+                let core = ctx.engine.core_view();
+                let primary = needs_primary(ctx, req)
+                    .then(|| Engine::primary_elsewhere(&core))
+                    .flatten();
+                (owner(ctx, &core, &name), primary)
+            };
+            let owner = match owner {
                 Ok(owner) => owner,
                 Err(e) => return refused(e),
             };
@@ -195,7 +205,7 @@ pub fn route<'a>(ctx: &'a Ctx, route: Route, req: &'a Req) -> Option<Elsewhere<'
             if direct {
                 return None;
             }
-            to_own_primary(ctx, req)
+            primary.map(|primary| to_primary(ctx, req, primary))
         }
     }
 }
@@ -203,10 +213,9 @@ pub fn route<'a>(ctx: &'a Ctx, route: Route, req: &'a Req) -> Option<Elsewhere<'
 /// The shard that serves `name`: the map's owner, unless this shard's log knows of a migration
 /// newer than the map (a range handed off, or adopted). A range still being imported here is
 /// served by nobody yet: `slot_migrating`, nothing applied, retry shortly.
-fn owner(ctx: &Ctx, name: &str) -> Result<ShardId, ApiError> {
+fn owner(ctx: &Ctx, core: &Core, name: &str) -> Result<ShardId, ApiError> {
     let by_map = ctx.routing.owner_of(name);
     let mine = ctx.routing.shard;
-    let core = ctx.engine.core_view();
     let migration = &core.state.slots;
     if migration.is_empty() {
         return Ok(by_map);
@@ -229,11 +238,15 @@ fn to_own_primary<'a>(ctx: &'a Ctx, req: &'a Req) -> Option<Elsewhere<'a>> {
         return None;
     }
     let primary = ctx.engine.primary_if_elsewhere()?;
+    Some(to_primary(ctx, req, primary))
+}
+
+fn to_primary<'a>(ctx: &'a Ctx, req: &'a Req, primary: String) -> Elsewhere<'a> {
     let target = Target {
         shard: ctx.routing.shard,
         urls: vec![primary],
     };
-    Some(Box::pin(forward(ctx, req, target)))
+    Box::pin(forward(ctx, req, target))
 }
 
 /// A request sent here directly for a slot this node's map gives to `owner`. While this shard

@@ -294,10 +294,12 @@ impl Engine {
     /// The index reached by `ack` (primary); a replica's known commit; a standalone's durable index.
     pub fn commit_for(&self, ack: AckLevel) -> u64 {
         let own = self.durable_index();
-        let p = self.progress.lock().unwrap();
+        // The flag changes under the core lock, not this one: looked at before taking it, so a
+        // standalone node's reads and writes take no lock shared by every request here.
         if self.standalone() {
             return own;
         }
+        let p = self.progress.lock().unwrap();
         p.commit_for(ack, own)
     }
 
@@ -388,7 +390,11 @@ impl Engine {
 
     /// The primary's URL when this node is not the primary but knows who is.
     pub fn primary_if_elsewhere(&self) -> Option<String> {
-        let core = self.core_view();
+        Engine::primary_elsewhere(&self.core_view())
+    }
+
+    /// `primary_if_elsewhere`, for a caller that holds the core lock already.
+    pub fn primary_elsewhere(core: &Core) -> Option<String> {
         if core.leads() || core.node.role == Role::Fenced {
             return None;
         }
