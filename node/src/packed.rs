@@ -139,8 +139,9 @@ impl Block {
             handle_alloc_error(layout)
         };
         if ptr.addr().get() > ADDR_MASK {
-            // Not reachable on Linux without an mmap hint above 2^47 (see `Block`); the tree's
-            // finds would be wrong with this block, so stop before one is stored.
+            // Not reachable on Linux without an mmap hint above 2^47 (see `Block`): the address
+            // needs the fingerprint's bits, and masking them off would point elsewhere. Stopped
+            // before the block is used, as an allocation failure is.
             eprintln!(
                 "rcluster-node: an allocation at {ptr:p} uses the bits its map's fingerprints need"
             );
