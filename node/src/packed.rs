@@ -320,7 +320,7 @@ impl<T: Packed> KeyedSet<T> {
     }
 
     pub fn get(&self, key: &str) -> Option<&T> {
-        self.root.get(key)
+        self.root.get(&tree::Probe::new(key))
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -338,7 +338,7 @@ impl<T: Packed> KeyedSet<T> {
     /// in one walk of the tree, and returns the element it replaced. `make` builds an element of
     /// key `key`.
     pub fn upsert(&mut self, key: &str, make: impl FnOnce(Option<&T>) -> T) -> Option<T> {
-        let (old, split) = self.root.upsert(key, make);
+        let (old, split) = self.root.upsert(&tree::Probe::new(key), make);
         if let Some(right) = split {
             let left = std::mem::take(&mut self.root);
             self.root = tree::Node::grow(left, right);
@@ -352,8 +352,9 @@ impl<T: Packed> KeyedSet<T> {
     pub fn remove(&mut self, key: &str) -> Option<T> {
         // Looked up first: a removal copies the shared nodes on its path, which a missing key
         // must not cost.
-        self.get(key)?;
-        let out = self.root.remove(key);
+        let probe = tree::Probe::new(key);
+        self.root.get(&probe)?;
+        let out = self.root.remove(&probe);
         self.root.collapse();
         self.len -= usize::from(out.is_some());
         out

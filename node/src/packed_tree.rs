@@ -62,6 +62,24 @@ impl<T: Packed> Low<T> {
     }
 }
 
+/// A key being looked up, with its fingerprint (for leaves) and prefix (for branches), computed
+/// once per walk rather than at every level it passes.
+pub(super) struct Probe<'a> {
+    key: &'a str,
+    tag: u16,
+    prefix: u64,
+}
+
+impl<'a> Probe<'a> {
+    pub(super) fn new(key: &'a str) -> Probe<'a> {
+        Probe {
+            key,
+            tag: fingerprint(key),
+            prefix: prefix(key),
+        }
+    }
+}
+
 fn prefix(k: &str) -> u64 {
     let mut b = [0u8; 8];
     let n = k.len().min(8);
@@ -116,25 +134,23 @@ fn search<T: Packed>(items: &[T], k: &str) -> Result<usize, usize> {
     Err(low)
 }
 
-/// Where the element of key `k` is in a leaf, by a scan of the fingerprints its pointers carry
+/// Where the element of `p`'s key is in a leaf, by a scan of the fingerprints its pointers carry
 /// (see `Block`): only a block whose fingerprint matches is loaded to compare keys. A branch
 /// needs the keys' order, so it searches its lows by prefix (see `Low`).
-fn find<T: Packed>(items: &[T], k: &str) -> Option<usize> {
-    let tag = fingerprint(k);
+fn find<T: Packed>(items: &[T], p: &Probe) -> Option<usize> {
     items
         .iter()
-        .position(|e| e.block().tag() == tag && key(e) == k)
+        .position(|e| e.block().tag() == p.tag && key(e) == p.key)
 }
 
-/// Which child of a branch holds `k`: the last whose low is at or below it (the first when none
+/// Which child of a branch holds `p`'s key: the last whose low is at or below it (the first when none
 /// is, as `lows[0]` bounds nothing).
-fn route<T: Packed>(lows: &[Low<T>], k: &str) -> usize {
-    let p = prefix(k);
+fn route<T: Packed>(lows: &[Low<T>], p: &Probe) -> usize {
     let (mut low, mut high) = (1, lows.len());
     while low < high {
         let mid = low + (high - low) / 2;
         let l = &lows[mid];
-        match l.prefix.cmp(&p).then_with(|| key(&l.e).cmp(k)) {
+        match l.prefix.cmp(&p.prefix).then_with(|| key(&l.e).cmp(p.key)) {
             std::cmp::Ordering::Less => low = mid + 1,
             std::cmp::Ordering::Greater => high = mid,
             std::cmp::Ordering::Equal => return mid,
@@ -166,7 +182,7 @@ impl<T: Packed> Node<T> {
         }
     }
 
-    pub(super) fn get(&self, k: &str) -> Option<&T> {
+    pub(super) fn get(&self, k: &Probe) -> Option<&T> {
         let mut n = self;
         loop {
             match n {
@@ -176,10 +192,10 @@ impl<T: Packed> Node<T> {
         }
     }
 
-    /// Stores the element `make` builds from the one of key `k` (`None` when there is none), in
-    /// one walk: returns the element it replaced, and the new right sibling when this node split
-    /// (its first element is its low). `make` builds an element of key `k`.
-    pub(super) fn upsert<F>(&mut self, k: &str, make: F) -> (Option<T>, Option<Node<T>>)
+    /// Stores the element `make` builds from the one of `p`'s key `k` (`None` when there is
+    /// none), in one walk: returns the element it replaced, and the new right sibling when this
+    /// node split (its first element is its low). `make` builds an element of key `k`.
+    pub(super) fn upsert<F>(&mut self, p: &Probe, make: F) -> (Option<T>, Option<Node<T>>)
     where
         F: FnOnce(Option<&T>) -> T,
     {
@@ -187,7 +203,8 @@ impl<T: Packed> Node<T> {
             Node::Leaf(l) => {
                 let l = Arc::make_mut(l);
                 // A new key needs its place in the order: only then the search by key.
-                let i = match find(l, k).map_or_else(|| search(l, k), Ok) {
+                let k = p.key;
+                let i = match find(l, p).map_or_else(|| search(l, k), Ok) {
                     Ok(i) => {
                         let e = make(Some(&l[i]));
                         debug_assert_eq!(key(&e), k);
@@ -212,9 +229,9 @@ impl<T: Packed> Node<T> {
             }
             Node::Branch(b) => {
                 let b = Arc::make_mut(b);
-                let i = route(&b.lows, k);
-                b.make_room(i, k);
-                let (old, split) = b.children[i].upsert(k, make);
+                let i = route(&b.lows, p);
+                b.make_room(i, p);
+                let (old, split) = b.children[i].upsert(p, make);
                 b.refresh_low(i);
                 let Some(right) = split else {
                     return (old, None);
@@ -243,9 +260,9 @@ impl<T: Packed> Node<T> {
         }
     }
 
-    /// Removes the element of key `k`, which the caller found in the tree (so no shared node is
+    /// Removes the element of `k`'s key, which the caller found in the tree (so no shared node is
     /// copied for nothing). A node left small merges with a neighbour when both fit in one.
-    pub(super) fn remove(&mut self, k: &str) -> Option<T> {
+    pub(super) fn remove(&mut self, k: &Probe) -> Option<T> {
         match self {
             Node::Leaf(l) => {
                 let i = find(l, k)?;
@@ -312,16 +329,16 @@ impl<T: Packed> Branch<T> {
     /// for one) left leaves 61% full when every full leaf split; sharing with a neighbour first
     /// packs them 84% full (the test on keys in no order measures both): a B*-tree's rule, for
     /// leaves, where the elements live.
-    fn make_room(&mut self, i: usize, k: &str) {
+    fn make_room(&mut self, i: usize, p: &Probe) {
         let Node::Leaf(leaf) = &self.children[i] else {
             return;
         };
         // A key the leaf holds is replaced in place: found by fingerprint, it needs no search
         // by key (which loads a block a probe).
-        if !leaf.is_full() || find(leaf, k).is_some() {
+        if !leaf.is_full() || find(leaf, p).is_some() {
             return;
         }
-        let Err(at) = search(leaf, k) else {
+        let Err(at) = search(leaf, p.key) else {
             return;
         };
         if at == LEAF {
@@ -417,7 +434,7 @@ impl<'a, T: Packed> Iter<'a, T> {
                 Node::Branch(b) => {
                     let i = match lower {
                         Bound::Unbounded => 0,
-                        Bound::Included(k) | Bound::Excluded(k) => route(&b.lows, k),
+                        Bound::Included(k) | Bound::Excluded(k) => route(&b.lows, &Probe::new(k)),
                     };
                     stack.push((&**b, i));
                     n = &b.children[i];
