@@ -143,6 +143,18 @@ fn find<T: Packed>(items: &[T], p: &Probe) -> Option<usize> {
         .position(|e| e.block().tag() == p.tag && key(e) == p.key)
 }
 
+/// Requests the cache lines of `*v` (a hint: it never faults, and costs an instruction a line).
+fn prefetch_lines<V>(v: *const V) {
+    #[cfg(target_arch = "x86_64")]
+    for line in (0..std::mem::size_of::<V>()).step_by(64) {
+        // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>(v.cast::<i8>().wrapping_add(line));
+        }
+    }
+}
+
 /// Which child of a branch holds `p`'s key: the last whose low is at or below it (the first when none
 /// is, as `lows[0]` bounds nothing).
 fn route<T: Packed>(lows: &[Low<T>], p: &Probe) -> usize {
@@ -182,11 +194,25 @@ impl<T: Packed> Node<T> {
         }
     }
 
+    /// Starts loading every cache line of this node at once. Reading a node is a chain of
+    /// dependent loads (its chunk's indices, at the end, then the elements they point to, then
+    /// the next probe's), each a miss when the node is not cached; with all its lines requested
+    /// together they arrive in about the time of one.
+    fn prefetch(&self) {
+        match self {
+            Node::Leaf(l) => prefetch_lines(Arc::as_ptr(l)),
+            Node::Branch(b) => prefetch_lines(Arc::as_ptr(b)),
+        }
+    }
+
     pub(super) fn get(&self, k: &Probe) -> Option<&T> {
         let mut n = self;
         loop {
             match n {
-                Node::Branch(b) => n = &b.children[route(&b.lows, k)],
+                Node::Branch(b) => {
+                    n = &b.children[route(&b.lows, k)];
+                    n.prefetch();
+                }
                 Node::Leaf(l) => return find(l, k).map(|i| &l[i]),
             }
         }
@@ -230,6 +256,7 @@ impl<T: Packed> Node<T> {
             Node::Branch(b) => {
                 let b = Arc::make_mut(b);
                 let i = route(&b.lows, p);
+                b.children[i].prefetch();
                 b.make_room(i, p);
                 let (old, split) = b.children[i].upsert(p, make);
                 b.refresh_low(i);
@@ -271,6 +298,7 @@ impl<T: Packed> Node<T> {
             Node::Branch(b) => {
                 let b = Arc::make_mut(b);
                 let i = route(&b.lows, k);
+                b.children[i].prefetch();
                 let out = b.children[i].remove(k);
                 let (width, cap) = (b.children[i].width(), b.children[i].cap());
                 if width == 0 {
