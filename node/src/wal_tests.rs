@@ -116,21 +116,27 @@ fn a_replicating_writer_that_gathers_batches_keeps_every_entry_in_order() {
 }
 
 #[test]
-fn only_a_replicating_node_with_concurrent_synced_writes_gathers_batches() {
-    // (fsync, entries in the batch before, standalone) -> yields before the next batch
+fn concurrent_synced_writes_gather_batches_a_standalone_node_only_while_few_wait() {
+    // (fsync, entries in the batch before, entries waiting, standalone) -> yields before the
+    // next batch
     let cases = [
-        (FsyncMode::Always, 2, false, true),
-        (FsyncMode::Always, 50, false, true),
-        (FsyncMode::Always, 1, false, false),
-        (FsyncMode::Always, 0, false, false),
-        (FsyncMode::Always, 50, true, false),
-        (FsyncMode::Interval, 50, false, false),
+        (FsyncMode::Always, 2, 0, false, true),
+        (FsyncMode::Always, 50, 0, false, true),
+        (FsyncMode::Always, 50, 80, false, true),
+        (FsyncMode::Always, 1, 0, false, false),
+        (FsyncMode::Always, 0, 0, false, false),
+        (FsyncMode::Always, 50, 10, true, true),
+        (FsyncMode::Always, 50, 50, true, false),
+        (FsyncMode::Always, 50, 80, true, false),
+        (FsyncMode::Always, 1, 0, true, false),
+        (FsyncMode::Interval, 50, 0, false, false),
+        (FsyncMode::Interval, 50, 0, true, false),
     ];
-    for (fsync, last, standalone, want) in cases {
+    for (fsync, last, waiting, standalone, want) in cases {
         assert_eq!(
-            gathers(fsync, last, standalone),
+            gathers(fsync, last, waiting, standalone),
             want,
-            "{fsync:?}, batch of {last}, standalone {standalone}"
+            "{fsync:?}, batch of {last}, {waiting} waiting, standalone {standalone}"
         );
     }
 }
