@@ -153,6 +153,9 @@ fn prefetch_lines<V>(v: *const V) {
             _mm_prefetch::<_MM_HINT_T0>(v.cast::<i8>().wrapping_add(line));
         }
     }
+    // Elsewhere a walk goes without the hint.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }
 
 /// Which child of a branch holds `p`'s key: the last whose low is at or below it (the first when none
