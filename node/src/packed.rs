@@ -241,12 +241,7 @@ impl Block {
     /// bytes), so a search can overlap the cache misses of its next comparisons.
     #[inline]
     pub fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(self.ptr().as_ptr().cast::<i8>());
-        }
+        prefetch_line(self.ptr().as_ptr());
     }
 
     /// Whether both are the same block (not merely equal).
@@ -406,6 +401,20 @@ impl<T: Packed + std::fmt::Debug> std::fmt::Debug for KeyedSet<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
+}
+
+/// Asks the processor to start loading the cache line at `at` (a hint: it never faults, whatever
+/// the address; elsewhere than x86_64 it does nothing).
+#[inline]
+pub(crate) fn prefetch_line(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 #[cfg(test)]

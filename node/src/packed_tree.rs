@@ -145,17 +145,9 @@ fn find<T: Packed>(items: &[T], p: &Probe) -> Option<usize> {
 
 /// Requests the cache lines of `*v` (a hint: it never faults, and costs an instruction a line).
 fn prefetch_lines<V>(v: *const V) {
-    #[cfg(target_arch = "x86_64")]
     for line in (0..std::mem::size_of::<V>()).step_by(64) {
-        // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(v.cast::<i8>().wrapping_add(line));
-        }
+        super::prefetch_line(v.cast::<u8>().wrapping_add(line));
     }
-    // Elsewhere a walk goes without the hint.
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
 }
 
 /// Which child of a branch holds `p`'s key: the last whose low is at or below it (the first when none
